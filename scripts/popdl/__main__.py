@@ -1,0 +1,3 @@
+from popdl.cli import main
+
+raise SystemExit(main())

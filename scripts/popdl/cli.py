@@ -1,0 +1,77 @@
+"""The ``popdl`` command line: every workflow step, runnable by hand.
+
+Each step reads its configuration either from a config file
+(``--configfile config/config.yaml``: validated, defaults filled in) or from
+the JSON slice that the workflow passes (``--settings '{...}'`` or
+``--settings @file.json``).  Errors are one line on stderr and exit status 1.
+
+Commands are registered with :func:`command`; a module adds its own by
+defining ``add_commands(sub)`` and being listed in :data:`COMMAND_MODULES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from popdl.config import ConfigError, load_config
+
+__all__ = ["main", "config_from_args", "COMMAND_MODULES"]
+
+log = logging.getLogger("popdl")
+
+#: Modules contributing sub-commands through ``add_commands(subparsers)``.
+COMMAND_MODULES = [
+    "popdl.cli_core",
+]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--configfile", type=Path, help="a popdl config file (YAML)")
+    group.add_argument("--settings", help="the step's JSON config slice, as the workflow passes it (or @file)")
+
+
+def config_from_args(args, stage: str, scenario: str | None = None) -> dict:
+    """The config slice of ``stage`` from --configfile or --settings."""
+    from popdl.stages import load_settings, stage_config
+
+    if args.configfile is not None:
+        config = load_config(args.configfile)
+        if scenario is not None and scenario not in config["scenarios"]:
+            raise ConfigError(f"scenario {scenario!r} is not in {args.configfile} (valid: {', '.join(config['scenarios'])})")
+        return stage_config(config, stage, scenario)
+    try:
+        return load_settings(args.settings)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"--settings is not valid JSON: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="popdl", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"popdl: config error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        print(f"popdl: error: {exc}", file=sys.stderr)
+        return 1

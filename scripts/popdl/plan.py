@@ -1,0 +1,70 @@
+"""Planning: the parameters and seeds of every draw, before any simulation.
+
+Draw ``i`` of scenario ``s`` gets its random streams from
+:func:`popdl.scenarios.seed_sequence` (root seed, scenario name, draw index),
+so the plan, and everything simulated from it, is the same whatever the chunk
+size and whichever other scenarios are in the config.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from popdl.scenarios import Scenario, seed_sequence
+
+__all__ = ["plan_draws", "read_plan", "SEED_COLUMNS", "chunk_bounds", "n_chunks"]
+
+SEED_COLUMNS = ("seed_ancestry", "seed_mutation", "seed_fsc")
+
+
+def simulator_seeds(root_seed: int, scenario: str, draw: int) -> tuple[int, int, int]:
+    """(ancestry, mutation, fastsimcoal2) seeds of one draw.
+
+    msprime takes seeds in 1..2**32-1; fastsimcoal2 takes integers in
+    1..1,000,000 (its ``-r`` option), so that seed is drawn in that range.
+    """
+    words = seed_sequence(root_seed, scenario, draw, 1).generate_state(3, dtype=np.uint32)
+    return (
+        int(words[0]) % (2**31 - 2) + 1,
+        int(words[1]) % (2**31 - 2) + 1,
+        int(words[2]) % 1_000_000 + 1,
+    )
+
+
+def plan_draws(scenario: Scenario, *, root_seed: int, start: int, stop: int) -> pd.DataFrame:
+    """Parameters and seeds of draws ``start`` (inclusive) to ``stop`` (exclusive).
+
+    Columns: ``draw``, ``tries`` (rejection-sampling attempts), the seeds in
+    :data:`SEED_COLUMNS`, then one column per parameter (generations,
+    diploid individuals, per-generation rates, as the priors define them).
+    """
+    rows = []
+    for draw in range(start, stop):
+        rng = np.random.Generator(np.random.PCG64(seed_sequence(root_seed, scenario.name, draw, 0)))
+        params, tries = scenario.draw_with_tries(rng)
+        rows.append((draw, tries, *simulator_seeds(root_seed, scenario.name, draw), *params.values()))
+    columns = ["draw", "tries", *SEED_COLUMNS, *scenario.parameter_names]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.astype({c: "int64" for c in ("draw", "tries", *SEED_COLUMNS)})
+
+
+def read_plan(path, *, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+    """Read rows ``start:stop`` of a plan table (exact float round trip)."""
+    nrows = None if stop is None else stop - start
+    frame = pd.read_csv(
+        path, sep="\t", skiprows=range(1, start + 1) if start else None, nrows=nrows, float_precision="round_trip"
+    )
+    return frame
+
+
+def n_chunks(per_scenario: int, chunk: int) -> int:
+    return -(-per_scenario // chunk)
+
+
+def chunk_bounds(index: int, *, per_scenario: int, chunk: int) -> tuple[int, int]:
+    """Draw range ``[start, stop)`` of chunk ``index``."""
+    start = index * chunk
+    if not 0 <= start < per_scenario:
+        raise ValueError(f"chunk {index} is out of range (0..{n_chunks(per_scenario, chunk) - 1})")
+    return start, min(start + chunk, per_scenario)

@@ -1,0 +1,379 @@
+"""Scenarios: demes graphs with named parameters, priors and constraints.
+
+A scenario is a demes graph (https://popsim-consortium.github.io/demes-spec-docs/)
+whose numeric fields may be parameter names or expressions, for example::
+
+    time_units: generations
+    demes:
+      - name: anc
+        epochs: [{start_size: N_anc, end_time: T_split}]
+      - name: pop1
+        ancestors: [anc]
+        epochs: [{start_size: N1}]
+
+plus priors for those parameters.  Times are in generations and sizes in
+diploid individuals (demes' convention).  :meth:`Scenario.draw` draws one
+parameter set (rejection sampling on the constraints) and
+:meth:`Scenario.graph` builds the concrete :class:`demes.Graph`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import demes
+import numpy as np
+
+from popdl.config import ConfigError
+from popdl.expr import Expression, ExprError
+
+__all__ = [
+    "Prior",
+    "Scenario",
+    "PRIOR_KINDS",
+    "GENOME_PARAMETERS",
+    "seed_sequence",
+    "scenario_key",
+]
+
+#: demes fields that hold numbers and may therefore name parameters.
+NUMERIC_KEYS = {
+    "start_size",
+    "end_size",
+    "start_time",
+    "end_time",
+    "time",
+    "rate",
+    "proportions",
+    "selfing_rate",
+    "cloning_rate",
+    "generation_time",
+}
+#: Genome settings that may be drawn from a prior (then recorded as parameters).
+GENOME_PARAMETERS = ("mutation_rate", "recombination_rate")
+_INFINITE = {"inf", "infinity", ".inf", "+inf"}
+
+PRIOR_KINDS = ("fixed", "uniform", "loguniform", "normal", "truncnormal", "expr")
+
+
+@dataclass
+class Prior:
+    """One parameter's prior.
+
+    ``kind`` is one of :data:`PRIOR_KINDS`; ``args`` its numbers; ``expr`` the
+    parsed expression of a derived parameter.
+    """
+
+    name: str
+    kind: str
+    args: tuple = ()
+    expr: Expression | None = None
+
+    @classmethod
+    def parse(cls, name: str, spec, *, where: str) -> "Prior":
+        if isinstance(spec, bool):
+            raise ConfigError(f"config key '{where}': a prior must be a number or a mapping, not {spec!r}")
+        if isinstance(spec, (int, float)):
+            return cls(name, "fixed", (float(spec),))
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise ConfigError(
+                f"config key '{where}': a prior is a number or a mapping with exactly one of {', '.join(PRIOR_KINDS)}"
+            )
+        (kind, args), = spec.items()
+        if kind not in PRIOR_KINDS:
+            raise ConfigError(f"config key '{where}': unknown prior {kind!r} (valid: {', '.join(PRIOR_KINDS)})")
+        if kind == "expr":
+            try:
+                return cls(name, kind, (), Expression(args))
+            except ExprError as exc:
+                raise ConfigError(f"config key '{where}': {exc}") from None
+        if kind == "fixed":
+            args = [args]
+        n_args = {"fixed": 1, "uniform": 2, "loguniform": 2, "normal": 2, "truncnormal": 4}[kind]
+        if (
+            not isinstance(args, (list, tuple))
+            or len(args) != n_args
+            or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+            or not all(math.isfinite(a) for a in args)
+        ):
+            raise ConfigError(f"config key '{where}': {kind} takes {n_args} finite number(s), got {args!r}")
+        args = tuple(float(a) for a in args)
+        if kind in ("uniform", "loguniform") and not args[0] < args[1]:
+            raise ConfigError(f"config key '{where}': {kind} needs low < high, got {list(args)}")
+        if kind == "loguniform" and args[0] <= 0:
+            raise ConfigError(f"config key '{where}': loguniform needs positive bounds, got {list(args)}")
+        if kind in ("normal", "truncnormal") and args[1] <= 0:
+            raise ConfigError(f"config key '{where}': {kind} needs a positive standard deviation, got {args[1]}")
+        if kind == "truncnormal" and not args[2] < args[3]:
+            raise ConfigError(f"config key '{where}': truncnormal needs low < high, got {list(args[2:])}")
+        return cls(name, kind, args)
+
+    @property
+    def derived(self) -> bool:
+        return self.kind == "expr"
+
+    @property
+    def log_scale(self) -> bool:
+        """True when the parameter is best learned on a log scale."""
+        return self.kind == "loguniform"
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The prior's support (``(-inf, inf)`` when unbounded or derived)."""
+        if self.kind == "fixed":
+            return (self.args[0], self.args[0])
+        if self.kind in ("uniform", "loguniform"):
+            return self.args
+        if self.kind == "truncnormal":
+            return self.args[2:]
+        return (-math.inf, math.inf)
+
+    def sample(self, rng: np.random.Generator, *, max_tries: int = 10000) -> float:
+        kind, a = self.kind, self.args
+        if kind == "fixed":
+            return a[0]
+        if kind == "uniform":
+            return float(rng.uniform(a[0], a[1]))
+        if kind == "loguniform":
+            return float(math.exp(rng.uniform(math.log(a[0]), math.log(a[1]))))
+        if kind == "normal":
+            return float(rng.normal(a[0], a[1]))
+        if kind == "truncnormal":
+            for _ in range(max_tries):
+                x = float(rng.normal(a[0], a[1]))
+                if a[2] <= x <= a[3]:
+                    return x
+            raise ConfigError(f"prior of {self.name!r}: truncnormal{list(a)} rejected {max_tries} draws")
+        raise AssertionError(kind)
+
+    def describe(self) -> str:
+        if self.kind == "expr":
+            return f"= {self.expr.text}"
+        return f"{self.kind}{list(self.args)}"
+
+
+def scenario_key(name: str) -> int:
+    """A stable integer for a scenario name (independent of its position in the config)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
+def seed_sequence(root_seed: int, scenario: str, draw: int, stream: int) -> np.random.SeedSequence:
+    """The seed sequence of one draw's random stream.
+
+    Streams: 0 = priors, 1 = simulator seeds, 2 = feature extraction.  The
+    result depends only on (root seed, scenario name, draw index, stream),
+    never on the chunk size or on the other scenarios.
+    """
+    return np.random.SeedSequence(entropy=root_seed, spawn_key=(scenario_key(scenario), draw, stream))
+
+
+def _walk_numeric(obj, fn, path=()):
+    """Apply ``fn(value, path)`` to every numeric-field value of a demes mapping."""
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if key in NUMERIC_KEYS:
+                if isinstance(value, list):
+                    out[key] = [fn(v, path + (key, i)) for i, v in enumerate(value)]
+                else:
+                    out[key] = fn(value, path + (key,))
+            else:
+                out[key] = _walk_numeric(value, fn, path + (key,))
+        return out
+    if isinstance(obj, list):
+        return [_walk_numeric(v, fn, path + (i,)) for i, v in enumerate(obj)]
+    return obj
+
+
+def _is_placeholder(value) -> bool:
+    return isinstance(value, str) and value.strip().lower() not in _INFINITE
+
+
+@dataclass
+class Scenario:
+    """A demographic scenario: a parameterised demes graph, priors and constraints."""
+
+    name: str
+    template: dict
+    priors: dict[str, Prior]
+    constraints: list[Expression] = field(default_factory=list)
+    samples: dict[str, int] = field(default_factory=dict)
+    simulator: str = "msprime"
+    max_tries: int = 10000
+    description: str = ""
+    _graph_exprs: dict = field(default_factory=dict, repr=False)
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def from_config(cls, name: str, config: dict) -> "Scenario":
+        """Build and check scenario ``name`` of a validated config (graphs resolved)."""
+        spec = config["scenarios"][name]
+        where = f"scenarios.{name}"
+        priors: dict[str, Prior] = {}
+        for gname in GENOME_PARAMETERS:
+            gvalue = config["genome"][gname]
+            if isinstance(gvalue, dict):
+                priors[gname] = Prior.parse(gname, gvalue, where=f"genome.{gname}")
+        for pname, pspec in spec["priors"].items():
+            priors[pname] = Prior.parse(pname, pspec, where=f"{where}.priors.{pname}")
+        constraints = []
+        for i, text in enumerate(spec.get("constraints", [])):
+            try:
+                constraints.append(Expression(text))
+            except ExprError as exc:
+                raise ConfigError(f"config key '{where}.constraints[{i}]': {exc}") from None
+        graph = spec["graph"]
+        if isinstance(graph, str):
+            raise ConfigError(f"config key '{where}.graph': graph file {graph!r} was not loaded")
+        scenario = cls(
+            name=name,
+            template=copy.deepcopy(graph),
+            priors=priors,
+            constraints=constraints,
+            samples=dict(config["samples"]),
+            simulator=spec.get("simulator") or config["simulator"],
+            max_tries=config["simulations"]["max_tries"],
+            description=spec.get("description", ""),
+        )
+        scenario._check(where)
+        return scenario
+
+    def _check(self, where: str) -> None:
+        exprs = {}
+
+        def collect(value, path):
+            if _is_placeholder(value):
+                try:
+                    exprs[path] = Expression(value)
+                except ExprError as exc:
+                    raise ConfigError(f"config key '{where}.graph.{'.'.join(map(str, path))}': {exc}") from None
+            return value
+
+        _walk_numeric(self.template, collect)
+        self._graph_exprs = exprs
+        known = set(self.priors)
+        for path, expr in exprs.items():
+            unknown = expr.names - known
+            if unknown:
+                raise ConfigError(
+                    f"config key '{where}.graph.{'.'.join(map(str, path))}': "
+                    f"parameter {sorted(unknown)[0]!r} has no prior in {where}.priors"
+                )
+        for pname, prior in self.priors.items():
+            if prior.derived:
+                unknown = prior.expr.names - known
+                if unknown:
+                    raise ConfigError(f"config key '{where}.priors.{pname}': {sorted(unknown)[0]!r} is not a parameter")
+        for i, expr in enumerate(self.constraints):
+            unknown = expr.names - known
+            if unknown:
+                raise ConfigError(f"config key '{where}.constraints[{i}]': {sorted(unknown)[0]!r} is not a parameter")
+        self._order = self._derivation_order(where)
+        # Build one graph from a first draw to catch structural errors now.
+        rng = np.random.default_rng(0)
+        params = self.draw(rng, where=where)
+        graph = self.graph(params, where=where)
+        alive = {d.name for d in graph.demes if d.end_time == 0}
+        for pop in self.samples:
+            if pop not in {d.name for d in graph.demes}:
+                raise ConfigError(f"config key 'samples.{pop}': scenario {self.name!r} has no deme {pop!r}")
+            if pop not in alive:
+                raise ConfigError(f"config key 'samples.{pop}': deme {pop!r} of scenario {self.name!r} does not exist at time 0")
+
+    def _derivation_order(self, where: str) -> list[str]:
+        order, done, visiting = [], set(), set()
+
+        def visit(pname):
+            if pname in done:
+                return
+            if pname in visiting:
+                raise ConfigError(f"config key '{where}.priors.{pname}': derived parameters refer to each other in a cycle")
+            visiting.add(pname)
+            prior = self.priors[pname]
+            if prior.derived:
+                for dep in sorted(prior.expr.names):
+                    visit(dep)
+            visiting.discard(pname)
+            done.add(pname)
+            order.append(pname)
+
+        for pname in self.priors:
+            visit(pname)
+        return order
+
+    # -- parameters ----------------------------------------------------------------------
+    @property
+    def parameter_names(self) -> list[str]:
+        """All parameters, free and derived, in config order."""
+        return list(self.priors)
+
+    def draw(self, rng: np.random.Generator, *, where: str | None = None) -> dict[str, float]:
+        """Draw one parameter set; constraints are enforced by rejection sampling.
+
+        Raises :class:`ConfigError` after ``max_tries`` rejected attempts.
+        """
+        params, _ = self.draw_with_tries(rng, where=where)
+        return params
+
+    def draw_with_tries(self, rng, *, where=None) -> tuple[dict[str, float], int]:
+        where = where or f"scenarios.{self.name}"
+        for attempt in range(1, self.max_tries + 1):
+            values: dict[str, float] = {}
+            for pname in self._order:
+                prior = self.priors[pname]
+                if prior.derived:
+                    try:
+                        values[pname] = float(prior.expr.evaluate(values))
+                    except ExprError as exc:
+                        raise ConfigError(f"config key '{where}.priors.{pname}': {exc}") from None
+                else:
+                    values[pname] = prior.sample(rng, max_tries=self.max_tries)
+            try:
+                ok = all(bool(c.evaluate(values)) for c in self.constraints)
+            except ExprError as exc:
+                raise ConfigError(f"config key '{where}.constraints': {exc}") from None
+            if ok:
+                return {p: values[p] for p in self.priors}, attempt
+        raise ConfigError(
+            f"config key '{where}.constraints': the priors never satisfied "
+            f"{' and '.join(repr(c.text) for c in self.constraints)} in {self.max_tries} draws"
+        )
+
+    # -- graphs --------------------------------------------------------------------------
+    def graph_dict(self, params: dict[str, float], *, where: str | None = None) -> dict:
+        """The demes mapping with every placeholder replaced by its value."""
+        where = where or f"scenarios.{self.name}"
+
+        def substitute(value, path):
+            expr = self._graph_exprs.get(path)
+            if expr is None:
+                return value
+            try:
+                return float(expr.evaluate(params))
+            except ExprError as exc:
+                raise ConfigError(f"config key '{where}.graph.{'.'.join(map(str, path))}': {exc}") from None
+
+        return _walk_numeric(self.template, substitute)
+
+    def graph(self, params: dict[str, float], *, where: str | None = None) -> demes.Graph:
+        """The concrete demes graph for one parameter set."""
+        where = where or f"scenarios.{self.name}"
+        data = self.graph_dict(params, where=where)
+        data.setdefault("time_units", "generations")
+        try:
+            return demes.Builder.fromdict(data).resolve()
+        except Exception as exc:  # demes raises several exception types
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
+            raise ConfigError(f"config key '{where}.graph': not a valid demes graph for {shown}: {exc}") from None
+
+    def genome_value(self, key: str, params: dict[str, float], genome: dict) -> float:
+        """A genome rate: the drawn parameter when it has a prior, else the fixed number."""
+        return float(params[key]) if key in params else float(genome[key])
+
+
+def load_scenarios(config: dict) -> dict[str, Scenario]:
+    """All scenarios of a prepared config, by name, in config order."""
+    return {name: Scenario.from_config(name, config) for name in config["scenarios"]}

@@ -1,0 +1,117 @@
+"""Simulating one chunk of planned draws into one ``.npz`` file.
+
+File format (``results/{run}/sims/{scenario}/{chunk}.npz``):
+
+==================  ==============================  ===========================================
+array               shape, dtype                    meaning
+==================  ==============================  ===========================================
+genotypes           (total_sites, haplotypes) u1    0/1 alleles of every draw, stacked by site
+positions           (total_sites,) f8               bp within the site's locus
+locus               (total_sites,) i4               locus index of each site
+site_offsets        (draws + 1,) i8                 draw i's sites are rows offsets[i]:offsets[i+1]
+draw                (draws,) i8                     draw indices (global within the scenario)
+params              (draws, parameters) f8          drawn parameters
+param_names         (parameters,) str
+seeds               (draws, 3) i8                   ancestry, mutation and fastsimcoal2 seeds
+populations         (haplotypes,) str               population of each haplotype
+scenario, simulator () str
+loci, length        () i8, f8                       genome layout
+==================  ==============================  ===========================================
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from popdl.io import save_npz
+from popdl.plan import SEED_COLUMNS
+from popdl.scenarios import Scenario
+from popdl.simulators import Genotypes, get_simulator
+
+__all__ = ["simulate_chunk", "load_sims", "iter_draws"]
+
+log = logging.getLogger("popdl.simulate")
+
+
+def simulator_for(scenario: Scenario, config: dict):
+    return get_simulator(
+        scenario.simulator,
+        genome=config["genome"],
+        samples=config["samples"],
+        **(config.get("fastsimcoal2") or {} if scenario.simulator == "fastsimcoal2" else {}),
+    )
+
+
+def population_labels(samples: dict[str, int]) -> np.ndarray:
+    """Population of each haplotype (2 per diploid individual), in config order."""
+    return np.array([pop for pop, n in samples.items() for _ in range(2 * n)])
+
+
+def simulate_chunk(config: dict, scenario: Scenario, plan, out, *, progress_every: float = 30.0) -> dict:
+    """Simulate every draw of ``plan`` (a DataFrame slice of the plan table) into ``out``.
+
+    Returns a small summary (draws, sites, seconds).
+    """
+    simulator = simulator_for(scenario, config)
+    simulator.check()
+    names = scenario.parameter_names
+    params = plan[names].to_numpy(dtype=np.float64)
+    seeds = plan[list(SEED_COLUMNS)].to_numpy(dtype=np.int64)
+    blocks: list[Genotypes] = []
+    offsets = [0]
+    start = last = time.perf_counter()
+    try:
+        for i in range(len(plan)):
+            values = dict(zip(names, params[i].tolist()))
+            draw_seeds = dict(zip(SEED_COLUMNS, seeds[i].tolist()))
+            try:
+                g = simulator.simulate(scenario, values, draw_seeds)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"scenario {scenario.name!r} draw {int(plan['draw'].iloc[i])}: {scenario.simulator} failed: {exc}"
+                ) from exc
+            blocks.append(g)
+            offsets.append(offsets[-1] + g.positions.size)
+            now = time.perf_counter()
+            if now - last > progress_every:
+                log.info("%s: %d/%d draws simulated (%.1f/s)", scenario.name, i + 1, len(plan), (i + 1) / (now - start))
+                last = now
+    finally:
+        simulator.close()
+    n_haps = population_labels(config["samples"]).size
+    genotypes = np.concatenate([b.genotypes for b in blocks]) if blocks else np.zeros((0, n_haps), np.uint8)
+    save_npz(
+        out,
+        genotypes=genotypes.reshape(-1, n_haps),
+        positions=np.concatenate([b.positions for b in blocks]) if blocks else np.zeros(0),
+        locus=np.concatenate([b.locus for b in blocks]) if blocks else np.zeros(0, np.int32),
+        site_offsets=np.asarray(offsets, dtype=np.int64),
+        draw=plan["draw"].to_numpy(dtype=np.int64),
+        params=params,
+        param_names=np.array(names, dtype=str),
+        seeds=seeds,
+        populations=population_labels(config["samples"]),
+        scenario=np.array(scenario.name),
+        simulator=np.array(scenario.simulator),
+        loci=np.array(int(config["genome"]["loci"]), dtype=np.int64),
+        length=np.array(float(config["genome"]["length"])),
+    )
+    seconds = time.perf_counter() - start
+    return {"draws": len(plan), "sites": offsets[-1], "seconds": seconds}
+
+
+def load_sims(path) -> dict:
+    """Load a simulation chunk as a dict of arrays."""
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def iter_draws(sims: dict):
+    """Yield ``(i, genotypes, positions, locus)`` for every draw of a loaded chunk."""
+    off = sims["site_offsets"]
+    for i in range(off.size - 1):
+        a, b = off[i], off[i + 1]
+        yield i, sims["genotypes"][a:b], sims["positions"][a:b], sims["locus"][a:b]

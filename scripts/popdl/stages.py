@@ -1,0 +1,82 @@
+"""What each workflow stage needs from the config.
+
+Each rule receives only its own slice of the configuration, as JSON in its
+``params``; Snakemake reruns a job when its slice changes, so editing the
+``features`` section reruns features and what follows, but not the
+simulations.  The same slices are used when a step is run by hand.
+"""
+
+from __future__ import annotations
+
+import json
+
+from popdl.config import config_hash
+from popdl.plan import n_chunks
+
+__all__ = ["stage_config", "stage_json", "chunks", "prior_summary"]
+
+
+def _simulation_part(config: dict, scenario: str) -> dict:
+    return {
+        "seed": config["seed"],
+        "simulator": config["simulator"],
+        "fastsimcoal2": config["fastsimcoal2"],
+        "samples": config["samples"],
+        "genome": config["genome"],
+        "scenarios": {scenario: config["scenarios"][scenario]},
+        "simulations": {"max_tries": config["simulations"]["max_tries"]},
+    }
+
+
+def prior_summary(config: dict) -> dict:
+    """Per parameter: whether it is learned on a log scale, and its prior bounds."""
+    from popdl.scenarios import load_scenarios
+
+    out: dict[str, dict] = {}
+    for scenario in load_scenarios(config).values():
+        for name, prior in scenario.priors.items():
+            entry = out.setdefault(name, {"log_scale": prior.log_scale, "bounds": list(prior.bounds), "kinds": {}})
+            entry["kinds"][scenario.name] = prior.describe()
+    return out
+
+
+def stage_config(config: dict, stage: str, scenario: str | None = None) -> dict:
+    """The part of a prepared ``config`` that ``stage`` depends on."""
+    if stage == "plan":
+        part = _simulation_part(config, scenario)
+        part["simulations"]["per_scenario"] = config["simulations"]["per_scenario"]
+        return part
+    if stage == "simulate":
+        return _simulation_part(config, scenario)
+    if stage == "features":
+        return {"seed": config["seed"], "features": config["features"]}
+    if stage == "dataset":
+        return {
+            "seed": config["seed"],
+            "scenario_names": list(config["scenarios"]),
+            "split": config["simulations"]["split"],
+            "shard_size": config["simulations"]["shard_size"],
+            "priors": prior_summary(config),
+            "config_hash": config_hash({k: v for k, v in config.items() if k != "run"}),
+        }
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def stage_json(config: dict, stage: str, scenario: str | None = None) -> str:
+    """The slice as JSON text, keys in config order (parameter order matters:
+    priors are drawn in that order)."""
+    return json.dumps(stage_config(config, stage, scenario), separators=(",", ":"))
+
+
+def chunks(config: dict) -> list[int]:
+    """Chunk indices of each scenario (the same for all scenarios)."""
+    sims = config["simulations"]
+    return list(range(n_chunks(sims["per_scenario"], sims["chunk"])))
+
+
+def load_settings(text: str) -> dict:
+    """Parse a ``--settings`` argument: JSON text, or ``@file`` holding JSON."""
+    if text.startswith("@"):
+        with open(text[1:]) as fh:
+            return json.load(fh)
+    return json.loads(text)
