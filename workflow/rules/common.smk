@@ -14,8 +14,18 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(SCRIPTS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 )
 
-from popdl.config import ConfigError, prepare
+import yaml
+
+from popdl.config import ConfigError, deep_update, prepare
 from popdl.stages import chunks, stage_json
+
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
+if not workflow.overwrite_configfiles:
+    # No --configfile: the embedded default, with any --config overrides on top.
+    with open(DEFAULT_CONFIG) as fh:
+        _merged = deep_update(yaml.safe_load(fh), dict(config))
+    config.clear()
+    config.update(_merged)
 
 try:
     prepare(config, base_dirs=(REPO,))

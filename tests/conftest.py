@@ -1,0 +1,104 @@
+"""Shared fixtures: a tiny config and a helper to run the real workflow on it."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+BIN = Path(sys.executable).parent
+
+# Small enough that the whole simulate -> dataset chain runs in seconds.
+TINY = {
+    "run": "tiny",
+    "seed": 7,
+    "samples": {"pop1": 4, "pop2": 4},
+    "genome": {"loci": 1, "length": 20000, "mutation_rate": 1.0e-8, "recombination_rate": 1.0e-8},
+    "scenarios": {
+        "isolation": {
+            "graph": "config/scenarios/isolation.yaml",
+            "priors": {
+                "N_anc": {"uniform": [5000, 20000]},
+                "N1": {"loguniform": [1000, 30000]},
+                "N2": {"loguniform": [1000, 30000]},
+                "T_split": {"loguniform": [1000, 20000]},
+            },
+        },
+        "isolation_migration": {
+            "graph": "config/scenarios/isolation_migration.yaml",
+            "priors": {
+                "N_anc": {"uniform": [5000, 20000]},
+                "N1": {"loguniform": [1000, 30000]},
+                "N2": {"loguniform": [1000, 30000]},
+                "T_split": {"loguniform": [1000, 20000]},
+                "m": {"loguniform": [1.0e-5, 1.0e-3]},
+            },
+        },
+        "secondary_contact": {
+            "graph": "config/scenarios/secondary_contact.yaml",
+            "priors": {
+                "N_anc": {"uniform": [5000, 20000]},
+                "N1": {"loguniform": [1000, 30000]},
+                "N2": {"loguniform": [1000, 30000]},
+                "T_split": {"loguniform": [1000, 20000]},
+                "m": {"loguniform": [1.0e-5, 1.0e-3]},
+                "f_sc": {"uniform": [0.05, 0.5]},
+                "T_sc": {"expr": "f_sc * T_split"},
+            },
+            "constraints": ["T_sc < T_split"],
+        },
+    },
+    "simulations": {"per_scenario": 40, "chunk": 20, "shard_size": 25,
+                    "split": {"train": 0.6, "validation": 0.2, "test": 0.2}},
+    "features": {"snps": 32},
+}
+
+
+def tiny_config(**overrides) -> dict:
+    """A deep copy of the tiny config with top-level keys replaced."""
+    config = copy.deepcopy(TINY)
+    config.update(copy.deepcopy(overrides))
+    return config
+
+
+def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
+    path = Path(folder) / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True,
+              timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Run the real Snakemake on the workflow, in ``workdir``; returns the completed process."""
+    cmd = [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2"]
+    cmd += list(args)
+    if configfile is not None:  # last: --configfile takes several values
+        cmd += ["--configfile", str(configfile)]
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    """A temporary work folder holding the tiny config as config.yaml."""
+    write_config(tmp_path, tiny_config())
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """The tiny config run through the workflow up to the dataset (once per session)."""
+    work = tmp_path_factory.mktemp("tiny_run")
+    cfg = write_config(work, tiny_config())
+    snakemake(work, f"results/{TINY['run']}/dataset/manifest.json", configfile=cfg)
+    return work / "results" / TINY["run"] / "dataset"
