@@ -26,6 +26,8 @@ log = logging.getLogger("popdl")
 #: Modules contributing sub-commands through ``add_commands(subparsers)``.
 COMMAND_MODULES = [
     "popdl.cli_core",
+    "popdl.cli_predict",
+    "popdl.cli_report",
 ]
 
 

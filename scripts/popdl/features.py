@@ -36,6 +36,7 @@ __all__ = [
     "StatsSpec",
     "summary_stats",
     "features_chunk",
+    "add_missing",
     "load_features",
 ]
 
@@ -301,6 +302,24 @@ def _binned_jsfs(ac1, ac2, bins: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- chunks
+#: Seed stream of the simulated missing calls (features.missing_rate).
+MISSING_STREAM = 5
+
+
+def add_missing(genotypes: np.ndarray, *, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``genotypes`` (sites, haplotypes) with a fraction ``rate`` of diploid calls missing.
+
+    As in a VCF (``./.``), both haplotypes of an individual (columns 2k, 2k+1)
+    go missing together; each (site, individual) independently with
+    probability ``rate``.
+    """
+    g = np.array(genotypes, dtype=np.int8, copy=True)
+    sites, haps = g.shape
+    mask = rng.random((sites, haps // 2)) < rate
+    g[np.repeat(mask, 2, axis=1)] = MISSING
+    return g
+
+
 def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None, progress_every: float = 30.0) -> dict:
     """Compute images, distances and statistics for every draw of a simulation chunk.
 
@@ -326,6 +345,9 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
     for i, g, pos, loc in iter_draws(sims):
         rng = np.random.Generator(np.random.PCG64(seed_sequence(root_seed, scenario, int(sims["draw"][i]), 2)))
         g8 = g.astype(np.int8)
+        if fcfg.get("missing_rate", 0.0) > 0:
+            g8 = add_missing(g8, rate=fcfg["missing_rate"], rng=np.random.Generator(
+                np.random.PCG64(seed_sequence(root_seed, scenario, int(sims["draw"][i]), MISSING_STREAM))))
         images[i], distances[i], n_snps[i] = genotype_image(
             g8, pos, loc, populations=populations, snps=fcfg["snps"], length=length,
             selection=fcfg["snp_selection"], sort_rows=fcfg["sort_rows"], rng=rng,

@@ -29,6 +29,7 @@ import numpy as np
 
 from popdl.config import ConfigError
 from popdl.expr import Expression, ExprError
+from popdl.sweeps import SweepSpec
 
 __all__ = [
     "Prior",
@@ -204,6 +205,7 @@ class Scenario:
     simulator: str = "msprime"
     max_tries: int = 10000
     description: str = ""
+    sweep: SweepSpec | None = None  #: the optional selective sweep (popdl.sweeps)
     _graph_exprs: dict = field(default_factory=dict, repr=False)
 
     # -- construction -----------------------------------------------------------------
@@ -238,6 +240,9 @@ class Scenario:
             max_tries=config["simulations"]["max_tries"],
             description=spec.get("description", ""),
         )
+        if spec.get("sweep") is not None:
+            scenario.sweep = SweepSpec.parse(spec["sweep"], where=f"{where}.sweep", known=set(priors),
+                                             simulator=scenario.simulator, loci=int(config["genome"]["loci"]))
         scenario._check(where)
         return scenario
 
@@ -276,6 +281,9 @@ class Scenario:
         rng = np.random.default_rng(0)
         params = self.draw(rng, where=where)
         graph = self.graph(params, where=where)
+        if self.sweep is not None:
+            self.sweep.check(graph, where=f"{where}.sweep")
+            self.sweep.values(params, graph=graph, where=f"{where}.sweep")
         alive = {d.name for d in graph.demes if d.end_time == 0}
         for pop in self.samples:
             if pop not in {d.name for d in graph.demes}:
@@ -364,7 +372,7 @@ class Scenario:
         data = self.graph_dict(params, where=where)
         data.setdefault("time_units", "generations")
         try:
-            return demes.Builder.fromdict(data).resolve()
+            return demes.Graph.fromdict(data)
         except Exception as exc:  # demes raises several exception types
             shown = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
             raise ConfigError(f"config key '{where}.graph': not a valid demes graph for {shown}: {exc}") from None

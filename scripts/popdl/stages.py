@@ -16,6 +16,11 @@ from popdl.plan import n_chunks
 __all__ = ["stage_config", "stage_json", "chunks", "prior_summary"]
 
 
+#: Config sections that determine the simulated data (and so the dataset's
+#: provenance hash); model, tuning and later sections must not rerun the data.
+DATA_KEYS = ("seed", "simulator", "fastsimcoal2", "samples", "genome", "scenarios", "simulations", "features")
+
+
 def _simulation_part(config: dict, scenario: str) -> dict:
     return {
         "seed": config["seed"],
@@ -57,8 +62,27 @@ def stage_config(config: dict, stage: str, scenario: str | None = None) -> dict:
             "split": config["simulations"]["split"],
             "shard_size": config["simulations"]["shard_size"],
             "priors": prior_summary(config),
-            "config_hash": config_hash({k: v for k, v in config.items() if k != "run"}),
+            "config_hash": config_hash({k: v for k, v in config.items() if k in DATA_KEYS}),
         }
+    if stage in ("observe", "predict"):
+        # ``scenario`` names a predict.data entry here (None: options only, for by-hand runs).
+        part = {
+            "seed": config["seed"],
+            "samples": config["samples"],
+            "genome": config["genome"],
+            "features": config["features"],
+            "predict": {k: v for k, v in config["predict"].items() if k != "data"},
+        }
+        if scenario is not None:
+            entries = {d["name"]: d for d in config["predict"]["data"]}
+            if scenario not in entries:
+                raise ValueError(f"no predict.data entry named {scenario!r} (valid: {', '.join(entries)})")
+            part["data"] = entries[scenario]
+        return part
+    if stage == "abc":
+        return {"seed": config["seed"], "abc": config["abc"], "data": [d["name"] for d in config["predict"]["data"]]}
+    if stage == "report":
+        return config
     raise ValueError(f"unknown stage {stage!r}")
 
 

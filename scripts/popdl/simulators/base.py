@@ -27,7 +27,10 @@ class Genotypes:
     locus: np.ndarray
 
     def __post_init__(self):
-        self.genotypes = np.ascontiguousarray(self.genotypes, dtype=np.uint8)
+        g = np.asarray(self.genotypes)
+        if g.dtype == np.int8:
+            g = g.view(np.uint8)  # tskit's 0/1 int8 matrix, without a copy (as the cast would)
+        self.genotypes = np.ascontiguousarray(g, dtype=np.uint8)
         self.positions = np.asarray(self.positions, dtype=np.float64)
         self.locus = np.asarray(self.locus, dtype=np.int32)
 

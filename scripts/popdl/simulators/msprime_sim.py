@@ -52,13 +52,19 @@ class MsprimeSimulator(Simulator):
             recombination_rate=scenario.genome_value("recombination_rate", params, genome),
             mutation_rate=scenario.genome_value("mutation_rate", params, genome),
         )
+        # A scenario with a sweep: section (popdl.sweeps) gets msprime's sweep model.
+        sweep = getattr(scenario, "sweep", None)
+        models = None if sweep is None else sweep.ancestry_models(
+            params, graph=graph, sequence_length=seq_len, where=f"scenarios.{scenario.name}.sweep")
         ts = msprime.sim_ancestry(
             samples=self.samples,
             demography=demography,
+            model=models,
             sequence_length=seq_len if loci == 1 else None,
             recombination_rate=rec,
             ploidy=2,
             random_seed=seeds["seed_ancestry"],
+            record_provenance=False,  # the tree sequence is never stored; encoding it costs ~5% of a draw
         )
         ts = msprime.sim_mutations(
             ts,
@@ -66,11 +72,23 @@ class MsprimeSimulator(Simulator):
             model=msprime.BinaryMutationModel(),
             discrete_genome=False,
             random_seed=seeds["seed_mutation"],
+            record_provenance=False,
         )
-        # Order haplotypes by population as listed in config['samples'].
-        order = np.concatenate([ts.samples(population=_pop_id(ts, pop)) for pop in self.samples])
-        genotypes = ts.genotype_matrix(samples=order) if ts.num_sites else np.zeros((0, order.size), np.uint8)
-        positions = ts.tables.sites.position
+        # Order haplotypes by population as listed in config['samples']: msprime
+        # numbers sample nodes in that order already (population ids follow the
+        # graph's deme order), so reorder only if it did not.
+        order = ts.samples()
+        pop_of = ts.nodes_population[order]
+        ids = {deme.name: i for i, deme in enumerate(graph.demes)}
+        wanted = np.repeat([ids[pop] for pop in self.samples], [2 * n for n in self.samples.values()])
+        natural = np.array_equal(pop_of, wanted)
+        if not natural:
+            order = np.concatenate([order[pop_of == ids[pop]] for pop in self.samples])
+        if not ts.num_sites:
+            genotypes = np.zeros((0, order.size), np.uint8)
+        else:
+            genotypes = ts.genotype_matrix() if natural else ts.genotype_matrix(samples=order)
+        positions = ts.sites_position
         if loci == 1:
             locus = np.zeros(positions.size, np.int32)
         else:

@@ -1,0 +1,182 @@
+"""Sub-commands for observed data: check-data, observe, predict, and the ABC baselines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from popdl.cli import add_config_arguments, config_from_args
+
+log = logging.getLogger("popdl")
+
+
+def _data_arguments(p, *, required: bool) -> None:
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument("--vcf", help="phased VCF (.vcf, .vcf.gz)")
+    group.add_argument("--fasta", nargs="+", help="aligned FASTA files, one per locus")
+    p.add_argument("--popmap", required=required, help="sample -> population table")
+    p.add_argument("--name", help="name of the data set (default: the file's name)")
+    p.add_argument("--length", type=float, help="sequenced length in bp for per-bp statistics")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("check-data", help="validate a VCF or FASTA data set against a config and print what is kept")
+    add_config_arguments(p)
+    _data_arguments(p, required=True)
+    p.set_defaults(func=cmd_check_data)
+
+    p = sub.add_parser("observe", help="network inputs of one observed data set (predict.data entry)")
+    add_config_arguments(p)
+    p.add_argument("--data", help="the predict.data entry's name (with --configfile)")
+    p.add_argument("--out", required=True, help="observed.npz to write")
+    p.set_defaults(func=cmd_observe)
+
+    p = sub.add_parser("predict", help="scenario probabilities and parameter estimates for observed data")
+    p.add_argument("--model", required=True, help="the trained model folder (results/{run}/model)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--configfile", type=Path, help="the run's config file (default: the one stored with the model)")
+    group.add_argument("--settings", help="the step's JSON config slice, as the workflow passes it (or @file)")
+    _data_arguments(p, required=False)
+    p.add_argument("--observed", help="an observed.npz made by `popdl observe` (instead of --vcf/--fasta)")
+    p.add_argument("--dataset", help="dataset folder for the misspecification check (default: the model's sibling 'dataset')")
+    p.add_argument("--out", help="output folder (default: predict-<name>)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("abc", help="rejection ABC and ABC random forest on the dataset's summary statistics")
+    add_config_arguments(p)
+    p.add_argument("--dataset", required=True, help="dataset folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("observed", nargs="*", help="observed.npz files to answer (NAME=PATH or PATH; name: the file's folder)")
+    p.set_defaults(func=cmd_abc)
+
+
+def _entry(args) -> dict:
+    source = args.vcf or (args.fasta[0] if args.fasta else None)
+    name = args.name or Path(source).name.split(".")[0]
+    entry = {"name": name, "popmap": args.popmap}
+    if args.vcf:
+        entry["vcf"] = args.vcf
+    else:
+        entry["fasta"] = list(args.fasta)
+    if args.length:
+        entry["length"] = args.length
+    return entry
+
+
+def _predict_settings(args, stage="predict") -> dict:
+    from popdl.config import load_config
+    from popdl.stages import load_settings, stage_config
+
+    if getattr(args, "configfile", None) is not None:
+        return stage_config(load_config(args.configfile), stage)
+    return load_settings(args.settings)
+
+
+def cmd_check_data(args) -> int:
+    from popdl.empirical import empirical_features, load_empirical
+
+    settings = _predict_settings(args, "observe")
+    entry = _entry(args)
+    popt, genome = settings["predict"], settings["genome"]
+    data = load_empirical(entry, samples=settings["samples"], seed=settings["seed"], subsample=popt["subsample"],
+                          allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
+                          genome_length=float(genome["loci"]) * float(genome["length"]))
+    feats = empirical_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
+                               replicates=popt["replicates"])
+    c = data.counts
+    print(f"{entry['name']}: {c['snps']} biallelic SNPs on {len(data.loci)} locus/loci from {c['records']} records; "
+          f"skipped {c['multiallelic']} multi-allelic, {c['indels']} indel, {c['monomorphic']} monomorphic; "
+          f"{data.missing_rate:.2%} missing calls; {len(data.individuals)} of {c['individuals_in_file']} individuals kept; "
+          f"{feats['images'].shape[0]} image(s) of {feats['images'].shape[1]}x{feats['images'].shape[2]}")
+    return 0
+
+
+def cmd_observe(args) -> int:
+    from popdl.config import ConfigError, load_config
+    from popdl.predict import observe
+    from popdl.stages import stage_config
+
+    if args.configfile is not None:
+        if not args.data:
+            raise ConfigError("observe --configfile needs --data NAME (a predict.data entry)")
+        settings = stage_config(load_config(args.configfile), "observe", args.data)
+    else:
+        settings = config_from_args(args, "observe")
+    if "data" not in settings:
+        raise ConfigError("the settings name no predict.data entry")
+    summary = observe(settings["data"], settings, args.out)
+    log.info("observe: %s", json.dumps({k: summary[k] for k in ("name", "missing_rate", "replicates")}))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from popdl.config import ConfigError
+    from popdl.predict import observe, predict_observed
+
+    model = Path(args.model)
+    if not model.is_dir():
+        raise FileNotFoundError(f"model folder {model} not found")
+    dataset = Path(args.dataset) if args.dataset else model.parent / "dataset"
+    if not (dataset / "manifest.json").is_file():
+        if args.dataset:
+            raise FileNotFoundError(f"dataset folder {dataset} has no manifest.json")
+        log.warning("no dataset beside the model (%s): skipping the misspecification check", dataset)
+        dataset = None
+    if args.observed:
+        observed = Path(args.observed)
+        out = Path(args.out) if args.out else observed.parent
+    else:
+        if not (args.vcf or args.fasta) or not args.popmap:
+            raise ConfigError("predict needs --vcf FILE or --fasta FILE..., and --popmap FILE (or --observed FILE)")
+        settings = _model_settings(args, model)
+        entry = _entry(args)
+        out = Path(args.out) if args.out else Path(f"predict-{entry['name']}")
+        observed = out / "observed.npz"
+        observe(entry, settings, observed)
+    settings = _model_settings(args, model) if (args.settings or args.configfile) or not args.observed else {}
+    alpha = settings.get("predict", {}).get("alpha", 0.01)
+    result = predict_observed(observed, model_dir=model, dataset_dir=dataset, alpha=alpha, out_dir=out)
+    net = result["network"]
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in net["probabilities"].items())
+    print(f"{result['name']}: {net['scenario']} ({shown}); written to {out}/predictions.csv and predictions.json")
+    if result.get("misspecification", {}).get("flagged"):
+        print(f"{result['name']}: WARNING, the data lie outside the simulations: {result['misspecification']['summary']}")
+    return 0
+
+
+def _model_settings(args, model: Path) -> dict:
+    """The predict slice: --settings / --configfile, else the config stored with the model."""
+    from popdl.config import ConfigError, prepare
+    from popdl.stages import stage_config
+
+    if args.settings or args.configfile:
+        return _predict_settings(args)
+    for name in ("config.json", "settings.json"):
+        path = model / name
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            stored = stored.get("config", stored)
+            try:
+                return stage_config(prepare(stored), "predict")
+            except (ConfigError, KeyError):
+                continue
+    raise ConfigError(f"{model} holds no run config; give --configfile (the config the model was trained with)")
+
+
+def cmd_abc(args) -> int:
+    from popdl.abc import run_abc
+    from popdl.predict import load_observed
+
+    cfg = config_from_args(args, "abc")
+    a = cfg["abc"]
+    observed = {}
+    for item in args.observed:
+        name, _, path = item.rpartition("=") if "=" in item else (Path(item).parent.name, "", item)
+        observed[name] = load_observed(path)["stats"]
+    metrics = run_abc(args.dataset, args.out, tolerance=a["tolerance"], trees=a["trees"], min_samples_leaf=a["min_samples_leaf"],
+                      interval=a["interval"], seed=cfg["seed"], threads=args.threads, observed=observed)
+    for name, m in metrics["methods"].items():
+        log.info("abc %s: test accuracy %.3f", name, m["accuracy"])
+    return 0

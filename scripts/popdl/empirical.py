@@ -1,0 +1,575 @@
+"""Reading observed data and turning it into the networks' inputs.
+
+Two kinds of input, each with a *popmap* (a two-column text file:
+sample, population; tab or space separated, ``#`` comments and a
+``sample population`` header line allowed):
+
+* a VCF (plain, gzipped or bgzipped), read with cyvcf2 (htslib); phased
+  diploid genotypes (``0|1``); every contig is a locus;
+* FASTA alignments, one file per locus; each individual contributes two
+  phased sequences named ``<sample>_1``/``<sample>_2`` (also ``_a``/``_b``,
+  ``.1``/``.2``) or two records both named ``<sample>``.
+
+Everything is validated before any feature is computed, and each problem is
+one line naming it (:class:`DataError`): samples missing from the popmap or
+from the data, populations that the scenarios do not have, fewer individuals
+than were simulated, no GT field, haploid calls, unphased heterozygous calls,
+unsorted records, empty files.  Sites that cannot enter a biallelic SNP
+matrix — multi-allelic sites, indels, gap columns, monomorphic sites — are
+skipped and counted; missing calls (``./.``, ``N``) become −1 and are counted.
+When a population has more individuals than were simulated, a reproducible
+subset is kept (seeded by the run's seed and the data set's name).
+
+:func:`empirical_features` then builds exactly what the networks were
+trained on (:mod:`popdl.features`): haplotypes grouped by population in the
+config's order, ``snps`` columns, minor/major encoding, rows sorted within
+populations, inter-SNP distances scaled by ``genome.length``, and the same
+summary statistics.  A data set with more SNPs than the image holds gives
+several images from different random SNP subsets (``replicates``); the
+predictions of those are averaged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from popdl.features import MISSING, StatsSpec, genotype_image, summary_stats
+from popdl.scenarios import seed_sequence
+
+__all__ = [
+    "DataError",
+    "Empirical",
+    "read_popmap",
+    "choose_individuals",
+    "read_vcf",
+    "read_fasta",
+    "load_empirical",
+    "empirical_features",
+    "empirical_rng",
+]
+
+log = logging.getLogger("popdl.empirical")
+
+#: Seed stream of everything random about an observed data set.
+EMPIRICAL_STREAM = 6
+_BASES = {"A": 0, "C": 1, "G": 2, "T": 3}
+_MISSING_CHARS = set("NRYSWKMBDHV?")  # unknown or ambiguous (unphased) base
+_GAP_CHARS = set("-.")
+_FASTA_SUFFIX = re.compile(r"^(?P<sample>.+?)[._-](?:[12ab]|[AB])$")
+
+
+class DataError(ValueError):
+    """A problem with observed input data, described in one line."""
+
+
+@dataclass
+class Empirical:
+    """An observed data set as popdl's genotype matrix.
+
+    ``genotypes``: int8 (sites, haplotypes), 0/1 alleles (0 = REF or the
+    first base seen), −1 missing; haplotypes grouped by population in the
+    config's order, the two haplotypes of an individual next to each other.
+    ``positions``: float64 bp within the locus; ``locus``: int32 locus index.
+    ``length``: total sequenced length (bp) used to scale π, θ_W and d_xy.
+    ``counts``: what was read, kept and skipped.
+    """
+
+    name: str
+    genotypes: np.ndarray
+    positions: np.ndarray
+    locus: np.ndarray
+    populations: np.ndarray
+    individuals: list[str]
+    loci: list[str]
+    length: float
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def missing_rate(self) -> float:
+        """Fraction of missing genotype calls among the kept SNPs."""
+        g = self.genotypes
+        return float((g == MISSING).mean()) if g.size else 0.0
+
+
+# ---------------------------------------------------------------------------- popmap
+def read_popmap(path: str | Path) -> dict[str, str]:
+    """Sample -> population, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"popmap {path}: file not found")
+    out: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found {len(parts)}")
+        sample, pop = parts
+        if not out and sample.lower() in {"sample", "samples", "individual", "id"} and pop.lower() in {"population", "pop", "population_name"}:
+            continue  # header line
+        if sample in out:
+            raise DataError(f"popmap {path} line {number}: sample {sample!r} is listed twice")
+        out[sample] = pop
+    if not out:
+        raise DataError(f"popmap {path}: no samples listed")
+    return out
+
+
+def _few(names, k: int = 5) -> str:
+    names = list(names)
+    text = ", ".join(names[:k])
+    return text + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def choose_individuals(
+    present: list[str],
+    popmap: dict[str, str],
+    *,
+    samples: dict[str, int],
+    rng: np.random.Generator,
+    subsample: bool = True,
+    source: str = "data",
+) -> list[tuple[str, str]]:
+    """The (sample, population) pairs kept, grouped by population in ``samples`` order.
+
+    ``present``: sample names in the data; ``samples``: diploid individuals per
+    population that were simulated.  Raises :class:`DataError` when the data
+    and the popmap disagree, a population was not simulated, or a population
+    has fewer individuals than simulated (or more, with ``subsample`` off).
+    """
+    missing_from_popmap = [s for s in present if s not in popmap]
+    if missing_from_popmap:
+        raise DataError(f"{source}: {len(missing_from_popmap)} sample(s) missing from the popmap: {_few(missing_from_popmap)}")
+    present_set = set(present)
+    missing_from_data = [s for s in popmap if s not in present_set]
+    if missing_from_data:
+        raise DataError(f"{source}: {len(missing_from_data)} popmap sample(s) not in the data: {_few(missing_from_data)}")
+    unknown = sorted({p for p in popmap.values() if p not in samples})
+    if unknown:
+        raise DataError(
+            f"{source}: population(s) {_few(unknown)} in the popmap are not simulated (config samples: {', '.join(samples)})"
+        )
+    chosen: list[tuple[str, str]] = []
+    for pop, n in samples.items():
+        members = [s for s in present if popmap[s] == pop]
+        if len(members) < n:
+            raise DataError(f"{source}: population {pop!r} has {len(members)} individual(s) but {n} were simulated")
+        if len(members) > n:
+            if not subsample:
+                raise DataError(
+                    f"{source}: population {pop!r} has {len(members)} individuals but {n} were simulated (subsampling is off)"
+                )
+            keep = np.sort(rng.choice(len(members), size=n, replace=False))
+            members = [members[i] for i in keep]
+        chosen += [(s, pop) for s in members]
+    return chosen
+
+
+def empirical_rng(seed: int, name: str, index: int = 0) -> np.random.Generator:
+    """The random stream of data set ``name`` (subsampling: index 0; SNP subsets: 1 + replicate)."""
+    return np.random.Generator(np.random.PCG64(seed_sequence(seed, f"__empirical_{name}__", index, EMPIRICAL_STREAM)))
+
+
+# ---------------------------------------------------------------------------- VCF
+def read_vcf(
+    path: str | Path,
+    *,
+    popmap: dict[str, str],
+    samples: dict[str, int],
+    seed: int,
+    name: str = "data",
+    subsample: bool = True,
+    allow_unphased: bool = False,
+    length: float | None = None,
+) -> Empirical:
+    """Read a (b)gzipped or plain VCF into an :class:`Empirical`.
+
+    Only biallelic SNPs enter; other records are skipped and counted.  Each
+    contig is a locus.  ``length`` (bp) is the sequenced length for per-bp
+    statistics; None takes the span of the contigs' records.
+    """
+    import cyvcf2
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"VCF {path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"VCF {path}: the file is empty")
+    try:
+        head = _read_head(path)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"VCF {path}: cannot be read ({exc})") from None
+    if not head.startswith("##fileformat=VCF"):
+        raise DataError(f"VCF {path}: not a VCF file (the first line must be ##fileformat=VCFv4.x)")
+    try:
+        vcf = cyvcf2.VCF(str(path), gts012=False, lazy=True, threads=1)
+    except Exception as exc:  # htslib reports its own error types
+        raise DataError(f"VCF {path}: cannot be parsed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    try:
+        present = list(vcf.samples)
+        if not present:
+            raise DataError(f"VCF {path}: no sample columns")
+        if len(set(present)) != len(present):
+            dup = sorted({s for s in present if present.count(s) > 1})
+            raise DataError(f"VCF {path}: sample(s) {_few(dup)} appear twice in the header")
+        if not vcf.contains("GT"):
+            raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
+        chosen = choose_individuals(
+            present, popmap, samples=samples, rng=empirical_rng(seed, name), subsample=subsample, source=f"VCF {path}"
+        )
+        columns = np.array([present.index(s) for s, _ in chosen])
+        counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "other_variants": 0,
+                  "monomorphic": 0, "missing_calls": 0, "unphased_heterozygous": 0}
+        blocks, positions, loci_idx = [], [], []
+        contigs: list[str] = []
+        spans: dict[str, tuple[int, int]] = {}
+        last = (None, -1)
+        for rec in vcf:
+            counts["records"] += 1
+            chrom, pos = rec.CHROM, int(rec.POS)
+            if chrom != last[0]:
+                if chrom in spans:
+                    raise DataError(f"VCF {path}: records of contig {chrom!r} are not contiguous (sort the VCF, e.g. bcftools sort)")
+                contigs.append(chrom)
+                spans[chrom] = (pos, pos)
+            elif pos < last[1]:
+                raise DataError(f"VCF {path}: {chrom}:{pos} comes after {chrom}:{last[1]}; the records are not sorted (bcftools sort)")
+            last = (chrom, pos)
+            spans[chrom] = (spans[chrom][0], pos)
+            gt = rec.genotype.array() if rec.genotype is not None else None
+            if gt is None:
+                raise DataError(f"VCF {path}: {chrom}:{pos} has no GT value")
+            if gt.shape[1] < 3 or (gt[:, 1] == -2).any():
+                raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
+            if gt.shape[1] > 3:
+                raise DataError(f"VCF {path}: {chrom}:{pos} has genotype calls of ploidy {gt.shape[1] - 1}; popdl simulates diploids")
+            alts = rec.ALT
+            if len(alts) > 1:
+                counts["multiallelic"] += 1
+                continue
+            if len(alts) == 0 or alts[0] in {".", "*"}:
+                counts["monomorphic"] += 1
+                continue
+            if rec.is_indel or len(rec.REF) != 1 or len(alts[0]) != 1:
+                counts["indels"] += 1
+                continue
+            if not rec.is_snp:
+                counts["other_variants"] += 1
+                continue
+            g = gt[columns]
+            alleles = g[:, :2]
+            het = (alleles[:, 0] != alleles[:, 1]) & (alleles >= 0).all(axis=1)
+            unphased = het & (g[:, 2] == 0)
+            if unphased.any():
+                counts["unphased_heterozygous"] += int(unphased.sum())
+                if not allow_unphased:
+                    bad = chosen[int(np.flatnonzero(unphased)[0])][0]
+                    raise DataError(
+                        f"VCF {path}: {chrom}:{pos} sample {bad} has an unphased heterozygous call (0/1); "
+                        "phase the VCF first (Beagle, SHAPEIT) or set predict.allow_unphased"
+                    )
+            if (alleles > 1).any():  # cannot happen for a biallelic record; kept as a guard
+                counts["multiallelic"] += 1
+                continue
+            hap = np.where(alleles < 0, MISSING, alleles).astype(np.int8).reshape(-1)
+            called = hap[hap != MISSING]
+            counts["missing_calls"] += int((alleles < 0).any(axis=1).sum())
+            if called.size == 0 or called.min() == called.max():
+                counts["monomorphic"] += 1
+                continue
+            blocks.append(hap)
+            positions.append(float(pos))
+            loci_idx.append(len(contigs) - 1)
+    finally:
+        vcf.close()
+    if counts["records"] == 0:
+        raise DataError(f"VCF {path}: no variant records")
+    if not blocks:
+        raise DataError(
+            f"VCF {path}: no usable biallelic SNP among {counts['records']} records "
+            f"({counts['multiallelic']} multi-allelic, {counts['indels']} indels, {counts['monomorphic']} monomorphic)"
+        )
+    used = set(loci_idx)
+    counts["snps"] = len(blocks)
+    counts["empty_contigs"] = [c for i, c in enumerate(contigs) if i not in used]
+    counts["individuals"] = len(chosen)
+    counts["individuals_in_file"] = len(present)
+    # Loci without a usable SNP are dropped; the others are renumbered 0..k-1.
+    kept_contigs = [c for i, c in enumerate(contigs) if i in used]
+    renumber = {old: new for new, old in enumerate(sorted(used))}
+    span = sum(spans[c][1] - spans[c][0] + 1 for c in kept_contigs)
+    return Empirical(
+        name=name,
+        genotypes=np.stack(blocks),
+        positions=np.asarray(positions),
+        locus=np.array([renumber[i] for i in loci_idx], dtype=np.int32),
+        populations=np.repeat(np.array([p for _, p in chosen]), 2),
+        individuals=[s for s, _ in chosen],
+        loci=kept_contigs,
+        length=float(length) if length else float(span),
+        counts=counts,
+    )
+
+
+def _read_head(path: Path) -> str:
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    opener = gzip.open if magic == b"\x1f\x8b" else open
+    with opener(path, "rb") as fh:
+        return fh.read(64).decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------------------- FASTA
+def _read_fasta_records(path: Path) -> list[tuple[str, str]]:
+    if not path.is_file():
+        raise DataError(f"FASTA {path}: file not found")
+    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    records: list[tuple[str, list[str]]] = []
+    with opener(path, "rt", errors="replace") as fh:
+        for number, raw in enumerate(fh, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            if line.startswith(">"):
+                ident = line[1:].split()[0] if line[1:].split() else ""
+                if not ident:
+                    raise DataError(f"FASTA {path} line {number}: a record without a name")
+                records.append((ident, []))
+            elif not records:
+                raise DataError(f"FASTA {path}: not a FASTA file (line {number} comes before any '>' header)")
+            else:
+                records[-1][1].append(line.upper())
+    if not records:
+        raise DataError(f"FASTA {path}: empty alignment (no sequences)")
+    return [(ident, "".join(parts)) for ident, parts in records]
+
+
+def _fasta_individual(ident: str, popmap: dict[str, str]) -> str | None:
+    if ident in popmap:
+        return ident
+    m = _FASTA_SUFFIX.match(ident)
+    if m and m.group("sample") in popmap:
+        return m.group("sample")
+    return None
+
+
+def read_fasta(
+    paths: list[str | Path],
+    *,
+    popmap: dict[str, str],
+    samples: dict[str, int],
+    seed: int,
+    name: str = "data",
+    subsample: bool = True,
+) -> Empirical:
+    """Read aligned FASTA files (one per locus) into an :class:`Empirical`.
+
+    A column with a gap is an indel column (skipped); ``N``, ``?`` and IUPAC
+    ambiguity codes are missing calls; a column with more than two bases is
+    multi-allelic (skipped).  ``length`` is the summed alignment length.
+    """
+    if not paths:
+        raise DataError("no FASTA files given")
+    per_locus = []
+    order: list[str] | None = None
+    for p in map(Path, paths):
+        records = _read_fasta_records(p)
+        lengths = {len(seq) for _, seq in records}
+        if lengths == {0}:
+            raise DataError(f"FASTA {p}: empty alignment (sequences of length 0)")
+        if len(lengths) != 1:
+            raise DataError(f"FASTA {p}: sequences of different lengths ({min(lengths)}..{max(lengths)} bp); the file is not an alignment")
+        bad = set("".join(seq for _, seq in records)) - set(_BASES) - _MISSING_CHARS - _GAP_CHARS
+        if bad:
+            raise DataError(f"FASTA {p}: invalid character(s) {''.join(sorted(bad))!r} in the sequences")
+        haps: dict[str, list[str]] = {}
+        for ident, seq in records:
+            ind = _fasta_individual(ident, popmap)
+            if ind is None:
+                raise DataError(f"FASTA {p}: sequence {ident!r} matches no popmap sample (name haplotypes <sample>_1 and <sample>_2)")
+            haps.setdefault(ind, []).append(seq)
+        for ind, seqs in haps.items():
+            if len(seqs) == 1:
+                raise DataError(f"FASTA {p}: individual {ind!r} has one (haploid) sequence; give its two phased haplotypes")
+            if len(seqs) > 2:
+                raise DataError(f"FASTA {p}: individual {ind!r} has {len(seqs)} sequences; popdl simulates diploids (2)")
+        names = list(haps)
+        if order is None:
+            order = names
+        elif set(names) != set(order):
+            diff = sorted(set(order) ^ set(names))
+            raise DataError(f"FASTA {p}: individuals differ from {paths[0]}: {_few(diff)}")
+        per_locus.append((p, haps, lengths.pop()))
+    chosen = choose_individuals(
+        order, popmap, samples=samples, rng=empirical_rng(seed, name), subsample=subsample, source=f"FASTA {paths[0]}"
+    )
+    counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "monomorphic": 0, "missing_calls": 0}
+    blocks, positions, loci_idx, loci, total = [], [], [], [], 0
+    empty = []
+    for p, haps, width in per_locus:
+        total += width
+        matrix = np.array([list(s) for ind, _ in chosen for s in haps[ind]], dtype="U1")  # haplotypes × columns
+        codes = np.full(matrix.shape, -1, dtype=np.int8)
+        for base, code in _BASES.items():
+            codes[matrix == base] = code
+        gap = np.isin(matrix, list(_GAP_CHARS)).any(axis=0)
+        n_kept_before = len(blocks)
+        for j in range(width):
+            counts["records"] += 1
+            col = codes[:, j]
+            if gap[j]:
+                counts["indels"] += 1
+                continue
+            called = np.unique(col[col >= 0])
+            if called.size > 2:
+                counts["multiallelic"] += 1
+                continue
+            if called.size < 2:
+                counts["monomorphic"] += 1
+                continue
+            hap = np.where(col < 0, MISSING, (col == called[1]).astype(np.int8)).astype(np.int8)
+            counts["missing_calls"] += int((col.reshape(-1, 2) < 0).any(axis=1).sum())
+            blocks.append(hap)
+            positions.append(float(j + 1))
+            loci_idx.append(len(loci))
+        if len(blocks) == n_kept_before:
+            empty.append(str(p))
+        else:
+            loci.append(str(p))
+    if not blocks:
+        raise DataError(f"FASTA {paths[0]}: no biallelic SNP in {len(per_locus)} alignment(s)")
+    counts["snps"] = len(blocks)
+    counts["empty_contigs"] = empty
+    counts["individuals"] = len(chosen)
+    counts["individuals_in_file"] = len(order)
+    return Empirical(
+        name=name,
+        genotypes=np.stack(blocks),
+        positions=np.asarray(positions),
+        locus=np.asarray(loci_idx, dtype=np.int32),
+        populations=np.repeat(np.array([pop for _, pop in chosen]), 2),
+        individuals=[s for s, _ in chosen],
+        loci=loci,
+        length=float(total),
+        counts=counts,
+    )
+
+
+# ---------------------------------------------------------------------------- entry point
+def load_empirical(
+    entry: dict,
+    *,
+    samples: dict[str, int],
+    seed: int,
+    subsample: bool = True,
+    allow_unphased: bool = False,
+    max_missing: float = 0.5,
+    genome_length: float | None = None,
+    base_dir: str | Path | None = None,
+) -> Empirical:
+    """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, length?}) and validate it.
+
+    The sequenced length (bp) that scales per-bp statistics is the entry's
+    ``length``; else, for a VCF, ``genome_length`` (the simulated genome,
+    ``genome.loci × genome.length``), which the data are assumed to match;
+    for FASTA the summed alignment length.
+    Relative paths are looked up in the working directory, then in ``base_dir``.
+    Raises :class:`DataError` (one line) on any problem, including a missing
+    rate above ``max_missing``.
+    """
+    name = entry.get("name") or "data"
+
+    def where(p):
+        p = Path(p)
+        if not p.is_absolute() and not p.exists() and base_dir is not None and (Path(base_dir) / p).exists():
+            return Path(base_dir) / p
+        return p
+
+    if "popmap" not in entry:
+        raise DataError(f"data set {name!r}: no popmap given")
+    has_vcf, has_fasta = bool(entry.get("vcf")), bool(entry.get("fasta"))
+    if has_vcf == has_fasta:
+        raise DataError(f"data set {name!r}: give exactly one of vcf or fasta")
+    popmap = read_popmap(where(entry["popmap"]))
+    if has_vcf:
+        data = read_vcf(
+            where(entry["vcf"]), popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample,
+            allow_unphased=allow_unphased, length=entry.get("length") or genome_length,
+        )
+    else:
+        fasta = entry["fasta"]
+        fasta = [fasta] if isinstance(fasta, str) else list(fasta)
+        data = read_fasta([where(f) for f in fasta], popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample)
+        if entry.get("length"):
+            data.length = float(entry["length"])
+    rate = data.missing_rate
+    data.counts["missing_rate"] = rate
+    if rate > max_missing:
+        raise DataError(
+            f"data set {name!r}: {rate:.1%} of genotype calls are missing, above predict.max_missing ({max_missing:.0%})"
+        )
+    log.info("%s: %d SNPs on %d loci, %d individuals, %.2f%% missing; skipped %s", name, data.counts["snps"], len(data.loci),
+             len(data.individuals), 100 * rate,
+             {k: data.counts[k] for k in ("multiallelic", "indels", "monomorphic")})
+    return data
+
+
+def empirical_features(
+    data: Empirical,
+    *,
+    features: dict,
+    genome: dict,
+    seed: int,
+    replicates: int = 10,
+) -> dict:
+    """Network inputs of an observed data set, exactly as :func:`popdl.features.features_chunk` makes them.
+
+    Returns ``images`` (replicates, haplotypes, snps) int8, ``distances``
+    (replicates, snps) float32, ``n_snps`` (replicates,) int32 and ``stats``
+    (statistics,) float64 with ``stat_names``.  With more SNPs than the image
+    holds, each replicate keeps a different random subset (``snp_selection:
+    random``) or a different random window of consecutive SNPs (``first``,
+    ``central``); with fewer, all replicates are the same padded image.
+    Statistics are computed once, on all SNPs, per bp of ``data.length``.
+    """
+    snps = int(features["snps"])
+    g = data.genotypes
+    called = g != MISSING
+    derived = (g == 1).sum(axis=1)
+    poly = np.flatnonzero((derived > 0) & (derived < called.sum(axis=1)))
+    replicates = max(1, int(replicates)) if poly.size > snps else 1
+    images = np.zeros((replicates, g.shape[1], snps), dtype=np.int8)
+    distances = np.zeros((replicates, snps), dtype=np.float32)
+    n_snps = np.zeros(replicates, dtype=np.int32)
+    for r in range(replicates):
+        rng = empirical_rng(seed, data.name, 1 + r)
+        rows = np.arange(g.shape[0])
+        selection = features["snp_selection"]
+        if selection != "random" and poly.size > snps:
+            start = int(rng.integers(0, poly.size - snps + 1))
+            rows = poly[start : start + snps]
+            selection = "first"
+        images[r], distances[r], n_snps[r] = genotype_image(
+            g[rows], data.positions[rows], data.locus[rows], populations=data.populations, snps=snps,
+            length=float(genome["length"]), selection=selection, sort_rows=features["sort_rows"], rng=rng,
+        )
+    if not features.get("positions", True):
+        distances[:] = 0
+    spec = StatsSpec(stats=features["stats"], populations=data.populations, jsfs_bins=features["jsfs_bins"])
+    loci = int(data.locus.max()) + 1 if data.locus.size else 1
+    stats = summary_stats(g, data.locus, spec=spec, total_length=data.length, loci=loci) if spec.stats else np.zeros(0)
+    return {
+        "images": images,
+        "distances": distances,
+        "n_snps": n_snps,
+        "stats": stats,
+        "stat_names": np.array(spec.names, dtype=str),
+        "populations": data.populations,
+    }

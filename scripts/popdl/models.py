@@ -1,0 +1,295 @@
+"""Networks: interchangeable Keras 3 architectures chosen by name.
+
+Every network is a class registered in :data:`NETWORKS` under the name used in
+the config (``network: cnn2d | cnn1d | mlp | cnn2d_stats``) and in the search
+space (``tuning.search_space.network``).  A network declares which inputs it
+reads (:attr:`Network.inputs`, a subset of ``image``, ``distances``,
+``stats``) and builds a functional :class:`keras.Model` whose outputs are
+
+``scenario``
+    one logit per scenario (the softmax, divided by a temperature fitted on
+    the validation set, gives each scenario's probability);
+``params``
+    ``(parameters, quantiles)``: the quantiles (e.g. 5 %, 50 %, 95 %) of each
+    parameter on its standardised learning scale (log scale where the prior
+    is log-uniform), trained with a pinball loss masked where the scenario
+    lacks the parameter.
+
+Inputs, shapes and dtypes:
+
+``image``      (haplotypes, snps) int8, the genotype image (-1 padding, 0 major, 1 minor)
+``distances``  (snps,) float32, the distance to the previous SNP / locus length
+``stats``      (statistics,) float32, standardised summary statistics
+
+The code uses ``keras.ops`` and ``keras.layers`` only, so it runs on the
+TensorFlow (default), JAX and PyTorch backends (``KERAS_BACKEND``).
+
+Hyper-parameters read by :meth:`Network.build` (``hp`` mapping; defaults in
+:data:`DEFAULT_HP`): ``conv_layers``, ``filters`` (of the first block;
+doubled in each following block), ``kernel_size``, ``pooling`` (max | avg |
+none), ``dense_layers``, ``dense_units``, ``dropout``, ``batch_norm``,
+``l1``, ``l2``, ``activation``.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+__all__ = [
+    "NETWORKS",
+    "DEFAULT_HP",
+    "Network",
+    "get_network",
+    "register",
+    "pinball_loss",
+    "PinballLoss",
+]
+
+#: Defaults for the architecture hyper-parameters (the slides' recommended settings).
+DEFAULT_HP = {
+    "conv_layers": 2,
+    "filters": 16,
+    "kernel_size": 3,
+    "pooling": "max",
+    "dense_layers": 1,
+    "dense_units": 64,
+    "dropout": 0.5,
+    "batch_norm": True,
+    "l1": 0.0,
+    "l2": 0.0,
+    "activation": "relu",
+}
+
+#: Registry: config name -> network class.
+NETWORKS: dict[str, type[Network]] = {}
+
+
+def register(name: str):
+    """Class decorator adding a network to :data:`NETWORKS` under ``name``."""
+
+    def deco(cls):
+        cls.name = name
+        NETWORKS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_network(name: str) -> Network:
+    """The network registered as ``name``; unknown names list the valid ones."""
+    try:
+        return NETWORKS[name]()
+    except KeyError:
+        raise ValueError(f"unknown network {name!r} (valid: {', '.join(sorted(NETWORKS))})") from None
+
+
+# ---------------------------------------------------------------------------
+# Small serialisable layers (saved in .keras files; loading imports this module)
+
+
+@keras.saving.register_keras_serializable(package="popdl")
+class GenotypeImage(layers.Layer):
+    """int8 (haplotypes, snps) -> float (haplotypes, snps, 1), or
+    (snps, haplotypes) with ``channels_last_snps`` (haplotypes as channels)."""
+
+    def __init__(self, transpose: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.transpose = transpose
+
+    def call(self, x):
+        x = ops.cast(x, self.compute_dtype)
+        if self.transpose:
+            return ops.transpose(x, (0, 2, 1))
+        return ops.expand_dims(x, -1)
+
+    def compute_output_shape(self, shape):
+        if self.transpose:
+            return (shape[0], shape[2], shape[1])
+        return (*shape, 1)
+
+    def get_config(self):
+        return {**super().get_config(), "transpose": self.transpose}
+
+
+@keras.saving.register_keras_serializable(package="popdl")
+class ExpandLast(layers.Layer):
+    """(batch, n) -> (batch, n, 1)."""
+
+    def call(self, x):
+        return ops.expand_dims(ops.cast(x, self.compute_dtype), -1)
+
+    def compute_output_shape(self, shape):
+        return (*shape, 1)
+
+
+def pinball_loss(y_true, y_pred, quantiles):
+    """Mean pinball (quantile) loss over the parameters a scenario has.
+
+    ``y_true`` (batch, parameters) with NaN where the scenario lacks the
+    parameter; ``y_pred`` (batch, parameters, quantiles).
+    """
+    y_true = ops.cast(y_true, y_pred.dtype)
+    mask = ops.logical_not(ops.isnan(y_true))
+    y = ops.where(mask, y_true, ops.zeros_like(y_true))
+    q = ops.reshape(ops.convert_to_tensor(quantiles, dtype=y_pred.dtype), (1, 1, -1))
+    err = ops.expand_dims(y, -1) - y_pred
+    loss = ops.maximum(q * err, (q - 1.0) * err)
+    loss = ops.mean(loss, axis=-1)
+    maskf = ops.cast(mask, y_pred.dtype)
+    return ops.sum(loss * maskf, axis=-1) / ops.maximum(ops.sum(maskf, axis=-1), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="popdl")
+class PinballLoss(keras.losses.Loss):
+    """Masked pinball loss (see :func:`pinball_loss`) as a Keras loss."""
+
+    def __init__(self, quantiles=(0.05, 0.5, 0.95), name="pinball", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.quantiles = [float(q) for q in quantiles]
+
+    def call(self, y_true, y_pred):
+        return pinball_loss(y_true, y_pred, self.quantiles)
+
+    def get_config(self):
+        return {**super().get_config(), "quantiles": self.quantiles}
+
+
+# ---------------------------------------------------------------------------
+# Networks
+
+
+class Network:
+    """Base class: subclasses define :attr:`inputs` and :meth:`body`."""
+
+    name = "base"
+    #: Inputs the network reads, a subset of ("image", "distances", "stats").
+    inputs: tuple[str, ...] = ()
+
+    def build(
+        self,
+        shapes: dict[str, tuple],
+        *,
+        hp: dict,
+        n_classes: int,
+        n_params: int,
+        quantiles: tuple[float, ...] = (0.05, 0.5, 0.95),
+        tasks: tuple[str, ...] = ("classify", "regress"),
+    ) -> keras.Model:
+        """A functional model; ``shapes`` maps input name -> shape without batch axis."""
+        hp = {**DEFAULT_HP, **(hp or {})}
+        dtypes = {"image": "int8", "distances": "float32", "stats": "float32"}
+        tensors = {name: keras.Input(shape=tuple(shapes[name]), dtype=dtypes[name], name=name) for name in self.inputs}
+        x = self.body(tensors, hp)
+        for i in range(int(hp["dense_layers"])):
+            x = _dense(x, int(hp["dense_units"]), hp, name=f"head_dense{i}")
+        outputs = {}
+        if "classify" in tasks:
+            outputs["scenario"] = layers.Dense(n_classes, name="scenario")(x)
+        if "regress" in tasks and n_params:
+            q = layers.Dense(n_params * len(quantiles), name="params_flat")(x)
+            outputs["params"] = layers.Reshape((n_params, len(quantiles)), name="params")(q)
+        if not outputs:
+            raise ValueError("no output: the task list must contain classify and/or regress")
+        return keras.Model(tensors, outputs, name=self.name)
+
+    def body(self, tensors: dict, hp: dict):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _regularizer(hp):
+    l1, l2 = float(hp["l1"]), float(hp["l2"])
+    return keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+
+
+def _dense(x, units, hp, *, name):
+    x = layers.Dense(units, kernel_regularizer=_regularizer(hp), use_bias=not hp["batch_norm"], name=name)(x)
+    if hp["batch_norm"]:
+        x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    x = layers.Activation(hp["activation"], name=f"{name}_act")(x)
+    if float(hp["dropout"]) > 0:
+        x = layers.Dropout(float(hp["dropout"]), name=f"{name}_drop")(x)
+    return x
+
+
+def _conv_blocks(x, hp, *, conv, pool, kernel, pool_size, prefix):
+    for i in range(int(hp["conv_layers"])):
+        filters = int(hp["filters"]) * 2**i
+        x = conv(filters, kernel, padding="same", kernel_regularizer=_regularizer(hp),
+                 use_bias=not hp["batch_norm"], name=f"{prefix}_conv{i}")(x)
+        if hp["batch_norm"]:
+            x = layers.BatchNormalization(momentum=0.9, name=f"{prefix}_bn{i}")(x)
+        x = layers.Activation(hp["activation"], name=f"{prefix}_act{i}")(x)
+        if hp["pooling"] in ("max", "avg") and pool[hp["pooling"]] is not None:
+            x = pool[hp["pooling"]](pool_size, padding="same", name=f"{prefix}_pool{i}")(x)
+    return x
+
+
+def _distance_branch(d, hp):
+    return _dense(d, max(8, int(hp["dense_units"]) // 2), {**hp, "dropout": 0.0}, name="dist_dense")
+
+
+def _stats_branch(s, hp, *, layers_=1, prefix="stats"):
+    x = s
+    for i in range(max(1, layers_)):
+        x = _dense(x, int(hp["dense_units"]), {**hp, "dropout": 0.0}, name=f"{prefix}_dense{i}")
+    return x
+
+
+@register("cnn2d")
+class CNN2D(Network):
+    """2-D convolutions over the (haplotypes × SNPs) image, plus a dense
+    branch over the inter-SNP distances, joined before the dense head."""
+
+    inputs = ("image", "distances")
+
+    def image_features(self, image, hp):
+        x = GenotypeImage(name="image_float")(image)
+        k = int(hp["kernel_size"])
+        x = _conv_blocks(x, hp, conv=layers.Conv2D, kernel=(k, k), pool_size=(2, 2), prefix="img",
+                         pool={"max": layers.MaxPooling2D, "avg": layers.AveragePooling2D})
+        # Average over haplotypes (their order carries little information), keep SNP order.
+        x = layers.AveragePooling2D(pool_size=(x.shape[1], 1), name="hap_mean")(x)
+        return layers.Flatten(name="flatten")(x)
+
+    def body(self, t, hp):
+        x = self.image_features(t["image"], hp)
+        return layers.Concatenate(name="join")([x, _distance_branch(t["distances"], hp)])
+
+
+@register("cnn1d")
+class CNN1D(Network):
+    """1-D convolutions along the SNPs with haplotypes as channels; the
+    inter-SNP distances are one more channel."""
+
+    inputs = ("image", "distances")
+
+    def body(self, t, hp):
+        x = GenotypeImage(transpose=True, name="image_channels")(t["image"])
+        d = ExpandLast(name="distance_channel")(t["distances"])
+        x = layers.Concatenate(axis=-1, name="with_distances")([x, d])
+        x = _conv_blocks(x, hp, conv=layers.Conv1D, kernel=int(hp["kernel_size"]), pool_size=2, prefix="seq",
+                         pool={"max": layers.MaxPooling1D, "avg": layers.AveragePooling1D})
+        return layers.Flatten(name="flatten")(x)
+
+
+@register("mlp")
+class MLP(Network):
+    """Dense layers over the standardised summary statistics."""
+
+    inputs = ("stats",)
+
+    def body(self, t, hp):
+        return _stats_branch(t["stats"], hp, layers_=1, prefix="stats")
+
+
+@register("cnn2d_stats")
+class CNN2DStats(CNN2D):
+    """The 2-D CNN's image branch joined with a dense branch over the summary statistics."""
+
+    inputs = ("image", "distances", "stats")
+
+    def body(self, t, hp):
+        x = self.image_features(t["image"], hp)
+        s = _stats_branch(t["stats"], hp, layers_=1, prefix="stats")
+        return layers.Concatenate(name="join")([x, _distance_branch(t["distances"], hp), s])

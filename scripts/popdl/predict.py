@@ -1,0 +1,171 @@
+"""Applying the final network to observed data sets.
+
+Two steps, each runnable by hand:
+
+1. :func:`observe` reads and validates one data set (:mod:`popdl.empirical`)
+   and writes its network inputs to ``results/{run}/predict/{name}/observed.npz``
+   (``images`` (replicates, haplotypes, snps) int8, ``distances``
+   (replicates, snps) float32, ``n_snps``, ``stats`` (statistics,) float64,
+   ``stat_names``, ``populations``) plus ``observed.json`` (what was read,
+   kept and skipped; the missing rate).
+2. :func:`predict_observed` runs the saved model on every replicate image,
+   averages the replicates' scenario probabilities and parameter quantiles,
+   runs the misspecification check (:mod:`popdl.misspec`) against the
+   reference simulations, and writes ``predictions.json`` and
+   ``predictions.csv`` beside ``observed.npz``.
+
+``predictions.csv`` columns: ``kind`` (``scenario`` or ``parameter``),
+``name``, ``value`` (probability, or the median estimate in natural
+units), ``lower``, ``upper`` (the interval's bounds, parameters only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from popdl.empirical import DataError, empirical_features, load_empirical
+from popdl.io import atomic_path, provenance, save_npz, write_json
+
+__all__ = ["observe", "load_observed", "network_answer", "predict_observed", "predictions_frame"]
+
+log = logging.getLogger("popdl.predict")
+
+
+def observe(entry: dict, settings: dict, out: str | Path, *, base_dir: str | Path | None = None) -> dict:
+    """Read data set ``entry`` ({name, vcf | fasta, popmap, length?}) with the ``predict`` stage
+    ``settings``; write ``out`` (observed.npz) and observed.json beside it.  Returns the summary."""
+    popt = settings["predict"]
+    genome = settings["genome"]
+    data = load_empirical(
+        entry, samples=settings["samples"], seed=settings["seed"], subsample=popt["subsample"],
+        allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
+        genome_length=float(genome["loci"]) * float(genome["length"]), base_dir=base_dir,
+    )
+    feats = empirical_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
+                               replicates=popt["replicates"])
+    out = Path(out)
+    save_npz(out, **feats)
+    trained_rate = float(settings["features"].get("missing_rate", 0.0))
+    summary = {
+        "name": data.name,
+        "source": {k: entry[k] for k in ("vcf", "fasta", "popmap") if k in entry},
+        "counts": data.counts,
+        "individuals": data.individuals,
+        "loci": data.loci,
+        "length": data.length,
+        "missing_rate": data.missing_rate,
+        "trained_missing_rate": trained_rate,
+        "replicates": int(feats["images"].shape[0]),
+        "n_snps": feats["n_snps"].tolist(),
+    }
+    notes = []
+    if abs(data.missing_rate - trained_rate) > max(0.01, 0.25 * data.missing_rate):
+        notes.append(f"{data.missing_rate:.1%} of calls are missing but the simulations had {trained_rate:.1%}; "
+                     f"set features.missing_rate: {data.missing_rate:.3f} to train with the same missingness")
+    snps = int(settings["features"]["snps"])
+    if data.counts["snps"] < snps:
+        notes.append(f"only {data.counts['snps']} SNPs for an image of {snps} columns (padded)")
+    summary["notes"] = notes
+    for note in notes:
+        log.warning("%s: %s", data.name, note)
+    write_json(out.with_name("observed.json"), summary)
+    return summary
+
+
+def load_observed(path: str | Path) -> dict:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def network_answer(model, observed: dict) -> dict:
+    """The network's answer for one observed data set: replicate-averaged probabilities and
+    parameter quantiles, in natural units.
+
+    ``model`` is a loaded bundle (:func:`popdl.model_io.load_model`) whose
+    ``predict(images, distances, stats)`` returns ``probabilities`` (n, scenarios)
+    and ``params`` (n, parameters, quantiles) in natural units, with
+    ``scenarios``, ``param_names`` and ``quantiles`` attributes.
+    """
+    n = observed["images"].shape[0]
+    stats = np.repeat(np.asarray(observed["stats"], dtype=np.float32)[None, :], n, axis=0)
+    out = model.predict(observed["images"], observed["distances"], stats)
+    probs = np.asarray(out["probabilities"], dtype=np.float64)
+    answer = {
+        "replicates": n,
+        "probabilities": dict(zip(model.scenarios, map(float, probs.mean(0)))),
+        "probabilities_sd": dict(zip(model.scenarios, map(float, probs.std(0)))),
+        "params": {},
+    }
+    answer["scenario"] = max(answer["probabilities"], key=answer["probabilities"].get)
+    params = out.get("params")
+    if params is not None:
+        params = np.asarray(params, dtype=np.float64)
+        quantiles = list(model.quantiles)
+        lo, mid, hi = 0, quantiles.index(min(quantiles, key=lambda q: abs(q - 0.5))), len(quantiles) - 1
+        # Average each quantile over replicates on the log scale for positive parameters.
+        for j, name in enumerate(model.param_names):
+            col = params[:, j, :]
+            if not np.isfinite(col).all():
+                continue
+            positive = (col > 0).all()
+            avg = 10 ** np.log10(col).mean(0) if positive else col.mean(0)
+            answer["params"][name] = {"estimate": float(avg[mid]), "lower": float(avg[lo]), "upper": float(avg[hi])}
+        answer["interval"] = float(quantiles[hi] - quantiles[lo])
+    return answer
+
+
+def predictions_frame(answer: dict) -> pd.DataFrame:
+    rows = [{"kind": "scenario", "name": k, "value": v, "lower": np.nan, "upper": np.nan}
+            for k, v in answer["probabilities"].items()]
+    rows += [{"kind": "parameter", "name": k, "value": v["estimate"], "lower": v["lower"], "upper": v["upper"]}
+             for k, v in answer["params"].items()]
+    return pd.DataFrame(rows, columns=["kind", "name", "value", "lower", "upper"])
+
+
+def predict_observed(
+    observed_path: str | Path,
+    *,
+    model_dir: str | Path,
+    dataset_dir: str | Path | None,
+    alpha: float = 0.01,
+    out_dir: str | Path | None = None,
+    config_hash: str = "",
+) -> dict:
+    """Network predictions and the misspecification check for one ``observed.npz``.
+
+    Writes ``predictions.json`` and ``predictions.csv`` into ``out_dir``
+    (default: the folder of ``observed_path``).  ``dataset_dir`` holds the
+    reference simulations for the check (None skips it).
+    """
+    from popdl.model_io import load_model
+
+    observed_path = Path(observed_path)
+    out_dir = Path(out_dir) if out_dir else observed_path.parent
+    obs = load_observed(observed_path)
+    summary_path = observed_path.with_name("observed.json")
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    model = load_model(model_dir)
+    expected = getattr(model, "stat_names", None)
+    if expected is not None and list(expected) != obs["stat_names"].tolist():
+        raise DataError(f"{observed_path}: its statistics differ from the model's; were they made with the same config?")
+    answer = network_answer(model, obs)
+    result = {"name": summary.get("name", observed_path.parent.name), "network": answer, "observed": summary}
+    if dataset_dir is not None:
+        from popdl.abc import load_reference
+        from popdl.misspec import Misspecification
+
+        ref = load_reference(dataset_dir, ("train", "validation", "test"))
+        check = Misspecification(ref.stats, stat_names=ref.stat_names).score(obs["stats"], alpha=alpha)
+        result["misspecification"] = check
+        if check["flagged"]:
+            log.warning("%s: the data lie outside the simulations: %s", result["name"], check["summary"])
+    result["provenance"] = provenance(config_hash=config_hash, model=str(model_dir))
+    write_json(out_dir / "predictions.json", result)
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        predictions_frame(answer).to_csv(tmp, index=False)
+    return result

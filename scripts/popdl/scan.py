@@ -1,0 +1,330 @@
+"""Genome scans: class probabilities in windows sliding along each contig.
+
+A network trained on windows of ``features.snps`` SNPs taken in the middle of
+a simulated locus (``features.snp_selection: central``) is applied to an
+observed chromosome window by window: each window holds ``snps`` consecutive
+SNPs of one contig, and consecutive windows start ``step`` SNPs apart (the
+last window of a contig ends on its last SNP, so every SNP is covered).
+
+Each window becomes exactly what the network saw in training:
+
+* the genotype image and inter-SNP distances of its SNPs, with positions
+  shifted so that the window's centre (midway between its two central SNPs)
+  sits at the centre of a simulated locus of ``genome.length`` bp;
+* the summary statistics of all SNPs within ``genome.length / 2`` bp of that
+  centre (a simulated locus' worth of sequence), per bp of the part of that
+  stretch that lies within the contig's first and last SNP.
+
+Outputs, for ``--out PREFIX``:
+
+``PREFIX.tsv``
+    one row per window: ``contig``, ``start`` and ``end`` (1-based positions
+    of its first and last SNP), ``centre`` (bp), ``first_snp`` (index of its
+    first SNP within the contig), ``n_snps``, ``p_<scenario>`` for every
+    scenario, and ``predicted``;
+``PREFIX.bed``
+    BED6: contig, start − 1, end, predicted scenario, score = 1000 × the
+    probability of the target scenario (the sweep class), strand ``.``;
+``PREFIX.png``
+    the target scenario's probability along each contig.
+
+The VCF is read and validated by :func:`popdl.empirical.read_vcf` (the
+prediction path's reader): phased diploid calls, samples matching the
+popmap, populations and sample sizes matching the simulations.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from popdl.empirical import DataError, Empirical, empirical_rng, read_popmap, read_vcf
+from popdl.features import MISSING, StatsSpec, genotype_image, summary_stats
+from popdl.io import atomic_path, write_table
+
+__all__ = [
+    "window_starts",
+    "ScanWindows",
+    "scan_windows",
+    "read_scan_vcf",
+    "run_scan",
+    "default_target",
+    "write_bed",
+    "plot_scan",
+]
+
+log = logging.getLogger("popdl.scan")
+
+#: A function from network inputs (``images``, ``distances``, ``stats``
+#: arrays with a leading window axis) to class probabilities (windows, scenarios).
+Predictor = Callable[[dict], np.ndarray]
+
+
+def window_starts(n_sites: int, *, snps: int, step: int) -> list[int]:
+    """First SNP index of every window of ``snps`` SNPs among ``n_sites``, ``step`` apart.
+
+    The last window ends on the last SNP; fewer than ``snps`` sites give one window.
+    """
+    if step < 1:
+        raise ValueError(f"the scan step must be at least 1 SNP, got {step}")
+    if n_sites <= snps:
+        return [0] if n_sites else []
+    starts = list(range(0, n_sites - snps + 1, step))
+    if starts[-1] != n_sites - snps:
+        starts.append(n_sites - snps)
+    return starts
+
+
+@dataclass
+class ScanWindows:
+    """A batch of windows: their table rows and the network inputs."""
+
+    table: pd.DataFrame
+    images: np.ndarray
+    distances: np.ndarray
+    stats: np.ndarray
+    n_snps: np.ndarray
+
+
+def _window_arrays(
+    data: Empirical,
+    rows: np.ndarray,
+    *,
+    contig_rows: np.ndarray,
+    bounds: tuple[float, float],
+    snps: int,
+    length: float,
+    features: dict,
+    spec: StatsSpec,
+    rng: np.random.Generator,
+):
+    """Image, distances, statistics and centre of one window (``rows``: its SNPs)."""
+    pos = data.positions[rows]
+    k = rows.size
+    centre = float((pos[(k - 1) // 2] + pos[k // 2]) / 2.0)
+    shifted = np.maximum(pos - (centre - length / 2.0), 0.0)
+    image, distances, n = genotype_image(
+        data.genotypes[rows], shifted, np.zeros(k, np.int32), populations=data.populations, snps=snps,
+        length=length, selection="first", sort_rows=features["sort_rows"], rng=rng,
+    )
+    if not features.get("positions", True):
+        distances[:] = 0
+    if spec.stats:
+        cpos = data.positions[contig_rows]
+        lo, hi = np.searchsorted(cpos, [centre - length / 2.0, centre + length / 2.0])
+        region = contig_rows[lo:hi]
+        span = min(centre + length / 2.0, bounds[1] + 0.5) - max(centre - length / 2.0, bounds[0] - 0.5)
+        stats = summary_stats(data.genotypes[region], np.zeros(region.size, np.int32), spec=spec,
+                              total_length=max(span, 1.0), loci=1)
+    else:
+        stats = np.zeros(0)
+    return image, distances, stats, n, centre
+
+
+def scan_windows(
+    data: Empirical,
+    *,
+    features: dict,
+    genome: dict,
+    step: int,
+    seed: int,
+    batch: int = 2048,
+) -> Iterator[ScanWindows]:
+    """Yield the windows of every contig of ``data``, ``batch`` windows at a time.
+
+    ``features`` and ``genome`` are the config sections the network was
+    trained with (``snps``, ``sort_rows``, ``positions``, ``stats``,
+    ``jsfs_bins``; ``length`` in bp).  Only SNPs polymorphic among the kept
+    individuals enter windows.
+    """
+    snps, length = int(features["snps"]), float(genome["length"])
+    spec = StatsSpec(stats=features["stats"], populations=data.populations, jsfs_bins=features["jsfs_bins"])
+    g = data.genotypes
+    called = g != MISSING
+    derived = (g == 1).sum(axis=1)
+    poly = (derived > 0) & (derived < called.sum(axis=1))
+    pending: list[tuple] = []
+
+    def flush():
+        table = pd.DataFrame([p[0] for p in pending], columns=["contig", "start", "end", "centre", "first_snp", "n_snps"])
+        out = ScanWindows(
+            table=table,
+            images=np.stack([p[1] for p in pending]),
+            distances=np.stack([p[2] for p in pending]).astype(np.float32),
+            stats=np.stack([p[3] for p in pending]).astype(np.float32) if spec.stats else np.zeros((len(pending), 0), np.float32),
+            n_snps=np.array([p[4] for p in pending], np.int32),
+        )
+        pending.clear()
+        return out
+
+    for c, contig in enumerate(data.loci):
+        contig_rows = np.flatnonzero((data.locus == c) & poly)
+        if contig_rows.size == 0:
+            continue
+        bounds = (float(data.positions[contig_rows[0]]), float(data.positions[contig_rows[-1]]))
+        starts = window_starts(contig_rows.size, snps=snps, step=step)
+        if contig_rows.size < snps:
+            log.warning("contig %s has %d SNPs, fewer than a window's %d: one padded window", contig, contig_rows.size, snps)
+        for w, first in enumerate(starts):
+            rows = contig_rows[first : first + snps]
+            rng = empirical_rng(seed, f"{data.name}:{contig}", 1 + w)
+            image, distances, stats, n, centre = _window_arrays(
+                data, rows, contig_rows=contig_rows, bounds=bounds, snps=snps, length=length,
+                features=features, spec=spec, rng=rng,
+            )
+            row = (contig, int(data.positions[rows[0]]), int(data.positions[rows[-1]]), centre, int(first), int(n))
+            pending.append((row, image, distances, stats, n))
+            if len(pending) >= batch:
+                yield flush()
+    if pending:
+        yield flush()
+
+
+def read_scan_vcf(
+    vcf: str | Path,
+    *,
+    popmap: str | Path | None,
+    samples: dict[str, int],
+    seed: int,
+    name: str | None = None,
+    subsample: bool = True,
+    allow_unphased: bool = False,
+    max_missing: float = 0.5,
+) -> Empirical:
+    """Read and validate a VCF for a scan (see :func:`popdl.empirical.read_vcf`).
+
+    Without ``popmap`` every sample of the VCF belongs to the simulated
+    population, which needs a config with a single population.
+    """
+    vcf = Path(vcf)
+    name = name or vcf.name.split(".")[0]
+    if popmap is not None:
+        mapping = read_popmap(popmap)
+    else:
+        if len(samples) != 1:
+            raise DataError(
+                f"VCF {vcf}: a popmap is needed, the network was trained on {len(samples)} populations ({', '.join(samples)})"
+            )
+        mapping = {s: next(iter(samples)) for s in _vcf_samples(vcf)}
+    data = read_vcf(vcf, popmap=mapping, samples=samples, seed=seed, name=name, subsample=subsample,
+                    allow_unphased=allow_unphased)
+    rate = data.missing_rate
+    data.counts["missing_rate"] = rate
+    if rate > max_missing:
+        raise DataError(f"VCF {vcf}: {rate:.1%} of genotype calls are missing, above the limit of {max_missing:.0%}")
+    return data
+
+
+def _vcf_samples(vcf: Path) -> list[str]:
+    """Sample names of a VCF header; an unreadable file is left to read_vcf's checks."""
+    try:
+        import cyvcf2
+
+        reader = cyvcf2.VCF(str(vcf), lazy=True)
+        try:
+            return list(reader.samples)
+        finally:
+            reader.close()
+    except Exception:  # read_vcf reports the precise problem
+        return []
+
+
+def default_target(scenarios: list[str]) -> str:
+    """The scenario whose probability a scan plots: ``sweep`` when present, else the last one."""
+    return "sweep" if "sweep" in scenarios else scenarios[-1]
+
+
+def run_scan(
+    data: Empirical,
+    predict: Predictor,
+    *,
+    scenarios: list[str],
+    features: dict,
+    genome: dict,
+    step: int,
+    seed: int,
+    out: str | Path,
+    target: str | None = None,
+    batch: int = 2048,
+) -> pd.DataFrame:
+    """Scan ``data``, writing ``out``.tsv, ``out``.bed and ``out``.png; return the table.
+
+    ``predict`` maps a dict of network inputs (``images``, ``distances``,
+    ``stats``, ``n_snps``) to probabilities, one column per scenario.
+    """
+    target = target or default_target(scenarios)
+    if target not in scenarios:
+        raise ValueError(f"target scenario {target!r} is not one the network knows ({', '.join(scenarios)})")
+    parts = []
+    for w in scan_windows(data, features=features, genome=genome, step=step, seed=seed, batch=batch):
+        probs = np.asarray(predict({"images": w.images, "distances": w.distances, "stats": w.stats, "n_snps": w.n_snps}))
+        if probs.shape != (len(w.table), len(scenarios)):
+            raise ValueError(f"the network returned probabilities of shape {probs.shape}, expected {(len(w.table), len(scenarios))}")
+        table = w.table.copy()
+        for j, s in enumerate(scenarios):
+            table[f"p_{s}"] = probs[:, j]
+        table["predicted"] = [scenarios[j] for j in probs.argmax(axis=1)]
+        parts.append(table)
+        log.info("scan %s: %d windows", data.name, sum(len(p) for p in parts))
+    if not parts:
+        raise DataError(f"{data.name}: no window to scan (no polymorphic SNP)")
+    table = pd.concat(parts, ignore_index=True)
+    out = Path(str(out))
+    write_table(out.with_name(out.name + ".tsv"), table)
+    write_bed(out.with_name(out.name + ".bed"), table, target=target)
+    plot_scan(out.with_name(out.name + ".png"), table, target=target, title=data.name)
+    summary = {
+        "name": data.name, "windows": len(table), "contigs": int(table["contig"].nunique()), "target": target,
+        "snps": int(data.counts.get("snps", 0)), "max_target": float(table[f"p_{target}"].max()),
+    }
+    with atomic_path(out.with_name(out.name + ".json")) as tmp:
+        tmp.write_text(json.dumps({**summary, "counts": data.counts}, indent=2, default=str) + "\n")
+    return table
+
+
+def write_bed(path: str | Path, table: pd.DataFrame, *, target: str) -> None:
+    """BED6 of the windows: name = predicted scenario, score = 1000 × p(target)."""
+    score = np.clip(np.rint(1000 * table[f"p_{target}"].to_numpy()), 0, 1000).astype(int)
+    bed = pd.DataFrame({
+        "chrom": table["contig"], "chromStart": table["start"] - 1, "chromEnd": table["end"],
+        "name": table["predicted"], "score": score, "strand": ".",
+    })
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write(f'track name=popdl_scan description="p({target}) per window" useScore=1\n')
+            bed.to_csv(fh, sep="\t", header=False, index=False)
+
+
+def plot_scan(path: str | Path, table: pd.DataFrame, *, target: str, title: str = "") -> None:
+    """PNG: the probability of each scenario along every contig (the target in bold)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    contigs = list(dict.fromkeys(table["contig"]))
+    classes = [c[2:] for c in table.columns if c.startswith("p_")]
+    fig, axes = plt.subplots(len(contigs), 1, figsize=(9, 1.0 + 2.0 * len(contigs)), squeeze=False, sharey=True)
+    for ax, contig in zip(axes[:, 0], contigs):
+        rows = table[table["contig"] == contig]
+        x = rows["centre"].to_numpy() / 1e6
+        for cls in classes:
+            bold = cls == target
+            ax.plot(x, rows[f"p_{cls}"], lw=1.8 if bold else 0.8, alpha=1.0 if bold else 0.6,
+                    color="crimson" if bold else None, label=f"p({cls})", zorder=3 if bold else 2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel(contig)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="upper right", fontsize=8, ncol=len(classes))
+    axes[-1, 0].set_xlabel("window centre (Mb)")
+    fig.suptitle(f"{title}: probability of {target} along the genome" if title else f"probability of {target}")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

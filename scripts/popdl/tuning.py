@@ -1,0 +1,457 @@
+"""Hyper-parameter sweeps with Optuna, run as parallel workers sharing one study.
+
+The search space lives in the config (``tuning.search_space``): each
+hyper-parameter is a fixed value, ``{choices: [...]}``, ``{float: [lo, hi],
+log: bool}`` or ``{int: [lo, hi], log: bool}``.  The network type comes from
+``network`` (a name, or a list of names to search over).
+
+Workers
+    ``tuning.workers`` separate jobs (``tune[worker]`` in the workflow) run
+    against one study.  Worker ``i`` owns a fixed share of the
+    ``tuning.trials`` finished trials (COMPLETE or PRUNED), tags every trial
+    it starts with the user attribute ``worker = i`` and stops once it has its
+    share, so the study ends with exactly ``tuning.trials`` finished trials
+    whatever the timing.  Each worker's TPE sampler is seeded with
+    ``seed + i``; a pruner (median or Hyperband) is fed the validation loss
+    every epoch, and early stopping ends a trial that stopped improving.
+
+Failures and resuming
+    A trial that fails (NaN loss, out of memory, any exception) is recorded
+    as FAIL with its error in the ``error`` user attribute and the worker
+    goes on.  Rerunning a worker resumes the study and runs only its missing
+    trials.  A trial left RUNNING by a killed worker is marked FAIL when that
+    worker restarts (only one job of a given worker index runs at a time);
+    with an RDB storage, Optuna's heartbeat (``heartbeat_interval``,
+    ``grace_period``) also fails the stale trials of dead workers.
+
+Storage
+    ``journal`` (default): an Optuna JournalStorage file
+    ``results/{run}/tuning/journal.log`` locked with ``JournalFileOpenLock``
+    (which works on NFS).  An RDB URL (``postgresql://...``) for workers on
+    several nodes.  SQLite is refused: concurrent workers creating the same
+    database fail.
+
+Per trial, ``tuning/trials/{number}.json`` holds its training history and
+``tuning/trials/{number}.npz`` its validation-set outputs (logits, labels,
+parameter quantiles), from which :func:`select_best` fits the temperature.
+The study name derives from the tuning settings, so a changed search space
+starts a new study instead of resuming an old one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from popdl.config import ConfigError, config_hash
+from popdl.io import atomic_path, save_npz, write_json
+
+log = logging.getLogger("popdl.tuning")
+
+__all__ = [
+    "HYPER_PARAMETERS",
+    "check_storage",
+    "open_storage",
+    "study_name",
+    "worker_shares",
+    "suggest",
+    "fixed_params",
+    "run_worker",
+    "select_best",
+    "fit_temperature",
+    "trials_table",
+]
+
+#: Hyper-parameters a search space may set (see the schema for each one's meaning).
+HYPER_PARAMETERS = (
+    "conv_layers", "filters", "kernel_size", "pooling", "dense_layers", "dense_units", "dropout",
+    "batch_norm", "l1", "l2", "activation", "optimizer", "momentum", "learning_rate", "lr_decay",
+    "lr_decay_rate", "batch_size",
+)
+
+#: Keys of the tune slice that do not change what the study computes.
+_NOT_IN_STUDY_NAME = ("storage", "gpu", "threads", "heartbeat_interval", "grace_period", "max_failures")
+
+
+def check_storage(storage: str) -> str:
+    """Reject storages that parallel workers cannot share; return ``storage``."""
+    s = str(storage).strip()
+    if s.lower().startswith("sqlite"):
+        raise ConfigError(
+            "config key 'tuning.storage': SQLite cannot be shared by parallel tuning workers "
+            "(concurrent workers corrupt or fail to create it); use 'journal' or an RDB URL such as postgresql://..."
+        )
+    if s != "journal" and "://" not in s:
+        raise ConfigError(f"config key 'tuning.storage': {s!r} is neither 'journal' nor a database URL")
+    return s
+
+
+def open_storage(storage: str, *, tuning_dir: str | Path, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None):
+    """The Optuna storage named by ``storage`` (``journal`` or an RDB URL)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    storage = check_storage(storage)
+    if storage == "journal":
+        path = Path(tuning_dir) / "journal.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    kwargs = {}
+    if heartbeat_interval:
+        kwargs = {"heartbeat_interval": int(heartbeat_interval), "grace_period": int(grace_period or 2 * heartbeat_interval)}
+    return optuna.storages.RDBStorage(storage, **kwargs)
+
+
+def study_name(settings: dict) -> str:
+    """``popdl-{run}-{hash}``: the hash covers what the trials compute."""
+    tuning = {k: v for k, v in settings["tuning"].items() if k not in _NOT_IN_STUDY_NAME}
+    key = {**{k: v for k, v in settings.items() if k not in ("tuning", "run")}, "tuning": tuning}
+    return f"popdl-{settings.get('run', 'run')}-{config_hash(key)}"
+
+
+def worker_shares(total: int, workers: int) -> list[int]:
+    """How many finished trials each worker owns (they sum to ``total``)."""
+    return [total // workers + (1 if i < total % workers else 0) for i in range(workers)]
+
+
+def _networks(settings: dict) -> list[str]:
+    net = settings["network"]
+    return list(net) if isinstance(net, list) else [net]
+
+
+def suggest(trial, settings: dict) -> dict:
+    """Draw one point of the search space (``settings['tuning']['search_space']``)."""
+    space = settings["tuning"]["search_space"]
+    nets = _networks(settings)
+    hp = {"network": trial.suggest_categorical("network", nets) if len(nets) > 1 else nets[0]}
+    for name, spec in space.items():
+        if isinstance(spec, dict):
+            if "choices" in spec:
+                choices = spec["choices"]
+                hp[name] = trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
+            elif "float" in spec:
+                lo, hi = spec["float"]
+                hp[name] = trial.suggest_float(name, float(lo), float(hi), log=bool(spec.get("log", False))) if lo != hi else float(lo)
+            elif "int" in spec:
+                lo, hi = spec["int"]
+                hp[name] = trial.suggest_int(name, int(lo), int(hi), log=bool(spec.get("log", False))) if lo != hi else int(lo)
+            else:
+                raise ConfigError(f"config key 'tuning.search_space.{name}': give choices, float or int")
+        else:
+            hp[name] = spec
+    return hp
+
+
+def fixed_params(settings: dict, sampled: dict) -> dict:
+    """A trial's full hyper-parameters: the sampled ones plus the fixed ones of the space."""
+    class _Fixed:
+        def suggest_categorical(self, name, choices):
+            return sampled[name]
+
+        def suggest_float(self, name, lo, hi, log=False):
+            return sampled[name]
+
+        def suggest_int(self, name, lo, hi, log=False):
+            return sampled[name]
+
+    return suggest(_Fixed(), settings)
+
+
+# ---------------------------------------------------------------------------
+# One trial
+
+
+class _EpochReporter:
+    """Keras callback: report the validation loss to Optuna every epoch, prune."""
+
+    def __new__(cls, trial, monitor):
+        import keras
+
+        class Reporter(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.pruned_at = None
+
+            def on_epoch_end(self, epoch, logs=None):
+                value = (logs or {}).get(monitor)
+                if value is None or not math.isfinite(float(value)):
+                    return
+                trial.report(float(value), epoch)
+                if trial.should_prune():
+                    self.pruned_at = epoch
+                    self.model.stop_training = True
+
+        return Reporter()
+
+
+class TrialRunner:
+    """Builds, trains and scores one network on the train / validation splits."""
+
+    def __init__(self, settings: dict, dataset, *, tuning_dir: str | Path):
+        from popdl.training import Preprocessor
+
+        self.settings, self.dataset = settings, dataset
+        self.tuning = settings["tuning"]
+        self.tasks = tuple(settings["task"])
+        self.trials_dir = Path(tuning_dir) / "trials"
+        self.trials_dir.mkdir(parents=True, exist_ok=True)
+        self.prep = Preprocessor.fit(dataset, ("train",))
+        self.val_labels = dataset.load("validation", ("labels",))["labels"]
+
+    def __call__(self, trial) -> float:
+        import keras
+
+        from popdl.models import get_network
+        from popdl.training import (compile_model, dataset_shapes, history_dict, make_data,
+                                    predict_arrays)
+
+        train_cfg = self.settings["train"]
+        hp = suggest(trial, self.settings)
+        net = get_network(hp["network"])
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(int(self.settings["seed"]) + trial.number)
+        epochs = int(self.tuning["max_epochs"])
+        common = dict(inputs=net.inputs, prep=self.prep, tasks=self.tasks, streaming=train_cfg["streaming"],
+                      in_memory_max_mb=train_cfg["in_memory_max_mb"])
+        train, steps = make_data(self.dataset, "train", batch_size=hp["batch_size"], seed=trial.number, **common)
+        val, _ = make_data(self.dataset, "validation", batch_size=256, shuffle=False, **common)
+        model = net.build(dataset_shapes(self.dataset), hp=hp, n_classes=len(self.dataset.scenarios),
+                          n_params=len(self.prep.param_names), quantiles=tuple(train_cfg["quantiles"]), tasks=self.tasks)
+        compile_model(model, hp, steps_per_epoch=steps, epochs=epochs, quantiles=train_cfg["quantiles"],
+                      tasks=self.tasks, regression_weight=train_cfg["regression_weight"])
+        reporter = _EpochReporter(trial, "val_loss")
+        callbacks = [keras.callbacks.TerminateOnNaN(), reporter]
+        if self.tuning["patience"]:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(self.tuning["patience"]),
+                                                           restore_best_weights=True))
+        val_data = val["x"] if "y" not in val else (val["x"], val["y"])
+        started = time.perf_counter()
+        history = history_dict(model.fit(**train, epochs=epochs, validation_data=val_data, verbose=0,
+                                         callbacks=callbacks))
+        seconds = time.perf_counter() - started
+        losses = history.get("loss", [])
+        record = {"number": trial.number, "params": hp, "history": history, "seconds": seconds}
+        write_json(self.trials_dir / f"{trial.number}.json", record)
+        if not losses or any(not math.isfinite(v) for v in losses + history.get("val_loss", [])):
+            raise FloatingPointError(f"loss became NaN or infinite at epoch {len(losses)}")
+        val_loss = history["val_loss"]
+        best_epoch = int(np.argmin(val_loss)) + 1
+        trial.set_user_attr("best_epoch", best_epoch)
+        trial.set_user_attr("epochs_run", len(val_loss))
+        trial.set_user_attr("seconds", round(seconds, 3))
+        if "val_scenario_accuracy" in history:
+            trial.set_user_attr("val_accuracy", float(history["val_scenario_accuracy"][best_epoch - 1]))
+        if reporter.pruned_at is not None:
+            import optuna
+
+            raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at + 1}")
+        out = predict_arrays(model, val["x"] if "y" in val else _inputs_only(val["x"]))
+        save_npz(self.trials_dir / f"{trial.number}.npz", labels=self.val_labels,
+                 **{k: v.astype(np.float32) for k, v in out.items()})
+        return float(min(val_loss))
+
+
+def _inputs_only(seq):
+    from popdl.training import ShardSequence
+
+    return ShardSequence(seq.dataset, [s for s in ("validation",)], batch_size=seq.batch_size, inputs=seq.inputs,
+                         prep=seq.prep, tasks=seq.tasks, shuffle=False, targets=False)
+
+
+# ---------------------------------------------------------------------------
+# Worker loop
+
+
+def _sampler(settings: dict, worker: int):
+    import optuna
+
+    seed = int(settings["tuning"].get("seed") if settings["tuning"].get("seed") is not None else settings["seed"])
+    return optuna.samplers.TPESampler(seed=seed + int(worker),
+                                      n_startup_trials=int(settings["tuning"]["startup_trials"]))
+
+
+def _pruner(settings: dict):
+    import optuna
+
+    name = settings["tuning"]["pruner"]
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=int(settings["tuning"]["max_epochs"]))
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"config key 'tuning.pruner': {name!r} is not one of median, hyperband, none")
+
+
+def load_study(settings: dict, *, tuning_dir: str | Path, worker: int = 0, create: bool = False):
+    import optuna
+
+    t = settings["tuning"]
+    storage = open_storage(t["storage"], tuning_dir=tuning_dir, heartbeat_interval=t.get("heartbeat_interval"),
+                           grace_period=t.get("grace_period"))
+    name = study_name(settings)
+    if create:
+        return optuna.create_study(study_name=name, storage=storage, direction="minimize",
+                                   sampler=_sampler(settings, worker), pruner=_pruner(settings), load_if_exists=True)
+    return optuna.load_study(study_name=name, storage=storage, sampler=_sampler(settings, worker),
+                             pruner=_pruner(settings))
+
+
+def _mine(study, worker: int, states=None):
+    return [t for t in study.get_trials(deepcopy=False, states=states) if t.user_attrs.get("worker") == worker]
+
+
+def fail_stale_trials(study, worker: int) -> list[int]:
+    """Mark FAIL the RUNNING trials of ``worker`` (left by a killed run of it)."""
+    from optuna.trial import TrialState
+
+    numbers = []
+    for t in _mine(study, worker, (TrialState.RUNNING,)):
+        study._storage.set_trial_system_attr(t._trial_id, "fail_reason", "worker killed during the trial")
+        if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+            numbers.append(t.number)
+    if numbers:
+        log.warning("worker %d: trials %s were left running by a killed worker; marked failed", worker, numbers)
+    return numbers
+
+
+def run_worker(settings: dict, dataset_dir: str | Path, *, worker: int, tuning_dir: str | Path) -> dict:
+    """Run worker ``worker``'s share of the study's trials; return a summary.
+
+    Blocks until this worker owns its share of finished trials; raises
+    :class:`RuntimeError` after ``tuning.max_failures`` failed trials in a row.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from popdl.dataset import Dataset
+    from popdl.training import configure_backend
+
+    t = settings["tuning"]
+    if not 0 <= worker < int(t["workers"]):
+        raise ValueError(f"worker {worker} is not in 0..{int(t['workers']) - 1} (tuning.workers)")
+    configure_backend(t.get("threads"))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dataset = Dataset(dataset_dir)
+    study = load_study(settings, tuning_dir=tuning_dir, worker=worker, create=True)
+    killed = fail_stale_trials(study, worker)
+    if t.get("heartbeat_interval") and isinstance(study._storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)
+    share = worker_shares(int(t["trials"]), int(t["workers"]))[worker]
+    runner = TrialRunner(settings, dataset, tuning_dir=tuning_dir)
+
+    def objective(trial):
+        trial.set_user_attr("worker", worker)
+        try:
+            return runner(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            raise
+
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    in_a_row = 0
+    started = time.perf_counter()
+    ran = []
+    while len(_mine(study, worker, finished)) < share:
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        last = max(_mine(study, worker), key=lambda tr: tr.number)
+        ran.append(last.number)
+        log.info("worker %d: trial %d %s (%s)", worker, last.number, last.state.name,
+                 last.value if last.value is not None else last.user_attrs.get("error", ""))
+        in_a_row = in_a_row + 1 if last.state == TrialState.FAIL else 0
+        if in_a_row >= int(t["max_failures"]):
+            raise RuntimeError(f"worker {worker}: {in_a_row} trials failed in a row; last error: "
+                               f"{last.user_attrs.get('error', 'unknown')}")
+    mine = _mine(study, worker)
+    return {
+        "worker": worker,
+        "study": study.study_name,
+        "share": share,
+        "trials_run_now": ran,
+        "killed_marked_failed": killed,
+        "finished": sorted(tr.number for tr in mine if tr.state in finished),
+        "failed": sorted(tr.number for tr in mine if tr.state == TrialState.FAIL),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+# ---------------------------------------------------------------------------
+# After the sweep
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of
+    ``softmax(logits / T)`` for ``labels`` (1 when there is nothing to fit)."""
+    from scipy.optimize import minimize_scalar
+
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        return 1.0
+
+    def nll(log_t):
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return -logp[np.arange(len(labels)), labels].mean()
+
+    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    return float(math.exp(res.x)) if res.success else 1.0
+
+
+def trials_table(study):
+    """All trials as a DataFrame: number, state, value, hyper-parameters, user attributes."""
+    return study.trials_dataframe(attrs=("number", "state", "value", "datetime_start", "datetime_complete",
+                                         "duration", "params", "user_attrs", "system_attrs"))
+
+
+def select_best(settings: dict, *, tuning_dir: str | Path, best_out: str | Path, table_out: str | Path) -> dict:
+    """Write the best trial (``best.json``) and the whole trials table (CSV)."""
+    from optuna.trial import TrialState
+
+    study = load_study(settings, tuning_dir=tuning_dir)
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise RuntimeError(f"study {study.study_name} has no completed trial "
+                           f"({sum(t.state == TrialState.FAIL for t in trials)} failed, "
+                           f"{sum(t.state == TrialState.PRUNED for t in trials)} pruned)")
+    best = min(complete, key=lambda t: t.value)
+    trials_dir = Path(tuning_dir) / "trials"
+    temperature, history = 1.0, {}
+    npz = trials_dir / f"{best.number}.npz"
+    if npz.exists() and "classify" in settings["task"]:
+        with np.load(npz) as data:
+            if "scenario" in data:
+                temperature = fit_temperature(data["scenario"], data["labels"])
+    record = trials_dir / f"{best.number}.json"
+    if record.exists():
+        history = json.loads(record.read_text())["history"]
+    counts = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    result = {
+        "study": study.study_name,
+        "number": best.number,
+        "value": best.value,
+        "objective": "validation loss (minimised)",
+        "hyper_parameters": fixed_params(settings, best.params),
+        "best_epoch": int(best.user_attrs.get("best_epoch", settings["tuning"]["max_epochs"])),
+        "user_attrs": dict(best.user_attrs),
+        "temperature": temperature,
+        "history": history,
+        "trial_counts": counts,
+    }
+    frame = trials_table(study)
+    with atomic_path(table_out, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    write_json(best_out, result)
+    log.info("select_best: trial %d, validation loss %.4f, temperature %.3f, %s", best.number, best.value,
+             temperature, counts)
+    return result

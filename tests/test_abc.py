@@ -1,0 +1,135 @@
+"""ABC baselines (rejection + local-linear adjustment, ABC-RF) and the misspecification check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from popdl.abc import (
+    RandomForestABC,
+    ReferenceTable,
+    RejectionABC,
+    comparison_table,
+    epanechnikov,
+    get_method,
+    naive_qrf_weights,
+    qrf_weights,
+    run_abc,
+    score,
+    weighted_quantile,
+)
+from popdl.misspec import Misspecification, pca_figure
+
+from conftest import REPO
+
+
+def toy(n: int, *, seed: int, noise: float = 0.3) -> ReferenceTable:
+    """Two scenarios; parameter a (both) and b (scenario 1 only); 4 statistics, one constant."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    a = rng.uniform(0, 1, n)
+    b = np.where(labels == 1, 10 ** rng.uniform(0, 2, n), np.nan)
+    s = np.column_stack([
+        a + noise * rng.normal(size=n),
+        labels + noise * rng.normal(size=n),
+        np.where(labels == 1, np.log10(b), 0) + noise * rng.normal(size=n),
+        np.ones(n),
+    ])
+    return ReferenceTable(s, labels, np.column_stack([a, b]), scenarios=["one", "two"], param_names=["a", "b"],
+                          stat_names=["s1", "s2", "s3", "const"], log_scale=[False, True])
+
+
+def test_weighted_quantile_matches_numpy_for_equal_weights():
+    x = np.random.default_rng(0).normal(size=(3, 101))
+    got = weighted_quantile(x, np.ones_like(x), [0.05, 0.5, 0.95])
+    np.testing.assert_allclose(got, np.quantile(x, [0.05, 0.5, 0.95], axis=1, method="hazen").T)
+    # Weight 0 removes a value.
+    assert weighted_quantile(np.array([1.0, 2.0, 100.0]), np.array([1.0, 1.0, 0.0]), [1.0])[0] == 2.0
+
+
+def test_epanechnikov():
+    w = epanechnikov(np.array([[0.0, 0.5, 1.0]]), np.array([1.0]))
+    np.testing.assert_allclose(w, [[1.0, 0.75, 1e-6]])
+
+
+def test_qrf_weights_equal_naive_version():
+    rng = np.random.default_rng(1)
+    train, target = rng.integers(0, 7, size=(50, 9)), rng.integers(0, 7, size=(6, 9))
+    np.testing.assert_allclose(qrf_weights(train, target), naive_qrf_weights(train, target))
+
+
+def test_unknown_method_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid: rejection, abc_rf"):
+        get_method("neural")
+
+
+@pytest.mark.parametrize("method", [RejectionABC(tolerance=0.1), RandomForestABC(trees=50, seed=1)], ids=["rejection", "abc_rf"])
+def test_methods_recover_toy_truth(method):
+    ref, test = toy(3000, seed=1), toy(300, seed=2)
+    m = score(method.fit(ref).predict(test.stats, interval=0.9), test, interval=0.9)
+    assert m["accuracy"] > 0.85
+    assert m["params"]["a"]["r2"] > 0.4 and m["params"]["b"]["r2"] > 0.4
+    assert m["params"]["b"]["n"] == int((test.labels == 1).sum())  # scored where the scenario has b
+    for p in ("a", "b"):
+        assert 0.75 < m["params"][p]["coverage"] <= 1.0, (p, m["params"][p])
+
+
+def test_regression_adjustment_beats_plain_rejection():
+    ref, test = toy(3000, seed=3, noise=0.05), toy(300, seed=4, noise=0.05)
+    plain = score(RejectionABC(tolerance=0.5, adjust=False).fit(ref).predict(test.stats), test, interval=0.9)
+    adjusted = score(RejectionABC(tolerance=0.5).fit(ref).predict(test.stats), test, interval=0.9)
+    assert adjusted["params"]["a"]["rmse"] < 0.5 * plain["params"]["a"]["rmse"]
+
+
+def test_run_abc_on_the_tiny_dataset(tiny_dataset, tmp_path):
+    ref_stats = np.load(next((tiny_dataset / "test").glob("shard-*")) / "stats.npy")
+    metrics = run_abc(tiny_dataset, tmp_path / "abc", trees=20, observed={"obs": ref_stats[0].astype(float)})
+    assert set(metrics["methods"]) == {"rejection", "abc_rf"}
+    for m in metrics["methods"].values():
+        assert 0 <= m["accuracy"] <= 1 and np.array(m["confusion"]).sum() == metrics["n_test"]
+        assert {"N1", "T_split"} <= set(m["params"])
+    assert json.loads((tmp_path / "abc" / "metrics.json").read_text())["n_test"] == metrics["n_test"]
+    table = pd.read_csv(tmp_path / "abc" / "test_predictions.tsv", sep="\t")
+    assert len(table) == metrics["n_test"] and "abc_rf_p_isolation" in table
+    emp = json.loads((tmp_path / "abc" / "empirical.json").read_text())["data"]["obs"]
+    for answer in emp.values():
+        assert sum(answer["probabilities"].values()) == pytest.approx(1)
+        n1 = answer["params"]["N1"]
+        assert n1["lower"] <= n1["estimate"] <= n1["upper"] and 500 < n1["estimate"] < 60000  # natural units
+
+
+def test_abc_cli(tiny_dataset, tmp_path):
+    settings = json.dumps({"seed": 1, "abc": {"tolerance": 0.2, "trees": 10, "min_samples_leaf": 2, "interval": 0.9}})
+    proc = subprocess.run([sys.executable, "-m", "popdl", "abc", "--settings", settings, "--dataset", str(tiny_dataset),
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "o" / "metrics.json").is_file()
+
+
+def test_comparison_table():
+    abc = {"param_names": ["a"], "methods": {"rejection": {"label": "rejection ABC", "accuracy": 0.5, "params": {"a": {"r2": 0.2, "coverage": 0.9}}},
+                                             "abc_rf": {"label": "ABC-RF", "accuracy": 0.6, "params": {}}}}
+    t = comparison_table(abc, {"accuracy": 0.7, "params": {"a": {"r2": 0.5, "coverage": 0.88}}})
+    assert t["method"].tolist() == ["network", "rejection ABC", "ABC-RF"]
+    assert t.loc[0, "r2_a"] == 0.5 and np.isnan(t.loc[2, "coverage_a"])
+    assert comparison_table(abc, None)["method"].tolist() == ["rejection ABC", "ABC-RF"]
+
+
+def test_misspecification_flags_data_outside_the_simulations():
+    ref = toy(2000, seed=5)
+    check = Misspecification(ref.stats, stat_names=ref.stat_names, labels=ref.labels, scenarios=ref.scenarios)
+    inside = toy(200, seed=6)
+    flags = [check.score(s)["flagged"] for s in inside.stats]
+    assert np.mean(flags) < 0.1
+    far = check.score(np.array([5.0, 0.5, 1.0, 1.0]))
+    assert far["flagged"] and far["outside_range"] == ["s1"] and far["p_value"] < 0.01
+    assert far["quantiles"]["s1"] == 1.0 and "outside the simulated range: s1" in far["summary"]
+    # A constant statistic that differs in the data is outside too.
+    assert "const" in check.score(np.array([0.5, 0.5, 1.0, 2.0]))["outside_range"]
+    fig = pca_figure(check, {"far": np.array([5.0, 0.5, 1.0, 1.0])})
+    assert len(fig.axes[0].collections) == 3  # two scenarios + the observed point

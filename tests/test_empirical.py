@@ -1,0 +1,301 @@
+"""Observed data: VCF/FASTA + popmap reading, validation, and conversion to network inputs."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import subprocess
+import sys
+
+import msprime
+import numpy as np
+import pytest
+
+from popdl.config import prepare
+from popdl.empirical import DataError, empirical_features, load_empirical, read_fasta, read_popmap, read_vcf
+from popdl.features import StatsSpec, add_missing, genotype_image, summary_stats
+from popdl.scenarios import Scenario
+from popdl.simulate import population_labels, simulator_for
+
+from conftest import REPO, tiny_config
+
+SAMPLES = {"pop1": 2, "pop2": 2}
+FEATURES = {"snps": 8, "snp_selection": "random", "sort_rows": True, "positions": True,
+            "stats": ["segsites", "pi", "fst", "sfs"], "jsfs_bins": 4}
+GENOME = {"loci": 1, "length": 1000}
+HEADER = "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=1000>\n##contig=<ID=chr2,length=1000>\n"
+GT_LINE = '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+COLUMNS = "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT"
+NAMES = ["a1", "a2", "b1", "b2"]
+POPMAP = "sample\tpopulation\na1\tpop1\na2\tpop1\nb1\tpop2\nb2\tpop2\n"
+GOOD_ROWS = [
+    ("chr1", 10, "A", "G", ["0|1", "0|0", "1|1", "0|1"]),
+    ("chr1", 20, "C", "T", ["1|0", "0|1", "0|0", "0|0"]),
+    ("chr1", 35, "G", "A", ["0|0", "1|1", "0|1", "1|0"]),
+    ("chr2", 5, "T", "C", ["0|1", "0|0", "0|0", "1|1"]),
+]
+
+
+def vcf_text(rows=GOOD_ROWS, *, names=NAMES, header=HEADER + GT_LINE, fmt="GT") -> str:
+    lines = [header + COLUMNS + "".join(f"\t{n}" for n in names)]
+    for chrom, pos, ref, alt, gts in rows:
+        lines.append("\t".join([chrom, str(pos), ".", ref, alt, ".", "PASS", ".", fmt, *gts]))
+    return "\n".join(lines) + "\n"
+
+
+def write(folder, name, text, *, gz=False):
+    path = folder / name
+    if gz:
+        with gzip.open(path, "wt") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def load(folder, vcf=None, popmap=POPMAP, fasta=None, **kwargs):
+    entry = {"name": "obs", "popmap": str(write(folder, "popmap.tsv", popmap))}
+    if vcf is not None:
+        entry["vcf"] = str(write(folder, "data.vcf", vcf))
+    if fasta is not None:
+        entry["fasta"] = [str(write(folder, f"locus{i}.fa", text)) for i, text in enumerate(fasta)]
+    entry.update(kwargs.pop("entry", {}))
+    return load_empirical(entry, samples=kwargs.pop("samples", SAMPLES), seed=1, **kwargs)
+
+
+def fasta_text(seqs: dict[str, str]) -> str:
+    return "".join(f">{k}\n{v}\n" for k, v in seqs.items())
+
+
+GOOD_FASTA = {"a1_1": "ACGTA", "a1_2": "ACGTT", "a2_1": "ACCTA", "a2_2": "ACGTA",
+              "b1_1": "TCGTA", "b1_2": "ACGTA", "b2_1": "ACGTA", "b2_2": "ACGTA"}
+
+
+def _row(i, gts):
+    return ("chr1", 10 * (i + 1), "A", "G", gts)
+
+
+# (case id, input kwargs for load(), regex the one-line message must match)
+MALFORMED = [
+    ("vcf-missing-file", {"entry": {"vcf": "no/such.vcf.gz"}}, r"VCF no/such\.vcf\.gz: file not found"),
+    ("vcf-empty-file", {"vcf": ""}, r"the file is empty"),
+    ("vcf-not-a-vcf", {"vcf": "chrom\tpos\nchr1\t5\n"}, r"not a VCF file"),
+    ("vcf-no-gt-field", {"vcf": vcf_text(header=HEADER + '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="d">\n', fmt="DP",
+                                         rows=[("chr1", 10, "A", "G", ["3", "4", "5", "6"])])},
+     r"no GT \(genotype\) FORMAT field"),
+    ("vcf-sample-not-in-popmap", {"vcf": vcf_text(names=["a1", "a2", "b1", "zz"])}, r"1 sample\(s\) missing from the popmap: zz"),
+    ("popmap-sample-not-in-vcf", {"vcf": vcf_text(), "popmap": POPMAP + "c9\tpop2\n"}, r"popmap sample\(s\) not in the data: c9"),
+    ("population-not-simulated", {"vcf": vcf_text(), "popmap": POPMAP.replace("b2\tpop2", "b2\tpop3")},
+     r"population\(s\) pop3 in the popmap are not simulated"),
+    ("fewer-individuals-than-simulated", {"vcf": vcf_text(), "samples": {"pop1": 3, "pop2": 2}},
+     r"population 'pop1' has 2 individual\(s\) but 3 were simulated"),
+    ("more-individuals-no-subsampling", {"vcf": vcf_text(), "samples": {"pop1": 1, "pop2": 2}, "subsample": False},
+     r"population 'pop1' has 2 individuals but 1 were simulated \(subsampling is off\)"),
+    ("unphased-genotypes", {"vcf": vcf_text([_row(0, ["0|1", "0/1", "0|0", "1|1"])])}, r"sample a2 has an unphased heterozygous call"),
+    ("haploid-calls", {"vcf": vcf_text([_row(0, ["0", "1", "0", "1"])])}, r"haploid genotype calls"),
+    ("triploid-calls", {"vcf": vcf_text([_row(0, ["0|1|1", "0|0|0", "1|1|1", "0|0|1"])])}, r"ploidy 3"),
+    ("no-records", {"vcf": vcf_text([])}, r"no variant records"),
+    ("only-indels-and-multiallelic", {"vcf": vcf_text([("chr1", 5, "AT", "A", ["0|1"] * 4), ("chr1", 9, "A", "G,T", ["1|2"] * 4)])},
+     r"no usable biallelic SNP among 2 records \(1 multi-allelic, 1 indels"),
+    ("unsorted-records", {"vcf": vcf_text([_row(1, ["0|1"] * 4), _row(0, ["0|1"] * 4)])}, r"not sorted"),
+    ("contig-split-in-two", {"vcf": vcf_text([GOOD_ROWS[0], GOOD_ROWS[3], GOOD_ROWS[1]])}, r"contig 'chr1' are not contiguous"),
+    ("too-many-missing-calls", {"vcf": vcf_text([_row(0, ["0|1", "./.", "./.", "./."]), _row(1, ["1|0", "./.", "./.", "0|1"])]),
+                                "max_missing": 0.2}, r"62\.5% of genotype calls are missing, above predict\.max_missing \(20%\)"),
+    ("popmap-missing-file", {"vcf": vcf_text(), "entry": {"popmap": "nowhere/popmap.tsv"}}, r"popmap nowhere/popmap\.tsv: file not found"),
+    ("popmap-three-columns", {"vcf": vcf_text(), "popmap": "a1\tpop1\textra\n"}, r"line 1: expected 2 columns"),
+    ("popmap-duplicate-sample", {"vcf": vcf_text(), "popmap": POPMAP + "a1\tpop2\n"}, r"sample 'a1' is listed twice"),
+    ("popmap-empty", {"vcf": vcf_text(), "popmap": "# nothing\n\n"}, r"no samples listed"),
+    ("both-vcf-and-fasta", {"vcf": vcf_text(), "fasta": [fasta_text(GOOD_FASTA)]}, r"give exactly one of vcf or fasta"),
+    ("fasta-unequal-lengths", {"fasta": [fasta_text({**GOOD_FASTA, "b2_2": "ACG"})]}, r"sequences of different lengths"),
+    ("fasta-haploid-individual", {"fasta": [fasta_text({k: v for k, v in GOOD_FASTA.items() if k != "b2_2"})]},
+     r"individual 'b2' has one \(haploid\) sequence"),
+    ("fasta-empty-alignment", {"fasta": [""]}, r"empty alignment \(no sequences\)"),
+    ("fasta-zero-length", {"fasta": [fasta_text({k: "" for k in GOOD_FASTA})]}, r"empty alignment \(sequences of length 0\)"),
+    ("fasta-invalid-characters", {"fasta": [fasta_text({**GOOD_FASTA, "a1_1": "AC9T!"})]}, r"invalid character\(s\) '!9'"),
+    ("fasta-unknown-sequence-name", {"fasta": [fasta_text({**GOOD_FASTA, "zz_1": "ACGTA"})]}, r"sequence 'zz_1' matches no popmap sample"),
+    ("fasta-not-fasta", {"fasta": ["ACGT\nACGT\n"]}, r"not a FASTA file"),
+    ("fasta-individuals-differ-between-loci",
+     {"fasta": [fasta_text(GOOD_FASTA), fasta_text({k: v for k, v in GOOD_FASTA.items() if not k.startswith("b2")})]},
+     r"individuals differ from .*: b2"),
+    ("fasta-only-gap-columns", {"fasta": [fasta_text({k: "AC-" for k in GOOD_FASTA})]}, r"no biallelic SNP"),
+]
+
+
+@pytest.mark.parametrize("case,kwargs,message", MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_malformed_input_is_one_clear_line(tmp_path, monkeypatch, case, kwargs, message):
+    monkeypatch.chdir(tmp_path)
+    kwargs = dict(kwargs)
+    if "fasta" not in kwargs and "vcf" not in kwargs and "vcf" not in kwargs.get("entry", {}):
+        kwargs["vcf"] = vcf_text()
+    with pytest.raises(DataError, match=message) as info:
+        load(tmp_path, **kwargs)
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 300, text
+
+
+def test_at_least_fifteen_malformed_cases():
+    assert len(MALFORMED) >= 15
+
+
+def test_vcf_reads_phased_genotypes_grouped_by_population(tmp_path):
+    popmap = "b2\tpop2\na1\tpop1\nb1\tpop2\na2\tpop1\n"  # popmap order does not matter
+    data = load(tmp_path, vcf=vcf_text(), popmap=popmap)
+    assert data.individuals == ["a1", "a2", "b1", "b2"]
+    assert data.populations.tolist() == ["pop1"] * 4 + ["pop2"] * 4
+    assert data.genotypes.dtype == np.int8 and data.genotypes.shape == (4, 8)
+    assert data.genotypes[0].tolist() == [0, 1, 0, 0, 1, 1, 0, 1]
+    assert data.locus.tolist() == [0, 0, 0, 1] and data.loci == ["chr1", "chr2"]
+    assert data.positions.tolist() == [10, 20, 35, 5]
+
+
+def test_skipped_sites_and_missing_calls_are_counted(tmp_path):
+    rows = GOOD_ROWS[:3] + [
+        ("chr1", 40, "A", "G,T", ["0|1", "0|2", "1|1", "0|0"]),
+        ("chr1", 50, "AT", "A", ["0|1", "0|0", "1|1", "0|0"]),
+        ("chr1", 60, "A", "G", ["0|0", "0|0", "0|0", "0|0"]),
+        ("chr1", 70, "A", "G", ["0|1", "./.", "1|1", "0|0"]),
+    ]
+    data = load(tmp_path, vcf=vcf_text(rows))
+    c = data.counts
+    assert (c["records"], c["snps"], c["multiallelic"], c["indels"], c["monomorphic"], c["missing_calls"]) == (7, 4, 1, 1, 1, 1)
+    assert c["empty_contigs"] == []  # chr2 has no record at all and is not a locus
+    assert data.genotypes[3].tolist() == [0, 1, -1, -1, 1, 1, 0, 0]
+    assert data.missing_rate == pytest.approx(2 / 32)
+
+
+def test_gzipped_vcf_and_unphased_when_allowed(tmp_path):
+    rows = [GOOD_ROWS[0], ("chr1", 20, "C", "T", ["0/1", "0/0", "1/1", "0|1"])]
+    path = write(tmp_path, "x.vcf.gz", vcf_text(rows), gz=True)
+    popmap = read_popmap(write(tmp_path, "p.tsv", POPMAP))
+    data = read_vcf(path, popmap=popmap, samples=SAMPLES, seed=1, allow_unphased=True)
+    assert data.counts["unphased_heterozygous"] == 1 and data.genotypes.shape == (2, 8)
+    with pytest.raises(DataError, match="unphased"):
+        read_vcf(path, popmap=popmap, samples=SAMPLES, seed=1)
+
+
+def test_subsampling_is_reproducible(tmp_path):
+    names = [f"a{i}" for i in range(6)] + ["b1", "b2"]
+    popmap = "".join(f"{n}\tpop1\n" for n in names[:6]) + "b1\tpop2\nb2\tpop2\n"
+    rows = [("chr1", 10 * (i + 1), "A", "G", ["0|1"] * 8) for i in range(3)]
+    picks = {tuple(load(tmp_path, vcf=vcf_text(rows, names=names), popmap=popmap).individuals) for _ in range(3)}
+    assert len(picks) == 1
+    (pick,) = picks
+    assert len(pick) == 4 and pick[-2:] == ("b1", "b2")
+    assert pick[:2] != ("a0", "a1") or True  # any 2 of the 6, but always the same ones
+
+
+def test_fasta_reads_alignment_columns(tmp_path):
+    seqs = dict(GOOD_FASTA)
+    seqs["a2_2"] = "NCGTA"  # missing call
+    seqs["b2_1"] = "AC-TA"  # gap: column 3 is an indel column
+    data = load(tmp_path, fasta=[fasta_text(seqs), fasta_text(GOOD_FASTA)])
+    # locus 0: columns 1 and 5 (A/T) are SNPs, column 3 has a gap, column 4 is
+    # monomorphic; locus 1: columns 1, 3 and 5.
+    assert data.counts["indels"] == 1 and data.counts["missing_calls"] == 1
+    assert data.locus.tolist() == [0, 0, 1, 1, 1] and data.length == 10
+    assert data.genotypes[0].tolist() == [0, 0, 0, -1, 1, 0, 0, 0]
+    assert data.genotypes[1].tolist() == [0, 1, 0, 0, 0, 0, 0, 0]
+
+
+def test_fasta_two_records_with_the_sample_name(tmp_path):
+    text = "".join(f">{k[:2]}\n{v}\n" for k, v in GOOD_FASTA.items())
+    data = read_fasta([write(tmp_path, "l.fa", text)], popmap=read_popmap(write(tmp_path, "p", POPMAP)), samples=SAMPLES, seed=0)
+    assert data.genotypes.shape[1] == 8 and data.counts["snps"] == 3
+
+
+def test_features_from_vcf_equal_features_of_the_simulation(tmp_path):
+    """A simulation written as a VCF and read back gives the same image and statistics."""
+    config = prepare(tiny_config(), base_dirs=(REPO,))
+    scenario = Scenario.from_config("isolation", config)
+    sim = simulator_for(scenario, config)
+    params = {"N_anc": 8000.0, "N1": 3000.0, "N2": 9000.0, "T_split": 4000.0}
+    g = sim.simulate(scenario, params, {"seed_ancestry": 3, "seed_mutation": 4, "seed_fsc": 5})
+    assert 4 < g.positions.size <= 32, g.positions.size
+    positions = np.floor(g.positions).astype(int) + 1
+    assert np.unique(positions).size == positions.size
+    names = [f"{p}_{i}" for p, n in config["samples"].items() for i in range(n)]
+    rows = []
+    for k in range(g.positions.size):
+        h = g.genotypes[k]
+        rows.append(("chr1", positions[k], "A", "C", [f"{h[2 * i]}|{h[2 * i + 1]}" for i in range(len(names))]))
+    popmap = "".join(f"{n}\t{n.split('_')[0]}\n" for n in names)
+    features = {**FEATURES, "snps": 32, "stats": ["segsites", "pi", "theta_w", "tajimas_d", "hap_diversity", "fst", "dxy", "sfs", "jsfs"]}
+    data = load(tmp_path, vcf=vcf_text(rows, names=names), popmap=popmap, samples=config["samples"],
+                genome_length=config["genome"]["length"])
+    got = empirical_features(data, features=features, genome=config["genome"], seed=1, replicates=5)
+    labels = population_labels(config["samples"])
+    image, dist, n = genotype_image(g.genotypes.astype(np.int8), positions.astype(float), g.locus, populations=labels,
+                                    snps=32, length=config["genome"]["length"], rng=np.random.default_rng(0))
+    assert got["images"].shape == (1, labels.size, 32)  # fewer SNPs than columns: one image, no replicates
+    np.testing.assert_array_equal(got["images"][0], image)
+    np.testing.assert_allclose(got["distances"][0], dist, rtol=1e-6)
+    spec = StatsSpec(stats=features["stats"], populations=labels, jsfs_bins=4)
+    expected = summary_stats(g.genotypes.astype(np.int8), g.locus, spec=spec, total_length=config["genome"]["length"], loci=1)
+    np.testing.assert_allclose(got["stats"], expected)
+    assert got["stat_names"].tolist() == spec.names
+
+
+def test_replicates_are_different_snp_subsets(tmp_path):
+    rng = np.random.default_rng(5)
+    rows = []
+    for k in range(40):
+        gts = rng.integers(0, 2, size=(4, 2))
+        gts[0] = [0, 1]  # keep every site polymorphic
+        rows.append(("chr1", 10 + 7 * k, "A", "G", [f"{a}|{b}" for a, b in gts]))
+    data = load(tmp_path, vcf=vcf_text(rows))
+    out = empirical_features(data, features=FEATURES, genome=GENOME, seed=3, replicates=4)
+    assert out["images"].shape == (4, 8, 8) and (out["n_snps"] == 8).all()
+    assert len({img.tobytes() for img in out["images"]}) > 1
+    again = empirical_features(data, features=FEATURES, genome=GENOME, seed=3, replicates=4)
+    np.testing.assert_array_equal(out["images"], again["images"])
+    windows = empirical_features(data, features={**FEATURES, "snp_selection": "central"}, genome=GENOME, seed=3, replicates=4)
+    assert windows["images"].shape == (4, 8, 8)
+
+
+def test_add_missing_rate_and_pairs():
+    g = np.zeros((2000, 10), dtype=np.int8)
+    out = add_missing(g, rate=0.1, rng=np.random.default_rng(0))
+    missing = out == -1
+    assert missing.mean() == pytest.approx(0.1, abs=0.01)
+    np.testing.assert_array_equal(missing[:, 0::2], missing[:, 1::2])
+    assert (g == 0).all()  # input untouched
+
+
+def test_missing_rate_in_features_chunk(tmp_path):
+    from popdl.features import features_chunk, load_features
+    from popdl.plan import plan_draws
+    from popdl.simulate import simulate_chunk
+
+    config = prepare(tiny_config(), base_dirs=(REPO,))
+    scenario = Scenario.from_config("isolation", config)
+    plan = plan_draws(scenario, root_seed=7, start=0, stop=3)
+    simulate_chunk(config, scenario, plan, tmp_path / "s.npz")
+    fcfg = {**config["features"], "missing_rate": 0.3}
+    features_chunk({"seed": 7, "features": fcfg}, tmp_path / "s.npz", tmp_path / "f.npz")
+    features_chunk({"seed": 7, "features": config["features"]}, tmp_path / "s.npz", tmp_path / "g.npz")
+    with_missing, without = load_features(tmp_path / "f.npz"), load_features(tmp_path / "g.npz")
+    zeros = lambda f: (f["images"][:, :, :4] == 0).mean()  # noqa: E731  (first columns are always real SNPs)
+    assert zeros(with_missing) > zeros(without) + 0.1
+
+
+def test_shipped_example_reads(tmp_path):
+    config = prepare(tiny_config(samples={"pop1": 10, "pop2": 10}), base_dirs=(REPO,))
+    data = load_empirical({"name": "example", "vcf": "config/data/example.vcf.gz", "popmap": "config/data/example_popmap.tsv"},
+                          samples=config["samples"], seed=42, base_dir=REPO)
+    assert data.counts["individuals_in_file"] == 21 and len(data.individuals) == 20
+    assert data.counts["multiallelic"] == 1 and data.counts["indels"] == 1 and data.counts["snps"] > 100
+
+
+def test_cli_error_is_one_line(tmp_path):
+    vcf = write(tmp_path, "d.vcf", vcf_text([_row(0, ["0", "1", "0", "1"])]))
+    popmap = write(tmp_path, "p.tsv", POPMAP)
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check-data", "--configfile", str(_config(tmp_path)),
+                           "--vcf", str(vcf), "--popmap", str(popmap)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "haploid genotype calls" in proc.stderr
+
+
+def _config(folder):
+    from conftest import write_config
+
+    return write_config(folder, tiny_config(samples=SAMPLES))
