@@ -19,7 +19,7 @@ Repetitions rotate which side runs first; the medians are reported.  The
 genotype matrices of both sides are compared, so the two really simulate the
 same thing.  Target: ratio >= 0.95.
 
-    python benchmarks/bench_simulation.py [--draws 200] [--reps 5]
+    python benchmarks/bench_simulation.py [--draws N] [--reps 5]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def bare_loop(plan, *, samples: dict, genome: dict, record_provenance: bool = Tr
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
-    parser.add_argument("--draws", type=int, default=200, help="draws per repetition")
+    parser.add_argument("--draws", type=int, default=None, help="draws per repetition (default: the config's chunk size)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each side")
     args = parser.parse_args(argv)
 
@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     if config["genome"]["loci"] != 1 or any(isinstance(config["genome"][k], dict) for k in ("mutation_rate", "recombination_rate")):
         raise SystemExit("this benchmark expects one locus and fixed rates")
     scenario = Scenario.from_config(SCENARIO, config)
+    args.draws = args.draws or config["simulations"]["chunk"]
     settings = stage_json(config, "simulate", SCENARIO)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

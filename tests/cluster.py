@@ -225,6 +225,7 @@ class SlurmCluster:
                     f"SlurmctldLogFile={self.ctld_log}",
                     f"SlurmdLogFile={self.slurmd_log}",
                     "SlurmctldDebug=debug",
+                    "DebugFlags=Gres",
                     "SlurmdDebug=info",
                     "ProctrackType=proctrack/linuxproc",
                     "TaskPlugin=task/none",

@@ -500,7 +500,9 @@ def comparison_table(abc_metrics: dict, cnn_metrics: dict | None) -> pd.DataFram
     rows = []
     if cnn_metrics:
         rows.append(("network", cnn_metrics))
-    rows += [(m.get("label", k), m) for k, m in abc_metrics["methods"].items()]
+    methods = abc_metrics["methods"]
+    order = [k for k in METHODS if k in methods] + [k for k in methods if k not in METHODS]
+    rows += [(methods[k].get("label", k), methods[k]) for k in order]
     params = abc_metrics["param_names"]
     records = []
     for label, m in rows:

@@ -26,8 +26,10 @@ log = logging.getLogger("popdl")
 #: Modules contributing sub-commands through ``add_commands(subparsers)``.
 COMMAND_MODULES = [
     "popdl.cli_core",
+    "popdl.cli_model",
     "popdl.cli_predict",
     "popdl.cli_report",
+    "popdl.cli_scan",
 ]
 
 

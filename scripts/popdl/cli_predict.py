@@ -116,14 +116,15 @@ def cmd_predict(args) -> int:
     from popdl.predict import observe, predict_observed
 
     model = Path(args.model)
-    if not model.is_dir():
-        raise FileNotFoundError(f"model folder {model} not found")
+    if not (model / "bundle.json").is_file():
+        raise FileNotFoundError(f"{model} is not a popdl model folder (no bundle.json)")
     dataset = Path(args.dataset) if args.dataset else model.parent / "dataset"
     if not (dataset / "manifest.json").is_file():
         if args.dataset:
             raise FileNotFoundError(f"dataset folder {dataset} has no manifest.json")
         log.warning("no dataset beside the model (%s): skipping the misspecification check", dataset)
         dataset = None
+    settings = None
     if args.observed:
         observed = Path(args.observed)
         out = Path(args.out) if args.out else observed.parent
@@ -135,34 +136,30 @@ def cmd_predict(args) -> int:
         out = Path(args.out) if args.out else Path(f"predict-{entry['name']}")
         observed = out / "observed.npz"
         observe(entry, settings, observed)
-    settings = _model_settings(args, model) if (args.settings or args.configfile) or not args.observed else {}
-    alpha = settings.get("predict", {}).get("alpha", 0.01)
+    if settings is None and (args.settings or args.configfile):
+        settings = _predict_settings(args)
+    alpha = (settings or {}).get("predict", {}).get("alpha", 0.01)
     result = predict_observed(observed, model_dir=model, dataset_dir=dataset, alpha=alpha, out_dir=out)
     net = result["network"]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in net["probabilities"].items())
-    print(f"{result['name']}: {net['scenario']} ({shown}); written to {out}/predictions.csv and predictions.json")
+    print(f"{result['name']}: {net.get('scenario', '-')} ({shown}); written to {out}/predictions.csv and predictions.json")
     if result.get("misspecification", {}).get("flagged"):
         print(f"{result['name']}: WARNING, the data lie outside the simulations: {result['misspecification']['summary']}")
     return 0
 
 
 def _model_settings(args, model: Path) -> dict:
-    """The predict slice: --settings / --configfile, else the config stored with the model."""
+    """The predict slice: --settings / --configfile, else the run config stored in the model's bundle.json."""
     from popdl.config import ConfigError, prepare
     from popdl.stages import stage_config
 
     if args.settings or args.configfile:
         return _predict_settings(args)
-    for name in ("config.json", "settings.json"):
-        path = model / name
-        if path.is_file():
-            stored = json.loads(path.read_text())
-            stored = stored.get("config", stored)
-            try:
-                return stage_config(prepare(stored), "predict")
-            except (ConfigError, KeyError):
-                continue
-    raise ConfigError(f"{model} holds no run config; give --configfile (the config the model was trained with)")
+    bundle = json.loads((model / "bundle.json").read_text())
+    for key in ("config", "run_config"):
+        if isinstance(bundle.get(key), dict):
+            return stage_config(prepare(bundle[key]), "predict")
+    raise ConfigError(f"{model}/bundle.json holds no run config; give --configfile (the config the model was trained with)")
 
 
 def cmd_abc(args) -> int:

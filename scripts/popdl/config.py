@@ -129,6 +129,10 @@ def check_semantics(config: dict) -> dict:
         raise ConfigError(f"config key 'simulations.split': fractions sum to {total:g}, not 1")
     for name in config["scenarios"]:
         Scenario.from_config(name, config)
+    if "tuning" in config:
+        from popdl.tuning import check_storage
+
+        check_storage(config["tuning"]["storage"])
     return config
 
 

@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from popdl.io import atomic_dir, provenance, write_table
+from popdl.io import atomic_dir, provenance
 from popdl.scenarios import seed_sequence
 
 __all__ = ["SPLITS", "ARRAYS", "assign_splits", "build_dataset", "Dataset", "load_manifest"]
@@ -66,8 +67,26 @@ def _chunk_header(path) -> dict:
             "param_names": [str(p) for p in data["param_names"]],
             "stat_names": [str(s) for s in data["stat_names"]],
             "populations": [str(p) for p in data["populations"]],
-            "image_shape": tuple(data["images"].shape[1:]),
+            "image_shape": _npz_shape(path, "images")[1:],
         }
+
+
+def _read_chunk(path) -> dict:
+    """The arrays of a features chunk that go into the shards."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in ("images", "distances", "stats", "n_snps", "params", "draw")}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable features file ({exc})") from None
+
+
+def _npz_shape(path, name: str) -> tuple:
+    """Shape of array ``name`` of an ``.npz`` file, read from its header only."""
+    with zipfile.ZipFile(path) as zf, zf.open(f"{name}.npy") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, _ = read(fh)
+    return tuple(shape)
 
 
 class _ShardWriter:
@@ -115,7 +134,12 @@ def build_dataset(
     manifest for the networks' target scaling.
     """
     start_time = time.perf_counter()
-    headers = [(Path(f), _chunk_header(f)) for f in feature_files]
+    headers = []
+    for f in feature_files:
+        try:
+            headers.append((Path(f), _chunk_header(f)))
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{f}: not a readable features file ({exc})") from None
     if not headers:
         raise ValueError("no features files given")
     first = headers[0][1]
@@ -168,7 +192,6 @@ def build_dataset(
         "params": np.float64, "draw": np.int64, "n_snps": np.int32,
     }
     out = Path(out)
-    tables = {name: [] for name in SPLITS}
     with atomic_dir(out) as tmp:
         writers: dict[tuple[int, int], _ShardWriter] = {}
         shards = {name: [] for name in SPLITS}
@@ -180,8 +203,7 @@ def build_dataset(
                 writers[(k, i)] = _ShardWriter(tmp / rel, size, shapes, dtypes)
                 shards[name].append({"path": rel, "n": size})
         for done, (path, h) in enumerate(headers, 1):
-            with np.load(path, allow_pickle=False) as data:
-                chunk = {key: data[key] for key in ("images", "distances", "stats", "n_snps", "params", "draw")}
+            chunk = _read_chunk(path)
             s = h["scenario"]
             label = scenarios.index(s)
             pos = np.searchsorted(draws[s], chunk["draw"])
@@ -203,17 +225,10 @@ def build_dataset(
                 for i in np.unique(shard_of):
                     sel = np.flatnonzero(in_split)[shard_of == i]
                     writers[(k, int(i))].write(slot[sel] - i * shard_size, {a: v[sel] for a, v in rows.items()})
-                frame = pd.DataFrame(params[in_split], columns=param_names)
-                frame.insert(0, "draw", chunk["draw"][in_split])
-                frame.insert(0, "label", label)
-                frame.insert(0, "scenario", s)
-                frame.insert(0, "slot", slot[in_split])
-                tables[SPLITS[k]].append(frame)
             del chunk, rows
             log.info("dataset: %d/%d features files placed", done, len(headers))
         for name in SPLITS:
-            frame = pd.concat(tables[name]).sort_values("slot") if tables[name] else pd.DataFrame(columns=["slot", "scenario", "label", "draw", *param_names])
-            write_table(tmp / f"params_{name}.tsv", frame.drop(columns="slot"))
+            _write_params_table(tmp, name, shards[name], scenarios=scenarios, param_names=param_names)
         manifest = {
             "format": 1,
             "scenarios": list(scenarios),
@@ -231,6 +246,24 @@ def build_dataset(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("dataset: %s examples in %.1f s", split_sizes, time.perf_counter() - start_time)
     return manifest
+
+
+def _write_params_table(folder: Path, split: str, shards: list[dict], *, scenarios, param_names) -> None:
+    """``params_{split}.tsv``, written shard by shard from the shards' labels,
+    draws and parameters (so it is in example order and memory stays bounded
+    by a shard)."""
+    columns = ["scenario", "label", "draw", *param_names]
+    with open(folder / f"params_{split}.tsv", "w", newline="") as fh:
+        if not shards:
+            pd.DataFrame(columns=columns).to_csv(fh, sep="\t", index=False)
+        for i, shard in enumerate(shards):
+            part = folder / shard["path"]
+            labels = np.load(part / "labels.npy")
+            frame = pd.DataFrame(np.load(part / "params.npy"), columns=param_names)
+            frame.insert(0, "draw", np.load(part / "draw.npy"))
+            frame.insert(0, "label", labels)
+            frame.insert(0, "scenario", np.asarray(scenarios, dtype=object)[labels])
+            frame.to_csv(fh, sep="\t", index=False, header=i == 0)
 
 
 def load_manifest(folder: str | Path) -> dict:

@@ -7,8 +7,14 @@ Two kinds of features, both computed per draw:
   haplotypes grouped by population and, within a population, ordered by
   similarity; plus the inter-SNP distances as a second input;
 * summary statistics per population (segregating sites, π, θ_W, Tajima's D,
-  haplotype diversity, folded SFS) and per pair (Hudson's F_ST, d_xy, folded
-  joint SFS), computed with scikit-allel where it has them.
+  haplotype diversity, folded SFS) and per pair (F_ST, d_xy, folded joint
+  SFS), computed with scikit-allel where it has them.  Definitions follow
+  tskit's (``ts.diversity``, ``segregating_sites``, ``Tajimas_D``, ``Fst``,
+  ``divergence``, ``allele_frequency_spectrum(polarised=False)``), so the
+  values equal tskit's on a tree sequence's sites: π, θ_W and d_xy per bp;
+  F_ST = 1 − 2(π_a + π_b)/(π_a + 2 d_xy + π_b); the folded SFS as
+  proportions of the population's segregating sites (minor-allele counts
+  1..n/2); haplotype diversity as scikit-allel's, averaged over loci.
 
 Genotype arrays here are int8 (sites, haplotypes) with 0/1 alleles and −1
 for a missing call.
@@ -261,10 +267,13 @@ def summary_stats(
                     total = sfs.sum()
                     values += list(sfs / total if total else np.zeros(n // 2))
             elif stat == "fst":
+                # tskit's F_ST: 1 - 2 (pi_a + pi_b) / (pi_a + 2 d_xy + pi_b), from sums over sites.
                 for a, b in spec.pairs:
-                    num, den = allel.hudson_fst(acs[a], acs[b])
-                    den_sum = np.nansum(den)
-                    values.append(float(np.nansum(num) / den_sum) if den_sum > 0 else 0.0)
+                    pi_a = float(np.nansum(allel.mean_pairwise_difference(acs[a], fill=0)))
+                    pi_b = float(np.nansum(allel.mean_pairwise_difference(acs[b], fill=0)))
+                    dxy = float(np.nansum(allel.mean_pairwise_difference_between(acs[a], acs[b], fill=0)))
+                    total = pi_a + 2 * dxy + pi_b
+                    values.append(1.0 - 2.0 * (pi_a + pi_b) / total if total > 0 else 0.0)
             elif stat == "dxy":
                 for a, b in spec.pairs:
                     dxy = allel.mean_pairwise_difference_between(acs[a], acs[b], fill=0)

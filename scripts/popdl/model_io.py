@@ -23,6 +23,8 @@ Copy the folder to another machine with popdl installed and::
     pred.lower, pred.upper    # (n, parameters) interval bounds (e.g. 5 % and 95 %)
     pred.param_names          # columns of estimates / lower / upper
     pred.to_frame()           # one row per example (pandas)
+    pred["probabilities"], pred["params"]   # mapping access; "params" is pred.quantiles:
+                              # (n, parameters, levels) natural units, levels = model.quantiles
 
 Inputs are the raw arrays that ``popdl features`` writes for each example:
 ``images`` (n, haplotypes, snps) int8, ``distances`` (n, snps) float32,
@@ -105,6 +107,21 @@ class Prediction:
     quantiles: np.ndarray | None  # (n, parameters, quantile levels), natural units
     levels: list[float]
 
+    def _mapping(self) -> dict:
+        return {"probabilities": self.probabilities, "logits": self.logits, "params": self.quantiles,
+                "estimates": self.estimates, "lower": self.lower, "upper": self.upper}
+
+    def __getitem__(self, key):
+        """Mapping access: ``pred["probabilities"]``, ``pred["params"]`` (= :attr:`quantiles`), ..."""
+        return self._mapping()[key]
+
+    def get(self, key, default=None):
+        value = self._mapping().get(key)
+        return default if value is None else value
+
+    def keys(self):
+        return [k for k, v in self._mapping().items() if v is not None]
+
     @property
     def best(self) -> np.ndarray:
         return np.asarray(self.scenarios)[np.argmax(self.probabilities, axis=1)]
@@ -150,6 +167,7 @@ class PopdlModel:
         self.inputs = tuple(self.bundle["inputs"])
         self.temperature = float(self.bundle["temperature"])
         self.levels = self.bundle["quantiles"]
+        self.quantiles = list(self.levels)  # the quantile levels of ``Prediction.quantiles``
 
     def __repr__(self):
         return f"PopdlModel({str(self.folder)!r}, network={self.bundle['network']!r}, scenarios={self.scenarios})"

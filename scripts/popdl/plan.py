@@ -49,12 +49,14 @@ def plan_draws(scenario: Scenario, *, root_seed: int, start: int, stop: int) -> 
     return frame.astype({c: "int64" for c in ("draw", "tries", *SEED_COLUMNS)})
 
 
+#: pandas < 3 needs asking for exact float parsing; pandas 3 does it by default (and warns if asked).
+_EXACT_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
+
 def read_plan(path, *, start: int = 0, stop: int | None = None) -> pd.DataFrame:
     """Read rows ``start:stop`` of a plan table (exact float round trip)."""
     nrows = None if stop is None else stop - start
-    frame = pd.read_csv(
-        path, sep="\t", skiprows=range(1, start + 1) if start else None, nrows=nrows, float_precision="round_trip"
-    )
+    frame = pd.read_csv(path, sep="\t", skiprows=range(1, start + 1) if start else None, nrows=nrows, **_EXACT_FLOATS)
     return frame
 
 

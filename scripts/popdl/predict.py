@@ -86,36 +86,33 @@ def network_answer(model, observed: dict) -> dict:
     """The network's answer for one observed data set: replicate-averaged probabilities and
     parameter quantiles, in natural units.
 
-    ``model`` is a loaded bundle (:func:`popdl.model_io.load_model`) whose
-    ``predict(images, distances, stats)`` returns ``probabilities`` (n, scenarios)
-    and ``params`` (n, parameters, quantiles) in natural units, with
-    ``scenarios``, ``param_names`` and ``quantiles`` attributes.
+    ``model`` is a loaded bundle (:func:`popdl.model_io.load_model`).  Each
+    replicate image (a different SNP subset) is predicted; probabilities are
+    averaged, and so is each quantile of each parameter (on the log10 scale
+    for positive parameters).
     """
     n = observed["images"].shape[0]
     stats = np.repeat(np.asarray(observed["stats"], dtype=np.float32)[None, :], n, axis=0)
-    out = model.predict(observed["images"], observed["distances"], stats)
-    probs = np.asarray(out["probabilities"], dtype=np.float64)
-    answer = {
-        "replicates": n,
-        "probabilities": dict(zip(model.scenarios, map(float, probs.mean(0)))),
-        "probabilities_sd": dict(zip(model.scenarios, map(float, probs.std(0)))),
-        "params": {},
-    }
-    answer["scenario"] = max(answer["probabilities"], key=answer["probabilities"].get)
-    params = out.get("params")
-    if params is not None:
-        params = np.asarray(params, dtype=np.float64)
-        quantiles = list(model.quantiles)
-        lo, mid, hi = 0, quantiles.index(min(quantiles, key=lambda q: abs(q - 0.5))), len(quantiles) - 1
-        # Average each quantile over replicates on the log scale for positive parameters.
-        for j, name in enumerate(model.param_names):
-            col = params[:, j, :]
+    pred = model.predict(observed["images"], observed["distances"], stats)
+    answer = {"replicates": n, "params": {}}
+    if pred.probabilities is not None:
+        probs = np.asarray(pred.probabilities, dtype=np.float64)
+        answer["probabilities"] = dict(zip(pred.scenarios, map(float, probs.mean(0))))
+        answer["probabilities_sd"] = dict(zip(pred.scenarios, map(float, probs.std(0))))
+        answer["scenario"] = max(answer["probabilities"], key=answer["probabilities"].get)
+    else:
+        answer["probabilities"] = {}
+    if pred.quantiles is not None:
+        levels = list(pred.levels)
+        mid = int(np.argmin(np.abs(np.asarray(levels) - 0.5)))
+        for j, name in enumerate(pred.param_names):
+            col = np.asarray(pred.quantiles[:, j, :], dtype=np.float64)
             if not np.isfinite(col).all():
                 continue
-            positive = (col > 0).all()
-            avg = 10 ** np.log10(col).mean(0) if positive else col.mean(0)
-            answer["params"][name] = {"estimate": float(avg[mid]), "lower": float(avg[lo]), "upper": float(avg[hi])}
-        answer["interval"] = float(quantiles[hi] - quantiles[lo])
+            avg = 10 ** np.log10(col).mean(0) if (col > 0).all() else col.mean(0)
+            answer["params"][name] = {"estimate": float(avg[mid]), "lower": float(avg[0]), "upper": float(avg[-1])}
+        answer["interval"] = [float(levels[0]), float(levels[-1])]
+        answer["scenario_params"] = getattr(model, "scenario_params", {})
     return answer
 
 

@@ -2,26 +2,25 @@
 
 A network trained on windows of ``features.snps`` SNPs taken in the middle of
 a simulated locus (``features.snp_selection: central``) is applied to an
-observed chromosome window by window: each window holds ``snps`` consecutive
-SNPs of one contig, and consecutive windows start ``step`` SNPs apart (the
-last window of a contig ends on its last SNP, so every SNP is covered).
+observed chromosome window by window.  Window centres slide along each
+contig ``step`` SNPs apart (midway between two consecutive SNPs), and each
+window is built exactly as a training example was built from a simulated
+locus: the stretch of ``genome.length`` bp centred on the window's centre
+plays the simulated locus, so
 
-Each window becomes exactly what the network saw in training:
-
-* the genotype image and inter-SNP distances of its SNPs, with positions
-  shifted so that the window's centre (midway between its two central SNPs)
-  sits at the centre of a simulated locus of ``genome.length`` bp;
-* the summary statistics of all SNPs within ``genome.length / 2`` bp of that
-  centre (a simulated locus' worth of sequence), per bp of the part of that
-  stretch that lies within the contig's first and last SNP.
+* the genotype image and the inter-SNP distances are those of its central
+  ``snps`` SNPs (positions relative to the stretch's start, distances scaled
+  by ``genome.length``);
+* the summary statistics are those of all its SNPs, per bp of the part of
+  the stretch that lies between the contig's first and last SNP.
 
 Outputs, for ``--out PREFIX``:
 
 ``PREFIX.tsv``
     one row per window: ``contig``, ``start`` and ``end`` (1-based positions
-    of its first and last SNP), ``centre`` (bp), ``first_snp`` (index of its
-    first SNP within the contig), ``n_snps``, ``p_<scenario>`` for every
-    scenario, and ``predicted``;
+    of the first and last SNP of its image), ``centre`` (bp), ``first_snp``
+    (index of that first SNP among the contig's SNPs), ``n_snps``,
+    ``p_<scenario>`` for every scenario, and ``predicted``;
 ``PREFIX.bed``
     BED6: contig, start − 1, end, predicted scenario, score = 1000 × the
     probability of the target scenario (the sweep class), strand ``.``;
@@ -37,9 +36,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -49,14 +48,14 @@ from popdl.features import MISSING, StatsSpec, genotype_image, summary_stats
 from popdl.io import atomic_path, write_table
 
 __all__ = [
-    "window_starts",
     "ScanWindows",
-    "scan_windows",
+    "default_target",
+    "plot_scan",
     "read_scan_vcf",
     "run_scan",
-    "default_target",
+    "scan_windows",
+    "window_centres",
     "write_bed",
-    "plot_scan",
 ]
 
 log = logging.getLogger("popdl.scan")
@@ -66,19 +65,28 @@ log = logging.getLogger("popdl.scan")
 Predictor = Callable[[dict], np.ndarray]
 
 
-def window_starts(n_sites: int, *, snps: int, step: int) -> list[int]:
-    """First SNP index of every window of ``snps`` SNPs among ``n_sites``, ``step`` apart.
+def window_centres(positions: np.ndarray, *, snps: int, step: int) -> np.ndarray:
+    """Centres (bp) of the windows of one contig, given its sorted SNP ``positions``.
 
-    The last window ends on the last SNP; fewer than ``snps`` sites give one window.
+    Centres lie midway between SNPs ``k`` and ``k + 1`` for ``k = snps // 2 - 1``,
+    ``+ step``, ... up to the last such pair that leaves ``snps // 2`` SNPs
+    on its right, plus that last pair itself, so the first and last windows hold
+    the contig's first and last SNPs.  A contig with fewer SNPs than a window has
+    one window, centred between its middle SNPs.
     """
     if step < 1:
         raise ValueError(f"the scan step must be at least 1 SNP, got {step}")
-    if n_sites <= snps:
-        return [0] if n_sites else []
-    starts = list(range(0, n_sites - snps + 1, step))
-    if starts[-1] != n_sites - snps:
-        starts.append(n_sites - snps)
-    return starts
+    n = positions.size
+    if n == 0:
+        return np.zeros(0)
+    if n <= snps:
+        return np.array([(positions[(n - 1) // 2] + positions[n // 2]) / 2.0])
+    half = snps // 2
+    left = list(range(half - 1, n - (snps - half), step))
+    if left[-1] != n - (snps - half) - 1:
+        left.append(n - (snps - half) - 1)
+    left = np.asarray(left)
+    return (positions[left] + positions[left + 1]) / 2.0
 
 
 @dataclass
@@ -90,41 +98,6 @@ class ScanWindows:
     distances: np.ndarray
     stats: np.ndarray
     n_snps: np.ndarray
-
-
-def _window_arrays(
-    data: Empirical,
-    rows: np.ndarray,
-    *,
-    contig_rows: np.ndarray,
-    bounds: tuple[float, float],
-    snps: int,
-    length: float,
-    features: dict,
-    spec: StatsSpec,
-    rng: np.random.Generator,
-):
-    """Image, distances, statistics and centre of one window (``rows``: its SNPs)."""
-    pos = data.positions[rows]
-    k = rows.size
-    centre = float((pos[(k - 1) // 2] + pos[k // 2]) / 2.0)
-    shifted = np.maximum(pos - (centre - length / 2.0), 0.0)
-    image, distances, n = genotype_image(
-        data.genotypes[rows], shifted, np.zeros(k, np.int32), populations=data.populations, snps=snps,
-        length=length, selection="first", sort_rows=features["sort_rows"], rng=rng,
-    )
-    if not features.get("positions", True):
-        distances[:] = 0
-    if spec.stats:
-        cpos = data.positions[contig_rows]
-        lo, hi = np.searchsorted(cpos, [centre - length / 2.0, centre + length / 2.0])
-        region = contig_rows[lo:hi]
-        span = min(centre + length / 2.0, bounds[1] + 0.5) - max(centre - length / 2.0, bounds[0] - 0.5)
-        stats = summary_stats(data.genotypes[region], np.zeros(region.size, np.int32), spec=spec,
-                              total_length=max(span, 1.0), loci=1)
-    else:
-        stats = np.zeros(0)
-    return image, distances, stats, n, centre
 
 
 def scan_windows(
@@ -141,7 +114,7 @@ def scan_windows(
     ``features`` and ``genome`` are the config sections the network was
     trained with (``snps``, ``sort_rows``, ``positions``, ``stats``,
     ``jsfs_bins``; ``length`` in bp).  Only SNPs polymorphic among the kept
-    individuals enter windows.
+    individuals count.
     """
     snps, length = int(features["snps"]), float(genome["length"])
     spec = StatsSpec(stats=features["stats"], populations=data.populations, jsfs_bins=features["jsfs_bins"])
@@ -164,21 +137,34 @@ def scan_windows(
         return out
 
     for c, contig in enumerate(data.loci):
-        contig_rows = np.flatnonzero((data.locus == c) & poly)
-        if contig_rows.size == 0:
+        rows = np.flatnonzero((data.locus == c) & poly)
+        if rows.size == 0:
             continue
-        bounds = (float(data.positions[contig_rows[0]]), float(data.positions[contig_rows[-1]]))
-        starts = window_starts(contig_rows.size, snps=snps, step=step)
-        if contig_rows.size < snps:
-            log.warning("contig %s has %d SNPs, fewer than a window's %d: one padded window", contig, contig_rows.size, snps)
-        for w, first in enumerate(starts):
-            rows = contig_rows[first : first + snps]
+        pos = data.positions[rows]
+        first_bp, last_bp = float(pos[0]), float(pos[-1])
+        if rows.size < snps:
+            log.warning("contig %s has %d SNPs, fewer than a window's %d: one padded window", contig, rows.size, snps)
+        for w, centre in enumerate(window_centres(pos, snps=snps, step=step)):
+            lo_bp = centre - length / 2.0
+            lo, hi = np.searchsorted(pos, [lo_bp, centre + length / 2.0])
+            region = rows[lo:hi]
+            # The central SNPs of the stretch, exactly as features.select_snps("central") picks them.
+            k0 = lo + max(0, (region.size - snps) // 2)
+            kept = rows[k0 : k0 + min(snps, region.size)]
             rng = empirical_rng(seed, f"{data.name}:{contig}", 1 + w)
-            image, distances, stats, n, centre = _window_arrays(
-                data, rows, contig_rows=contig_rows, bounds=bounds, snps=snps, length=length,
-                features=features, spec=spec, rng=rng,
+            image, distances, n = genotype_image(
+                g[kept], data.positions[kept] - lo_bp, np.zeros(kept.size, np.int32), populations=data.populations,
+                snps=snps, length=length, selection="first", sort_rows=features["sort_rows"], rng=rng,
             )
-            row = (contig, int(data.positions[rows[0]]), int(data.positions[rows[-1]]), centre, int(first), int(n))
+            if not features.get("positions", True):
+                distances[:] = 0
+            if spec.stats:
+                span = min(centre + length / 2.0, last_bp + 0.5) - max(lo_bp, first_bp - 0.5)
+                stats = summary_stats(g[region], np.zeros(region.size, np.int32), spec=spec,
+                                      total_length=max(span, 1.0), loci=1)
+            else:
+                stats = np.zeros(0)
+            row = (contig, int(data.positions[kept[0]]), int(data.positions[kept[-1]]), float(centre), int(k0), int(n))
             pending.append((row, image, distances, stats, n))
             if len(pending) >= batch:
                 yield flush()
@@ -231,7 +217,7 @@ def _vcf_samples(vcf: Path) -> list[str]:
             return list(reader.samples)
         finally:
             reader.close()
-    except Exception:  # read_vcf reports the precise problem
+    except (OSError, ValueError, RuntimeError):  # read_vcf reports the precise problem
         return []
 
 
@@ -295,10 +281,9 @@ def write_bed(path: str | Path, table: pd.DataFrame, *, target: str) -> None:
         "chrom": table["contig"], "chromStart": table["start"] - 1, "chromEnd": table["end"],
         "name": table["predicted"], "score": score, "strand": ".",
     })
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write(f'track name=popdl_scan description="p({target}) per window" useScore=1\n')
-            bed.to_csv(fh, sep="\t", header=False, index=False)
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        fh.write(f'track name=popdl_scan description="p({target}) per window" useScore=1\n')
+        bed.to_csv(fh, sep="\t", header=False, index=False)
 
 
 def plot_scan(path: str | Path, table: pd.DataFrame, *, target: str, title: str = "") -> None:

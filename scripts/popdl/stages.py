@@ -83,6 +83,38 @@ def stage_config(config: dict, stage: str, scenario: str | None = None) -> dict:
         return {"seed": config["seed"], "abc": config["abc"], "data": [d["name"] for d in config["predict"]["data"]]}
     if stage == "report":
         return config
+    if stage in ("tune", "select_best"):
+        # What the trials compute; the final fit's own settings (epochs, threads,
+        # gpu) are left out so that changing them does not rerun the sweep.
+        final_only = ("epochs", "threads", "gpu")
+        return {
+            "run": config["run"],
+            "seed": config["seed"],
+            "task": config["task"],
+            "network": config["network"],
+            "tuning": config["tuning"],
+            "train": {k: v for k, v in config["train"].items() if k not in final_only},
+        }
+    if stage == "train":
+        return {"seed": config["seed"], "task": config["task"], "train": config["train"]}
+    if stage == "evaluate":
+        return {"evaluate": config["evaluate"]}
+    if stage == "scan":
+        # ``scenario`` names a scan.data entry here (None: options only, for by-hand runs).
+        part = {
+            "seed": config["seed"],
+            "samples": config["samples"],
+            "genome": config["genome"],
+            "features": config["features"],
+            "predict": {k: config["predict"][k] for k in ("subsample", "allow_unphased", "max_missing")},
+            "scan": {k: v for k, v in config["scan"].items() if k != "data"},
+        }
+        if scenario is not None:
+            entries = {d["name"]: d for d in config["scan"]["data"]}
+            if scenario not in entries:
+                raise ValueError(f"no scan.data entry named {scenario!r} (valid: {', '.join(entries)})")
+            part["data"] = entries[scenario]
+        return part
     raise ValueError(f"unknown stage {stage!r}")
 
 

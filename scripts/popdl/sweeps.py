@@ -52,9 +52,9 @@ import math
 from dataclasses import dataclass
 
 from popdl.config import ConfigError
-from popdl.expr import Expression, ExprError
+from popdl.expr import ExprError, Expression
 
-__all__ = ["SWEEP_FIELDS", "SweepSpec", "size_at", "simulate_chromosome", "write_vcf"]
+__all__ = ["SWEEP_FIELDS", "SweepSpec", "simulate_chromosome", "size_at", "write_vcf"]
 
 #: Fields of a ``sweep:`` section, in the order they are resolved.
 SWEEP_FIELDS = ("position", "s", "age", "start_frequency", "end_frequency", "dt")
@@ -84,7 +84,7 @@ class SweepSpec:
     exprs: dict[str, Expression | None]
 
     @classmethod
-    def parse(cls, spec: dict, *, where: str, known: set[str], simulator: str, loci: int) -> "SweepSpec":
+    def parse(cls, spec: dict, *, where: str, known: set[str], simulator: str, loci: int) -> SweepSpec:
         """Parse and check a ``sweep:`` mapping; ``known`` are the scenario's parameter names."""
         if not isinstance(spec, dict):
             raise ConfigError(f"config key '{where}': a sweep is a mapping of {', '.join(SWEEP_FIELDS)}")
@@ -116,7 +116,7 @@ class SweepSpec:
                 raise ConfigError(f"config key '{where}.{key}': {exc}") from None
             missing = expr.names - known
             if missing:
-                raise ConfigError(f"config key '{where}.{key}': parameter {sorted(missing)[0]!r} has no prior")
+                raise ConfigError(f"config key '{where}.{key}': parameter {min(missing)!r} has no prior")
             exprs[key] = expr
         return cls(exprs)
 
@@ -241,7 +241,16 @@ def write_vcf(ts, path, *, contig: str = "chr1") -> list[tuple[str, str]]:
         popmap.append((names[-1], pop))
     text = io.StringIO()
     ts.write_vcf(text, individual_names=names, contig_id=contig, position_transform=lambda x: [1 + int(v) for v in x])
-    with atomic_path(path, suffix=".gz") as tmp:
-        with gzip.GzipFile(tmp, "wb", mtime=0) as fh:
-            fh.write(text.getvalue().encode())
+    # tskit writes the binary model's alleles as 0/1: give each site real bases, as a caller would.
+    bases = "ACGT"
+    lines = []
+    for line in text.getvalue().splitlines():
+        if not line.startswith("#"):
+            fields = line.split("\t", 5)
+            k = int(fields[1]) % 12
+            fields[2], fields[3], fields[4] = ".", bases[k // 3], bases[(k // 3 + 1 + k % 3) % 4]
+            line = "\t".join(fields)
+        lines.append(line)
+    with atomic_path(path, suffix=".gz") as tmp, gzip.GzipFile(tmp, "wb", mtime=0) as fh:
+        fh.write(("\n".join(lines) + "\n").encode())
     return popmap

@@ -142,6 +142,8 @@ class Preprocessor:
     @staticmethod
     def _forward(params, log_scale):
         params = np.asarray(params, dtype=np.float64)
+        if params.ndim == 3:  # (n, parameters, quantiles)
+            log_scale = np.asarray(log_scale)[None, :, None]
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(log_scale, np.log10(params), params)
 
@@ -173,7 +175,8 @@ class Preprocessor:
         logs = np.array(self.log_scale, bool)
         if learning.ndim == 3:
             logs = logs[None, :, None]
-        return np.where(logs, 10.0**learning, learning)
+        with np.errstate(over="ignore"):
+            return np.where(logs, 10.0 ** np.clip(learning, -300, 300), learning)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -410,7 +413,7 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     compile_model(model, hp, steps_per_epoch=steps, epochs=epochs, quantiles=train_cfg["quantiles"], tasks=tasks,
                   regression_weight=train_cfg["regression_weight"])
     callbacks = [keras.callbacks.TerminateOnNaN()]
-    if tensorboard_dir and keras.backend.backend() == "tensorflow":
+    if tensorboard_dir and keras.backend.backend() == "tensorflow" and _has_module("tensorboard"):
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0,
                                                      write_graph=False))
     history = history_dict(model.fit(**data, epochs=epochs, verbose=2, callbacks=callbacks))
@@ -426,3 +429,9 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     log.info("train: %s, %d epochs on %d examples, final loss %.4f", hp["network"], epochs,
              sum(dataset.size(s) for s in splits), history["loss"][-1])
     return {"epochs": epochs, "history": history}
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

@@ -105,7 +105,27 @@ def open_storage(storage: str, *, tuning_dir: str | Path, heartbeat_interval: in
     kwargs = {}
     if heartbeat_interval:
         kwargs = {"heartbeat_interval": int(heartbeat_interval), "grace_period": int(grace_period or 2 * heartbeat_interval)}
-    return optuna.storages.RDBStorage(storage, **kwargs)
+    return _rdb_storage(storage, **kwargs)
+
+
+def _rdb_storage(url: str, *, attempts: int = 6, **kwargs):
+    """``RDBStorage(url)``, retried when workers starting together race to create
+    the schema of a fresh database (measured on PostgreSQL: the second worker
+    fails with "duplicate key value ... studydirection"); once one worker has
+    created it, the others find it there."""
+    import random
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("storage schema being created by another worker (%s); retrying", type(exc).__name__)
+            time.sleep(0.2 + random.random())
 
 
 def study_name(settings: dict) -> str:

@@ -1,5 +1,7 @@
 # Shared by every rule: config validation, paths, input functions.
+import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -17,7 +19,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 import yaml
 
 from popdl.config import ConfigError, deep_update, prepare
-from popdl.stages import chunks, stage_json
+from popdl.stages import chunks, stage_config, stage_json
 
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 if not workflow.overwrite_configfiles:
@@ -55,6 +57,8 @@ PY = python()
 wildcard_constraints:
     scenario="|".join(SCENARIOS),
     chunk=r"\d+",
+    worker=r"\d+",
+    data="|".join(re.escape(d["name"]) for d in config["predict"]["data"]) or "(?!)",
 
 
 def chunk_start(wildcards):
@@ -80,5 +84,99 @@ def all_features(wildcards):
     return expand(f"{RESULTS}/features/{{scenario}}/{{chunk}}.npz", scenario=SCENARIOS, chunk=CHUNKS)
 
 
+def tune_workers(wildcards):
+    """The done-files of all tune workers (select_best waits for every one)."""
+    return expand(f"{RESULTS}/tuning/worker-{{worker}}.json", worker=range(config["tuning"]["workers"]))
+
+
+SCAN_DATA = {d["name"]: d for d in config["scan"]["data"]}
+
+
+def _data_path(path):
+    """A data file named in the config: relative to the working directory, else to the repository."""
+    if path and not Path(path).is_absolute() and not Path(path).exists() and (REPO / path).exists():
+        return str(REPO / path)
+    return path
+
+
+def scan_vcf(wildcards):
+    """The VCF of scan.data entry {name}."""
+    return _data_path(SCAN_DATA[wildcards.name]["vcf"])
+
+
+def scan_popmap(wildcards):
+    """The popmap of scan.data entry {name} (none: every sample in the only population)."""
+    popmap = SCAN_DATA[wildcards.name].get("popmap")
+    return [_data_path(popmap)] if popmap else []
+
+
+def scan_popmap_arg(wildcards):
+    popmap = scan_popmap(wildcards)
+    return f"--popmap {popmap[0]}" if popmap else ""
+
+
+def scan_settings(wildcards):
+    """The scan slice of entry {name} as JSON (a rerun trigger)."""
+    return stage_json(config, "scan", wildcards.name)
+
+
+def scan_targets():
+    return expand(f"{RESULTS}/scan/{{name}}.tsv", name=list(SCAN_DATA))
+
+
+PREDICT_DATA = {d["name"]: d for d in config["predict"]["data"]}
+
+
+def _resolved_entry(name):
+    """predict.data entry {name} with its files found (working directory, else repository)."""
+    entry = dict(PREDICT_DATA[name])
+    for key in ("vcf", "popmap"):
+        if entry.get(key):
+            entry[key] = _data_path(entry[key])
+    if entry.get("fasta"):
+        fasta = entry["fasta"]
+        entry["fasta"] = [_data_path(f) for f in ([fasta] if isinstance(fasta, str) else fasta)]
+    return entry
+
+
+def predict_data_files(wildcards):
+    """The VCF or FASTA files and the popmap of predict.data entry {data}."""
+    entry = _resolved_entry(wildcards.data)
+    files = [entry["vcf"]] if entry.get("vcf") else list(entry["fasta"])
+    return files + [entry["popmap"]]
+
+
+def observe_settings(wildcards):
+    """The observe slice of entry {data} as JSON, file paths resolved (a rerun trigger)."""
+    part = stage_config(config, "observe", wildcards.data)
+    part["data"] = _resolved_entry(wildcards.data)
+    return json.dumps(part, separators=(",", ":"))
+
+
+def all_observed(wildcards):
+    return expand(f"{RESULTS}/predict/{{data}}/observed.npz", data=list(PREDICT_DATA))
+
+
+def abc_observed_args(wildcards):
+    """NAME=PATH arguments of `popdl abc` for every observed data set."""
+    return " ".join(f"{name}={RESULTS}/predict/{name}/observed.npz" for name in PREDICT_DATA)
+
+
+def all_predictions(wildcards):
+    return expand(f"{RESULTS}/predict/{{data}}/predictions.json", data=list(PREDICT_DATA))
+
+
+def report_inputs(wildcards):
+    """Everything the HTML report shows (sections without their input say so)."""
+    inputs = [f"{RESULTS}/plan/{s}.tsv" for s in SCENARIOS]
+    inputs += [f"{RESULTS}/dataset/manifest.json", f"{RESULTS}/abc/metrics.json", f"{RESULTS}/abc/empirical.json"]
+    inputs += [f"{RESULTS}/evaluation/metrics.json", f"{RESULTS}/tuning/best.json", f"{RESULTS}/tuning/trials.csv"]
+    return inputs + all_predictions(wildcards)
+
+
 def all_targets():
-    return [f"{RESULTS}/dataset/manifest.json"]
+    return (
+        [f"{RESULTS}/dataset/manifest.json", f"{RESULTS}/evaluation/metrics.json"]
+        + scan_targets()
+        + [f"{RESULTS}/report.html"]
+    )

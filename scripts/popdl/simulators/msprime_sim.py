@@ -1,38 +1,40 @@
-"""The msprime backend: sim_ancestry + sim_mutations (binary, infinite sites)."""
+"""The msprime backend: sim_ancestry + sim_mutations (binary, infinite sites).
+
+A genome of several loci is simulated as independent replicates of one
+locus (unlinked loci), which costs about as much as the loci together.
+"""
 
 from __future__ import annotations
 
-import math
-
+import demes
 import msprime
 import numpy as np
 
 from popdl.simulators.base import Genotypes, Simulator, register
 
-__all__ = ["MsprimeSimulator", "genome_maps"]
+__all__ = ["MsprimeSimulator", "demography_from_graph"]
 
 
-def genome_maps(*, loci: int, length: float, recombination_rate: float, mutation_rate: float):
-    """Recombination and mutation maps for ``loci`` unlinked loci of ``length`` bp.
+class _GraphInGenerations(demes.Graph):
+    """A demes graph whose times are already in generations.
 
-    Loci are laid end to end, separated by 1 bp with a recombination rate of
-    ln 2, which makes adjacent loci independent on msprime's discrete genome
-    (the construction msprime's documentation gives for several chromosomes);
-    the mutation rate is 0 on those separators.  One locus needs no map.
+    ``msprime.Demography.from_demes`` starts with ``graph.in_generations()``,
+    which deep-copies the graph even when there is nothing to convert; that
+    copy is ~40% of the conversion.  The graphs converted here are built for
+    one draw and never reused, so the copy is skipped.
     """
-    if loci == 1:
-        return length, recombination_rate, mutation_rate
-    edges = [0.0]
-    for i in range(loci):
-        edges.append(edges[-1] + length)
-        if i < loci - 1:
-            edges.append(edges[-1] + 1)
-    rec, mut = [], []
-    for i in range(len(edges) - 1):
-        inside = i % 2 == 0
-        rec.append(recombination_rate if inside else math.log(2))
-        mut.append(mutation_rate if inside else 0.0)
-    return edges[-1], msprime.RateMap(position=edges, rate=rec), msprime.RateMap(position=edges, rate=mut)
+
+    __slots__ = ()
+
+    def in_generations(self):
+        return self
+
+
+def demography_from_graph(graph: demes.Graph) -> msprime.Demography:
+    """``msprime.Demography.from_demes(graph)``, without a needless copy of ``graph``."""
+    if graph.time_units == "generations" and graph.generation_time == 1 and type(graph) is demes.Graph:
+        graph.__class__ = _GraphInGenerations
+    return msprime.Demography.from_demes(graph)
 
 
 @register
@@ -42,63 +44,76 @@ class MsprimeSimulator(Simulator):
     name = "msprime"
 
     def simulate(self, scenario, params, seeds) -> Genotypes:
+        """One draw: ``params`` (sizes in diploid individuals, times in
+        generations, rates per bp per generation) and ``seeds``.
+
+        One locus is one ``sim_ancestry`` call.  Several loci are independent
+        replicates of one locus (``num_replicates``): the same demography,
+        independent genealogies, one mutation seed per locus derived from the
+        draw's mutation seed.
+        """
         graph = scenario.graph(params)
-        demography = msprime.Demography.from_demes(graph)
+        demography = demography_from_graph(graph)
         genome = self.genome
         loci, length = int(genome["loci"]), float(genome["length"])
-        seq_len, rec, mut = genome_maps(
-            loci=loci,
-            length=length,
-            recombination_rate=scenario.genome_value("recombination_rate", params, genome),
-            mutation_rate=scenario.genome_value("mutation_rate", params, genome),
-        )
+        rec = scenario.genome_value("recombination_rate", params, genome)
+        mut = scenario.genome_value("mutation_rate", params, genome)
+        seq_len = length
         # A scenario with a sweep: section (popdl.sweeps) gets msprime's sweep model.
         sweep = getattr(scenario, "sweep", None)
         models = None if sweep is None else sweep.ancestry_models(
             params, graph=graph, sequence_length=seq_len, where=f"scenarios.{scenario.name}.sweep")
-        ts = msprime.sim_ancestry(
+        ancestry = msprime.sim_ancestry(
             samples=self.samples,
             demography=demography,
             model=models,
-            sequence_length=seq_len if loci == 1 else None,
+            sequence_length=seq_len,
             recombination_rate=rec,
             ploidy=2,
             random_seed=seeds["seed_ancestry"],
+            num_replicates=None if loci == 1 else loci,
             record_provenance=False,  # the tree sequence is never stored; encoding it costs ~5% of a draw
         )
-        ts = msprime.sim_mutations(
-            ts,
-            rate=mut,
-            model=msprime.BinaryMutationModel(),
-            discrete_genome=False,
-            random_seed=seeds["seed_mutation"],
-            record_provenance=False,
-        )
-        # Order haplotypes by population as listed in config['samples']: msprime
-        # numbers sample nodes in that order already (population ids follow the
-        # graph's deme order), so reorder only if it did not.
+        if loci == 1:
+            ancestry, mutation_seeds = [ancestry], [seeds["seed_mutation"]]
+        else:
+            words = np.random.SeedSequence(seeds["seed_mutation"]).generate_state(loci, dtype=np.uint32)
+            mutation_seeds = (words.astype(np.int64) % (2**31 - 2) + 1).tolist()
+        order = natural = None
+        blocks, positions = [], []
+        for ts, mutation_seed in zip(ancestry, mutation_seeds):
+            ts = msprime.sim_mutations(
+                ts,
+                rate=mut,
+                model=msprime.BinaryMutationModel(),
+                discrete_genome=False,
+                random_seed=mutation_seed,
+                record_provenance=False,
+            )
+            if order is None:
+                order, natural = self._haplotype_order(ts, graph)
+            if ts.num_sites:
+                blocks.append(ts.genotype_matrix() if natural else ts.genotype_matrix(samples=order))
+                positions.append(ts.sites_position)
+            else:
+                blocks.append(np.zeros((0, order.size), np.int8))
+                positions.append(np.zeros(0))
+        if loci == 1:
+            return Genotypes(blocks[0], positions[0], np.zeros(positions[0].size, np.int32))
+        locus = np.repeat(np.arange(loci, dtype=np.int32), [p.size for p in positions])
+        return Genotypes(np.concatenate(blocks), np.concatenate(positions), locus)
+
+    def _haplotype_order(self, ts, graph) -> tuple[np.ndarray, bool]:
+        """Sample nodes ordered by population as listed in ``config['samples']``.
+
+        msprime numbers sample nodes in that order already (population ids
+        follow the graph's deme order), so the order is checked, and only
+        applied when it differs.
+        """
         order = ts.samples()
         pop_of = ts.nodes_population[order]
         ids = {deme.name: i for i, deme in enumerate(graph.demes)}
         wanted = np.repeat([ids[pop] for pop in self.samples], [2 * n for n in self.samples.values()])
-        natural = np.array_equal(pop_of, wanted)
-        if not natural:
-            order = np.concatenate([order[pop_of == ids[pop]] for pop in self.samples])
-        if not ts.num_sites:
-            genotypes = np.zeros((0, order.size), np.uint8)
-        else:
-            genotypes = ts.genotype_matrix() if natural else ts.genotype_matrix(samples=order)
-        positions = ts.sites_position
-        if loci == 1:
-            locus = np.zeros(positions.size, np.int32)
-        else:
-            locus = (positions // (length + 1)).astype(np.int32)
-            positions = positions - locus * (length + 1)
-        return Genotypes(genotypes, positions, locus)
-
-
-def _pop_id(ts, name: str) -> int:
-    for pop in ts.populations():
-        if pop.metadata.get("name") == name:
-            return pop.id
-    raise KeyError(name)
+        if np.array_equal(pop_of, wanted):
+            return order, True
+        return np.concatenate([order[pop_of == ids[pop]] for pop in self.samples]), False

@@ -1,0 +1,251 @@
+"""One evaluation of the final model on the held-out test set.
+
+Writes to ``results/{run}/evaluation/``:
+
+``metrics.json``
+    ``classification``: accuracy, macro F1, Matthews correlation, per
+    scenario sensitivity (recall), specificity, precision and F1, the
+    confusion matrix (rows true, columns predicted, in ``scenarios`` order);
+    ``calibration``: expected calibration error (ECE, equal-width bins of
+    the top probability) before and after temperature scaling, the
+    temperature, and the reliability curve (per bin: mean confidence,
+    accuracy, count); ``regression``: per parameter, on the test examples
+    whose scenario has it, RMSE and R² on the learning scale (log10 where
+    the prior is log-uniform), RMSE in natural units, and the coverage of
+    the central interval (e.g. 5 %–95 %, nominal 0.90);
+    ``n_test``, ``model`` and provenance.
+``confusion_matrix.png``, ``calibration.png``, ``parameters.png``
+    (true vs. estimated, with intervals), ``training_curves.png`` (loss and
+    accuracy per epoch: the best tuning trial on train and validation, and
+    the final fit on train + validation).
+
+The test set is read once, here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from popdl.io import atomic_path, provenance, write_json
+
+log = logging.getLogger("popdl.evaluate")
+
+__all__ = ["evaluate", "classification_metrics", "calibration", "regression_metrics"]
+
+
+def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, scenarios: list[str]) -> dict:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, matthews_corrcoef, precision_score
+
+    k = len(scenarios)
+    pred = np.argmax(probabilities, axis=1)
+    cm = confusion_matrix(labels, pred, labels=list(range(k)))
+    total = cm.sum()
+    per = {}
+    f1 = f1_score(labels, pred, labels=list(range(k)), average=None, zero_division=0)
+    prec = precision_score(labels, pred, labels=list(range(k)), average=None, zero_division=0)
+    for j, s in enumerate(scenarios):
+        tp = cm[j, j]
+        fn = cm[j].sum() - tp
+        fp = cm[:, j].sum() - tp
+        tn = total - tp - fn - fp
+        per[s] = {
+            "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
+            "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
+            "precision": float(prec[j]),
+            "f1": float(f1[j]),
+            "n": int(cm[j].sum()),
+        }
+    return {
+        "accuracy": float(accuracy_score(labels, pred)),
+        "chance": float(1.0 / k),
+        "f1_macro": float(f1_score(labels, pred, average="macro", zero_division=0)),
+        "matthews_corrcoef": float(matthews_corrcoef(labels, pred)),
+        "per_scenario": per,
+        "confusion_matrix": cm.tolist(),
+        "scenarios": list(scenarios),
+    }
+
+
+def calibration(labels: np.ndarray, probabilities: np.ndarray, *, bins: int = 10) -> dict:
+    """Reliability curve and expected calibration error of the top-class probability."""
+    conf = probabilities.max(axis=1)
+    correct = (np.argmax(probabilities, axis=1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    curve, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        if n:
+            c, a = float(conf[sel].mean()), float(correct[sel].mean())
+            ece += n / len(labels) * abs(a - c)
+        else:
+            c = a = float("nan")
+        curve.append({"low": float(edges[b]), "high": float(edges[b + 1]), "confidence": c, "accuracy": a, "n": n})
+    return {"ece": float(ece), "curve": curve}
+
+
+def regression_metrics(true: np.ndarray, quantiles: np.ndarray, *, prep, levels) -> dict:
+    """Per parameter: RMSE / R² on the learning scale, RMSE in natural units, interval coverage.
+
+    ``true`` (n, parameters) natural units, NaN where absent; ``quantiles``
+    (n, parameters, levels) natural units.
+    """
+    levels = list(levels)
+    mid = int(np.argmin(np.abs(np.asarray(levels) - 0.5)))
+    out = {}
+    t_learn = prep.learning_scale(true)
+    q_learn = prep.learning_scale(quantiles)
+    for j, name in enumerate(prep.param_names):
+        sel = np.isfinite(true[:, j])
+        n = int(sel.sum())
+        if n < 2:
+            out[name] = {"n": n}
+            continue
+        y, yhat = t_learn[sel, j], q_learn[sel, j, mid]
+        ss_res = float(((y - yhat) ** 2).sum())
+        ss_tot = float(((y - y.mean()) ** 2).sum())
+        inside = (true[sel, j] >= quantiles[sel, j, 0]) & (true[sel, j] <= quantiles[sel, j, -1])
+        out[name] = {
+            "n": n,
+            "log10_scale": bool(prep.log_scale[j]),
+            "rmse": float(np.sqrt(ss_res / n)),
+            "r2": float(1.0 - ss_res / ss_tot) if ss_tot > 0 else float("nan"),
+            "rmse_natural": float(np.sqrt(np.mean((true[sel, j] - quantiles[sel, j, mid]) ** 2))),
+            "interval": [levels[0], levels[-1]],
+            "coverage": float(inside.mean()),
+            "nominal_coverage": float(levels[-1] - levels[0]),
+        }
+    return out
+
+
+def _plots(folder: Path, *, cls, cal_before, cal_after, reg, true, quantiles, prep, best_history, final_history):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def save(fig, name):
+        with atomic_path(folder / name, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        plt.close(fig)
+
+    if cls:
+        cm = np.asarray(cls["confusion_matrix"], float)
+        names = cls["scenarios"]
+        fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(names), 1.2 + 1.1 * len(names)))
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for i in range(len(names)):
+            for j in range(len(names)):
+                ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.2f}", ha="center", va="center",
+                        color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"test accuracy {cls['accuracy']:.3f}")
+        save(fig, "confusion_matrix.png")
+
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+        for label, cal in (("before", cal_before), ("after temperature scaling", cal_after)):
+            pts = [(c["confidence"], c["accuracy"]) for c in cal["curve"] if c["n"]]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, marker="o", label=f"{label} (ECE {cal['ece']:.3f})")
+        ax.set_xlabel("confidence (top probability)")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8)
+        ax.set_title("reliability on the test set")
+        save(fig, "calibration.png")
+
+    names = [p for p in prep.param_names if reg.get(p, {}).get("n", 0) >= 2]
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 3.2), squeeze=False)
+    mid = quantiles.shape[-1] // 2 if quantiles.size else 0
+    for ax, p in zip(axes[0], names):
+        j = prep.param_names.index(p)
+        sel = np.isfinite(true[:, j])
+        t, q = true[sel, j], quantiles[sel, j]
+        ax.errorbar(t, q[:, mid], yerr=[q[:, mid] - q[:, 0], q[:, -1] - q[:, mid]], fmt="o", ms=2, lw=0.5,
+                    alpha=0.5, elinewidth=0.3)
+        lo, hi = np.nanmin(t), np.nanmax(t)
+        ax.plot([lo, hi], [lo, hi], color="black", lw=1)
+        if prep.log_scale[j]:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        r = reg[p]
+        ax.set_title(f"{p}: R² {r['r2']:.2f}, cov. {r['coverage']:.2f}", fontsize=9)
+        ax.set_xlabel("true")
+        ax.set_ylabel("estimated")
+    if not names:
+        axes[0][0].text(0.5, 0.5, "no regression output", ha="center")
+    save(fig, "parameters.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for hist, tag in ((best_history, "best trial"), (final_history, "final")):
+        for key, ax in (("loss", axes[0]), ("scenario_accuracy", axes[1])):
+            if key in hist:
+                ax.plot(range(1, len(hist[key]) + 1), hist[key], label=f"{tag}, train" + (" + validation" if tag == "final" else ""))
+            if f"val_{key}" in hist:
+                ax.plot(range(1, len(hist[f"val_{key}"]) + 1), hist[f"val_{key}"], ls="--", label=f"{tag}, validation")
+    axes[0].set_title("loss")
+    axes[1].set_title("accuracy")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    save(fig, "training_curves.png")
+
+
+def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out: str | Path, bins: int = 10,
+             config_hash: str = "") -> dict:
+    """Evaluate the model folder on the test split; write metrics.json and plots to ``out``."""
+    from popdl.dataset import Dataset
+    from popdl.model_io import load_model, softmax
+    from popdl.training import configure_backend
+
+    configure_backend(None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = Dataset(dataset_dir)
+    model = load_model(model_dir)
+    if model.scenarios != dataset.scenarios:
+        raise ValueError(f"{model_dir} was trained on scenarios {model.scenarios}, the dataset has {dataset.scenarios}")
+    test = dataset.load("test", ("images", "distances", "stats", "labels", "params"))
+    if len(test["labels"]) == 0:
+        raise ValueError(f"{dataset_dir} has an empty test split")
+    pred = model.predict(test["images"], test["distances"], test["stats"])
+    metrics = {"n_test": int(len(test["labels"])), "model": model.bundle["network"],
+               "hyper_parameters": model.bundle["hyper_parameters"], "tasks": model.bundle["tasks"]}
+    cls = cal_before = cal_after = None
+    if pred.logits is not None:
+        cls = classification_metrics(test["labels"], pred.probabilities, model.scenarios)
+        cal_before = calibration(test["labels"], softmax(pred.logits), bins=bins)
+        cal_after = calibration(test["labels"], pred.probabilities, bins=bins)
+        metrics["classification"] = cls
+        metrics["calibration"] = {"temperature": model.temperature, "ece_before": cal_before["ece"],
+                                  "ece_after": cal_after["ece"], "curve_before": cal_before["curve"],
+                                  "curve_after": cal_after["curve"], "bins": bins}
+    reg = {}
+    quantiles = np.zeros((len(test["labels"]), 0, 0))
+    if pred.quantiles is not None:
+        quantiles = pred.quantiles
+        reg = regression_metrics(np.asarray(test["params"], float), quantiles, prep=model.prep, levels=pred.levels)
+        metrics["regression"] = reg
+    final_history = json.loads((Path(model_dir) / "history.json").read_text()) if (Path(model_dir) / "history.json").exists() else {}
+    _plots(out, cls=cls, cal_before=cal_before, cal_after=cal_after, reg=reg, true=np.asarray(test["params"], float),
+           quantiles=quantiles, prep=model.prep, best_history=best.get("history", {}), final_history=final_history)
+    metrics["training"] = {"best_trial": best.get("history", {}), "final": final_history}
+    metrics["provenance"] = provenance(config_hash=config_hash, model=model.bundle.get("provenance", {}))
+    write_json(out / "metrics.json", metrics)
+    if cls:
+        log.info("evaluate: test accuracy %.3f (chance %.3f), MCC %.3f, ECE %.3f -> %.3f", cls["accuracy"],
+                 cls["chance"], cls["matthews_corrcoef"], cal_before["ece"], cal_after["ece"])
+    for p, r in reg.items():
+        if "r2" in r:
+            log.info("evaluate: %s R² %.3f coverage %.3f", p, r["r2"], r["coverage"])
+    return metrics

@@ -1,0 +1,677 @@
+"""One self-contained HTML report of a run (``results/{run}/report.html``).
+
+Every figure is drawn with matplotlib (or taken from the evaluation step) and
+embedded as a base64 PNG, so the file opens offline and can be mailed.
+Sections, in order: configuration; scenarios (demesdraw diagrams); prior
+draws; simulations; hyper-parameter tuning (Optuna history and parameter
+importances); training curves; test-set evaluation (confusion matrix,
+calibration, true vs. estimated parameters with interval coverage); the
+network against the ABC baselines; the network's last hidden layer (PCA and
+t-SNE, coloured by scenario); saliency (occlusion) over SNPs and haplotypes;
+observed data (predictions of all methods with the misspecification check);
+genome scans (the target scenario's probability along each contig, scan.data).
+A section whose inputs are absent says so instead of failing.
+
+Key numbers carry element ids (``accuracy-network``, ``accuracy-rejection``,
+``accuracy-abc_rf``, ``prediction-{data set}``) so that tests and scripts
+can find them.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from popdl.io import atomic_path, package_versions
+
+__all__ = ["write_report", "figure_png", "Report"]
+
+log = logging.getLogger("popdl.report")
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{border-bottom:2px solid #446;padding-bottom:.3em}h2{margin-top:2em;border-bottom:1px solid #ccd;color:#335}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ccd;padding:.25em .6em;text-align:right}
+th{background:#eef}td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto;margin:.4em 0}
+.note{color:#666;font-style:italic}.flag{color:#a00;font-weight:bold}.ok{color:#070}
+nav a{margin-right:.8em}code{background:#f4f4f8;padding:0 .2em}.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}.figs>div{flex:0 1 420px}
+"""
+
+
+def figure_png(fig, *, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _esc(x) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            return "–"
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.{digits}g}"
+        return f"{v:.{digits}f}".rstrip("0").rstrip(".") if abs(v) < 1e5 else f"{v:.0f}"
+    return _esc(v)
+
+
+class Report:
+    """Collects sections and writes them as one HTML page."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.sections: list[tuple[str, str, str]] = []
+        self.images = 0
+
+    def section(self, anchor: str, title: str, body: str) -> None:
+        self.sections.append((anchor, title, body))
+
+    def img(self, png: bytes, alt: str) -> str:
+        self.images += 1
+        return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+    def fig(self, fig, alt: str) -> str:
+        return self.img(figure_png(fig), alt)
+
+    def html(self) -> str:
+        nav = " ".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in self.sections)
+        body = "\n".join(f'<section id="{a}"><h2>{_esc(t)}</h2>\n{b}\n</section>' for a, t, b in self.sections)
+        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(self.title)}</title>'
+                f"<style>{CSS}</style></head><body><h1>{_esc(self.title)}</h1><nav>{nav}</nav>\n{body}\n</body></html>\n")
+
+
+def _table(frame: pd.DataFrame, *, index: bool = False) -> str:
+    return frame.to_html(index=index, border=0, na_rep="–", float_format=lambda v: _fmt(v), escape=True)
+
+
+def _missing(what: str) -> str:
+    return f'<p class="note">Not available: {_esc(what)}.</p>'
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------- sections
+def _config_section(rep: Report, config: dict, results: Path) -> None:
+    rows = [
+        ("run", config.get("run")), ("seed", config.get("seed")), ("simulator", config.get("simulator")),
+        ("samples (diploid individuals)", ", ".join(f"{k}: {v}" for k, v in config.get("samples", {}).items())),
+        ("genome", ", ".join(f"{k} {v}" for k, v in config.get("genome", {}).items())),
+        ("scenarios", ", ".join(config.get("scenarios", {}))),
+        ("simulations per scenario", config.get("simulations", {}).get("per_scenario")),
+        ("split", ", ".join(f"{k} {v}" for k, v in config.get("simulations", {}).get("split", {}).items())),
+        ("features", ", ".join(f"{k} {v}" for k, v in config.get("features", {}).items() if k != "stats")),
+        ("statistics", ", ".join(config.get("features", {}).get("stats", []))),
+        ("task", ", ".join(config.get("task", []))),
+        ("ABC", ", ".join(f"{k} {v}" for k, v in config.get("abc", {}).items())),
+        ("observed data sets", ", ".join(d["name"] for d in config.get("predict", {}).get("data", [])) or "none"),
+    ]
+    for key in ("tuning", "train"):
+        if isinstance(config.get(key), dict):
+            rows.append((key, ", ".join(f"{k} {v}" for k, v in config[key].items() if k != "search_space")))
+    from popdl.config import config_hash
+
+    versions = package_versions()
+    body = "<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>"
+    body += (f"<p>Config hash <code>{config_hash({k: v for k, v in config.items() if k != 'run'})}</code>; written "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+             + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".</p>")
+    rep.section("config", "Configuration", body)
+
+
+def _scenario_section(rep: Report, config: dict) -> None:
+    import demesdraw
+
+    from popdl.scenarios import load_scenarios
+
+    plt = _plt()
+    try:
+        scenarios = load_scenarios(config)
+    except Exception as exc:  # an unusual config: say so rather than fail the report
+        rep.section("scenarios", "Scenarios", _missing(f"scenarios could not be parsed ({exc})"))
+        return
+    figs = []
+    for name, sc in scenarios.items():
+        rng = np.random.Generator(np.random.PCG64(12345))
+        draws = [sc.draw(rng) for _ in range(201)]
+        # The draw closest to the per-parameter medians, as a typical instance.
+        table = np.array([[d[p] for p in sc.parameter_names] for d in draws], float)
+        scale = np.where(table > 0, np.log(np.abs(table) + 1e-300), table)
+        med = np.median(scale, 0)
+        spread = scale.std(0) + 1e-12
+        typical = draws[int(np.argmin((((scale - med) / spread) ** 2).sum(1)))]
+        fig, ax = plt.subplots(figsize=(4.2, 3.4))
+        demesdraw.tubes(sc.graph(typical), ax=ax, log_time=False)
+        shown = ", ".join(f"{k}={v:.3g}" for k, v in typical.items())
+        ax.set_title(f"{name}\n{shown}", fontsize=7)
+        figs.append(rep.fig(fig, f"scenario {name}"))
+        priors = ", ".join(f"{p} {prior.describe()}" for p, prior in sc.priors.items())
+        figs[-1] = f"<div>{figs[-1]}<p><b>{_esc(name)}</b>: {_esc(sc.description)}<br><small>{_esc(priors)}</small></p></div>"
+    rep.section("scenarios", "Scenarios", '<p>Each scenario drawn with typical parameter values (demesdraw; '
+                'time in generations, widths proportional to sizes).</p><div class="figs">' + "".join(figs) + "</div>")
+
+
+def _prior_section(rep: Report, config: dict, results: Path) -> None:
+    plans = {s: results / "plan" / f"{s}.tsv" for s in config.get("scenarios", {})}
+    frames = {s: pd.read_csv(p, sep="\t") for s, p in plans.items() if p.is_file()}
+    if not frames:
+        rep.section("priors", "Prior draws", _missing("no plan tables under plan/"))
+        return
+    from popdl.scenarios import load_scenarios
+
+    scenarios = load_scenarios(config)
+    params = list(dict.fromkeys(p for s in frames for p in scenarios[s].parameter_names))
+    plt = _plt()
+    cols = min(4, len(params))
+    rows = -(-len(params) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows), squeeze=False)
+    for ax, p in zip(axes.flat, params):
+        values = {s: f[p].to_numpy(float) for s, f in frames.items() if p in f}
+        allv = np.concatenate(list(values.values()))
+        log_x = (allv > 0).all() and allv.max() / max(allv.min(), 1e-300) > 20
+        bins = np.geomspace(allv.min(), allv.max(), 30) if log_x else np.linspace(allv.min(), allv.max(), 30)
+        for s, v in values.items():
+            ax.hist(v, bins=bins, alpha=0.5, label=s)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_title(p, fontsize=9)
+    for ax in list(axes.flat)[len(params):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    counts = ", ".join(f"{s}: {len(f)} draws ({f['tries'].mean():.2f} tries per draw)" if "tries" in f else f"{s}: {len(f)}"
+                       for s, f in frames.items())
+    rep.section("priors", "Prior draws", f"<p>{_esc(counts)}.</p>" + rep.fig(fig, "prior draws"))
+
+
+def _simulation_section(rep: Report, results: Path) -> dict | None:
+    manifest = _read_json(results / "dataset" / "manifest.json")
+    if manifest is None:
+        rep.section("simulations", "Simulations", _missing("no dataset (dataset/manifest.json)"))
+        return None
+    from popdl.dataset import Dataset
+
+    ds = Dataset(results / "dataset")
+    rows = []
+    n_snps = {}
+    for split in ("train", "validation", "test"):
+        if ds.size(split):
+            part = ds.load(split, ("labels", "n_snps"))
+            for s, name in enumerate(ds.scenarios):
+                n_snps.setdefault(name, []).append(part["n_snps"][part["labels"] == s])
+    snps = int(manifest["image_shape"][1])
+    for name in ds.scenarios:
+        v = np.concatenate(n_snps.get(name, [np.zeros(0)]))
+        rows.append({"scenario": name, "simulations": manifest["per_scenario"].get(name),
+                     "mean SNPs in image": float(v.mean()) if v.size else float("nan"),
+                     f"images with fewer than {snps} SNPs": float((v < snps).mean()) if v.size else float("nan")})
+    bench = sorted((results / "benchmarks" / "simulate").glob("*/*.tsv"))
+    seconds = sum(float(pd.read_csv(b, sep="\t")["s"].iloc[0]) for b in bench) if bench else None
+    body = _table(pd.DataFrame(rows))
+    body += (f"<p>Splits: " + ", ".join(f"{k} {v['n']}" for k, v in manifest["splits"].items())
+             + f"; image {manifest['image_shape'][0]} haplotypes × {snps} SNPs; {len(manifest['stat_names'])} summary statistics."
+             + (f" Simulation time: {seconds:.1f} s over {len(bench)} jobs." if seconds is not None else "") + "</p>")
+    rep.section("simulations", "Simulations", body)
+    return manifest
+
+
+def _tuning_section(rep: Report, results: Path) -> None:
+    tuning = results / "tuning"
+    best = _read_json(tuning / "best.json")
+    tables = sorted(tuning.glob("*.csv")) if tuning.is_dir() else []
+    if best is None and not tables:
+        rep.section("tuning", "Hyper-parameter tuning", _missing("no tuning results (tuning/best.json)"))
+        return
+    body = ""
+    if best:
+        hp = best.get("hyper_parameters", {})
+        body += (f"<p>Best trial <b>{_esc(best.get('number'))}</b> of study <code>{_esc(best.get('study'))}</code>: "
+                 f"{_esc(best.get('objective', 'objective'))} {_fmt(best.get('value'), 4)}, best epoch {_esc(best.get('best_epoch'))}, "
+                 f"softmax temperature {_fmt(best.get('temperature'))}. Trials: "
+                 + ", ".join(f"{k.lower()} {v}" for k, v in best.get("trial_counts", {}).items() if v) + ".</p>")
+        body += _table(pd.DataFrame([{"hyper-parameter": k, "value": str(v)} for k, v in hp.items()]))
+    if tables:
+        trials = pd.read_csv(tables[0])
+        body += _optuna_plots(rep, trials)
+    rep.section("tuning", "Hyper-parameter tuning", body)
+
+
+def _optuna_plots(rep: Report, trials: pd.DataFrame) -> str:
+    plt = _plt()
+    done = trials[trials.get("state", pd.Series(["COMPLETE"] * len(trials))) == "COMPLETE"] if "state" in trials else trials
+    done = done[np.isfinite(pd.to_numeric(done.get("value"), errors="coerce"))] if "value" in done else done.iloc[:0]
+    if done.empty:
+        return _missing("no completed trial to plot")
+    out = ""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    order = done.sort_values("number")
+    ax.plot(order["number"], order["value"], "o", ms=4, label="trial")
+    ax.plot(order["number"], order["value"].cummin(), "-", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective (validation loss)")
+    ax.set_title("optimisation history")
+    ax.legend(fontsize=8)
+    out += rep.fig(fig, "optuna optimisation history")
+    importances = param_importances(done)
+    if importances:
+        fig, ax = plt.subplots(figsize=(5.5, 0.4 + 0.3 * len(importances)))
+        names = list(importances)[::-1]
+        ax.barh(names, [importances[n] for n in names])
+        ax.set_xlabel("importance (Optuna, fANOVA)")
+        ax.set_title("hyper-parameter importances")
+        out += rep.fig(fig, "hyper-parameter importances")
+    else:
+        out += _missing("parameter importances (fewer than 2 completed trials or no varied hyper-parameter)")
+    return '<div class="figs">' + out + "</div>"
+
+
+def param_importances(trials: pd.DataFrame) -> dict[str, float]:
+    """Optuna's hyper-parameter importances, from a trials table (``number``, ``value``,
+    ``params_*`` columns): the trials are replayed into an in-memory study."""
+    import optuna
+
+    cols = [c for c in trials.columns if c.startswith("params_")]
+    if len(trials) < 2 or not cols:
+        return {}
+    dists = {}
+    for c in cols:
+        v = trials[c].dropna()
+        if v.nunique() < 2:
+            continue
+        num = pd.to_numeric(v, errors="coerce")
+        if num.notna().all() and not v.map(lambda x: isinstance(x, (bool, np.bool_))).any():
+            lo, hi = float(num.min()), float(num.max())
+            dists[c[7:]] = optuna.distributions.FloatDistribution(lo, hi, log=bool(lo > 0 and hi / lo > 100))
+        else:
+            dists[c[7:]] = optuna.distributions.CategoricalDistribution(sorted(map(str, v.unique())))
+    if not dists:
+        return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    for _, row in trials.iterrows():
+        params, ds = {}, {}
+        for name, d in dists.items():
+            val = row[f"params_{name}"]
+            if pd.isna(val):
+                continue
+            params[name] = float(val) if isinstance(d, optuna.distributions.FloatDistribution) else str(val)
+            ds[name] = d
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=ds, value=float(row["value"])))
+    try:
+        return optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError) as exc:
+        log.info("importances unavailable: %s", exc)
+        return {}
+
+
+def _evaluation_section(rep: Report, results: Path) -> dict | None:
+    ev = results / "evaluation"
+    metrics = _read_json(ev / "metrics.json")
+    curves = ev / "training_curves.png"
+    rep.section("training", "Training curves",
+                rep.img(curves.read_bytes(), "training curves") if curves.is_file() else _missing("evaluation/training_curves.png"))
+    if metrics is None:
+        rep.section("evaluation", "Test-set evaluation", _missing("no evaluation (evaluation/metrics.json)"))
+        return None
+    body = ""
+    cls = metrics.get("classification")
+    if cls:
+        body += (f'<p>Network ({_esc(metrics.get("model"))}) test accuracy <b id="accuracy-network">{cls["accuracy"]:.3f}</b> '
+                 f"on {metrics.get('n_test')} held-out simulations (chance {cls.get('chance', float('nan')):.3f}); "
+                 f"macro F1 {_fmt(cls.get('f1_macro'))}, Matthews correlation {_fmt(cls.get('matthews_corrcoef'))}.</p>")
+        per = pd.DataFrame([{"scenario": s, **v} for s, v in cls.get("per_scenario", {}).items()])
+        if not per.empty:
+            body += _table(per)
+    cal = metrics.get("calibration")
+    if cal:
+        body += (f"<p>Calibration: expected calibration error {_fmt(cal.get('ece_before'))} before and "
+                 f"{_fmt(cal.get('ece_after'))} after temperature scaling (T = {_fmt(cal.get('temperature'))}).</p>")
+    figs = [rep.img((ev / f).read_bytes(), f) for f in ("confusion_matrix.png", "calibration.png") if (ev / f).is_file()]
+    body += '<div class="figs">' + "".join(figs) + "</div>"
+    reg = metrics.get("regression")
+    if reg:
+        rows = [{"parameter": p, "R² (learning scale)": r.get("r2"), "RMSE": r.get("rmse"), "scale": "log10" if r.get("log10_scale") else "natural",
+                 "coverage": r.get("coverage"), "nominal": r.get("nominal_coverage"), "n": r.get("n")}
+                for p, r in reg.items() if "r2" in r]
+        body += "<h3>Parameters: true vs. estimated</h3>" + _table(pd.DataFrame(rows))
+        if (ev / "parameters.png").is_file():
+            body += rep.img((ev / "parameters.png").read_bytes(), "true vs estimated parameters")
+    rep.section("evaluation", "Test-set evaluation", body)
+    return metrics
+
+
+def _comparison_section(rep: Report, results: Path, evaluation: dict | None, comparison_out: Path | None) -> dict | None:
+    from popdl.abc import comparison_table
+
+    abc = _read_json(results / "abc" / "metrics.json")
+    if abc is None:
+        rep.section("comparison", "Network vs. ABC", _missing("no ABC baselines (abc/metrics.json)"))
+        return None
+    cnn = None
+    if evaluation:
+        cnn = {"accuracy": (evaluation.get("classification") or {}).get("accuracy", float("nan")),
+               "params": evaluation.get("regression") or {}, "label": "network"}
+    table = comparison_table(abc, cnn)
+    if comparison_out is not None:
+        with atomic_path(comparison_out) as tmp:
+            table.to_csv(tmp, sep="\t", index=False)
+    from popdl.abc import METHODS
+
+    ordered = [k for k in METHODS if k in abc["methods"]] + [k for k in abc["methods"] if k not in METHODS]
+    ids = "".join(f'<p>{_esc(abc["methods"][k].get("label", k))} test accuracy <b id="accuracy-{k}">'
+                  f'{abc["methods"][k]["accuracy"]:.3f}</b> ({abc["methods"][k].get("seconds", 0):.1f} s).</p>' for k in ordered)
+    body = (f"<p>All methods on the same {abc['n_test']} test simulations; the ABC methods use the "
+            f"{abc['n_reference']} training and validation simulations as reference table (rejection: tolerance "
+            f"{abc['tolerance']}, Epanechnikov weights, local-linear adjustment; ABC-RF: random forests). "
+            f"R² on the learning scale (log10 for log-uniform priors); coverage of the {abc['interval']:.0%} intervals.</p>")
+    body += ids
+    if cnn is None:
+        body += _missing("the network's evaluation (evaluation/metrics.json); ABC rows only")
+    shown = table.set_index("method").T
+    shown.index = [c.replace("r2_", "R² ").replace("coverage_", "coverage ") for c in shown.index]
+    body += _table(shown.rename_axis("test set").reset_index())
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.bar(table["method"], table["accuracy"], color=["#446", "#a64", "#4a6", "#888"][: len(table)])
+    ax.axhline(1 / len(abc["scenarios"]), color="grey", ls="--", lw=1, label="chance")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    body += rep.fig(fig, "accuracy of the network and the ABC baselines")
+    rep.section("comparison", "Network vs. ABC baselines", body)
+    return abc
+
+
+def _model_inputs(model, arrays: dict) -> dict:
+    return {"images": arrays.get("images"), "distances": arrays.get("distances"), "stats": arrays.get("stats")}
+
+
+def _embedding_section(rep: Report, results: Path, model, test: dict | None) -> None:
+    if model is None or test is None:
+        rep.section("embedding", "Last hidden layer", _missing("no model or no test set"))
+        return
+    import copy
+
+    import keras
+
+    km = model.keras_model
+    try:
+        head = km.get_layer("scenario")
+    except ValueError:
+        rep.section("embedding", "Last hidden layer", _missing("the model has no scenario output"))
+        return
+    sub = keras.Model(km.inputs, head.input)
+    extractor = copy.copy(model)
+    extractor.keras_model = sub
+    out = extractor.raw_outputs(**_model_inputs(model, test))
+    hidden = np.asarray(next(iter(out.values())), dtype=np.float64).reshape(len(test["labels"]), -1)
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    plt = _plt()
+    pcs = PCA(n_components=2, random_state=0).fit(hidden)
+    xy = pcs.transform(hidden)
+    panels = [("PCA", xy, f"PC1 ({pcs.explained_variance_ratio_[0]:.0%})", f"PC2 ({pcs.explained_variance_ratio_[1]:.0%})")]
+    if hidden.shape[0] >= 30:
+        perplexity = float(min(30, (hidden.shape[0] - 1) / 3))
+        emb = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=0).fit_transform(hidden)
+        panels.append(("t-SNE (PCA initialisation)", emb, "", ""))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (title, pts, xl, yl) in zip(axes[0], panels):
+        for s, name in enumerate(model.scenarios):
+            sel = test["labels"] == s
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=8, alpha=0.6, label=name)
+        ax.set_title(title)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+    axes[0][0].legend(fontsize=8, markerscale=2)
+    rep.section("embedding", "Last hidden layer",
+                f"<p>The {hidden.shape[1]} activations feeding the scenario output, for the {hidden.shape[0]} test "
+                "simulations, projected to two dimensions and coloured by true scenario: well-separated clouds mean "
+                "the network has learnt features that tell the scenarios apart.</p>" + rep.fig(fig, "hidden layer embedding"))
+
+
+def occlusion_saliency(model, images: np.ndarray, distances: np.ndarray, stats: np.ndarray, labels: np.ndarray):
+    """Occlusion saliency (Zeiler & Fergus 2014) of each example: the drop in the true scenario's
+    probability when one SNP column, or one haplotype row, of the image is masked (set to 0,
+    the missing-data value).  Uses only the model's predictions, so it works on every Keras backend.
+
+    Returns ``(snp, haplotype)`` arrays of shapes (n, snps) and (n, haplotypes).
+    """
+    n, haps, snps = images.shape
+    per = 1 + snps + haps
+    batch = np.repeat(np.asarray(images), per, axis=0).reshape(n, per, haps, snps)
+    for j in range(snps):
+        batch[:, 1 + j, :, j] = 0
+    for h in range(haps):
+        batch[:, 1 + snps + h, h, :] = 0
+    d = np.repeat(distances, per, axis=0) if distances is not None else None
+    s = np.repeat(stats, per, axis=0) if stats is not None else None
+    probs = model.predict(batch.reshape(n * per, haps, snps), d, s).probabilities.reshape(n, per, -1)
+    p = probs[np.arange(n), :, np.asarray(labels, dtype=int)]  # (n, per): the true scenario's probability
+    return p[:, :1] - p[:, 1 : 1 + snps], p[:, :1] - p[:, 1 + snps :]
+
+
+def _saliency_section(rep: Report, model, test: dict | None, *, per_scenario: int = 2) -> None:
+    title = "Saliency over SNPs and haplotypes"
+    if model is None or test is None:
+        rep.section("saliency", title, _missing("no model or no test set"))
+        return
+    if "image" not in model.inputs or model.bundle.get("tasks") and "classify" not in model.bundle["tasks"]:
+        rep.section("saliency", title, _missing(f"the {model.bundle.get('network')} network does not classify genotype images"))
+        return
+    picks = []
+    for s in range(len(model.scenarios)):
+        picks += list(np.flatnonzero(test["labels"] == s)[:per_scenario])
+    if not picks:
+        rep.section("saliency", title, _missing("no test examples"))
+        return
+    idx = np.asarray(picks)
+    images = np.asarray(test["images"][idx])
+    snp_sal, hap_sal = occlusion_saliency(model, images, test["distances"][idx], test["stats"][idx], test["labels"][idx])
+    plt = _plt()
+    fig, axes = plt.subplots(len(idx), 2, figsize=(11, 1.9 * len(idx)), squeeze=False,
+                             gridspec_kw={"width_ratios": [4, 1]})
+    vmax = max(np.abs(snp_sal).max(), np.abs(hap_sal).max(), 1e-6)
+    for r, i in enumerate(idx):
+        ax = axes[r][0]
+        ax.imshow(images[r], cmap="Greys", aspect="auto", interpolation="nearest", alpha=0.45)
+        ax2 = ax.twinx()
+        ax2.bar(np.arange(images.shape[2]), snp_sal[r], color=np.where(snp_sal[r] >= 0, "#c33", "#36c"), width=1.0)
+        ax2.set_ylim(-vmax, vmax)
+        ax2.set_yticks([])
+        ax.set_ylabel(model.scenarios[int(test["labels"][i])], fontsize=7)
+        ax.set_yticks([])
+        if r == len(idx) - 1:
+            ax.set_xlabel("SNP (column of the image)")
+        axb = axes[r][1]
+        axb.barh(np.arange(images.shape[1]), hap_sal[r], color=np.where(hap_sal[r] >= 0, "#c33", "#36c"))
+        axb.set_xlim(-vmax, vmax)
+        axb.invert_yaxis()
+        axb.set_yticks([])
+        if r == len(idx) - 1:
+            axb.set_xlabel("haplotype (row)")
+    fig.tight_layout()
+    rep.section("saliency", title,
+                f"<p>{len(idx)} test simulations ({per_scenario} per scenario, labelled by true scenario): the genotype image in "
+                "grey, and for each SNP column (left) and haplotype row (right) the drop in the true scenario's probability "
+                "when that column or row is masked (occlusion saliency; red: the network relied on it). It uses only "
+                "the network's predictions, so it is the same on every Keras backend.</p>" + rep.fig(fig, "saliency"))
+
+
+def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: dict | None) -> None:
+    names = [d["name"] for d in config.get("predict", {}).get("data", [])]
+    if not names:
+        rep.section("observed", "Observed data", _missing("no observed data sets (config predict.data is empty)"))
+        return
+    abc_emp = (_read_json(results / "abc" / "empirical.json") or {}).get("data", {})
+    body = ""
+    observed_stats = {}
+    for name in names:
+        folder = results / "predict" / name
+        pred = _read_json(folder / "predictions.json")
+        obs = _read_json(folder / "observed.json")
+        body += f"<h3>{_esc(name)}</h3>"
+        if obs:
+            c = obs["counts"]
+            body += (f"<p>{c['snps']} biallelic SNPs kept of {c['records']} records (skipped: {c['multiallelic']} multi-allelic, "
+                     f"{c['indels']} indels, {c['monomorphic']} monomorphic); {len(obs['individuals'])} of "
+                     f"{c['individuals_in_file']} individuals; {obs['missing_rate']:.2%} missing calls; "
+                     f"{obs['replicates']} SNP subset(s) averaged.</p>")
+            body += "".join(f'<p class="flag">{_esc(n)}</p>' for n in obs.get("notes", []))
+        if (folder / "observed.npz").is_file():
+            with np.load(folder / "observed.npz") as data:
+                observed_stats[name] = data["stats"]
+        if pred is None and name not in abc_emp:
+            body += _missing(f"predictions for {name} (predict/{name}/predictions.json)")
+            continue
+        probs, params = {}, {}
+        if pred:
+            net = pred["network"]
+            probs["network"] = net.get("probabilities", {})
+            params["network"] = net.get("params", {})
+            body += (f'<p>Network: most probable scenario <b id="prediction-{_esc(name)}">{_esc(net.get("scenario"))}</b> '
+                     f"(probability {max(net['probabilities'].values()):.3f}).</p>" if net.get("probabilities") else "")
+        for method, ans in abc_emp.get(name, {}).items():
+            label = (abc_metrics or {}).get("methods", {}).get(method, {}).get("label", method)
+            probs[label] = ans["probabilities"]
+            params[label] = ans["params"]
+        body += "<h4>Scenario probabilities</h4>" + _table(pd.DataFrame(probs).rename_axis("scenario").reset_index())
+        rows = []
+        for method, ps in params.items():
+            for p, v in ps.items():
+                rows.append({"parameter": p, "method": method, "estimate": v["estimate"], "lower": v["lower"], "upper": v["upper"]})
+        if rows:
+            body += "<h4>Parameter estimates (natural units, with intervals)</h4>" + _table(
+                pd.DataFrame(rows).sort_values(["parameter", "method"]))
+        mis = (pred or {}).get("misspecification")
+        if mis:
+            cls_ = "flag" if mis["flagged"] else "ok"
+            verdict = "OUTSIDE what was simulated" if mis["flagged"] else "within what was simulated"
+            body += (f'<p class="{cls_}" id="misspecification-{_esc(name)}">Misspecification check: the data lie {verdict} '
+                     f"({_esc(mis['summary'])}; Mahalanobis distance {mis['distance']:.2f} on {mis['components']} principal "
+                     f"components, p = {mis['p_value']:.3g}).</p>")
+            q = pd.Series(mis["quantiles"])
+            plt = _plt()
+            fig, ax = plt.subplots(figsize=(min(14, 2 + 0.14 * len(q)), 2.8))
+            ax.bar(range(len(q)), q.to_numpy(), color=["#c33" if v in (0.0, 1.0) else "#669" for v in q.to_numpy()])
+            ax.axhline(0.5, color="grey", lw=0.8)
+            ax.set_xticks(range(len(q)), q.index, rotation=90, fontsize=5)
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("prior-predictive quantile")
+            ax.set_title(f"{name}: quantile of each observed statistic among the simulations (red: outside)", fontsize=9)
+            body += rep.fig(fig, f"{name} statistic quantiles")
+        elif pred:
+            body += _missing("the misspecification check (no reference simulations)")
+    if observed_stats and (results / "dataset" / "manifest.json").is_file():
+        from popdl.abc import load_reference
+        from popdl.misspec import Misspecification, pca_figure
+
+        ref = load_reference(results / "dataset", ("train", "validation", "test"))
+        check = Misspecification(ref.stats, stat_names=ref.stat_names, labels=ref.labels, scenarios=ref.scenarios)
+        body += "<h3>Observed data among the simulations</h3>" + rep.fig(pca_figure(check, observed_stats), "PCA of the statistics")
+    rep.section("observed", "Observed data", body)
+
+
+def _scan_section(rep: Report, config: dict, results: Path) -> None:
+    """Genome scans (scan.data): the target scenario's probability along each contig, and the top windows."""
+    names = [d["name"] for d in config.get("scan", {}).get("data", [])]
+    if not names:
+        return
+    body = ""
+    for name in names:
+        table_path = results / "scan" / f"{name}.tsv"
+        body += f"<h3>{_esc(name)}</h3>"
+        if not table_path.is_file():
+            body += _missing(f"scan of {name} (scan/{name}.tsv)")
+            continue
+        table = pd.read_csv(table_path, sep="\t")
+        summary = _read_json(results / "scan" / f"{name}.json") or {}
+        target = summary.get("target") or [c[2:] for c in table.columns if c.startswith("p_")][-1]
+        best = table.loc[table[f"p_{target}"].idxmax()]
+        body += (f"<p>{len(table)} windows of {int(table['n_snps'].max())} SNPs on {table['contig'].nunique()} contig(s), "
+                 f"one centre every {config.get('scan', {}).get('step', '?')} SNPs. Highest probability of "
+                 f"<b>{_esc(target)}</b>: {best[f'p_{target}']:.3f} at "
+                 f'<b id="scan-{_esc(name)}">{_esc(best["contig"])}:{int(best["centre"])}</b>.</p>')
+        png = results / "scan" / f"{name}.png"
+        if png.is_file():
+            body += rep.img(png.read_bytes(), f"scan of {name}")
+        top = table.sort_values(f"p_{target}", ascending=False).head(10)
+        cols = ["contig", "start", "end", "centre", *[c for c in table.columns if c.startswith("p_")], "predicted"]
+        body += f"<h4>Windows with the highest p({_esc(target)})</h4>" + _table(top[cols])
+    rep.section("scan", "Genome scan", body)
+
+
+# ---------------------------------------------------------------------------- entry point
+def _load_model_and_test(results: Path, *, max_test: int = 600):
+    model_dir = results / "model"
+    if not (model_dir / "bundle.json").is_file() or not (results / "dataset" / "manifest.json").is_file():
+        return None, None
+    from popdl.dataset import Dataset
+    from popdl.model_io import load_model
+
+    model = load_model(model_dir)
+    ds = Dataset(results / "dataset")
+    if not ds.size("test"):
+        return model, None
+    test = ds.load("test", ("images", "distances", "stats", "labels"))
+    if len(test["labels"]) > max_test:
+        keep = np.random.default_rng(0).choice(len(test["labels"]), max_test, replace=False)
+        keep.sort()
+        test = {k: v[keep] for k, v in test.items()}
+    return model, test
+
+
+def write_report(config: dict, results: str | Path, out: str | Path, *, comparison_out: str | Path | None = None) -> dict:
+    """Write the HTML report of the run whose outputs are in ``results``; return a short summary."""
+    start = time.perf_counter()
+    results = Path(results)
+    rep = Report(f"popdl report: run {config.get('run', results.name)}")
+    _config_section(rep, config, results)
+    _scenario_section(rep, config)
+    _prior_section(rep, config, results)
+    _simulation_section(rep, results)
+    _tuning_section(rep, results)
+    evaluation = _evaluation_section(rep, results)
+    abc_metrics = _comparison_section(rep, results, evaluation, Path(comparison_out) if comparison_out else None)
+    model, test = _load_model_and_test(results)
+    _embedding_section(rep, results, model, test)
+    _saliency_section(rep, model, test)
+    _empirical_section(rep, config, results, abc_metrics)
+    _scan_section(rep, config, results)
+    text = rep.html()
+    with atomic_path(out, suffix=".html") as tmp:
+        Path(tmp).write_text(text)
+        Path(tmp).chmod(0o644)
+    summary = {"sections": len(rep.sections), "images": rep.images, "bytes": len(text), "seconds": time.perf_counter() - start}
+    log.info("report: %s", summary)
+    return summary

@@ -1,0 +1,218 @@
+"""Genotype images against slow naive versions, statistics against tskit's and scikit-allel's."""
+
+from __future__ import annotations
+
+import allel
+import msprime
+import numpy as np
+import pytest
+
+from popdl.features import (
+    StatsSpec,
+    encode_minor_major,
+    genotype_image,
+    select_snps,
+    snp_distances,
+    sort_haplotypes,
+    summary_stats,
+)
+
+
+# -------------------------------------------------------------------------------- naive versions
+def naive_encode(g):
+    out = np.zeros(g.shape, dtype=np.int8)
+    for s in range(g.shape[0]):
+        calls = [x for x in g[s] if x != -1]
+        derived = sum(1 for x in calls if x == 1)
+        minor = 1 if derived <= len(calls) - derived else 0
+        for h in range(g.shape[1]):
+            if g[s, h] == -1:
+                out[s, h] = 0
+            else:
+                out[s, h] = 1 if g[s, h] == minor else -1
+    return out
+
+
+def naive_sort(rows):
+    n = len(rows)
+    if n <= 2:
+        return list(range(n))
+    d = [[int(np.abs(rows[i].astype(int) - rows[j].astype(int)).sum()) for j in range(n)] for i in range(n)]
+    start = min(range(n), key=lambda i: (sum(d[i]), i))
+    order = [start]
+    while len(order) < n:
+        last = order[-1]
+        order.append(min((j for j in range(n) if j not in order), key=lambda j: (d[last][j], j)))
+    return order
+
+
+def naive_distances(pos, loc, length, width):
+    out = [0.0] * width
+    for i in range(len(pos)):
+        if i == 0:
+            out[i] = pos[0] / length
+        elif loc[i] != loc[i - 1]:
+            out[i] = 1.0
+        else:
+            out[i] = (pos[i] - pos[i - 1]) / length
+    return np.array(out, dtype=np.float32)
+
+
+def random_genotypes(rng, sites=40, haps=12, missing=0.05):
+    g = (rng.random((sites, haps)) < rng.random((sites, 1))).astype(np.int8)
+    g[rng.random(g.shape) < missing] = -1
+    return g
+
+
+# --------------------------------------------------------------------------------------- image
+def test_minor_major_encoding_matches_naive():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        g = random_genotypes(rng)
+        assert np.array_equal(encode_minor_major(g), naive_encode(g))
+
+
+def test_minor_major_values_and_ties():
+    g = np.array([[1, 1, 1, 0], [1, 0, 1, 0], [0, 0, 0, 1], [1, -1, 0, 0]], dtype=np.int8)
+    assert encode_minor_major(g).tolist() == [[-1, -1, -1, 1], [1, -1, 1, -1], [-1, -1, -1, 1], [1, 0, -1, -1]]
+
+
+def test_sort_matches_naive_greedy_chain():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        rows = encode_minor_major(random_genotypes(rng, sites=15, haps=9)).T
+        assert sort_haplotypes(rows).tolist() == naive_sort(rows)
+
+
+def test_distances_match_naive():
+    rng = np.random.default_rng(2)
+    loc = np.sort(rng.integers(0, 4, 25)).astype(np.int32)
+    pos = np.concatenate([np.sort(rng.uniform(0, 1000, (loc == k).sum())) for k in range(4)])
+    assert np.allclose(snp_distances(pos, loc, length=1000.0, width=32), naive_distances(pos, loc, 1000.0, 32))
+
+
+def test_select_snps_is_reproducible_and_in_genome_order():
+    a = select_snps(100, 10, method="random", rng=np.random.default_rng(5))
+    b = select_snps(100, 10, method="random", rng=np.random.default_rng(5))
+    assert np.array_equal(a, b) and (np.diff(a) > 0).all() and a.size == 10
+    assert select_snps(100, 10, method="first", rng=None).tolist() == list(range(10))
+    assert select_snps(100, 10, method="central", rng=None).tolist() == list(range(45, 55))
+    assert select_snps(5, 10, method="random", rng=None).tolist() == list(range(5))
+
+
+@pytest.mark.parametrize("n_sites, snps", [(10, 32), (200, 32)])
+def test_image_padding_subsampling_and_population_grouping(n_sites, snps):
+    rng = np.random.default_rng(n_sites)
+    pops = np.array(["p1"] * 6 + ["p2"] * 4 + ["p3"] * 6)
+    g = random_genotypes(rng, sites=n_sites, haps=pops.size, missing=0.0)
+    g[0] = 0  # a monomorphic site never enters the image
+    pos = np.sort(rng.uniform(0, 5000, n_sites))
+    loc = np.zeros(n_sites, np.int32)
+    image, dist, kept = genotype_image(g, pos, loc, populations=pops, snps=snps, length=5000.0,
+                                       rng=np.random.default_rng(9))
+    assert image.shape == (pops.size, snps) and image.dtype == np.int8 and dist.shape == (snps,)
+    poly = np.flatnonzero((g == 1).any(axis=1) & (g == 0).any(axis=1))
+    assert kept == min(snps, poly.size)
+    # Columns: the kept SNPs (same random subset as select_snps with the same seed), then 0 padding.
+    keep = poly[select_snps(poly.size, snps, method="random", rng=np.random.default_rng(9))]
+    assert (image[:, kept:] == 0).all() and (dist[kept:] == 0).all()
+    assert set(np.unique(image[:, :kept])) <= {-1, 1}
+    expected = naive_encode(g[keep]).T
+    assert np.allclose(dist[:kept], naive_distances(pos[keep], loc[keep], 5000.0, snps)[:kept])
+    # Rows: each population keeps its rows (as a multiset) and its block, sorted like the naive chain.
+    for pop in ("p1", "p2", "p3"):
+        rows = np.flatnonzero(pops == pop)
+        block = expected[rows]
+        assert sorted(map(tuple, image[rows, :kept])) == sorted(map(tuple, block))
+        assert image[rows, :kept].tolist() == block[naive_sort(np.pad(block, ((0, 0), (0, snps - kept))))].tolist()
+    unsorted, _, _ = genotype_image(g, pos, loc, populations=pops, snps=snps, length=5000.0, sort_rows=False,
+                                    rng=np.random.default_rng(9))
+    assert np.array_equal(unsorted[:, :kept], expected)
+
+
+def test_image_of_data_without_snps_is_all_padding():
+    g = np.zeros((5, 4), np.int8)
+    image, dist, kept = genotype_image(g, np.arange(5.0), np.zeros(5, np.int32), populations=np.array(["a"] * 4),
+                                       snps=8, length=10.0, rng=np.random.default_rng(0))
+    assert kept == 0 and not image.any() and not dist.any()
+
+
+# ----------------------------------------------------------------------------------- statistics
+@pytest.fixture(scope="module")
+def two_pop_ts():
+    demography = msprime.Demography()
+    demography.add_population(name="a", initial_size=8000)
+    demography.add_population(name="b", initial_size=3000)
+    demography.add_population(name="anc", initial_size=10000)
+    demography.add_population_split(time=1500, derived=["a", "b"], ancestral="anc")
+    demography.set_symmetric_migration_rate(["a", "b"], 1e-4)
+    ts = msprime.sim_ancestry({"a": 7, "b": 5}, demography=demography, sequence_length=2e5,
+                              recombination_rate=1e-8, random_seed=11)
+    return msprime.sim_mutations(ts, rate=1.5e-8, model=msprime.BinaryMutationModel(), discrete_genome=False,
+                                 random_seed=12)
+
+
+def test_statistics_equal_tskits_own(two_pop_ts):
+    ts = two_pop_ts
+    g = ts.genotype_matrix()
+    pops = np.array(["a"] * 14 + ["b"] * 10)
+    A, B = ts.samples(population=0), ts.samples(population=1)
+    spec = StatsSpec(stats=["segsites", "pi", "theta_w", "tajimas_d", "fst", "dxy", "sfs"], populations=pops)
+    v = dict(zip(spec.names, summary_stats(g, np.zeros(g.shape[0], np.int32), spec=spec,
+                                           total_length=ts.sequence_length, loci=1)))
+    assert ts.num_sites > 100
+    for name, nodes, n in (("a", A, 14), ("b", B, 10)):
+        assert v[f"segsites_{name}"] == ts.segregating_sites(nodes, span_normalise=False)
+        assert v[f"pi_{name}"] == pytest.approx(ts.diversity(nodes), rel=1e-9)
+        harmonic = sum(1 / i for i in range(1, n))
+        assert v[f"theta_w_{name}"] == pytest.approx(ts.segregating_sites(nodes) / harmonic, rel=1e-9)
+        assert v[f"tajimas_d_{name}"] == pytest.approx(ts.Tajimas_D(nodes), rel=1e-9)
+        afs = ts.allele_frequency_spectrum([nodes], polarised=False, span_normalise=False)[1 : n // 2 + 1]
+        ours = np.array([v[f"sfs_{name}_{k}"] for k in range(1, n // 2 + 1)])
+        assert np.allclose(ours, afs / afs.sum())
+    assert v["dxy_a_b"] == pytest.approx(ts.divergence([A, B]), rel=1e-9)
+    assert v["fst_a_b"] == pytest.approx(ts.Fst([A, B]), rel=1e-9)
+
+
+def test_haplotype_diversity_equals_scikit_allel(two_pop_ts):
+    g = two_pop_ts.genotype_matrix()
+    pops = np.array(["a"] * 14 + ["b"] * 10)
+    spec = StatsSpec(stats=["hap_diversity"], populations=pops)
+    # On a short window haplotypes repeat, which is where the statistic is informative.
+    for window in (slice(0, 3), slice(0, 8), slice(None)):
+        sub = g[window]
+        values = summary_stats(sub, np.zeros(sub.shape[0], np.int32), spec=spec, total_length=1.0, loci=1)
+        for value, cols in zip(values, (slice(0, 14), slice(14, 24))):
+            assert value == pytest.approx(allel.haplotype_diversity(allel.HaplotypeArray(sub[:, cols])))
+
+
+def test_haplotype_diversity_is_the_mean_over_loci():
+    rng = np.random.default_rng(3)
+    g = (rng.random((30, 10)) < 0.3).astype(np.int8)
+    loc = np.repeat(np.arange(3), 10).astype(np.int32)
+    spec = StatsSpec(stats=["hap_diversity"], populations=np.array(["a"] * 10))
+    value = summary_stats(g, loc, spec=spec, total_length=1.0, loci=3)[0]
+    expected = np.mean([allel.haplotype_diversity(allel.HaplotypeArray(g[loc == k])) for k in range(3)])
+    assert value == pytest.approx(expected)
+
+
+def test_joint_sfs_matches_naive_binning(two_pop_ts):
+    g = two_pop_ts.genotype_matrix()
+    pops = np.array(["a"] * 14 + ["b"] * 10)
+    spec = StatsSpec(stats=["jsfs"], populations=pops, jsfs_bins=3)
+    ours = summary_stats(g, np.zeros(g.shape[0], np.int32), spec=spec, total_length=1.0, loci=1).reshape(3, 3)
+    naive = np.zeros((3, 3))
+    for site in g:
+        k1, k2 = int(site[:14].sum()), int(site[14:].sum())
+        if k1 + k2 > 12:  # fold on the pooled minor allele
+            k1, k2 = 14 - k1, 10 - k2
+        if k1 + k2 == 0:
+            continue
+        naive[min(int(k1 / 14 * 3), 2), min(int(k2 / 10 * 3), 2)] += 1
+    assert np.allclose(ours, naive / naive.sum())
+
+
+def test_statistic_names_follow_populations_and_pairs():
+    spec = StatsSpec(stats=["pi", "fst", "sfs"], populations=np.array(["x"] * 4 + ["y"] * 2 + ["z"] * 2))
+    assert spec.names == ["pi_x", "pi_y", "pi_z", "fst_x_y", "fst_x_z", "fst_y_z",
+                          "sfs_x_1", "sfs_x_2", "sfs_y_1", "sfs_z_1"]

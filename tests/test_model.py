@@ -1,0 +1,420 @@
+"""Networks, streaming, Optuna workers, the final model and its evaluation.
+
+Real Keras training (1-2 epochs) on the tiny dataset, real Optuna studies on
+a real journal file, real worker processes (one of them killed with SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_config, write_config
+
+TASKS = ("classify", "regress")
+FAST_SPACE = {"batch_size": 16, "dense_layers": 1, "dense_units": 8, "conv_layers": 1, "filters": 4,
+              "learning_rate": {"float": [1.0e-3, 1.0e-2], "log": True}, "optimizer": "adam",
+              "lr_decay": "none", "l1": 0.0, "l2": 0.0}
+
+
+def model_settings(stage="tune", **tuning):
+    """The tune/train slice of the tiny config with a tiny, fast sweep."""
+    from popdl.config import prepare
+    from popdl.stages import stage_config
+
+    tune = {"workers": 1, "trials": 2, "max_epochs": 2, "patience": 0, "pruner": "none", "startup_trials": 1,
+            "search_space": FAST_SPACE}
+    tune.update(tuning)
+    config = prepare(tiny_config(network="mlp", tuning=tune), base_dirs=(REPO,))
+    return stage_config(config, stage)
+
+
+def popdl_env():
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "scripts"), os.environ.get("PYTHONPATH", "")]))
+
+
+# ---------------------------------------------------------------------------- networks and data
+
+
+def test_every_network_trains_one_epoch(tiny_dataset):
+    import keras
+
+    from popdl.dataset import Dataset
+    from popdl.models import NETWORKS, get_network
+    from popdl.training import Preprocessor, ShardSequence, compile_model, dataset_shapes
+
+    ds = Dataset(tiny_dataset)
+    prep = Preprocessor.fit(ds)
+    hp = {"learning_rate": 1e-3, "optimizer": "adam", "conv_layers": 2, "filters": 4, "dense_units": 8,
+          "batch_norm": True, "l2": 0.001}
+    assert {"cnn2d", "cnn1d", "mlp", "cnn2d_stats"} <= set(NETWORKS)
+    for name in sorted(NETWORKS):
+        net = get_network(name)
+        keras.backend.clear_session()
+        model = net.build(dataset_shapes(ds), hp=hp, n_classes=3, n_params=len(prep.param_names))
+        seq = ShardSequence(ds, "train", batch_size=16, inputs=net.inputs, prep=prep, tasks=TASKS, seed=1)
+        compile_model(model, hp, steps_per_epoch=len(seq), epochs=1, quantiles=(0.05, 0.5, 0.95), tasks=TASKS)
+        hist = model.fit(seq, epochs=1, verbose=0).history
+        assert np.isfinite(hist["loss"][0]), name
+        x, _ = seq[0]
+        out = model.predict(x, verbose=0)
+        assert out["scenario"].shape == (len(x[net.inputs[0]]), 3)
+        assert out["params"].shape == (len(x[net.inputs[0]]), len(prep.param_names), 3)
+
+
+def test_unknown_network_lists_valid_ones():
+    from popdl.models import get_network
+
+    with pytest.raises(ValueError, match="valid: .*cnn1d.*cnn2d.*mlp"):
+        get_network("transformer")
+
+
+def test_stream_visits_every_example_once_per_epoch(tiny_dataset):
+    from popdl.dataset import Dataset
+    from popdl.training import Preprocessor, ShardSequence, load_arrays
+
+    ds = Dataset(tiny_dataset)
+    prep = Preprocessor.fit(ds)
+    seq = ShardSequence(ds, ["train", "validation"], batch_size=7, inputs=("stats",), prep=prep, tasks=TASKS, seed=3)
+    x_mem, y_mem = load_arrays(ds, ["train", "validation"], inputs=("stats",), prep=prep, tasks=TASKS)
+    orders = []
+    for _epoch in range(2):
+        labels = np.concatenate([seq[i][1]["scenario"] for i in range(len(seq))])
+        stats = np.concatenate([seq[i][0]["stats"] for i in range(len(seq))])
+        assert len(labels) == ds.size("train") + ds.size("validation")
+        assert Counter(labels.tolist()) == Counter(y_mem["scenario"].tolist())
+        # The same rows as in memory, in another order.
+        key = lambda a: sorted(map(tuple, np.round(a, 5)))  # noqa: E731
+        assert key(stats) == key(x_mem["stats"])
+        orders.append(stats[:, 0].copy())
+        seq.on_epoch_end()
+    assert not np.array_equal(orders[0], orders[1])  # reshuffled
+    # Batches never cross a shard (memory bounded by one shard).
+    assert all(len(rows) <= 7 for _, rows in seq.batches)
+
+
+def test_pinball_loss_is_masked_and_matches_numpy():
+    import keras
+
+    from popdl.models import pinball_loss
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(5, 3)).astype("float32")
+    y[0, 1] = y[3, 0] = np.nan
+    pred = rng.normal(size=(5, 3, 3)).astype("float32")
+    q = [0.05, 0.5, 0.95]
+    got = keras.ops.convert_to_numpy(pinball_loss(y, pred, q))
+
+    def naive(y, p):
+        out = []
+        for i in range(len(y)):
+            terms = []
+            for j in range(y.shape[1]):
+                if np.isnan(y[i, j]):
+                    continue
+                terms.append(np.mean([max(qk * (y[i, j] - p[i, j, k]), (qk - 1) * (y[i, j] - p[i, j, k]))
+                                      for k, qk in enumerate(q)]))
+            out.append(np.mean(terms))
+        return np.array(out)
+
+    np.testing.assert_allclose(got, naive(y, pred), rtol=1e-5)
+
+
+def test_preprocessor_log_scale_round_trip(tiny_dataset):
+    from popdl.dataset import Dataset
+    from popdl.training import Preprocessor
+
+    ds = Dataset(tiny_dataset)
+    prep = Preprocessor.fit(ds)
+    m = ds.manifest
+    for j, name in enumerate(prep.param_names):
+        if m["priors"][name]["log_scale"]:
+            assert prep.log_scale[j], name
+    assert not prep.log_scale[prep.param_names.index("N_anc")]  # uniform prior
+    params = ds.load("test", ("params",))["params"]
+    z = prep.params(params)
+    assert np.isnan(z).sum() == np.isnan(params).sum()  # absent parameters stay masked
+    back = prep.natural(prep.unstandardise(z))
+    np.testing.assert_allclose(back[np.isfinite(params)], params[np.isfinite(params)], rtol=1e-4)
+    again = Preprocessor.from_dict(json.loads(json.dumps(prep.to_dict())))
+    np.testing.assert_array_equal(again.params(params), z)
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    from popdl.tuning import fit_temperature
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=3.0, size=(4000, 3))
+    p = np.exp(logits / 2.0)
+    p /= p.sum(1, keepdims=True)
+    labels = np.array([rng.choice(3, p=row) for row in p])
+    assert fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.1)
+
+
+# ---------------------------------------------------------------------------- config and stages
+
+
+def test_sqlite_storage_is_refused_with_one_clear_line(tmp_path):
+    from popdl.config import ConfigError, load_config
+
+    path = write_config(tmp_path, tiny_config(tuning={"storage": "sqlite:///study.db"}))
+    with pytest.raises(ConfigError, match="SQLite cannot be shared by parallel tuning workers"):
+        load_config(path)
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(path)], cwd=REPO,
+                          capture_output=True, text=True, env=popdl_env())
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "SQLite" in proc.stderr
+
+
+def test_bad_search_space_key_is_rejected(tmp_path):
+    from popdl.config import ConfigError, load_config
+
+    path = write_config(tmp_path, tiny_config(tuning={"search_space": {"learnin_rate": 0.1}}))
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        load_config(path)
+
+
+def test_search_space_change_reruns_only_the_model_stages():
+    from popdl.config import prepare
+    from popdl.stages import stage_json
+
+    a = prepare(tiny_config(), base_dirs=(REPO,))
+    b = prepare(tiny_config(tuning={"search_space": {"dropout": 0.3}}), base_dirs=(REPO,))
+    for stage in ("plan", "simulate"):
+        assert stage_json(a, stage, "isolation") == stage_json(b, stage, "isolation")
+    for stage in ("features", "dataset", "train", "evaluate"):
+        assert stage_json(a, stage) == stage_json(b, stage), stage
+    assert stage_json(a, "tune") != stage_json(b, "tune")
+
+
+# ---------------------------------------------------------------------------- tuning
+
+
+def _study(settings, tuning_dir):
+    from popdl.tuning import load_study
+
+    return load_study(settings, tuning_dir=tuning_dir)
+
+
+def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
+    from optuna.trial import TrialState
+
+    from popdl.evaluate import evaluate
+    from popdl.model_io import load_model
+    from popdl.training import train_final
+    from popdl.tuning import run_worker, select_best
+
+    tune = model_settings("tune")
+    tuning_dir = tmp_path / "tuning"
+    summary = run_worker(tune, tiny_dataset, worker=0, tuning_dir=tuning_dir)
+    assert len(summary["finished"]) == 2 and summary["failed"] == []
+    assert (tuning_dir / "journal.log").exists()
+    # Rerunning a finished worker resumes the study and runs nothing.
+    again = run_worker(tune, tiny_dataset, worker=0, tuning_dir=tuning_dir)
+    assert again["trials_run_now"] == [] and again["finished"] == summary["finished"]
+
+    best = select_best(tune, tuning_dir=tuning_dir, best_out=tmp_path / "best.json", table_out=tmp_path / "trials.csv")
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "trials.csv")
+    assert len(table) == 2 and set(table["state"]) == {"COMPLETE"}
+    assert 0.05 <= best["temperature"] <= 20
+    assert best["hyper_parameters"]["network"] == "mlp" and "learning_rate" in best["hyper_parameters"]
+    study = _study(tune, tuning_dir)
+    assert best["number"] == study.best_trial.number
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+    train = model_settings("train")
+    train_final(train, tiny_dataset, best=best, out=tmp_path / "model", tensorboard_dir=tmp_path / "tb")
+    assert (tmp_path / "model" / "model.keras").exists()
+    assert any((tmp_path / "tb").rglob("*tfevents*"))
+
+    # The model folder works alone: copy it elsewhere and predict from raw arrays.
+    import shutil
+
+    from popdl.dataset import Dataset
+
+    shutil.copytree(tmp_path / "model", tmp_path / "elsewhere")
+    model = load_model(tmp_path / "elsewhere")
+    test = Dataset(tiny_dataset).load("test")
+    pred = model.predict(test["images"], test["distances"], test["stats"])
+    n = len(test["labels"])
+    assert pred.probabilities.shape == (n, 3)
+    np.testing.assert_allclose(pred.probabilities.sum(1), 1.0, rtol=1e-6)
+    assert pred.estimates.shape == (n, len(model.param_names))
+    assert np.all(pred.lower <= pred.estimates) and np.all(pred.estimates <= pred.upper)
+    assert pred["params"].shape == (n, len(model.param_names), 3)
+    assert list(pred.to_frame().columns[:4]) == ["scenario", "p_isolation", "p_isolation_migration",
+                                                "p_secondary_contact"]
+    with pytest.raises(ValueError, match="stats has shape"):
+        model.predict(None, None, test["stats"][:, :3])
+
+    metrics = evaluate(tiny_dataset, tmp_path / "model", best=best, out=tmp_path / "evaluation")
+    cls = metrics["classification"]
+    assert cls["confusion_matrix"] and np.sum(cls["confusion_matrix"]) == n
+    assert set(cls["per_scenario"]["isolation"]) >= {"sensitivity", "specificity", "f1"}
+    assert -1 <= cls["matthews_corrcoef"] <= 1
+    assert {"ece_before", "ece_after", "temperature"} <= set(metrics["calibration"])
+    reg = metrics["regression"]
+    assert set(reg) == set(model.param_names)
+    assert 0 <= reg["N1"]["coverage"] <= 1 and "r2" in reg["N1"] and "rmse" in reg["N1"]
+    for png in ("confusion_matrix", "calibration", "parameters", "training_curves"):
+        assert (tmp_path / "evaluation" / f"{png}.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["n_test"] == n
+
+
+def test_failed_trials_are_recorded_and_the_worker_stops_after_max_failures(tiny_dataset, tmp_path):
+    from optuna.trial import TrialState
+
+    from popdl.tuning import run_worker
+
+    # SGD with a huge learning rate diverges: NaN loss in the first epoch.
+    space = {**FAST_SPACE, "learning_rate": 1.0e12, "optimizer": "sgd", "batch_norm": False}
+    tune = model_settings("tune", max_failures=2, search_space=space)
+    with pytest.raises(RuntimeError, match="2 trials failed in a row; last error: FloatingPointError"):
+        run_worker(tune, tiny_dataset, worker=0, tuning_dir=tmp_path)
+    trials = _study(tune, tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]  # the sweep went on after the first
+    assert "NaN" in trials[0].user_attrs["error"]
+
+
+def _tune_cmd(config_path, dataset, worker, tuning_dir, out):
+    return [sys.executable, "-m", "popdl", "tune", "--configfile", str(config_path), "--dataset", str(dataset),
+            "--worker", str(worker), "--tuning-dir", str(tuning_dir), "--out", str(out)]
+
+
+def test_two_worker_processes_share_one_journal_study(tiny_dataset, tmp_path):
+    from optuna.trial import TrialState
+
+    from popdl.tuning import worker_shares
+
+    trials = 5
+    config = tiny_config(network=["mlp", "cnn1d"], tuning={
+        "workers": 2, "trials": trials, "max_epochs": 2, "patience": 0, "pruner": "median", "startup_trials": 1,
+        "search_space": FAST_SPACE})
+    path = write_config(tmp_path, config)
+    procs = [subprocess.Popen(_tune_cmd(path, tiny_dataset, w, tmp_path / "tuning", tmp_path / f"w{w}.json"),
+                              cwd=REPO, env=popdl_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for w in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    summaries = [json.loads((tmp_path / f"w{w}.json").read_text()) for w in range(2)]
+    from popdl.config import load_config
+    from popdl.stages import stage_config
+
+    study = _study(stage_config(load_config(path), "tune"), tmp_path / "tuning")
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == trials
+    assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
+    assert Counter(t.user_attrs["worker"] for t in finished) == Counter(dict(enumerate(worker_shares(trials, 2))))
+    claimed = [n for s in summaries for n in s["finished"]]
+    assert sorted(claimed) == sorted(t.number for t in finished) and len(set(claimed)) == len(claimed)
+    # Different sampler seeds: no two trials drew the same point.
+    points = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(points)) == len(points)
+
+
+def test_killed_worker_resumes_with_the_killed_trial_failed(tiny_dataset, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from popdl.config import load_config
+    from popdl.stages import stage_config
+
+    # Long enough trials (many epochs, no early stopping) to kill one mid-way.
+    config = tiny_config(network="cnn1d", tuning={
+        "workers": 1, "trials": 2, "max_epochs": 100, "patience": 0, "pruner": "none", "startup_trials": 1,
+        "search_space": FAST_SPACE})
+    path = write_config(tmp_path, config)
+    settings = stage_config(load_config(path), "tune")
+    tuning_dir = tmp_path / "tuning"
+    out = tmp_path / "w0.json"
+    proc = subprocess.Popen(_tune_cmd(path, tiny_dataset, 0, tuning_dir, out), cwd=REPO, env=popdl_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    running = None
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline and running is None:
+            time.sleep(0.3)
+            if not (tuning_dir / "journal.log").exists():
+                continue
+            try:
+                study = _study(settings, tuning_dir)
+            except KeyError:  # study not created yet
+                continue
+            states = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+            if states and (tuning_dir / "trials").exists():
+                running = states[0].number
+        assert running is not None, "no trial started in time"
+        time.sleep(1.0)  # mid-trial
+        assert proc.poll() is None, "the worker ended before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not out.exists()
+    study = _study(settings, tuning_dir)
+    assert study.trials[running].state == TrialState.RUNNING  # left behind by the killed worker
+
+    # Rerun (as Snakemake would): the study resumes and ends with the configured finished trials.
+    from popdl.tuning import run_worker
+
+    from popdl.tuning import study_name
+
+    name = study_name(settings)
+    summary = run_worker(settings, tiny_dataset, worker=0, tuning_dir=tuning_dir)
+    assert summary["study"] == name
+    assert summary["killed_marked_failed"] == [running]
+    study = optuna.load_study(study_name=name, storage=_study(settings, tuning_dir)._storage)
+    states = {t.number: t.state for t in study.trials}
+    assert states[running] == TrialState.FAIL
+    finished = [n for n, s in states.items() if s in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 2
+    assert TrialState.RUNNING not in states.values()
+
+
+# ---------------------------------------------------------------------------- workflow
+
+
+def test_workflow_dry_run_has_one_tune_job_per_worker(tmp_path):
+    from conftest import snakemake
+
+    config = tiny_config(tuning={"workers": 3})
+    path = write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "-n", "--quiet", "rules", configfile=path)
+    counts = dict(line.split()[:2] for line in proc.stdout.splitlines() if len(line.split()) == 2
+                  and line.split()[1].isdigit())
+    assert counts.get("tune") == "3"
+    for rule in ("select_best", "train", "evaluate"):
+        assert counts.get(rule) == "1", proc.stdout
+
+
+@pytest.mark.slow
+def test_workflow_runs_tiny_config_to_the_evaluation(tmp_path):
+    from conftest import snakemake
+
+    config = tiny_config(network="mlp", tuning={"workers": 2, "trials": 2, "max_epochs": 2, "patience": 0,
+                                                "search_space": FAST_SPACE}, predict={"data": []})
+    path = write_config(tmp_path, config)
+    snakemake(tmp_path, "results/tiny/evaluation/metrics.json", configfile=path)
+    run = tmp_path / "results" / "tiny"
+    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert metrics["n_test"] == 24
+    assert (run / "tuning" / "best.json").exists() and (run / "tuning" / "trials.csv").exists()
+    assert len(list((run / "tuning").glob("worker-*.json"))) == 2
+    # A new search space reruns tune and what follows, never the data stages.
+    config["tuning"]["search_space"] = {**FAST_SPACE, "dropout": 0.2}
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "-n", "--quiet", "rules", "results/tiny/evaluation/metrics.json", configfile=path)
+    assert "tune" in proc.stdout
+    for rule in ("plan", "simulate", "features", "dataset"):
+        assert f"\n{rule} " not in proc.stdout, proc.stdout

@@ -1,0 +1,174 @@
+"""The tiny config through the whole workflow to report.html, checked in a real headless browser."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import msprime
+import pandas as pd
+import pytest
+
+from popdl.config import prepare
+from popdl.scenarios import Scenario
+
+from conftest import REPO, TINY, snakemake, tiny_config, write_config
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+                 if p and Path(p).is_file()), None)
+
+#: Small but complete: 1 tuning trial of 2 epochs, a 1-epoch final fit, small forests.
+EXTRA = {
+    "network": "cnn2d_stats",
+    "tuning": {"workers": 1, "trials": 1, "max_epochs": 2, "startup_trials": 1,
+               "search_space": {"batch_size": 16, "conv_layers": 1, "filters": 4, "dense_units": 16, "dense_layers": 1,
+                                "learning_rate": 0.003, "optimizer": "adam", "lr_decay": "none"}},
+    "train": {"epochs": 1, "threads": 1},
+    "abc": {"tolerance": 0.2, "trees": 20},
+    "predict": {"replicates": 3, "data": [{"name": "obs", "vcf": "obs.vcf.gz", "popmap": "obs_popmap.tsv"}]},
+}
+
+
+def write_observed(folder: Path, config: dict, *, seed: int = 11) -> None:
+    """A phased VCF of one isolation_migration simulation with one extra individual, and its popmap."""
+    scenario = Scenario.from_config("isolation_migration", prepare(tiny_config(), base_dirs=(REPO,)))
+    samples = dict(config["samples"])
+    samples["pop1"] += 1
+    graph = scenario.graph({"N_anc": 9000.0, "N1": 4000.0, "N2": 7000.0, "T_split": 3000.0, "m": 2e-4})
+    ts = msprime.sim_ancestry(samples=samples, demography=msprime.Demography.from_demes(graph),
+                              sequence_length=config["genome"]["length"], recombination_rate=1e-8, ploidy=2,
+                              random_seed=seed)
+    ts = msprime.sim_mutations(ts, rate=1e-8, model=msprime.BinaryMutationModel(), random_seed=seed)
+    names = [f"{pop}_{i}" for pop, n in samples.items() for i in range(n)]
+    buf = io.StringIO()
+    ts.write_vcf(buf, individual_names=names, position_transform=lambda x: [1 + int(v) for v in x])
+    text = re.sub(r"\t0\t1\t\.\tPASS", "\tA\tG\t.\tPASS", buf.getvalue())
+    import gzip
+
+    with gzip.open(folder / "obs.vcf.gz", "wt") as fh:
+        fh.write(text)
+    (folder / "obs_popmap.tsv").write_text("".join(f"{n}\t{n.rsplit('_', 1)[0]}\n" for n in names))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
+    """The tiny run through report.html; the simulations are reused from ``tiny_dataset``."""
+    work = tmp_path_factory.mktemp("report_run")
+    config = tiny_config(**EXTRA)
+    write_observed(work, config)
+    cfg = write_config(work, config)
+    src = tiny_dataset.parent
+    dst = work / "results" / TINY["run"]
+    dst.mkdir(parents=True)
+    for part in ("plan", "sims", "features", "dataset", "benchmarks"):
+        shutil.copytree(src / part, dst / part, copy_function=shutil.copy2)
+    snakemake(work, f"results/{TINY['run']}/report.html", "--rerun-triggers", "mtime", configfile=cfg)
+    return dst
+
+
+def test_workflow_writes_predictions_abc_and_report(tiny_run):
+    pred = json.loads((tiny_run / "predict" / "obs" / "predictions.json").read_text())
+    net = pred["network"]
+    assert set(net["probabilities"]) == {"isolation", "isolation_migration", "secondary_contact"}
+    assert sum(net["probabilities"].values()) == pytest.approx(1, abs=1e-6)
+    assert net["replicates"] in (1, 3)
+    assert "flagged" in pred["misspecification"] and pred["observed"]["counts"]["individuals_in_file"] == 9
+    csv = pd.read_csv(tiny_run / "predict" / "obs" / "predictions.csv")
+    assert {"scenario", "parameter"} <= set(csv["kind"]) and (csv.query("kind == 'parameter'")["lower"]
+                                                                <= csv.query("kind == 'parameter'")["upper"]).all()
+    empirical = json.loads((tiny_run / "abc" / "empirical.json").read_text())["data"]
+    assert set(empirical["obs"]) == {"rejection", "abc_rf"}
+    comparison = pd.read_csv(tiny_run / "abc" / "comparison.tsv", sep="\t")
+    assert comparison["method"].tolist() == ["network", "rejection ABC", "ABC-RF"]
+    html = (tiny_run / "report.html").read_text()
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # nothing fetched
+    for section in ("Configuration", "Scenarios", "Prior draws", "Hyper-parameter tuning", "Test-set evaluation",
+                    "Network vs. ABC baselines", "Last hidden layer", "Saliency over SNPs and haplotypes", "Observed data"):
+        assert f">{section}</h2>" in html, section
+
+
+def test_report_section_without_inputs_says_so(tmp_path):
+    from popdl.report import write_report
+
+    config = prepare(tiny_config(), base_dirs=(REPO,))
+    summary = write_report(config, tmp_path / "results", tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+    assert "Not available: no dataset" in html and "Not available: no observed data sets" in html
+    assert summary["images"] >= 1  # the scenario diagrams need no results
+
+
+def _browser_check(report: Path, tmp_path: Path) -> dict:
+    """Open ``report`` in headless Chromium; a script run after load reports every image's state."""
+    probe = """<script>window.addEventListener('load', function () {
+      var imgs = Array.prototype.slice.call(document.images);
+      var text = function (id) { var e = document.getElementById(id); return e ? e.textContent : null; };
+      var out = {images: imgs.length, broken: imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
+                   .map(function (i) { return i.alt; }),
+                 accuracy: {network: text('accuracy-network'), rejection: text('accuracy-rejection'),
+                            abc_rf: text('accuracy-abc_rf')},
+                 prediction: text('prediction-obs')};
+      var pre = document.createElement('pre'); pre.id = 'popdl-check'; pre.textContent = JSON.stringify(out);
+      document.body.appendChild(pre);
+    });</script>"""
+    page = tmp_path / "page.html"
+    page.write_text(report.read_text().replace("</body>", probe + "</body>"))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+           "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="popdl-check">(.*?)</pre>', proc.stdout, re.S)
+    assert found, f"no probe output from chromium (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    import html as html_lib
+
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (tests/system/install.sh installs it)")
+def test_report_in_headless_browser(tiny_run, tmp_path):
+    metrics = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
+    abc = json.loads((tiny_run / "abc" / "metrics.json").read_text())
+    pred = json.loads((tiny_run / "predict" / "obs" / "predictions.json").read_text())
+    check = _browser_check(tiny_run / "report.html", tmp_path)
+    assert check["images"] >= 10 and check["broken"] == [], check
+    assert check["accuracy"]["network"] == f"{metrics['classification']['accuracy']:.3f}"
+    for method in ("rejection", "abc_rf"):
+        assert check["accuracy"][method] == f"{abc['methods'][method]['accuracy']:.3f}"
+    assert check["prediction"] == pred["network"]["scenario"]
+
+
+def test_snakemake_report_has_captions(tiny_run, tmp_path):
+    work = tiny_run.parents[1]
+    out = tmp_path / "snakemake_report.zip"
+    snakemake(work, f"results/{TINY['run']}/report.html", "--rerun-triggers", "mtime", "--report", str(out),
+              configfile=work / "config.yaml")
+    import zipfile
+
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+    assert any(n.endswith("report.html") for n in names) and any(n.endswith("comparison.tsv") for n in names), names
+
+
+def test_predict_cli_by_hand(tiny_run, tmp_path):
+    work = tiny_run.parents[1]
+    proc = subprocess.run([sys.executable, "-m", "popdl", "predict", "--model", str(tiny_run / "model"),
+                           "--configfile", str(work / "config.yaml"), "--vcf", str(work / "obs.vcf.gz"),
+                           "--popmap", str(work / "obs_popmap.tsv"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    by_hand = json.loads((tmp_path / "out" / "predictions.json").read_text())["network"]["probabilities"]
+    in_workflow = json.loads((tiny_run / "predict" / "obs" / "predictions.json").read_text())["network"]["probabilities"]
+    assert by_hand == pytest.approx(in_workflow, abs=1e-5)  # the same subsets, the same answer
+    assert "obs: " in proc.stdout and "predictions.csv" in proc.stdout
+    # A bad VCF fails with one line and writes nothing.
+    bad = tmp_path / "bad.vcf"
+    bad.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+    proc = subprocess.run([sys.executable, "-m", "popdl", "predict", "--model", str(tiny_run / "model"),
+                           "--configfile", str(work / "config.yaml"), "--vcf", str(bad), "--popmap",
+                           str(work / "obs_popmap.tsv"), "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1 and proc.stderr.strip().startswith("popdl: error: VCF") and "\n" not in proc.stderr.strip()
+    assert not (tmp_path / "bad" / "predictions.json").exists()

@@ -1,0 +1,257 @@
+"""Priors, constraints, seeds, genomes and rate priors of scenarios (real msprime)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import REPO, tiny_config
+
+from popdl.config import ConfigError, prepare
+from popdl.plan import chunk_bounds, n_chunks, plan_draws
+from popdl.scenarios import Prior, Scenario, seed_sequence
+from popdl.simulate import simulate_chunk
+
+ONE_POP = {"time_units": "generations", "demes": [{"name": "pop", "epochs": [{"start_size": "N"}]}]}
+
+
+def one_pop_config(priors: dict, **genome) -> dict:
+    config = tiny_config(samples={"pop": 3}, scenarios={"s": {"graph": ONE_POP, "priors": priors}})
+    config["genome"].update(genome)
+    return prepare(config, base_dirs=(REPO,))
+
+
+def draws(prior: Prior, n: int = 4000, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.array([prior.sample(rng) for _ in range(n)])
+
+
+# ---------------------------------------------------------------------------------------- priors
+def test_fixed_prior_from_number_or_mapping():
+    assert Prior.parse("x", 5, where="p").sample(np.random.default_rng(0)) == 5.0
+    assert Prior.parse("x", {"fixed": 2.5}, where="p").sample(np.random.default_rng(0)) == 2.5
+
+
+def test_uniform_prior():
+    x = draws(Prior.parse("x", {"uniform": [10, 20]}, where="p"))
+    assert x.min() >= 10 and x.max() <= 20
+    assert x.mean() == pytest.approx(15, abs=0.2)
+
+
+def test_loguniform_prior_is_uniform_on_log_scale():
+    prior = Prior.parse("x", {"loguniform": [1e2, 1e4]}, where="p")
+    x = draws(prior)
+    assert x.min() >= 1e2 and x.max() <= 1e4
+    assert np.log10(x).mean() == pytest.approx(3, abs=0.05)
+    assert prior.log_scale and prior.bounds == (1e2, 1e4)
+
+
+def test_normal_prior():
+    x = draws(Prior.parse("x", {"normal": [5, 2]}, where="p"))
+    assert x.mean() == pytest.approx(5, abs=0.1)
+    assert x.std() == pytest.approx(2, abs=0.1)
+
+
+def test_truncated_normal_prior_stays_in_bounds():
+    prior = Prior.parse("x", {"truncnormal": [0, 1, -0.5, 2]}, where="p")
+    x = draws(prior)
+    assert x.min() >= -0.5 and x.max() <= 2
+    assert prior.bounds == (-0.5, 2)
+
+
+def test_truncated_normal_with_unreachable_window_fails_clearly():
+    prior = Prior.parse("x", {"truncnormal": [0, 1, 50, 51]}, where="p")
+    with pytest.raises(ConfigError, match="truncnormal.*rejected 100 draws"):
+        prior.sample(np.random.default_rng(0), max_tries=100)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"uniform": [2, 1]}, "uniform needs low < high"),
+        ({"uniform": [1]}, "uniform takes 2 finite number"),
+        ({"uniform": [1, "a"]}, "uniform takes 2 finite number"),
+        ({"uniform": [1, float("inf")]}, "uniform takes 2 finite number"),
+        ({"loguniform": [0, 10]}, "loguniform needs positive bounds"),
+        ({"loguniform": [-1, 10]}, "loguniform needs positive bounds"),
+        ({"normal": [0, -1]}, "normal needs a positive standard deviation"),
+        ({"truncnormal": [0, 1, 2, 1]}, "truncnormal needs low < high"),
+        ({"truncnormal": [0, 1, 2]}, "truncnormal takes 4 finite number"),
+        ({"fixed": "a"}, "fixed takes 1 finite number"),
+        ({"gamma": [1, 2]}, "unknown prior 'gamma'"),
+        ({"uniform": [1, 2], "fixed": 1}, "exactly one of"),
+        ({"expr": "T1 +"}, "cannot parse"),
+        ({"expr": "__import__('os')"}, "unknown function"),
+        (True, "must be a number or a mapping"),
+    ],
+)
+def test_prior_validation_errors_name_the_key(spec, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        Prior.parse("x", spec, where="scenarios.s.priors.x")
+    assert str(info.value).startswith("config key 'scenarios.s.priors.x'")
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ derived values and constraints
+def test_derived_parameters_follow_their_dependencies():
+    config = one_pop_config({"N": {"expr": "N0 * f"}, "f": {"uniform": [0.1, 0.5]}, "N0": {"loguniform": [1e3, 1e4]}})
+    sc = Scenario.from_config("s", config)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        p = sc.draw(rng)
+        assert p["N"] == pytest.approx(p["N0"] * p["f"])
+    assert sc.parameter_names == ["N", "f", "N0"]  # config order (fixed genome rates are not parameters)
+
+
+def test_constraints_hold_in_every_draw():
+    config = one_pop_config({"N": 1000, "T": {"uniform": [0, 100]}, "Tsc": {"uniform": [0, 100]}})
+    config["scenarios"]["s"]["constraints"] = ["Tsc < T", "T - Tsc > 10"]
+    sc = Scenario.from_config("s", config)
+    rng = np.random.default_rng(0)
+    tries = []
+    for _ in range(300):
+        p, n = sc.draw_with_tries(rng)
+        assert p["Tsc"] < p["T"] and p["T"] - p["Tsc"] > 10
+        tries.append(n)
+    assert max(tries) > 1  # rejection sampling really happened
+
+
+def test_unsatisfiable_constraint_is_one_clear_error_before_any_job():
+    config = tiny_config(samples={"pop": 3}, scenarios={"s": {
+        "graph": ONE_POP, "priors": {"N": 1000, "T": {"uniform": [0, 10]}, "Tsc": {"uniform": [20, 30]}},
+        "constraints": ["Tsc < T"]}})
+    config["simulations"]["max_tries"] = 50
+    with pytest.raises(ConfigError) as info:
+        prepare(config, base_dirs=(REPO,))
+    message = str(info.value)
+    assert message.startswith("config key 'scenarios.s.constraints'")
+    assert "never satisfied 'Tsc < T' in 50 draws" in message and "\n" not in message
+
+
+def test_derived_cycle_and_unknown_names_are_rejected():
+    with pytest.raises(ConfigError, match="cycle"):
+        one_pop_config({"N": {"expr": "M + 1"}, "M": {"expr": "N - 1"}})
+    with pytest.raises(ConfigError, match="'Q' is not a parameter"):
+        one_pop_config({"N": {"expr": "Q + 1"}})
+    with pytest.raises(ConfigError, match="parameter 'N' has no prior"):
+        one_pop_config({"M": 5})
+
+
+# ----------------------------------------------------------------------------------------- seeds
+def test_draw_seeds_depend_only_on_root_scenario_and_index():
+    a = seed_sequence(1, "s", 7, 0).generate_state(2)
+    assert np.array_equal(a, seed_sequence(1, "s", 7, 0).generate_state(2))
+    assert not np.array_equal(a, seed_sequence(1, "s", 8, 0).generate_state(2))
+    assert not np.array_equal(a, seed_sequence(1, "t", 7, 0).generate_state(2))
+    assert not np.array_equal(a, seed_sequence(2, "s", 7, 0).generate_state(2))
+
+
+def test_plan_rows_do_not_depend_on_how_the_draws_are_split():
+    config = prepare(tiny_config(), base_dirs=(REPO,))
+    sc = Scenario.from_config("secondary_contact", config)
+    whole = plan_draws(sc, root_seed=5, start=0, stop=30)
+    parts = [plan_draws(sc, root_seed=5, start=a, stop=b) for a, b in ((0, 7), (7, 19), (19, 30))]
+    import pandas as pd
+
+    assert whole.equals(pd.concat(parts, ignore_index=True))
+    assert n_chunks(30, 7) == 5 and chunk_bounds(4, per_scenario=30, chunk=7) == (28, 30)
+
+
+# ------------------------------------------------------------------------------ genome and rates
+def test_rate_priors_are_drawn_and_recorded_as_parameters(tmp_path):
+    config = one_pop_config(
+        {"N": {"loguniform": [1e3, 1e4]}},
+        mutation_rate={"loguniform": [1e-9, 1e-7]},
+        recombination_rate={"uniform": [0, 1e-8]},
+        length=5000,
+    )
+    sc = Scenario.from_config("s", config)
+    assert sc.parameter_names == ["mutation_rate", "recombination_rate", "N"]
+    plan = plan_draws(sc, root_seed=1, start=0, stop=12)
+    assert plan["mutation_rate"].between(1e-9, 1e-7).all() and plan["mutation_rate"].nunique() == 12
+    simulate_chunk(config, sc, plan, tmp_path / "s.npz")
+    sims = np.load(tmp_path / "s.npz")
+    assert list(sims["param_names"]) == ["mutation_rate", "recombination_rate", "N"]
+    assert np.array_equal(sims["params"], plan[sc.parameter_names].to_numpy())
+    # More mutations where the drawn rate (times N) is higher: the rate really is used.
+    sites = np.diff(sims["site_offsets"])
+    theta = plan["mutation_rate"] * plan["N"]
+    assert np.corrcoef(np.log(theta), np.log1p(sites))[0, 1] > 0.5
+
+
+def four_gamete_compatible(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two biallelic sites could sit on one tree (fewer than four gametes)."""
+    return len({(int(x), int(y)) for x, y in zip(a, b)}) < 4
+
+
+def test_multi_locus_genome_sites_stay_in_loci_and_loci_are_independent(tmp_path):
+    loci, length = 12, 3000
+    config = one_pop_config({"N": 20000}, loci=loci, length=length, recombination_rate=0.0, mutation_rate=2e-8)
+    config["samples"] = {"pop": 6}
+    sc = Scenario.from_config("s", config)
+    plan = plan_draws(sc, root_seed=2, start=0, stop=3)
+    simulate_chunk(config, sc, plan, tmp_path / "s.npz")
+    sims = np.load(tmp_path / "s.npz")
+    assert int(sims["loci"]) == loci and float(sims["length"]) == length
+    off = sims["site_offsets"]
+    incompatible_across = 0
+    for i in range(len(plan)):
+        g, pos, loc = (sims[k][off[i]:off[i + 1]] for k in ("genotypes", "positions", "locus"))
+        assert ((pos >= 0) & (pos < length)).all()
+        assert ((loc >= 0) & (loc < loci)).all() and (np.diff(loc) >= 0).all()
+        assert np.unique(loc).size > loci // 2  # mutations land on many loci
+        for k in np.unique(loc):  # sorted positions within each locus
+            assert (np.diff(pos[loc == k]) > 0).all()
+        # No recombination within a locus: its sites fit one tree (all pairs compatible) ...
+        for k in np.unique(loc):
+            rows = g[loc == k]
+            assert all(four_gamete_compatible(rows[x], rows[y]) for x in range(len(rows)) for y in range(x))
+        # ... while sites of different loci come from independent trees.
+        firsts = [g[loc == k] for k in np.unique(loc)]
+        for x in range(len(firsts)):
+            for y in range(x):
+                incompatible_across += sum(not four_gamete_compatible(a, b) for a in firsts[x] for b in firsts[y])
+    assert incompatible_across > 0
+
+
+def test_samples_are_ordered_by_population_as_configured(tmp_path):
+    graph = {"time_units": "generations", "demes": [
+        {"name": "anc", "epochs": [{"start_size": 1000, "end_time": 500}]},
+        {"name": "z", "ancestors": ["anc"], "epochs": [{"start_size": 1000}]},
+        {"name": "a", "ancestors": ["anc"], "epochs": [{"start_size": 1000}]},
+    ]}
+    config = tiny_config(samples={"a": 2, "z": 3}, scenarios={"s": {"graph": graph, "priors": {}}})
+    config = prepare(config, base_dirs=(REPO,))
+    sc = Scenario.from_config("s", config)
+    plan = plan_draws(sc, root_seed=1, start=0, stop=2)
+    simulate_chunk(config, sc, plan, tmp_path / "s.npz")
+    assert list(np.load(tmp_path / "s.npz")["populations"]) == ["a"] * 4 + ["z"] * 6
+
+
+def test_samples_dict_order_is_respected_by_msprime_backend():
+    import msprime
+
+    from popdl.simulators import get_simulator
+
+    graph = {"time_units": "generations", "demes": [
+        {"name": "anc", "epochs": [{"start_size": 1000, "end_time": 50}]},
+        {"name": "z", "ancestors": ["anc"], "epochs": [{"start_size": 1000}]},
+        {"name": "a", "ancestors": ["anc"], "epochs": [{"start_size": 1000}]},
+    ]}
+    config = prepare(tiny_config(samples={"a": 2, "z": 3}, scenarios={"s": {"graph": graph, "priors": {}}}),
+                     base_dirs=(REPO,))
+    sc = Scenario.from_config("s", config)
+    sim = get_simulator("msprime", genome=config["genome"], samples=config["samples"])
+    g = sim.simulate(sc, {}, {"seed_ancestry": 3, "seed_mutation": 4})
+    # The same draw by hand, samples taken population by population.
+    import demes
+
+    demography = msprime.Demography.from_demes(demes.Graph.fromdict(graph))
+    ts = msprime.sim_ancestry({"a": 2, "z": 3}, demography=demography, sequence_length=config["genome"]["length"],
+                              recombination_rate=1e-8, random_seed=3)
+    ts = msprime.sim_mutations(ts, rate=1e-8, model=msprime.BinaryMutationModel(), discrete_genome=False,
+                               random_seed=4)
+    order = np.concatenate([ts.samples(population=2), ts.samples(population=1)])
+    assert np.array_equal(g.genotypes, ts.genotype_matrix(samples=order))
+    assert math.isclose(g.positions.sum(), ts.sites_position.sum())

@@ -1,0 +1,32 @@
+# ABC baselines on the summary statistics: rejection ABC with local-linear
+# adjustment and ABC random forests, fitted on the training and validation
+# simulations, scored on the same test set as the network, and applied to
+# every observed data set.
+
+
+rule abc:
+    input:
+        manifest=f"{RESULTS}/dataset/manifest.json",
+        observed=all_observed,
+    output:
+        metrics=f"{RESULTS}/abc/metrics.json",
+        empirical=f"{RESULTS}/abc/empirical.json",
+        predictions=f"{RESULTS}/abc/test_predictions.tsv",
+    params:
+        settings=settings("abc"),
+        dataset=subpath(f"{RESULTS}/dataset/manifest.json", parent=True),
+        folder=subpath(f"{RESULTS}/abc/metrics.json", parent=True),
+        observed=abc_observed_args,
+    log:
+        f"{RESULTS}/logs/abc.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/abc.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "{PY} -m popdl abc --settings {params.settings:q} --dataset {params.dataset} "
+        "--out {params.folder} --threads {threads} {params.observed} 2> {log}"

@@ -1,0 +1,58 @@
+# Observed data sets (predict.data): validated and turned into the network's
+# inputs, then the final network's scenario probabilities and parameter
+# estimates, with the misspecification check against the simulations.
+
+
+rule observe:
+    input:
+        predict_data_files,
+    output:
+        npz=f"{RESULTS}/predict/{{data}}/observed.npz",
+        summary=f"{RESULTS}/predict/{{data}}/observed.json",
+    params:
+        settings=observe_settings,
+    log:
+        f"{RESULTS}/logs/observe/{{data}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/observe/{{data}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/predict.yaml"
+    shell:
+        "{PY} -m popdl observe --settings {params.settings:q} --out {output.npz} 2> {log}"
+
+
+rule predict:
+    input:
+        observed=f"{RESULTS}/predict/{{data}}/observed.npz",
+        bundle=f"{RESULTS}/model/bundle.json",
+        manifest=f"{RESULTS}/dataset/manifest.json",
+    output:
+        json=f"{RESULTS}/predict/{{data}}/predictions.json",
+        csv=report(
+            f"{RESULTS}/predict/{{data}}/predictions.csv",
+            caption="../report/predictions.rst",
+            category="Observed data",
+            subcategory="{data}",
+        ),
+    params:
+        settings=observe_settings,
+        model=subpath(f"{RESULTS}/model/bundle.json", parent=True),
+        dataset=subpath(f"{RESULTS}/dataset/manifest.json", parent=True),
+        folder=subpath(f"{RESULTS}/predict/{{data}}/predictions.json", parent=True),
+    log:
+        f"{RESULTS}/logs/predict/{{data}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict/{{data}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/predict.yaml"
+    shell:
+        "{PY} -m popdl predict --settings {params.settings:q} --model {params.model} "
+        "--observed {input.observed} --dataset {params.dataset} --out {params.folder} 2> {log}"

@@ -1,0 +1,34 @@
+# One self-contained HTML report of the run (images embedded), and the
+# network-vs-ABC table.
+
+
+rule report:
+    input:
+        report_inputs,
+    output:
+        html=report(
+            f"{RESULTS}/report.html",
+            caption="../report/report.rst",
+            category="Report",
+        ),
+        comparison=report(
+            f"{RESULTS}/abc/comparison.tsv",
+            caption="../report/comparison.rst",
+            category="Network vs. ABC",
+        ),
+    params:
+        settings=settings("report"),
+        results=RESULTS,
+    log:
+        f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "{PY} -m popdl report --settings {params.settings:q} --results {params.results} "
+        "--out {output.html} --comparison {output.comparison} 2> {log}"

@@ -1,0 +1,37 @@
+# Genome scans: the final network slid along every contig of a VCF, window by
+# window (e.g. selective sweeps); per-window class probabilities as TSV and
+# BED, and the target class's probability along each contig as a PNG.
+
+
+rule scan:
+    input:
+        bundle=f"{RESULTS}/model/bundle.json",
+        vcf=scan_vcf,
+        popmap=scan_popmap,
+    output:
+        tsv=f"{RESULTS}/scan/{{name}}.tsv",
+        bed=f"{RESULTS}/scan/{{name}}.bed",
+        summary=f"{RESULTS}/scan/{{name}}.json",
+        plot=report(
+            f"{RESULTS}/scan/{{name}}.png",
+            caption="../report/scan.rst",
+            category="Genome scan",
+        ),
+    params:
+        settings=scan_settings,
+        model=subpath(f"{RESULTS}/model/bundle.json", parent=True),
+        prefix=subpath(f"{RESULTS}/scan/{{name}}.tsv", strip_suffix=".tsv"),
+        popmap=scan_popmap_arg,
+    log:
+        f"{RESULTS}/logs/scan/{{name}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/scan/{{name}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/scan.yaml"
+    shell:
+        "{PY} -m popdl scan --settings {params.settings:q} --model {params.model} --vcf {input.vcf} "
+        "{params.popmap} --name {wildcards.name} --out {params.prefix} 2> {log}"
