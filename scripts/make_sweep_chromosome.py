@@ -5,7 +5,7 @@ under the sweep scenario of a config with fixed parameter values, written as
 a phased gzipped VCF plus a popmap and the truth (where the sweep is):
 
     python scripts/make_sweep_chromosome.py --configfile config/examples/sweeps.yaml \
-        --scenario sweep --length 1000000 --out config/data --name sweep_chr
+        --scenario sweep --length 3000000 --out config/data --name sweep_chr
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from popdl.config import load_config
 from popdl.scenarios import Scenario
 from popdl.sweeps import simulate_chromosome, write_vcf
 
-DEFAULT_PARAMS = {"N": 10000, "s": 0.05, "age": 50, "jitter": 0.0}
+DEFAULT_PARAMS = {"N": 10000, "s": 0.02, "age": 50, "jitter": 0.0}
 
 
 def main(argv=None) -> int:
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scenario", default="sweep")
     parser.add_argument("--params", default=json.dumps(DEFAULT_PARAMS),
                         help="parameter values (JSON); missing ones are drawn from the priors")
-    parser.add_argument("--length", type=float, default=1e6, help="chromosome length (bp)")
+    parser.add_argument("--length", type=float, default=3e6, help="chromosome length (bp)")
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument("--name", default="sweep_chr")
     parser.add_argument("--out", default="config/data")

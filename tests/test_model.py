@@ -236,7 +236,10 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     train = model_settings("train")
     train_final(train, tiny_dataset, best=best, out=tmp_path / "model", tensorboard_dir=tmp_path / "tb")
     assert (tmp_path / "model" / "model.keras").exists()
-    assert any((tmp_path / "tb").rglob("*tfevents*"))
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        assert any((tmp_path / "tb").rglob("*tfevents*"))
 
     # The model folder works alone: copy it elsewhere and predict from raw arrays.
     import shutil
@@ -333,7 +336,7 @@ def test_killed_worker_resumes_with_the_killed_trial_failed(tiny_dataset, tmp_pa
 
     # Long enough trials (many epochs, no early stopping) to kill one mid-way.
     config = tiny_config(network="cnn1d", tuning={
-        "workers": 1, "trials": 2, "max_epochs": 100, "patience": 0, "pruner": "none", "startup_trials": 1,
+        "workers": 1, "trials": 2, "max_epochs": 40, "patience": 0, "pruner": "none", "startup_trials": 1,
         "search_space": FAST_SPACE})
     path = write_config(tmp_path, config)
     settings = stage_config(load_config(path), "tune")
@@ -356,7 +359,7 @@ def test_killed_worker_resumes_with_the_killed_trial_failed(tiny_dataset, tmp_pa
             if states and (tuning_dir / "trials").exists():
                 running = states[0].number
         assert running is not None, "no trial started in time"
-        time.sleep(1.0)  # mid-trial
+        time.sleep(0.5)  # mid-trial
         assert proc.poll() is None, "the worker ended before it could be killed"
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -414,7 +417,7 @@ def test_workflow_runs_tiny_config_to_the_evaluation(tmp_path):
     # A new search space reruns tune and what follows, never the data stages.
     config["tuning"]["search_space"] = {**FAST_SPACE, "dropout": 0.2}
     write_config(tmp_path, config)
-    proc = snakemake(tmp_path, "-n", "--quiet", "rules", "results/tiny/evaluation/metrics.json", configfile=path)
+    proc = snakemake(tmp_path, "results/tiny/evaluation/metrics.json", "-n", "--quiet", "rules", configfile=path)
     assert "tune" in proc.stdout
     for rule in ("plan", "simulate", "features", "dataset"):
         assert f"\n{rule} " not in proc.stdout, proc.stdout

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from conftest import REPO, tiny_config, write_config
 
 pytestmark = pytest.mark.postgres
 
-TRIALS = 6
+TRIALS = 4
 WORKERS = 2
 
 
@@ -73,6 +74,7 @@ def test_two_workers_share_a_postgres_study(postgres, tiny_dataset, tmp_path):
     cfg = write_config(tmp_path, config)
     tuning_dir = tmp_path / "tuning"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "scripts"), os.environ.get("PYTHONPATH", "")]))
+    started = time.perf_counter()
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "popdl", "tune", "--configfile", str(cfg), "--dataset", str(tiny_dataset),
@@ -81,6 +83,7 @@ def test_two_workers_share_a_postgres_study(postgres, tiny_dataset, tmp_path):
         for w in range(WORKERS)
     ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
+    seconds = time.perf_counter() - started
     for w, (p, out) in enumerate(zip(procs, outputs)):
         assert p.returncode == 0, f"worker {w} failed:\n{out[-4000:]}"
     summaries = [json.loads((tmp_path / f"worker-{w}.json").read_text()) for w in range(WORKERS)]
@@ -115,4 +118,5 @@ def test_two_workers_share_a_postgres_study(postgres, tiny_dataset, tmp_path):
     assert n_sql == len(trials)
     assert name.startswith(f"popdl-{config['run']}-")
     print(f"\nPostgreSQL study {name}: {len(finished)} finished trials from {WORKERS} worker processes "
-          f"(shares {dict(sorted(owners.items()))}), {len(trials) - len(finished)} failed, none lost or duplicated")
+          f"(shares {dict(sorted(owners.items()))}) in {seconds:.0f} s, {len(trials) - len(finished)} failed, "
+          "none lost or duplicated")

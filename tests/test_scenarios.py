@@ -255,3 +255,17 @@ def test_samples_dict_order_is_respected_by_msprime_backend():
     order = np.concatenate([ts.samples(population=2), ts.samples(population=1)])
     assert np.array_equal(g.genotypes, ts.genotype_matrix(samples=order))
     assert math.isclose(g.positions.sum(), ts.sites_position.sum())
+
+
+def test_simulated_arrays_do_not_keep_tree_sequences_alive():
+    """Each draw's arrays own their memory: a chunk of thousands of draws stays small."""
+    from popdl.simulators import get_simulator
+
+    for loci in (1, 3):
+        config = one_pop_config({"N": 5000}, loci=loci, length=5000, mutation_rate=2e-8)
+        sc = Scenario.from_config("s", config)
+        sim = get_simulator("msprime", genome=config["genome"], samples=config["samples"])
+        g = sim.simulate(sc, {"N": 5000.0}, {"seed_ancestry": 1, "seed_mutation": 2})
+        assert g.positions.size > 0
+        for array in (g.genotypes, g.positions, g.locus):
+            assert array.base is None or isinstance(array.base, np.ndarray) and array.base.base is None

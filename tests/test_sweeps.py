@@ -23,11 +23,11 @@ from popdl.sweeps import simulate_chromosome, write_vcf
 from conftest import BIN, REPO, snakemake, write_config
 
 GRAPH = "config/scenarios/one_population.yaml"
-LENGTH = 300_000  # bp of a training window
+LENGTH = 1_000_000  # bp of a training window
 RATE = 1.0e-8
 
 
-def sweep_config(per_scenario: int = 240) -> dict:
+def sweep_config(per_scenario: int = 500) -> dict:
     """Neutral / linked / sweep in one population: windows of LENGTH bp, images of 64 SNPs."""
     return {
         "run": "sweeptest",
@@ -42,9 +42,7 @@ def sweep_config(per_scenario: int = 240) -> dict:
                     "N": 10000,
                     "s": {"loguniform": [0.02, 0.1]},
                     "age": {"uniform": [0, 100]},
-                    "k": {"uniform": [0.25, 1.5]},
-                    # k sweep half-widths s / (r ln 4Ns) from the centre, 15-49 % of the window
-                    "offset": {"expr": f"max(0.15, min(0.49, k * s / ({RATE} * log(4 * N * s)) / {LENGTH}))"},
+                    "offset": {"uniform": [0.04, 0.49]},  # beyond the image's SNPs, within the window
                     "side": {"uniform": [0, 1]},
                 },
                 "sweep": {"position": "0.5 + offset if side < 0.5 else 0.5 - offset", "s": "s", "age": "age"},
@@ -52,7 +50,7 @@ def sweep_config(per_scenario: int = 240) -> dict:
             "sweep": {
                 "graph": GRAPH,
                 "priors": {"N": 10000, "s": {"loguniform": [0.02, 0.1]}, "age": {"uniform": [0, 100]},
-                           "jitter": {"uniform": [-0.02, 0.02]}},
+                           "jitter": {"uniform": [-0.012, 0.012]}},
                 "sweep": {"position": "0.5 + jitter", "s": "s", "age": "age"},
             },
         },
@@ -183,17 +181,21 @@ def test_scan_window_is_built_like_a_training_locus():
     config = prepared(sweep_config())
     scenario = Scenario.from_config("sweep", config)
     ts = simulate_chromosome(scenario, {"N": 10000, "s": 0.05, "age": 0, "jitter": 0.0}, samples=config["samples"],
-                             length=800_000, recombination_rate=RATE, mutation_rate=RATE, seed=3)
+                             length=2.5 * LENGTH, recombination_rate=RATE, mutation_rate=RATE, seed=3)
     g = ts.genotype_matrix().astype(np.int8)
     pos = ts.sites_position + 1  # VCF positions
     pops = np.repeat(np.array(["pop1"]), g.shape[1])
     data = Empirical(name="chr", genotypes=g, positions=pos, locus=np.zeros(pos.size, np.int32), populations=pops,
-                     individuals=[f"i{k}" for k in range(10)], loci=["chr1"], length=800_000.0)
+                     individuals=[f"i{k}" for k in range(10)], loci=["chr1"], length=2.5 * LENGTH)
     features = config["features"]
     windows = next(scan_windows(data, features=features, genome=config["genome"], step=9, seed=1))
+    table = windows.table
     spec = StatsSpec(stats=features["stats"], populations=pops, jsfs_bins=features["jsfs_bins"])
-    for w in (0, 7, len(windows.table) // 2, len(windows.table) - 1):
-        centre = windows.table["centre"][w]
+    inner = np.flatnonzero(~table["edge"].to_numpy())
+    assert inner.size > 10 and table["edge"].iloc[0] and table["edge"].iloc[-1]
+    for w in (inner[0], inner[inner.size // 2], inner[-1]):
+        centre = table["centre"][w]
+        assert pos.min() + LENGTH / 2 <= centre <= pos.max() - LENGTH / 2
         inside = (pos >= centre - LENGTH / 2) & (pos < centre + LENGTH / 2)
         locus_pos = pos[inside] - (centre - LENGTH / 2)  # a simulated locus [0, LENGTH)
         image, distances, n = genotype_image(
@@ -202,9 +204,14 @@ def test_scan_window_is_built_like_a_training_locus():
         assert np.array_equal(windows.images[w], image)
         assert np.allclose(windows.distances[w], distances)
         assert windows.n_snps[w] == n == 64
-        span = min(centre + LENGTH / 2, pos.max() + 0.5) - max(centre - LENGTH / 2, pos.min() - 0.5)
-        stats = summary_stats(g[inside], np.zeros(inside.sum(), np.int32), spec=spec, total_length=span, loci=1)
+        stats = summary_stats(g[inside], np.zeros(inside.sum(), np.int32), spec=spec, total_length=LENGTH, loci=1)
         assert np.allclose(windows.stats[w], stats, rtol=1e-5)
+    # Near the ends: half of the SNPs on each side of the centre.
+    for w in (0, 3, len(table) - 1):
+        centre, first = table["centre"][w], table["first_snp"][w]
+        assert windows.n_snps[w] == 64 and table["edge"][w]
+        left = int(np.searchsorted(pos, centre))
+        assert first == min(max(0, left - 32), pos.size - 64)
 
 
 def test_scan_vcf_without_popmap_needs_one_population(tmp_path):
@@ -261,9 +268,9 @@ def trained(tmp_path_factory):
 
 def test_scan_finds_a_hard_sweep_in_the_middle_of_a_chromosome(trained, tmp_path):
     config, work, config_file = trained
-    length = 1_000_000
+    length = 3 * LENGTH  # scans are exact away from the ends (LENGTH / 2 from each)
     scenario = Scenario.from_config("sweep", config)
-    ts = simulate_chromosome(scenario, {"N": 10000, "s": 0.05, "age": 0, "jitter": 0.0}, samples=config["samples"],
+    ts = simulate_chromosome(scenario, {"N": 10000, "s": 0.02, "age": 0, "jitter": 0.0}, samples=config["samples"],
                              length=length, recombination_rate=RATE, mutation_rate=RATE, seed=2024)
     vcf = tmp_path / "chrom.vcf.gz"
     popmap = write_vcf(ts, vcf)
@@ -271,17 +278,18 @@ def test_scan_finds_a_hard_sweep_in_the_middle_of_a_chromosome(trained, tmp_path
     out = tmp_path / "scan"
     proc = subprocess.run(
         [str(BIN / "popdl"), "scan", "--configfile", str(config_file), "--model", str(work / "model"),
-         "--vcf", str(vcf), "--popmap", str(tmp_path / "popmap.tsv"), "--step", "4", "--out", str(out)],
+         "--vcf", str(vcf), "--popmap", str(tmp_path / "popmap.tsv"), "--step", "8", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(f"{out}.tsv", sep="\t")
-    assert list(table.columns[:6]) == ["contig", "start", "end", "centre", "first_snp", "n_snps"]
+    assert list(table.columns[:7]) == ["contig", "start", "end", "centre", "first_snp", "n_snps", "edge"]
     assert np.allclose(table[["p_neutral", "p_linked", "p_sweep"]].sum(axis=1), 1.0, atol=1e-5)
     best = table.loc[table["p_sweep"].idxmax(), "centre"]
     assert abs(best - length / 2) <= 0.1 * length, f"highest p(sweep) at {best:.0f} bp, the sweep is at {length / 2:.0f}"
     # far from the sweep the windows look neutral or linked, not swept
-    assert table.loc[(table["centre"] - length / 2).abs() > 0.3 * length, "p_sweep"].median() < 0.5
+    assert table.loc[(table["centre"] - length / 2).abs() > LENGTH / 2, "p_sweep"].median() < 0.5
+    assert table["edge"].any() and not table.loc[(table["centre"] - length / 2).abs() < LENGTH / 2, "edge"].any()
     bed = (out.parent / "scan.bed").read_text().splitlines()
     assert bed[0].startswith("track ") and len(bed) == len(table) + 1
     chrom, start, end, name, score, strand = bed[1].split("\t")

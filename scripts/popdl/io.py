@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import tempfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -54,9 +55,17 @@ def atomic_dir(path: str | Path):
 
 
 def save_npz(path: str | Path, **arrays) -> None:
-    """Write arrays to an (uncompressed, byte-reproducible) ``.npz`` file atomically."""
+    """Write arrays to an uncompressed ``.npz`` file atomically.
+
+    Unlike ``numpy.savez``, every zip entry carries a fixed timestamp, so the
+    same arrays always give the same bytes (``numpy.load`` reads it as usual).
+    """
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+        with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, value in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with zf.open(info, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
 
 
 def write_json(path: str | Path, obj) -> None:

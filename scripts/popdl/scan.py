@@ -14,13 +14,20 @@ plays the simulated locus, so
 * the summary statistics are those of all its SNPs, per bp of the part of
   the stretch that lies between the contig's first and last SNP.
 
+Near a contig's ends (within ``genome.length / 2`` of its first or last SNP)
+the stretch runs off the contig and cannot match a simulated locus exactly:
+those windows (``edge`` true) take ``snps / 2`` SNPs on each side of the
+centre, and their segregating-site counts are scaled up to a full stretch.
+Interpret them with care, or scan contigs much longer than ``genome.length``.
+
 Outputs, for ``--out PREFIX``:
 
 ``PREFIX.tsv``
     one row per window: ``contig``, ``start`` and ``end`` (1-based positions
     of the first and last SNP of its image), ``centre`` (bp), ``first_snp``
-    (index of that first SNP among the contig's SNPs), ``n_snps``,
-    ``p_<scenario>`` for every scenario, and ``predicted``;
+    (index of that first SNP among the contig's SNPs), ``n_snps``, ``edge``
+    (the window is near a contig end, see above), ``p_<scenario>`` for every
+    scenario, and ``predicted``;
 ``PREFIX.bed``
     BED6: contig, start − 1, end, predicted scenario, score = 1000 × the
     probability of the target scenario (the sweep class), strand ``.``;
@@ -60,6 +67,8 @@ __all__ = [
 
 log = logging.getLogger("popdl.scan")
 
+#: The first columns of a scan table (then ``edge``, ``p_<scenario>``..., ``predicted``).
+TABLE_COLUMNS = ["contig", "start", "end", "centre", "first_snp", "n_snps"]
 #: A function from network inputs (``images``, ``distances``, ``stats``
 #: arrays with a leading window axis) to class probabilities (windows, scenarios).
 Predictor = Callable[[dict], np.ndarray]
@@ -122,10 +131,11 @@ def scan_windows(
     called = g != MISSING
     derived = (g == 1).sum(axis=1)
     poly = (derived > 0) & (derived < called.sum(axis=1))
+    segsites = np.array([name.startswith("segsites_") for name in spec.names], dtype=bool)
     pending: list[tuple] = []
 
     def flush():
-        table = pd.DataFrame([p[0] for p in pending], columns=["contig", "start", "end", "centre", "first_snp", "n_snps"])
+        table = pd.DataFrame([p[0] for p in pending], columns=[*TABLE_COLUMNS, "edge"])
         out = ScanWindows(
             table=table,
             images=np.stack([p[1] for p in pending]),
@@ -148,23 +158,30 @@ def scan_windows(
             lo_bp = centre - length / 2.0
             lo, hi = np.searchsorted(pos, [lo_bp, centre + length / 2.0])
             region = rows[lo:hi]
-            # The central SNPs of the stretch, exactly as features.select_snps("central") picks them.
-            k0 = lo + max(0, (region.size - snps) // 2)
-            kept = rows[k0 : k0 + min(snps, region.size)]
+            edge = lo_bp < first_bp - 0.5 or centre + length / 2.0 > last_bp + 0.5
+            if not edge:
+                # The central SNPs of the stretch, exactly as features.select_snps("central") picks them.
+                k0 = lo + max(0, (region.size - snps) // 2)
+            else:
+                # The stretch runs off the contig: half of the SNPs on each side of the centre.
+                k0 = min(max(0, int(np.searchsorted(pos, centre)) - snps // 2), max(0, rows.size - snps))
+            kept = rows[k0 : k0 + min(snps, rows.size)]
             rng = empirical_rng(seed, f"{data.name}:{contig}", 1 + w)
             image, distances, n = genotype_image(
-                g[kept], data.positions[kept] - lo_bp, np.zeros(kept.size, np.int32), populations=data.populations,
-                snps=snps, length=length, selection="first", sort_rows=features["sort_rows"], rng=rng,
+                g[kept], np.maximum(data.positions[kept] - lo_bp, 0.0), np.zeros(kept.size, np.int32),
+                populations=data.populations, snps=snps, length=length, selection="first",
+                sort_rows=features["sort_rows"], rng=rng,
             )
             if not features.get("positions", True):
                 distances[:] = 0
             if spec.stats:
-                span = min(centre + length / 2.0, last_bp + 0.5) - max(lo_bp, first_bp - 0.5)
-                stats = summary_stats(g[region], np.zeros(region.size, np.int32), spec=spec,
-                                      total_length=max(span, 1.0), loci=1)
+                span = max(min(centre + length / 2.0, last_bp + 0.5) - max(lo_bp, first_bp - 0.5), 1.0)
+                stats = summary_stats(g[region], np.zeros(region.size, np.int32), spec=spec, total_length=span, loci=1)
+                stats[segsites] *= length / span  # a count over a whole training window
             else:
                 stats = np.zeros(0)
-            row = (contig, int(data.positions[kept[0]]), int(data.positions[kept[-1]]), float(centre), int(k0), int(n))
+            row = (contig, int(data.positions[kept[0]]), int(data.positions[kept[-1]]), float(centre), int(k0), int(n),
+                   bool(edge))
             pending.append((row, image, distances, stats, n))
             if len(pending) >= batch:
                 yield flush()

@@ -220,11 +220,15 @@ class ShardSequence(_pydataset_base()):
     ``inputs``: the network's inputs; ``tasks``: which targets to yield.
     With ``shuffle``, every epoch visits the shards in a new order and each
     shard's examples in a new order (seeded by ``seed`` and the epoch).
+    ``workers`` threads read batches ahead (at most ``max_queue_size`` = 8
+    batches in memory).
     """
 
     def __init__(self, dataset: Dataset, splits, *, batch_size: int, inputs, prep: Preprocessor,
-                 tasks=("classify", "regress"), shuffle: bool = True, seed: int = 0, targets: bool = True):
-        super().__init__(workers=1, use_multiprocessing=False)
+                 tasks=("classify", "regress"), shuffle: bool = True, seed: int = 0, targets: bool = True,
+                 workers: int = 2):
+        # workers > 1: batches are read by background threads while the model trains.
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.dataset, self.batch_size = dataset, int(batch_size)
         self.inputs, self.prep, self.tasks = tuple(inputs), prep, tuple(tasks)
         self.shuffle, self.seed, self.targets = shuffle, seed, targets

@@ -12,21 +12,21 @@ rule abc:
         metrics=f"{RESULTS}/abc/metrics.json",
         empirical=f"{RESULTS}/abc/empirical.json",
         predictions=f"{RESULTS}/abc/test_predictions.tsv",
-    params:
-        settings=settings("abc"),
-        dataset=subpath(f"{RESULTS}/dataset/manifest.json", parent=True),
-        folder=subpath(f"{RESULTS}/abc/metrics.json", parent=True),
-        observed=abc_observed_args,
     log:
         f"{RESULTS}/logs/abc.log",
     benchmark:
         f"{RESULTS}/benchmarks/abc.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/report.yaml"
+    params:
+        settings=settings("abc"),
+        dataset=subpath(input.manifest, parent=True),
+        folder=subpath(output.metrics, parent=True),
+        observed=abc_observed_args,
     shell:
-        "{PY} -m popdl abc --settings {params.settings:q} --dataset {params.dataset} "
+        "python3 -m popdl abc --settings {params.settings:q} --dataset {params.dataset} "
         "--out {params.folder} --threads {threads} {params.observed} 2> {log}"

@@ -11,9 +11,23 @@ REPO = Path(workflow.basedir).parent
 SCRIPTS = REPO / "scripts"
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
-# Jobs (local or on a cluster node) import the same package.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(SCRIPTS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+# Jobs (local or on a cluster node) import the same package, and their shell
+# commands' `python3` is the interpreter running Snakemake (its folder first on
+# PATH); with --software-deployment-method conda, the activated env's bin/
+# comes before it, so the env's own python3 runs the job.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [str(SCRIPTS)]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    ),
+    PATH=os.pathsep.join(
+        [os.path.dirname(sys.executable)]
+        + [
+            p
+            for p in os.environ.get("PATH", os.defpath).split(os.pathsep)
+            if p != os.path.dirname(sys.executable)
+        ]
+    ),
 )
 
 import yaml
@@ -30,7 +44,14 @@ if not workflow.overwrite_configfiles:
     config.update(_merged)
 
 try:
-    prepare(config, base_dirs=(REPO,))
+    # Graph files: relative to the working directory, the config file's folder, or the repository.
+    prepare(
+        config,
+        base_dirs=(
+            *(Path(f).parent for f in workflow.overwrite_configfiles or ()),
+            REPO,
+        ),
+    )
 except ConfigError as exc:
     sys.stderr.write(f"popdl: config error: {exc}\n")
     sys.exit(1)
@@ -40,18 +61,6 @@ RUN = config["run"]
 RESULTS = f"results/{RUN}"
 SCENARIOS = list(config["scenarios"])
 CHUNKS = chunks(config)
-
-
-def python():
-    """The interpreter for jobs: the env's own under conda, else Snakemake's."""
-    from snakemake_interface_executor_plugins.settings import DeploymentMethod
-
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
-        return "python"
-    return sys.executable
-
-
-PY = python()
 
 
 wildcard_constraints:
@@ -68,7 +77,10 @@ def chunk_start(wildcards):
 
 def chunk_stop(wildcards):
     """Last draw (exclusive) of a chunk."""
-    return min(chunk_start(wildcards) + config["simulations"]["chunk"], config["simulations"]["per_scenario"])
+    return min(
+        chunk_start(wildcards) + config["simulations"]["chunk"],
+        config["simulations"]["per_scenario"],
+    )
 
 
 def settings(stage):
@@ -81,12 +93,19 @@ def settings(stage):
 
 
 def all_features(wildcards):
-    return expand(f"{RESULTS}/features/{{scenario}}/{{chunk}}.npz", scenario=SCENARIOS, chunk=CHUNKS)
+    return expand(
+        f"{RESULTS}/features/{{scenario}}/{{chunk}}.npz",
+        scenario=SCENARIOS,
+        chunk=CHUNKS,
+    )
 
 
 def tune_workers(wildcards):
     """The done-files of all tune workers (select_best waits for every one)."""
-    return expand(f"{RESULTS}/tuning/worker-{{worker}}.json", worker=range(config["tuning"]["workers"]))
+    return expand(
+        f"{RESULTS}/tuning/worker-{{worker}}.json",
+        worker=range(config["tuning"]["workers"]),
+    )
 
 
 SCAN_DATA = {d["name"]: d for d in config["scan"]["data"]}
@@ -94,7 +113,12 @@ SCAN_DATA = {d["name"]: d for d in config["scan"]["data"]}
 
 def _data_path(path):
     """A data file named in the config: relative to the working directory, else to the repository."""
-    if path and not Path(path).is_absolute() and not Path(path).exists() and (REPO / path).exists():
+    if (
+        path
+        and not Path(path).is_absolute()
+        and not Path(path).exists()
+        and (REPO / path).exists()
+    ):
         return str(REPO / path)
     return path
 
@@ -135,7 +159,9 @@ def _resolved_entry(name):
             entry[key] = _data_path(entry[key])
     if entry.get("fasta"):
         fasta = entry["fasta"]
-        entry["fasta"] = [_data_path(f) for f in ([fasta] if isinstance(fasta, str) else fasta)]
+        entry["fasta"] = [
+            _data_path(f) for f in ([fasta] if isinstance(fasta, str) else fasta)
+        ]
     return entry
 
 
@@ -159,19 +185,31 @@ def all_observed(wildcards):
 
 def abc_observed_args(wildcards):
     """NAME=PATH arguments of `popdl abc` for every observed data set."""
-    return " ".join(f"{name}={RESULTS}/predict/{name}/observed.npz" for name in PREDICT_DATA)
+    return " ".join(
+        f"{name}={RESULTS}/predict/{name}/observed.npz" for name in PREDICT_DATA
+    )
 
 
 def all_predictions(wildcards):
-    return expand(f"{RESULTS}/predict/{{data}}/predictions.json", data=list(PREDICT_DATA))
+    return expand(
+        f"{RESULTS}/predict/{{data}}/predictions.json", data=list(PREDICT_DATA)
+    )
 
 
 def report_inputs(wildcards):
     """Everything the HTML report shows (sections without their input say so)."""
     inputs = [f"{RESULTS}/plan/{s}.tsv" for s in SCENARIOS]
-    inputs += [f"{RESULTS}/dataset/manifest.json", f"{RESULTS}/abc/metrics.json", f"{RESULTS}/abc/empirical.json"]
-    inputs += [f"{RESULTS}/evaluation/metrics.json", f"{RESULTS}/tuning/best.json", f"{RESULTS}/tuning/trials.csv"]
-    return inputs + all_predictions(wildcards)
+    inputs += [
+        f"{RESULTS}/dataset/manifest.json",
+        f"{RESULTS}/abc/metrics.json",
+        f"{RESULTS}/abc/empirical.json",
+    ]
+    inputs += [
+        f"{RESULTS}/evaluation/metrics.json",
+        f"{RESULTS}/tuning/best.json",
+        f"{RESULTS}/tuning/trials.csv",
+    ]
+    return inputs + all_predictions(wildcards) + scan_targets()
 
 
 def all_targets():

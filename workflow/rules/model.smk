@@ -7,23 +7,23 @@ rule tune:
         manifest=f"{RESULTS}/dataset/manifest.json",
     output:
         f"{RESULTS}/tuning/worker-{{worker}}.json",
-    params:
-        settings=settings("tune"),
-        dataset=subpath(f"{RESULTS}/dataset/manifest.json", parent=True),
-        tuning=f"{RESULTS}/tuning",
     log:
         f"{RESULTS}/logs/tune/{{worker}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/tune/{{worker}}.tsv"
+    conda:
+        "../../envs/train.yaml"
     threads: config["tuning"]["threads"]
     resources:
         gpu=config["tuning"]["gpu"],
         mem_mb=4000,
         runtime=720,
-    conda:
-        "../../envs/train.yaml"
+    params:
+        settings=settings("tune"),
+        dataset=subpath(input.manifest, parent=True),
+        tuning=subpath(output[0], parent=True),
     shell:
-        "{PY} -m popdl tune --settings {params.settings:q} --dataset {params.dataset} "
+        "python3 -m popdl tune --settings {params.settings:q} --dataset {params.dataset} "
         "--worker {wildcards.worker} --tuning-dir {params.tuning} --out {output} 2> {log}"
 
 
@@ -33,21 +33,21 @@ rule select_best:
     output:
         best=f"{RESULTS}/tuning/best.json",
         table=f"{RESULTS}/tuning/trials.csv",
-    params:
-        settings=settings("select_best"),
-        tuning=f"{RESULTS}/tuning",
     log:
         f"{RESULTS}/logs/select_best.log",
     benchmark:
         f"{RESULTS}/benchmarks/select_best.tsv"
+    conda:
+        "../../envs/train.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
-    conda:
-        "../../envs/train.yaml"
+    params:
+        settings=settings("select_best"),
+        tuning=subpath(output.best, parent=True),
     shell:
-        "{PY} -m popdl select-best --settings {params.settings:q} --tuning-dir {params.tuning} "
+        "python3 -m popdl select-best --settings {params.settings:q} --tuning-dir {params.tuning} "
         "--best {output.best} --table {output.table} 2> {log}"
 
 
@@ -58,24 +58,24 @@ rule train:
     output:
         model=f"{RESULTS}/model/model.keras",
         bundle=f"{RESULTS}/model/bundle.json",
-    params:
-        settings=settings("train"),
-        dataset=subpath(f"{RESULTS}/dataset/manifest.json", parent=True),
-        folder=subpath(f"{RESULTS}/model/bundle.json", parent=True),
-        tensorboard=f"{RESULTS}/logs/tensorboard",
     log:
         f"{RESULTS}/logs/train.log",
     benchmark:
         f"{RESULTS}/benchmarks/train.tsv"
+    conda:
+        "../../envs/train.yaml"
     threads: config["train"]["threads"]
     resources:
         gpu=config["train"]["gpu"],
         mem_mb=4000,
         runtime=720,
-    conda:
-        "../../envs/train.yaml"
+    params:
+        settings=settings("train"),
+        dataset=subpath(input.manifest, parent=True),
+        folder=subpath(output.bundle, parent=True),
+        tensorboard=f"{RESULTS}/logs/tensorboard",
     shell:
-        "{PY} -m popdl train --settings {params.settings:q} --dataset {params.dataset} "
+        "python3 -m popdl train --settings {params.settings:q} --dataset {params.dataset} "
         "--best {input.best} --out {params.folder} --tensorboard {params.tensorboard} 2> {log}"
 
 
@@ -106,21 +106,21 @@ rule evaluate:
             caption="../report/training_curves.rst",
             category="Evaluation",
         ),
-    params:
-        settings=settings("evaluate"),
-        dataset=subpath(f"{RESULTS}/dataset/manifest.json", parent=True),
-        model=subpath(f"{RESULTS}/model/bundle.json", parent=True),
-        folder=subpath(f"{RESULTS}/evaluation/metrics.json", parent=True),
     log:
         f"{RESULTS}/logs/evaluate.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate.tsv"
+    conda:
+        "../../envs/train.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/train.yaml"
+    params:
+        settings=settings("evaluate"),
+        dataset=subpath(input.manifest, parent=True),
+        model=subpath(input.bundle, parent=True),
+        folder=subpath(output.metrics, parent=True),
     shell:
-        "{PY} -m popdl evaluate --settings {params.settings:q} --dataset {params.dataset} "
+        "python3 -m popdl evaluate --settings {params.settings:q} --dataset {params.dataset} "
         "--model {params.model} --best {input.best} --out {params.folder} 2> {log}"

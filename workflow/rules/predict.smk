@@ -9,20 +9,20 @@ rule observe:
     output:
         npz=f"{RESULTS}/predict/{{data}}/observed.npz",
         summary=f"{RESULTS}/predict/{{data}}/observed.json",
-    params:
-        settings=observe_settings,
     log:
         f"{RESULTS}/logs/observe/{{data}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/observe/{{data}}.tsv"
+    conda:
+        "../../envs/predict.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/predict.yaml"
+    params:
+        settings=observe_settings,
     shell:
-        "{PY} -m popdl observe --settings {params.settings:q} --out {output.npz} 2> {log}"
+        "python3 -m popdl observe --settings {params.settings:q} --out {output.npz} 2> {log}"
 
 
 rule predict:
@@ -38,21 +38,21 @@ rule predict:
             category="Observed data",
             subcategory="{data}",
         ),
-    params:
-        settings=observe_settings,
-        model=subpath(f"{RESULTS}/model/bundle.json", parent=True),
-        dataset=subpath(f"{RESULTS}/dataset/manifest.json", parent=True),
-        folder=subpath(f"{RESULTS}/predict/{{data}}/predictions.json", parent=True),
     log:
         f"{RESULTS}/logs/predict/{{data}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{data}}.tsv"
+    conda:
+        "../../envs/predict.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/predict.yaml"
+    params:
+        settings=observe_settings,
+        model=subpath(input.bundle, parent=True),
+        dataset=subpath(input.manifest, parent=True),
+        folder=subpath(output.json, parent=True),
     shell:
-        "{PY} -m popdl predict --settings {params.settings:q} --model {params.model} "
+        "python3 -m popdl predict --settings {params.settings:q} --model {params.model} "
         "--observed {input.observed} --dataset {params.dataset} --out {params.folder} 2> {log}"

@@ -16,19 +16,19 @@ rule report:
             caption="../report/comparison.rst",
             category="Network vs. ABC",
         ),
-    params:
-        settings=settings("report"),
-        results=RESULTS,
     log:
         f"{RESULTS}/logs/report.log",
     benchmark:
         f"{RESULTS}/benchmarks/report.tsv"
+    conda:
+        "../../envs/report.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/report.yaml"
+    params:
+        settings=settings("report"),
+        results=subpath(output.html, parent=True),
     shell:
-        "{PY} -m popdl report --settings {params.settings:q} --results {params.results} "
+        "python3 -m popdl report --settings {params.settings:q} --results {params.results} "
         "--out {output.html} --comparison {output.comparison} 2> {log}"

@@ -17,21 +17,21 @@ rule scan:
             caption="../report/scan.rst",
             category="Genome scan",
         ),
-    params:
-        settings=scan_settings,
-        model=subpath(f"{RESULTS}/model/bundle.json", parent=True),
-        prefix=subpath(f"{RESULTS}/scan/{{name}}.tsv", strip_suffix=".tsv"),
-        popmap=scan_popmap_arg,
     log:
         f"{RESULTS}/logs/scan/{{name}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/scan/{{name}}.tsv"
+    conda:
+        "../../envs/scan.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
-    conda:
-        "../../envs/scan.yaml"
+    params:
+        settings=scan_settings,
+        model=subpath(input.bundle, parent=True),
+        prefix=subpath(output.tsv, strip_suffix=".tsv"),
+        popmap=scan_popmap_arg,
     shell:
-        "{PY} -m popdl scan --settings {params.settings:q} --model {params.model} --vcf {input.vcf} "
+        "python3 -m popdl scan --settings {params.settings:q} --model {params.model} --vcf {input.vcf} "
         "{params.popmap} --name {wildcards.name} --out {params.prefix} 2> {log}"

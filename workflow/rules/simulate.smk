@@ -1,20 +1,20 @@
 rule plan:
     output:
         f"{RESULTS}/plan/{{scenario}}.tsv",
-    params:
-        settings=settings("plan"),
     log:
         f"{RESULTS}/logs/plan/{{scenario}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/plan/{{scenario}}.tsv"
+    conda:
+        "../../envs/simulate.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
-    conda:
-        "../../envs/simulate.yaml"
+    params:
+        settings=settings("plan"),
     shell:
-        "{PY} -m popdl plan --settings {params.settings:q} --scenario {wildcards.scenario} "
+        "python3 -m popdl plan --settings {params.settings:q} --scenario {wildcards.scenario} "
         "--out {output} 2> {log}"
 
 
@@ -23,20 +23,20 @@ rule simulate:
         plan=f"{RESULTS}/plan/{{scenario}}.tsv",
     output:
         f"{RESULTS}/sims/{{scenario}}/{{chunk}}.npz",
-    params:
-        settings=settings("simulate"),
-        start=chunk_start,
-        stop=chunk_stop,
     log:
         f"{RESULTS}/logs/simulate/{{scenario}}/{{chunk}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/simulate/{{scenario}}/{{chunk}}.tsv"
+    conda:
+        "../../envs/simulate.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=120,
-    conda:
-        "../../envs/simulate.yaml"
+    params:
+        settings=settings("simulate"),
+        start=chunk_start,
+        stop=chunk_stop,
     shell:
-        "{PY} -m popdl simulate --settings {params.settings:q} --scenario {wildcards.scenario} "
+        "python3 -m popdl simulate --settings {params.settings:q} --scenario {wildcards.scenario} "
         "--plan {input.plan} --start {params.start} --stop {params.stop} --out {output} 2> {log}"

@@ -94,7 +94,7 @@ class MsprimeSimulator(Simulator):
                 order, natural = self._haplotype_order(ts, graph)
             if ts.num_sites:
                 blocks.append(ts.genotype_matrix() if natural else ts.genotype_matrix(samples=order))
-                positions.append(ts.sites_position)
+                positions.append(ts.sites_position.copy())  # a view would keep the whole tree sequence alive
             else:
                 blocks.append(np.zeros((0, order.size), np.int8))
                 positions.append(np.zeros(0))

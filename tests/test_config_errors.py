@@ -1,0 +1,119 @@
+"""Config mistakes: one line naming the key, from `popdl check` and from `snakemake -n`, before any job."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import BIN, REPO, snakemake, tiny_config, write_config
+
+from popdl.config import ConfigError, load_config
+
+
+def typo_top(c):
+    c["simulatons"] = c.pop("simulations")
+
+
+def typo_nested(c):
+    c["features"]["snp"] = c["features"].pop("snps")
+
+
+def bad_prior(c):
+    c["scenarios"]["isolation"]["priors"]["N1"] = {"uniform": [2000, 1000]}
+
+
+def unknown_prior(c):
+    c["scenarios"]["isolation"]["priors"]["N1"] = {"lognormal": [1, 2]}
+
+
+def missing_graph(c):
+    c["scenarios"]["isolation"]["graph"] = "config/scenarios/no_such_graph.yaml"
+
+
+def deme_not_in_graph(c):
+    c["samples"] = {"pop1": 4, "popX": 4}
+
+
+def split_not_one(c):
+    c["simulations"]["split"] = {"train": 0.8, "validation": 0.2, "test": 0.1}
+
+
+def wrong_type(c):
+    c["simulations"]["chunk"] = "many"
+
+
+def unsatisfiable(c):
+    c["scenarios"]["secondary_contact"]["constraints"] = ["T_sc > T_split"]
+    c["simulations"]["max_tries"] = 200
+
+
+def unknown_parameter_in_graph(c):
+    c["scenarios"]["isolation"]["priors"].pop("N2")
+
+
+CASES = [
+    (typo_top, "unknown config key 'simulatons'; did you mean 'simulations'?"),
+    (typo_nested, "unknown config key 'features.snp'; did you mean 'snps'?"),
+    (bad_prior, "config key 'scenarios.isolation.priors.N1': uniform needs low < high"),
+    (unknown_prior, "config key 'scenarios.isolation.priors.N1': unknown prior 'lognormal'"),
+    (missing_graph, "config key 'scenarios.isolation.graph': file 'config/scenarios/no_such_graph.yaml' not found"),
+    (deme_not_in_graph, "config key 'samples.popX': scenario 'isolation' has no deme 'popX'"),
+    (split_not_one, "config key 'simulations.split': fractions sum to 1.1, not 1"),
+    (wrong_type, "config key 'simulations.chunk': 'many' is not of type 'integer'"),
+    (unsatisfiable, "config key 'scenarios.secondary_contact.constraints': the priors never satisfied 'T_sc > T_split'"),
+    (unknown_parameter_in_graph, "config key 'scenarios.isolation.graph.demes.2.epochs.0.start_size': parameter 'N2' has no prior"),
+]
+IDS = [f.__name__ for f, _ in CASES]
+
+
+def broken_config(tmp_path, change):
+    config = tiny_config()
+    change(config)
+    return write_config(tmp_path, config)
+
+
+@pytest.mark.parametrize("change, message", CASES, ids=IDS)
+def test_load_config_raises_one_line(tmp_path, change, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(broken_config(tmp_path, change))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("change, message", CASES, ids=IDS)
+def test_popdl_check_prints_one_line_and_fails(tmp_path, change, message):
+    cfg = broken_config(tmp_path, change)
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(cfg)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("popdl: config error:") and message in lines[0]
+
+
+@pytest.mark.parametrize("change, message", CASES, ids=IDS)
+def test_snakemake_dry_run_fails_before_any_job(tmp_path, change, message):
+    cfg = broken_config(tmp_path, change)
+    proc = snakemake(tmp_path, "-n", configfile=cfg, check=False)
+    assert proc.returncode != 0
+    assert f"popdl: config error: {message}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_good_config_checks(tmp_path):
+    cfg = write_config(tmp_path, tiny_config())
+    proc = subprocess.run([BIN / "popdl", "check", "--configfile", str(cfg)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "valid" in proc.stdout and "secondary_contact" in proc.stdout
+
+
+def test_graph_files_are_found_beside_the_config_file(tmp_path):
+    (tmp_path / "graphs").mkdir()
+    (tmp_path / "graphs" / "one.yaml").write_text(
+        "time_units: generations\ndemes:\n  - name: pop\n    epochs: [{start_size: N}]\n")
+    config = tiny_config(samples={"pop": 3}, scenarios={"one": {"graph": "graphs/one.yaml", "priors": {"N": 1000}}})
+    cfg = write_config(tmp_path, config)
+    assert load_config(cfg)["scenarios"]["one"]["graph"]["demes"][0]["name"] == "pop"
+    work = tmp_path / "work"
+    proc = snakemake(work, f"results/{config['run']}/dataset/manifest.json", "-n", configfile=cfg)
+    assert "simulate" in proc.stdout
