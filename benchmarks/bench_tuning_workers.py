@@ -16,7 +16,7 @@ is checked: exactly the requested number of finished trials, numbered
 0..n-1 once each, each worker its share, no two trials with the same
 parameters.  Target: ratio (2 workers / 1 worker) >= 1.7.
 
-    python benchmarks/bench_tuning_workers.py [--trials 8] [--epochs 3] [--reps 1]
+    python benchmarks/bench_tuning_workers.py [--trials 8] [--epochs 2] [--reps 1]
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ def sweep(dataset: Path, workdir: Path, *, workers: int, trials: int, epochs: in
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--network", default="cnn1d")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--network", default="cnn2d")
     ap.add_argument("--per-scenario", type=int, default=600, help="simulations per scenario of the benchmark dataset")
     ap.add_argument("--dataset", type=Path, help="reuse this dataset folder instead of simulating one")
     ap.add_argument("--reps", type=int, default=1, help="repetitions (alternating which side runs first); medians")

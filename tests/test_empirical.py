@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import io
 import subprocess
 import sys
 
-import msprime
 import numpy as np
 import pytest
 

@@ -158,6 +158,19 @@ def test_plan_rows_do_not_depend_on_how_the_draws_are_split():
     assert n_chunks(30, 7) == 5 and chunk_bounds(4, per_scenario=30, chunk=7) == (28, 30)
 
 
+def test_plan_written_block_by_block_equals_the_whole_plan(tmp_path):
+    from popdl.io import write_table
+    from popdl.plan import read_plan, write_plan
+
+    config = prepare(tiny_config(), base_dirs=(REPO,))
+    sc = Scenario.from_config("secondary_contact", config)
+    summary = write_plan(sc, tmp_path / "blocks.tsv", root_seed=5, n=30, block=7)
+    write_table(tmp_path / "whole.tsv", plan_draws(sc, root_seed=5, start=0, stop=30))
+    assert (tmp_path / "blocks.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
+    assert summary["draws"] == 30 and summary["mean_tries"] >= 1
+    assert read_plan(tmp_path / "blocks.tsv").equals(plan_draws(sc, root_seed=5, start=0, stop=30))
+
+
 # ------------------------------------------------------------------------------ genome and rates
 def test_rate_priors_are_drawn_and_recorded_as_parameters(tmp_path):
     config = one_pop_config(

@@ -1,89 +1,23 @@
-"""The data half of the workflow under real Snakemake: dry runs at scale, reruns, reproducibility."""
+"""The data half of the workflow under real Snakemake: reruns, reproducibility, every step by hand."""
 
 from __future__ import annotations
 
-import re
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from conftest import REPO, TINY, snakemake, tiny_config, write_config
+from dry_runs import dry_run
 
 from popdl.plan import n_chunks
 
-EXAMPLES = sorted((REPO / "config" / "examples").glob("*.yaml"))
-DATA_RULES = ("plan", "simulate", "features", "dataset")
+EXAMPLES = [REPO / "config" / "examples" / f"{name}.yaml" for name in ("conservation", "divergence_order")]
 MANIFEST = f"results/{TINY['run']}/dataset/manifest.json"
 
 
-def job_stats(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a dry run, as {rule: count}."""
-    table = output[output.index("Job stats:"):]
-    counts = {}
-    for line in table.splitlines()[3:]:
-        match = re.match(r"^(\S+)\s+(\d+)\s*$", line)
-        if not match:
-            break
-        counts[match.group(1)] = int(match.group(2))
-    return counts
-
-
-def dry_run(workdir: Path, *targets: str, configfile: Path | None = None) -> dict[str, int]:
-    proc = snakemake(workdir, *targets, "-n", "--quiet", "rules", configfile=configfile)
-    out = proc.stdout + proc.stderr
-    return {} if "Nothing to be done" in out else job_stats(out)
-
-
-# ------------------------------------------------------------------------------------ dry runs
-def test_dry_run_of_the_default_config(tmp_path):
-    counts = dry_run(tmp_path)
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    chunks = n_chunks(config["simulations"]["per_scenario"], config["simulations"]["chunk"])
-    scenarios = len(config["scenarios"])
-    assert counts["plan"] == scenarios and counts["dataset"] == 1
-    assert counts["simulate"] == counts["features"] == scenarios * chunks
-    assert not (tmp_path / "results").exists()
-
-
-@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_dry_run_of_each_example(tmp_path, example):
-    config = yaml.safe_load(example.read_text())
-    counts = dry_run(tmp_path, configfile=example)
-    chunks = n_chunks(config["simulations"]["per_scenario"], config["simulations"]["chunk"])
-    assert counts["plan"] == len(config["scenarios"])
-    assert counts["simulate"] == counts["features"] == len(config["scenarios"]) * chunks
-
-
-def test_examples_include_conservation_and_divergence_order():
-    names = {p.stem for p in EXAMPLES}
-    assert {"conservation", "divergence_order"} <= names
-    order = yaml.safe_load((REPO / "config" / "examples" / "divergence_order.yaml").read_text())
-    assert set(order["scenarios"]) == {"AB_C", "AC_B", "BC_A"}
-    assert {"theta", "T1", "T2", "Ne"} <= set(order["scenarios"]["AB_C"]["priors"])
-
-
-def test_three_million_simulations_dry_run_is_fast_and_chunked(tmp_path):
-    per_scenario, chunk = 1_000_000, 2_000
-    config = tiny_config(run="big")
-    config["simulations"].update(per_scenario=per_scenario, chunk=chunk, shard_size=10_000)
-    cfg = write_config(tmp_path, config)
-    start = time.perf_counter()
-    counts = dry_run(tmp_path, configfile=cfg)
-    seconds = time.perf_counter() - start
-    chunks = n_chunks(per_scenario, chunk)
-    print(f"\ndry run of 3 scenarios x {per_scenario:,} simulations ({chunks} chunks each): "
-          f"{seconds:.1f} s, {sum(counts.values()) - counts.get('total', 0):,} jobs ... {counts}")
-    assert counts["plan"] == 3  # one per scenario
-    assert counts["simulate"] == counts["features"] == 3 * chunks  # one per chunk
-    assert counts["dataset"] == 1
-    assert all(n <= 3 * chunks for rule, n in counts.items() if rule != "total")  # never one per simulation
-    assert seconds < 30
-    assert not (tmp_path / "results").exists()
-
-
-# ----------------------------------------------------------------------------- real tiny runs
 @pytest.fixture(scope="module")
 def second_run(tmp_path_factory) -> Path:
     """The tiny config run to the dataset once more, in its own folder."""
@@ -188,3 +122,27 @@ def test_each_example_runs_end_to_end_at_small_size(tmp_path, example):
     manifest = yaml.safe_load((tmp_path / "results" / config["run"] / "dataset" / "manifest.json").read_text())
     assert manifest["scenarios"] == list(config["scenarios"])
     assert sum(s["n"] for s in manifest["splits"].values()) == 4 * len(config["scenarios"])
+
+
+def test_every_step_by_hand_gives_the_workflows_files(tiny_dataset, tmp_path):
+    run = tiny_dataset.parent
+    cfg = write_config(tmp_path, tiny_config())
+    popdl = [sys.executable, "-m", "popdl", "--quiet"]
+
+    def step(*args):
+        proc = subprocess.run([*popdl, *args, "--configfile", str(cfg)], cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+    chunk = TINY["simulations"]["chunk"]
+    step("plan", "--scenario", "isolation", "--out", str(tmp_path / "plan.tsv"))
+    step("simulate", "--scenario", "isolation", "--plan", str(tmp_path / "plan.tsv"),
+         "--start", str(chunk), "--stop", str(2 * chunk), "--out", str(tmp_path / "sims.npz"))
+    step("features", "--sims", str(tmp_path / "sims.npz"), "--out", str(tmp_path / "features.npz"))
+    features = sorted(str(p) for p in (run / "features").glob("*/*.npz"))
+    step("dataset", "--out", str(tmp_path / "dataset"), *features)
+    assert (tmp_path / "plan.tsv").read_bytes() == (run / "plan" / "isolation.tsv").read_bytes()
+    assert (tmp_path / "sims.npz").read_bytes() == (run / "sims" / "isolation" / "1.npz").read_bytes()
+    assert (tmp_path / "features.npz").read_bytes() == (run / "features" / "isolation" / "1.npz").read_bytes()
+    for path in sorted(tiny_dataset.rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (tmp_path / "dataset" / path.relative_to(tiny_dataset)).read_bytes(), path

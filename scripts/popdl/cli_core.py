@@ -58,15 +58,13 @@ def cmd_check(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from popdl.io import write_table
-    from popdl.plan import plan_draws
+    from popdl.plan import write_plan
     from popdl.scenarios import Scenario
 
     cfg = config_from_args(args, "plan", args.scenario)
     scenario = Scenario.from_config(args.scenario, _with_defaults(cfg))
-    frame = plan_draws(scenario, root_seed=cfg["seed"], start=0, stop=cfg["simulations"]["per_scenario"])
-    write_table(args.out, frame)
-    log.info("plan: %d draws of %s, %.2f tries per draw", len(frame), args.scenario, frame["tries"].mean())
+    summary = write_plan(scenario, args.out, root_seed=cfg["seed"], n=cfg["simulations"]["per_scenario"])
+    log.info("plan: %d draws of %s, %.2f tries per draw", summary["draws"], args.scenario, summary["mean_tries"])
     return 0
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from popdl.io import atomic_path
 from popdl.scenarios import Scenario, seed_sequence
 
-__all__ = ["plan_draws", "read_plan", "SEED_COLUMNS", "chunk_bounds", "n_chunks"]
+__all__ = ["plan_draws", "write_plan", "read_plan", "SEED_COLUMNS", "chunk_bounds", "n_chunks"]
 
 SEED_COLUMNS = ("seed_ancestry", "seed_mutation", "seed_fsc")
 
@@ -51,6 +52,22 @@ def plan_draws(scenario: Scenario, *, root_seed: int, start: int, stop: int) -> 
 
 #: pandas < 3 needs asking for exact float parsing; pandas 3 does it by default (and warns if asked).
 _EXACT_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
+
+def write_plan(scenario: Scenario, path, *, root_seed: int, n: int, block: int = 50_000) -> dict:
+    """Plan draws ``0..n-1`` into the TSV ``path``, ``block`` draws at a time.
+
+    Memory stays bounded by a block however many draws there are; the file
+    is the same as one written whole, and it appears atomically.  Returns a
+    summary (draws, mean tries).
+    """
+    tries = 0
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        for start in range(0, max(n, 1), block):
+            frame = plan_draws(scenario, root_seed=root_seed, start=start, stop=min(start + block, n))
+            frame.to_csv(fh, sep="\t", index=False, header=start == 0)
+            tries += int(frame["tries"].sum())
+    return {"draws": n, "mean_tries": tries / n if n else 0.0}
 
 
 def read_plan(path, *, start: int = 0, stop: int | None = None) -> pd.DataFrame:

@@ -236,7 +236,7 @@ def _simulation_section(rep: Report, results: Path) -> dict | None:
     bench = sorted((results / "benchmarks" / "simulate").glob("*/*.tsv"))
     seconds = sum(float(pd.read_csv(b, sep="\t")["s"].iloc[0]) for b in bench) if bench else None
     body = _table(pd.DataFrame(rows))
-    body += (f"<p>Splits: " + ", ".join(f"{k} {v['n']}" for k, v in manifest["splits"].items())
+    body += ("<p>Splits: " + ", ".join(f"{k} {v['n']}" for k, v in manifest["splits"].items())
              + f"; image {manifest['image_shape'][0]} haplotypes × {snps} SNPs; {len(manifest['stat_names'])} summary statistics."
              + (f" Simulation time: {seconds:.1f} s over {len(bench)} jobs." if seconds is not None else "") + "</p>")
     rep.section("simulations", "Simulations", body)

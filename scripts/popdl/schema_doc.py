@@ -55,6 +55,9 @@ def keys(node: dict, path: str = "", required: tuple = ()) -> list[tuple[str, di
         key = f"{path}.{name}" if path else name
         out.append((key, sub, name in node.get("required", [])))
         out += keys(sub, key)
+        for branch in sub.get("anyOf", []):  # e.g. a section that is null or a mapping
+            if isinstance(branch, dict) and "properties" in branch:
+                out += keys(branch, key)
         items = sub.get("items")
         if isinstance(items, dict) and "properties" in items:
             out += keys(items, f"{key}[]")

@@ -1,0 +1,70 @@
+"""Dry runs of the workflow: the default config, every example, and 3 x 1,000,000 simulations."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+import yaml
+from conftest import REPO, tiny_config, write_config
+from dry_runs import dry_run
+
+from popdl.plan import n_chunks
+
+EXAMPLES = sorted((REPO / "config" / "examples").glob("*.yaml"))
+
+
+def test_dry_run_of_the_default_config(tmp_path):
+    counts = dry_run(tmp_path)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    chunks = n_chunks(config["simulations"]["per_scenario"], config["simulations"]["chunk"])
+    scenarios = len(config["scenarios"])
+    assert counts["plan"] == scenarios and counts["dataset"] == 1
+    assert counts["simulate"] == counts["features"] == scenarios * chunks
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_dry_run_of_each_example(tmp_path, example):
+    config = yaml.safe_load(example.read_text())
+    counts = dry_run(tmp_path, configfile=example)
+    chunks = n_chunks(config["simulations"]["per_scenario"], config["simulations"]["chunk"])
+    assert counts["plan"] == len(config["scenarios"])
+    assert counts["simulate"] == counts["features"] == len(config["scenarios"]) * chunks
+
+
+def test_examples_include_conservation_and_divergence_order():
+    names = {p.stem for p in EXAMPLES}
+    assert {"conservation", "divergence_order"} <= names
+    order = yaml.safe_load((REPO / "config" / "examples" / "divergence_order.yaml").read_text())
+    assert set(order["scenarios"]) == {"AB_C", "AC_B", "BC_A"}
+    assert {"theta", "T1", "T2", "Ne"} <= set(order["scenarios"]["AB_C"]["priors"])
+
+
+def test_three_million_simulations_dry_run_is_fast_and_chunked(tmp_path):
+    """3 scenarios x 1,000,000 simulations: one plan job per scenario, one job per chunk, seconds.
+
+    Timed as CPU seconds of the Snakemake process (the figure that does not
+    depend on what else the machine runs) and as wall-clock seconds.
+    """
+    per_scenario, chunk = 1_000_000, 2_000
+    config = tiny_config(run="big")
+    config["simulations"].update(per_scenario=per_scenario, chunk=chunk, shard_size=10_000)
+    cfg = write_config(tmp_path, config)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    counts = dry_run(tmp_path, configfile=cfg)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    chunks = n_chunks(per_scenario, chunk)
+    print(f"\ndry run of 3 scenarios x {per_scenario:,} simulations ({chunks} chunks each): "
+          f"{cpu:.1f} s CPU, {wall:.1f} s wall, {counts['total']:,} jobs: {counts}")
+    assert counts["plan"] == 3  # one per scenario
+    assert counts["simulate"] == counts["features"] == 3 * chunks  # one per chunk
+    assert counts["dataset"] == 1
+    assert all(n <= 3 * chunks for rule, n in counts.items() if rule != "total")  # never one per simulation
+    assert cpu < 30
+    assert wall < 120  # generous: the machine may be shared
+    assert not (tmp_path / "results").exists()
