@@ -266,6 +266,7 @@ def trained(tmp_path_factory):
     return config, work, config_file
 
 
+@pytest.mark.slow
 def test_scan_finds_a_hard_sweep_in_the_middle_of_a_chromosome(trained, tmp_path):
     config, work, config_file = trained
     length = 3 * LENGTH  # scans are exact away from the ends (LENGTH / 2 from each)
@@ -300,6 +301,7 @@ def test_scan_finds_a_hard_sweep_in_the_middle_of_a_chromosome(trained, tmp_path
     assert "highest p(sweep)" in proc.stdout
 
 
+@pytest.mark.slow
 def test_scan_rejects_bad_input_with_one_line(trained, tmp_path):
     config, work, config_file = trained
     vcf = tmp_path / "broken.vcf"

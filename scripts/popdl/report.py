@@ -42,7 +42,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max
 h1{border-bottom:2px solid #446;padding-bottom:.3em}h2{margin-top:2em;border-bottom:1px solid #ccd;color:#335}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ccd;padding:.25em .6em;text-align:right}
 th{background:#eef}td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto;margin:.4em 0}
-.note{color:#666;font-style:italic}.flag{color:#a00;font-weight:bold}.ok{color:#070}
+.kv td{text-align:left}.note{color:#666;font-style:italic}.flag{color:#a00;font-weight:bold}.ok{color:#070}
 nav a{margin-right:.8em}code{background:#f4f4f8;padding:0 .2em}.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}.figs>div{flex:0 1 420px}
 """
 
@@ -140,7 +140,7 @@ def _config_section(rep: Report, config: dict, results: Path) -> None:
     from popdl.config import config_hash
 
     versions = package_versions()
-    body = "<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>"
+    body = '<table class="kv">' + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>"
     body += (f"<p>Config hash <code>{config_hash({k: v for k, v in config.items() if k != 'run'})}</code>; written "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
              + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".</p>")

@@ -304,7 +304,7 @@ def write_bed(path: str | Path, table: pd.DataFrame, *, target: str) -> None:
 
 
 def plot_scan(path: str | Path, table: pd.DataFrame, *, target: str, title: str = "") -> None:
-    """PNG: the probability of each scenario along every contig (the target in bold)."""
+    """PNG: the probability of each scenario along every contig (the target in bold; edge windows shaded)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -316,6 +316,12 @@ def plot_scan(path: str | Path, table: pd.DataFrame, *, target: str, title: str 
     for ax, contig in zip(axes[:, 0], contigs):
         rows = table[table["contig"] == contig]
         x = rows["centre"].to_numpy() / 1e6
+        if "edge" in rows and rows["edge"].any():  # windows near the contig's ends: approximate
+            edge = rows["edge"].to_numpy(bool)
+            mid = np.median(x)
+            for side in (x < mid, x >= mid):
+                if (edge & side).any():
+                    ax.axvspan(x[edge & side].min(), x[edge & side].max(), color="0.9", zorder=0, lw=0)
         for cls in classes:
             bold = cls == target
             ax.plot(x, rows[f"p_{cls}"], lw=1.8 if bold else 0.8, alpha=1.0 if bold else 0.6,
