@@ -71,6 +71,7 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_workflow_writes_predictions_abc_and_report(tiny_run):
     pred = json.loads((tiny_run / "predict" / "obs" / "predictions.json").read_text())
     net = pred["network"]
@@ -128,6 +129,7 @@ def _browser_check(report: Path, tmp_path: Path) -> dict:
     return json.loads(html_lib.unescape(found.group(1)))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (tests/system/install.sh installs it)")
 def test_report_in_headless_browser(tiny_run, tmp_path):
     metrics = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
@@ -141,6 +143,7 @@ def test_report_in_headless_browser(tiny_run, tmp_path):
     assert check["prediction"] == pred["network"]["scenario"]
 
 
+@pytest.mark.slow
 def test_snakemake_report_has_captions(tiny_run, tmp_path):
     work = tiny_run.parents[1]
     out = tmp_path / "snakemake_report.zip"
@@ -153,6 +156,7 @@ def test_snakemake_report_has_captions(tiny_run, tmp_path):
     assert any(n.endswith("report.html") for n in names) and any(n.endswith("comparison.tsv") for n in names), names
 
 
+@pytest.mark.slow
 def test_predict_cli_by_hand(tiny_run, tmp_path):
     work = tiny_run.parents[1]
     proc = subprocess.run([sys.executable, "-m", "popdl", "predict", "--model", str(tiny_run / "model"),

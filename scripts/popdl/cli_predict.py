@@ -163,15 +163,17 @@ def _model_settings(args, model: Path) -> dict:
 
 
 def cmd_abc(args) -> int:
+    import numpy as np
+
     from popdl.abc import run_abc
-    from popdl.predict import load_observed
 
     cfg = config_from_args(args, "abc")
     a = cfg["abc"]
     observed = {}
     for item in args.observed:
         name, _, path = item.rpartition("=") if "=" in item else (Path(item).parent.name, "", item)
-        observed[name] = load_observed(path)["stats"]
+        with np.load(path, allow_pickle=False) as data:
+            observed[name] = data["stats"]
     metrics = run_abc(args.dataset, args.out, tolerance=a["tolerance"], trees=a["trees"], min_samples_leaf=a["min_samples_leaf"],
                       interval=a["interval"], seed=cfg["seed"], threads=args.threads, observed=observed)
     for name, m in metrics["methods"].items():

@@ -119,8 +119,10 @@ def resolve_graphs(config: dict, *, base_dirs: tuple[Path, ...] = ()) -> dict:
     return config
 
 
-def check_semantics(config: dict) -> dict:
-    """Parse every scenario: priors, derived expressions, constraints and graph."""
+def check_semantics(config: dict, *, check_executables: bool = True) -> dict:
+    """Parse every scenario: priors, derived expressions, constraints and graph;
+    then (unless ``check_executables`` is false, as when every rule brings its
+    own conda environment) check that the simulators' programs exist."""
     from popdl.scenarios import Scenario  # local import: scenarios imports this module
 
     split = config["simulations"]["split"]
@@ -133,7 +135,19 @@ def check_semantics(config: dict) -> dict:
         from popdl.tuning import check_storage
 
         check_storage(config["tuning"]["storage"])
+    if check_executables:
+        check_simulators(config)
     return config
+
+
+def check_simulators(config: dict) -> None:
+    """Stop with one line when a simulator the scenarios use cannot run here
+    (e.g. no fastsimcoal2 executable)."""
+    used = {spec.get("simulator") or config["simulator"] for spec in config["scenarios"].values()}
+    if "fastsimcoal2" in used:
+        from popdl.simulators.fastsimcoal2 import find_executable
+
+        find_executable((config.get("fastsimcoal2") or {}).get("executable"))
 
 
 def load_config(path: str | Path, *, overrides: dict | None = None) -> dict:
@@ -153,11 +167,11 @@ def load_config(path: str | Path, *, overrides: dict | None = None) -> dict:
     return prepare(config, base_dirs=(path.parent,))
 
 
-def prepare(config: dict, *, base_dirs: tuple[Path, ...] = ()) -> dict:
+def prepare(config: dict, *, base_dirs: tuple[Path, ...] = (), check_executables: bool = True) -> dict:
     """Validate, fill defaults, load graph files and check scenarios."""
     validate(config)
     resolve_graphs(config, base_dirs=base_dirs)
-    check_semantics(config)
+    check_semantics(config, check_executables=check_executables)
     return config
 
 

@@ -29,7 +29,6 @@ import numpy as np
 from popdl.io import save_npz
 from popdl.plan import SEED_COLUMNS
 from popdl.scenarios import Scenario
-from popdl.simulators import Genotypes, get_simulator
 
 __all__ = ["simulate_chunk", "load_sims", "iter_draws"]
 
@@ -37,6 +36,8 @@ log = logging.getLogger("popdl.simulate")
 
 
 def simulator_for(scenario: Scenario, config: dict):
+    from popdl.simulators import get_simulator  # lazy: reading chunks needs no simulator
+
     return get_simulator(
         scenario.simulator,
         genome=config["genome"],
@@ -60,7 +61,7 @@ def simulate_chunk(config: dict, scenario: Scenario, plan, out, *, progress_ever
     names = scenario.parameter_names
     params = plan[names].to_numpy(dtype=np.float64)
     seeds = plan[list(SEED_COLUMNS)].to_numpy(dtype=np.int64)
-    blocks: list[Genotypes] = []
+    blocks = []
     offsets = [0]
     start = last = time.perf_counter()
     try:

@@ -43,6 +43,14 @@ if not workflow.overwrite_configfiles:
     config.clear()
     config.update(_merged)
 
+
+def uses_conda():
+    """True when rules run in their conda environments (which bring fastsimcoal2)."""
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
 try:
     # Graph files: relative to the working directory, the config file's folder, or the repository.
     prepare(
@@ -51,6 +59,7 @@ try:
             *(Path(f).parent for f in workflow.overwrite_configfiles or ()),
             REPO,
         ),
+        check_executables=not uses_conda(),
     )
 except ConfigError as exc:
     sys.stderr.write(f"popdl: config error: {exc}\n")
@@ -68,6 +77,14 @@ wildcard_constraints:
     chunk=r"\d+",
     worker=r"\d+",
     data="|".join(re.escape(d["name"]) for d in config["predict"]["data"]) or "(?!)",
+
+
+def simulate_env(wildcards):
+    """The simulate rule's conda env: with fastsimcoal2 when the scenario uses it."""
+    spec = config["scenarios"][wildcards.scenario]
+    simulator = spec.get("simulator") or config["simulator"]
+    name = "fastsimcoal2" if simulator == "fastsimcoal2" else "simulate"
+    return str(REPO / "envs" / f"{name}.yaml")
 
 
 def chunk_start(wildcards):

@@ -28,7 +28,7 @@ rule simulate:
     benchmark:
         f"{RESULTS}/benchmarks/simulate/{{scenario}}/{{chunk}}.tsv"
     conda:
-        "../../envs/simulate.yaml"
+        simulate_env
     threads: 1
     resources:
         mem_mb=2000,
