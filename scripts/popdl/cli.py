@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "popdl.cli_predict",
     "popdl.cli_report",
     "popdl.cli_scan",
+    "popdl.cli_fsc",
 ]
 
 

@@ -208,7 +208,7 @@ def _build(graph: demes.Graph, samples: dict[str, int]) -> _Par:
     for deme in graph.demes:
         if deme.end_time > 0:
             actions.append((deme.end_time, 0, "state", deme.name))
-        for older, younger in zip(deme.epochs[:-1], deme.epochs[1:]):
+        for _older, younger in zip(deme.epochs[:-1], deme.epochs[1:]):
             actions.append((younger.start_time, 0, "state", deme.name))
     for k, pulse in enumerate(graph.pulses):
         actions.append((pulse.time, 1, "pulse", (len(graph.pulses) - k, pulse)))
