@@ -67,6 +67,19 @@ demes:
         1,
         10000,
     ),
+    "growth_split": (
+        """
+demes:
+  - {name: anc, epochs: [{start_size: 1000, end_time: 500}]}
+  - name: pop1
+    ancestors: [anc]
+    epochs: [{start_size: 100, end_size: 400, size_function: exponential}]
+  - {name: pop2, ancestors: [anc], epochs: [{start_size: 200}]}
+""",
+        {"pop1": 2, "pop2": 2},
+        1,
+        10000,
+    ),
     "migration_change": (
         SPLIT.replace("500", "1000")
         + """
@@ -222,8 +235,19 @@ def test_msprime_and_fastsimcoal2_agree_on_default_scenarios():
         for name in spec["priors"]:
             if name in fixed:
                 spec["priors"][name] = fixed[name]
+    # and one with exponential growth (the sign convention that is easiest to get wrong)
+    config["scenarios"]["expansion"] = {
+        "graph": {"demes": [
+            {"name": "anc", "epochs": [{"start_size": "N_anc", "end_time": "T_split"}]},
+            {"name": "pop1", "ancestors": ["anc"],
+             "epochs": [{"start_size": 300, "end_size": "N1", "size_function": "exponential"}]},
+            {"name": "pop2", "ancestors": ["anc"], "epochs": [{"start_size": "N2"}]},
+        ]},
+        "priors": {"N_anc": 4000, "N1": 3000, "N2": 1000, "T_split": 2000},
+    }
     config = prepare(config, base_dirs=(REPO,))
     n_hap, reps = 12, 40
+    seeds_fsc = np.random.default_rng(11).choice(np.arange(1, 1_000_001), size=reps, replace=False)
     fsc = get_simulator("fastsimcoal2", genome=config["genome"], samples=config["samples"])
     msp = get_simulator("msprime", genome=config["genome"], samples=config["samples"])
     report = []
@@ -231,7 +255,7 @@ def test_msprime_and_fastsimcoal2_agree_on_default_scenarios():
         params = scenario.draw(np.random.default_rng(0))
         values = {"fsc": [], "msprime": []}
         for r in range(reps):
-            seeds = {"seed_fsc": 1000 + r, "seed_ancestry": 1000 + r, "seed_mutation": 5000 + r}
+            seeds = {"seed_fsc": int(seeds_fsc[r]), "seed_ancestry": 1000 + r, "seed_mutation": 5000 + r}
             values["fsc"].append(_stats(fsc.simulate(scenario, params, seeds), n_hap))
             values["msprime"].append(_stats(msp.simulate(scenario, params, seeds), n_hap))
         f, m = np.array(values["fsc"], float), np.array(values["msprime"], float)

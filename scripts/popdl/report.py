@@ -78,7 +78,9 @@ def _fmt(v, digits: int = 3) -> str:
             return "–"
         if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
             return f"{v:.{digits}g}"
-        return f"{v:.{digits}f}".rstrip("0").rstrip(".") if abs(v) < 1e5 else f"{v:.0f}"
+        if abs(v) >= 100:
+            return f"{v:.0f}"
+        return f"{v:.{digits}f}".rstrip("0").rstrip(".")
     return _esc(v)
 
 
@@ -397,6 +399,7 @@ def _comparison_section(rep: Report, results: Path, evaluation: dict | None, com
     if cnn is None:
         body += _missing("the network's evaluation (evaluation/metrics.json); ABC rows only")
     shown = table.set_index("method").T
+    shown.columns.name = None
     shown.index = [c.replace("r2_", "R² ").replace("coverage_", "coverage ") for c in shown.index]
     body += _table(shown.rename_axis("test set").reset_index())
     plt = _plt()
@@ -561,18 +564,20 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
             params["network"] = net.get("params", {})
             body += (f'<p>Network: most probable scenario <b id="prediction-{_esc(name)}">{_esc(net.get("scenario"))}</b> '
                      f"(probability {max(net['probabilities'].values()):.3f}).</p>" if net.get("probabilities") else "")
-        for method, ans in abc_emp.get(name, {}).items():
+        from popdl.abc import METHODS
+
+        answers_ = abc_emp.get(name, {})
+        for method in [k for k in METHODS if k in answers_] + [k for k in answers_ if k not in METHODS]:
+            ans = answers_[method]
             label = (abc_metrics or {}).get("methods", {}).get(method, {}).get("label", method)
             probs[label] = ans["probabilities"]
             params[label] = ans["params"]
         body += "<h4>Scenario probabilities</h4>" + _table(pd.DataFrame(probs).rename_axis("scenario").reset_index())
-        rows = []
-        for method, ps in params.items():
-            for p, v in ps.items():
-                rows.append({"parameter": p, "method": method, "estimate": v["estimate"], "lower": v["lower"], "upper": v["upper"]})
-        if rows:
-            body += "<h4>Parameter estimates (natural units, with intervals)</h4>" + _table(
-                pd.DataFrame(rows).sort_values(["parameter", "method"]))
+        cells = {method: {p: f"{_fmt(v['estimate'])} ({_fmt(v['lower'])} – {_fmt(v['upper'])})" for p, v in ps.items()}
+                 for method, ps in params.items()}
+        if any(cells.values()):
+            body += ("<h4>Parameter estimates: median (interval), natural units</h4>"
+                     + _table(pd.DataFrame(cells).rename_axis("parameter").reset_index()))
         mis = (pred or {}).get("misspecification")
         if mis:
             cls_ = "flag" if mis["flagged"] else "ok"

@@ -246,7 +246,7 @@ def _build(graph: demes.Graph, samples: dict[str, int]) -> _Par:
     else:
         matrix_index = {t: 0 for t in change_times}
 
-    def line(t: float, source: int, sink: int, migrants: float, *, optional: bool = False):
+    def line(t: float, source: int, sink: int, migrants: float, *, optional: bool = False, stop: bool = False):
         """One event line; the sink takes its graph state just older than t
         (sizes rounded to whole gene copies).  An ``optional`` line that
         changes nothing is left out."""
@@ -254,8 +254,8 @@ def _build(graph: demes.Graph, samples: dict[str, int]) -> _Par:
         sink_deme = by_name[order[sink]]
         target = _graph_state(sink_deme, t)
         current = tracked[sink].at(ft)
-        if target is None:  # the sink does not exist older than t: keep it as it is
-            size, growth = current, tracked[sink].growth
+        if target is None:  # the sink does not exist older than t: keep its size
+            size, growth = current, 0.0 if stop else tracked[sink].growth
         else:
             size, growth = max(1.0, float(round(target[0]))), target[1]
         factor = size / current if current > 0 else 1.0
@@ -286,7 +286,7 @@ def _build(graph: demes.Graph, samples: dict[str, int]) -> _Par:
                 line(t, d, index[anc], frac)
                 remaining -= p
             if tracked[d].growth:  # an emptied deme stops growing
-                line(t, d, d, 0.0)
+                line(t, d, d, 0.0, stop=True)
         elif kind == "matrix":  # a change of migration alone still needs an event line
             if not any(e[0] == float(round(t)) and e[6] == matrix_index[t] for e in par.events):
                 line(t, 0, 0, 0.0)
