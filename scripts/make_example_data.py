@@ -23,7 +23,7 @@ import numpy as np
 from popdl.config import load_config
 from popdl.scenarios import Scenario
 
-DEFAULT_PARAMS = {"N_anc": 10000, "N1": 5000, "N2": 8000, "T_split": 4000, "m": 2e-4}
+DEFAULT_PARAMS = {"N_anc": 10000, "N1": 5000, "N2": 8000, "T_split": 20000, "m": 2e-4}
 
 
 def realistic_records(vcf: str, *, seed: int) -> str:
