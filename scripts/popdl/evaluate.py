@@ -130,6 +130,7 @@ def _plots(folder: Path, *, cls, cal_before, cal_after, reg, true, quantiles, pr
     import matplotlib.pyplot as plt
 
     def save(fig, name):
+        fig.tight_layout()
         with atomic_path(folder / name, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
         plt.close(fig)
@@ -165,9 +166,13 @@ def _plots(folder: Path, *, cls, cal_before, cal_after, reg, true, quantiles, pr
         save(fig, "calibration.png")
 
     names = [p for p in prep.param_names if reg.get(p, {}).get("n", 0) >= 2]
-    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 3.2), squeeze=False)
+    ncols = min(4, max(1, len(names)))
+    nrows = -(-max(1, len(names)) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
     mid = quantiles.shape[-1] // 2 if quantiles.size else 0
-    for ax, p in zip(axes[0], names):
+    for ax, p in zip(axes.flat, names):
         j = prep.param_names.index(p)
         sel = np.isfinite(true[:, j])
         t, q = true[sel, j], quantiles[sel, j]
@@ -183,6 +188,7 @@ def _plots(folder: Path, *, cls, cal_before, cal_after, reg, true, quantiles, pr
         ax.set_xlabel("true")
         ax.set_ylabel("estimated")
     if not names:
+        axes[0][0].set_visible(True)
         axes[0][0].text(0.5, 0.5, "no regression output", ha="center")
     save(fig, "parameters.png")
 

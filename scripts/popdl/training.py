@@ -293,14 +293,15 @@ def split_megabytes(dataset: Dataset, splits) -> float:
 
 
 def make_data(dataset: Dataset, splits, *, streaming, in_memory_max_mb: float, batch_size: int, inputs,
-              prep: Preprocessor, tasks, shuffle: bool = True, seed: int = 0):
-    """``(data, fit_kwargs)`` for :meth:`keras.Model.fit`: a :class:`ShardSequence`,
+              prep: Preprocessor, tasks, shuffle: bool = True, seed: int = 0, loader_threads: int = 2):
+    """``(fit_kwargs, steps_per_epoch)`` for :meth:`keras.Model.fit`: a :class:`ShardSequence`
+    (read ahead by ``loader_threads`` threads; 1 reads in the training thread),
     or in-memory arrays (``streaming`` true | false | "auto")."""
     if streaming == "auto":
         streaming = split_megabytes(dataset, splits) > in_memory_max_mb
     if streaming:
         seq = ShardSequence(dataset, splits, batch_size=batch_size, inputs=inputs, prep=prep, tasks=tasks,
-                            shuffle=shuffle, seed=seed)
+                            shuffle=shuffle, seed=seed, workers=loader_threads)
         return {"x": seq}, len(seq)
     x, y = load_arrays(dataset, splits, inputs=inputs, prep=prep, tasks=tasks)
     n = len(next(iter(y.values())))
@@ -410,7 +411,8 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     keras.utils.set_random_seed(seed)
     data, steps = make_data(dataset, splits, streaming=train_cfg["streaming"],
                             in_memory_max_mb=train_cfg["in_memory_max_mb"], batch_size=hp["batch_size"],
-                            inputs=net.inputs, prep=prep, tasks=tasks, seed=seed)
+                            inputs=net.inputs, prep=prep, tasks=tasks, seed=seed,
+                            loader_threads=1 if train_cfg.get("threads") == 1 else 2)
     shapes = dataset_shapes(dataset)
     model = net.build(shapes, hp=hp, n_classes=len(dataset.scenarios), n_params=len(prep.param_names),
                       quantiles=tuple(train_cfg["quantiles"]), tasks=tasks)

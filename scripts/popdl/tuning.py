@@ -237,8 +237,10 @@ class TrialRunner:
         keras.backend.clear_session()
         keras.utils.set_random_seed(int(self.settings["seed"]) + trial.number)
         epochs = int(self.tuning["max_epochs"])
+        # One thread per worker (tuning.threads: 1) also means no read-ahead thread.
         common = dict(inputs=net.inputs, prep=self.prep, tasks=self.tasks, streaming=train_cfg["streaming"],
-                      in_memory_max_mb=train_cfg["in_memory_max_mb"])
+                      in_memory_max_mb=train_cfg["in_memory_max_mb"],
+                      loader_threads=1 if self.tuning.get("threads") == 1 else 2)
         train, steps = make_data(self.dataset, "train", batch_size=hp["batch_size"], seed=trial.number, **common)
         val, _ = make_data(self.dataset, "validation", batch_size=256, shuffle=False, **common)
         model = net.build(dataset_shapes(self.dataset), hp=hp, n_classes=len(self.dataset.scenarios),
