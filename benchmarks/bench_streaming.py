@@ -37,7 +37,7 @@ HP = {"learning_rate": 1e-3, "optimizer": "adam", "batch_size": 128, "conv_layer
       "kernel_size": 3, "dense_units": 64, "dropout": 0.25, "batch_norm": True}
 
 
-def build(dataset, *, network: str, streaming: bool, epochs: int, seed: int = 0):
+def build(dataset, *, network: str, streaming: bool, epochs: int, seed: int = 0, loader_threads: int = 1):
     """A compiled model and its training data (streamed or in memory)."""
     import keras
 
@@ -48,7 +48,7 @@ def build(dataset, *, network: str, streaming: bool, epochs: int, seed: int = 0)
     net = get_network(network)
     keras.utils.set_random_seed(seed)
     data, steps = make_data(dataset, "train", streaming=streaming, in_memory_max_mb=1e9, batch_size=HP["batch_size"],
-                            inputs=net.inputs, prep=prep, tasks=TASKS, seed=seed)
+                            inputs=net.inputs, prep=prep, tasks=TASKS, seed=seed, loader_threads=loader_threads)
     model = net.build(dataset_shapes(dataset), hp=HP, n_classes=len(dataset.scenarios),
                       n_params=len(prep.param_names), tasks=TASKS)
     compile_model(model, HP, steps_per_epoch=steps, epochs=epochs, quantiles=(0.05, 0.5, 0.95), tasks=TASKS)
@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--network", default="cnn2d")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per fit (one fit per side and repetition)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--loader-threads", type=int, default=1, help="read-ahead threads of the stream (1: none)")
     ap.add_argument("--per-scenario", type=int, default=1000)
     ap.add_argument("--dataset", type=Path, help="reuse this dataset folder instead of simulating one")
     args = ap.parse_args(argv)
@@ -91,7 +92,8 @@ def main(argv=None) -> int:
         shards = len(dataset.manifest["splits"]["train"]["shards"])
         print(f"dataset {folder}: {dataset.size('train')} training examples in {shards} shards; "
               f"network {args.network}, batch {HP['batch_size']}")
-        stream = build(dataset, network=args.network, streaming=True, epochs=args.epochs)
+        stream = build(dataset, network=args.network, streaming=True, epochs=args.epochs,
+                       loader_threads=args.loader_threads)
         memory = build(dataset, network=args.network, streaming=False, epochs=args.epochs)
         for m in (stream, memory):  # the first epoch compiles the step function
             epoch_seconds(*m, 1)

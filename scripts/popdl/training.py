@@ -220,13 +220,14 @@ class ShardSequence(_pydataset_base()):
     ``inputs``: the network's inputs; ``tasks``: which targets to yield.
     With ``shuffle``, every epoch visits the shards in a new order and each
     shard's examples in a new order (seeded by ``seed`` and the epoch).
-    ``workers`` threads read batches ahead (at most ``max_queue_size`` = 8
-    batches in memory).
+    ``workers`` > 1 threads read batches ahead (at most 8 batches in memory);
+    on few cores the default, 1, is faster (no contention with the training
+    threads for the interpreter lock).
     """
 
     def __init__(self, dataset: Dataset, splits, *, batch_size: int, inputs, prep: Preprocessor,
                  tasks=("classify", "regress"), shuffle: bool = True, seed: int = 0, targets: bool = True,
-                 workers: int = 2):
+                 workers: int = 1):
         # workers > 1: batches are read by background threads while the model trains.
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.dataset, self.batch_size = dataset, int(batch_size)
@@ -293,7 +294,7 @@ def split_megabytes(dataset: Dataset, splits) -> float:
 
 
 def make_data(dataset: Dataset, splits, *, streaming, in_memory_max_mb: float, batch_size: int, inputs,
-              prep: Preprocessor, tasks, shuffle: bool = True, seed: int = 0, loader_threads: int = 2):
+              prep: Preprocessor, tasks, shuffle: bool = True, seed: int = 0, loader_threads: int = 1):
     """``(fit_kwargs, steps_per_epoch)`` for :meth:`keras.Model.fit`: a :class:`ShardSequence`
     (read ahead by ``loader_threads`` threads; 1 reads in the training thread),
     or in-memory arrays (``streaming`` true | false | "auto")."""
@@ -412,7 +413,7 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     data, steps = make_data(dataset, splits, streaming=train_cfg["streaming"],
                             in_memory_max_mb=train_cfg["in_memory_max_mb"], batch_size=hp["batch_size"],
                             inputs=net.inputs, prep=prep, tasks=tasks, seed=seed,
-                            loader_threads=1 if train_cfg.get("threads") == 1 else 2)
+                            loader_threads=loader_threads(train_cfg.get("threads")))
     shapes = dataset_shapes(dataset)
     model = net.build(shapes, hp=hp, n_classes=len(dataset.scenarios), n_params=len(prep.param_names),
                       quantiles=tuple(train_cfg["quantiles"]), tasks=tasks)
@@ -441,3 +442,9 @@ def _has_module(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def loader_threads(threads: int | None) -> int:
+    """Read-ahead threads of a stream for a job of ``threads`` CPU threads: none
+    (1, read in the training thread) up to 2 cores, 2 above."""
+    return 2 if threads and threads > 2 else 1

@@ -228,7 +228,7 @@ class TrialRunner:
         import keras
 
         from popdl.models import get_network
-        from popdl.training import (compile_model, dataset_shapes, history_dict, make_data,
+        from popdl.training import (compile_model, dataset_shapes, history_dict, loader_threads, make_data,
                                     predict_arrays)
 
         train_cfg = self.settings["train"]
@@ -237,10 +237,9 @@ class TrialRunner:
         keras.backend.clear_session()
         keras.utils.set_random_seed(int(self.settings["seed"]) + trial.number)
         epochs = int(self.tuning["max_epochs"])
-        # One thread per worker (tuning.threads: 1) also means no read-ahead thread.
         common = dict(inputs=net.inputs, prep=self.prep, tasks=self.tasks, streaming=train_cfg["streaming"],
                       in_memory_max_mb=train_cfg["in_memory_max_mb"],
-                      loader_threads=1 if self.tuning.get("threads") == 1 else 2)
+                      loader_threads=loader_threads(self.tuning.get("threads")))
         train, steps = make_data(self.dataset, "train", batch_size=hp["batch_size"], seed=trial.number, **common)
         val, _ = make_data(self.dataset, "validation", batch_size=256, shuffle=False, **common)
         model = net.build(dataset_shapes(self.dataset), hp=hp, n_classes=len(self.dataset.scenarios),
