@@ -176,3 +176,20 @@ def test_predict_cli_by_hand(tiny_run, tmp_path):
                            str(work / "obs_popmap.tsv"), "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1 and proc.stderr.strip().startswith("popdl: error: VCF") and "\n" not in proc.stderr.strip()
     assert not (tmp_path / "bad" / "predictions.json").exists()
+
+
+@pytest.mark.slow
+def test_predict_with_the_model_alone(tiny_run, tmp_path):
+    """The model folder carries its run config: no --configfile needed, same answer."""
+    import shutil
+
+    work = tiny_run.parents[1]
+    model = tmp_path / "elsewhere" / "model"
+    shutil.copytree(tiny_run / "model", model)  # as if copied to another machine
+    proc = subprocess.run([sys.executable, "-m", "popdl", "predict", "--model", str(model),
+                           "--vcf", str(work / "obs.vcf.gz"), "--popmap", str(work / "obs_popmap.tsv"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    alone = json.loads((tmp_path / "out" / "predictions.json").read_text())["network"]["probabilities"]
+    in_workflow = json.loads((tiny_run / "predict" / "obs" / "predictions.json").read_text())["network"]["probabilities"]
+    assert alone == pytest.approx(in_workflow, abs=1e-3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -44,7 +45,7 @@ def scan_settings(args, model: Path) -> dict:
     bundle = json.loads((model / "bundle.json").read_text())
     for key in ("config", "run_config"):
         if isinstance(bundle.get(key), dict):
-            return stage_config(prepare(bundle[key]), "scan")
+            return stage_config(prepare(copy.deepcopy(bundle[key]), check_executables=False), "scan")
     raise ConfigError(f"{model}/bundle.json holds no run config; give --configfile (the config the model was trained with)")
 
 

@@ -61,7 +61,8 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], network: str, inputs: tuple[str, ...],
                 shapes: dict, temperature: float, quantiles, tasks, hyper_parameters: dict,
-                history: dict | None = None, provenance: dict | None = None) -> Path:
+                history: dict | None = None, provenance: dict | None = None,
+                run_config: dict | None = None) -> Path:
     """Write the model folder atomically (a killed job leaves no half-written model)."""
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
@@ -81,6 +82,7 @@ def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], networ
             "preprocessing": prep.to_dict(),
             "hyper_parameters": hyper_parameters,
             "provenance": provenance or {},
+            "config": run_config,
         }
         (tmp / "bundle.json").write_text(json.dumps(bundle, indent=2, default=_plain) + "\n")
         (tmp / "history.json").write_text(json.dumps(history or {}, indent=2) + "\n")

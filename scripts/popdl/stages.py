@@ -96,7 +96,11 @@ def stage_config(config: dict, stage: str, scenario: str | None = None) -> dict:
             "train": {k: v for k, v in config["train"].items() if k not in final_only},
         }
     if stage == "train":
-        return {"seed": config["seed"], "task": config["task"], "train": config["train"]}
+        # The data sections travel into the model bundle, so that the model alone
+        # can later turn a VCF into the inputs it was trained on; they change only
+        # when the dataset changes, which reruns training anyway.
+        return {"seed": config["seed"], "task": config["task"], "train": config["train"],
+                "run_config": {k: config[k] for k in DATA_KEYS}}
     if stage == "evaluate":
         return {"evaluate": config["evaluate"]}
     if stage == "scan":

@@ -429,6 +429,7 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     save_bundle(out, model=model, prep=prep, scenarios=dataset.scenarios, network=hp["network"], inputs=net.inputs,
                 shapes={k: shapes[k] for k in net.inputs}, temperature=best.get("temperature", 1.0),
                 quantiles=train_cfg["quantiles"], tasks=tasks, hyper_parameters=hp, history=history,
+                run_config=settings.get("run_config"),
                 provenance=provenance(config_hash=config_hash(settings), seeds={"root": seed},
                                       dataset=dataset.manifest.get("provenance", {}).get("config_hash"),
                                       best_trial=best.get("number"), epochs=epochs,
