@@ -45,6 +45,14 @@ def prior_summary(config: dict) -> dict:
     return out
 
 
+def _data_entry(config: dict, section: str, name: str) -> dict:
+    """The ``{section}.data`` entry called ``name``."""
+    entries = {d["name"]: d for d in config[section]["data"]}
+    if name not in entries:
+        raise ValueError(f"no {section}.data entry named {name!r} (valid: {', '.join(entries)})")
+    return entries[name]
+
+
 def stage_config(config: dict, stage: str, scenario: str | None = None) -> dict:
     """The part of a prepared ``config`` that ``stage`` depends on."""
     if stage == "plan":
@@ -74,10 +82,7 @@ def stage_config(config: dict, stage: str, scenario: str | None = None) -> dict:
             "predict": {k: v for k, v in config["predict"].items() if k != "data"},
         }
         if scenario is not None:
-            entries = {d["name"]: d for d in config["predict"]["data"]}
-            if scenario not in entries:
-                raise ValueError(f"no predict.data entry named {scenario!r} (valid: {', '.join(entries)})")
-            part["data"] = entries[scenario]
+            part["data"] = _data_entry(config, "predict", scenario)
         return part
     if stage == "abc":
         return {"seed": config["seed"], "abc": config["abc"], "data": [d["name"] for d in config["predict"]["data"]]}
@@ -114,10 +119,7 @@ def stage_config(config: dict, stage: str, scenario: str | None = None) -> dict:
             "scan": {k: v for k, v in config["scan"].items() if k != "data"},
         }
         if scenario is not None:
-            entries = {d["name"]: d for d in config["scan"]["data"]}
-            if scenario not in entries:
-                raise ValueError(f"no scan.data entry named {scenario!r} (valid: {', '.join(entries)})")
-            part["data"] = entries[scenario]
+            part["data"] = _data_entry(config, "scan", scenario)
         return part
     raise ValueError(f"unknown stage {stage!r}")
 
