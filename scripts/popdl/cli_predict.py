@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 import json
 import logging
@@ -152,16 +151,12 @@ def cmd_predict(args) -> int:
 
 def _model_settings(args, model: Path) -> dict:
     """The predict slice: --settings / --configfile, else the run config stored in the model's bundle.json."""
-    from popdl.config import ConfigError, prepare
+    from popdl.model_io import stored_config
     from popdl.stages import stage_config
 
     if args.settings or args.configfile:
         return _predict_settings(args)
-    bundle = json.loads((model / "bundle.json").read_text())
-    for key in ("config", "run_config"):
-        if isinstance(bundle.get(key), dict):
-            return stage_config(prepare(copy.deepcopy(bundle[key]), check_executables=False), "predict")
-    raise ConfigError(f"{model}/bundle.json holds no run config; give --configfile (the config the model was trained with)")
+    return stage_config(stored_config(model), "predict")
 
 
 def cmd_abc(args) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 from pathlib import Path
 
@@ -32,7 +30,8 @@ def add_commands(sub) -> None:
 
 def scan_settings(args, model: Path) -> dict:
     """The scan slice: --settings / --configfile, else the run config stored in the model's bundle.json."""
-    from popdl.config import ConfigError, load_config, prepare
+    from popdl.config import ConfigError, load_config
+    from popdl.model_io import stored_config
     from popdl.stages import load_settings, stage_config
 
     if args.settings:
@@ -42,11 +41,7 @@ def scan_settings(args, model: Path) -> dict:
             raise ConfigError(f"--settings is not valid JSON: {exc}") from None
     if args.configfile is not None:
         return stage_config(load_config(args.configfile), "scan")
-    bundle = json.loads((model / "bundle.json").read_text())
-    for key in ("config", "run_config"):
-        if isinstance(bundle.get(key), dict):
-            return stage_config(prepare(copy.deepcopy(bundle[key]), check_executables=False), "scan")
-    raise ConfigError(f"{model}/bundle.json holds no run config; give --configfile (the config the model was trained with)")
+    return stage_config(stored_config(model), "scan")
 
 
 def cmd_scan(args) -> int:

@@ -89,6 +89,22 @@ def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], networ
     return folder
 
 
+def stored_config(folder: str | Path) -> dict:
+    """The data settings a model was trained with (its run config, validated, defaults filled).
+
+    Raises :class:`popdl.config.ConfigError` when the bundle holds none.
+    """
+    import copy
+
+    from popdl.config import ConfigError, prepare
+
+    folder = Path(folder)
+    bundle = json.loads((folder / "bundle.json").read_text())
+    if not isinstance(bundle.get("config"), dict):
+        raise ConfigError(f"{folder}/bundle.json holds no run config; give --configfile (the config the model was trained with)")
+    return prepare(copy.deepcopy(bundle["config"]), check_executables=False)
+
+
 def _plain(obj):
     if isinstance(obj, np.generic):
         return obj.item()
