@@ -384,6 +384,32 @@ def test_killed_worker_resumes_with_the_killed_trial_failed(tiny_dataset, tmp_pa
     assert TrialState.RUNNING not in states.values()
 
 
+def test_untagged_running_trial_of_a_killed_worker_is_failed(tmp_path):
+    """A worker killed between creating a trial and tagging it with its index
+    leaves an untagged RUNNING trial; the next worker to start marks it FAIL
+    once it is older than the grace period, and leaves fresh ones alone."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from popdl.config import load_config
+    from popdl.stages import stage_config
+    from popdl.tuning import fail_stale_trials, load_study
+
+    settings = stage_config(load_config(write_config(tmp_path, tiny_config())), "tune")
+    tuning_dir = tmp_path / "tuning"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = load_study(settings, tuning_dir=tuning_dir, worker=0, create=True)
+    orphan = study.ask()  # what a worker does before it tags the trial; then it is killed
+    other = study.ask()
+    other.set_user_attr("worker", 1)  # a live worker's trial, tagged: not ours to touch
+    assert fail_stale_trials(study, 0) == []  # younger than the grace period: could still be tagged
+    time.sleep(0.2)
+    study = load_study(settings, tuning_dir=tuning_dir, worker=0)
+    assert fail_stale_trials(study, 0, untagged_grace_s=0.1) == [orphan.number]
+    states = {t.number: t.state for t in load_study(settings, tuning_dir=tuning_dir).trials}
+    assert states == {orphan.number: TrialState.FAIL, other.number: TrialState.RUNNING}
+
+
 # ---------------------------------------------------------------------------- workflow
 
 

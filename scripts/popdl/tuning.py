@@ -20,8 +20,10 @@ Failures and resuming
     as FAIL with its error in the ``error`` user attribute and the worker
     goes on.  Rerunning a worker resumes the study and runs only its missing
     trials.  A trial left RUNNING by a killed worker is marked FAIL when that
-    worker restarts (only one job of a given worker index runs at a time);
-    with an RDB storage, Optuna's heartbeat (``heartbeat_interval``,
+    worker restarts (only one job of a given worker index runs at a time),
+    and a RUNNING trial no worker tagged (its worker was killed between
+    creating and tagging it) is marked FAIL by the next worker to start once
+    it is two minutes old; with an RDB storage, Optuna's heartbeat (``heartbeat_interval``,
     ``grace_period``) also fails the stale trials of dead workers.
 
 Storage
@@ -328,13 +330,29 @@ def _mine(study, worker: int, states=None):
     return [t for t in study.get_trials(deepcopy=False, states=states) if t.user_attrs.get("worker") == worker]
 
 
-def fail_stale_trials(study, worker: int) -> list[int]:
-    """Mark FAIL the RUNNING trials of ``worker`` (left by a killed run of it)."""
+#: A RUNNING trial without a ``worker`` tag older than this (seconds) was left by a
+#: worker killed between creating the trial and tagging it (milliseconds apart).
+UNTAGGED_GRACE_S = 120.0
+
+
+def fail_stale_trials(study, worker: int, *, untagged_grace_s: float = UNTAGGED_GRACE_S) -> list[int]:
+    """Mark FAIL the RUNNING trials of ``worker`` (left by a killed run of it),
+    and RUNNING trials that no worker tagged within ``untagged_grace_s``
+    seconds of their start (left by a worker killed before it could tag them).
+    """
+    from datetime import datetime
+
     from optuna.trial import TrialState
 
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    now = datetime.now()
+    stale = [(t, "worker killed during the trial") for t in running if t.user_attrs.get("worker") == worker]
+    stale += [(t, "worker killed before tagging the trial") for t in running
+              if "worker" not in t.user_attrs and t.datetime_start is not None
+              and (now - t.datetime_start).total_seconds() > untagged_grace_s]
     numbers = []
-    for t in _mine(study, worker, (TrialState.RUNNING,)):
-        study._storage.set_trial_system_attr(t._trial_id, "fail_reason", "worker killed during the trial")
+    for t, reason in stale:
+        study._storage.set_trial_system_attr(t._trial_id, "fail_reason", reason)
         if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
             numbers.append(t.number)
     if numbers:
