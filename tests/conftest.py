@@ -97,8 +97,10 @@ def tiny(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
-    """The tiny config run through the workflow up to the dataset (once per session)."""
+    """The tiny config run through the workflow up to the dataset, with the
+    scenarios' plan tables (once per session)."""
     work = tmp_path_factory.mktemp("tiny_run")
     cfg = write_config(work, tiny_config())
-    snakemake(work, f"results/{TINY['run']}/dataset/manifest.json", configfile=cfg)
+    plans = [f"results/{TINY['run']}/plan/{s}.tsv" for s in TINY["scenarios"]]
+    snakemake(work, f"results/{TINY['run']}/dataset/manifest.json", *plans, configfile=cfg)
     return work / "results" / TINY["run"] / "dataset"

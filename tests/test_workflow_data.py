@@ -23,7 +23,7 @@ def second_run(tmp_path_factory) -> Path:
     """The tiny config run to the dataset once more, in its own folder."""
     work = tmp_path_factory.mktemp("second_run")
     cfg = write_config(work, tiny_config())
-    snakemake(work, MANIFEST, configfile=cfg)
+    snakemake(work, MANIFEST, *[f"results/{TINY['run']}/plan/{s}.tsv" for s in TINY["scenarios"]], configfile=cfg)
     return work
 
 
@@ -101,7 +101,18 @@ def test_changed_features_rerun_features_and_dataset_but_not_simulations(second_
     config = tiny_config()
     config["genome"]["length"] = 25000  # the simulations themselves change
     counts = dry_run(second_run, MANIFEST, configfile=write_config(second_run, config, "genome.yaml"))
-    assert counts.get("plan") == 3 and counts.get("simulate") == chunks
+    assert counts.get("simulate") == chunks
+
+
+def test_more_simulations_add_chunks_and_keep_the_simulated_ones(second_run):
+    config = tiny_config()
+    sims = config["simulations"]
+    sims["per_scenario"] += sims["chunk"]  # one more chunk per scenario
+    counts = dry_run(second_run, MANIFEST, configfile=write_config(second_run, config, "more.yaml"))
+    # Only the new chunks are simulated (each chunk plans its own draws; the
+    # per-scenario plan tables are for the report and not needed here).
+    assert counts.get("simulate") == 3 and counts.get("features") == 3, counts
+    assert counts.get("dataset") == 1 and "plan" not in counts, counts
 
 
 def test_run_name_selects_the_results_folder(second_run):
@@ -137,11 +148,14 @@ def test_every_step_by_hand_gives_the_workflows_files(tiny_dataset, tmp_path):
     step("plan", "--scenario", "isolation", "--out", str(tmp_path / "plan.tsv"))
     step("simulate", "--scenario", "isolation", "--plan", str(tmp_path / "plan.tsv"),
          "--start", str(chunk), "--stop", str(2 * chunk), "--out", str(tmp_path / "sims.npz"))
+    # Without --plan the chunk plans its own draws: the same rows as the plan table.
+    step("simulate", "--scenario", "isolation",
+         "--start", str(chunk), "--stop", str(2 * chunk), "--out", str(tmp_path / "sims-self.npz"))
     step("features", "--sims", str(tmp_path / "sims.npz"), "--out", str(tmp_path / "features.npz"))
     features = sorted(str(p) for p in (run / "features").glob("*/*.npz"))
     step("dataset", "--out", str(tmp_path / "dataset"), *features)
-    assert (tmp_path / "plan.tsv").read_bytes() == (run / "plan" / "isolation.tsv").read_bytes()
     assert (tmp_path / "sims.npz").read_bytes() == (run / "sims" / "isolation" / "1.npz").read_bytes()
+    assert (tmp_path / "sims-self.npz").read_bytes() == (tmp_path / "sims.npz").read_bytes()
     assert (tmp_path / "features.npz").read_bytes() == (run / "features" / "isolation" / "1.npz").read_bytes()
     for path in sorted(tiny_dataset.rglob("*")):
         if path.is_file():

@@ -24,7 +24,8 @@ def add_commands(sub) -> None:
     p = sub.add_parser("simulate", help="simulate one chunk of planned draws")
     add_config_arguments(p)
     p.add_argument("--scenario", required=True)
-    p.add_argument("--plan", required=True, help="the scenario's plan table")
+    p.add_argument("--plan", help="the scenario's plan table (default: plan the chunk's draws from the config, "
+                   "the same rows as `popdl plan` writes)")
     p.add_argument("--start", type=int, required=True, help="first draw (inclusive)")
     p.add_argument("--stop", type=int, required=True, help="last draw (exclusive)")
     p.add_argument("--out", required=True, help="output .npz")
@@ -69,15 +70,23 @@ def cmd_plan(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from popdl.plan import read_plan
+    from popdl.plan import plan_draws, read_plan
     from popdl.scenarios import Scenario
     from popdl.simulate import simulate_chunk
 
     cfg = _with_defaults(config_from_args(args, "simulate", args.scenario))
     scenario = Scenario.from_config(args.scenario, cfg)
-    plan = read_plan(args.plan, start=args.start, stop=args.stop)
-    if len(plan) != args.stop - args.start:
-        raise ValueError(f"{args.plan} has no draws {args.start}..{args.stop - 1}")
+    if not 0 <= args.start < args.stop:
+        raise ValueError(f"--start {args.start} --stop {args.stop}: no draws in that range")
+    if args.plan:
+        plan = read_plan(args.plan, start=args.start, stop=args.stop)
+        if len(plan) != args.stop - args.start:
+            raise ValueError(f"{args.plan} has no draws {args.start}..{args.stop - 1}")
+    else:
+        # Each draw's parameters and seeds depend only on (root seed, scenario, draw),
+        # so a chunk plans its own rows: raising simulations.per_scenario adds
+        # chunks without rerunning the ones already simulated.
+        plan = plan_draws(scenario, root_seed=cfg["seed"], start=args.start, stop=args.stop)
     summary = simulate_chunk(cfg, scenario, plan, args.out)
     log.info("simulate: %s", json.dumps(summary))
     return 0

@@ -18,9 +18,10 @@ rule plan:
         "--out {output} 2> {log}"
 
 
+# Each chunk plans its own draws (the same rows as the scenario's plan table, which
+# depend only on the root seed, the scenario and the draw index): raising
+# simulations.per_scenario then adds chunks and leaves the simulated ones alone.
 rule simulate:
-    input:
-        plan=f"{RESULTS}/plan/{{scenario}}.tsv",
     output:
         f"{RESULTS}/sims/{{scenario}}/{{chunk}}.npz",
     log:
@@ -39,4 +40,4 @@ rule simulate:
         stop=chunk_stop,
     shell:
         "python3 -m popdl simulate --settings {params.settings:q} --scenario {wildcards.scenario} "
-        "--plan {input.plan} --start {params.start} --stop {params.stop} --out {output} 2> {log}"
+        "--start {params.start} --stop {params.stop} --out {output} 2> {log}"
