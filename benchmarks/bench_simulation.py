@@ -1,11 +1,12 @@
 """Simulation throughput of the workflow's simulate step against a bare msprime loop.
 
-Both sides simulate the same draws (parameters and seeds from one plan table)
-of the default config's ``isolation`` scenario, on one core, in this process:
+Both sides simulate the same draws (the same parameters and seeds) of the
+default config's ``isolation`` scenario, on one core, in this process:
 
 * workflow: ``popdl simulate`` through the command-line entry point
-  (:func:`popdl.cli.main`): reads the JSON settings, builds the scenario,
-  reads the plan table, builds each draw's demes graph and
+  (:func:`popdl.cli.main`), as the workflow's job runs it: reads the JSON
+  settings, builds the scenario, plans the chunk's draws (prior sampling and
+  seeds), builds each draw's demes graph and
   ``msprime.Demography.from_demes``, simulates and writes the ``.npz``;
 * bare loop: the demography built by hand with msprime's API, then
   ``sim_ancestry`` + ``sim_mutations`` + ``genotype_matrix``, nothing written;
@@ -39,7 +40,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from popdl.cli import main as popdl_main  # noqa: E402
 from popdl.config import load_config  # noqa: E402
-from popdl.io import write_table  # noqa: E402
 from popdl.plan import plan_draws  # noqa: E402
 from popdl.scenarios import Scenario  # noqa: E402
 from popdl.simulate import load_sims  # noqa: E402
@@ -93,12 +93,11 @@ def main(argv=None) -> int:
     settings = stage_json(config, "simulate", SCENARIO)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        plan_path = tmp / "plan.tsv"
         plan = plan_draws(scenario, root_seed=config["seed"], start=0, stop=args.draws)
-        write_table(plan_path, plan)
         out = tmp / "sims.npz"
+        # As the workflow's simulate job: the chunk plans its own draws (the same rows as `plan`).
         cli = ["--quiet", "simulate", "--settings", settings, "--scenario", SCENARIO,
-               "--plan", str(plan_path), "--start", "0", "--stop", str(args.draws), "--out", str(out)]
+               "--start", "0", "--stop", str(args.draws), "--out", str(out)]
 
         def workflow() -> float:
             t = time.process_time()
