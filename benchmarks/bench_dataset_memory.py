@@ -25,6 +25,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -42,15 +44,8 @@ def bench_config(*, sims: int, chunk: int, shard_size: int) -> dict:
         "samples": {"pop1": 2, "pop2": 2},
         "genome": {"loci": 1, "length": 2000, "mutation_rate": 1.0e-8, "recombination_rate": 1.0e-8},
         "scenarios": {
-            SCENARIO: {
-                "graph": "config/scenarios/isolation.yaml",
-                "priors": {
-                    "N_anc": {"uniform": [5000, 20000]},
-                    "N1": {"loguniform": [1000, 30000]},
-                    "N2": {"loguniform": [1000, 30000]},
-                    "T_split": {"loguniform": [1000, 20000]},
-                },
-            }
+            # The default config's scenario, with its priors.
+            SCENARIO: yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["scenarios"][SCENARIO],
         },
         "simulations": {"per_scenario": sims, "chunk": chunk, "shard_size": shard_size},
         "features": {"snps": 16},

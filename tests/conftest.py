@@ -15,46 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflow" / "Snakefile"
 BIN = Path(sys.executable).parent
 
+DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
 # Small enough that the whole simulate -> dataset chain runs in seconds.
 TINY = {
     "run": "tiny",
     "seed": 7,
     "samples": {"pop1": 4, "pop2": 4},
     "genome": {"loci": 1, "length": 20000, "mutation_rate": 1.0e-8, "recombination_rate": 1.0e-8},
-    "scenarios": {
-        "isolation": {
-            "graph": "config/scenarios/isolation.yaml",
-            "priors": {
-                "N_anc": {"uniform": [5000, 20000]},
-                "N1": {"loguniform": [1000, 30000]},
-                "N2": {"loguniform": [1000, 30000]},
-                "T_split": {"loguniform": [1000, 20000]},
-            },
-        },
-        "isolation_migration": {
-            "graph": "config/scenarios/isolation_migration.yaml",
-            "priors": {
-                "N_anc": {"uniform": [5000, 20000]},
-                "N1": {"loguniform": [1000, 30000]},
-                "N2": {"loguniform": [1000, 30000]},
-                "T_split": {"loguniform": [1000, 20000]},
-                "m": {"loguniform": [1.0e-5, 1.0e-3]},
-            },
-        },
-        "secondary_contact": {
-            "graph": "config/scenarios/secondary_contact.yaml",
-            "priors": {
-                "N_anc": {"uniform": [5000, 20000]},
-                "N1": {"loguniform": [1000, 30000]},
-                "N2": {"loguniform": [1000, 30000]},
-                "T_split": {"loguniform": [1000, 20000]},
-                "m": {"loguniform": [1.0e-5, 1.0e-3]},
-                "f_sc": {"uniform": [0.05, 0.5]},
-                "T_sc": {"expr": "f_sc * T_split"},
-            },
-            "constraints": ["T_sc < T_split"],
-        },
-    },
+    # The default config's scenarios and priors.
+    "scenarios": DEFAULT_CONFIG["scenarios"],
     "simulations": {"per_scenario": 40, "chunk": 20, "shard_size": 25,
                     "split": {"train": 0.6, "validation": 0.2, "test": 0.2}},
     "features": {"snps": 32},
