@@ -1,0 +1,31 @@
+"""The model benchmarks run end to end at a tiny size (their figures are not
+judged here: timings belong to quiet machines, not to tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def _bench(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_tuning_workers_benchmark_checks_every_study(tiny_dataset):
+    out = _bench("bench_tuning_workers.py", "--dataset", str(tiny_dataset), "--networks", "mlp",
+                 "--trials", "2", "--epochs", "1")
+    # Each of the three runs finished and passed the study checks (no trial lost or duplicated).
+    for mode in ("1 worker", "2 workers", "2 alone"):
+        assert f"mlp rep 0, {mode}" in out, out
+    assert "2 workers / 1 worker" in out and "(target >= 1.7)" in out
+
+
+def test_streaming_benchmark_runs(tiny_dataset):
+    out = _bench("bench_streaming.py", "--dataset", str(tiny_dataset), "--network", "mlp", "--epochs", "2",
+                 "--reps", "1")
+    assert "ratio (streaming / in memory)" in out, out
