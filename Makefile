@@ -8,15 +8,25 @@ CORES ?= all
 CONFIG ?=
 SNAKEMAKE_ARGS ?=
 
-.PHONY: install system-deps run dry-run test lint benchmarks clean
+.PHONY: install system-deps run dry-run test lint benchmarks clean lock
 
-$(BIN)/popdl: pyproject.toml
+LOCK := requirements/lock.txt
+PIP_VERSION := 26.3
+
+# Every package at the version of the lock (the versions the tests pass with).
+$(BIN)/popdl: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[dev]"
 	touch $@
 
 install: $(BIN)/popdl
+
+# Refresh the lock from pyproject.toml (newest releases that fit), then the conda envs' pins.
+lock: install
+	cd requirements && ../$(BIN)/uv pip compile ../pyproject.toml --upgrade --all-extras --universal \
+	  --python-version 3.11 --custom-compile-command "make lock" -o lock.txt
+	$(BIN)/python scripts/sync_env_pins.py
 
 # Debian packages used by the tests (SLURM, PostgreSQL, Chromium); needs root.
 system-deps:

@@ -1,4 +1,4 @@
-"""The conda environments of envs/: pinned, and pinned to what the tests run with."""
+"""The conda environments of envs/: pinned, and pinned to the lock the tests install from."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ ENVS = sorted((REPO / "envs").glob("*.yaml"))
 TESTED_AS = {"tensorflow": "tensorflow-cpu"}
 
 
+def _sync_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sync_env_pins", REPO / "scripts" / "sync_env_pins.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def pip_pins(env: dict) -> dict[str, str]:
     pins = {}
     for dep in env.get("dependencies", []):
@@ -28,7 +37,7 @@ def pip_pins(env: dict) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("path", ENVS, ids=lambda p: p.stem)
-def test_env_is_pinned_to_tested_versions(path: Path):
+def test_env_is_pinned_to_the_lock(path: Path):
     env = yaml.safe_load(path.read_text())
     assert env.get("channels"), f"{path.name}: no channels"
     conda = [d for d in env["dependencies"] if isinstance(d, str)]
@@ -36,12 +45,35 @@ def test_env_is_pinned_to_tested_versions(path: Path):
     for dep in conda:
         if dep != "pip":
             assert re.search(r"[=<>]", dep), f"{path.name}: {dep} is not pinned"
+    sync = _sync_module()
+    locked = sync.lock_versions()
     for name, version in pip_pins(env).items():
-        try:
-            installed = metadata.version(TESTED_AS.get(name, name))
-        except metadata.PackageNotFoundError:
-            continue  # not part of the test environment
-        assert installed == version, f"{path.name} pins {name}=={version}, the tests run {installed}"
+        want = locked.get(name) or locked.get(TESTED_AS.get(name, ""))
+        assert want, f"{path.name} pins {name}, which the lock (requirements/lock.txt) lacks"
+        assert want == version, f"{path.name} pins {name}=={version}, the lock has {want}: run make lock"
+
+
+def test_the_venv_holds_the_locked_versions():
+    """make install installs the lock: what the tests run is what the envs pin."""
+    from packaging.utils import canonicalize_name
+
+    locked = _sync_module().lock_versions()
+    wrong = []
+    for dist in metadata.distributions():
+        name = canonicalize_name(dist.metadata["Name"])
+        if name in locked and dist.version != locked[name]:
+            wrong.append(f"{name} {dist.version} (lock {locked[name]})")
+    assert not wrong, "installed outside the lock: " + ", ".join(sorted(wrong))
+
+
+def test_sync_env_pins_repairs_a_stale_pin(tmp_path):
+    sync = _sync_module()
+    env = tmp_path / "x.yaml"
+    env.write_text("dependencies:\n  - pip:\n      - numpy==0.0.1  # old\n      - tensorflow[and-cuda]==0.1\n")
+    locked = {"numpy": "2.4.6", "tensorflow-cpu": "2.21.0"}
+    text, problems = sync.sync(env, locked)
+    assert "numpy==2.4.6  # old" in text and "tensorflow[and-cuda]==2.21.0" in text
+    assert len(problems) == 2
 
 
 def test_every_rule_uses_an_env_that_exists():
