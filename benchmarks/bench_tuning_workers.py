@@ -79,7 +79,7 @@ def settings(workers: int, trials: int, epochs: int, network: str, run: str, see
     }
 
 
-def check_study(cfg: dict, tuning_dir: Path) -> list:
+def check_study(cfg: dict, tuning_dir: Path, dataset: Path) -> list:
     """The study's finished trials, after checking none was lost or duplicated."""
     import optuna
     from optuna.trial import TrialState
@@ -88,7 +88,7 @@ def check_study(cfg: dict, tuning_dir: Path) -> list:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t = cfg["tuning"]
-    all_trials = load_study(cfg, tuning_dir=tuning_dir).get_trials(deepcopy=False)
+    all_trials = load_study(cfg, dataset, tuning_dir=tuning_dir).get_trials(deepcopy=False)
     done = [tr for tr in all_trials if tr.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) == t["trials"], [(tr.number, tr.state.name) for tr in all_trials]
     assert sorted(tr.number for tr in all_trials) == list(range(len(all_trials))), "gaps in trial numbers"
@@ -117,7 +117,7 @@ def launch(dataset: Path, workdir: Path, jobs: list[tuple[dict, Path, int]]) -> 
             raise SystemExit(f"a worker failed:\n{out[-3000:]}")
     done = []
     for cfg, tdir in {(json.dumps(cfg), tdir) for cfg, tdir, _ in jobs}:
-        done += check_study(json.loads(cfg), tdir)
+        done += check_study(json.loads(cfg), tdir, dataset)
     span = (max(tr.datetime_complete for tr in done) - min(tr.datetime_start for tr in done)).total_seconds()
     return {"trials": len(done), "span_s": span, "wall_s": wall, "per_min": len(done) / span * 60,
             "per_min_wall": len(done) / wall * 60,

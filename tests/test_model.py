@@ -198,10 +198,10 @@ def test_search_space_change_reruns_only_the_model_stages():
 # ---------------------------------------------------------------------------- tuning
 
 
-def _study(settings, tuning_dir):
+def _study(settings, tuning_dir, dataset):
     from popdl.tuning import load_study
 
-    return load_study(settings, tuning_dir=tuning_dir)
+    return load_study(settings, dataset, tuning_dir=tuning_dir)
 
 
 def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
@@ -221,14 +221,14 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     again = run_worker(tune, tiny_dataset, worker=0, tuning_dir=tuning_dir)
     assert again["trials_run_now"] == [] and again["finished"] == summary["finished"]
 
-    best = select_best(tune, tuning_dir=tuning_dir, best_out=tmp_path / "best.json", table_out=tmp_path / "trials.csv")
+    best = select_best(tune, tiny_dataset, tuning_dir=tuning_dir, best_out=tmp_path / "best.json", table_out=tmp_path / "trials.csv")
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "trials.csv")
     assert len(table) == 2 and set(table["state"]) == {"COMPLETE"}
     assert 0.05 <= best["temperature"] <= 20
     assert best["hyper_parameters"]["network"] == "mlp" and "learning_rate" in best["hyper_parameters"]
-    study = _study(tune, tuning_dir)
+    study = _study(tune, tuning_dir, tiny_dataset)
     assert best["number"] == study.best_trial.number
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
@@ -284,7 +284,7 @@ def test_failed_trials_are_recorded_and_the_worker_stops_after_max_failures(tiny
     tune = model_settings("tune", max_failures=2, search_space=space)
     with pytest.raises(RuntimeError, match="2 trials failed in a row; last error: FloatingPointError"):
         run_worker(tune, tiny_dataset, worker=0, tuning_dir=tmp_path)
-    trials = _study(tune, tmp_path).trials
+    trials = _study(tune, tmp_path, tiny_dataset).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]  # the sweep went on after the first
     assert "NaN" in trials[0].user_attrs["error"]
 
@@ -314,7 +314,7 @@ def test_two_worker_processes_share_one_journal_study(tiny_dataset, tmp_path):
     from popdl.config import load_config
     from popdl.stages import stage_config
 
-    study = _study(stage_config(load_config(path), "tune"), tmp_path / "tuning")
+    study = _study(stage_config(load_config(path), "tune"), tmp_path / "tuning", tiny_dataset)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == trials
     assert sorted(t.number for t in study.trials) == list(range(len(study.trials)))
@@ -351,7 +351,7 @@ def test_killed_worker_resumes_with_the_killed_trial_failed(tiny_dataset, tmp_pa
             if not (tuning_dir / "journal.log").exists():
                 continue
             try:
-                study = _study(settings, tuning_dir)
+                study = _study(settings, tuning_dir, tiny_dataset)
             except KeyError:  # study not created yet
                 continue
             states = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
@@ -364,7 +364,7 @@ def test_killed_worker_resumes_with_the_killed_trial_failed(tiny_dataset, tmp_pa
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not out.exists()
-    study = _study(settings, tuning_dir)
+    study = _study(settings, tuning_dir, tiny_dataset)
     assert study.trials[running].state == TrialState.RUNNING  # left behind by the killed worker
 
     # Rerun (as Snakemake would): the study resumes and ends with the configured finished trials.
@@ -372,11 +372,13 @@ def test_killed_worker_resumes_with_the_killed_trial_failed(tiny_dataset, tmp_pa
 
     from popdl.tuning import study_name
 
-    name = study_name(settings)
+    from popdl.dataset import dataset_identity
+
+    name = study_name(settings, dataset_identity(tiny_dataset))
     summary = run_worker(settings, tiny_dataset, worker=0, tuning_dir=tuning_dir)
     assert summary["study"] == name
     assert summary["killed_marked_failed"] == [running]
-    study = optuna.load_study(study_name=name, storage=_study(settings, tuning_dir)._storage)
+    study = optuna.load_study(study_name=name, storage=_study(settings, tuning_dir, tiny_dataset)._storage)
     states = {t.number: t.state for t in study.trials}
     assert states[running] == TrialState.FAIL
     finished = [n for n, s in states.items() if s in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -384,7 +386,7 @@ def test_killed_worker_resumes_with_the_killed_trial_failed(tiny_dataset, tmp_pa
     assert TrialState.RUNNING not in states.values()
 
 
-def test_untagged_running_trial_of_a_killed_worker_is_failed(tmp_path):
+def test_untagged_running_trial_of_a_killed_worker_is_failed(tiny_dataset, tmp_path):
     """A worker killed between creating a trial and tagging it with its index
     leaves an untagged RUNNING trial; the next worker to start marks it FAIL
     once it is older than the grace period, and leaves fresh ones alone."""
@@ -398,15 +400,15 @@ def test_untagged_running_trial_of_a_killed_worker_is_failed(tmp_path):
     settings = stage_config(load_config(write_config(tmp_path, tiny_config())), "tune")
     tuning_dir = tmp_path / "tuning"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = load_study(settings, tuning_dir=tuning_dir, worker=0, create=True)
+    study = load_study(settings, tiny_dataset, tuning_dir=tuning_dir, worker=0, create=True)
     orphan = study.ask()  # what a worker does before it tags the trial; then it is killed
     other = study.ask()
     other.set_user_attr("worker", 1)  # a live worker's trial, tagged: not ours to touch
     assert fail_stale_trials(study, 0) == []  # younger than the grace period: could still be tagged
     time.sleep(0.2)
-    study = load_study(settings, tuning_dir=tuning_dir, worker=0)
+    study = load_study(settings, tiny_dataset, tuning_dir=tuning_dir, worker=0)
     assert fail_stale_trials(study, 0, untagged_grace_s=0.1) == [orphan.number]
-    states = {t.number: t.state for t in load_study(settings, tuning_dir=tuning_dir).trials}
+    states = {t.number: t.state for t in load_study(settings, tiny_dataset, tuning_dir=tuning_dir).trials}
     assert states == {orphan.number: TrialState.FAIL, other.number: TrialState.RUNNING}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import re
@@ -193,3 +194,88 @@ def test_predict_with_the_model_alone(tiny_run, tmp_path):
     alone = json.loads((tmp_path / "out" / "predictions.json").read_text())["network"]["probabilities"]
     in_workflow = json.loads((tiny_run / "predict" / "obs" / "predictions.json").read_text())["network"]["probabilities"]
     assert alone == pytest.approx(in_workflow, abs=1e-3)
+
+
+# ------------------------------------------------------------------ honest reruns
+
+
+def _rules_to_run(work: Path, target: str, config: Path) -> set[str]:
+    """The rules a dry run of ``target`` would run (all rerun triggers on)."""
+    proc = snakemake(work, target, "-n", "--quiet", "rules", configfile=config)
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    return {r[0] for r in rows if len(r) == 2 and r[1].isdigit()} - {"total"}
+
+
+def _reformatted(config: dict) -> str:
+    """The same config re-dumped with sorted keys and numbers spelt otherwise."""
+    import yaml
+
+    def respell(obj):
+        if isinstance(obj, dict):
+            return {k: respell(v) for k, v in reversed(list(obj.items()))}
+        if isinstance(obj, list):
+            return [respell(v) for v in obj]
+        if isinstance(obj, int) and not isinstance(obj, bool) and abs(obj) > 100:
+            return float(obj)  # 20000 -> 20000.0
+        return obj
+
+    return yaml.safe_dump(respell(config), sort_keys=True, default_flow_style=True, width=60)
+
+
+@pytest.mark.slow
+def test_reformatted_config_reruns_nothing_and_abc_trees_rerun_only_abc(tiny_run):
+    work = tiny_run.parents[1]
+    target = f"results/{TINY['run']}/report.html"
+    config = tiny_config(**EXTRA)
+    assert _rules_to_run(work, target, work / "config.yaml") == set()
+    moved = work / "config-reformatted.yaml"
+    moved.write_text(_reformatted(config))
+    assert moved.read_text() != (work / "config.yaml").read_text()
+    proc = snakemake(work, target, "-n", configfile=moved)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    config["abc"]["trees"] = 21
+    changed = write_config(work, config, name="config-trees.yaml")
+    assert _rules_to_run(work, target, changed) == {"abc", "report"}
+
+
+def test_reformatted_default_config_gives_the_same_jobs(tmp_path):
+    """The default config and its sorted, re-spelt dump give the same shell
+    commands (the same settings files) for its 37 jobs (38 with `all`)."""
+    from conftest import DEFAULT_CONFIG
+
+    def commands(configfile):
+        proc = snakemake(tmp_path, "-n", "-p", "--forceall", configfile=configfile)
+        return sorted(line for line in proc.stdout.splitlines() if "python3 -m popdl" in line)
+
+    original = write_config(tmp_path, DEFAULT_CONFIG)
+    moved = tmp_path / "reformatted.yaml"
+    moved.write_text(_reformatted(DEFAULT_CONFIG))
+    first = commands(original)
+    assert len(first) == 37 and not any("{" in c for c in first)  # no settings JSON in the commands
+    assert commands(moved) == first
+    changed = copy.deepcopy(DEFAULT_CONFIG)
+    changed["scenarios"]["isolation"]["priors"]["N1"]["loguniform"][1] = 40000
+    other = set(commands(write_config(tmp_path, changed, name="changed.yaml"))) - set(first)
+    assert other and any("simulate" in c and "isolation " in c for c in other)
+
+
+@pytest.mark.slow
+def test_new_data_start_a_new_study(tiny_run, tmp_path):
+    """After a complete run, a changed prior reruns the data and the sweep: the
+    tune job runs the configured number of new trials, and best.json names the
+    new study and one of its trials."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run.parents[1], work, symlinks=True)
+    run = work / "results" / TINY["run"]
+    old = json.loads((run / "tuning" / "best.json").read_text())
+    config = tiny_config(**EXTRA)
+    config["scenarios"]["isolation"]["priors"]["N1"] = {"loguniform": [1000, 20000]}
+    path = write_config(work, config, name="config-new-prior.yaml")
+    target = f"results/{TINY['run']}/tuning/best.json"
+    assert {"simulate", "features", "dataset", "tune", "select_best"} <= _rules_to_run(work, target, path)
+    snakemake(work, target, configfile=path)
+    worker = json.loads((run / "tuning" / "worker-0.json").read_text())
+    best = json.loads((run / "tuning" / "best.json").read_text())
+    assert len(worker["trials_run_now"]) == EXTRA["tuning"]["trials"]
+    assert worker["study"] == best["study"] != old["study"]
+    assert best["number"] in worker["trials_run_now"]

@@ -68,3 +68,32 @@ def test_three_million_simulations_dry_run_is_fast_and_chunked(tmp_path):
     assert cpu < 30
     assert wall < 120  # generous: the machine may be shared
     assert not (tmp_path / "results").exists()
+
+
+def test_deployed_as_a_module_into_another_project(tmp_path):
+    """popdl used as a Snakemake module from a clone, by a project folder of
+    its own with its own config (what `snakedeploy deploy-workflow` writes,
+    with the clone as the module's source): the dry run plans every job."""
+    import subprocess
+
+    from conftest import BIN
+
+    project = tmp_path / "my project"
+    (project / "config").mkdir(parents=True)
+    (project / "workflow").mkdir()
+    config = tiny_config(run="deployed")
+    (project / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    (project / "workflow" / "Snakefile").write_text(
+        'configfile: "config/config.yaml"\n\n\n'
+        "module popdl:\n"
+        f"    snakefile:\n        {str(REPO / 'workflow' / 'Snakefile')!r}\n"
+        "    config:\n        config\n\n\n"
+        "use rule * from popdl\n")
+    proc = subprocess.run([str(BIN / "snakemake"), "-n", "--cores", "1"], cwd=project, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(line.split()[:2] for line in proc.stdout.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert counts["simulate"] == str(len(config["scenarios"]) * 2) and counts["report"] == "1", proc.stdout
+    assert "results/deployed/report.html" in proc.stdout
+    assert not (project / "results").exists()

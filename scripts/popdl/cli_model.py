@@ -16,12 +16,15 @@ def add_commands(sub) -> None:
     add_config_arguments(p)
     p.add_argument("--dataset", required=True, help="dataset folder (manifest.json + shards)")
     p.add_argument("--worker", type=int, default=0, help="worker index, 0 .. tuning.workers - 1")
+    p.add_argument("--threads", type=int, help="CPU threads of this job (the workflow passes Snakemake's "
+                   "{threads}); default: tuning.threads")
     p.add_argument("--tuning-dir", required=True, help="folder of the study's journal file and per-trial records")
     p.add_argument("--out", required=True, help="summary of this worker (JSON), written when its share is done")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("select-best", help="best trial's hyper-parameters (JSON) and the trials table (CSV)")
     add_config_arguments(p)
+    p.add_argument("--dataset", required=True, help="dataset folder the study was run on")
     p.add_argument("--tuning-dir", required=True)
     p.add_argument("--best", required=True, help="output best.json")
     p.add_argument("--table", required=True, help="output trials table (CSV)")
@@ -33,6 +36,8 @@ def add_commands(sub) -> None:
     p.add_argument("--best", required=True, help="best.json from select-best")
     p.add_argument("--out", required=True, help="model folder (model.keras + bundle.json)")
     p.add_argument("--tensorboard", help="TensorBoard log folder (TensorFlow backend)")
+    p.add_argument("--threads", type=int, help="CPU threads of this job (the workflow passes Snakemake's "
+                   "{threads}); default: train.threads")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics and plots of the final model on the test set")
@@ -56,6 +61,8 @@ def cmd_tune(args) -> int:
     from popdl.tuning import run_worker
 
     cfg = config_from_args(args, "tune")
+    if args.threads:
+        cfg["tuning"]["threads"] = args.threads
     summary = run_worker(cfg, _dataset(args.dataset), worker=args.worker, tuning_dir=args.tuning_dir)
     write_json(args.out, summary)
     log.info("tune: %s", json.dumps(summary))
@@ -66,7 +73,7 @@ def cmd_select_best(args) -> int:
     from popdl.tuning import select_best
 
     cfg = config_from_args(args, "select_best")
-    select_best(cfg, tuning_dir=args.tuning_dir, best_out=args.best, table_out=args.table)
+    select_best(cfg, _dataset(args.dataset), tuning_dir=args.tuning_dir, best_out=args.best, table_out=args.table)
     return 0
 
 
@@ -74,6 +81,8 @@ def cmd_train(args) -> int:
     from popdl.training import train_final
 
     cfg = config_from_args(args, "train")
+    if args.threads:
+        cfg["train"]["threads"] = args.threads
     best = json.loads(Path(args.best).read_text())
     train_final(cfg, _dataset(args.dataset), best=best, out=args.out, tensorboard_dir=args.tensorboard)
     return 0

@@ -14,6 +14,9 @@ import copy
 import difflib
 import hashlib
 import json
+import math
+import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,9 @@ __all__ = [
     "ConfigError",
     "SCHEMA_PATH",
     "load_config",
+    "load_yaml",
+    "parse_yaml",
+    "check_size",
     "validate",
     "check_semantics",
     "config_hash",
@@ -33,8 +39,203 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 
+#: Largest YAML file (config, scenario graph) read, in bytes.
+MAX_YAML_BYTES = 2 * 1024 * 1024
+#: Most values (mappings, lists and scalars, counting every use of a YAML
+#: alias) in one config or graph file: far above any real one, far below what a
+#: "billion laughs" file of nested aliases expands to.
+MAX_VALUES = 200_000
+#: Deepest nesting of mappings and lists in a config or graph file.
+MAX_DEPTH = 64
+#: Longest error message; longer ones (a huge value shown) are cut.
+MAX_MESSAGE = 2000
+
+
 class ConfigError(ValueError):
     """A configuration problem, described in one line."""
+
+    def __init__(self, message: object = "", *args):
+        text = " ".join(str(message).splitlines())  # one line, whatever the message quotes
+        if len(text) > MAX_MESSAGE:
+            text = text[: MAX_MESSAGE - 3] + "..."
+        super().__init__(text, *args)
+
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
+_short.maxlevel = 2
+
+
+def shown(value) -> str:
+    """A short ``repr`` of a config value, for messages."""
+    return _short.repr(value)
+
+
+class _YamlRefused(yaml.MarkedYAMLError):
+    """A YAML feature popdl does not accept (duplicate keys, huge merges)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys and bounding merge keys.
+
+    Only the standard YAML tags are constructed (no Python objects); any other
+    tag is an error.  Aliases are shared, not copied, so a file of nested
+    aliases loads quickly; :func:`check_size` then bounds its expanded size.
+    """
+
+    def flatten_mapping(self, node):
+        # PyYAML's own merge ("<<") handling, with the merged entries counted:
+        # nested merges of merges would otherwise grow exponentially.
+        merge = []
+        index = 0
+        while index < len(node.value):
+            key_node, value_node = node.value[index]
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                del node.value[index]
+                subnodes = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                submerge = []
+                for subnode in subnodes:
+                    if not isinstance(subnode, yaml.MappingNode):
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"expected a mapping to merge, but found {subnode.id}", subnode.start_mark)
+                    self.flatten_mapping(subnode)
+                    submerge.append(subnode.value)
+                for value in reversed(submerge):
+                    merge.extend(value)
+                    if len(merge) > MAX_VALUES:
+                        raise _YamlRefused(None, None, f"merge keys (<<) expand to more than {MAX_VALUES} entries",
+                                           key_node.start_mark)
+            elif key_node.tag == "tag:yaml.org,2002:value":
+                key_node.tag = "tag:yaml.org,2002:str"
+                index += 1
+            else:
+                index += 1
+        if merge:
+            node.value = merge + node.value
+            # The merged entries come first; a node's own keys may override them.
+            self.__dict__.setdefault("_merged", {})[id(node)] = len(merge)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            own = node.value[self.__dict__.get("_merged", {}).get(id(node), 0):]
+            for key_node, _ in own:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                try:
+                    duplicate = key in seen
+                except TypeError:
+                    continue
+                if duplicate:
+                    raise _YamlRefused(None, None, f"key {shown(key)} appears twice in the same mapping "
+                                       "(YAML would silently keep only the last one)", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: Exception) -> tuple[str, int | None]:
+    """The problem of a YAML error in words, and its line (or None)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if problem.startswith("could not determine a constructor for the tag"):
+            tag = problem.split("tag", 1)[1].strip()
+            problem = f"the YAML tag {tag} is not allowed (plain YAML values only)"
+        return problem, (mark.line + 1 if mark is not None else None)
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"character {exc.character!r} at position {exc.position} is not allowed", None
+    return (str(exc).splitlines() or [type(exc).__name__])[0], None
+
+
+def parse_yaml(text: str | bytes, *, name: str = "YAML text") -> Any:
+    """Parse YAML text safely, as every user file is read (see :func:`load_yaml`).
+
+    ``name`` starts each error message (e.g. ``"config file 'my.yaml'"``).
+    Raises :class:`ConfigError` of one line.
+    """
+    if isinstance(text, bytes):
+        if len(text) > MAX_YAML_BYTES:
+            raise ConfigError(f"{name} is larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB")
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{name} is not UTF-8 text (byte {text[exc.start]:#04x} at offset {exc.start})") from None
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{name} is larger than {MAX_YAML_BYTES // (1024 * 1024)} MiB")
+    try:
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader: standard tags only
+    except yaml.YAMLError as exc:
+        problem, line = _yaml_problem(exc)
+        where = f" line {line}" if line is not None else ""
+        raise ConfigError(f"{name}{where} is not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{name} is not valid YAML: it is nested too deeply") from None
+    check_size(data, name=name)
+    return data
+
+
+def load_yaml(path: str | Path, *, name: str | None = None) -> Any:
+    """Read a user YAML file (config, scenario graph) safely and within bounds.
+
+    Safe loading (standard tags only), UTF-8, at most :data:`MAX_YAML_BYTES`
+    bytes, no duplicate keys, and at most :data:`MAX_VALUES` values and
+    :data:`MAX_DEPTH` levels once aliases are expanded (a file of nested
+    aliases is refused at once).  Raises :class:`ConfigError` of one line
+    starting with ``name`` (default: ``YAML file '<path>'``).
+    """
+    path = Path(path)
+    name = name or f"YAML file {str(path)!r}"
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_YAML_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{name} not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{name} cannot be read: {exc.strerror or exc}") from None
+    return parse_yaml(data, name=name)
+
+
+def _dotted(path) -> str:
+    """A short dotted key for a path into the config: its leading mapping keys."""
+    keys = []
+    for part in path:
+        if not isinstance(part, str) or len(keys) == 4:
+            break
+        keys.append(part)
+    return ".".join(keys)
+
+
+def check_size(data: Any, *, name: str = "the config") -> None:
+    """Refuse a loaded YAML document that is too big or deep once its aliases
+    are expanded, or whose mapping keys are not text.
+
+    Walks at most :data:`MAX_VALUES` values (each use of a shared value
+    counts), so a "billion laughs" file is refused in milliseconds, before
+    anything traverses it in full.
+    """
+    stack = [(data, ())]
+    count = 0
+    while stack:
+        value, path = stack.pop()
+        count += 1
+        if count > MAX_VALUES or len(path) > MAX_DEPTH:
+            key = _dotted(path)
+            where = f"config key '{key}'" if key else name
+            if count > MAX_VALUES:
+                raise ConfigError(f"{where}: more than {MAX_VALUES} values once YAML aliases are expanded "
+                                  "(nested anchors and aliases?)")
+            raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    where = f"config key '{_dotted(path)}'" if _dotted(path) else name
+                    raise ConfigError(f"{where}: key {shown(key)} is not text (quote it in the YAML file)")
+                stack.append((item, path + (key,)))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, path + (i,)) for i, item in enumerate(value))
 
 
 def load_schema() -> dict:
@@ -55,7 +256,44 @@ def _fill_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-_Validator = _fill_defaults(jsonschema.Draft202012Validator)
+def _ecma(pattern: str) -> re.Pattern:
+    """``pattern`` compiled with ECMA-262's meaning of ``$`` (the end of the
+    text, as JSON schema specifies), not Python's (which also matches before a
+    final newline, so that ``^[a-z]+$`` would accept ``"demo\\n"``)."""
+    out, escaped, in_class = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            char = r"\Z"
+        out.append(char)
+    return re.compile("".join(out))
+
+
+_PATTERNS: dict[str, re.Pattern] = {}
+
+
+def _pattern(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string"):
+        compiled = _PATTERNS.get(pattern) or _PATTERNS.setdefault(pattern, _ecma(pattern))
+        if not compiled.search(instance):
+            yield jsonschema.ValidationError(f"{shown(instance)} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(_fill_defaults(jsonschema.Draft202012Validator), {"pattern": _pattern})
+
+#: Name patterns of the schema, in words.
+_NAME_RULES = {
+    "^[A-Za-z0-9][A-Za-z0-9_.-]*$": "start with a letter or digit and use only letters, digits, '_', '.' and '-'",
+    "^[A-Za-z][A-Za-z0-9_]*$": "start with a letter and use only letters, digits and '_'",
+    "^[A-Za-z_][A-Za-z0-9_]*$": "start with a letter or '_' and use only letters, digits and '_'",
+}
 
 
 def _key(path) -> str:
@@ -66,33 +304,71 @@ def _one_line(error: jsonschema.ValidationError) -> str:
     where = _key(error.absolute_path)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        extra = sorted(set(error.instance) - set(allowed), key=str) if isinstance(error.instance, dict) else []
         if extra and allowed:
-            bad = extra[0]
+            bad = str(extra[0])
             guess = difflib.get_close_matches(bad, allowed, n=1)
             hint = f"; did you mean {guess[0]!r}?" if guess else ""
             prefix = f"{where}." if error.absolute_path else ""
-            return f"unknown config key '{prefix}{bad}'{hint} (valid keys: {', '.join(allowed)})"
+            return f"unknown config key {prefix + bad!r}{hint} (valid keys: {', '.join(allowed)})"
     if error.validator == "required":
         return f"config key '{where}': {error.message}"
     if error.validator == "enum":
-        return f"config key '{where}': {error.instance!r} is not one of {error.validator_value}"
-    if error.validator == "propertyNames":
-        return f"config key '{where}': name {error.instance!r} must start with a letter and use only letters, digits and _"
+        return f"config key '{where}': {shown(error.instance)} is not one of {error.validator_value}"
+    if error.validator == "type":
+        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        return f"config key '{where}': {shown(error.instance)} is not of type {', '.join(map(repr, types))}"
+    if error.validator == "pattern":
+        rule = _NAME_RULES.get(error.validator_value)
+        if "propertyNames" in error.schema_path:
+            rule = f"names {rule}" if rule else f"names must match {error.validator_value}"
+            return f"config key '{where}': name {shown(error.instance)} is not allowed ({rule})"
+        if rule:
+            return f"config key '{where}': {shown(error.instance)} is not a valid name (names {rule}; they become file names)"
     return f"config key '{where}': {error.message}"
+
+
+def _check_numbers(value, path=()) -> None:
+    """Refuse NaN and infinite numbers (YAML .nan, .inf) outside scenario graphs,
+    where a number such as ``genome.length: .nan`` would pass the schema's bounds."""
+    if path[:1] == ("scenarios",) and path[2:3] == ("graph",):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{_key(path)}': {value} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_numbers(item, path + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_numbers(item, path + (i,))
+
+
+def _check_unique_names(config: dict) -> None:
+    """Data sets and scans name output folders: two with one name would share them."""
+    for section in ("predict", "scan"):
+        seen = set()
+        for i, entry in enumerate(config[section]["data"]):
+            if entry["name"] in seen:
+                raise ConfigError(f"config key '{section}.data.{i}.name': {entry['name']!r} names two entries of {section}.data")
+            seen.add(entry["name"])
 
 
 def validate(config: dict) -> dict:
     """Validate ``config`` in place against the schema and fill in defaults.
 
-    Raises :class:`ConfigError` with one line naming the first bad key.
+    Schema patterns are matched with JSON schema's (ECMA-262) meaning of ``$``,
+    so a name with a final newline is refused.  Raises :class:`ConfigError`
+    with one line naming the first bad key.
     """
     if not isinstance(config, dict):
         raise ConfigError("the config file must contain a mapping of keys to values")
+    check_size(config)
     validator = _Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise ConfigError(_one_line(jsonschema.exceptions.best_match(errors) or errors[0]))
+    _check_numbers(config)
+    _check_unique_names(config)
     return config
 
 
@@ -109,13 +385,9 @@ def resolve_graphs(config: dict, *, base_dirs: tuple[Path, ...] = ()) -> dict:
             found = next((c for c in candidates if c.is_file()), None)
             if found is None:
                 raise ConfigError(f"config key 'scenarios.{name}.graph': file {graph!r} not found")
-            try:
-                with open(found) as fh:
-                    scenario["graph"] = yaml.safe_load(fh)
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"config key 'scenarios.{name}.graph': {graph} is not valid YAML ({exc.problem})") from None
+            scenario["graph"] = load_yaml(found, name=f"config key 'scenarios.{name}.graph': file {graph!r}")
             if not isinstance(scenario["graph"], dict):
-                raise ConfigError(f"config key 'scenarios.{name}.graph': {graph} does not hold a demes graph mapping")
+                raise ConfigError(f"config key 'scenarios.{name}.graph': {graph!r} does not hold a demes graph mapping")
     return config
 
 
@@ -151,26 +423,35 @@ def check_simulators(config: dict) -> None:
 
 
 def load_config(path: str | Path, *, overrides: dict | None = None) -> dict:
-    """Read, validate and check a config file; return it with defaults filled in."""
+    """Read, validate and check a config file; return it with defaults filled in.
+
+    The file is read with :func:`load_yaml` (safe, bounded, no duplicate keys).
+    """
     path = Path(path)
-    try:
-        with open(path) as fh:
-            config = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} not found") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    name = f"config file {str(path)!r}"
+    config = load_yaml(path, name=name)
+    if config is None and not overrides:
+        raise ConfigError(f"{name} is empty")
+    if config is not None and not isinstance(config, dict):
+        kind = "a list" if isinstance(config, list) else f"a single value ({shown(config)})"
+        raise ConfigError(f"{name} holds {kind}, not a mapping of config keys to values")
     if overrides:
         config = deep_update(config or {}, overrides)
     return prepare(config, base_dirs=(path.parent,))
 
 
 def prepare(config: dict, *, base_dirs: tuple[Path, ...] = (), check_executables: bool = True) -> dict:
-    """Validate, fill defaults, load graph files and check scenarios."""
+    """Validate, fill defaults, load graph files and check scenarios.
+
+    The config is then put in canonical form, in place (:func:`canonicalize`):
+    the order of mapping keys and the spelling of numbers in the file carry no
+    meaning, so a re-formatted config file reruns nothing.
+    """
     validate(config)
     resolve_graphs(config, base_dirs=base_dirs)
+    canonical = canonicalize(config)
+    config.clear()
+    config.update(canonical)
     check_semantics(config, check_executables=check_executables)
     return config
 
@@ -185,8 +466,31 @@ def deep_update(base: dict, new: dict) -> dict:
     return out
 
 
+#: Integral floats up to this magnitude are written as integers (exact in float64).
+_EXACT_INT = 2**53
+
+
+def canonicalize(obj: Any) -> Any:
+    """A copy of ``obj`` with every mapping's keys in sorted order and every
+    integral float (``1e5``, ``100000.0``) as the integer it equals.
+
+    Every stage reads its settings in this form, so the order in which keys
+    are written in a config file, and how numbers are spelt, never change what
+    is computed: scenarios, parameters (drawn in sorted order, derived ones
+    after what they refer to) and populations are all taken in sorted order.
+    """
+    if isinstance(obj, dict):
+        return {k: canonicalize(obj[k]) for k in sorted(obj, key=str)}
+    if isinstance(obj, (list, tuple)):
+        return [canonicalize(v) for v in obj]
+    if isinstance(obj, float) and obj.is_integer() and abs(obj) < _EXACT_INT:
+        return int(obj)
+    return obj
+
+
 def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    """Compact JSON of :func:`canonicalize`'s form: equal meaning, equal text."""
+    return json.dumps(canonicalize(obj), sort_keys=True, separators=(",", ":"), default=str)
 
 
 def config_hash(obj: Any) -> str:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from popdl.config import config_hash as _config_hash
 from popdl.io import atomic_dir, provenance
 from popdl.scenarios import seed_sequence
 
@@ -192,7 +193,7 @@ def build_dataset(
         "params": np.float64, "draw": np.int64, "n_snps": np.int32,
     }
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="dataset") as tmp:
         writers: dict[tuple[int, int], _ShardWriter] = {}
         shards = {name: [] for name in SPLITS}
         for k, name in enumerate(SPLITS):
@@ -268,6 +269,15 @@ def _write_params_table(folder: Path, split: str, shards: list[dict], *, scenari
 
 def load_manifest(folder: str | Path) -> dict:
     return json.loads((Path(folder) / "manifest.json").read_text())
+
+
+def dataset_identity(folder: str | Path) -> str:
+    """A short hash naming the data of a dataset folder: its manifest (config
+    hash of the data sections, draws per scenario, splits, shards) without the
+    package versions that wrote it."""
+    manifest = load_manifest(folder)
+    provenance = {k: v for k, v in manifest.get("provenance", {}).items() if k != "versions"}
+    return _config_hash({**manifest, "provenance": provenance})
 
 
 class Dataset:

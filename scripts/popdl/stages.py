@@ -1,19 +1,25 @@
 """What each workflow stage needs from the config.
 
-Each rule receives only its own slice of the configuration, as JSON in its
-``params``; Snakemake reruns a job when its slice changes, so editing the
-``features`` section reruns features and what follows, but not the
-simulations.  The same slices are used when a step is run by hand.
+Each rule receives only its own slice of the configuration, written once as
+canonical JSON to a file named by its hash (:func:`settings_file`) and passed
+as ``--settings @FILE``; the file name is in the rule's ``params``, so
+Snakemake reruns a job when the *meaning* of its slice changes (editing the
+``features`` section reruns features and what follows, not the simulations),
+and never because a config file was re-formatted.  The same slices are used
+when a step is run by hand.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from pathlib import Path
 
-from popdl.config import config_hash
+from popdl.config import canonical_json, config_hash
 from popdl.plan import n_chunks
 
-__all__ = ["stage_config", "stage_json", "chunks", "prior_summary"]
+__all__ = ["stage_config", "stage_json", "settings_file", "chunks", "prior_summary"]
 
 
 #: Config sections that determine the simulated data (and so the dataset's
@@ -125,9 +131,22 @@ def stage_config(config: dict, stage: str, scenario: str | None = None) -> dict:
 
 
 def stage_json(config: dict, stage: str, scenario: str | None = None) -> str:
-    """The slice as JSON text, keys in config order (parameter order matters:
-    priors are drawn in that order)."""
-    return json.dumps(stage_config(config, stage, scenario), separators=(",", ":"))
+    """The slice as canonical JSON text (sorted keys, integral floats as
+    integers): equal meaning gives equal text."""
+    return canonical_json(stage_config(config, stage, scenario))
+
+
+def settings_file(text: str, folder: str | Path, *, stage: str, write: bool = True) -> Path:
+    """The path ``folder/{stage}-{hash}.json`` of canonical settings ``text``,
+    written there once (atomically; an existing file holds the same text)
+    unless ``write`` is false (dry runs write nothing)."""
+    path = Path(folder) / f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    if write and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, path)
+    return path
 
 
 def chunks(config: dict) -> list[int]:

@@ -130,10 +130,14 @@ def _rdb_storage(url: str, *, attempts: int = 6, **kwargs):
             time.sleep(0.2 + random.random())
 
 
-def study_name(settings: dict) -> str:
-    """``popdl-{run}-{hash}``: the hash covers what the trials compute."""
+def study_name(settings: dict, dataset: str) -> str:
+    """``popdl-{run}-{hash}``: the hash covers what the trials compute, i.e. the
+    tuning, task, network and training settings, and the data they train on
+    (``dataset``: :func:`popdl.dataset.dataset_identity`). New data therefore
+    start a new study; the studies of earlier data stay in the storage."""
     tuning = {k: v for k, v in settings["tuning"].items() if k not in _NOT_IN_STUDY_NAME}
-    key = {**{k: v for k, v in settings.items() if k not in ("tuning", "run")}, "tuning": tuning}
+    key = {**{k: v for k, v in settings.items() if k not in ("tuning", "run")}, "tuning": tuning,
+           "dataset": dataset}
     return f"popdl-{settings.get('run', 'run')}-{config_hash(key)}"
 
 
@@ -312,13 +316,17 @@ def _pruner(settings: dict):
     raise ConfigError(f"config key 'tuning.pruner': {name!r} is not one of median, hyperband, none")
 
 
-def load_study(settings: dict, *, tuning_dir: str | Path, worker: int = 0, create: bool = False):
+def load_study(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Path, worker: int = 0,
+               create: bool = False):
+    """The study of ``settings`` on the dataset in ``dataset_dir`` (created if ``create``)."""
     import optuna
+
+    from popdl.dataset import dataset_identity
 
     t = settings["tuning"]
     storage = open_storage(t["storage"], tuning_dir=tuning_dir, heartbeat_interval=t.get("heartbeat_interval"),
                            grace_period=t.get("grace_period"))
-    name = study_name(settings)
+    name = study_name(settings, dataset_identity(dataset_dir))
     if create:
         return optuna.create_study(study_name=name, storage=storage, direction="minimize",
                                    sampler=_sampler(settings, worker), pruner=_pruner(settings), load_if_exists=True)
@@ -378,7 +386,7 @@ def run_worker(settings: dict, dataset_dir: str | Path, *, worker: int, tuning_d
     configure_backend(t.get("threads"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dataset = Dataset(dataset_dir)
-    study = load_study(settings, tuning_dir=tuning_dir, worker=worker, create=True)
+    study = load_study(settings, dataset_dir, tuning_dir=tuning_dir, worker=worker, create=True)
     killed = fail_stale_trials(study, worker)
     if t.get("heartbeat_interval") and isinstance(study._storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)
@@ -403,8 +411,10 @@ def run_worker(settings: dict, dataset_dir: str | Path, *, worker: int, tuning_d
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         last = max(_mine(study, worker), key=lambda tr: tr.number)
         ran.append(last.number)
-        log.info("worker %d: trial %d %s (%s)", worker, last.number, last.state.name,
-                 last.value if last.value is not None else last.user_attrs.get("error", ""))
+        log.info("worker %d: trial %d %s network=%s value=%s%s", worker, last.number, last.state.name,
+                 last.params.get("network", _networks(settings)[0]),
+                 f"{last.value:.5g}" if last.value is not None else "-",
+                 f" ({last.user_attrs['error']})" if "error" in last.user_attrs else "")
         in_a_row = in_a_row + 1 if last.state == TrialState.FAIL else 0
         if in_a_row >= int(t["max_failures"]):
             raise RuntimeError(f"worker {worker}: {in_a_row} trials failed in a row; last error: "
@@ -452,11 +462,13 @@ def trials_table(study):
                                          "duration", "params", "user_attrs", "system_attrs"))
 
 
-def select_best(settings: dict, *, tuning_dir: str | Path, best_out: str | Path, table_out: str | Path) -> dict:
-    """Write the best trial (``best.json``) and the whole trials table (CSV)."""
+def select_best(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Path, best_out: str | Path,
+                table_out: str | Path) -> dict:
+    """Write the best trial of the study on ``dataset_dir`` (``best.json``) and
+    the whole trials table (CSV)."""
     from optuna.trial import TrialState
 
-    study = load_study(settings, tuning_dir=tuning_dir)
+    study = load_study(settings, dataset_dir, tuning_dir=tuning_dir)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if not complete:

@@ -28,5 +28,5 @@ rule abc:
         folder=subpath(output.metrics, parent=True),
         observed=abc_observed_args,
     shell:
-        "python3 -m popdl abc --settings {params.settings:q} --dataset {params.dataset} "
-        "--out {params.folder} --threads {threads} {params.observed} 2> {log}"
+        "python3 -m popdl abc --settings {params.settings:q} --dataset {params.dataset:q} "
+        "--out {params.folder:q} --threads {threads} {params.observed:q} 2> {log:q}"

@@ -1,5 +1,4 @@
 # Shared by every rule: config validation, paths, input functions.
-import json
 import os
 import re
 import sys
@@ -7,7 +6,10 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-REPO = Path(workflow.basedir).parent
+# The repository holding this file: found from this file itself (not from the
+# main Snakefile), so that popdl also runs as a module of another workflow
+# (`module popdl: snakefile: "<clone>/workflow/Snakefile"`) from any folder.
+REPO = Path(str(workflow.current_basedir)).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
@@ -18,7 +20,11 @@ if str(SCRIPTS) not in sys.path:
 os.environ.update(
     PYTHONPATH=os.pathsep.join(
         [str(SCRIPTS)]
-        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        + [
+            p
+            for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+            if p and p != str(SCRIPTS)
+        ]
     ),
     PATH=os.pathsep.join(
         [os.path.dirname(sys.executable)]
@@ -32,8 +38,8 @@ os.environ.update(
 
 import yaml
 
-from popdl.config import ConfigError, deep_update, prepare
-from popdl.stages import chunks, stage_config, stage_json
+from popdl.config import ConfigError, canonical_json, deep_update, prepare
+from popdl.stages import chunks, settings_file, stage_config, stage_json
 
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 if not workflow.overwrite_configfiles:
@@ -100,11 +106,22 @@ def chunk_stop(wildcards):
     )
 
 
+SETTINGS_DIR = f"{RESULTS}/settings"
+
+
+def settings_arg(stage, text):
+    """`@FILE` for a job's `--settings`: its config slice, stored once under
+    results/{run}/settings/ in a file named by the slice's hash. The name is
+    the rerun trigger (a params change), and shell commands stay short."""
+    path = settings_file(text, SETTINGS_DIR, stage=stage, write=not workflow.dryrun)
+    return f"@{path}"
+
+
 def settings(stage):
-    """Input function: the JSON config slice of a stage (a rerun trigger)."""
+    """Params function: the `--settings` argument of a stage's job."""
 
     def get(wildcards):
-        return stage_json(config, stage, wildcards.get("scenario"))
+        return settings_arg(stage, stage_json(config, stage, wildcards.get("scenario")))
 
     return get
 
@@ -152,13 +169,14 @@ def scan_popmap(wildcards):
 
 
 def scan_popmap_arg(wildcards):
+    """`--popmap PATH` as a list (each item quoted by `:q`), or nothing."""
     popmap = scan_popmap(wildcards)
-    return f"--popmap {popmap[0]}" if popmap else ""
+    return ["--popmap", popmap[0]] if popmap else []
 
 
 def scan_settings(wildcards):
-    """The scan slice of entry {name} as JSON (a rerun trigger)."""
-    return stage_json(config, "scan", wildcards.name)
+    """The `--settings` argument of scan entry {name}."""
+    return settings_arg("scan", stage_json(config, "scan", wildcards.name))
 
 
 def scan_targets():
@@ -190,10 +208,10 @@ def predict_data_files(wildcards):
 
 
 def observe_settings(wildcards):
-    """The observe slice of entry {data} as JSON, file paths resolved (a rerun trigger)."""
+    """The `--settings` argument of entry {data}: the observe slice, file paths resolved."""
     part = stage_config(config, "observe", wildcards.data)
     part["data"] = _resolved_entry(wildcards.data)
-    return json.dumps(part, separators=(",", ":"))
+    return settings_arg("observe", canonical_json(part))
 
 
 def all_observed(wildcards):
@@ -201,10 +219,8 @@ def all_observed(wildcards):
 
 
 def abc_observed_args(wildcards):
-    """NAME=PATH arguments of `popdl abc` for every observed data set."""
-    return " ".join(
-        f"{name}={RESULTS}/predict/{name}/observed.npz" for name in PREDICT_DATA
-    )
+    """NAME=PATH arguments of `popdl abc` for every observed data set (a list: `:q` quotes each)."""
+    return [f"{name}={RESULTS}/predict/{name}/observed.npz" for name in PREDICT_DATA]
 
 
 def all_predictions(wildcards):

@@ -17,5 +17,5 @@ rule dataset:
         settings=settings("dataset"),
         folder=subpath(output.manifest, parent=True),
     shell:
-        "python3 -m popdl dataset --settings {params.settings:q} --out {params.folder} "
-        "{input} 2> {log}"
+        "python3 -m popdl dataset --settings {params.settings:q} --out {params.folder:q} "
+        "{input:q} 2> {log:q}"

@@ -16,5 +16,5 @@ rule features:
     params:
         settings=settings("features"),
     shell:
-        "python3 -m popdl features --settings {params.settings:q} --sims {input.sims} "
-        "--out {output} 2> {log}"
+        "python3 -m popdl features --settings {params.settings:q} --sims {input.sims:q} "
+        "--out {output:q} 2> {log:q}"

@@ -23,13 +23,14 @@ rule tune:
         dataset=subpath(input.manifest, parent=True),
         tuning=subpath(output[0], parent=True),
     shell:
-        "python3 -m popdl tune --settings {params.settings:q} --dataset {params.dataset} "
-        "--worker {wildcards.worker} --tuning-dir {params.tuning} --out {output} 2> {log}"
+        "python3 -m popdl tune --settings {params.settings:q} --dataset {params.dataset:q} "
+        "--worker {wildcards.worker} --threads {threads} --tuning-dir {params.tuning:q} --out {output:q} 2> {log:q}"
 
 
 rule select_best:
     input:
-        tune_workers,
+        workers=tune_workers,
+        manifest=f"{RESULTS}/dataset/manifest.json",
     output:
         best=f"{RESULTS}/tuning/best.json",
         table=f"{RESULTS}/tuning/trials.csv",
@@ -45,10 +46,12 @@ rule select_best:
         runtime=30,
     params:
         settings=settings("select_best"),
+        dataset=subpath(input.manifest, parent=True),
         tuning=subpath(output.best, parent=True),
     shell:
-        "python3 -m popdl select-best --settings {params.settings:q} --tuning-dir {params.tuning} "
-        "--best {output.best} --table {output.table} 2> {log}"
+        "python3 -m popdl select-best --settings {params.settings:q} --dataset {params.dataset:q} "
+        "--tuning-dir {params.tuning:q} "
+        "--best {output.best:q} --table {output.table:q} 2> {log:q}"
 
 
 rule train:
@@ -75,8 +78,9 @@ rule train:
         folder=subpath(output.bundle, parent=True),
         tensorboard=f"{RESULTS}/logs/tensorboard",
     shell:
-        "python3 -m popdl train --settings {params.settings:q} --dataset {params.dataset} "
-        "--best {input.best} --out {params.folder} --tensorboard {params.tensorboard} 2> {log}"
+        "python3 -m popdl train --settings {params.settings:q} --dataset {params.dataset:q} "
+        "--best {input.best:q} --threads {threads} --out {params.folder:q} "
+        "--tensorboard {params.tensorboard:q} 2> {log:q}"
 
 
 rule evaluate:
@@ -122,5 +126,5 @@ rule evaluate:
         model=subpath(input.bundle, parent=True),
         folder=subpath(output.metrics, parent=True),
     shell:
-        "python3 -m popdl evaluate --settings {params.settings:q} --dataset {params.dataset} "
-        "--model {params.model} --best {input.best} --out {params.folder} 2> {log}"
+        "python3 -m popdl evaluate --settings {params.settings:q} --dataset {params.dataset:q} "
+        "--model {params.model:q} --best {input.best:q} --out {params.folder:q} 2> {log:q}"

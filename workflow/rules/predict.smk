@@ -22,7 +22,7 @@ rule observe:
     params:
         settings=observe_settings,
     shell:
-        "python3 -m popdl observe --settings {params.settings:q} --out {output.npz} 2> {log}"
+        "python3 -m popdl observe --settings {params.settings:q} --out {output.npz:q} 2> {log:q}"
 
 
 rule predict:
@@ -54,5 +54,5 @@ rule predict:
         dataset=subpath(input.manifest, parent=True),
         folder=subpath(output.json, parent=True),
     shell:
-        "python3 -m popdl predict --settings {params.settings:q} --model {params.model} "
-        "--observed {input.observed} --dataset {params.dataset} --out {params.folder} 2> {log}"
+        "python3 -m popdl predict --settings {params.settings:q} --model {params.model:q} "
+        "--observed {input.observed:q} --dataset {params.dataset:q} --out {params.folder:q} 2> {log:q}"

@@ -30,5 +30,5 @@ rule report:
         settings=settings("report"),
         results=subpath(output.html, parent=True),
     shell:
-        "python3 -m popdl report --settings {params.settings:q} --results {params.results} "
-        "--out {output.html} --comparison {output.comparison} 2> {log}"
+        "python3 -m popdl report --settings {params.settings:q} --results {params.results:q} "
+        "--out {output.html:q} --comparison {output.comparison:q} 2> {log:q}"

@@ -33,5 +33,5 @@ rule scan:
         prefix=subpath(output.tsv, strip_suffix=".tsv"),
         popmap=scan_popmap_arg,
     shell:
-        "python3 -m popdl scan --settings {params.settings:q} --model {params.model} --vcf {input.vcf} "
-        "{params.popmap} --name {wildcards.name} --out {params.prefix} 2> {log}"
+        "python3 -m popdl scan --settings {params.settings:q} --model {params.model:q} --vcf {input.vcf:q} "
+        "{params.popmap:q} --name {wildcards.name} --out {params.prefix:q} 2> {log:q}"

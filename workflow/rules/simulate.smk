@@ -15,7 +15,7 @@ rule plan:
         settings=settings("plan"),
     shell:
         "python3 -m popdl plan --settings {params.settings:q} --scenario {wildcards.scenario} "
-        "--out {output} 2> {log}"
+        "--out {output:q} 2> {log:q}"
 
 
 # Each chunk plans its own draws (the same rows as the scenario's plan table, which
@@ -40,4 +40,4 @@ rule simulate:
         stop=chunk_stop,
     shell:
         "python3 -m popdl simulate --settings {params.settings:q} --scenario {wildcards.scenario} "
-        "--start {params.start} --stop {params.stop} --out {output} 2> {log}"
+        "--start {params.start:q} --stop {params.stop:q} --out {output:q} 2> {log:q}"
