@@ -97,3 +97,15 @@ def test_deployed_as_a_module_into_another_project(tmp_path):
     assert counts["simulate"] == str(len(config["scenarios"]) * 2) and counts["report"] == "1", proc.stdout
     assert "results/deployed/report.html" in proc.stdout
     assert not (project / "results").exists()
+
+
+def test_tune_and_train_jobs_get_snakemakes_threads(tmp_path):
+    """A SLURM profile's set-threads (or --set-threads) reaches the tune and train
+    commands, whatever tuning.threads and train.threads say."""
+    from conftest import snakemake
+
+    path = write_config(tmp_path, tiny_config())
+    proc = snakemake(tmp_path, "-n", "-p", "--cores", "8", "--set-threads", "tune=3", "train=5", configfile=path)
+    lines = proc.stdout.splitlines()
+    assert any("popdl tune" in line and "--threads 3" in line for line in lines), proc.stdout[-3000:]
+    assert any("popdl train" in line and "--threads 5" in line for line in lines)
