@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import demes
 import numpy as np
 
-from popdl.config import ConfigError
-from popdl.expr import Expression, ExprError
+from popdl.config import ConfigError, shown
+from popdl.expr import CONSTANTS, FUNCTIONS, Expression, ExprError, is_valid_name
 from popdl.sweeps import SweepSpec
 
 __all__ = [
@@ -75,9 +75,12 @@ class Prior:
 
     @classmethod
     def parse(cls, name: str, spec, *, where: str) -> "Prior":
+        check_parameter_name(name, where=where)
         if isinstance(spec, bool):
             raise ConfigError(f"config key '{where}': a prior must be a number or a mapping, not {spec!r}")
         if isinstance(spec, (int, float)):
+            if not _is_finite(spec):
+                raise ConfigError(f"config key '{where}': a fixed value must be a finite number, got {shown(spec)}")
             return cls(name, "fixed", (float(spec),))
         if not isinstance(spec, dict) or len(spec) != 1:
             raise ConfigError(
@@ -98,12 +101,14 @@ class Prior:
             not isinstance(args, (list, tuple))
             or len(args) != n_args
             or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
-            or not all(math.isfinite(a) for a in args)
+            or not all(_is_finite(a) for a in args)
         ):
-            raise ConfigError(f"config key '{where}': {kind} takes {n_args} finite number(s), got {args!r}")
+            raise ConfigError(f"config key '{where}': {kind} takes {n_args} finite number(s), got {shown(args)}")
         args = tuple(float(a) for a in args)
         if kind in ("uniform", "loguniform") and not args[0] < args[1]:
             raise ConfigError(f"config key '{where}': {kind} needs low < high, got {list(args)}")
+        if kind == "uniform" and not math.isfinite(args[1] - args[0]):
+            raise ConfigError(f"config key '{where}': uniform's range {list(args)} is too wide to draw from")
         if kind == "loguniform" and args[0] <= 0:
             raise ConfigError(f"config key '{where}': loguniform needs positive bounds, got {list(args)}")
         if kind in ("normal", "truncnormal") and args[1] <= 0:
@@ -156,6 +161,26 @@ class Prior:
         return f"{self.kind}{list(self.args)}"
 
 
+def check_parameter_name(name, *, where: str) -> None:
+    """Refuse a parameter name that expressions could not refer to: not an
+    ASCII identifier, a Python keyword, a constant or function of the
+    expression language (``pi``, ``e``, ``exp``, ``log``...), or a word that a
+    graph field reads as infinity (``inf``)."""
+    if is_valid_name(name) and name.lower() not in _INFINITE:
+        return
+    if name in CONSTANTS:
+        why = "is a constant of the expression language"
+    elif name in FUNCTIONS:
+        why = "is a function of the expression language"
+    elif isinstance(name, str) and name.lower() in _INFINITE:
+        why = "means infinity in a graph field"
+    elif isinstance(name, str) and name.isascii() and name.isidentifier():
+        why = "is a Python keyword"
+    else:
+        why = "is not a name (letters, digits and _, not starting with a digit)"
+    raise ConfigError(f"config key '{where}': parameter name {name!r} {why}; choose another name")
+
+
 def scenario_key(name: str) -> int:
     """A stable integer for a scenario name (independent of its position in the config)."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
@@ -189,6 +214,14 @@ def _walk_numeric(obj, fn, path=()):
     return obj
 
 
+def _is_finite(number) -> bool:
+    """True for a number that is a finite float (a huge integer is not)."""
+    try:
+        return math.isfinite(float(number))
+    except OverflowError:
+        return False
+
+
 def _is_placeholder(value) -> bool:
     return isinstance(value, str) and value.strip().lower() not in _INFINITE
 
@@ -207,6 +240,7 @@ class Scenario:
     description: str = ""
     sweep: SweepSpec | None = None  #: the optional selective sweep (popdl.sweeps)
     _graph_exprs: dict = field(default_factory=dict, repr=False)
+    _genome_params: frozenset = field(default=frozenset(), repr=False)  #: priors set in genome:, not in the scenario
 
     # -- construction -----------------------------------------------------------------
     @classmethod
@@ -240,6 +274,7 @@ class Scenario:
             max_tries=config["simulations"]["max_tries"],
             description=spec.get("description", ""),
         )
+        scenario._genome_params = frozenset(g for g in GENOME_PARAMETERS if g in priors and g not in spec["priors"])
         if spec.get("sweep") is not None:
             scenario.sweep = SweepSpec.parse(spec["sweep"], where=f"{where}.sweep", known=set(priors),
                                              simulator=scenario.simulator, loci=int(config["genome"]["loci"]))
@@ -332,17 +367,26 @@ class Scenario:
             values: dict[str, float] = {}
             for pname in self._order:
                 prior = self.priors[pname]
-                if prior.derived:
-                    try:
-                        values[pname] = float(prior.expr.evaluate(values))
-                    except ExprError as exc:
-                        raise ConfigError(f"config key '{where}.priors.{pname}': {exc}") from None
-                else:
-                    values[pname] = prior.sample(rng, max_tries=self.max_tries)
-            try:
-                ok = all(bool(c.evaluate(values)) for c in self.constraints)
-            except ExprError as exc:
-                raise ConfigError(f"config key '{where}.constraints': {exc}") from None
+                key = (f"config key 'genome.{pname}' (scenario {self.name!r})" if pname in self._genome_params
+                       else f"config key '{where}.priors.{pname}'")
+                try:
+                    if prior.derived:
+                        value = float(prior.expr.evaluate(values))
+                    else:
+                        value = prior.sample(rng, max_tries=self.max_tries)
+                except (ExprError, ConfigError) as exc:
+                    raise ConfigError(f"{key}: {exc}") from None
+                if not math.isfinite(value):
+                    raise ConfigError(f"{key}: drew {value}, not a finite number")
+                values[pname] = value
+            ok = True
+            for i, constraint in enumerate(self.constraints):
+                try:
+                    ok = bool(constraint.evaluate(values))
+                except ExprError as exc:
+                    raise ConfigError(f"config key '{where}.constraints[{i}]': {exc}") from None
+                if not ok:
+                    break
             if ok:
                 return {p: values[p] for p in self.priors}, attempt
         raise ConfigError(
