@@ -2,64 +2,276 @@
 
 Every output is written to a temporary file beside its destination and moved
 into place with :func:`os.replace`, so a killed job never leaves a
-half-written file that a rerun would mistake for a finished one.
+half-written file that a rerun would mistake for a finished one.  Temporary
+files and folders left behind by a killed job (``.NAME.XXXXXXXX.SUFFIX``
+beside ``NAME``) are removed by the next write of the same destination.
+
+Output folders (:func:`atomic_dir`) carry a marker file, :data:`MARKER`; popdl
+replaces an existing folder only when it is empty or carries the marker (or,
+for folders written before the marker existed, has exactly the layout popdl
+writes), never a folder of someone else's files.  Problems writing are one
+line (:class:`OutputError`) naming the path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
+import time
 import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_dir", "save_npz", "write_json", "write_table", "provenance"]
+__all__ = [
+    "MARKER",
+    "OutputError",
+    "atomic_path",
+    "atomic_dir",
+    "check_output_dir",
+    "save_npz",
+    "write_json",
+    "write_table",
+    "provenance",
+]
 
+log = logging.getLogger("popdl.io")
+
+#: The file that marks a folder as written by popdl (a short JSON record).
+MARKER = ".popdl-output"
+
+#: Temporaries of a destination older than this (seconds) are left by a killed job.
+STALE_AFTER = 10.0
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+#: OSError numbers that mean "cannot write here": reported as one line naming the path.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                 errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOTEMPTY, errno.EEXIST}
+
+
+class OutputError(ValueError):
+    """An output popdl refuses to write or cannot write, described in one line."""
+
+
+def _output_error(exc: OSError, path: Path, tmp: str | Path | None = None) -> OutputError | None:
+    """``exc`` as one line naming the path, when it is a failure to write; else None."""
+    if exc.errno not in _WRITE_ERRNOS:
+        return None
+    reason = (exc.strerror or os.strerror(exc.errno or 0)).lower()
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"cannot write {path}: {reason} (free some space, or write elsewhere)")
+    other = exc.filename
+    ours = {str(path), str(path.parent)} | ({str(tmp)} if tmp is not None else set())
+    if other is not None and not any(str(other) == p or str(other).startswith(p + os.sep) for p in ours):
+        return OutputError(f"{other}: {reason}")  # another file, e.g. an input that cannot be read
+    return OutputError(f"cannot write {path}: {reason}")
+
+
+def _stale_pattern(name: str, suffixes) -> re.Pattern:
+    # tempfile names: prefix + 8 characters of [a-z0-9_] + suffix
+    return re.compile(re.escape(f".{name}.") + r"[a-z0-9_]{8}(?:" + "|".join(re.escape(s) for s in suffixes) + ")")
+
+
+def remove_stale_temporaries(path: str | Path, suffixes=(".tmp",), *, older_than: float = STALE_AFTER) -> list[Path]:
+    """Remove the temporaries of destination ``path`` that a killed job left behind.
+
+    Only entries beside ``path`` named exactly like its temporaries
+    (``.NAME.XXXXXXXX`` + one of ``suffixes``) and not modified for
+    ``older_than`` seconds are removed; two jobs never write one destination
+    at the same time.  Returns what was removed.
+    """
+    path = Path(path)
+    pattern = _stale_pattern(path.name, suffixes)
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < older_than:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot remove %s, left by an interrupted run: %s", entry.path, exc.strerror)
+            continue
+        log.info("removed %s, left by an interrupted run", entry.path)
+        removed.append(Path(entry.path))
+    return removed
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, suffix: str | None = None):
-    """Yield a temporary path in ``path``'s folder; move it onto ``path`` on success."""
+    """Yield a temporary path in ``path``'s folder; move it onto ``path`` on success.
+
+    Failures to write (no space left, read-only folder, ...) raise
+    :class:`OutputError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
-    os.close(fd)
+    suffix = suffix or path.suffix or ".tmp"
+    if not path.name:
+        raise OutputError(f"cannot write {path}: it names a folder, not a file")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path, (suffix,))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise (_output_error(exc, path) or exc) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
+        os.close(fd)
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and (err := _output_error(exc, path, tmp)) is not None:
+            raise err from None
         raise
+
+
+# ---------------------------------------------------------------------------- output folders
+def _marker_record(kind: str | None) -> str:
+    from popdl import __version__
+
+    record = {"written_by": "popdl", "version": __version__}
+    if kind:
+        record["kind"] = kind
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
+_SHARD = re.compile(r"shard-\d{5}")
+_DATASET_ARRAYS = {f"{a}.npy" for a in ("images", "distances", "stats", "labels", "params", "draw", "n_snps")}
+_SPLITS = ("train", "validation", "test")
+
+
+def _legacy_layout(path: Path, kind: str | None) -> bool:
+    """Whether ``path`` holds exactly what popdl wrote as a ``kind`` folder before :data:`MARKER` existed."""
+    try:
+        entries = list(os.scandir(path))
+        if kind == "model":
+            return all(e.name in {"model.keras", "bundle.json", "history.json"} and e.is_file(follow_symlinks=False)
+                       for e in entries)
+        if kind == "dataset":
+            files = {"manifest.json", *(f"params_{s}.tsv" for s in _SPLITS)}
+            for e in entries:
+                if e.name in files and e.is_file(follow_symlinks=False):
+                    continue
+                if e.name not in _SPLITS or not e.is_dir(follow_symlinks=False):
+                    return False
+                for shard in os.scandir(e.path):
+                    if not (_SHARD.fullmatch(shard.name) and shard.is_dir(follow_symlinks=False)):
+                        return False
+                    if not all(f.name in _DATASET_ARRAYS and f.is_file(follow_symlinks=False) for f in os.scandir(shard.path)):
+                        return False
+            return True
+    except OSError:
+        return False
+    return False
+
+
+def _output_folder(path: str | Path) -> Path:
+    """``path`` as an absolute path; a symbolic link is followed to the folder it names."""
+    path = Path(os.path.abspath(path))
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    return path
+
+
+def check_output_dir(path: str | Path, *, kind: str | None = None) -> Path:
+    """Raise :class:`OutputError` unless popdl may (re)place folder ``path``; return it, absolute.
+
+    Allowed: a path that does not exist, an empty folder, or a folder popdl
+    wrote (it holds :data:`MARKER`, or it has exactly the layout of a
+    ``kind`` folder written before the marker existed).
+    """
+    path = _output_folder(path)
+    if path.parent == path or not path.name:
+        raise OutputError(f"{path}: popdl will not replace the root folder")
+    if not os.path.lexists(path):
+        return path
+    if not path.is_dir():
+        raise OutputError(f"{path} exists and is not a folder; popdl will not replace it")
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        raise OutputError(f"cannot list {path}: {(exc.strerror or str(exc)).lower()}") from None
+    if not names or (MARKER in names and (path / MARKER).is_file()) or _legacy_layout(path, kind):
+        return path
+    here = " (the working folder)" if path == Path.cwd() else ""
+    raise OutputError(
+        f"{path}{here} holds {len(names)} entr{'y' if len(names) == 1 else 'ies'} popdl did not write "
+        f"(e.g. {names[0]!r}); popdl replaces only empty folders or folders it wrote (they hold {MARKER}): "
+        "give a new folder, or remove this one first"
+    )
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Move folder ``tmp`` onto ``path`` (absent, empty, or a popdl folder); the old one is deleted last."""
+    if not os.path.lexists(path):
+        os.rename(tmp, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, old)  # onto the empty placeholder: path is free now
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)  # put the previous output back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path):
-    """Yield a temporary folder beside ``path``; it replaces ``path`` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+def atomic_dir(path: str | Path, *, kind: str | None = None):
+    """Yield a temporary folder beside ``path``; it replaces ``path`` on success.
+
+    ``path`` must be absent, an empty folder or a folder popdl wrote
+    (:func:`check_output_dir`, checked on entry and again before replacing);
+    anything else is refused with :class:`OutputError` and nothing is
+    written.  The new folder holds :data:`MARKER` (a JSON record: popdl, its
+    version and ``kind``).
+    """
+    path = check_output_dir(path, kind=kind)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path, (".tmp", ".old"))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise (_output_error(exc, path) or exc) from None
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        (tmp / MARKER).write_text(_marker_record(kind))
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
+        check_output_dir(path, kind=kind)  # still free: nothing appeared there meanwhile
+        _replace_dir(tmp, path)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and (err := _output_error(exc, path, tmp)) is not None:
+            raise err from None
         raise
 
 
+# ---------------------------------------------------------------------------- files
 def save_npz(path: str | Path, **arrays) -> None:
     """Write arrays to an uncompressed ``.npz`` file atomically.
 
