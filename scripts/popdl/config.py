@@ -84,6 +84,17 @@ class _Loader(yaml.SafeLoader):
     aliases loads quickly; :func:`check_size` then bounds its expanded size.
     """
 
+    def compose_node(self, parent, index):
+        # PyYAML composes recursively: refuse deep nesting before Python's stack runs out.
+        depth = self.__dict__.get("_depth", 0) + 1
+        if depth > MAX_DEPTH:
+            raise _YamlRefused(None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark)
+        self._depth = depth
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth - 1
+
     def flatten_mapping(self, node):
         # PyYAML's own merge ("<<") handling, with the merged entries counted:
         # nested merges of merges would otherwise grow exponentially.
@@ -136,25 +147,31 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _yaml_problem(exc: Exception) -> tuple[str, int | None]:
-    """The problem of a YAML error in words, and its line (or None)."""
+def _yaml_problem(exc: Exception, text: str) -> str:
+    """A YAML error in one line: where (line) and what."""
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
+        line = f" line {mark.line + 1}" if mark is not None else ""
         problem = exc.problem or exc.context or "invalid YAML"
         if problem.startswith("could not determine a constructor for the tag"):
             tag = problem.split("tag", 1)[1].strip()
-            problem = f"the YAML tag {tag} is not allowed (plain YAML values only)"
-        return problem, (mark.line + 1 if mark is not None else None)
+            return f"{line}: the YAML tag {tag} is not allowed (plain YAML values only)"
+        if isinstance(exc, _YamlRefused):
+            return f"{line}: {problem}"
+        return f"{line} is not valid YAML: {problem}"
     if isinstance(exc, yaml.reader.ReaderError):
-        return f"character {exc.character!r} at position {exc.position} is not allowed", None
-    return (str(exc).splitlines() or [type(exc).__name__])[0], None
+        char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        line = text.count("\n", 0, exc.position) + 1
+        return f" line {line}: the control character U+{char:04X} is not allowed"
+    return f" is not valid YAML: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
 
 
-def parse_yaml(text: str | bytes, *, name: str = "YAML text") -> Any:
+def parse_yaml(text: str | bytes, *, name: str = "YAML text", key: str = "") -> Any:
     """Parse YAML text safely, as every user file is read (see :func:`load_yaml`).
 
-    ``name`` starts each error message (e.g. ``"config file 'my.yaml'"``).
-    Raises :class:`ConfigError` of one line.
+    ``name`` starts each error message (e.g. ``"config file 'my.yaml'"``);
+    ``key`` is the config key the document is the value of, if any (see
+    :func:`check_size`).  Raises :class:`ConfigError` of one line.
     """
     if isinstance(text, bytes):
         if len(text) > MAX_YAML_BYTES:
@@ -168,16 +185,14 @@ def parse_yaml(text: str | bytes, *, name: str = "YAML text") -> Any:
     try:
         data = yaml.load(text, Loader=_Loader)  # a SafeLoader: standard tags only
     except yaml.YAMLError as exc:
-        problem, line = _yaml_problem(exc)
-        where = f" line {line}" if line is not None else ""
-        raise ConfigError(f"{name}{where} is not valid YAML: {problem}") from None
+        raise ConfigError(f"{name}{_yaml_problem(exc, text)}") from None
     except RecursionError:
-        raise ConfigError(f"{name} is not valid YAML: it is nested too deeply") from None
-    check_size(data, name=name)
+        raise ConfigError(f"{name}: nested too deeply") from None
+    check_size(data, name=name, key=key)
     return data
 
 
-def load_yaml(path: str | Path, *, name: str | None = None) -> Any:
+def load_yaml(path: str | Path, *, name: str | None = None, key: str = "") -> Any:
     """Read a user YAML file (config, scenario graph) safely and within bounds.
 
     Safe loading (standard tags only), UTF-8, at most :data:`MAX_YAML_BYTES`
@@ -195,7 +210,7 @@ def load_yaml(path: str | Path, *, name: str | None = None) -> Any:
         raise ConfigError(f"{name} not found") from None
     except OSError as exc:
         raise ConfigError(f"{name} cannot be read: {exc.strerror or exc}") from None
-    return parse_yaml(data, name=name)
+    return parse_yaml(data, name=name, key=key)
 
 
 def _dotted(path) -> str:
@@ -208,32 +223,36 @@ def _dotted(path) -> str:
     return ".".join(keys)
 
 
-def check_size(data: Any, *, name: str = "the config") -> None:
+def check_size(data: Any, *, name: str = "the config", key: str = "") -> None:
     """Refuse a loaded YAML document that is too big or deep once its aliases
     are expanded, or whose mapping keys are not text.
 
     Walks at most :data:`MAX_VALUES` values (each use of a shared value
     counts), so a "billion laughs" file is refused in milliseconds, before
-    anything traverses it in full.
+    anything traverses it in full.  Messages name the config key where the
+    problem is (``key`` is the key of ``data`` itself, e.g. a graph file's
+    ``scenarios.NAME.graph``), else ``name``.
     """
+
+    def where(path) -> str:
+        dotted = ".".join(filter(None, (key, _dotted(path))))
+        return f"config key '{dotted}'" if dotted else name
+
     stack = [(data, ())]
     count = 0
     while stack:
         value, path = stack.pop()
         count += 1
         if count > MAX_VALUES or len(path) > MAX_DEPTH:
-            key = _dotted(path)
-            where = f"config key '{key}'" if key else name
             if count > MAX_VALUES:
-                raise ConfigError(f"{where}: more than {MAX_VALUES} values once YAML aliases are expanded "
+                raise ConfigError(f"{where(path)}: more than {MAX_VALUES} values once YAML aliases are expanded "
                                   "(nested anchors and aliases?)")
-            raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+            raise ConfigError(f"{where(path)}: nested more than {MAX_DEPTH} levels deep")
         if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    where = f"config key '{_dotted(path)}'" if _dotted(path) else name
-                    raise ConfigError(f"{where}: key {shown(key)} is not text (quote it in the YAML file)")
-                stack.append((item, path + (key,)))
+            for k, item in value.items():
+                if not isinstance(k, str):
+                    raise ConfigError(f"{where(path)}: key {shown(k)} is not text (quote it in the YAML file)")
+                stack.append((item, path + (k,)))
         elif isinstance(value, (list, tuple)):
             stack.extend((item, path + (i,)) for i, item in enumerate(value))
 
@@ -385,7 +404,8 @@ def resolve_graphs(config: dict, *, base_dirs: tuple[Path, ...] = ()) -> dict:
             found = next((c for c in candidates if c.is_file()), None)
             if found is None:
                 raise ConfigError(f"config key 'scenarios.{name}.graph': file {graph!r} not found")
-            scenario["graph"] = load_yaml(found, name=f"config key 'scenarios.{name}.graph': file {graph!r}")
+            scenario["graph"] = load_yaml(found, name=f"config key 'scenarios.{name}.graph': file {graph!r}",
+                                          key=f"scenarios.{name}.graph")
             if not isinstance(scenario["graph"], dict):
                 raise ConfigError(f"config key 'scenarios.{name}.graph': {graph!r} does not hold a demes graph mapping")
     return config

@@ -218,7 +218,7 @@ class Expression:
             return result
         except (ArithmeticError, ValueError, TypeError, MemoryError, RecursionError) as exc:
             used = ", ".join(f"{name}={_number(values[name])}" for name in sorted(self.names))
-            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            why = _why(exc)
             raise ExprError(f"cannot evaluate {_shown(self.text)}{' for ' + used if used else ''}: {why}") from None
 
     def _eval(self, node: ast.AST, values):
@@ -258,6 +258,22 @@ def _finite(value):
     if not isinstance(value, bool) and not math.isfinite(value):
         raise ArithmeticError(f"the result is not finite ({value})")
     return value
+
+
+def _why(exc: BaseException) -> str:
+    """An evaluation error in words."""
+    if isinstance(exc, OverflowError):
+        return "the result is too large"
+    if isinstance(exc, ZeroDivisionError):
+        return "division by zero"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if text == "math domain error":
+        return "math domain error (log or sqrt of a number <= 0, or a fractional power of a negative number?)"
+    return text
 
 
 def _number(value) -> str:
