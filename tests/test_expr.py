@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from popdl.expr import Expression, ExprError
+from popdl.expr import MAX_DEPTH, MAX_LENGTH, MAX_NODES, RESERVED, Expression, ExprError, is_valid_name
 
 
 @pytest.mark.parametrize(
@@ -105,3 +105,48 @@ def test_evaluation_errors_are_expr_errors():
 def test_huge_powers_fail_fast_instead_of_hanging():
     with pytest.raises(ExprError, match="cannot evaluate"):
         Expression("9 ** 9 ** 9").evaluate({})
+
+
+def test_every_number_is_a_float():
+    for text in ("7 // 2", "floor(2.7)", "round(2.5)", "abs(-3)", "2 ** 3", "max(1, 2)"):
+        assert type(Expression(text).evaluate({})) is float, text
+    assert Expression("round(x, 2)").evaluate({"x": 1.23456}) == 1.23
+    assert Expression("round(x, 2.0)").evaluate({"x": 1.23456}) == 1.23
+
+
+@pytest.mark.parametrize("text", ["min()", "min(1)", "max(x)", "exp()", "exp(1, 2)", "log(1, 2, 3)", "round(1, 2, 3)", "sqrt()"])
+def test_calls_with_the_wrong_number_of_arguments_fail_at_parse_time(text):
+    with pytest.raises(ExprError, match="argument"):
+        Expression(text)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x + " * (MAX_LENGTH // 4) + "1", "longer than"),
+    ("-" * (MAX_DEPTH + 1) + "x", "nested more than"),
+    ("max(x, " + ",".join(["1"] * MAX_NODES) + ")", "more than"),
+    ("1" * 400, "too large"),
+    ("1e400", "too large"),
+])
+def test_size_limits_and_huge_numbers_fail_at_parse_time(text, message):
+    with pytest.raises(ExprError, match=message):
+        Expression(text)
+
+
+@pytest.mark.parametrize("text, values", [
+    ("1e308 * 10", {}),
+    ("x * x", {"x": 1e200}),
+    ("exp(x)", {"x": 1000}),
+    ("round(x, 0.5)", {"x": 1}),
+    ("floor(x) ** 4", {"x": 1e300}),
+    ("x % 0", {"x": 1}),
+])
+def test_non_finite_and_failing_results_are_expr_errors(text, values):
+    with pytest.raises(ExprError, match="cannot evaluate"):
+        Expression(text).evaluate(values)
+
+
+def test_reserved_names():
+    assert {"pi", "e", "exp", "log", "min", "round"} <= RESERVED
+    assert is_valid_name("N_anc") and is_valid_name("_x")
+    for name in ("pi", "e", "exp", "if", "None", "1N", "N 1", "N\n", "Ñ", "", 3):
+        assert not is_valid_name(name), name
