@@ -260,18 +260,18 @@ def test_reformatted_default_config_gives_the_same_jobs(tmp_path):
 
 
 @pytest.mark.slow
-def test_new_data_start_a_new_study(tiny_run, tmp_path):
-    """After a complete run, a changed prior reruns the data and the sweep: the
-    tune job runs the configured number of new trials, and best.json names the
-    new study and one of its trials."""
-    work = tmp_path / "work"
-    shutil.copytree(tiny_run.parents[1], work, symlinks=True)
+def test_new_data_start_a_new_study(tmp_path):
+    """After a complete run, more simulations rerun the dataset and the sweep
+    with unchanged tuning settings: the tune job runs the configured number of
+    new trials, and best.json names the new study and one of its trials."""
+    work = tmp_path
     run = work / "results" / TINY["run"]
-    old = json.loads((run / "tuning" / "best.json").read_text())
     config = tiny_config(**EXTRA)
-    config["scenarios"]["isolation"]["priors"]["N1"] = {"loguniform": [1000, 20000]}
-    path = write_config(work, config, name="config-new-prior.yaml")
     target = f"results/{TINY['run']}/tuning/best.json"
+    snakemake(work, target, configfile=write_config(work, config))
+    old = json.loads((run / "tuning" / "best.json").read_text())
+    config["simulations"]["per_scenario"] += config["simulations"]["chunk"]
+    path = write_config(work, config, name="config-more-draws.yaml")
     assert {"simulate", "features", "dataset", "tune", "select_best"} <= _rules_to_run(work, target, path)
     snakemake(work, target, configfile=path)
     worker = json.loads((run / "tuning" / "worker-0.json").read_text())
