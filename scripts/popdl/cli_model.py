@@ -78,6 +78,9 @@ def cmd_select_best(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from popdl.io import check_output_dir
+
+    check_output_dir(args.out, kind="model")  # refuse a folder of other files before training (and Keras), not after
     from popdl.training import train_final
 
     cfg = config_from_args(args, "train")

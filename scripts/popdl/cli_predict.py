@@ -77,6 +77,7 @@ def _predict_settings(args, stage="predict") -> dict:
 
 def cmd_check_data(args) -> int:
     from popdl.empirical import empirical_features, load_empirical
+    from popdl.predict import position_check
 
     settings = _predict_settings(args, "observe")
     entry = _entry(args)
@@ -91,7 +92,20 @@ def cmd_check_data(args) -> int:
           f"skipped {c['multiallelic']} multi-allelic, {c['indels']} indel, {c['monomorphic']} monomorphic; "
           f"{data.missing_rate:.2%} missing calls; {len(data.individuals)} of {c['individuals_in_file']} individuals kept; "
           f"{feats['images'].shape[0]} image(s) of {feats['images'].shape[1]}x{feats['images'].shape[2]}")
+    positions = position_check(data, float(genome["length"]))
+    if positions["flagged"]:
+        print(f"{entry['name']}: WARNING, {positions['note']}")
     return 0
+
+
+def _file_out(path: str | Path) -> Path:
+    """An output file's path, refused before any work when it names a folder."""
+    from popdl.io import OutputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give the file to write (e.g. {path}/observed.npz)")
+    return path
 
 
 def cmd_observe(args) -> int:
@@ -99,6 +113,7 @@ def cmd_observe(args) -> int:
     from popdl.predict import observe
     from popdl.stages import stage_config
 
+    out = _file_out(args.out)
     if args.configfile is not None:
         if not args.data:
             raise ConfigError("observe --configfile needs --data NAME (a predict.data entry)")
@@ -107,45 +122,71 @@ def cmd_observe(args) -> int:
         settings = config_from_args(args, "observe")
     if "data" not in settings:
         raise ConfigError("the settings name no predict.data entry")
-    summary = observe(settings["data"], settings, args.out)
+    summary = observe(settings["data"], settings, out)
     log.info("observe: %s", json.dumps({k: summary[k] for k in ("name", "missing_rate", "replicates")}))
     return 0
 
 
 def cmd_predict(args) -> int:
+    """Check the model folder, read the data, predict, and only then write: a failure writes nothing."""
     from popdl.config import ConfigError
-    from popdl.predict import observe, predict_observed
+    from popdl.io import OutputError
+    from popdl.model_io import check_model_folder, check_settings
+    from popdl.predict import (load_observed, observed_inputs, predict_arrays, read_observed_summary, write_observed,
+                               write_predictions)
 
     model = Path(args.model)
-    if not (model / "bundle.json").is_file():
-        raise FileNotFoundError(f"{model} is not a popdl model folder (no bundle.json)")
+    bundle = check_model_folder(model)  # bundle.json and model.keras, before any data are read
+    settings = None
+    feats = None
+    if args.observed:
+        observed = Path(args.observed)
+        obs = load_observed(observed)
+        summary = read_observed_summary(observed)
+        name = summary.get("name", observed.parent.name)
+        out = Path(args.out) if args.out else observed.parent
+    else:
+        if not (args.vcf or args.fasta) or not args.popmap:
+            raise ConfigError("predict needs --vcf FILE or --fasta FILE..., and --popmap FILE (or --observed FILE)")
+        settings = _model_settings(args, model)
+        check_settings(bundle, settings, folder=model)
+        entry = _entry(args)
+        out = Path(args.out) if args.out else Path(f"predict-{entry['name']}")
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"--out {out} is a file; give a folder for observed.npz and the predictions")
+        feats, summary = observed_inputs(entry, settings)
+        obs, name = feats, summary["name"]
     dataset = Path(args.dataset) if args.dataset else model.parent / "dataset"
     if not (dataset / "manifest.json").is_file():
         if args.dataset:
             raise FileNotFoundError(f"dataset folder {dataset} has no manifest.json")
         log.warning("no dataset beside the model (%s): skipping the misspecification check", dataset)
         dataset = None
-    settings = None
-    if args.observed:
-        observed = Path(args.observed)
-        out = Path(args.out) if args.out else observed.parent
-    else:
-        if not (args.vcf or args.fasta) or not args.popmap:
-            raise ConfigError("predict needs --vcf FILE or --fasta FILE..., and --popmap FILE (or --observed FILE)")
-        settings = _model_settings(args, model)
-        entry = _entry(args)
-        out = Path(args.out) if args.out else Path(f"predict-{entry['name']}")
-        observed = out / "observed.npz"
-        observe(entry, settings, observed)
     if settings is None and (args.settings or args.configfile):
         settings = _predict_settings(args)
     alpha = (settings or {}).get("predict", {}).get("alpha", 0.01)
-    result = predict_observed(observed, model_dir=model, dataset_dir=dataset, alpha=alpha, out_dir=out)
+    result = predict_arrays(obs, summary, name=name, model_dir=model, dataset_dir=dataset, alpha=alpha,
+                            source=args.observed or args.vcf or args.fasta[0])
+    created = not out.exists()
+    written: list[Path] = []
+    try:
+        if feats is not None:
+            write_observed(out / "observed.npz", feats, summary)
+            written += [out / "observed.npz", out / "observed.json"]
+        written += write_predictions(out, result)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     net = result["network"]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in net["probabilities"].items())
     print(f"{result['name']}: {net.get('scenario', '-')} ({shown}); written to {out}/predictions.csv and predictions.json")
     if result.get("misspecification", {}).get("flagged"):
         print(f"{result['name']}: WARNING, the data lie outside the simulations: {result['misspecification']['summary']}")
+    if summary.get("positions", {}).get("flagged"):
+        print(f"{result['name']}: WARNING, {summary['positions']['note']}")
     return 0
 
 
@@ -160,17 +201,15 @@ def _model_settings(args, model: Path) -> dict:
 
 
 def cmd_abc(args) -> int:
-    import numpy as np
-
     from popdl.abc import run_abc
+    from popdl.predict import load_observed
 
     cfg = config_from_args(args, "abc")
     a = cfg["abc"]
     observed = {}
     for item in args.observed:
         name, _, path = item.rpartition("=") if "=" in item else (Path(item).parent.name, "", item)
-        with np.load(path, allow_pickle=False) as data:
-            observed[name] = data["stats"]
+        observed[name] = load_observed(path)["stats"]
     metrics = run_abc(args.dataset, args.out, tolerance=a["tolerance"], trees=a["trees"], min_samples_leaf=a["min_samples_leaf"],
                       interval=a["interval"], seed=cfg["seed"], threads=args.threads, observed=observed)
     for name, m in metrics["methods"].items():

@@ -33,7 +33,11 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 import re
+import sys
+import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,18 +103,32 @@ class Empirical:
 
 # ---------------------------------------------------------------------------- popmap
 def read_popmap(path: str | Path) -> dict[str, str]:
-    """Sample -> population, in file order."""
+    """Sample -> population, in file order (UTF-8; a byte-order mark is ignored)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"popmap {path}: is a folder, not a file")
     if not path.is_file():
         raise DataError(f"popmap {path}: file not found")
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"popmap {path}: cannot be read ({(exc.strerror or str(exc)).lower()})") from None
+    if raw_bytes[:2] == b"\x1f\x8b":
+        raise DataError(f"popmap {path}: is gzip-compressed; give the plain text table (sample, population)")
+    if raw_bytes[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"popmap {path}: is UTF-16 text; save it as UTF-8 (or plain ASCII)")
+    if b"\0" in raw_bytes[:4096]:
+        raise DataError(f"popmap {path}: not a text file (sample, population per line)")
+    text = raw_bytes.decode("utf-8-sig", errors="replace")  # utf-8-sig drops a byte-order mark
     out: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found {len(parts)}")
+            hint = " (comma-separated? use a tab or spaces)" if len(parts) == 1 and "," in line else ""
+            raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found {len(parts)}{hint}")
         sample, pop = parts
         if not out and sample.lower() in {"sample", "samples", "individual", "id"} and pop.lower() in {"population", "pop", "population_name"}:
             continue  # header line
@@ -194,101 +212,142 @@ def read_vcf(
     Only biallelic SNPs enter; other records are skipped and counted.  Each
     contig is a locus.  ``length`` (bp) is the sequenced length for per-bp
     statistics; None takes the span of the contigs' records.
+
+    The header and the end of the file are checked before htslib reads it: a
+    file cut short (an interrupted download or copy) is refused, whether
+    plain, gzip or BGZF.  What htslib prints on standard error is collected:
+    its first error becomes part of the one-line :class:`DataError`, and its
+    warnings of a file read successfully are logged.
     """
     import cyvcf2
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"VCF {path}: is a folder, not a file")
     if not path.is_file():
         raise DataError(f"VCF {path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"VCF {path}: the file is empty")
     try:
-        head = _read_head(path)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"VCF {path}: cannot be read ({exc})") from None
-    if not head.startswith("##fileformat=VCF"):
-        raise DataError(f"VCF {path}: not a VCF file (the first line must be ##fileformat=VCFv4.x)")
-    try:
-        vcf = cyvcf2.VCF(str(path), gts012=False, lazy=True, threads=1)
-    except Exception as exc:  # htslib reports its own error types
-        raise DataError(f"VCF {path}: cannot be parsed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    try:
-        present = list(vcf.samples)
-        if not present:
-            raise DataError(f"VCF {path}: no sample columns")
-        if len(set(present)) != len(present):
-            dup = sorted({s for s in present if present.count(s) > 1})
-            raise DataError(f"VCF {path}: sample(s) {_few(dup)} appear twice in the header")
-        if not vcf.contains("GT"):
-            raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
-        chosen = choose_individuals(
-            present, popmap, samples=samples, rng=empirical_rng(seed, name), subsample=subsample, source=f"VCF {path}"
-        )
-        columns = np.array([present.index(s) for s, _ in chosen])
-        counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "other_variants": 0,
-                  "monomorphic": 0, "missing_calls": 0, "unphased_heterozygous": 0}
-        blocks, positions, loci_idx = [], [], []
-        contigs: list[str] = []
-        spans: dict[str, tuple[int, int]] = {}
-        last = (None, -1)
-        for rec in vcf:
-            counts["records"] += 1
-            chrom, pos = rec.CHROM, int(rec.POS)
-            if chrom != last[0]:
-                if chrom in spans:
-                    raise DataError(f"VCF {path}: records of contig {chrom!r} are not contiguous (sort the VCF, e.g. bcftools sort)")
-                contigs.append(chrom)
-                spans[chrom] = (pos, pos)
-            elif pos < last[1]:
-                raise DataError(f"VCF {path}: {chrom}:{pos} comes after {chrom}:{last[1]}; the records are not sorted (bcftools sort)")
-            last = (chrom, pos)
-            spans[chrom] = (spans[chrom][0], pos)
-            gt = rec.genotype.array() if rec.genotype is not None else None
-            if gt is None:
-                raise DataError(f"VCF {path}: {chrom}:{pos} has no GT value")
-            if gt.shape[1] < 3 or (gt[:, 1] == -2).any():
-                raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
-            if gt.shape[1] > 3:
-                raise DataError(f"VCF {path}: {chrom}:{pos} has genotype calls of ploidy {gt.shape[1] - 1}; popdl simulates diploids")
-            alts = rec.ALT
-            if len(alts) > 1:
-                counts["multiallelic"] += 1
-                continue
-            if len(alts) == 0 or alts[0] in {".", "*"}:
-                counts["monomorphic"] += 1
-                continue
-            if rec.is_indel or len(rec.REF) != 1 or len(alts[0]) != 1:
-                counts["indels"] += 1
-                continue
-            if not rec.is_snp:
-                counts["other_variants"] += 1
-                continue
-            g = gt[columns]
-            alleles = g[:, :2]
-            het = (alleles[:, 0] != alleles[:, 1]) & (alleles >= 0).all(axis=1)
-            unphased = het & (g[:, 2] == 0)
-            if unphased.any():
-                counts["unphased_heterozygous"] += int(unphased.sum())
-                if not allow_unphased:
-                    bad = chosen[int(np.flatnonzero(unphased)[0])][0]
-                    raise DataError(
-                        f"VCF {path}: {chrom}:{pos} sample {bad} has an unphased heterozygous call (0/1); "
-                        "phase the VCF first (Beagle, SHAPEIT) or set predict.allow_unphased"
-                    )
-            if (alleles > 1).any():  # cannot happen for a biallelic record; kept as a guard
-                counts["multiallelic"] += 1
-                continue
-            hap = np.where(alleles < 0, MISSING, alleles).astype(np.int8).reshape(-1)
-            called = hap[hap != MISSING]
-            counts["missing_calls"] += int((alleles < 0).any(axis=1).sum())
-            if called.size == 0 or called.min() == called.max():
-                counts["monomorphic"] += 1
-                continue
-            blocks.append(hap)
-            positions.append(float(pos))
-            loci_idx.append(len(contigs) - 1)
-    finally:
-        vcf.close()
+        kind = _compression(path)
+    except OSError as exc:
+        raise DataError(f"VCF {path}: cannot be read ({_reason(exc)})") from None
+    columns = _read_header(path, kind)
+    present = columns[9:]
+    if not present:
+        raise DataError(f"VCF {path}: no sample columns")
+    if len(set(present)) != len(present):
+        dup = sorted({s for s in present if present.count(s) > 1})
+        raise DataError(f"VCF {path}: sample(s) {_few(dup)} appear twice in the header")
+    _check_complete(path, kind, len(columns))
+    with _HtslibLog() as hts:
+        try:
+            vcf = cyvcf2.VCF(str(path), gts012=False, lazy=True, threads=1)
+        except Exception as exc:  # htslib reports its own error types
+            raise DataError(f"VCF {path}: cannot be parsed ({hts.first_error() or _first_line(exc)})") from None
+        hts.new_error()  # what the header gave rise to is not a record's error
+        try:
+            data = _vcf_records(vcf, path, present=list(vcf.samples), popmap=popmap, samples=samples, seed=seed,
+                                name=name, subsample=subsample, allow_unphased=allow_unphased, length=length,
+                                columns=len(columns), hts=hts)
+        finally:
+            vcf.close()
+    hts.replay(f"VCF {path}")
+    return data
+
+
+def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsample, allow_unphased, length,
+                 columns: int, hts) -> Empirical:
+    """The records of an open cyvcf2 reader as an :class:`Empirical` (see :func:`read_vcf`)."""
+    if not vcf.contains("GT"):
+        raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
+    chosen = choose_individuals(
+        present, popmap, samples=samples, rng=empirical_rng(seed, name), subsample=subsample, source=f"VCF {path}"
+    )
+    index = np.array([present.index(s) for s, _ in chosen])
+    counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "other_variants": 0,
+              "monomorphic": 0, "missing_calls": 0, "unphased_heterozygous": 0}
+    blocks, positions, loci_idx = [], [], []
+    contigs: list[str] = []
+    spans: dict[str, tuple[int, int]] = {}
+    last = (None, -1)
+    records = iter(vcf)
+    while True:
+        try:
+            rec = next(records)
+        except StopIteration:
+            break
+        except Exception as exc:  # htslib could not parse the next record
+            after = f" (after {last[0]}:{last[1]})" if last[0] is not None else ""
+            detail = hts.new_error() or hts.first_error() or _first_line(exc)
+            if detail.startswith("error parsing variant"):  # cyvcf2's generic text: htslib said nothing more
+                detail = "htslib cannot read it (a malformed or incomplete line?)"
+            raise DataError(f"VCF {path}: record {counts['records'] + 1}{after} cannot be parsed: {detail}") from None
+        counts["records"] += 1
+        error = hts.new_error()
+        if error is not None:  # htslib may hand over a record it failed to parse: never touch its fields
+            after = f" (after {last[0]}:{last[1]})" if last[0] is not None else ""
+            raise DataError(f"VCF {path}: record {counts['records']}{after} cannot be parsed: {error}")
+        chrom, pos = rec.CHROM, int(rec.POS)
+        if " " in chrom:
+            raise DataError(f"VCF {path}: record {counts['records']} is not tab-separated (spaces between its columns?)")
+        if chrom != last[0]:
+            if chrom in spans:
+                raise DataError(f"VCF {path}: records of contig {chrom!r} are not contiguous (sort the VCF, e.g. bcftools sort)")
+            contigs.append(chrom)
+            spans[chrom] = (pos, pos)
+        elif pos < last[1]:
+            raise DataError(f"VCF {path}: {chrom}:{pos} comes after {chrom}:{last[1]}; the records are not sorted (bcftools sort)")
+        last = (chrom, pos)
+        spans[chrom] = (spans[chrom][0], pos)
+        try:
+            genotypes = rec.genotype
+        except Exception:  # cyvcf2: "couldn't get genotypes for variant"
+            raise DataError(_no_genotype(path, rec, f"{chrom}:{pos}", columns)) from None
+        gt = genotypes.array() if genotypes is not None else None
+        if gt is None:
+            raise DataError(f"VCF {path}: {chrom}:{pos} has no GT value")
+        if gt.shape[1] < 3 or (gt[:, 1] == -2).any():
+            raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
+        if gt.shape[1] > 3:
+            raise DataError(f"VCF {path}: {chrom}:{pos} has genotype calls of ploidy {gt.shape[1] - 1}; popdl simulates diploids")
+        alts = rec.ALT
+        if len(alts) > 1:
+            counts["multiallelic"] += 1
+            continue
+        if len(alts) == 0 or alts[0] in {".", "*"}:
+            counts["monomorphic"] += 1
+            continue
+        if rec.is_indel or len(rec.REF) != 1 or len(alts[0]) != 1:
+            counts["indels"] += 1
+            continue
+        if not rec.is_snp:
+            counts["other_variants"] += 1
+            continue
+        g = gt[index]
+        alleles = g[:, :2]
+        het = (alleles[:, 0] != alleles[:, 1]) & (alleles >= 0).all(axis=1)
+        unphased = het & (g[:, 2] == 0)
+        if unphased.any():
+            counts["unphased_heterozygous"] += int(unphased.sum())
+            if not allow_unphased:
+                bad = chosen[int(np.flatnonzero(unphased)[0])][0]
+                raise DataError(
+                    f"VCF {path}: {chrom}:{pos} sample {bad} has an unphased heterozygous call (0/1); "
+                    "phase the VCF first (Beagle, SHAPEIT) or set predict.allow_unphased"
+                )
+        if (alleles > 1).any():  # an allele index beyond the one ALT allele: not a biallelic SNP
+            counts["multiallelic"] += 1
+            continue
+        hap = np.where(alleles < 0, MISSING, alleles).astype(np.int8).reshape(-1)
+        called = hap[hap != MISSING]
+        counts["missing_calls"] += int((alleles < 0).any(axis=1).sum())
+        if called.size == 0 or called.min() == called.max():
+            counts["monomorphic"] += 1
+            continue
+        blocks.append(hap)
+        positions.append(float(pos))
+        loci_idx.append(len(contigs) - 1)
     if counts["records"] == 0:
         raise DataError(f"VCF {path}: no variant records")
     if not blocks:
@@ -318,12 +377,191 @@ def read_vcf(
     )
 
 
-def _read_head(path: Path) -> str:
+# ---------------------------------------------------------------------------- VCF: checks before htslib
+#: The empty block that ends every complete BGZF file.
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+_FIXED_COLUMNS = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
+_TAIL = 1 << 16
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _compression(path: Path) -> str:
+    """``plain``, ``gzip`` or ``bgzf`` (gzip blocks with the ``BC`` extra field)."""
     with open(path, "rb") as fh:
-        magic = fh.read(2)
-    opener = gzip.open if magic == b"\x1f\x8b" else open
-    with opener(path, "rb") as fh:
-        return fh.read(64).decode("utf-8", errors="replace")
+        head = fh.read(18)
+    if head[:2] != b"\x1f\x8b":
+        return "plain"
+    return "bgzf" if len(head) >= 16 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
+
+
+def _read_header(path: Path, kind: str) -> list[str]:
+    """The columns of the #CHROM line, after the checks a header must pass."""
+    try:
+        with gzip.open(path, "rb") if kind != "plain" else open(path, "rb") as fh:
+            first = fh.readline(1 << 20)
+            if first.startswith(b"\xef\xbb\xbf"):
+                raise DataError(f"VCF {path}: the file starts with a UTF-8 byte-order mark; remove it (htslib cannot read it)")
+            if not first.startswith(b"##fileformat=VCF"):
+                raise DataError(f"VCF {path}: not a VCF file (the first line must be ##fileformat=VCFv4.x)")
+            number = 1
+            for line in fh:
+                number += 1
+                if line.startswith(b"##"):
+                    continue
+                if line.startswith(b"#"):
+                    return _header_columns(path, line, number)
+                raise DataError(f"VCF {path} line {number}: a record before the #CHROM header line (the header has none)")
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"VCF {path}: the header cannot be read ({_reason(exc)}): the file is damaged or truncated") from None
+    raise DataError(f"VCF {path}: no #CHROM header line (the file holds only ## lines: truncated?)")
+
+
+def _header_columns(path: Path, line: bytes, number: int) -> list[str]:
+    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    cols = text.split("\t")
+    where = f"VCF {path} line {number}"
+    if len(cols) < len(_FIXED_COLUMNS):
+        if len(text.split()) >= len(_FIXED_COLUMNS):
+            raise DataError(f"{where}: the #CHROM header line is not tab-separated")
+        raise DataError(f"{where}: the #CHROM header line has {len(cols)} column(s); a VCF has at least 8 ({' '.join(_FIXED_COLUMNS)})")
+    if [c.upper() for c in cols[:8]] != _FIXED_COLUMNS:
+        raise DataError(f"{where}: the #CHROM header line starts {' '.join(cols[:8])!r}, not {' '.join(_FIXED_COLUMNS)}")
+    if len(cols) > 8 and cols[8] != "FORMAT":
+        raise DataError(f"{where}: column 9 of the #CHROM header line is {cols[8]!r}, not FORMAT")
+    unnamed = [i + 1 for i, s in enumerate(cols[9:], 9) if not s.strip()]
+    if unnamed:
+        raise DataError(f"{where}: sample column {unnamed[0]} of the #CHROM header line has no name")
+    return cols
+
+
+def _check_complete(path: Path, kind: str, columns: int) -> None:
+    """Refuse a file that ends early: a gzip or BGZF stream cut short, or a last line cut in the middle."""
+    if kind == "bgzf":
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - len(_BGZF_EOF)))
+            if fh.read() == _BGZF_EOF:
+                return  # complete; a record cut short would end a block inside a line, which htslib reports
+    if kind == "plain":
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - _TAIL))
+            tail = fh.read()
+    else:
+        tail = b""
+        stream = "BGZF" if kind == "bgzf" else "gzip"
+        try:
+            with gzip.open(path, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    tail = (tail + chunk)[-_TAIL:]
+        except EOFError:
+            raise DataError(f"VCF {path}: the {stream} stream ends early: the file is truncated (an interrupted download or copy?)") from None
+        except (OSError, zlib.error) as exc:
+            raise DataError(f"VCF {path}: the {stream} data are damaged ({_reason(exc)})") from None
+    if tail and not tail.endswith(b"\n"):
+        last = tail.rsplit(b"\n", 1)[-1]
+        found = last.count(b"\t") + 1
+        if found < columns:
+            raise DataError(
+                f"VCF {path}: the file ends in the middle of a record (its last line has {found} of {columns} columns): it is truncated"
+            )
+    if kind == "bgzf":
+        log.warning("VCF %s: no BGZF end-of-file marker (htslib warns the file may be truncated); its data are complete", path)
+
+
+def _no_genotype(path: Path, rec, where: str, columns: int) -> str:
+    """Why record ``rec`` has no genotypes, in one line."""
+    try:
+        fields = str(rec).rstrip("\r\n").split("\t")
+    except Exception:
+        fields = []
+    if len(fields) <= 9:
+        return f"VCF {path}: {where} has no FORMAT and sample columns ({len(fields) or 'fewer'} columns; the header has {columns})"
+    return f"VCF {path}: {where} has no genotypes: its FORMAT is {fields[8]!r}, without GT"
+
+
+class _HtslibLog:
+    """Collects what htslib prints on standard error (file descriptor 2) while active.
+
+    htslib writes its errors and warnings straight to file descriptor 2, past
+    Python; they are kept here so that a bad file gives one line, and logged
+    (once each) when the file is read successfully.
+    """
+
+    _LINE = re.compile(r"^\[([EWI])::[\w.]+\]\s*(.*)$")
+
+    def __enter__(self):
+        self._file = self._saved = None
+        self._checked = 0
+        try:
+            sys.stderr.flush()
+            self._file = tempfile.TemporaryFile()
+            self._saved = os.dup(2)
+            os.dup2(self._file.fileno(), 2)
+        except (OSError, ValueError, AttributeError):  # no usable descriptor 2: leave htslib's output alone
+            if self._saved is not None:
+                os.close(self._saved)
+            if self._file is not None:
+                self._file.close()
+            self._file = self._saved = None
+        return self
+
+    def text(self) -> str:
+        if self._file is None:
+            return ""
+        return os.pread(self._file.fileno(), 1 << 16, 0).decode("utf-8", errors="replace")
+
+    def new_error(self) -> str | None:
+        """The first error htslib printed since the last call, if any (cheap when it printed nothing)."""
+        if self._file is None:
+            return None
+        size = os.fstat(self._file.fileno()).st_size
+        if size == self._checked:
+            return None
+        text = os.pread(self._file.fileno(), min(size - self._checked, 1 << 16), self._checked)
+        self._checked = size
+        for line in text.decode("utf-8", errors="replace").splitlines():
+            m = self._LINE.match(line)
+            if m and m.group(1) == "E":
+                return m.group(2)
+        return None
+
+    def first_error(self) -> str | None:
+        for line in self.text().splitlines():
+            m = self._LINE.match(line)
+            if m and m.group(1) == "E":
+                return m.group(2)
+        return None
+
+    def __exit__(self, *exc_info):
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+        self.lines = self.text().splitlines()
+        if self._file is not None:
+            self._file.close()
+        return False
+
+    def replay(self, source: str) -> None:
+        """Log what htslib printed (once per message); other text goes back to standard error."""
+        seen = set()
+        for line in getattr(self, "lines", []):
+            m = self._LINE.match(line)
+            if m is None:
+                if line.strip():
+                    print(line, file=sys.stderr)
+                continue
+            if m.group(2) in seen:
+                continue
+            seen.add(m.group(2))
+            (log.warning if m.group(1) == "E" else log.info)("%s: htslib: %s", source, m.group(2))
 
 
 # ---------------------------------------------------------------------------- FASTA

@@ -39,6 +39,9 @@ those of the scenario of interest.
 from __future__ import annotations
 
 import json
+import math
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +49,23 @@ import numpy as np
 
 from popdl.io import atomic_dir
 
-__all__ = ["save_bundle", "load_model", "PopdlModel", "Prediction", "softmax"]
+__all__ = ["save_bundle", "load_model", "read_bundle", "check_model_folder", "check_settings", "ModelError",
+           "PopdlModel", "Prediction", "softmax"]
 
 FORMAT = 1
+
+#: The largest size a bundle may give any one dimension (haplotypes, SNPs,
+#: statistics, names): more means a damaged file, refused before allocating.
+MAX_SIZE = 1_000_000
+#: The largest number of values of one example's input.
+MAX_VALUES = 1 << 28
+_INPUT_DIMS = {"image": 2, "distances": 1, "stats": 1}
+#: Members of a Keras 3 ``.keras`` archive that loading needs.
+_KERAS_MEMBERS = ("config.json", "model.weights.h5")
+
+
+class ModelError(ValueError):
+    """A model folder that cannot be used (missing, truncated or damaged files), in one line."""
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -65,7 +82,7 @@ def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], networ
                 run_config: dict | None = None) -> Path:
     """Write the model folder atomically (a killed job leaves no half-written model)."""
     folder = Path(folder)
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, kind="model") as tmp:
         model.save(tmp / "model.keras")
         bundle = {
             "format": FORMAT,
@@ -99,10 +116,167 @@ def stored_config(folder: str | Path) -> dict:
     from popdl.config import ConfigError, prepare
 
     folder = Path(folder)
-    bundle = json.loads((folder / "bundle.json").read_text())
+    bundle = read_bundle(folder)
     if not isinstance(bundle.get("config"), dict):
         raise ConfigError(f"{folder}/bundle.json holds no run config; give --configfile (the config the model was trained with)")
-    return prepare(copy.deepcopy(bundle["config"]), check_executables=False)
+    try:
+        return prepare(copy.deepcopy(bundle["config"]), check_executables=False)
+    except ConfigError as exc:
+        raise ConfigError(f"{folder}/bundle.json, its stored run config: {exc}") from None
+
+
+# ---------------------------------------------------------------------------- checks before loading
+def _short(value) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _size(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SIZE
+
+
+def read_bundle(folder: str | Path) -> dict:
+    """``bundle.json`` of a model folder, checked: raises :class:`ModelError` (one line) when it is
+    missing, not JSON, or asks for sizes no trained model has (negative, zero, absurdly large)."""
+    folder = Path(folder)
+    path = folder / "bundle.json"
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: model folder not found" if not folder.exists() else f"{folder} is not a folder")
+    if not path.is_file():
+        raise ModelError(f"{folder} is not a popdl model folder (no bundle.json)")
+    try:
+        bundle = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: not a text file; the model folder is damaged (copy it again, or rerun popdl train)") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                         "the model folder is damaged (copy it again, or rerun popdl train)") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot be read ({(exc.strerror or str(exc)).lower()})") from None
+    _check_bundle(bundle, path)
+    return bundle
+
+
+def _check_bundle(b, path: Path) -> None:
+    def bad(message: str) -> ModelError:
+        return ModelError(f"{path}: {message}; the model folder is damaged (copy it again, or rerun popdl train)")
+
+    if not isinstance(b, dict):
+        raise bad(f"holds {type(b).__name__}, not a JSON object")
+    if b.get("format") != FORMAT:
+        raise ModelError(f"{path}: unsupported model format {b.get('format')!r} (this popdl reads format {FORMAT})")
+    for key, may_be_empty in (("scenarios", False), ("param_names", True), ("stat_names", True)):
+        names = b.get(key)
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names) or not (names or may_be_empty):
+            raise bad(f"{key!r} is {_short(names)}, not a list of names")
+        if len(names) > MAX_SIZE:
+            raise bad(f"{key!r} lists {len(names)} names")
+    inputs = b.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(i in _INPUT_DIMS for i in inputs):
+        raise bad(f"'inputs' is {_short(inputs)}, not a list of {', '.join(_INPUT_DIMS)}")
+    shapes = b.get("shapes")
+    if not isinstance(shapes, dict):
+        raise bad(f"'shapes' is {_short(shapes)}, not a mapping")
+    for name in inputs:
+        shape = shapes.get(name)
+        if not isinstance(shape, list) or len(shape) != _INPUT_DIMS[name] or not all(_size(n) for n in shape):
+            raise bad(f"'shapes.{name}' is {_short(shape)}; sizes are {_INPUT_DIMS[name]} whole number(s) from 1 to {MAX_SIZE}")
+        if math.prod(shape) > MAX_VALUES:
+            raise bad(f"'shapes.{name}' is {shape}, {math.prod(shape)} values per example")
+    if "stats" in inputs and shapes["stats"] != [len(b["stat_names"])]:
+        raise bad(f"'shapes.stats' is {shapes['stats']} but {len(b['stat_names'])} statistics are named")
+    if "image" in inputs and "distances" in inputs and shapes["image"][1] != shapes["distances"][0]:
+        raise bad(f"'shapes.image' {shapes['image']} and 'shapes.distances' {shapes['distances']} disagree on the SNPs")
+    t = b.get("temperature")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise bad(f"'temperature' is {_short(t)}, not a positive number")
+    q = b.get("quantiles")
+    if (not isinstance(q, list) or not q or len(q) > 1000
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1 for x in q)):
+        raise bad(f"'quantiles' is {_short(q)}, not a list of levels between 0 and 1")
+    for key in ("preprocessing", "scenario_params"):
+        if not isinstance(b.get(key), dict):
+            raise bad(f"{key!r} is {_short(b.get(key))}, not a mapping")
+    config = b.get("config")
+    if config is not None:
+        if not isinstance(config, dict):
+            raise bad(f"'config' is {_short(config)}, not a mapping")
+        _check_config_sizes(config, b, bad)
+
+
+def _check_config_sizes(config: dict, bundle: dict, bad) -> None:
+    """Sizes in the stored run config that prediction allocates from: sane, and those of the network."""
+    shapes = bundle["shapes"]
+    features = config.get("features") if isinstance(config.get("features"), dict) else {}
+    snps = features.get("snps")
+    if snps is not None:
+        if not _size(snps):
+            raise bad(f"'config.features.snps' is {_short(snps)}; it must be a whole number from 1 to {MAX_SIZE}")
+        trained = (shapes.get("distances") or [None])[0] if "distances" in bundle["inputs"] else \
+            (shapes.get("image") or [None, None])[1] if "image" in bundle["inputs"] else None
+        if trained is not None and trained != snps:
+            raise bad(f"'config.features.snps' is {snps} but the network takes {trained} SNPs")
+    samples = config.get("samples")
+    if samples is not None:
+        if not isinstance(samples, dict) or not samples or not all(_size(n) for n in samples.values()):
+            raise bad(f"'config.samples' is {_short(samples)}; each population needs a whole number of individuals "
+                      f"from 1 to {MAX_SIZE}")
+        if "image" in bundle["inputs"] and shapes["image"][0] != 2 * sum(samples.values()):
+            raise bad(f"'config.samples' gives {2 * sum(samples.values())} haplotypes but the network takes {shapes['image'][0]}")
+    genome = config.get("genome") if isinstance(config.get("genome"), dict) else {}
+    length, loci = genome.get("length"), genome.get("loci", 1)
+    if length is not None and (isinstance(length, bool) or not isinstance(length, (int, float))
+                               or not math.isfinite(length) or not 0 < length <= 1e12):
+        raise bad(f"'config.genome.length' is {_short(length)}, not a length in bp")
+    if not _size(loci):
+        raise bad(f"'config.genome.loci' is {_short(loci)}; it must be a whole number from 1 to {MAX_SIZE}")
+
+
+def check_keras_file(path: str | Path) -> None:
+    """Raise :class:`ModelError` unless ``path`` is a complete ``.keras`` archive (every member's
+    checksum is verified), so that a truncated or damaged file is one line, not a Keras traceback."""
+    path = Path(path)
+    damaged = "the model folder is damaged (copy it again, or rerun popdl train)"
+    if not path.is_file():
+        raise ModelError(f"{path}: not found; {damaged}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: the file is empty; {damaged}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            missing = [m for m in _KERAS_MEMBERS if m not in names]
+            if missing:
+                raise ModelError(f"{path}: not a Keras model archive (no {', '.join(missing)}); {damaged}")
+            broken = zf.testzip()
+    except zipfile.BadZipFile:
+        raise ModelError(f"{path}: truncated or not a Keras model archive (no readable zip directory); {damaged}") from None
+    except (OSError, EOFError, zlib.error, RuntimeError) as exc:
+        raise ModelError(f"{path}: cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {damaged}") from None
+    if broken is not None:
+        raise ModelError(f"{path}: its member {broken} fails its checksum; {damaged}")
+
+
+def check_model_folder(folder: str | Path) -> dict:
+    """Check a model folder without loading Keras: its ``bundle.json`` (:func:`read_bundle`) and
+    ``model.keras`` (:func:`check_keras_file`).  Returns the bundle."""
+    bundle = read_bundle(folder)
+    check_keras_file(Path(folder) / "model.keras")
+    return bundle
+
+
+def check_settings(bundle: dict, settings: dict, *, folder: str | Path = "the model") -> None:
+    """Raise :class:`ModelError` when ``settings`` (a predict slice) would build inputs of other sizes
+    than the network takes, before any data are read or allocated."""
+    shapes, inputs = bundle["shapes"], bundle["inputs"]
+    snps = settings.get("features", {}).get("snps")
+    trained = shapes["distances"][0] if "distances" in inputs else shapes["image"][1] if "image" in inputs else None
+    if trained is not None and snps != trained:
+        raise ModelError(f"features.snps is {snps} but the model in {folder} was trained on {trained} SNPs; "
+                         "give the config the model was trained with")
+    samples = settings.get("samples")
+    if "image" in inputs and isinstance(samples, dict) and 2 * sum(samples.values()) != shapes["image"][0]:
+        raise ModelError(f"samples give {2 * sum(samples.values())} haplotypes but the model in {folder} was trained on "
+                         f"{shapes['image'][0]}; give the config the model was trained with")
 
 
 def _plain(obj):
@@ -170,13 +344,12 @@ class PopdlModel:
         from popdl.training import Preprocessor
 
         self.folder = Path(folder)
-        bundle_path = self.folder / "bundle.json"
-        if not bundle_path.exists():
-            raise FileNotFoundError(f"{self.folder} is not a popdl model folder (no bundle.json)")
-        self.bundle = json.loads(bundle_path.read_text())
-        if self.bundle.get("format") != FORMAT:
-            raise ValueError(f"{bundle_path}: unsupported model format {self.bundle.get('format')!r}")
-        self.keras_model = keras.saving.load_model(self.folder / "model.keras", compile=False)
+        self.bundle = check_model_folder(self.folder)
+        try:
+            self.keras_model = keras.saving.load_model(self.folder / "model.keras", compile=False)
+        except Exception as exc:  # Keras raises many types for a damaged archive
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.folder / 'model.keras'}: Keras cannot load it ({type(exc).__name__}: {detail[:200]})") from None
         self.prep = Preprocessor.from_dict(self.bundle["preprocessing"])
         self.scenarios = self.bundle["scenarios"]
         self.param_names = self.bundle["param_names"]

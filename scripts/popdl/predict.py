@@ -7,7 +7,9 @@ Two steps, each runnable by hand:
    (``images`` (replicates, haplotypes, snps) int8, ``distances``
    (replicates, snps) float32, ``n_snps``, ``stats`` (statistics,) float64,
    ``stat_names``, ``populations``) plus ``observed.json`` (what was read,
-   kept and skipped; the missing rate).
+   kept and skipped; the missing rate; ``positions``: how the SNP positions
+   compare with ``genome.length``, flagged when far beyond it, since the
+   networks' distance input would then lie outside the simulations).
 2. :func:`predict_observed` runs the saved model on every replicate image,
    averages the replicates' scenario probabilities and parameter quantiles,
    runs the misspecification check (:mod:`popdl.misspec`) against the
@@ -31,14 +33,26 @@ import pandas as pd
 from popdl.empirical import DataError, empirical_features, load_empirical
 from popdl.io import atomic_path, provenance, save_npz, write_json
 
-__all__ = ["observe", "load_observed", "network_answer", "predict_observed", "predictions_frame"]
+__all__ = [
+    "observe",
+    "observed_inputs",
+    "position_check",
+    "write_observed",
+    "load_observed",
+    "network_answer",
+    "predict_observed",
+    "predict_arrays",
+    "write_predictions",
+    "predictions_frame",
+]
 
 log = logging.getLogger("popdl.predict")
 
 
-def observe(entry: dict, settings: dict, out: str | Path, *, base_dir: str | Path | None = None) -> dict:
-    """Read data set ``entry`` ({name, vcf | fasta, popmap, length?}) with the ``predict`` stage
-    ``settings``; write ``out`` (observed.npz) and observed.json beside it.  Returns the summary."""
+def observed_inputs(entry: dict, settings: dict, *, base_dir: str | Path | None = None) -> tuple[dict, dict]:
+    """Read and validate data set ``entry`` ({name, vcf | fasta, popmap, length?}) with the ``predict``
+    stage ``settings``: its network inputs and its summary (what was read, kept and skipped; notes).
+    Nothing is written; any problem with the data is one :class:`DataError` line."""
     popt = settings["predict"]
     genome = settings["genome"]
     data = load_empirical(
@@ -48,8 +62,6 @@ def observe(entry: dict, settings: dict, out: str | Path, *, base_dir: str | Pat
     )
     feats = empirical_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
-    out = Path(out)
-    save_npz(out, **feats)
     trained_rate = float(settings["features"].get("missing_rate", 0.0))
     summary = {
         "name": data.name,
@@ -70,16 +82,96 @@ def observe(entry: dict, settings: dict, out: str | Path, *, base_dir: str | Pat
     snps = int(settings["features"]["snps"])
     if data.counts["snps"] < snps:
         notes.append(f"only {data.counts['snps']} SNPs for an image of {snps} columns (padded)")
+    summary["positions"] = position_check(data, float(genome["length"]))
+    if summary["positions"]["flagged"]:
+        notes.append(summary["positions"]["note"])
     summary["notes"] = notes
     for note in notes:
         log.warning("%s: %s", data.name, note)
-    write_json(out.with_name("observed.json"), summary)
+    return feats, summary
+
+
+#: Positions up to this multiple of genome.length pass (coordinate conventions, a locus a little longer).
+POSITION_TOLERANCE = 1.1
+
+
+def position_check(data, length: float) -> dict:
+    """How the data's SNP positions compare with the simulated loci's ``genome.length``.
+
+    The networks read inter-SNP distances scaled by ``genome.length``; in the
+    simulations every position lies in 0..length.  Positions far beyond it
+    (whole chromosomes, or absolute coordinates of a region) give distances
+    the networks never saw: ``flagged``, with a one-line ``note``.
+    """
+    positions = np.asarray(data.positions, dtype=np.float64)
+    beyond = int((positions > length).sum())
+    out = {"genome_length": float(length), "max": float(positions.max()) if positions.size else 0.0,
+           "beyond_length": beyond, "flagged": bool(positions.size and positions.max() > POSITION_TOLERANCE * length)}
+    if out["flagged"]:
+        worst = int(np.argmax(positions))
+        where = f"{data.loci[int(data.locus[worst])]}:{positions[worst]:.0f}"
+        out["note"] = (f"{beyond} of {positions.size} SNPs lie beyond genome.length ({length:g} bp; the furthest at {where}): "
+                       "the inter-SNP distances the networks read (scaled by genome.length) are far outside the simulations'; "
+                       "simulate loci as long as the data's contigs, or cut the data into loci of genome.length")
+    return out
+
+
+def write_observed(out: str | Path, feats: dict, summary: dict) -> None:
+    """Write ``out`` (observed.npz) and observed.json beside it; neither is left alone on failure."""
+    out = Path(out)
+    save_npz(out, **feats)
+    try:
+        write_json(out.with_name("observed.json"), summary)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+
+
+def observe(entry: dict, settings: dict, out: str | Path, *, base_dir: str | Path | None = None) -> dict:
+    """Read data set ``entry`` ({name, vcf | fasta, popmap, length?}) with the ``predict`` stage
+    ``settings``; write ``out`` (observed.npz) and observed.json beside it.  Returns the summary."""
+    feats, summary = observed_inputs(entry, settings, base_dir=base_dir)
+    write_observed(out, feats, summary)
     return summary
 
 
+_OBSERVED_ARRAYS = ("images", "distances", "stats", "stat_names")
+
+
 def load_observed(path: str | Path) -> dict:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """The arrays of an ``observed.npz``; a missing, truncated or foreign file is one :class:`DataError` line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: observed file not found (made by popdl observe)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in _OBSERVED_ARRAYS if k not in data.files]
+            if missing:
+                raise DataError(f"{path}: not an observed.npz of popdl observe (no {', '.join(missing)})")
+            out = {k: data[k] for k in data.files}
+    except DataError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError ...
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: not a readable observed.npz ({detail}); run popdl observe again") from None
+    if out["images"].ndim != 3 or out["distances"].ndim != 2 or out["images"].shape[0] != out["distances"].shape[0]:
+        raise DataError(f"{path}: images {out['images'].shape} and distances {out['distances'].shape} are not "
+                        "those of popdl observe")
+    return out
+
+
+def read_observed_summary(observed_path: str | Path) -> dict:
+    """observed.json beside ``observed_path`` ({} when there is none)."""
+    path = Path(observed_path).with_name("observed.json")
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable observed summary ({str(exc).splitlines()[0]}); run popdl observe again") from None
+    if not isinstance(summary, dict):
+        raise DataError(f"{path}: not an observed summary of popdl observe")
+    return summary
 
 
 def network_answer(model, observed: dict) -> dict:
@@ -139,19 +231,27 @@ def predict_observed(
     (default: the folder of ``observed_path``).  ``dataset_dir`` holds the
     reference simulations for the check (None skips it).
     """
-    from popdl.model_io import load_model
-
     observed_path = Path(observed_path)
     out_dir = Path(out_dir) if out_dir else observed_path.parent
     obs = load_observed(observed_path)
-    summary_path = observed_path.with_name("observed.json")
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = read_observed_summary(observed_path)
+    result = predict_arrays(obs, summary, name=summary.get("name", observed_path.parent.name), model_dir=model_dir,
+                            dataset_dir=dataset_dir, alpha=alpha, config_hash=config_hash, source=observed_path)
+    write_predictions(out_dir, result)
+    return result
+
+
+def predict_arrays(obs: dict, summary: dict, *, name: str, model_dir: str | Path, dataset_dir: str | Path | None,
+                   alpha: float = 0.01, config_hash: str = "", source: str | Path = "the observed data") -> dict:
+    """What :func:`predict_observed` answers, from arrays in memory; nothing is written."""
+    from popdl.model_io import load_model
+
     model = load_model(model_dir)
     expected = getattr(model, "stat_names", None)
-    if expected is not None and list(expected) != obs["stat_names"].tolist():
-        raise DataError(f"{observed_path}: its statistics differ from the model's; were they made with the same config?")
+    if expected is not None and list(expected) != np.asarray(obs["stat_names"]).tolist():
+        raise DataError(f"{source}: its statistics differ from the model's; were they made with the same config?")
     answer = network_answer(model, obs)
-    result = {"name": summary.get("name", observed_path.parent.name), "network": answer, "observed": summary}
+    result = {"name": name, "network": answer, "observed": summary}
     if dataset_dir is not None:
         from popdl.abc import load_reference
         from popdl.misspec import Misspecification
@@ -162,7 +262,18 @@ def predict_observed(
         if check["flagged"]:
             log.warning("%s: the data lie outside the simulations: %s", result["name"], check["summary"])
     result["provenance"] = provenance(config_hash=config_hash, model=str(model_dir))
-    write_json(out_dir / "predictions.json", result)
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        predictions_frame(answer).to_csv(tmp, index=False)
     return result
+
+
+def write_predictions(out_dir: str | Path, result: dict) -> list[Path]:
+    """Write predictions.json and predictions.csv into ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    json_path, csv_path = out_dir / "predictions.json", out_dir / "predictions.csv"
+    write_json(json_path, result)
+    try:
+        with atomic_path(csv_path) as tmp:
+            predictions_frame(result["network"]).to_csv(tmp, index=False)
+    except BaseException:
+        json_path.unlink(missing_ok=True)
+        raise
+    return [json_path, csv_path]
