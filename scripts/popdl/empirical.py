@@ -1,8 +1,8 @@
 """Reading observed data and turning it into the networks' inputs.
 
 Two kinds of input, each with a *popmap* (a two-column text file:
-sample, population; tab or space separated, ``#`` comments and a
-``sample population`` header line allowed):
+sample, population; tab or space separated, UTF-8 (a byte-order mark is
+ignored), ``#`` comments and a ``sample population`` header line allowed):
 
 * a VCF (plain, gzipped or bgzipped), read with cyvcf2 (htslib); phased
   diploid genotypes (``0|1``); every contig is a locus;
@@ -14,7 +14,10 @@ Everything is validated before any feature is computed, and each problem is
 one line naming it (:class:`DataError`): samples missing from the popmap or
 from the data, populations that the scenarios do not have, fewer individuals
 than were simulated, no GT field, haploid calls, unphased heterozygous calls,
-unsorted records, empty files.  Sites that cannot enter a biallelic SNP
+unsorted records, empty files; files cut short (a plain VCF whose last line
+stops mid-record, a gzip or BGZF stream that ends early), malformed headers
+and records (the first error htslib reports, with the record's place).
+htslib's own messages are collected rather than printed.  Sites that cannot enter a biallelic SNP
 matrix — multi-allelic sites, indels, gap columns, monomorphic sites — are
 skipped and counted; missing calls (``./.``, ``N``) become −1 and are counted.
 When a population has more individuals than were simulated, a reproducible
