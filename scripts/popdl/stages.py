@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from popdl.config import canonical_json, config_hash
+from popdl.config import canonical_json, canonicalize, config_hash
 from popdl.plan import n_chunks
 
 __all__ = ["stage_config", "stage_json", "settings_file", "chunks", "prior_summary"]
@@ -60,7 +60,13 @@ def _data_entry(config: dict, section: str, name: str) -> dict:
 
 
 def stage_config(config: dict, stage: str, scenario: str | None = None) -> dict:
-    """The part of a prepared ``config`` that ``stage`` depends on."""
+    """The part of a prepared ``config`` that ``stage`` depends on, in canonical
+    form (:func:`popdl.config.canonicalize`): a step run by hand from a config
+    file gets exactly what the workflow's settings file holds."""
+    return canonicalize(_slice(config, stage, scenario))
+
+
+def _slice(config: dict, stage: str, scenario: str | None) -> dict:
     if stage == "plan":
         part = _simulation_part(config, scenario)
         part["simulations"]["per_scenario"] = config["simulations"]["per_scenario"]

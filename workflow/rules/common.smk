@@ -36,18 +36,25 @@ os.environ.update(
     ),
 )
 
-import yaml
 
-from popdl.config import ConfigError, canonical_json, deep_update, prepare
+from popdl.config import ConfigError, canonical_json, deep_update, load_yaml, prepare
 from popdl.stages import chunks, settings_file, stage_config, stage_json
 
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
-if not workflow.overwrite_configfiles:
-    # No --configfile: the embedded default, with any --config overrides on top.
-    with open(DEFAULT_CONFIG) as fh:
-        _merged = deep_update(yaml.safe_load(fh), dict(config))
-    config.clear()
-    config.update(_merged)
+try:
+    # Snakemake has read the --configfile files already; read them once more
+    # with popdl's bounded loader, which refuses duplicate keys (Snakemake's
+    # loader keeps the last one silently) and alias bombs.
+    for _path in workflow.overwrite_configfiles or ():
+        load_yaml(_path, name=f"config file {str(_path)!r}")
+    if not workflow.overwrite_configfiles:
+        # No --configfile: the embedded default, with any --config overrides on top.
+        _merged = deep_update(load_yaml(DEFAULT_CONFIG), dict(config))
+        config.clear()
+        config.update(_merged)
+except ConfigError as exc:
+    sys.stderr.write(f"popdl: config error: {exc}\n")
+    sys.exit(1)
 
 
 def uses_conda():
