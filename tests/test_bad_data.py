@@ -197,7 +197,7 @@ def set_key(path: str, value):
 
 # ---------------------------------------------------------------------------------- bad data cases
 # Each case: (id, builder, regex).  builder(tmp) writes the bad input(s) in tmp and returns
-# {"vcf": ..., "popmap": ...}; "via" (default observe) picks the command.  The one stderr
+# {"vcf": ..., "popmap": ...}; "via" (default observe; predict, scan) picks the command.  The one stderr
 # line must match the regex.
 def _vcf(text_or_bytes, name="data.vcf"):
     return lambda tmp: {"vcf": write(tmp, name, text_or_bytes), "popmap": EXAMPLE_POPMAP}
@@ -233,6 +233,8 @@ DATA_CASES = [
      r"data\.vcf\.gz: the file ends in the middle of a record .* it is truncated"),
     ("vcf-gzip-cut-via-predict", dict(via="predict", build=_vcf(_GZ[: len(_GZ) // 2], "data.vcf.gz")),
      r"data\.vcf\.gz: .*gzip.*truncated"),
+    ("vcf-bgzf-cut-via-scan", dict(via="scan", build=_vcf(_BGZ[: _BLOCK_ENDS[1] + 50], "data.vcf.gz")),
+     r"data\.vcf\.gz: the BGZF stream ends early: the file is truncated"),
     # --- malformed records
     ("vcf-non-numeric-pos", _vcf(vcf_text(with_field(5, 1, "12x4"))),
      r"record 6 \(after chr1:\d+\) cannot be parsed: Could not parse the position '12x4'"),
@@ -244,6 +246,8 @@ DATA_CASES = [
      r"chr1:\d+ has no genotypes: its FORMAT is 'DP', without GT"),
     ("vcf-gt-cut-0|", _vcf(vcf_text(with_genotypes(3, ["0|"]))), r"record 4 .*cannot be parsed: Couldn't read GT data"),
     ("vcf-gt-bases-not-indexes", _vcf(vcf_text(with_genotypes(0, ["A|G"]))), r"record 1 cannot be parsed: Couldn't read GT data"),
+    ("vcf-gt-empty-via-scan", dict(via="scan", build=_vcf(vcf_text(with_genotypes(9, ["0|0", ""])))),
+     r"record 10 \(after chr1:\d+\) cannot be parsed: Couldn't read GT data"),
     ("vcf-ploidy-3", _vcf(vcf_text(with_genotypes(2, ["0|1|1"]))), r"chr1:\d+ has genotype calls of ploidy 3"),
     ("vcf-haploid-calls", _vcf(vcf_text(with_genotypes(2, ["0", "1"]))), r"chr1:\d+ has haploid genotype calls"),
     ("vcf-unphased", _vcf(vcf_text(with_genotypes(4, ["0/1"]))), r"chr1:\d+ sample pop1_01 has an unphased heterozygous call"),
@@ -297,11 +301,13 @@ def _case_parts(case):
     return name, spec["via"], spec["build"], regex
 
 
-def _predict_args(tmp, files):
+def _model_args(command, tmp, files):
+    """``popdl predict`` or ``popdl scan`` of the files with a model folder (its stored config)."""
     model = tmp / "model"
     if not model.exists():
         model_folder(model)
-    return ["predict", "--model", model, "--vcf", files["vcf"], "--popmap", files["popmap"], "--out", tmp / "out"]
+    out = tmp / "out" if command == "predict" else tmp / "out" / "scan"
+    return [command, "--model", model, "--vcf", files["vcf"], "--popmap", files["popmap"], "--out", out]
 
 
 @pytest.mark.parametrize("case", DATA_CASES, ids=[c[0] for c in DATA_CASES])
@@ -316,7 +322,7 @@ def test_bad_data_is_one_line_and_writes_nothing(tmp_path, case):
         cfg = config_file(tmp_path, predict={"data": [{"name": "obs", "vcf": str(files["vcf"]), "popmap": str(files["popmap"])}]})
         proc = run_popdl("observe", "--configfile", cfg, "--data", "obs", "--out", out / "observed.npz")
     else:
-        proc = run_popdl(*_predict_args(tmp_path, files))
+        proc = run_popdl(*_model_args(via, tmp_path, files))
     line = one_line_error(proc)
     assert re.search(regex, line), line
     assert listing(out) == before
