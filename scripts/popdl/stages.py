@@ -7,6 +7,11 @@ Snakemake reruns a job when the *meaning* of its slice changes (editing the
 ``features`` section reruns features and what follows, not the simulations),
 and never because a config file was re-formatted.  The same slices are used
 when a step is run by hand.
+
+:data:`STAGES` is the table of stage -> slice.  A stage's slice is also its
+outputs' provenance: the ``config_hash`` that every metrics, predictions,
+scan and report file records is :func:`settings_hash` of the slice of the
+job that wrote it, the same 16 hex digits as its settings file's name.
 """
 
 from __future__ import annotations
@@ -14,35 +19,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from popdl.config import canonical_json, canonicalize, config_hash
 from popdl.plan import n_chunks
+from popdl.scenarios import load_scenarios
 
-__all__ = ["stage_config", "stage_json", "settings_file", "chunks", "prior_summary"]
+__all__ = ["STAGES", "Stage", "stage_config", "stage_json", "settings_hash", "settings_file", "chunks",
+           "prior_summary", "load_settings"]
 
 
-#: Config sections that determine the simulated data (and so the dataset's
-#: provenance hash); model, tuning and later sections must not rerun the data.
+#: Config sections that determine the simulated data: the dataset slice holds
+#: their hash, and the train slice the sections themselves (the model bundle
+#: carries them); model, tuning and later sections must not rerun the data.
 DATA_KEYS = ("seed", "simulator", "fastsimcoal2", "samples", "genome", "scenarios", "simulations", "features")
-
-
-def _simulation_part(config: dict, scenario: str) -> dict:
-    return {
-        "seed": config["seed"],
-        "simulator": config["simulator"],
-        "fastsimcoal2": config["fastsimcoal2"],
-        "samples": config["samples"],
-        "genome": config["genome"],
-        "scenarios": {scenario: config["scenarios"][scenario]},
-        "simulations": {"max_tries": config["simulations"]["max_tries"]},
-    }
 
 
 def prior_summary(config: dict) -> dict:
     """Per parameter: whether it is learned on a log scale, and its prior bounds."""
-    from popdl.scenarios import load_scenarios
-
     out: dict[str, dict] = {}
     for scenario in load_scenarios(config).values():
         for name, prior in scenario.priors.items():
@@ -59,87 +55,179 @@ def _data_entry(config: dict, section: str, name: str) -> dict:
     return entries[name]
 
 
-def stage_config(config: dict, stage: str, scenario: str | None = None) -> dict:
+# ---------------------------------------------------------------------------- one function per slice
+def _simulate(config: dict, scenario: str) -> dict:
+    """One scenario's simulations: its definition, the samples and genome, the simulator."""
+    return {
+        "seed": config["seed"],
+        "simulator": config["simulator"],
+        "fastsimcoal2": config["fastsimcoal2"],
+        "samples": config["samples"],
+        "genome": config["genome"],
+        "scenarios": {scenario: config["scenarios"][scenario]},
+        "simulations": {"max_tries": config["simulations"]["max_tries"]},
+    }
+
+
+def _plan(config: dict, scenario: str) -> dict:
+    """The simulate slice plus how many draws to plan."""
+    part = _simulate(config, scenario)
+    part["simulations"]["per_scenario"] = config["simulations"]["per_scenario"]
+    return part
+
+
+def _features(config: dict) -> dict:
+    return {"seed": config["seed"], "features": config["features"]}
+
+
+def _dataset(config: dict) -> dict:
+    """The split of the simulations into shards; the hash of the data sections
+    stands for the data themselves (the dataset's provenance)."""
+    return {
+        "seed": config["seed"],
+        "scenario_names": list(config["scenarios"]),
+        "split": config["simulations"]["split"],
+        "shard_size": config["simulations"]["shard_size"],
+        "priors": prior_summary(config),
+        "config_hash": config_hash({k: v for k, v in config.items() if k in DATA_KEYS}),
+    }
+
+
+def _observe(config: dict, data: str | None) -> dict:
+    """Reading observed data as the simulations were featurised; ``data``
+    names a predict.data entry (None: the options only, for by-hand runs)."""
+    part = {
+        "seed": config["seed"],
+        "samples": config["samples"],
+        "genome": config["genome"],
+        "features": config["features"],
+        "predict": {k: v for k, v in config["predict"].items() if k != "data"},
+    }
+    if data is not None:
+        part["data"] = _data_entry(config, "predict", data)
+    return part
+
+
+def _abc(config: dict) -> dict:
+    return {"seed": config["seed"], "abc": config["abc"], "data": [d["name"] for d in config["predict"]["data"]]}
+
+
+def _report(config: dict) -> dict:
+    """The report shows the whole configuration."""
+    return config
+
+
+#: The final fit's own settings, left out of the sweep's slice so that changing
+#: them does not rerun the sweep.
+_FINAL_ONLY = ("epochs", "threads", "gpu")
+
+
+def _tune(config: dict) -> dict:
+    """What the trials compute (the sweep and select_best)."""
+    return {
+        "run": config["run"],
+        "seed": config["seed"],
+        "task": config["task"],
+        "network": config["network"],
+        "tuning": config["tuning"],
+        "train": {k: v for k, v in config["train"].items() if k not in _FINAL_ONLY},
+    }
+
+
+def _train(config: dict) -> dict:
+    """The final fit.  The data sections travel into the model bundle, so that
+    the model alone can later turn a VCF into the inputs it was trained on;
+    they change only when the dataset changes, which reruns training anyway."""
+    return {"seed": config["seed"], "task": config["task"], "train": config["train"],
+            "run_config": {k: config[k] for k in DATA_KEYS}}
+
+
+def _evaluate(config: dict) -> dict:
+    return {"evaluate": config["evaluate"]}
+
+
+def _scan(config: dict, data: str | None) -> dict:
+    """Scanning a VCF with the model; ``data`` names a scan.data entry (None:
+    the options only, for by-hand runs)."""
+    part = {
+        "seed": config["seed"],
+        "samples": config["samples"],
+        "genome": config["genome"],
+        "features": config["features"],
+        "predict": {k: config["predict"][k] for k in ("subsample", "allow_unphased", "max_missing")},
+        "scan": {k: v for k, v in config["scan"].items() if k != "data"},
+    }
+    if data is not None:
+        part["data"] = _data_entry(config, "scan", data)
+    return part
+
+
+@dataclass(frozen=True)
+class Stage:
+    """How a stage's slice is cut from a prepared config.
+
+    ``name`` says what :func:`stage_config`'s ``name`` argument names for this
+    stage: ``"scenario"`` (required: one slice per scenario), ``"predict.data"``
+    or ``"scan.data"`` (an entry of that list, optional), or None (the stage
+    has one slice; a name given is ignored, as the features jobs' scenario).
+    """
+
+    cut: Callable[..., dict]
+    name: str | None = None
+
+    def slice(self, config: dict, stage: str, name: str | None) -> dict:
+        if self.name is None:
+            return self.cut(config)
+        if self.name == "scenario" and name is None:
+            raise ValueError(f"stage {stage!r} needs a scenario name")
+        return self.cut(config, name)
+
+
+#: Stage -> its slice of the config.  ``predict`` shares ``observe``'s slice
+#: (the workflow's predict job gets the observe settings file) and
+#: ``select_best`` shares ``tune``'s.
+STAGES: dict[str, Stage] = {
+    "plan": Stage(_plan, "scenario"),
+    "simulate": Stage(_simulate, "scenario"),
+    "features": Stage(_features),
+    "dataset": Stage(_dataset),
+    "tune": Stage(_tune),
+    "select_best": Stage(_tune),
+    "train": Stage(_train),
+    "evaluate": Stage(_evaluate),
+    "observe": Stage(_observe, "predict.data"),
+    "predict": Stage(_observe, "predict.data"),
+    "abc": Stage(_abc),
+    "scan": Stage(_scan, "scan.data"),
+    "report": Stage(_report),
+}
+
+
+def stage_config(config: dict, stage: str, name: str | None = None) -> dict:
     """The part of a prepared ``config`` that ``stage`` depends on, in canonical
     form (:func:`popdl.config.canonicalize`): a step run by hand from a config
-    file gets exactly what the workflow's settings file holds."""
-    return canonicalize(_slice(config, stage, scenario))
+    file gets exactly what the workflow's settings file holds.
+
+    ``name`` is the scenario of ``plan`` and ``simulate``, the predict.data
+    entry of ``observe`` and ``predict``, the scan.data entry of ``scan``
+    (:attr:`Stage.name`), and None for the other stages.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r} (valid: {', '.join(STAGES)})")
+    return canonicalize(STAGES[stage].slice(config, stage, name))
 
 
-def _slice(config: dict, stage: str, scenario: str | None) -> dict:
-    if stage == "plan":
-        part = _simulation_part(config, scenario)
-        part["simulations"]["per_scenario"] = config["simulations"]["per_scenario"]
-        return part
-    if stage == "simulate":
-        return _simulation_part(config, scenario)
-    if stage == "features":
-        return {"seed": config["seed"], "features": config["features"]}
-    if stage == "dataset":
-        return {
-            "seed": config["seed"],
-            "scenario_names": list(config["scenarios"]),
-            "split": config["simulations"]["split"],
-            "shard_size": config["simulations"]["shard_size"],
-            "priors": prior_summary(config),
-            "config_hash": config_hash({k: v for k, v in config.items() if k in DATA_KEYS}),
-        }
-    if stage in ("observe", "predict"):
-        # ``scenario`` names a predict.data entry here (None: options only, for by-hand runs).
-        part = {
-            "seed": config["seed"],
-            "samples": config["samples"],
-            "genome": config["genome"],
-            "features": config["features"],
-            "predict": {k: v for k, v in config["predict"].items() if k != "data"},
-        }
-        if scenario is not None:
-            part["data"] = _data_entry(config, "predict", scenario)
-        return part
-    if stage == "abc":
-        return {"seed": config["seed"], "abc": config["abc"], "data": [d["name"] for d in config["predict"]["data"]]}
-    if stage == "report":
-        return config
-    if stage in ("tune", "select_best"):
-        # What the trials compute; the final fit's own settings (epochs, threads,
-        # gpu) are left out so that changing them does not rerun the sweep.
-        final_only = ("epochs", "threads", "gpu")
-        return {
-            "run": config["run"],
-            "seed": config["seed"],
-            "task": config["task"],
-            "network": config["network"],
-            "tuning": config["tuning"],
-            "train": {k: v for k, v in config["train"].items() if k not in final_only},
-        }
-    if stage == "train":
-        # The data sections travel into the model bundle, so that the model alone
-        # can later turn a VCF into the inputs it was trained on; they change only
-        # when the dataset changes, which reruns training anyway.
-        return {"seed": config["seed"], "task": config["task"], "train": config["train"],
-                "run_config": {k: config[k] for k in DATA_KEYS}}
-    if stage == "evaluate":
-        return {"evaluate": config["evaluate"]}
-    if stage == "scan":
-        # ``scenario`` names a scan.data entry here (None: options only, for by-hand runs).
-        part = {
-            "seed": config["seed"],
-            "samples": config["samples"],
-            "genome": config["genome"],
-            "features": config["features"],
-            "predict": {k: config["predict"][k] for k in ("subsample", "allow_unphased", "max_missing")},
-            "scan": {k: v for k, v in config["scan"].items() if k != "data"},
-        }
-        if scenario is not None:
-            part["data"] = _data_entry(config, "scan", scenario)
-        return part
-    raise ValueError(f"unknown stage {stage!r}")
-
-
-def stage_json(config: dict, stage: str, scenario: str | None = None) -> str:
+def stage_json(config: dict, stage: str, name: str | None = None) -> str:
     """The slice as canonical JSON text (sorted keys, integral floats as
     integers): equal meaning gives equal text."""
-    return canonical_json(stage_config(config, stage, scenario))
+    return canonical_json(stage_config(config, stage, name))
+
+
+def settings_hash(settings: dict) -> str:
+    """The config hash of a job's outputs: the hash of its settings slice
+    (:func:`popdl.config.config_hash`), equal to the ``{hash}`` of the
+    ``{stage}-{hash}.json`` settings file that holds the slice."""
+    return config_hash(settings)
 
 
 def settings_file(text: str, folder: str | Path, *, stage: str, write: bool = True) -> Path:
