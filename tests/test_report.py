@@ -23,6 +23,11 @@ from conftest import REPO, TINY, snakemake, tiny_config, write_config
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
                  if p and Path(p).is_file()), None)
 
+#: The observed data's file names carry a space, quotes and a command substitution:
+#: every rule must pass them to its command quoted, never run them.
+VCF_NAME = "obs data $(touch PWNED) it's.vcf.gz"
+POPMAP_NAME = 'obs popmap "x".tsv'
+
 #: Small but complete: 1 tuning trial of 2 epochs, a 1-epoch final fit, small forests.
 EXTRA = {
     "network": "cnn2d_stats",
@@ -31,7 +36,8 @@ EXTRA = {
                                 "learning_rate": 0.003, "optimizer": "adam", "lr_decay": "none"}},
     "train": {"epochs": 1, "threads": 1},
     "abc": {"tolerance": 0.2, "trees": 20},
-    "predict": {"replicates": 3, "data": [{"name": "obs", "vcf": "obs.vcf.gz", "popmap": "obs_popmap.tsv"}]},
+    "predict": {"replicates": 3, "data": [{"name": "obs", "vcf": VCF_NAME, "popmap": POPMAP_NAME}]},
+    "scan": {"data": [{"name": "obs", "vcf": VCF_NAME, "popmap": POPMAP_NAME}]},
 }
 
 
@@ -51,9 +57,9 @@ def write_observed(folder: Path, config: dict, *, seed: int = 11) -> None:
     text = re.sub(r"\t0\t1\t\.\tPASS", "\tA\tG\t.\tPASS", buf.getvalue())
     import gzip
 
-    with gzip.open(folder / "obs.vcf.gz", "wt") as fh:
+    with gzip.open(folder / VCF_NAME, "wt") as fh:
         fh.write(text)
-    (folder / "obs_popmap.tsv").write_text("".join(f"{n}\t{n.rsplit('_', 1)[0]}\n" for n in names))
+    (folder / POPMAP_NAME).write_text("".join(f"{n}\t{n.rsplit('_', 1)[0]}\n" for n in names))
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +76,14 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
         shutil.copytree(src / part, dst / part, copy_function=shutil.copy2)
     snakemake(work, f"results/{TINY['run']}/report.html", "--rerun-triggers", "mtime", configfile=cfg)
     return dst
+
+
+@pytest.mark.slow
+def test_hostile_file_names_go_through_predict_and_scan_unexecuted(tiny_run):
+    work = tiny_run.parents[1]
+    assert (tiny_run / "predict" / "obs" / "predictions.json").exists()
+    assert (tiny_run / "scan" / "obs.tsv").exists() and (tiny_run / "scan" / "obs.json").exists()
+    assert not (work / "PWNED").exists() and not (REPO / "PWNED").exists()
 
 
 @pytest.mark.slow
@@ -161,8 +175,8 @@ def test_snakemake_report_has_captions(tiny_run, tmp_path):
 def test_predict_cli_by_hand(tiny_run, tmp_path):
     work = tiny_run.parents[1]
     proc = subprocess.run([sys.executable, "-m", "popdl", "predict", "--model", str(tiny_run / "model"),
-                           "--configfile", str(work / "config.yaml"), "--vcf", str(work / "obs.vcf.gz"),
-                           "--popmap", str(work / "obs_popmap.tsv"), "--out", str(tmp_path / "out")],
+                           "--configfile", str(work / "config.yaml"), "--vcf", str(work / VCF_NAME),
+                           "--popmap", str(work / POPMAP_NAME), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     by_hand = json.loads((tmp_path / "out" / "predictions.json").read_text())["network"]["probabilities"]
@@ -174,7 +188,7 @@ def test_predict_cli_by_hand(tiny_run, tmp_path):
     bad.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
     proc = subprocess.run([sys.executable, "-m", "popdl", "predict", "--model", str(tiny_run / "model"),
                            "--configfile", str(work / "config.yaml"), "--vcf", str(bad), "--popmap",
-                           str(work / "obs_popmap.tsv"), "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=REPO)
+                           str(work / POPMAP_NAME), "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1 and proc.stderr.strip().startswith("popdl: error: VCF") and "\n" not in proc.stderr.strip()
     assert not (tmp_path / "bad" / "predictions.json").exists()
 
@@ -188,7 +202,7 @@ def test_predict_with_the_model_alone(tiny_run, tmp_path):
     model = tmp_path / "elsewhere" / "model"
     shutil.copytree(tiny_run / "model", model)  # as if copied to another machine
     proc = subprocess.run([sys.executable, "-m", "popdl", "predict", "--model", str(model),
-                           "--vcf", str(work / "obs.vcf.gz"), "--popmap", str(work / "obs_popmap.tsv"),
+                           "--vcf", str(work / VCF_NAME), "--popmap", str(work / POPMAP_NAME),
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     alone = json.loads((tmp_path / "out" / "predictions.json").read_text())["network"]["probabilities"]
