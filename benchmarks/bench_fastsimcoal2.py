@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def main(argv=None) -> int:
-    from popdl.config import ConfigError, load_config
+    from popdl.config import load_config
+    from popdl.errors import ConfigError
     from popdl.plan import SEED_COLUMNS, plan_draws
     from popdl.scenarios import Scenario
     from popdl.simulators import get_simulator

@@ -42,7 +42,8 @@ def build(dataset, *, network: str, streaming: bool, epochs: int, seed: int = 0,
     import keras
 
     from popdl.models import get_network
-    from popdl.training import Preprocessor, compile_model, dataset_shapes, make_data
+    from popdl.preprocess import Preprocessor
+    from popdl.training import compile_model, dataset_shapes, make_data
 
     prep = Preprocessor.fit(dataset)
     net = get_network(network)

@@ -17,7 +17,8 @@ import pytest
 import yaml
 from conftest import REPO, snakemake, tiny_config, write_config
 
-from popdl.config import MAX_YAML_BYTES, ConfigError, load_config, load_yaml, parse_yaml
+from popdl.config import MAX_YAML_BYTES, load_config, load_yaml, parse_yaml
+from popdl.errors import ConfigError
 from popdl.expr import MAX_LENGTH, Expression, ExprError
 
 ISO = "scenarios.isolation"

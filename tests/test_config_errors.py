@@ -8,7 +8,8 @@ import sys
 import pytest
 from conftest import BIN, REPO, snakemake, tiny_config, write_config
 
-from popdl.config import ConfigError, load_config
+from popdl.config import load_config
+from popdl.errors import ConfigError
 
 
 def typo_top(c):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from popdl.config import prepare
-from popdl.empirical import DataError, empirical_features, load_empirical, read_fasta, read_popmap, read_vcf
+from popdl.empirical import empirical_features, load_empirical, read_fasta, read_popmap, read_vcf
+from popdl.errors import DataError
 from popdl.features import StatsSpec, add_missing, genotype_image, summary_stats
 from popdl.scenarios import Scenario
 from popdl.simulate import population_labels, simulator_for

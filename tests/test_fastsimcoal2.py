@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, snakemake, tiny_config, write_config
-from popdl.config import ConfigError, prepare
+from popdl.config import prepare
+from popdl.errors import ConfigError
 from popdl.scenarios import load_scenarios
 from popdl.simulators import get_simulator
 from popdl.simulators.fastsimcoal2 import (

@@ -49,7 +49,8 @@ def test_every_network_trains_one_epoch(tiny_dataset):
 
     from popdl.dataset import Dataset
     from popdl.models import NETWORKS, get_network
-    from popdl.training import Preprocessor, ShardSequence, compile_model, dataset_shapes
+    from popdl.preprocess import Preprocessor
+    from popdl.training import ShardSequence, compile_model, dataset_shapes
 
     ds = Dataset(tiny_dataset)
     prep = Preprocessor.fit(ds)
@@ -79,7 +80,8 @@ def test_unknown_network_lists_valid_ones():
 
 def test_stream_visits_every_example_once_per_epoch(tiny_dataset):
     from popdl.dataset import Dataset
-    from popdl.training import Preprocessor, ShardSequence, load_arrays
+    from popdl.preprocess import Preprocessor
+    from popdl.training import ShardSequence, load_arrays
 
     ds = Dataset(tiny_dataset)
     prep = Preprocessor.fit(ds)
@@ -130,7 +132,7 @@ def test_pinball_loss_is_masked_and_matches_numpy():
 
 def test_preprocessor_log_scale_round_trip(tiny_dataset):
     from popdl.dataset import Dataset
-    from popdl.training import Preprocessor
+    from popdl.preprocess import Preprocessor
 
     ds = Dataset(tiny_dataset)
     prep = Preprocessor.fit(ds)
@@ -163,7 +165,8 @@ def test_temperature_fit_recovers_a_known_temperature():
 
 
 def test_sqlite_storage_is_refused_with_one_clear_line(tmp_path):
-    from popdl.config import ConfigError, load_config
+    from popdl.config import load_config
+    from popdl.errors import ConfigError
 
     path = write_config(tmp_path, tiny_config(tuning={"storage": "sqlite:///study.db"}))
     with pytest.raises(ConfigError, match="SQLite cannot be shared by parallel tuning workers"):
@@ -175,7 +178,8 @@ def test_sqlite_storage_is_refused_with_one_clear_line(tmp_path):
 
 
 def test_bad_search_space_key_is_rejected(tmp_path):
-    from popdl.config import ConfigError, load_config
+    from popdl.config import load_config
+    from popdl.errors import ConfigError
 
     path = write_config(tmp_path, tiny_config(tuning={"search_space": {"learnin_rate": 0.1}}))
     with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):

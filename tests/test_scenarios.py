@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from conftest import REPO, tiny_config
 
-from popdl.config import ConfigError, prepare
+from popdl.config import prepare
+from popdl.errors import ConfigError
 from popdl.plan import chunk_bounds, n_chunks, plan_draws
-from popdl.scenarios import Prior, Scenario, seed_sequence
+from popdl.scenarios import Prior, Scenario
+from popdl.seeds import seed_sequence
 from popdl.simulate import simulate_chunk
 
 ONE_POP = {"time_units": "generations", "demes": [{"name": "pop", "epochs": [{"start_size": "N"}]}]}

@@ -44,7 +44,7 @@ def test_the_table_covers_every_stage():
 
 @pytest.mark.parametrize("stage", sorted(EXPECTED))
 def test_stage_slice(config, stage):
-    from popdl.config import canonicalize
+    from popdl.common import canonicalize
     from popdl.stages import DATA_KEYS, stage_config, stage_json
 
     name, keys = EXPECTED[stage]

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from popdl.config import ConfigError, prepare
-from popdl.empirical import DataError, Empirical
+from popdl.config import prepare
+from popdl.empirical import Empirical
+from popdl.errors import ConfigError, DataError
 from popdl.features import StatsSpec, genotype_image, summary_stats
 from popdl.scan import read_scan_vcf, scan_windows, window_centres
 from popdl.scenarios import Scenario

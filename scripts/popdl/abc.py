@@ -379,17 +379,6 @@ def qrf_weights(train_leaves: np.ndarray, target_leaves: np.ndarray) -> np.ndarr
     return w.reshape(n_t, n_ref) / n_trees
 
 
-def naive_qrf_weights(train_leaves: np.ndarray, target_leaves: np.ndarray) -> np.ndarray:
-    """Slow, obviously right version of :func:`qrf_weights` (for tests)."""
-    n_t, n_trees = target_leaves.shape
-    w = np.zeros((n_t, train_leaves.shape[0]))
-    for i in range(n_t):
-        for t in range(n_trees):
-            same = train_leaves[:, t] == target_leaves[i, t]
-            w[i] += same / same.sum() if same.any() else 0.0
-    return w / n_trees
-
-
 # ---------------------------------------------------------------------------- scoring
 def score(pred: dict, ref: ReferenceTable, *, interval: float) -> dict:
     """Accuracy, confusion matrix and per-parameter R², RMSE and coverage of ``pred`` on ``ref`` (learning scale)."""

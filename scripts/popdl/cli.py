@@ -17,7 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-from popdl.config import ConfigError, load_config
+from popdl.config import load_config
+from popdl.errors import ConfigError
 
 __all__ = ["main", "config_from_args", "COMMAND_MODULES"]
 

@@ -109,7 +109,8 @@ def _file_out(path: str | Path) -> Path:
 
 
 def cmd_observe(args) -> int:
-    from popdl.config import ConfigError, load_config
+    from popdl.config import load_config
+    from popdl.errors import ConfigError
     from popdl.predict import observe
     from popdl.stages import stage_config
 
@@ -129,7 +130,7 @@ def cmd_observe(args) -> int:
 
 def cmd_predict(args) -> int:
     """Check the model folder, read the data, predict, and only then write: a failure writes nothing."""
-    from popdl.config import ConfigError
+    from popdl.errors import ConfigError
     from popdl.io import OutputError
     from popdl.model_io import check_model_folder, check_settings
     from popdl.predict import (load_observed, observed_inputs, predict_arrays, read_observed_summary, write_observed,
@@ -192,7 +193,7 @@ def cmd_predict(args) -> int:
 
 def _model_settings(args, model: Path) -> dict:
     """The predict slice: --settings / --configfile, else the run config stored in the model's bundle.json."""
-    from popdl.model_io import stored_config
+    from popdl.config import stored_config
     from popdl.stages import stage_config
 
     if args.settings or args.configfile:

@@ -30,8 +30,8 @@ def add_commands(sub) -> None:
 
 def scan_settings(args, model: Path) -> dict:
     """The scan slice: --settings / --configfile, else the run config stored in the model's bundle.json."""
-    from popdl.config import ConfigError, load_config
-    from popdl.model_io import stored_config
+    from popdl.config import load_config, stored_config
+    from popdl.errors import ConfigError
     from popdl.stages import load_settings, stage_config
 
     if args.settings:

@@ -4,27 +4,36 @@ The JSON schema in ``workflow/schemas/config.schema.yaml`` is the single
 source of truth for keys, descriptions and defaults.  :func:`validate`
 checks a configuration against it, fills in defaults, and turns the first
 error into one line naming the offending key; :func:`check_semantics` then
-parses every scenario (priors, constraints, graph) so that a bad prior fails
-before any job starts.
+asks each subsystem to check its own part of the config, so that a bad prior
+fails before any job starts: the scenarios (:func:`popdl.scenarios.check_config`:
+priors, constraints, graphs), the tuning storage
+(:func:`popdl.tuning.check_config`) and the simulators' programs
+(:func:`popdl.simulators.check_config`).
+
+This module is at the top of the package's dependency order: it imports the
+subsystems it asks, and none of them imports it.  What every layer needs
+lives below: the errors in :mod:`popdl.errors`, the canonical form and hash of
+settings in :mod:`popdl.common`.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 import math
 import re
-import reprlib
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from popdl import scenarios, simulators, tuning
+from popdl.common import ROOT, canonicalize, find_file
+from popdl.errors import ConfigError, shown
+from popdl.model_io import read_bundle
+
 __all__ = [
-    "ConfigError",
     "SCHEMA_PATH",
     "load_config",
     "load_yaml",
@@ -32,10 +41,11 @@ __all__ = [
     "check_size",
     "validate",
     "check_semantics",
-    "config_hash",
+    "prepare",
+    "deep_update",
+    "stored_config",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 
@@ -47,29 +57,6 @@ MAX_YAML_BYTES = 2 * 1024 * 1024
 MAX_VALUES = 200_000
 #: Deepest nesting of mappings and lists in a config or graph file.
 MAX_DEPTH = 64
-#: Longest error message; longer ones (a huge value shown) are cut.
-MAX_MESSAGE = 2000
-
-
-class ConfigError(ValueError):
-    """A configuration problem, described in one line."""
-
-    def __init__(self, message: object = "", *args):
-        text = " ".join(str(message).splitlines())  # one line, whatever the message quotes
-        if len(text) > MAX_MESSAGE:
-            text = text[: MAX_MESSAGE - 3] + "..."
-        super().__init__(text, *args)
-
-
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 60
-_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
-_short.maxlevel = 2
-
-
-def shown(value) -> str:
-    """A short ``repr`` of a config value, for messages."""
-    return _short.repr(value)
 
 
 class _YamlRefused(yaml.MarkedYAMLError):
@@ -400,8 +387,7 @@ def resolve_graphs(config: dict, *, base_dirs: tuple[Path, ...] = ()) -> dict:
     for name, scenario in config["scenarios"].items():
         graph = scenario["graph"]
         if isinstance(graph, str):
-            candidates = [Path(graph)] + [Path(d) / graph for d in base_dirs]
-            found = next((c for c in candidates if c.is_file()), None)
+            found = find_file(graph, base_dirs)
             if found is None:
                 raise ConfigError(f"config key 'scenarios.{name}.graph': file {graph!r} not found")
             scenario["graph"] = load_yaml(found, name=f"config key 'scenarios.{name}.graph': file {graph!r}",
@@ -412,34 +398,20 @@ def resolve_graphs(config: dict, *, base_dirs: tuple[Path, ...] = ()) -> dict:
 
 
 def check_semantics(config: dict, *, check_executables: bool = True) -> dict:
-    """Parse every scenario: priors, derived expressions, constraints and graph;
-    then (unless ``check_executables`` is false, as when every rule brings its
-    own conda environment) check that the simulators' programs exist."""
-    from popdl.scenarios import Scenario  # local import: scenarios imports this module
-
+    """Ask each subsystem to check its part of a validated config: the split
+    fractions, then every scenario (priors, derived expressions, constraints
+    and graph), the tuning storage, and (unless ``check_executables`` is false,
+    as when every rule brings its own conda environment) the simulators'
+    programs.  Raises :class:`ConfigError` (one line) at the first problem."""
     split = config["simulations"]["split"]
     total = split["train"] + split["validation"] + split["test"]
     if abs(total - 1.0) > 1e-9:
         raise ConfigError(f"config key 'simulations.split': fractions sum to {total:g}, not 1")
-    for name in config["scenarios"]:
-        Scenario.from_config(name, config)
-    if "tuning" in config:
-        from popdl.tuning import check_storage
-
-        check_storage(config["tuning"]["storage"])
+    scenarios.check_config(config)
+    tuning.check_config(config)
     if check_executables:
-        check_simulators(config)
+        simulators.check_config(config)
     return config
-
-
-def check_simulators(config: dict) -> None:
-    """Stop with one line when a simulator the scenarios use cannot run here
-    (e.g. no fastsimcoal2 executable)."""
-    used = {spec.get("simulator") or config["simulator"] for spec in config["scenarios"].values()}
-    if "fastsimcoal2" in used:
-        from popdl.simulators.fastsimcoal2 import find_executable
-
-        find_executable((config.get("fastsimcoal2") or {}).get("executable"))
 
 
 def load_config(path: str | Path, *, overrides: dict | None = None) -> dict:
@@ -477,6 +449,7 @@ def prepare(config: dict, *, base_dirs: tuple[Path, ...] = (), check_executables
 
 
 def deep_update(base: dict, new: dict) -> dict:
+    """A copy of ``base`` with ``new`` merged in, mapping by mapping (``new`` wins)."""
     out = copy.deepcopy(base)
     for key, value in new.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -486,33 +459,18 @@ def deep_update(base: dict, new: dict) -> dict:
     return out
 
 
-#: Integral floats up to this magnitude are written as integers (exact in float64).
-_EXACT_INT = 2**53
+def stored_config(folder: str | Path) -> dict:
+    """The run config a model folder was trained with (``bundle.json``), prepared
+    again (:func:`prepare`: validated, defaults filled, canonical form).
 
-
-def canonicalize(obj: Any) -> Any:
-    """A copy of ``obj`` with every mapping's keys in sorted order and every
-    integral float (``1e5``, ``100000.0``) as the integer it equals.
-
-    Every stage reads its settings in this form, so the order in which keys
-    are written in a config file, and how numbers are spelt, never change what
-    is computed: scenarios, parameters (drawn in sorted order, derived ones
-    after what they refer to) and populations are all taken in sorted order.
+    Raises :class:`ConfigError` when the bundle holds none or it is not valid.
     """
-    if isinstance(obj, dict):
-        return {k: canonicalize(obj[k]) for k in sorted(obj, key=str)}
-    if isinstance(obj, (list, tuple)):
-        return [canonicalize(v) for v in obj]
-    if isinstance(obj, float) and obj.is_integer() and abs(obj) < _EXACT_INT:
-        return int(obj)
-    return obj
+    folder = Path(folder)
+    bundle = read_bundle(folder)
+    if not isinstance(bundle.get("config"), dict):
+        raise ConfigError(f"{folder}/bundle.json holds no run config; give --configfile (the config the model was trained with)")
+    try:
+        return prepare(copy.deepcopy(bundle["config"]), check_executables=False)
+    except ConfigError as exc:
+        raise ConfigError(f"{folder}/bundle.json, its stored run config: {exc}") from None
 
-
-def canonical_json(obj: Any) -> str:
-    """Compact JSON of :func:`canonicalize`'s form: equal meaning, equal text."""
-    return json.dumps(canonicalize(obj), sort_keys=True, separators=(",", ":"), default=str)
-
-
-def config_hash(obj: Any) -> str:
-    """A short, stable hash of (part of) a configuration, for provenance."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:16]

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from popdl.config import config_hash as _config_hash
+from popdl import seeds
+from popdl.common import config_hash as _config_hash
 from popdl.io import atomic_dir, provenance
-from popdl.scenarios import seed_sequence
 
 __all__ = ["SPLITS", "ARRAYS", "assign_splits", "build_dataset", "Dataset", "load_manifest"]
 
@@ -51,7 +51,7 @@ def assign_splits(n: int, fractions: dict, *, root_seed: int, scenario: str) -> 
     if counts[2] < 0:
         counts[1] += counts[2]
         counts[2] = 0
-    rng = np.random.Generator(np.random.PCG64(seed_sequence(root_seed, scenario, 0, 3)))
+    rng = seeds.split(root_seed, scenario)
     perm = rng.permutation(n)
     out = np.empty(n, dtype=np.int8)
     out[perm[: counts[0]]] = 0
@@ -172,7 +172,7 @@ def build_dataset(
     split_sizes = {}
     for k, name in enumerate(SPLITS):
         members = np.concatenate(split_members[k])
-        rng = np.random.Generator(np.random.PCG64(seed_sequence(root_seed, f"__split_{name}__", 0, 4)))
+        rng = seeds.shuffle(root_seed, name)
         members = members[rng.permutation(len(members))]
         for slot, (label, idx) in enumerate(members):
             where[scenarios[label]]["slot"][idx] = slot

@@ -46,11 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
+from popdl import seeds
+from popdl.errors import DataError
 from popdl.features import MISSING, StatsSpec, genotype_image, summary_stats
-from popdl.scenarios import seed_sequence
 
 __all__ = [
-    "DataError",
     "Empirical",
     "read_popmap",
     "choose_individuals",
@@ -63,16 +63,10 @@ __all__ = [
 
 log = logging.getLogger("popdl.empirical")
 
-#: Seed stream of everything random about an observed data set.
-EMPIRICAL_STREAM = 6
 _BASES = {"A": 0, "C": 1, "G": 2, "T": 3}
 _MISSING_CHARS = set("NRYSWKMBDHV?")  # unknown or ambiguous (unphased) base
 _GAP_CHARS = set("-.")
 _FASTA_SUFFIX = re.compile(r"^(?P<sample>.+?)[._-](?:[12ab]|[AB])$")
-
-
-class DataError(ValueError):
-    """A problem with observed input data, described in one line."""
 
 
 @dataclass
@@ -195,7 +189,7 @@ def choose_individuals(
 
 def empirical_rng(seed: int, name: str, index: int = 0) -> np.random.Generator:
     """The random stream of data set ``name`` (subsampling: index 0; SNP subsets: 1 + replicate)."""
-    return np.random.Generator(np.random.PCG64(seed_sequence(seed, f"__empirical_{name}__", index, EMPIRICAL_STREAM)))
+    return seeds.observed(seed, name, index)
 
 
 # ---------------------------------------------------------------------------- VCF

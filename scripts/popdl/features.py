@@ -29,8 +29,8 @@ import time
 import allel
 import numpy as np
 
+from popdl import seeds
 from popdl.io import save_npz
-from popdl.scenarios import seed_sequence
 from popdl.simulate import iter_draws, load_sims
 
 __all__ = [
@@ -168,7 +168,6 @@ def genotype_image(
 
 # ---------------------------------------------------------------------------- statistics
 PER_POP = ("segsites", "pi", "theta_w", "tajimas_d", "hap_diversity", "sfs")
-PER_PAIR = ("fst", "dxy", "jsfs")
 
 
 class StatsSpec:
@@ -210,7 +209,7 @@ def _hap_diversity(g: np.ndarray, locus: np.ndarray, loci: int, rows: np.ndarray
         return 0.0
     if g.shape[0] == 0:
         return 0.0
-    weights = np.random.default_rng(12345).integers(1, 2**63, size=g.shape[0], dtype=np.uint64)
+    weights = seeds.haplotype_hash_weights(g.shape[0])
     sub = g[:, rows].astype(np.uint64) * weights[:, None]  # missing (-1 → large) still hashes consistently
     starts = np.searchsorted(locus, np.arange(loci))
     present = np.unique(locus)
@@ -311,10 +310,6 @@ def _binned_jsfs(ac1, ac2, bins: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- chunks
-#: Seed stream of the simulated missing calls (features.missing_rate).
-MISSING_STREAM = 5
-
-
 def add_missing(genotypes: np.ndarray, *, rate: float, rng: np.random.Generator) -> np.ndarray:
     """A copy of ``genotypes`` (sites, haplotypes) with a fraction ``rate`` of diploid calls missing.
 
@@ -352,11 +347,11 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
     stats = np.zeros((n, len(spec.names)), dtype=np.float32)
     start = last = time.perf_counter()
     for i, g, pos, loc in iter_draws(sims):
-        rng = np.random.Generator(np.random.PCG64(seed_sequence(root_seed, scenario, int(sims["draw"][i]), 2)))
+        rng = seeds.snp_selection(root_seed, scenario, int(sims["draw"][i]))
         g8 = g.astype(np.int8)
         if fcfg.get("missing_rate", 0.0) > 0:
-            g8 = add_missing(g8, rate=fcfg["missing_rate"], rng=np.random.Generator(
-                np.random.PCG64(seed_sequence(root_seed, scenario, int(sims["draw"][i]), MISSING_STREAM))))
+            g8 = add_missing(g8, rate=fcfg["missing_rate"],
+                             rng=seeds.missingness(root_seed, scenario, int(sims["draw"][i])))
         images[i], distances[i], n_snps[i] = genotype_image(
             g8, pos, loc, populations=populations, snps=fcfg["snps"], length=length,
             selection=fcfg["snp_selection"], sort_rows=fcfg["sort_rows"], rng=rng,

@@ -38,7 +38,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from popdl.config import ConfigError
+from popdl.errors import ConfigError
 from popdl.expr import Expression, ExprError
 
 __all__ = ["FscImportError", "import_fsc", "parse_est", "parse_tpl", "translate_expression"]

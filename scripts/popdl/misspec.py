@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from popdl import seeds
 from popdl.abc import Standardiser
 
-__all__ = ["Misspecification", "check", "pca_figure"]
+__all__ = ["Misspecification", "pca_figure"]
 
 
 class Misspecification:
@@ -89,20 +90,18 @@ class Misspecification:
         }
 
 
-def check(observed: np.ndarray, reference: np.ndarray, *, stat_names, alpha: float = 0.01) -> dict:
-    """:meth:`Misspecification.score` of ``observed`` against ``reference`` statistics."""
-    return Misspecification(reference, stat_names=stat_names).score(observed, alpha=alpha)
+def pca_figure(model: Misspecification, observed: dict[str, np.ndarray], *, root_seed: int, max_points: int = 3000):
+    """Matplotlib figure: reference simulations on PC1/PC2 by scenario, observed data sets as stars.
 
-
-def pca_figure(model: Misspecification, observed: dict[str, np.ndarray], *, max_points: int = 3000, seed: int = 0):
-    """Matplotlib figure: reference simulations on PC1/PC2 by scenario, observed data sets as stars."""
+    At most ``max_points`` simulations are drawn, chosen by the report's stream
+    (:func:`popdl.seeds.report`) of the run's ``root_seed``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scores = model.ref_scores
-    rng = np.random.default_rng(seed)
+    rng = seeds.report(root_seed, "misspecification PCA")
     idx = rng.permutation(scores.shape[0])[:max_points]
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     if scores.shape[1] < 2:

@@ -24,7 +24,7 @@ Copy the folder to another machine with popdl installed and::
     pred.param_names          # columns of estimates / lower / upper
     pred.to_frame()           # one row per example (pandas)
     pred["probabilities"], pred["params"]   # mapping access; "params" is pred.quantiles:
-                              # (n, parameters, levels) natural units, levels = model.quantiles
+                              # (n, parameters, levels) natural units, at the levels model.levels
 
 Inputs are the raw arrays that ``popdl features`` writes for each example:
 ``images`` (n, haplotypes, snps) int8, ``distances`` (n, snps) float32,
@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from popdl.io import atomic_dir
+from popdl.preprocess import Preprocessor
 
 __all__ = ["save_bundle", "load_model", "read_bundle", "check_model_folder", "check_settings", "ModelError",
            "PopdlModel", "Prediction", "softmax"]
@@ -104,25 +105,6 @@ def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], networ
         (tmp / "bundle.json").write_text(json.dumps(bundle, indent=2, default=_plain) + "\n")
         (tmp / "history.json").write_text(json.dumps(history or {}, indent=2) + "\n")
     return folder
-
-
-def stored_config(folder: str | Path) -> dict:
-    """The data settings a model was trained with (its run config, validated, defaults filled).
-
-    Raises :class:`popdl.config.ConfigError` when the bundle holds none.
-    """
-    import copy
-
-    from popdl.config import ConfigError, prepare
-
-    folder = Path(folder)
-    bundle = read_bundle(folder)
-    if not isinstance(bundle.get("config"), dict):
-        raise ConfigError(f"{folder}/bundle.json holds no run config; give --configfile (the config the model was trained with)")
-    try:
-        return prepare(copy.deepcopy(bundle["config"]), check_executables=False)
-    except ConfigError as exc:
-        raise ConfigError(f"{folder}/bundle.json, its stored run config: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- checks before loading
@@ -341,7 +323,6 @@ class PopdlModel:
         import keras
 
         import popdl.models  # noqa: F401  (registers the custom layers and loss)
-        from popdl.training import Preprocessor
 
         self.folder = Path(folder)
         self.bundle = check_model_folder(self.folder)
@@ -357,8 +338,9 @@ class PopdlModel:
         self.stat_names = self.bundle["stat_names"]
         self.inputs = tuple(self.bundle["inputs"])
         self.temperature = float(self.bundle["temperature"])
-        self.levels = self.bundle["quantiles"]
-        self.quantiles = list(self.levels)  # the quantile levels of ``Prediction.quantiles``
+        #: The quantile levels (e.g. 0.05, 0.5, 0.95) of :attr:`Prediction.quantiles`
+        #: (``bundle.json`` stores them under ``quantiles``).
+        self.levels = list(self.bundle["quantiles"])
 
     def __repr__(self):
         return f"PopdlModel({str(self.folder)!r}, network={self.bundle['network']!r}, scenarios={self.scenarios})"

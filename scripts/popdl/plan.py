@@ -1,36 +1,23 @@
 """Planning: the parameters and seeds of every draw, before any simulation.
 
-Draw ``i`` of scenario ``s`` gets its random streams from
-:func:`popdl.scenarios.seed_sequence` (root seed, scenario name, draw index),
-so the plan, and everything simulated from it, is the same whatever the chunk
+Draw ``i`` of scenario ``s`` gets its parameters from the stream
+:func:`popdl.seeds.priors` and its simulator seeds from
+:func:`popdl.seeds.simulator_seeds` (root seed, scenario name, draw index), so
+the plan, and everything simulated from it, is the same whatever the chunk
 size and whichever other scenarios are in the config.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
+from popdl import seeds
 from popdl.io import atomic_path
-from popdl.scenarios import Scenario, seed_sequence
+from popdl.scenarios import Scenario
 
 __all__ = ["plan_draws", "write_plan", "read_plan", "SEED_COLUMNS", "chunk_bounds", "n_chunks"]
 
 SEED_COLUMNS = ("seed_ancestry", "seed_mutation", "seed_fsc")
-
-
-def simulator_seeds(root_seed: int, scenario: str, draw: int) -> tuple[int, int, int]:
-    """(ancestry, mutation, fastsimcoal2) seeds of one draw.
-
-    msprime takes seeds in 1..2**32-1; fastsimcoal2 takes integers in
-    1..1,000,000 (its ``-r`` option), so that seed is drawn in that range.
-    """
-    words = seed_sequence(root_seed, scenario, draw, 1).generate_state(3, dtype=np.uint32)
-    return (
-        int(words[0]) % (2**31 - 2) + 1,
-        int(words[1]) % (2**31 - 2) + 1,
-        int(words[2]) % 1_000_000 + 1,
-    )
 
 
 def plan_draws(scenario: Scenario, *, root_seed: int, start: int, stop: int) -> pd.DataFrame:
@@ -42,9 +29,8 @@ def plan_draws(scenario: Scenario, *, root_seed: int, start: int, stop: int) -> 
     """
     rows = []
     for draw in range(start, stop):
-        rng = np.random.Generator(np.random.PCG64(seed_sequence(root_seed, scenario.name, draw, 0)))
-        params, tries = scenario.draw_with_tries(rng)
-        rows.append((draw, tries, *simulator_seeds(root_seed, scenario.name, draw), *params.values()))
+        params, tries = scenario.draw_with_tries(seeds.priors(root_seed, scenario.name, draw))
+        rows.append((draw, tries, *seeds.simulator_seeds(root_seed, scenario.name, draw), *params.values()))
     columns = ["draw", "tries", *SEED_COLUMNS, *scenario.parameter_names]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.astype({c: "int64" for c in ("draw", "tries", *SEED_COLUMNS)})

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from popdl.empirical import DataError, empirical_features, load_empirical
+from popdl.empirical import empirical_features, load_empirical
+from popdl.errors import DataError
 from popdl.io import atomic_path, provenance, save_npz, write_json
 
 __all__ = [

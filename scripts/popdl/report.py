@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from popdl import seeds
 from popdl.io import atomic_path, package_versions
 
 __all__ = ["write_report", "figure_png", "Report"]
@@ -139,7 +140,7 @@ def _config_section(rep: Report, config: dict, results: Path) -> None:
     for key in ("tuning", "train"):
         if isinstance(config.get(key), dict):
             rows.append((key, ", ".join(f"{k} {v}" for k, v in config[key].items() if k != "search_space")))
-    from popdl.config import config_hash
+    from popdl.common import config_hash
 
     versions = package_versions()
     body = '<table class="kv">' + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>"
@@ -162,7 +163,7 @@ def _scenario_section(rep: Report, config: dict) -> None:
         return
     figs = []
     for name, sc in scenarios.items():
-        rng = np.random.Generator(np.random.PCG64(12345))
+        rng = seeds.report(config["seed"], f"typical draw {name}")
         draws = [sc.draw(rng) for _ in range(201)]
         # The draw closest to the per-parameter medians, as a typical instance.
         table = np.array([[d[p] for p in sc.parameter_names] for d in draws], float)
@@ -603,7 +604,7 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
 
         ref = load_reference(results / "dataset", ("train", "validation", "test"))
         check = Misspecification(ref.stats, stat_names=ref.stat_names, labels=ref.labels, scenarios=ref.scenarios)
-        body += "<h3>Observed data among the simulations</h3>" + rep.fig(pca_figure(check, observed_stats), "PCA of the statistics")
+        body += "<h3>Observed data among the simulations</h3>" + rep.fig(pca_figure(check, observed_stats, root_seed=config["seed"]), "PCA of the statistics")
     rep.section("observed", "Observed data", body)
 
 
@@ -637,7 +638,7 @@ def _scan_section(rep: Report, config: dict, results: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- entry point
-def _load_model_and_test(results: Path, *, max_test: int = 600):
+def _load_model_and_test(results: Path, *, root_seed: int, max_test: int = 600):
     model_dir = results / "model"
     if not (model_dir / "bundle.json").is_file() or not (results / "dataset" / "manifest.json").is_file():
         return None, None
@@ -650,7 +651,7 @@ def _load_model_and_test(results: Path, *, max_test: int = 600):
         return model, None
     test = ds.load("test", ("images", "distances", "stats", "labels"))
     if len(test["labels"]) > max_test:
-        keep = np.random.default_rng(0).choice(len(test["labels"]), max_test, replace=False)
+        keep = seeds.report(root_seed, "test subsample").choice(len(test["labels"]), max_test, replace=False)
         keep.sort()
         test = {k: v[keep] for k, v in test.items()}
     return model, test
@@ -668,7 +669,7 @@ def write_report(config: dict, results: str | Path, out: str | Path, *, comparis
     _tuning_section(rep, results)
     evaluation = _evaluation_section(rep, results)
     abc_metrics = _comparison_section(rep, results, evaluation, Path(comparison_out) if comparison_out else None)
-    model, test = _load_model_and_test(results)
+    model, test = _load_model_and_test(results, root_seed=config["seed"])
     _embedding_section(rep, results, model, test)
     _saliency_section(rep, model, test)
     _empirical_section(rep, config, results, abc_metrics)

@@ -50,7 +50,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from popdl.empirical import DataError, Empirical, empirical_rng, read_popmap, read_vcf
+from popdl.empirical import Empirical, empirical_rng, read_popmap, read_vcf
+from popdl.errors import DataError
 from popdl.features import MISSING, StatsSpec, genotype_image, summary_stats
 from popdl.io import atomic_path, write_table
 

@@ -20,14 +20,13 @@ parameter set (rejection sampling on the constraints) and
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from dataclasses import dataclass, field
 
 import demes
 import numpy as np
 
-from popdl.config import ConfigError, shown
+from popdl.errors import ConfigError, shown
 from popdl.expr import CONSTANTS, FUNCTIONS, Expression, ExprError, is_valid_name
 from popdl.sweeps import SweepSpec
 
@@ -36,8 +35,8 @@ __all__ = [
     "Scenario",
     "PRIOR_KINDS",
     "GENOME_PARAMETERS",
-    "seed_sequence",
-    "scenario_key",
+    "load_scenarios",
+    "check_config",
 ]
 
 #: demes fields that hold numbers and may therefore name parameters.
@@ -181,21 +180,6 @@ def check_parameter_name(name, *, where: str) -> None:
     raise ConfigError(f"config key '{where}': parameter name {name!r} {why}; choose another name")
 
 
-def scenario_key(name: str) -> int:
-    """A stable integer for a scenario name (independent of its position in the config)."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
-
-
-def seed_sequence(root_seed: int, scenario: str, draw: int, stream: int) -> np.random.SeedSequence:
-    """The seed sequence of one draw's random stream.
-
-    Streams: 0 = priors, 1 = simulator seeds, 2 = feature extraction.  The
-    result depends only on (root seed, scenario name, draw index, stream),
-    never on the chunk size or on the other scenarios.
-    """
-    return np.random.SeedSequence(entropy=root_seed, spawn_key=(scenario_key(scenario), draw, stream))
-
-
 def _walk_numeric(obj, fn, path=()):
     """Apply ``fn(value, path)`` to every numeric-field value of a demes mapping."""
     if isinstance(obj, dict):
@@ -312,7 +296,8 @@ class Scenario:
             if unknown:
                 raise ConfigError(f"config key '{where}.constraints[{i}]': {sorted(unknown)[0]!r} is not a parameter")
         self._order = self._derivation_order(where)
-        # Build one graph from a first draw to catch structural errors now.
+        # Build one graph from a first draw to catch structural errors now (a fixed
+        # seed: a config passes or fails whatever its root seed; see popdl.seeds).
         rng = np.random.default_rng(0)
         params = self.draw(rng, where=where)
         graph = self.graph(params, where=where)
@@ -429,3 +414,10 @@ class Scenario:
 def load_scenarios(config: dict) -> dict[str, Scenario]:
     """All scenarios of a prepared config, by name, in config order."""
     return {name: Scenario.from_config(name, config) for name in config["scenarios"]}
+
+
+def check_config(config: dict) -> None:
+    """Parse every scenario of a validated config (priors, derived expressions,
+    constraints, graph, sweep): raises :class:`ConfigError` (one line) at the
+    first problem."""
+    load_scenarios(config)

@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from popdl.config import ROOT, load_schema
+from popdl.common import ROOT
+from popdl.config import load_schema
 
 __all__ = ["render", "keys", "DOC_PATH"]
 

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from popdl import simulators
 from popdl.io import save_npz
 from popdl.plan import SEED_COLUMNS
 from popdl.scenarios import Scenario
@@ -36,14 +37,7 @@ log = logging.getLogger("popdl.simulate")
 
 
 def simulator_for(scenario: Scenario, config: dict):
-    from popdl.simulators import get_simulator  # lazy: reading chunks needs no simulator
-
-    return get_simulator(
-        scenario.simulator,
-        genome=config["genome"],
-        samples=config["samples"],
-        **(config.get("fastsimcoal2") or {} if scenario.simulator == "fastsimcoal2" else {}),
-    )
+    return simulators.from_config(scenario.simulator, config)
 
 
 def population_labels(samples: dict[str, int]) -> np.ndarray:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from popdl.config import canonical_json, canonicalize, config_hash
+from popdl.common import canonical_json, canonicalize, config_hash
 from popdl.plan import n_chunks
 from popdl.scenarios import load_scenarios
 

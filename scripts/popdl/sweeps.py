@@ -48,11 +48,14 @@ ln(2Ns)/s generations).
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
 from dataclasses import dataclass
 
-from popdl.config import ConfigError
+from popdl.errors import ConfigError
 from popdl.expr import ExprError, Expression
+from popdl.io import atomic_path
 
 __all__ = ["SWEEP_FIELDS", "SweepSpec", "simulate_chromosome", "size_at", "write_vcf"]
 
@@ -227,11 +230,6 @@ def write_vcf(ts, path, *, contig: str = "chr1") -> list[tuple[str, str]]:
     Individuals are named ``<population>_<number>``; the gzip header carries
     no time stamp, so the same tree sequence gives the same bytes.
     """
-    import gzip
-    import io
-
-    from popdl.io import atomic_path
-
     names, popmap = [], []
     counts: dict[str, int] = {}
     for ind in ts.individuals():

@@ -50,19 +50,23 @@ from pathlib import Path
 
 import numpy as np
 
-from popdl.config import ConfigError, config_hash
+from popdl.common import config_hash
+from popdl.dataset import Dataset, dataset_identity
+from popdl.errors import ConfigError
 from popdl.io import atomic_path, save_npz, write_json
+from popdl.preprocess import Preprocessor
 
 log = logging.getLogger("popdl.tuning")
 
 __all__ = [
     "HYPER_PARAMETERS",
+    "check_config",
     "check_storage",
     "open_storage",
     "study_name",
     "worker_shares",
     "suggest",
-    "fixed_params",
+    "all_hyper_parameters",
     "run_worker",
     "select_best",
     "fit_temperature",
@@ -78,6 +82,13 @@ HYPER_PARAMETERS = (
 
 #: Keys of the tune slice that do not change what the study computes.
 _NOT_IN_STUDY_NAME = ("storage", "gpu", "threads", "heartbeat_interval", "grace_period", "max_failures")
+
+
+def check_config(config: dict) -> None:
+    """Check the tuning part of a validated config (its storage): raises
+    :class:`ConfigError` (one line)."""
+    if "tuning" in config:
+        check_storage(config["tuning"]["storage"])
 
 
 def check_storage(storage: str) -> str:
@@ -174,8 +185,9 @@ def suggest(trial, settings: dict) -> dict:
     return hp
 
 
-def fixed_params(settings: dict, sampled: dict) -> dict:
-    """A trial's full hyper-parameters: the sampled ones plus the fixed ones of the space."""
+def all_hyper_parameters(settings: dict, sampled: dict) -> dict:
+    """A trial's full hyper-parameters: the ``sampled`` ones (Optuna's
+    ``trial.params``) plus those the search space fixes."""
     class _Fixed:
         def suggest_categorical(self, name, choices):
             return sampled[name]
@@ -220,8 +232,6 @@ class TrialRunner:
     """Builds, trains and scores one network on the train / validation splits."""
 
     def __init__(self, settings: dict, dataset, *, tuning_dir: str | Path):
-        from popdl.training import Preprocessor
-
         self.settings, self.dataset = settings, dataset
         self.tuning = settings["tuning"]
         self.tasks = tuple(settings["task"])
@@ -287,7 +297,7 @@ class TrialRunner:
 def _inputs_only(seq):
     from popdl.training import ShardSequence
 
-    return ShardSequence(seq.dataset, [s for s in ("validation",)], batch_size=seq.batch_size, inputs=seq.inputs,
+    return ShardSequence(seq.dataset, ["validation"], batch_size=seq.batch_size, inputs=seq.inputs,
                          prep=seq.prep, tasks=seq.tasks, shuffle=False, targets=False)
 
 
@@ -320,8 +330,6 @@ def load_study(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Pat
                create: bool = False):
     """The study of ``settings`` on the dataset in ``dataset_dir`` (created if ``create``)."""
     import optuna
-
-    from popdl.dataset import dataset_identity
 
     t = settings["tuning"]
     storage = open_storage(t["storage"], tuning_dir=tuning_dir, heartbeat_interval=t.get("heartbeat_interval"),
@@ -377,7 +385,6 @@ def run_worker(settings: dict, dataset_dir: str | Path, *, worker: int, tuning_d
     import optuna
     from optuna.trial import TrialState
 
-    from popdl.dataset import Dataset
     from popdl.training import configure_backend
 
     t = settings["tuning"]
@@ -492,7 +499,7 @@ def select_best(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Pa
         "number": best.number,
         "value": best.value,
         "objective": "validation loss (minimised)",
-        "hyper_parameters": fixed_params(settings, best.params),
+        "hyper_parameters": all_hyper_parameters(settings, best.params),
         "best_epoch": int(best.user_attrs.get("best_epoch", settings["tuning"]["max_epochs"])),
         "user_attrs": dict(best.user_attrs),
         "temperature": temperature,

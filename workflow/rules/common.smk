@@ -37,7 +37,9 @@ os.environ.update(
 )
 
 
-from popdl.config import ConfigError, canonical_json, deep_update, load_yaml, prepare
+from popdl.common import canonical_json
+from popdl.config import deep_update, load_yaml, prepare
+from popdl.errors import ConfigError
 from popdl.stages import chunks, settings_file, stage_config, stage_json
 
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from popdl.config import ConfigError
+from popdl.errors import ConfigError
 
 __all__ = ["Genotypes", "Simulator", "SIMULATORS", "register", "get_simulator"]
 

@@ -66,7 +66,7 @@ from pathlib import Path
 import demes
 import numpy as np
 
-from popdl.config import ConfigError
+from popdl.errors import ConfigError
 from popdl.simulators.base import Genotypes, Simulator, register
 
 __all__ = [

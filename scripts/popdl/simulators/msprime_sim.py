@@ -2,15 +2,23 @@
 
 A genome of several loci is simulated as independent replicates of one
 locus (unlinked loci), which costs about as much as the loci together.
+
+msprime itself is imported where it is used (it takes over half a second to
+import), so registering this simulator costs a job that never simulates nothing.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import demes
-import msprime
 import numpy as np
 
+from popdl.seeds import locus_mutation_seeds
 from popdl.simulators.base import Genotypes, Simulator, register
+
+if TYPE_CHECKING:
+    import msprime
 
 __all__ = ["MsprimeSimulator", "demography_from_graph"]
 
@@ -32,6 +40,8 @@ class _GraphInGenerations(demes.Graph):
 
 def demography_from_graph(graph: demes.Graph) -> msprime.Demography:
     """``msprime.Demography.from_demes(graph)``, without a needless copy of ``graph``."""
+    import msprime
+
     if graph.time_units == "generations" and graph.generation_time == 1 and type(graph) is demes.Graph:
         graph.__class__ = _GraphInGenerations
     return msprime.Demography.from_demes(graph)
@@ -52,6 +62,8 @@ class MsprimeSimulator(Simulator):
         independent genealogies, one mutation seed per locus derived from the
         draw's mutation seed.
         """
+        import msprime
+
         graph = scenario.graph(params)
         demography = demography_from_graph(graph)
         genome = self.genome
@@ -77,8 +89,7 @@ class MsprimeSimulator(Simulator):
         if loci == 1:
             ancestry, mutation_seeds = [ancestry], [seeds["seed_mutation"]]
         else:
-            words = np.random.SeedSequence(seeds["seed_mutation"]).generate_state(loci, dtype=np.uint32)
-            mutation_seeds = (words.astype(np.int64) % (2**31 - 2) + 1).tolist()
+            mutation_seeds = locus_mutation_seeds(seeds["seed_mutation"], loci)
         order = natural = None
         blocks, positions = [], []
         for ts, mutation_seed in zip(ancestry, mutation_seeds):

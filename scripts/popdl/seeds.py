@@ -1,0 +1,175 @@
+"""Every random stream of popdl, named, each derived from the run's root seed.
+
+A stream is a :class:`numpy.random.SeedSequence` of the root seed (config key
+``seed``) and a *spawn key* ``(key, index, stream)``: ``key`` is
+:func:`name_key` of a name (a scenario, a data set), ``index`` a draw or
+replicate number, ``stream`` one of :class:`Stream`.  What a stream yields
+therefore depends only on (root seed, name, index, stream): never on the
+chunk size, on the other scenarios, or on the order in which jobs run.  So the
+same config gives byte-identical plans, simulations, features, splits and
+observed-data arrays.
+
+=================  ==  ==========================================  ===================================
+stream             n   what it draws                                key, index
+=================  ==  ==========================================  ===================================
+PRIORS             0   parameter draws (rejection sampling)        scenario, draw
+SIMULATOR          1   simulator seeds: msprime ancestry and       scenario, draw
+                       mutation, fastsimcoal2 ``-r``
+SNP_SELECTION      2   which SNPs enter a simulated draw's image   scenario, draw
+SPLIT              3   train / validation / test assignment        scenario, 0
+SHUFFLE            4   order of the examples within a split        ``__split_{split}__``, 0
+MISSINGNESS        5   simulated missing calls                     scenario, draw
+OBSERVED           6   observed data: individuals subsampled       ``__empirical_{name}__``,
+                       (index 0), SNP subsets (1 + replicate)      0 | 1 + replicate
+REPORT             7   the report's figures: typical scenario      ``__report_{use}__``, index
+                       draws, test-set subsample, PCA points
+=================  ==  ==========================================  ===================================
+
+Seeds derived from these, not drawn again: msprime's per-locus mutation
+seeds come from the draw's mutation seed (:func:`locus_mutation_seeds`); a
+sweep's simulations use the draw's ancestry seed.
+
+Seeds set elsewhere, from the root seed but not through a stream:
+
+* training (:mod:`popdl.training`, :mod:`popdl.tuning`): Keras's
+  ``set_random_seed(seed)`` and the shard and batch order of each epoch,
+  ``default_rng([seed, epoch])``, with ``seed`` the root seed for the final fit
+  and the trial number (plus the root seed for Keras) for a tuning trial;
+* Optuna's TPE sampler: ``tuning.seed`` (default the root seed) + worker index;
+* the ABC random forests: ``random_state`` = the seed given to :mod:`popdl.abc`.
+
+Fixed on purpose, independent of the root seed:
+
+* :func:`haplotype_hash_weights`: the weights that hash haplotypes for the
+  haplotype diversity statistic.  They are not random draws but a fixed hash
+  function: a simulated and an observed data set must hash the same
+  haplotypes alike, whatever their seeds.
+* the one draw :meth:`popdl.scenarios.Scenario.from_config` builds a graph from
+  to catch structural errors (``default_rng(0)``): a config check, its values
+  are discarded, and a config must pass or fail whatever the seed.
+* the report's optimisers and projections (Optuna's fANOVA importances,
+  scikit-learn's PCA and t-SNE of the embedding: ``seed=0`` /
+  ``random_state=0``), computed by functions that receive no config.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+
+import numpy as np
+
+__all__ = [
+    "Stream",
+    "name_key",
+    "seed_sequence",
+    "generator",
+    "priors",
+    "simulator_seeds",
+    "locus_mutation_seeds",
+    "snp_selection",
+    "missingness",
+    "split",
+    "shuffle",
+    "observed",
+    "report",
+    "haplotype_hash_weights",
+    "HASH_WEIGHTS_SEED",
+]
+
+
+class Stream(enum.IntEnum):
+    """The random streams, by the number in their spawn key (never renumber:
+    the numbers make the arrays of earlier runs reproducible)."""
+
+    PRIORS = 0
+    SIMULATOR = 1
+    SNP_SELECTION = 2
+    SPLIT = 3
+    SHUFFLE = 4
+    MISSINGNESS = 5
+    OBSERVED = 6
+    REPORT = 7
+
+
+#: The seed of :func:`haplotype_hash_weights` (fixed: see the module docstring).
+HASH_WEIGHTS_SEED = 12345
+
+
+def name_key(name: str) -> int:
+    """A stable integer for a name (scenario, data set): the first 4 bytes of its
+    SHA-256, independent of the name's position in the config."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
+def seed_sequence(root_seed: int, name: str, index: int, stream: int) -> np.random.SeedSequence:
+    """The seed sequence of stream ``stream`` (a :class:`Stream`) for ``name`` and
+    ``index``; it depends only on these four values."""
+    return np.random.SeedSequence(entropy=root_seed, spawn_key=(name_key(name), index, int(stream)))
+
+
+def generator(root_seed: int, stream: Stream, name: str, index: int = 0) -> np.random.Generator:
+    """A PCG64 generator on :func:`seed_sequence` (root seed, name, index, stream)."""
+    return np.random.Generator(np.random.PCG64(seed_sequence(root_seed, name, index, stream)))
+
+
+def priors(root_seed: int, scenario: str, draw: int) -> np.random.Generator:
+    """Parameter values of draw ``draw`` of ``scenario`` (all rejection-sampling tries)."""
+    return generator(root_seed, Stream.PRIORS, scenario, draw)
+
+
+def simulator_seeds(root_seed: int, scenario: str, draw: int) -> tuple[int, int, int]:
+    """(msprime ancestry, msprime mutation, fastsimcoal2) seeds of one draw.
+
+    msprime takes seeds in 1..2**32-1; fastsimcoal2 takes integers in
+    1..1,000,000 (its ``-r`` option), so that seed is drawn in that range.
+    """
+    words = seed_sequence(root_seed, scenario, draw, Stream.SIMULATOR).generate_state(3, dtype=np.uint32)
+    return (
+        int(words[0]) % (2**31 - 2) + 1,
+        int(words[1]) % (2**31 - 2) + 1,
+        int(words[2]) % 1_000_000 + 1,
+    )
+
+
+def locus_mutation_seeds(mutation_seed: int, loci: int) -> list[int]:
+    """One msprime mutation seed (1..2**31-2) per locus, from a draw's mutation seed."""
+    words = np.random.SeedSequence(mutation_seed).generate_state(loci, dtype=np.uint32)
+    return (words.astype(np.int64) % (2**31 - 2) + 1).tolist()
+
+
+def snp_selection(root_seed: int, scenario: str, draw: int) -> np.random.Generator:
+    """The SNPs chosen for the image of draw ``draw`` of ``scenario``."""
+    return generator(root_seed, Stream.SNP_SELECTION, scenario, draw)
+
+
+def missingness(root_seed: int, scenario: str, draw: int) -> np.random.Generator:
+    """The missing calls added to draw ``draw`` of ``scenario`` (``features.missing_rate``)."""
+    return generator(root_seed, Stream.MISSINGNESS, scenario, draw)
+
+
+def split(root_seed: int, scenario: str) -> np.random.Generator:
+    """The assignment of ``scenario``'s draws to train, validation and test."""
+    return generator(root_seed, Stream.SPLIT, scenario, 0)
+
+
+def shuffle(root_seed: int, split_name: str) -> np.random.Generator:
+    """The order of the examples (all scenarios) within split ``split_name``."""
+    return generator(root_seed, Stream.SHUFFLE, f"__split_{split_name}__", 0)
+
+
+def observed(root_seed: int, name: str, index: int = 0) -> np.random.Generator:
+    """Observed data set ``name``: individuals subsampled (``index`` 0) and the
+    SNP subset of replicate ``r`` (``index`` 1 + r)."""
+    return generator(root_seed, Stream.OBSERVED, f"__empirical_{name}__", index)
+
+
+def report(root_seed: int, use: str, index: int = 0) -> np.random.Generator:
+    """A figure of the report: ``use`` names it (e.g. ``"test subsample"``)."""
+    return generator(root_seed, Stream.REPORT, f"__report_{use}__", index)
+
+
+def haplotype_hash_weights(sites: int) -> np.ndarray:
+    """Fixed weights (uint64, one per site) that hash haplotypes for the haplotype
+    diversity statistic; the same for every data set (see the module docstring)."""
+    return np.random.default_rng(HASH_WEIGHTS_SEED).integers(1, 2**63, size=sites, dtype=np.uint64)
