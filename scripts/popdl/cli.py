@@ -19,6 +19,7 @@ from pathlib import Path
 
 from popdl.config import load_config
 from popdl.errors import ConfigError
+from popdl.stages import load_settings, stage_config
 
 __all__ = ["main", "config_from_args", "COMMAND_MODULES"]
 
@@ -43,8 +44,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args, stage: str, scenario: str | None = None) -> dict:
     """The config slice of ``stage`` from --configfile or --settings."""
-    from popdl.stages import load_settings, stage_config
-
     if args.configfile is not None:
         config = load_config(args.configfile)
         if scenario is not None and scenario not in config["scenarios"]:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from popdl import __version__
+
 __all__ = [
     "MARKER",
     "OutputError",
@@ -152,8 +154,6 @@ def atomic_path(path: str | Path, *, suffix: str | None = None):
 
 # ---------------------------------------------------------------------------- output folders
 def _marker_record(kind: str | None) -> str:
-    from popdl import __version__
-
     record = {"written_by": "popdl", "version": __version__}
     if kind:
         record["kind"] = kind

@@ -21,22 +21,22 @@ SHUFFLE            4   order of the examples within a split        ``__split_{sp
 MISSINGNESS        5   simulated missing calls                     scenario, draw
 OBSERVED           6   observed data: individuals subsampled       ``__empirical_{name}__``,
                        (index 0), SNP subsets (1 + replicate)      0 | 1 + replicate
-REPORT             7   the report's figures: typical scenario      ``__report_{use}__``, index
-                       draws, test-set subsample, PCA points
+REPORT             7   the report and its interpretation: typical  ``__report_{use}__``, index
+                       scenario draws, test-set subsample, PCA
+                       points, the seeds of fANOVA, PCA, t-SNE
 =================  ==  ==========================================  ===================================
 
-Seeds derived from these, not drawn again: msprime's per-locus mutation
-seeds come from the draw's mutation seed (:func:`locus_mutation_seeds`); a
-sweep's simulations use the draw's ancestry seed.
+Derived from a stream's draws: msprime's per-locus mutation seeds, from the
+draw's mutation seed (:func:`locus_mutation_seeds`).
 
-Seeds set elsewhere, from the root seed but not through a stream:
+Seeds set elsewhere, not through a stream:
 
-* training (:mod:`popdl.training`, :mod:`popdl.tuning`): Keras's
-  ``set_random_seed(seed)`` and the shard and batch order of each epoch,
-  ``default_rng([seed, epoch])``, with ``seed`` the root seed for the final fit
-  and the trial number (plus the root seed for Keras) for a tuning trial;
+* the final fit (:func:`popdl.training.train_final`) seeds Keras
+  (``keras.utils.set_random_seed``) and each epoch's shard and batch order
+  (``default_rng([seed, epoch])``) with the root seed; tuning trial ``n``
+  seeds Keras with the root seed + ``n`` and the batch order with ``n`` alone;
 * Optuna's TPE sampler: ``tuning.seed`` (default the root seed) + worker index;
-* the ABC random forests: ``random_state`` = the seed given to :mod:`popdl.abc`.
+* the ABC random forests: ``random_state`` = the root seed (:mod:`popdl.abc`).
 
 Fixed on purpose, independent of the root seed:
 
@@ -47,9 +47,6 @@ Fixed on purpose, independent of the root seed:
 * the one draw :meth:`popdl.scenarios.Scenario.from_config` builds a graph from
   to catch structural errors (``default_rng(0)``): a config check, its values
   are discarded, and a config must pass or fail whatever the seed.
-* the report's optimisers and projections (Optuna's fANOVA importances,
-  scikit-learn's PCA and t-SNE of the embedding: ``seed=0`` /
-  ``random_state=0``), computed by functions that receive no config.
 """
 
 from __future__ import annotations
