@@ -8,6 +8,10 @@ prints them as one line on stderr and exits with status 1.
   missing simulator program), naming the config key.
 * :class:`DataError`: observed input data that popdl cannot use (a VCF, a
   popmap, an alignment, an ``observed.npz``), naming the file.
+
+:class:`popdl.io.OutputError` (an output popdl refuses or fails to write) and
+:class:`popdl.model_io.ModelError` (a damaged model folder) are
+:class:`PopdlError` too.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from popdl import __version__
+from popdl.errors import PopdlError
 
 __all__ = [
     "MARKER",
@@ -61,7 +62,7 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
                  errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ENOTEMPTY, errno.EEXIST}
 
 
-class OutputError(ValueError):
+class OutputError(PopdlError):
     """An output popdl refuses to write or cannot write, described in one line."""
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from popdl.errors import PopdlError
 from popdl.io import atomic_dir
 from popdl.preprocess import Preprocessor
 
@@ -65,7 +66,7 @@ _INPUT_DIMS = {"image": 2, "distances": 1, "stats": 1}
 _KERAS_MEMBERS = ("config.json", "model.weights.h5")
 
 
-class ModelError(ValueError):
+class ModelError(PopdlError):
     """A model folder that cannot be used (missing, truncated or damaged files), in one line."""
 
 
