@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from popdl.dataset import Dataset
 from popdl.io import atomic_path, provenance, write_json
+from popdl.model_io import load_model, softmax
 
 log = logging.getLogger("popdl.evaluate")
 
@@ -210,8 +212,6 @@ def _plots(folder: Path, *, cls, cal_before, cal_after, reg, true, quantiles, pr
 def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out: str | Path, bins: int = 10,
              config_hash: str = "") -> dict:
     """Evaluate the model folder on the test split; write metrics.json and plots to ``out``."""
-    from popdl.dataset import Dataset
-    from popdl.model_io import load_model, softmax
     from popdl.training import configure_backend
 
     configure_backend(None)

@@ -30,9 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from popdl.abc import load_reference
 from popdl.empirical import empirical_features, load_empirical
 from popdl.errors import DataError
 from popdl.io import atomic_path, provenance, save_npz, write_json
+from popdl.misspec import Misspecification
+from popdl.model_io import load_model
 
 __all__ = [
     "observe",
@@ -245,8 +248,6 @@ def predict_observed(
 def predict_arrays(obs: dict, summary: dict, *, name: str, model_dir: str | Path, dataset_dir: str | Path | None,
                    alpha: float = 0.01, config_hash: str = "", source: str | Path = "the observed data") -> dict:
     """What :func:`predict_observed` answers, from arrays in memory; nothing is written."""
-    from popdl.model_io import load_model
-
     model = load_model(model_dir)
     expected = getattr(model, "stat_names", None)
     if expected is not None and list(expected) != np.asarray(obs["stat_names"]).tolist():
@@ -254,9 +255,6 @@ def predict_arrays(obs: dict, summary: dict, *, name: str, model_dir: str | Path
     answer = network_answer(model, obs)
     result = {"name": name, "network": answer, "observed": summary}
     if dataset_dir is not None:
-        from popdl.abc import load_reference
-        from popdl.misspec import Misspecification
-
         ref = load_reference(dataset_dir, ("train", "validation", "test"))
         check = Misspecification(ref.stats, stat_names=ref.stat_names).score(obs["stats"], alpha=alpha)
         result["misspecification"] = check

@@ -32,7 +32,13 @@ import numpy as np
 import pandas as pd
 
 from popdl import seeds
+from popdl.abc import METHODS, comparison_table, load_reference
+from popdl.common import config_hash
+from popdl.dataset import Dataset
 from popdl.io import atomic_path, package_versions
+from popdl.misspec import Misspecification, pca_figure
+from popdl.model_io import load_model
+from popdl.scenarios import load_scenarios
 
 __all__ = ["write_report", "figure_png", "Report"]
 
@@ -140,8 +146,6 @@ def _config_section(rep: Report, config: dict, results: Path) -> None:
     for key in ("tuning", "train"):
         if isinstance(config.get(key), dict):
             rows.append((key, ", ".join(f"{k} {v}" for k, v in config[key].items() if k != "search_space")))
-    from popdl.common import config_hash
-
     versions = package_versions()
     body = '<table class="kv">' + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>"
     body += (f"<p>Config hash <code>{config_hash({k: v for k, v in config.items() if k != 'run'})}</code>; written "
@@ -152,8 +156,6 @@ def _config_section(rep: Report, config: dict, results: Path) -> None:
 
 def _scenario_section(rep: Report, config: dict) -> None:
     import demesdraw
-
-    from popdl.scenarios import load_scenarios
 
     plt = _plt()
     try:
@@ -188,8 +190,6 @@ def _prior_section(rep: Report, config: dict, results: Path) -> None:
     if not frames:
         rep.section("priors", "Prior draws", _missing("no plan tables under plan/"))
         return
-    from popdl.scenarios import load_scenarios
-
     scenarios = load_scenarios(config)
     params = list(dict.fromkeys(p for s in frames for p in scenarios[s].parameter_names))
     plt = _plt()
@@ -220,8 +220,6 @@ def _simulation_section(rep: Report, results: Path) -> dict | None:
     if manifest is None:
         rep.section("simulations", "Simulations", _missing("no dataset (dataset/manifest.json)"))
         return None
-    from popdl.dataset import Dataset
-
     ds = Dataset(results / "dataset")
     rows = []
     n_snps = {}
@@ -373,8 +371,6 @@ def _evaluation_section(rep: Report, results: Path) -> dict | None:
 
 
 def _comparison_section(rep: Report, results: Path, evaluation: dict | None, comparison_out: Path | None) -> dict | None:
-    from popdl.abc import comparison_table
-
     abc = _read_json(results / "abc" / "metrics.json")
     if abc is None:
         rep.section("comparison", "Network vs. ABC", _missing("no ABC baselines (abc/metrics.json)"))
@@ -387,8 +383,6 @@ def _comparison_section(rep: Report, results: Path, evaluation: dict | None, com
     if comparison_out is not None:
         with atomic_path(comparison_out) as tmp:
             table.to_csv(tmp, sep="\t", index=False)
-    from popdl.abc import METHODS
-
     ordered = [k for k in METHODS if k in abc["methods"]] + [k for k in abc["methods"] if k not in METHODS]
     ids = "".join(f'<p>{_esc(abc["methods"][k].get("label", k))} test accuracy <b id="accuracy-{k}">'
                   f'{abc["methods"][k]["accuracy"]:.3f}</b> ({abc["methods"][k].get("seconds", 0):.1f} s).</p>' for k in ordered)
@@ -565,8 +559,6 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
             params["network"] = net.get("params", {})
             body += (f'<p>Network: most probable scenario <b id="prediction-{_esc(name)}">{_esc(net.get("scenario"))}</b> '
                      f"(probability {max(net['probabilities'].values()):.3f}).</p>" if net.get("probabilities") else "")
-        from popdl.abc import METHODS
-
         answers_ = abc_emp.get(name, {})
         for method in [k for k in METHODS if k in answers_] + [k for k in answers_ if k not in METHODS]:
             ans = answers_[method]
@@ -599,9 +591,6 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
         elif pred:
             body += _missing("the misspecification check (no reference simulations)")
     if observed_stats and (results / "dataset" / "manifest.json").is_file():
-        from popdl.abc import load_reference
-        from popdl.misspec import Misspecification, pca_figure
-
         ref = load_reference(results / "dataset", ("train", "validation", "test"))
         check = Misspecification(ref.stats, stat_names=ref.stat_names, labels=ref.labels, scenarios=ref.scenarios)
         body += "<h3>Observed data among the simulations</h3>" + rep.fig(pca_figure(check, observed_stats, root_seed=config["seed"]), "PCA of the statistics")
@@ -642,9 +631,6 @@ def _load_model_and_test(results: Path, *, root_seed: int, max_test: int = 600):
     model_dir = results / "model"
     if not (model_dir / "bundle.json").is_file() or not (results / "dataset" / "manifest.json").is_file():
         return None, None
-    from popdl.dataset import Dataset
-    from popdl.model_io import load_model
-
     model = load_model(model_dir)
     ds = Dataset(results / "dataset")
     if not ds.size("test"):
