@@ -98,7 +98,8 @@ def test_regression_adjustment_beats_plain_rejection():
 
 def test_run_abc_on_the_tiny_dataset(tiny_dataset, tmp_path):
     ref_stats = np.load(next((tiny_dataset / "test").glob("shard-*")) / "stats.npy")
-    metrics = run_abc(tiny_dataset, tmp_path / "abc", trees=20, observed={"obs": ref_stats[0].astype(float)})
+    metrics = run_abc(tiny_dataset, tmp_path / "abc", trees=20, observed={"obs": ref_stats[0].astype(float)},
+                      config_hash="0123456789abcdef")
     assert set(metrics["methods"]) == {"rejection", "abc_rf"}
     for m in metrics["methods"].values():
         assert 0 <= m["accuracy"] <= 1 and np.array(m["confusion"]).sum() == metrics["n_test"]
@@ -106,6 +107,8 @@ def test_run_abc_on_the_tiny_dataset(tiny_dataset, tmp_path):
     assert json.loads((tmp_path / "abc" / "metrics.json").read_text())["n_test"] == metrics["n_test"]
     table = pd.read_csv(tmp_path / "abc" / "test_predictions.tsv", sep="\t")
     assert len(table) == metrics["n_test"] and "abc_rf_p_isolation" in table
+    assert json.loads((tmp_path / "abc" / "empirical.json").read_text())["provenance"]["config_hash"] == \
+        metrics["provenance"]["config_hash"] == "0123456789abcdef"
     emp = json.loads((tmp_path / "abc" / "empirical.json").read_text())["data"]["obs"]
     for answer in emp.values():
         assert sum(answer["probabilities"].values()) == pytest.approx(1)

@@ -264,7 +264,12 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="stats has shape"):
         model.predict(None, None, test["stats"][:, :3])
 
-    metrics = evaluate(tiny_dataset, tmp_path / "model", best=best, out=tmp_path / "evaluation")
+    from popdl.stages import settings_hash
+
+    evaluation = model_settings("evaluate")
+    metrics = evaluate(tiny_dataset, tmp_path / "model", best=best, out=tmp_path / "evaluation",
+                       trials=tmp_path / "trials.csv", root_seed=evaluation["seed"],
+                       config_hash=settings_hash(evaluation))
     cls = metrics["classification"]
     assert cls["confusion_matrix"] and np.sum(cls["confusion_matrix"]) == n
     assert set(cls["per_scenario"]["isolation"]) >= {"sensitivity", "specificity", "f1"}
@@ -276,6 +281,16 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     for png in ("confusion_matrix", "calibration", "parameters", "training_curves"):
         assert (tmp_path / "evaluation" / f"{png}.png").stat().st_size > 1000
     assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["n_test"] == n
+    # The interpretation the report shows, from the same model and test set.
+    interp = json.loads((tmp_path / "evaluation" / "interpretation.json").read_text())
+    assert interp["provenance"]["config_hash"] == metrics["provenance"]["config_hash"] == settings_hash(evaluation)
+    assert interp["embedding"]["examples"] == n and not interp["embedding"]["tsne"]  # fewer than 30: PCA only
+    assert "does not classify genotype images" in interp["saliency"]["unavailable"]  # an mlp
+    importances = interp["importances"]["values"]  # 2 trials with varied hyper-parameters
+    assert set(importances) <= {c[7:] for c in table.columns if c.startswith("params_")}
+    assert sum(importances.values()) == pytest.approx(1.0)
+    with np.load(tmp_path / "evaluation" / "interpretation.npz") as arrays:
+        assert arrays["embedding_pca"].shape == (n, 2) and "saliency_snp" not in arrays
 
 
 def test_failed_trials_are_recorded_and_the_worker_stops_after_max_failures(tiny_dataset, tmp_path):

@@ -110,11 +110,15 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
 
 def test_report_section_without_inputs_says_so(tmp_path):
     from popdl.report import write_report
+    from popdl.stages import settings_hash, stage_config
 
     config = prepare(tiny_config(), base_dirs=(REPO,))
-    summary = write_report(config, tmp_path / "results", tmp_path / "report.html")
+    digest = settings_hash(stage_config(config, "report"))
+    summary = write_report(config, tmp_path / "results", tmp_path / "report.html", config_hash=digest)
     html = (tmp_path / "report.html").read_text()
     assert "Not available: no dataset" in html and "Not available: no observed data sets" in html
+    assert html.count("Not available: no interpretation of the network") == 2  # embedding and saliency
+    assert f'<meta name="popdl-config-hash" content="{digest}">' in html and f'id="config-hash">{digest}<' in html
     assert summary["images"] >= 1  # the scenario diagrams need no results
 
 
@@ -173,10 +177,11 @@ def test_snakemake_report_has_captions(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_predict_cli_by_hand(tiny_run, tmp_path):
+    # --name obs: the data set's name keys its random streams (the SNP subsets), so it is the workflow's name.
     work = tiny_run.parents[1]
     proc = subprocess.run([sys.executable, "-m", "popdl", "predict", "--model", str(tiny_run / "model"),
                            "--configfile", str(work / "config.yaml"), "--vcf", str(work / VCF_NAME),
-                           "--popmap", str(work / POPMAP_NAME), "--out", str(tmp_path / "out")],
+                           "--popmap", str(work / POPMAP_NAME), "--name", "obs", "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     by_hand = json.loads((tmp_path / "out" / "predictions.json").read_text())["network"]["probabilities"]
@@ -202,7 +207,7 @@ def test_predict_with_the_model_alone(tiny_run, tmp_path):
     model = tmp_path / "elsewhere" / "model"
     shutil.copytree(tiny_run / "model", model)  # as if copied to another machine
     proc = subprocess.run([sys.executable, "-m", "popdl", "predict", "--model", str(model),
-                           "--vcf", str(work / VCF_NAME), "--popmap", str(work / POPMAP_NAME),
+                           "--vcf", str(work / VCF_NAME), "--popmap", str(work / POPMAP_NAME), "--name", "obs",
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     alone = json.loads((tmp_path / "out" / "predictions.json").read_text())["network"]["probabilities"]
@@ -293,3 +298,39 @@ def test_new_data_start_a_new_study(tmp_path):
     assert len(worker["trials_run_now"]) == EXTRA["tuning"]["trials"]
     assert worker["study"] == best["study"] != old["study"]
     assert best["number"] in worker["trials_run_now"]
+
+
+# ------------------------------------------------------------------ provenance
+
+
+@pytest.mark.slow
+def test_every_output_records_the_hash_of_its_jobs_settings(tiny_run):
+    """Metrics, interpretation, ABC, predictions, scan, model and report each record a
+    non-empty config hash: the one in the name of the settings file their job was given."""
+    from popdl.stages import settings_hash, stage_config
+
+    given: dict[str, set[str]] = {}
+    for path in (tiny_run / "settings").glob("*.json"):
+        stage, _, digest = path.stem.rpartition("-")
+        given.setdefault(stage, set()).add(digest)
+
+    def recorded(*parts: str) -> str:
+        return json.loads(tiny_run.joinpath(*parts).read_text())["provenance"]["config_hash"]
+
+    html = (tiny_run / "report.html").read_text()
+    outputs = {
+        "evaluate": [recorded("evaluation", "metrics.json"), recorded("evaluation", "interpretation.json")],
+        "abc": [recorded("abc", "metrics.json"), recorded("abc", "empirical.json")],
+        "observe": [recorded("predict", "obs", "predictions.json")],  # the predict job gets the observe settings
+        "scan": [recorded("scan", "obs.json")],
+        "train": [recorded("model", "bundle.json")],
+        "report": [re.search(r'<meta name="popdl-config-hash" content="([0-9a-f]*)">', html).group(1),
+                   re.search(r'<code id="config-hash">([0-9a-f]*)</code>', html).group(1)],
+    }
+    for stage, hashes in outputs.items():
+        for digest in hashes:
+            assert len(digest) == 16 and digest in given[stage], (stage, digest, given.get(stage))
+    # The dataset comes from the session's tiny run (same data sections): the hash of its slice.
+    config = prepare(tiny_config(**EXTRA), base_dirs=(tiny_run.parents[1], REPO))
+    assert recorded("dataset", "manifest.json") == settings_hash(stage_config(config, "dataset"))
+

@@ -20,7 +20,7 @@ EXPECTED = {
     "tune": (None, {"run", "seed", "task", "network", "tuning", "train"}),
     "select_best": (None, {"run", "seed", "task", "network", "tuning", "train"}),
     "train": (None, {"seed", "task", "train", "run_config"}),
-    "evaluate": (None, {"evaluate"}),
+    "evaluate": (None, {"evaluate", "seed"}),
     "observe": ("obs", {"seed", "samples", "genome", "features", "predict", "data"}),
     "predict": ("obs", {"seed", "samples", "genome", "features", "predict", "data"}),
     "abc": (None, {"seed", "abc", "data"}),

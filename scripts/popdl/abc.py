@@ -437,11 +437,15 @@ def run_abc(
     seed: int = 0,
     threads: int = 1,
     observed: dict[str, np.ndarray] | None = None,
-    config_hash: str = "",
+    config_hash: str,
 ) -> dict:
     """Fit both methods on train+validation, score them on test, answer the ``observed``
     statistics (name -> (statistics,) array); write ``out``/metrics.json,
-    test_predictions.tsv and empirical.json.  Returns the metrics."""
+    test_predictions.tsv and empirical.json.  Returns the metrics.
+
+    ``config_hash``: the abc job's settings hash (:func:`popdl.stages.settings_hash`),
+    recorded in metrics.json and empirical.json as their provenance.
+    """
     out = Path(out)
     ds = Dataset(dataset)
     ref = load_reference(ds, ("train", "validation"))
@@ -476,7 +480,7 @@ def run_abc(
                 empirical[data_name][name] = answers(obs, ref, i)
         log.info("abc %s: accuracy %.3f in %.1f s", name, m["accuracy"], m["seconds"])
     write_table(out / "test_predictions.tsv", table)
-    write_json(out / "empirical.json", {"interval": interval, "data": empirical})
+    write_json(out / "empirical.json", {"interval": interval, "data": empirical, "provenance": metrics["provenance"]})
     write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -103,6 +103,7 @@ def cmd_features(args) -> int:
 
 def cmd_dataset(args) -> int:
     from popdl.dataset import build_dataset
+    from popdl.stages import settings_hash
 
     cfg = config_from_args(args, "dataset")
     build_dataset(
@@ -113,7 +114,7 @@ def cmd_dataset(args) -> int:
         shard_size=cfg["shard_size"],
         root_seed=cfg["seed"],
         priors=cfg["priors"],
-        config_hash=cfg["config_hash"],
+        config_hash=settings_hash(cfg),
     )
     return 0
 

@@ -45,6 +45,8 @@ def add_commands(sub) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--best", required=True, help="best.json (the best trial's training curves)")
+    p.add_argument("--trials", help="the sweep's trials table (trials.csv from select-best), for the "
+                   "hyper-parameter importances (default: trials.csv beside --best, if there)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_evaluate)
 
@@ -81,21 +83,28 @@ def cmd_train(args) -> int:
     from popdl.io import check_output_dir
 
     check_output_dir(args.out, kind="model")  # refuse a folder of other files before training (and Keras), not after
+    from popdl.stages import settings_hash
     from popdl.training import train_final
 
     cfg = config_from_args(args, "train")
+    config_hash = settings_hash(cfg)  # of the slice as given, before --threads
     if args.threads:
         cfg["train"]["threads"] = args.threads
     best = json.loads(Path(args.best).read_text())
-    train_final(cfg, _dataset(args.dataset), best=best, out=args.out, tensorboard_dir=args.tensorboard)
+    train_final(cfg, _dataset(args.dataset), best=best, out=args.out, tensorboard_dir=args.tensorboard,
+                config_hash=config_hash)
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from popdl.evaluate import evaluate
+    from popdl.stages import settings_hash
 
     cfg = config_from_args(args, "evaluate")
     best = json.loads(Path(args.best).read_text())
-    evaluate(_dataset(args.dataset), args.model, best=best, out=args.out,
-             bins=cfg["evaluate"]["calibration_bins"])
+    trials = Path(args.trials) if args.trials else Path(args.best).with_name("trials.csv")
+    if args.trials and not trials.is_file():
+        raise FileNotFoundError(f"--trials {trials}: no such file")
+    evaluate(_dataset(args.dataset), args.model, best=best, out=args.out, trials=trials if trials.is_file() else None,
+             bins=cfg["evaluate"]["calibration_bins"], root_seed=cfg["seed"], config_hash=settings_hash(cfg))
     return 0

@@ -21,8 +21,10 @@ def add_commands(sub) -> None:
 
 def cmd_report(args) -> int:
     from popdl.report import write_report
+    from popdl.stages import settings_hash
 
     config = config_from_args(args, "report")
-    summary = write_report(config, Path(args.results), Path(args.out), comparison_out=args.comparison)
+    summary = write_report(config, Path(args.results), Path(args.out), comparison_out=args.comparison,
+                           config_hash=settings_hash(config))
     log.info("report: %s", summary)
     return 0

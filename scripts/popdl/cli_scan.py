@@ -47,6 +47,7 @@ def scan_settings(args, model: Path) -> dict:
 def cmd_scan(args) -> int:
     from popdl.model_io import load_model
     from popdl.scan import read_scan_vcf, run_scan
+    from popdl.stages import settings_hash
 
     model_dir = Path(args.model)
     if not (model_dir / "bundle.json").is_file():
@@ -70,6 +71,7 @@ def cmd_scan(args) -> int:
     table = run_scan(
         data, predict, scenarios=list(model.scenarios), features=settings["features"], genome=settings["genome"],
         step=step, seed=settings["seed"], out=args.out, target=args.target or sopt.get("target"),
+        config_hash=settings_hash(settings),
     )
     target = args.target or sopt.get("target") or _default(model.scenarios)
     best = table.loc[table[f"p_{target}"].idxmax()]

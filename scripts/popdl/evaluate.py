@@ -18,6 +18,10 @@ Writes to ``results/{run}/evaluation/``:
     (true vs. estimated, with intervals), ``training_curves.png`` (loss and
     accuracy per epoch: the best tuning trial on train and validation, and
     the final fit on train + validation).
+``interpretation.json``, ``interpretation.npz``
+    what the network learnt (hyper-parameter importances, its last hidden
+    layer projected, occlusion saliency), computed here from the model and
+    test set already loaded: :mod:`popdl.interpret`.
 
 The test set is read once, here, and nowhere else.
 """
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from popdl.dataset import Dataset
+from popdl.interpret import interpret
 from popdl.io import atomic_path, provenance, write_json
 from popdl.model_io import load_model, softmax
 
@@ -209,9 +214,15 @@ def _plots(folder: Path, *, cls, cal_before, cal_after, reg, true, quantiles, pr
     save(fig, "training_curves.png")
 
 
-def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out: str | Path, bins: int = 10,
-             config_hash: str = "") -> dict:
-    """Evaluate the model folder on the test split; write metrics.json and plots to ``out``."""
+def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out: str | Path, config_hash: str,
+             root_seed: int, trials: str | Path | None = None, bins: int = 10) -> dict:
+    """Evaluate the model folder on the test split; write metrics.json, plots and the
+    interpretation (:func:`popdl.interpret.interpret`, with the sweep's ``trials``
+    table and streams of ``root_seed``) to ``out``.
+
+    ``config_hash``: the evaluate job's settings hash
+    (:func:`popdl.stages.settings_hash`), recorded as the outputs' provenance.
+    """
     from popdl.training import configure_backend
 
     configure_backend(None)
@@ -247,6 +258,7 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out:
            quantiles=quantiles, prep=model.prep, best_history=best.get("history", {}), final_history=final_history)
     metrics["training"] = {"best_trial": best.get("history", {}), "final": final_history}
     metrics["provenance"] = provenance(config_hash=config_hash, model=model.bundle.get("provenance", {}))
+    interpret(model, test, out=out, root_seed=root_seed, config_hash=config_hash, trials=trials)
     write_json(out / "metrics.json", metrics)
     if cls:
         log.info("evaluate: test accuracy %.3f (chance %.3f), MCC %.3f, ECE %.3f -> %.3f", cls["accuracy"],

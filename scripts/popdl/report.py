@@ -12,6 +12,17 @@ observed data (predictions of all methods with the misspecification check);
 genome scans (the target scenario's probability along each contig, scan.data).
 A section whose inputs are absent says so instead of failing.
 
+The report renders; it loads no model.  The hyper-parameter importances,
+the embedding and the saliency are computed by the evaluate job, which holds
+the model and the test set (:mod:`popdl.interpret`), and read here from
+``evaluation/interpretation.json`` and ``interpretation.npz``.  Still computed
+here, from the dataset and the observed statistics: the PCA figure of the
+observed data among the simulations (:func:`popdl.misspec.pca_figure`) and the
+scenario diagrams' typical parameter values (:func:`popdl.seeds.report`
+streams of the root seed).  The report's config
+hash (``<meta name="popdl-config-hash">``, ``id="config-hash"``) is that of
+its settings, the whole configuration.
+
 Key numbers carry element ids (``accuracy-network``, ``accuracy-rejection``,
 ``accuracy-abc_rf``, ``prediction-{data set}``) so that tests and scripts
 can find them.
@@ -33,11 +44,10 @@ import pandas as pd
 
 from popdl import seeds
 from popdl.abc import METHODS, comparison_table, load_reference
-from popdl.common import config_hash
 from popdl.dataset import Dataset
+from popdl.interpret import completed_trials
 from popdl.io import atomic_path, package_versions
 from popdl.misspec import Misspecification, pca_figure
-from popdl.model_io import load_model
 from popdl.scenarios import load_scenarios
 
 __all__ = ["write_report", "figure_png", "Report"]
@@ -94,8 +104,9 @@ def _fmt(v, digits: int = 3) -> str:
 class Report:
     """Collects sections and writes them as one HTML page."""
 
-    def __init__(self, title: str):
+    def __init__(self, title: str, *, meta: dict[str, str] | None = None):
         self.title = title
+        self.meta = dict(meta or {})
         self.sections: list[tuple[str, str, str]] = []
         self.images = 0
 
@@ -112,7 +123,8 @@ class Report:
     def html(self) -> str:
         nav = " ".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t, _ in self.sections)
         body = "\n".join(f'<section id="{a}"><h2>{_esc(t)}</h2>\n{b}\n</section>' for a, t, b in self.sections)
-        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(self.title)}</title>'
+        meta = "".join(f'<meta name="{_esc(k)}" content="{_esc(v)}">' for k, v in self.meta.items())
+        return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{meta}<title>{_esc(self.title)}</title>'
                 f"<style>{CSS}</style></head><body><h1>{_esc(self.title)}</h1><nav>{nav}</nav>\n{body}\n</body></html>\n")
 
 
@@ -129,7 +141,7 @@ def _read_json(path: Path):
 
 
 # ---------------------------------------------------------------------------- sections
-def _config_section(rep: Report, config: dict, results: Path) -> None:
+def _config_section(rep: Report, config: dict, config_hash: str) -> None:
     rows = [
         ("run", config.get("run")), ("seed", config.get("seed")), ("simulator", config.get("simulator")),
         ("samples (diploid individuals)", ", ".join(f"{k}: {v}" for k, v in config.get("samples", {}).items())),
@@ -148,7 +160,8 @@ def _config_section(rep: Report, config: dict, results: Path) -> None:
             rows.append((key, ", ".join(f"{k} {v}" for k, v in config[key].items() if k != "search_space")))
     versions = package_versions()
     body = '<table class="kv">' + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows) + "</table>"
-    body += (f"<p>Config hash <code>{config_hash({k: v for k, v in config.items() if k != 'run'})}</code>; written "
+    body += (f'<p>Config hash <code id="config-hash">{_esc(config_hash)}</code> (of the report\'s settings, the '
+             "whole configuration; each file under results/ records the hash of its own job's settings); written "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
              + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".</p>")
     rep.section("config", "Configuration", body)
@@ -244,7 +257,7 @@ def _simulation_section(rep: Report, results: Path) -> dict | None:
     return manifest
 
 
-def _tuning_section(rep: Report, results: Path) -> None:
+def _tuning_section(rep: Report, results: Path, interpretation: dict | None) -> None:
     tuning = results / "tuning"
     best = _read_json(tuning / "best.json")
     tables = sorted(tuning.glob("*.csv")) if tuning.is_dir() else []
@@ -261,14 +274,13 @@ def _tuning_section(rep: Report, results: Path) -> None:
         body += _table(pd.DataFrame([{"hyper-parameter": k, "value": str(v)} for k, v in hp.items()]))
     if tables:
         trials = pd.read_csv(tables[0])
-        body += _optuna_plots(rep, trials)
+        body += _optuna_plots(rep, trials, interpretation)
     rep.section("tuning", "Hyper-parameter tuning", body)
 
 
-def _optuna_plots(rep: Report, trials: pd.DataFrame) -> str:
+def _optuna_plots(rep: Report, trials: pd.DataFrame, interpretation: dict | None) -> str:
     plt = _plt()
-    done = trials[trials.get("state", pd.Series(["COMPLETE"] * len(trials))) == "COMPLETE"] if "state" in trials else trials
-    done = done[np.isfinite(pd.to_numeric(done.get("value"), errors="coerce"))] if "value" in done else done.iloc[:0]
+    done = completed_trials(trials)
     if done.empty:
         return _missing("no completed trial to plot")
     out = ""
@@ -281,57 +293,18 @@ def _optuna_plots(rep: Report, trials: pd.DataFrame) -> str:
     ax.set_title("optimisation history")
     ax.legend(fontsize=8)
     out += rep.fig(fig, "optuna optimisation history")
-    importances = param_importances(done)
+    part = (interpretation or {}).get("importances") or {"unavailable": "no evaluation/interpretation.json"}
+    importances = part.get("values") or {}
     if importances:
         fig, ax = plt.subplots(figsize=(5.5, 0.4 + 0.3 * len(importances)))
-        names = list(importances)[::-1]
+        names = sorted(importances, key=importances.get)
         ax.barh(names, [importances[n] for n in names])
         ax.set_xlabel("importance (Optuna, fANOVA)")
         ax.set_title("hyper-parameter importances")
         out += rep.fig(fig, "hyper-parameter importances")
     else:
-        out += _missing("parameter importances (fewer than 2 completed trials or no varied hyper-parameter)")
+        out += _missing(f"parameter importances ({part.get('unavailable', 'none computed')})")
     return '<div class="figs">' + out + "</div>"
-
-
-def param_importances(trials: pd.DataFrame) -> dict[str, float]:
-    """Optuna's hyper-parameter importances, from a trials table (``number``, ``value``,
-    ``params_*`` columns): the trials are replayed into an in-memory study."""
-    import optuna
-
-    cols = [c for c in trials.columns if c.startswith("params_")]
-    if len(trials) < 2 or not cols:
-        return {}
-    dists = {}
-    for c in cols:
-        v = trials[c].dropna()
-        if v.nunique() < 2:
-            continue
-        num = pd.to_numeric(v, errors="coerce")
-        if num.notna().all() and not v.map(lambda x: isinstance(x, (bool, np.bool_))).any():
-            lo, hi = float(num.min()), float(num.max())
-            dists[c[7:]] = optuna.distributions.FloatDistribution(lo, hi, log=bool(lo > 0 and hi / lo > 100))
-        else:
-            dists[c[7:]] = optuna.distributions.CategoricalDistribution(sorted(map(str, v.unique())))
-    if not dists:
-        return {}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize")
-    for _, row in trials.iterrows():
-        params, ds = {}, {}
-        for name, d in dists.items():
-            val = row[f"params_{name}"]
-            if pd.isna(val):
-                continue
-            params[name] = float(val) if isinstance(d, optuna.distributions.FloatDistribution) else str(val)
-            ds[name] = d
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=ds, value=float(row["value"])))
-    try:
-        return optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    except (RuntimeError, ValueError) as exc:
-        log.info("importances unavailable: %s", exc)
-        return {}
 
 
 def _evaluation_section(rep: Report, results: Path) -> dict | None:
@@ -409,121 +382,98 @@ def _comparison_section(rep: Report, results: Path, evaluation: dict | None, com
     return abc
 
 
-def _model_inputs(model, arrays: dict) -> dict:
-    return {"images": arrays.get("images"), "distances": arrays.get("distances"), "stats": arrays.get("stats")}
+def _read_interpretation(results: Path) -> tuple[dict | None, dict]:
+    """evaluation/interpretation.json and the arrays of interpretation.npz (:mod:`popdl.interpret`)."""
+    ev = results / "evaluation"
+    record = _read_json(ev / "interpretation.json")
+    arrays = {}
+    if record is not None and (ev / "interpretation.npz").is_file():
+        with np.load(ev / "interpretation.npz") as data:
+            arrays = {k: data[k] for k in data.files}
+    return record, arrays
 
 
-def _embedding_section(rep: Report, results: Path, model, test: dict | None) -> None:
-    if model is None or test is None:
-        rep.section("embedding", "Last hidden layer", _missing("no model or no test set"))
+def _part(interpretation: dict | None, arrays: dict, key: str, needed: tuple[str, ...]) -> dict | str:
+    """One part of the interpretation, or why it is not available."""
+    if interpretation is None:
+        return "no interpretation of the network (evaluation/interpretation.json)"
+    part = interpretation.get(key) or {"unavailable": f"no {key} in evaluation/interpretation.json"}
+    if "unavailable" in part:
+        return part["unavailable"]
+    if any(k not in arrays for k in needed):
+        return f"the {key} arrays (evaluation/interpretation.npz)"
+    return part
+
+
+def _embedding_section(rep: Report, interpretation: dict | None, arrays: dict) -> None:
+    title = "Last hidden layer"
+    part = _part(interpretation, arrays, "embedding", ("embedding_labels", "embedding_pca"))
+    if isinstance(part, str):
+        rep.section("embedding", title, _missing(part))
         return
-    import copy
-
-    import keras
-
-    km = model.keras_model
-    try:
-        head = km.get_layer("scenario")
-    except ValueError:
-        rep.section("embedding", "Last hidden layer", _missing("the model has no scenario output"))
-        return
-    sub = keras.Model(km.inputs, head.input)
-    extractor = copy.copy(model)
-    extractor.keras_model = sub
-    out = extractor.raw_outputs(**_model_inputs(model, test))
-    hidden = np.asarray(next(iter(out.values())), dtype=np.float64).reshape(len(test["labels"]), -1)
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
+    scenarios = interpretation["scenarios"]
+    labels = arrays["embedding_labels"]
+    explained = part["pca_explained"]
+    panels = [("PCA", arrays["embedding_pca"], f"PC1 ({explained[0]:.0%})", f"PC2 ({explained[1]:.0%})")]
+    if "embedding_tsne" in arrays:
+        panels.append(("t-SNE (PCA initialisation)", arrays["embedding_tsne"], "", ""))
     plt = _plt()
-    pcs = PCA(n_components=2, random_state=0).fit(hidden)
-    xy = pcs.transform(hidden)
-    panels = [("PCA", xy, f"PC1 ({pcs.explained_variance_ratio_[0]:.0%})", f"PC2 ({pcs.explained_variance_ratio_[1]:.0%})")]
-    if hidden.shape[0] >= 30:
-        perplexity = float(min(30, (hidden.shape[0] - 1) / 3))
-        emb = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=0).fit_transform(hidden)
-        panels.append(("t-SNE (PCA initialisation)", emb, "", ""))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (title, pts, xl, yl) in zip(axes[0], panels):
-        for s, name in enumerate(model.scenarios):
-            sel = test["labels"] == s
-            ax.scatter(pts[sel, 0], pts[sel, 1], s=8, alpha=0.6, label=name)
-        ax.set_title(title)
+    for ax, (name, pts, xl, yl) in zip(axes[0], panels):
+        for s, scenario in enumerate(scenarios):
+            sel = labels == s
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=8, alpha=0.6, label=scenario)
+        ax.set_title(name)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
     axes[0][0].legend(fontsize=8, markerscale=2)
-    rep.section("embedding", "Last hidden layer",
-                f"<p>The {hidden.shape[1]} activations feeding the scenario output, for the {hidden.shape[0]} test "
-                "simulations, projected to two dimensions and coloured by true scenario: well-separated clouds mean "
-                "the network has learnt features that tell the scenarios apart.</p>" + rep.fig(fig, "hidden layer embedding"))
+    shown = (f"the {part['examples']} test simulations" if part["examples"] == part["of"] else
+             f"{part['examples']} of the {part['of']} test simulations (a random subset)")
+    rep.section("embedding", title,
+                f"<p>The {part['units']} activations feeding the scenario output, for {shown}, projected to two "
+                "dimensions and coloured by true scenario: well-separated clouds mean the network has learnt "
+                "features that tell the scenarios apart.</p>" + rep.fig(fig, "hidden layer embedding"))
 
 
-def occlusion_saliency(model, images: np.ndarray, distances: np.ndarray, stats: np.ndarray, labels: np.ndarray):
-    """Occlusion saliency (Zeiler & Fergus 2014) of each example: the drop in the true scenario's
-    probability when one SNP column, or one haplotype row, of the image is masked (set to 0,
-    the missing-data value).  Uses only the model's predictions, so it works on every Keras backend.
-
-    Returns ``(snp, haplotype)`` arrays of shapes (n, snps) and (n, haplotypes).
-    """
-    n, haps, snps = images.shape
-    per = 1 + snps + haps
-    batch = np.repeat(np.asarray(images), per, axis=0).reshape(n, per, haps, snps)
-    for j in range(snps):
-        batch[:, 1 + j, :, j] = 0
-    for h in range(haps):
-        batch[:, 1 + snps + h, h, :] = 0
-    d = np.repeat(distances, per, axis=0) if distances is not None else None
-    s = np.repeat(stats, per, axis=0) if stats is not None else None
-    probs = model.predict(batch.reshape(n * per, haps, snps), d, s).probabilities.reshape(n, per, -1)
-    p = probs[np.arange(n), :, np.asarray(labels, dtype=int)]  # (n, per): the true scenario's probability
-    return p[:, :1] - p[:, 1 : 1 + snps], p[:, :1] - p[:, 1 + snps :]
-
-
-def _saliency_section(rep: Report, model, test: dict | None, *, per_scenario: int = 2) -> None:
+def _saliency_section(rep: Report, interpretation: dict | None, arrays: dict) -> None:
     title = "Saliency over SNPs and haplotypes"
-    if model is None or test is None:
-        rep.section("saliency", title, _missing("no model or no test set"))
+    part = _part(interpretation, arrays, "saliency",
+                 ("saliency_images", "saliency_labels", "saliency_snp", "saliency_haplotype"))
+    if isinstance(part, str):
+        rep.section("saliency", title, _missing(part))
         return
-    if "image" not in model.inputs or model.bundle.get("tasks") and "classify" not in model.bundle["tasks"]:
-        rep.section("saliency", title, _missing(f"the {model.bundle.get('network')} network does not classify genotype images"))
-        return
-    picks = []
-    for s in range(len(model.scenarios)):
-        picks += list(np.flatnonzero(test["labels"] == s)[:per_scenario])
-    if not picks:
-        rep.section("saliency", title, _missing("no test examples"))
-        return
-    idx = np.asarray(picks)
-    images = np.asarray(test["images"][idx])
-    snp_sal, hap_sal = occlusion_saliency(model, images, test["distances"][idx], test["stats"][idx], test["labels"][idx])
+    scenarios = interpretation["scenarios"]
+    images, labels = arrays["saliency_images"], arrays["saliency_labels"]
+    snp_sal, hap_sal = arrays["saliency_snp"], arrays["saliency_haplotype"]
     plt = _plt()
-    fig, axes = plt.subplots(len(idx), 2, figsize=(11, 1.9 * len(idx)), squeeze=False,
+    fig, axes = plt.subplots(len(images), 2, figsize=(11, 1.9 * len(images)), squeeze=False,
                              gridspec_kw={"width_ratios": [4, 1]})
     vmax = max(np.abs(snp_sal).max(), np.abs(hap_sal).max(), 1e-6)
-    for r, i in enumerate(idx):
+    for r in range(len(images)):
         ax = axes[r][0]
         ax.imshow(images[r], cmap="Greys", aspect="auto", interpolation="nearest", alpha=0.45)
         ax2 = ax.twinx()
         ax2.bar(np.arange(images.shape[2]), snp_sal[r], color=np.where(snp_sal[r] >= 0, "#c33", "#36c"), width=1.0)
         ax2.set_ylim(-vmax, vmax)
         ax2.set_yticks([])
-        ax.set_ylabel(model.scenarios[int(test["labels"][i])], fontsize=7)
+        ax.set_ylabel(scenarios[int(labels[r])], fontsize=7)
         ax.set_yticks([])
-        if r == len(idx) - 1:
+        if r == len(images) - 1:
             ax.set_xlabel("SNP (column of the image)")
         axb = axes[r][1]
         axb.barh(np.arange(images.shape[1]), hap_sal[r], color=np.where(hap_sal[r] >= 0, "#c33", "#36c"))
         axb.set_xlim(-vmax, vmax)
         axb.invert_yaxis()
         axb.set_yticks([])
-        if r == len(idx) - 1:
+        if r == len(images) - 1:
             axb.set_xlabel("haplotype (row)")
     fig.tight_layout()
     rep.section("saliency", title,
-                f"<p>{len(idx)} test simulations ({per_scenario} per scenario, labelled by true scenario): the genotype image in "
-                "grey, and for each SNP column (left) and haplotype row (right) the drop in the true scenario's probability "
-                "when that column or row is masked (occlusion saliency; red: the network relied on it). It uses only "
-                "the network's predictions, so it is the same on every Keras backend.</p>" + rep.fig(fig, "saliency"))
+                f"<p>{len(images)} test simulations ({part['per_scenario']} per scenario, labelled by true scenario): the "
+                "genotype image in grey, and for each SNP column (left) and haplotype row (right) the drop in the true "
+                "scenario's probability when that column or row is masked (occlusion saliency; red: the network relied "
+                "on it). It uses only the network's predictions, so it is the same on every Keras backend.</p>"
+                + rep.fig(fig, "saliency"))
 
 
 def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: dict | None) -> None:
@@ -559,7 +509,7 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
             params["network"] = net.get("params", {})
             body += (f'<p>Network: most probable scenario <b id="prediction-{_esc(name)}">{_esc(net.get("scenario"))}</b> '
                      f"(probability {max(net['probabilities'].values()):.3f}).</p>" if net.get("probabilities") else "")
-        answers_ = abc_emp.get(name, {})
+            answers_ = abc_emp.get(name, {})
         for method in [k for k in METHODS if k in answers_] + [k for k in answers_ if k not in METHODS]:
             ans = answers_[method]
             label = (abc_metrics or {}).get("methods", {}).get(method, {}).get("label", method)
@@ -627,37 +577,26 @@ def _scan_section(rep: Report, config: dict, results: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- entry point
-def _load_model_and_test(results: Path, *, root_seed: int, max_test: int = 600):
-    model_dir = results / "model"
-    if not (model_dir / "bundle.json").is_file() or not (results / "dataset" / "manifest.json").is_file():
-        return None, None
-    model = load_model(model_dir)
-    ds = Dataset(results / "dataset")
-    if not ds.size("test"):
-        return model, None
-    test = ds.load("test", ("images", "distances", "stats", "labels"))
-    if len(test["labels"]) > max_test:
-        keep = seeds.report(root_seed, "test subsample").choice(len(test["labels"]), max_test, replace=False)
-        keep.sort()
-        test = {k: v[keep] for k, v in test.items()}
-    return model, test
+def write_report(config: dict, results: str | Path, out: str | Path, *, config_hash: str,
+                 comparison_out: str | Path | None = None) -> dict:
+    """Write the HTML report of the run whose outputs are in ``results``; return a short summary.
 
-
-def write_report(config: dict, results: str | Path, out: str | Path, *, comparison_out: str | Path | None = None) -> dict:
-    """Write the HTML report of the run whose outputs are in ``results``; return a short summary."""
+    ``config_hash``: the report job's settings hash (:func:`popdl.stages.settings_hash`),
+    shown in the configuration section and as ``<meta name="popdl-config-hash">``.
+    """
     start = time.perf_counter()
     results = Path(results)
-    rep = Report(f"popdl report: run {config.get('run', results.name)}")
-    _config_section(rep, config, results)
+    rep = Report(f"popdl report: run {config.get('run', results.name)}", meta={"popdl-config-hash": config_hash})
+    _config_section(rep, config, config_hash)
     _scenario_section(rep, config)
     _prior_section(rep, config, results)
     _simulation_section(rep, results)
-    _tuning_section(rep, results)
+    interpretation, arrays = _read_interpretation(results)
+    _tuning_section(rep, results, interpretation)
     evaluation = _evaluation_section(rep, results)
     abc_metrics = _comparison_section(rep, results, evaluation, Path(comparison_out) if comparison_out else None)
-    model, test = _load_model_and_test(results, root_seed=config["seed"])
-    _embedding_section(rep, results, model, test)
-    _saliency_section(rep, model, test)
+    _embedding_section(rep, interpretation, arrays)
+    _saliency_section(rep, interpretation, arrays)
     _empirical_section(rep, config, results, abc_metrics)
     _scan_section(rep, config, results)
     text = rep.html()

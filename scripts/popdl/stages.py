@@ -143,7 +143,8 @@ def _train(config: dict) -> dict:
 
 
 def _evaluate(config: dict) -> dict:
-    return {"evaluate": config["evaluate"]}
+    """The evaluation, and the root seed of the interpretation's random streams."""
+    return {"seed": config["seed"], "evaluate": config["evaluate"]}
 
 
 def _scan(config: dict, data: str | None) -> dict:

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from popdl.common import config_hash
 from popdl.dataset import Dataset
 from popdl.io import provenance
 from popdl.model_io import save_bundle
 from popdl.preprocess import Preprocessor
+from popdl.stages import settings_hash
 
 log = logging.getLogger("popdl.training")
 
@@ -270,14 +270,15 @@ def dataset_shapes(dataset: Dataset) -> dict[str, tuple]:
 
 
 def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str | Path,
-                tensorboard_dir: str | Path | None = None) -> dict:
+                tensorboard_dir: str | Path | None = None, config_hash: str | None = None) -> dict:
     """Fit the final network with ``best``'s hyper-parameters on train + validation
     and save it with its preprocessing as a model folder (:mod:`popdl.model_io`).
 
     Epochs: ``train.epochs`` if set, else the best trial's best epoch.  The
     softmax temperature is the one :func:`popdl.tuning.select_best` fitted on
     the validation set (the final model trains on that set, so it cannot be
-    refitted there).
+    refitted there).  ``config_hash``: the train job's settings hash, recorded
+    in the bundle's provenance (default: that of ``settings``).
     """
     import keras
 
@@ -314,7 +315,7 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                 shapes={k: shapes[k] for k in net.inputs}, temperature=best.get("temperature", 1.0),
                 quantiles=train_cfg["quantiles"], tasks=tasks, hyper_parameters=hp, history=history,
                 run_config=settings.get("run_config"),
-                provenance=provenance(config_hash=config_hash(settings), seeds={"root": seed},
+                provenance=provenance(config_hash=config_hash or settings_hash(settings), seeds={"root": seed},
                                       dataset=dataset.manifest.get("provenance", {}).get("config_hash"),
                                       best_trial=best.get("number"), epochs=epochs,
                                       backend=keras.backend.backend()))

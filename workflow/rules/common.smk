@@ -248,6 +248,8 @@ def report_inputs(wildcards):
     ]
     inputs += [
         f"{RESULTS}/evaluation/metrics.json",
+        f"{RESULTS}/evaluation/interpretation.json",
+        f"{RESULTS}/evaluation/interpretation.npz",
         f"{RESULTS}/tuning/best.json",
         f"{RESULTS}/tuning/trials.csv",
     ]

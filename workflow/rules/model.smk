@@ -1,5 +1,6 @@
 # Networks: Optuna sweep as parallel worker jobs sharing one study, the best
-# trial, the final model on train + validation, one evaluation on the test set.
+# trial, the final model on train + validation, one evaluation on the test set
+# (with the interpretation the report shows: importances, embedding, saliency).
 
 
 rule tune:
@@ -88,8 +89,11 @@ rule evaluate:
         manifest=f"{RESULTS}/dataset/manifest.json",
         bundle=f"{RESULTS}/model/bundle.json",
         best=f"{RESULTS}/tuning/best.json",
+        trials=f"{RESULTS}/tuning/trials.csv",
     output:
         metrics=f"{RESULTS}/evaluation/metrics.json",
+        interpretation=f"{RESULTS}/evaluation/interpretation.json",
+        interpretation_arrays=f"{RESULTS}/evaluation/interpretation.npz",
         confusion=report(
             f"{RESULTS}/evaluation/confusion_matrix.png",
             caption="../report/confusion_matrix.rst",
@@ -127,4 +131,5 @@ rule evaluate:
         folder=subpath(output.metrics, parent=True),
     shell:
         "python3 -m popdl evaluate --settings {params.settings:q} --dataset {params.dataset:q} "
-        "--model {params.model:q} --best {input.best:q} --out {params.folder:q} 2> {log:q}"
+        "--model {params.model:q} --best {input.best:q} --trials {input.trials:q} "
+        "--out {params.folder:q} 2> {log:q}"
