@@ -418,7 +418,7 @@ def test_popmap_with_a_byte_order_mark_and_mixed_separators_works(tmp_path):
 
 
 def test_bgzf_and_gzip_example_read_like_the_plain_text(tmp_path):
-    from popdl.empirical import read_popmap, read_vcf
+    from popdl.observed import read_popmap, read_vcf
 
     popmap = read_popmap(EXAMPLE_POPMAP)
     plain = read_vcf(write(tmp_path, "a.vcf", _FULL), popmap=popmap, samples=SAMPLES, seed=1)

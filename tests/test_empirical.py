@@ -1,4 +1,4 @@
-"""Observed data: VCF/FASTA + popmap reading, validation, and conversion to network inputs."""
+"""Observed data: VCF/FASTA + popmap reading and validation (popdl.observed), and their network inputs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from popdl.config import prepare
-from popdl.empirical import empirical_features, load_empirical, read_fasta, read_popmap, read_vcf
+from popdl.observed import read_fasta, read_observed, read_popmap, read_vcf
 from popdl.errors import DataError
-from popdl.features import StatsSpec, add_missing, genotype_image, summary_stats
+from popdl.features import StatsSpec, add_missing, genotype_image, observed_features, summary_stats
 from popdl.scenarios import Scenario
 from popdl.simulate import population_labels, simulator_for
 
@@ -59,7 +59,7 @@ def load(folder, vcf=None, popmap=POPMAP, fasta=None, **kwargs):
     if fasta is not None:
         entry["fasta"] = [str(write(folder, f"locus{i}.fa", text)) for i, text in enumerate(fasta)]
     entry.update(kwargs.pop("entry", {}))
-    return load_empirical(entry, samples=kwargs.pop("samples", SAMPLES), seed=1, **kwargs)
+    return read_observed(entry, samples=kwargs.pop("samples", SAMPLES), seed=1, **kwargs)
 
 
 def fasta_text(seqs: dict[str, str]) -> str:
@@ -221,7 +221,7 @@ def test_features_from_vcf_equal_features_of_the_simulation(tmp_path):
     features = {**FEATURES, "snps": 32, "stats": ["segsites", "pi", "theta_w", "tajimas_d", "hap_diversity", "fst", "dxy", "sfs", "jsfs"]}
     data = load(tmp_path, vcf=vcf_text(rows, names=names), popmap=popmap, samples=config["samples"],
                 genome_length=config["genome"]["length"])
-    got = empirical_features(data, features=features, genome=config["genome"], seed=1, replicates=5)
+    got = observed_features(data, features=features, genome=config["genome"], seed=1, replicates=5)
     labels = population_labels(config["samples"])
     image, dist, n = genotype_image(g.genotypes.astype(np.int8), positions.astype(float), g.locus, populations=labels,
                                     snps=32, length=config["genome"]["length"], rng=np.random.default_rng(0))
@@ -242,12 +242,12 @@ def test_replicates_are_different_snp_subsets(tmp_path):
         gts[0] = [0, 1]  # keep every site polymorphic
         rows.append(("chr1", 10 + 7 * k, "A", "G", [f"{a}|{b}" for a, b in gts]))
     data = load(tmp_path, vcf=vcf_text(rows))
-    out = empirical_features(data, features=FEATURES, genome=GENOME, seed=3, replicates=4)
+    out = observed_features(data, features=FEATURES, genome=GENOME, seed=3, replicates=4)
     assert out["images"].shape == (4, 8, 8) and (out["n_snps"] == 8).all()
     assert len({img.tobytes() for img in out["images"]}) > 1
-    again = empirical_features(data, features=FEATURES, genome=GENOME, seed=3, replicates=4)
+    again = observed_features(data, features=FEATURES, genome=GENOME, seed=3, replicates=4)
     np.testing.assert_array_equal(out["images"], again["images"])
-    windows = empirical_features(data, features={**FEATURES, "snp_selection": "central"}, genome=GENOME, seed=3, replicates=4)
+    windows = observed_features(data, features={**FEATURES, "snp_selection": "central"}, genome=GENOME, seed=3, replicates=4)
     assert windows["images"].shape == (4, 8, 8)
 
 
@@ -279,7 +279,7 @@ def test_missing_rate_in_features_chunk(tmp_path):
 
 def test_shipped_example_reads(tmp_path):
     config = prepare(tiny_config(samples={"pop1": 10, "pop2": 10}), base_dirs=(REPO,))
-    data = load_empirical({"name": "example", "vcf": "config/data/example.vcf.gz", "popmap": "config/data/example_popmap.tsv"},
+    data = read_observed({"name": "example", "vcf": "config/data/example.vcf.gz", "popmap": "config/data/example_popmap.tsv"},
                           samples=config["samples"], seed=42, base_dir=REPO)
     assert data.counts["individuals_in_file"] == 21 and len(data.individuals) == 20
     assert data.counts["multiallelic"] == 1 and data.counts["indels"] == 1 and data.counts["snps"] > 100

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from popdl.config import prepare
-from popdl.empirical import Empirical
 from popdl.errors import ConfigError, DataError
 from popdl.features import StatsSpec, genotype_image, summary_stats
+from popdl.observed import Observed
 from popdl.scan import read_scan_vcf, scan_windows, window_centres
 from popdl.scenarios import Scenario
 from popdl.simulate import simulator_for
@@ -186,7 +186,7 @@ def test_scan_window_is_built_like_a_training_locus():
     g = ts.genotype_matrix().astype(np.int8)
     pos = ts.sites_position + 1  # VCF positions
     pops = np.repeat(np.array(["pop1"]), g.shape[1])
-    data = Empirical(name="chr", genotypes=g, positions=pos, locus=np.zeros(pos.size, np.int32), populations=pops,
+    data = Observed(name="chr", genotypes=g, positions=pos, locus=np.zeros(pos.size, np.int32), populations=pops,
                      individuals=[f"i{k}" for k in range(10)], loci=["chr1"], length=2.5 * LENGTH)
     features = config["features"]
     windows = next(scan_windows(data, features=features, genome=config["genome"], step=9, seed=1))

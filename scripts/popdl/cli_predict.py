@@ -76,16 +76,17 @@ def _predict_settings(args, stage="predict") -> dict:
 
 
 def cmd_check_data(args) -> int:
-    from popdl.empirical import empirical_features, load_empirical
+    from popdl.features import observed_features
+    from popdl.observed import read_observed
     from popdl.predict import position_check
 
     settings = _predict_settings(args, "observe")
     entry = _entry(args)
     popt, genome = settings["predict"], settings["genome"]
-    data = load_empirical(entry, samples=settings["samples"], seed=settings["seed"], subsample=popt["subsample"],
+    data = read_observed(entry, samples=settings["samples"], seed=settings["seed"], subsample=popt["subsample"],
                           allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
                           genome_length=float(genome["loci"]) * float(genome["length"]))
-    feats = empirical_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
+    feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
     c = data.counts
     print(f"{entry['name']}: {c['snps']} biallelic SNPs on {len(data.loci)} locus/loci from {c['records']} records; "
@@ -135,7 +136,6 @@ def cmd_predict(args) -> int:
     from popdl.model_io import check_model_folder, check_settings
     from popdl.predict import (load_observed, observed_inputs, predict_arrays, read_observed_summary, write_observed,
                                write_predictions)
-    from popdl.stages import settings_hash
 
     model = Path(args.model)
     bundle = check_model_folder(model)  # bundle.json and model.keras, before any data are read
@@ -164,10 +164,10 @@ def cmd_predict(args) -> int:
             raise FileNotFoundError(f"dataset folder {dataset} has no manifest.json")
         log.warning("no dataset beside the model (%s): skipping the misspecification check", dataset)
         dataset = None
-    if settings is None:
-        settings = _model_settings(args, model)
-    result = predict_arrays(obs, summary, name=name, model_dir=model, dataset_dir=dataset,
-                            alpha=settings["predict"]["alpha"], config_hash=settings_hash(settings),
+    if settings is None and (args.settings or args.configfile):
+        settings = _predict_settings(args)
+    alpha = (settings or {}).get("predict", {}).get("alpha", 0.01)
+    result = predict_arrays(obs, summary, name=name, model_dir=model, dataset_dir=dataset, alpha=alpha,
                             source=args.observed or args.vcf or args.fasta[0])
     created = not out.exists()
     written: list[Path] = []
@@ -205,7 +205,6 @@ def _model_settings(args, model: Path) -> dict:
 def cmd_abc(args) -> int:
     from popdl.abc import run_abc
     from popdl.predict import load_observed
-    from popdl.stages import settings_hash
 
     cfg = config_from_args(args, "abc")
     a = cfg["abc"]
@@ -214,8 +213,7 @@ def cmd_abc(args) -> int:
         name, _, path = item.rpartition("=") if "=" in item else (Path(item).parent.name, "", item)
         observed[name] = load_observed(path)["stats"]
     metrics = run_abc(args.dataset, args.out, tolerance=a["tolerance"], trees=a["trees"], min_samples_leaf=a["min_samples_leaf"],
-                      interval=a["interval"], seed=cfg["seed"], threads=args.threads, observed=observed,
-                      config_hash=settings_hash(cfg))
+                      interval=a["interval"], seed=cfg["seed"], threads=args.threads, observed=observed)
     for name, m in metrics["methods"].items():
         log.info("abc %s: test accuracy %.3f", name, m["accuracy"])
     return 0

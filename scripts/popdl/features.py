@@ -1,6 +1,16 @@
-"""Turning one simulated (or observed) data set into network inputs.
+"""Network inputs of one data set: the one feature extractor.
 
-Two kinds of features, both computed per draw:
+Simulations (:func:`features_chunk`), observed data (:func:`observed_features`)
+and genome scans (:mod:`popdl.scan`) all turn genotypes into network inputs
+through one :class:`Extractor`: the same polymorphic-site mask, SNP
+selection, image, distances and statistics, so a simulated and an observed
+data set with the same genotypes give the same features bit for bit.  What
+differs between the three is only which genotypes they hand over (a
+simulated draw; an observed data set, once per random SNP subset; the
+locus-sized stretch around a scan window's centre) and the random stream of
+the SNP selection.
+
+Two kinds of features:
 
 * the genotype *image* of the slides: haplotypes × a fixed number of SNPs,
   alleles encoded minor = 1, major = −1 (0 for padding and missing calls),
@@ -8,16 +18,21 @@ Two kinds of features, both computed per draw:
   similarity; plus the inter-SNP distances as a second input;
 * summary statistics per population (segregating sites, π, θ_W, Tajima's D,
   haplotype diversity, folded SFS) and per pair (F_ST, d_xy, folded joint
-  SFS), computed with scikit-allel where it has them.  Definitions follow
-  tskit's (``ts.diversity``, ``segregating_sites``, ``Tajimas_D``, ``Fst``,
-  ``divergence``, ``allele_frequency_spectrum(polarised=False)``), so the
-  values equal tskit's on a tree sequence's sites: π, θ_W and d_xy per bp;
+  SFS).  Definitions follow tskit's (``ts.diversity``,
+  ``segregating_sites``, ``Tajimas_D``, ``Fst``, ``divergence``,
+  ``allele_frequency_spectrum(polarised=False)``), so the values equal
+  tskit's on a tree sequence's sites: π, θ_W and d_xy per bp;
   F_ST = 1 − 2(π_a + π_b)/(π_a + 2 d_xy + π_b); the folded SFS as
   proportions of the population's segregating sites (minor-allele counts
-  1..n/2); haplotype diversity as scikit-allel's, averaged over loci.
+  1..n/2); haplotype diversity as scikit-allel's, averaged over loci.  They
+  are computed with numpy in scikit-allel's order of operations (its
+  ``mean_pairwise_difference``, ``tajima_d``, ``sfs_folded``), which the
+  tests check value for value against scikit-allel itself; scikit-allel is
+  not imported here (it pulls in dask, seconds of every job's start-up).
 
 Genotype arrays here are int8 (sites, haplotypes) with 0/1 alleles and −1
-for a missing call.
+for a missing call; the two haplotypes of a diploid individual are
+neighbouring columns.
 """
 
 from __future__ import annotations
@@ -25,8 +40,9 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-import allel
 import numpy as np
 
 from popdl import seeds
@@ -34,6 +50,11 @@ from popdl.io import save_npz
 from popdl.simulate import iter_draws, load_sims
 
 __all__ = [
+    "MISSING",
+    "FeatureSettings",
+    "Features",
+    "AlleleCounts",
+    "Extractor",
     "encode_minor_major",
     "select_snps",
     "sort_haplotypes",
@@ -42,6 +63,7 @@ __all__ = [
     "StatsSpec",
     "summary_stats",
     "features_chunk",
+    "observed_features",
     "add_missing",
     "load_features",
 ]
@@ -49,6 +71,8 @@ __all__ = [
 log = logging.getLogger("popdl.features")
 
 MISSING = -1
+#: How the SNPs of an image are chosen when there are more than its columns.
+SELECTIONS = ("random", "first", "central")
 
 
 # ---------------------------------------------------------------------------- image
@@ -70,11 +94,12 @@ def encode_minor_major(genotypes: np.ndarray) -> np.ndarray:
     return out
 
 
-def select_snps(n_sites: int, snps: int, *, method: str, rng: np.random.Generator) -> np.ndarray:
+def select_snps(n_sites: int, snps: int, *, method: str, rng: np.random.Generator | None) -> np.ndarray:
     """Indices of the sites kept in the image (in genome order).
 
     ``random`` keeps a reproducible random subset, ``first`` the first
-    ``snps`` sites, ``central`` the ``snps`` sites in the middle.
+    ``snps`` sites, ``central`` the ``snps`` sites in the middle.  Only
+    ``random`` with more than ``snps`` sites draws from ``rng``.
     """
     if n_sites <= snps:
         return np.arange(n_sites)
@@ -85,7 +110,22 @@ def select_snps(n_sites: int, snps: int, *, method: str, rng: np.random.Generato
     if method == "central":
         start = (n_sites - snps) // 2
         return np.arange(start, start + snps)
-    raise ValueError(f"unknown SNP selection {method!r} (valid: random, first, central)")
+    raise ValueError(f"unknown SNP selection {method!r} (valid: {', '.join(SELECTIONS)})")
+
+
+def _manhattan(rows: np.ndarray) -> np.ndarray:
+    """Summed absolute differences between every pair of ``rows``, int64 (rows × rows).
+
+    Encoded rows (values −1, 0, 1) go through three matrix products, exact in
+    float64: |1 − y| = 1 − y, |−1 − y| = 1 + y and |0 − y| = y² for y in
+    {−1, 0, 1}.  Other values are differenced pair by pair.
+    """
+    r = rows.astype(np.float64)
+    if r.size and (r.min() < -1 or r.max() > 1):
+        return np.abs(r[:, None, :] - r[None, :, :]).sum(axis=2).astype(np.int64)
+    plus, minus, zero = (rows == 1).astype(np.float64), (rows == -1).astype(np.float64), (rows == 0).astype(np.float64)
+    d = plus @ (1.0 - r).T + minus @ (1.0 + r).T + zero @ (r * r).T
+    return np.rint(d).astype(np.int64)
 
 
 def sort_haplotypes(rows: np.ndarray) -> np.ndarray:
@@ -99,16 +139,14 @@ def sort_haplotypes(rows: np.ndarray) -> np.ndarray:
     n = rows.shape[0]
     if n <= 2:
         return np.arange(n)
-    r = rows.astype(np.int16)
-    dist = np.abs(r[:, None, :] - r[None, :, :]).sum(axis=2)
-    order = [int(np.argmin(dist.sum(axis=1)))]
-    placed = np.zeros(n, dtype=bool)
-    placed[order[0]] = True
-    for _ in range(n - 1):
-        d = np.where(placed, np.iinfo(np.int64).max, dist[order[-1]])
-        nxt = int(np.argmin(d))
+    dist = _manhattan(rows)
+    order = [int(dist.sum(axis=1).argmin())]
+    left = [i for i in range(n) if i != order[0]]  # not yet placed, in index order
+    table = dist.tolist()
+    while left:
+        nxt = min(left, key=table[order[-1]].__getitem__)  # the first of equals: the lowest index
         order.append(nxt)
-        placed[nxt] = True
+        left.remove(nxt)
     return np.asarray(order)
 
 
@@ -129,41 +167,6 @@ def snp_distances(positions: np.ndarray, locus: np.ndarray, *, length: float, wi
         d[new_locus] = 1.0
         out[: positions.size] = d
     return out
-
-
-def genotype_image(
-    genotypes: np.ndarray,
-    positions: np.ndarray,
-    locus: np.ndarray,
-    *,
-    populations: np.ndarray,
-    snps: int,
-    length: float,
-    selection: str = "random",
-    sort_rows: bool = True,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """The image (haplotypes × ``snps``, int8), the distances (``snps``, float32) and the SNP count.
-
-    Only polymorphic sites enter the image.  ``populations`` gives the
-    population of each haplotype; rows stay grouped by population in the
-    order they come and are sorted within each group when ``sort_rows``.
-    """
-    g = np.asarray(genotypes, dtype=np.int8)
-    called = g != MISSING
-    derived = (g == 1).sum(axis=1)
-    poly = (derived > 0) & (derived < called.sum(axis=1))
-    idx = np.flatnonzero(poly)
-    keep = idx[select_snps(idx.size, snps, method=selection, rng=rng)]
-    encoded = encode_minor_major(g[keep]).T  # haplotypes × kept SNPs
-    image = np.zeros((g.shape[1], snps), dtype=np.int8)
-    image[:, : keep.size] = encoded
-    if sort_rows and keep.size:
-        for pop in dict.fromkeys(populations.tolist()):
-            rows = np.flatnonzero(populations == pop)
-            image[rows] = image[rows][sort_haplotypes(image[rows])]
-    distances = snp_distances(positions[keep], locus[keep], length=length, width=snps)
-    return image, distances, int(keep.size)
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -198,27 +201,409 @@ class StatsSpec:
         return out
 
 
+def _columns(index: np.ndarray):
+    """``index`` as a slice when its columns are contiguous (a view instead of a copy)."""
+    if index.size and index[-1] - index[0] + 1 == index.size:
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+@dataclass
+class AlleleCounts:
+    """Allele counts of every site, per population (in :class:`StatsSpec` order).
+
+    ``derived[k]``: calls of allele 1 in population ``k``; ``called[k]``:
+    non-missing calls (alleles 0 and 1); both int64 (sites,).
+    """
+
+    derived: list[np.ndarray]
+    called: list[np.ndarray]
+
+    @classmethod
+    def of(cls, genotypes: np.ndarray, groups) -> AlleleCounts:
+        """Counts of ``genotypes`` (sites, haplotypes) in the haplotype ``groups`` (index arrays or slices)."""
+        derived, called = [], []
+        for cols in groups:
+            sub = genotypes[:, cols]
+            ones = np.count_nonzero(sub == 1, axis=1)
+            derived.append(ones)
+            called.append(ones + np.count_nonzero(sub == 0, axis=1))
+        return cls(derived, called)
+
+    @property
+    def polymorphic(self) -> np.ndarray:
+        """Sites with both alleles among the called haplotypes of all populations (bool, sites)."""
+        if not self.derived:
+            return np.zeros(0, dtype=bool)
+        derived, called = sum(self.derived), sum(self.called)
+        return (derived > 0) & (derived < called)
+
+
+def _mean_pairwise_difference(derived: np.ndarray, called: np.ndarray) -> np.ndarray:
+    """Per site, the mean number of differences between two haplotypes of one population
+    (0 where fewer than two are called): scikit-allel's ``mean_pairwise_difference(ac, fill=0)``."""
+    n_pairs = called * (called - 1) / 2
+    ancestral = called - derived
+    n_same = ancestral * (ancestral - 1) / 2 + derived * (derived - 1) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n_pairs > 0, (n_pairs - n_same) / n_pairs, 0.0)
+
+
+def _mean_pairwise_difference_between(d1: np.ndarray, n1: np.ndarray, d2: np.ndarray, n2: np.ndarray) -> np.ndarray:
+    """Per site, the mean number of differences between a haplotype of each population
+    (0 where either has no call): scikit-allel's ``mean_pairwise_difference_between(..., fill=0)``."""
+    n_pairs = n1 * n2
+    n_same = (n1 - d1) * (n2 - d2) + d1 * d2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n_pairs > 0, (n_pairs - n_same) / n_pairs, 0.0)
+
+
 def _harmonic(n: int) -> float:
     return float(np.sum(1.0 / np.arange(1, n))) if n > 1 else 1.0
 
 
-def _hap_diversity(g: np.ndarray, locus: np.ndarray, loci: int, rows: np.ndarray) -> float:
-    """Mean over loci of Nei's haplotype diversity n/(n−1)·(1 − Σ p_i²)."""
-    n = rows.size
+def _tajimas_d(segregating: np.int64, called: np.ndarray, mpd: np.ndarray, *, min_sites: int = 3) -> float:
+    """Tajima's D of one population, scikit-allel's ``tajima_d`` step for step (NaN below ``min_sites``)."""
+    if called.size == 0 or segregating < min_sites:
+        return np.nan
+    S = segregating  # noqa: N806  (the textbook's names)
+    n = called.max()
+    a1 = np.sum(1 / np.arange(1, n))
+    d = np.sum(mpd) - S / a1
+    a2 = np.sum(1 / (np.arange(1, n) ** 2))
+    b1 = (n + 1) / (3 * (n - 1))
+    b2 = 2 * (n**2 + n + 3) / (9 * n * (n - 1))
+    c1 = b1 - (1 / a1)
+    c2 = b2 - ((n + 2) / (a1 * n)) + (a2 / (a1**2))
+    e1 = c1 / a1
+    e2 = c2 / (a1**2 + a2)
+    return d / np.sqrt((e1 * S) + (e2 * S * (S - 1)))
+
+
+#: The haplotype hash weights generated so far (a prefix of the fixed stream of
+#: :func:`popdl.seeds.haplotype_hash_weights`: any length gives the same first values).
+_HASH_WEIGHTS = np.zeros(0, dtype=np.uint64)
+
+
+def _hash_weights(sites: int) -> np.ndarray:
+    global _HASH_WEIGHTS
+    if _HASH_WEIGHTS.size < sites:
+        _HASH_WEIGHTS = seeds.haplotype_hash_weights(max(sites, 2 * _HASH_WEIGHTS.size, 1024))
+    return _HASH_WEIGHTS[:sites]
+
+
+def _haplotype_hashes(g: np.ndarray, locus: np.ndarray, loci: int) -> np.ndarray:
+    """One uint64 hash per (locus, haplotype): equal haplotypes of a locus hash alike.
+
+    The hash is Σ weight(site) × allele over the locus's sites, modulo 2⁶⁴,
+    with fixed weights (:func:`popdl.seeds.haplotype_hash_weights`); a missing
+    call (−1, as uint64 2⁶⁴ − 1) hashes as a third allele.  A locus without
+    sites hashes every haplotype as 0.
+    """
+    hashes = np.zeros((loci, g.shape[1]), dtype=np.uint64)
+    if g.shape[0]:
+        weighted = g.astype(np.uint64) * _hash_weights(g.shape[0])[:, None]  # integer arrays wrap silently
+        present = np.unique(locus)
+        hashes[present] = np.add.reduceat(weighted, np.searchsorted(locus, present), axis=0)
+    return hashes
+
+
+def _hap_diversity(hashes: np.ndarray, rows) -> float:
+    """Mean over loci of Nei's haplotype diversity n/(n−1)·(1 − Σ p_i²) of haplotypes ``rows``
+    (``hashes``: :func:`_haplotype_hashes`)."""
+    h = hashes[:, rows]
+    n = h.shape[1]
     if n < 2:
         return 0.0
-    if g.shape[0] == 0:
-        return 0.0
-    weights = seeds.haplotype_hash_weights(g.shape[0])
-    sub = g[:, rows].astype(np.uint64) * weights[:, None]  # missing (-1 → large) still hashes consistently
-    starts = np.searchsorted(locus, np.arange(loci))
-    present = np.unique(locus)
-    hashes = np.zeros((loci, n), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        sums = np.add.reduceat(sub, starts[present], axis=0)
-    hashes[present] = sums
-    same = (hashes[:, :, None] == hashes[:, None, :]).sum(axis=(1, 2))  # Σ_i count_i², per locus
+    same = (h[:, :, None] == h[:, None, :]).sum(axis=(1, 2))  # Σ_i count_i², per locus
     return float(np.mean(n / (n - 1) * (1.0 - same / n**2)))
+
+
+def _binned_jsfs(d1: np.ndarray, n1: np.ndarray, d2: np.ndarray, n2: np.ndarray, bins: int) -> np.ndarray:
+    """Folded joint SFS of two populations, binned into ``bins``×``bins`` minor-allele-frequency classes.
+
+    Folding is on the pooled sample: at sites where the derived allele is the
+    majority in both populations together, both counts are flipped.  Only
+    sites segregating in the pooled sample count; proportions sum to 1.
+    """
+    k1, k2 = d1.astype(np.float64), d2.astype(np.float64)
+    flip = (k1 + k2) > (n1 + n2) / 2
+    k1 = np.where(flip, n1 - k1, k1)
+    k2 = np.where(flip, n2 - k2, k2)
+    seg = (k1 + k2 > 0) & (n1 > 0) & (n2 > 0)
+    out = np.zeros((bins, bins))
+    if seg.any():
+        f1 = np.minimum((k1[seg] / n1[seg] * bins).astype(int), bins - 1)
+        f2 = np.minimum((k2[seg] / n2[seg] * bins).astype(int), bins - 1)
+        out = np.bincount(f1 * bins + f2, minlength=bins * bins).reshape(bins, bins).astype(np.float64)
+        out /= seg.sum()
+    return out
+
+
+def _statistics(
+    g: np.ndarray, locus: np.ndarray, counts: AlleleCounts, *, spec: StatsSpec, groups, total_length: float, loci: int
+) -> np.ndarray:
+    """The statistics of ``spec`` (see :func:`summary_stats`) from the populations' allele ``counts``."""
+    k = {p: i for i, p in enumerate(spec.pops)}
+    der, an = counts.derived, counts.called
+    segregating = [np.sum((d > 0) & (d < n)) for d, n in zip(der, an)]
+    mpd_cache: dict[int, np.ndarray] = {}
+
+    def mpd(p) -> np.ndarray:
+        if k[p] not in mpd_cache:
+            mpd_cache[k[p]] = _mean_pairwise_difference(der[k[p]], an[k[p]])
+        return mpd_cache[k[p]]
+
+    def between(a, b) -> float:
+        return float(np.sum(_mean_pairwise_difference_between(der[k[a]], an[k[a]], der[k[b]], an[k[b]])))
+
+    values: list[float] = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for stat in spec.stats:
+            if stat == "segsites":
+                values += [float(segregating[k[p]]) for p in spec.pops]
+            elif stat == "pi":
+                values += [float(np.sum(mpd(p))) / total_length for p in spec.pops]
+            elif stat == "theta_w":
+                values += [
+                    segregating[k[p]] / _harmonic(int(an[k[p]].max(initial=spec.index[p].size))) / total_length
+                    for p in spec.pops
+                ]
+            elif stat == "tajimas_d":
+                for p in spec.pops:
+                    d = _tajimas_d(segregating[k[p]], an[k[p]], mpd(p))
+                    values.append(float(d) if np.isfinite(d) else 0.0)
+            elif stat == "hap_diversity":
+                if g.shape[0] == 0:
+                    values += [0.0] * len(spec.pops)
+                    continue
+                hashes = _haplotype_hashes(g, locus, loci)
+                values += [_hap_diversity(hashes, groups[k[p]]) for p in spec.pops]
+            elif stat == "sfs":
+                for p in spec.pops:
+                    n = spec.index[p].size
+                    d, c = der[k[p]], an[k[p]]
+                    seg = (d > 0) & (d < c) & (c == n)
+                    sfs = np.bincount(np.minimum(d[seg], c[seg] - d[seg]), minlength=n // 2 + 1)[1 : n // 2 + 1] \
+                        if seg.any() else np.zeros(n // 2)
+                    total = sfs.sum()
+                    values += list(sfs / total if total else np.zeros(n // 2))
+            elif stat == "fst":
+                # tskit's F_ST: 1 - 2 (pi_a + pi_b) / (pi_a + 2 d_xy + pi_b), from sums over sites.
+                for a, b in spec.pairs:
+                    pi_a, pi_b = float(np.sum(mpd(a))), float(np.sum(mpd(b)))
+                    dxy = between(a, b)
+                    total = pi_a + 2 * dxy + pi_b
+                    values.append(1.0 - 2.0 * (pi_a + pi_b) / total if total > 0 else 0.0)
+            elif stat == "dxy":
+                values += [between(a, b) / total_length for a, b in spec.pairs]
+            elif stat == "jsfs":
+                for a, b in spec.pairs:
+                    values += list(_binned_jsfs(der[k[a]], an[k[a]], der[k[b]], an[k[b]], spec.jsfs_bins).ravel())
+            else:
+                raise ValueError(f"unknown statistic {stat!r}")
+    out = np.asarray(values, dtype=np.float64)
+    out[~np.isfinite(out)] = 0.0
+    return out
+
+
+# ---------------------------------------------------------------------------- the extractor
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What the network inputs of a data set are (the config's ``features`` section).
+
+    ``snps``: columns of the image; ``selection``: which SNPs fill them when
+    there are more (``random``, ``first``, ``central``; see
+    :func:`select_snps`); ``sort_rows``: order haplotypes by similarity
+    within each population; ``positions``: the inter-SNP distances (else
+    zeros); ``stats``: statistic names (:class:`StatsSpec`); ``jsfs_bins``:
+    classes per population of the joint SFS.
+    """
+
+    snps: int
+    selection: str = "random"
+    sort_rows: bool = True
+    positions: bool = True
+    stats: tuple[str, ...] = ()
+    jsfs_bins: int = 4
+
+    def __post_init__(self):
+        if self.snps < 1:
+            raise ValueError(f"an image needs at least 1 SNP column, got {self.snps}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown SNP selection {self.selection!r} (valid: {', '.join(SELECTIONS)})")
+
+    @classmethod
+    def from_config(cls, features: Mapping) -> FeatureSettings:
+        """From a prepared config's ``features`` section (``snps``, ``snp_selection``,
+        ``sort_rows``, ``positions``, ``stats``, ``jsfs_bins``); ``missing_rate``
+        belongs to the simulations (:func:`add_missing`), not to the extractor."""
+        return cls(
+            snps=int(features["snps"]),
+            selection=str(features["snp_selection"]),
+            sort_rows=bool(features["sort_rows"]),
+            positions=bool(features.get("positions", True)),
+            stats=tuple(features["stats"]),
+            jsfs_bins=int(features["jsfs_bins"]),
+        )
+
+
+@dataclass
+class Features:
+    """The network inputs of one data set.
+
+    ``image`` (haplotypes, snps) int8; ``distances`` (snps,) float32, zeros
+    when the settings leave positions out; ``stats`` (statistics,) float64;
+    ``n_snps``: image columns holding a SNP (the rest is padding);
+    ``sites``: the rows of the genotypes given that fill those columns.
+    """
+
+    image: np.ndarray
+    distances: np.ndarray
+    stats: np.ndarray
+    n_snps: int
+    sites: np.ndarray
+
+
+class Extractor:
+    """Genotypes of one data set → network inputs: the one feature extractor.
+
+    ``settings``: :class:`FeatureSettings`; ``populations``: the population
+    of each haplotype (column) of every data set given, grouped by
+    population in the config's order, an individual's two haplotypes side by
+    side; ``locus_length``: bp of one locus (``genome.length``), which
+    scales the inter-SNP distances.  One extractor serves every data set of
+    that layout: each draw of a simulation chunk, each SNP subset of an
+    observed data set, each window of a scan.
+
+    Every method takes ``genotypes`` int8 (sites, haplotypes) with 0/1
+    alleles and ``MISSING`` (−1), ``positions`` (bp within each site's
+    locus, float) and ``locus`` (int, sites sorted by locus, then position).
+    Only sites polymorphic among the called haplotypes enter the image; the
+    statistics take every site given (monomorphic ones add nothing, missing
+    calls are left out of each site's counts).  Phased haplotypes are the
+    only layout today: an unphased mode or a per-site missingness mask would
+    be new :class:`FeatureSettings` fields and arguments here, so that all
+    three callers get them at once.
+    """
+
+    def __init__(self, settings: FeatureSettings, *, populations: np.ndarray, locus_length: float):
+        self.settings = settings
+        self.populations = np.asarray(populations)
+        self.locus_length = float(locus_length)
+        self.spec = StatsSpec(stats=settings.stats, populations=self.populations, jsfs_bins=settings.jsfs_bins)
+        self.groups = [_columns(self.spec.index[p]) for p in self.spec.pops]
+
+    @classmethod
+    def from_config(cls, features: Mapping, *, populations: np.ndarray, locus_length: float) -> Extractor:
+        """An extractor for a config's ``features`` section (:meth:`FeatureSettings.from_config`)."""
+        return cls(FeatureSettings.from_config(features), populations=populations, locus_length=locus_length)
+
+    @property
+    def stat_names(self) -> list[str]:
+        return self.spec.names
+
+    def counts(self, genotypes: np.ndarray) -> AlleleCounts:
+        """Per-population allele counts of every site (shared by the image and the statistics)."""
+        return AlleleCounts.of(np.asarray(genotypes, dtype=np.int8), self.groups)
+
+    def image(
+        self,
+        genotypes: np.ndarray,
+        positions: np.ndarray,
+        locus: np.ndarray,
+        *,
+        rng: np.random.Generator | None,
+        selection: str | None = None,
+        counts: AlleleCounts | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """The image, the distances, the number of SNPs in the image and their rows.
+
+        ``selection`` overrides the settings' (a scan window takes its central
+        SNPs); ``rng`` draws a ``random`` selection; ``counts``: this data
+        set's :meth:`counts`, when already at hand.
+        """
+        g = np.asarray(genotypes, dtype=np.int8)
+        s = self.settings
+        if counts is None:
+            counts = self.counts(g)
+        idx = np.flatnonzero(counts.polymorphic)
+        keep = idx[select_snps(idx.size, s.snps, method=selection or s.selection, rng=rng)]
+        image = np.zeros((g.shape[1], s.snps), dtype=np.int8)
+        image[:, : keep.size] = encode_minor_major(g[keep]).T
+        if s.sort_rows and keep.size:
+            for rows in self.groups:
+                image[rows] = image[rows][sort_haplotypes(image[rows])]
+        if s.positions:
+            distances = snp_distances(np.asarray(positions)[keep], np.asarray(locus)[keep], length=self.locus_length,
+                                      width=s.snps)
+        else:
+            distances = np.zeros(s.snps, dtype=np.float32)
+        return image, distances, int(keep.size), keep
+
+    def stats(
+        self, genotypes: np.ndarray, locus: np.ndarray, *, total_length: float, loci: int, counts: AlleleCounts | None = None
+    ) -> np.ndarray:
+        """The summary statistics (float64, in :attr:`stat_names` order).
+
+        ``total_length``: bp over which π, θ_W and d_xy are averaged;
+        ``loci``: the number of loci whose haplotype diversities are averaged
+        (a locus without a site counts, with diversity 0).
+        """
+        if not self.spec.stats:
+            return np.zeros(0)
+        g = np.asarray(genotypes, dtype=np.int8)
+        if counts is None:
+            counts = self.counts(g)
+        return _statistics(g, np.asarray(locus), counts, spec=self.spec, groups=self.groups,
+                           total_length=float(total_length), loci=int(loci))
+
+    def extract(
+        self,
+        genotypes: np.ndarray,
+        positions: np.ndarray,
+        locus: np.ndarray,
+        *,
+        rng: np.random.Generator | None,
+        total_length: float,
+        loci: int,
+        selection: str | None = None,
+    ) -> Features:
+        """Image, distances and statistics of one data set (a simulated draw, a locus-sized stretch).
+
+        ``total_length`` and ``loci`` as in :meth:`stats`; ``rng`` and
+        ``selection`` as in :meth:`image`.
+        """
+        g = np.asarray(genotypes, dtype=np.int8)
+        counts = self.counts(g)
+        image, distances, n, sites = self.image(g, positions, locus, rng=rng, selection=selection, counts=counts)
+        stats = self.stats(g, locus, total_length=total_length, loci=loci, counts=counts)
+        return Features(image=image, distances=distances, stats=stats, n_snps=n, sites=sites)
+
+
+def genotype_image(
+    genotypes: np.ndarray,
+    positions: np.ndarray,
+    locus: np.ndarray,
+    *,
+    populations: np.ndarray,
+    snps: int,
+    length: float,
+    selection: str = "random",
+    sort_rows: bool = True,
+    rng: np.random.Generator | None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The image (haplotypes × ``snps``, int8), the distances (``snps``, float32) and the SNP count.
+
+    :meth:`Extractor.image` with these settings.  Only polymorphic sites
+    enter the image.  ``populations`` gives the population of each
+    haplotype; rows stay grouped by population in the order they come and are
+    sorted within each group when ``sort_rows``.
+    """
+    settings = FeatureSettings(snps=snps, selection=selection, sort_rows=sort_rows)
+    image, distances, n, _ = Extractor(settings, populations=populations, locus_length=length).image(
+        genotypes, positions, locus, rng=rng)
+    return image, distances, n
 
 
 def summary_stats(
@@ -232,84 +617,16 @@ def summary_stats(
     """The statistics of ``spec`` for one data set, float64, in ``spec.names`` order.
 
     ``total_length`` (bp) scales π, θ_W and d_xy to per-bp values.  Undefined
-    values (Tajima's D with fewer than 2 segregating sites, F_ST with no
-    variation) are 0.
+    values (Tajima's D with fewer than 3 segregating sites, F_ST with no
+    variation) are 0.  (What :meth:`Extractor.stats` computes.)
     """
     g = np.asarray(genotypes, dtype=np.int8)
-    h = allel.HaplotypeArray(g)
-    acs = {p: h.count_alleles(subpop=spec.index[p], max_allele=1) for p in spec.pops}
-    values: list[float] = []
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for stat in spec.stats:
-            if stat == "segsites":
-                values += [float(acs[p].count_segregating()) for p in spec.pops]
-            elif stat == "pi":
-                values += [float(np.nansum(allel.mean_pairwise_difference(acs[p], fill=0))) / total_length for p in spec.pops]
-            elif stat == "theta_w":
-                values += [
-                    acs[p].count_segregating() / _harmonic(int(acs[p].sum(axis=1).max(initial=spec.index[p].size)))
-                    / total_length
-                    for p in spec.pops
-                ]
-            elif stat == "tajimas_d":
-                for p in spec.pops:
-                    d = allel.tajima_d(acs[p], min_sites=3) if acs[p].shape[0] else np.nan
-                    values.append(float(d) if np.isfinite(d) else 0.0)
-            elif stat == "hap_diversity":
-                values += [_hap_diversity(g, locus, loci, spec.index[p]) for p in spec.pops]
-            elif stat == "sfs":
-                for p in spec.pops:
-                    n = spec.index[p].size
-                    ac = acs[p]
-                    seg = ac.is_segregating() & (ac.sum(axis=1) == n)
-                    sfs = allel.sfs_folded(ac[seg], n=n)[1 : n // 2 + 1] if seg.any() else np.zeros(n // 2)
-                    total = sfs.sum()
-                    values += list(sfs / total if total else np.zeros(n // 2))
-            elif stat == "fst":
-                # tskit's F_ST: 1 - 2 (pi_a + pi_b) / (pi_a + 2 d_xy + pi_b), from sums over sites.
-                for a, b in spec.pairs:
-                    pi_a = float(np.nansum(allel.mean_pairwise_difference(acs[a], fill=0)))
-                    pi_b = float(np.nansum(allel.mean_pairwise_difference(acs[b], fill=0)))
-                    dxy = float(np.nansum(allel.mean_pairwise_difference_between(acs[a], acs[b], fill=0)))
-                    total = pi_a + 2 * dxy + pi_b
-                    values.append(1.0 - 2.0 * (pi_a + pi_b) / total if total > 0 else 0.0)
-            elif stat == "dxy":
-                for a, b in spec.pairs:
-                    dxy = allel.mean_pairwise_difference_between(acs[a], acs[b], fill=0)
-                    values.append(float(np.nansum(dxy)) / total_length)
-            elif stat == "jsfs":
-                for a, b in spec.pairs:
-                    values += list(_binned_jsfs(acs[a], acs[b], spec.jsfs_bins).ravel())
-            else:
-                raise ValueError(f"unknown statistic {stat!r}")
-    out = np.asarray(values, dtype=np.float64)
-    out[~np.isfinite(out)] = 0.0
-    return out
+    groups = [_columns(spec.index[p]) for p in spec.pops]
+    return _statistics(g, np.asarray(locus), AlleleCounts.of(g, groups), spec=spec, groups=groups,
+                       total_length=float(total_length), loci=int(loci))
 
 
-def _binned_jsfs(ac1, ac2, bins: int) -> np.ndarray:
-    """Folded joint SFS of two populations, binned into ``bins``×``bins`` minor-allele-frequency classes.
-
-    Folding is on the pooled sample: at sites where the derived allele is the
-    majority in both populations together, both counts are flipped.  Only
-    sites segregating in the pooled sample count; proportions sum to 1.
-    """
-    n1, n2 = ac1.sum(axis=1), ac2.sum(axis=1)
-    k1, k2 = ac1[:, 1].astype(np.float64), ac2[:, 1].astype(np.float64)
-    flip = (k1 + k2) > (n1 + n2) / 2
-    k1 = np.where(flip, n1 - k1, k1)
-    k2 = np.where(flip, n2 - k2, k2)
-    seg = (k1 + k2 > 0) & (n1 > 0) & (n2 > 0)
-    out = np.zeros((bins, bins))
-    if seg.any():
-        f1 = np.minimum((k1[seg] / n1[seg] * bins).astype(int), bins - 1)
-        f2 = np.minimum((k2[seg] / n2[seg] * bins).astype(int), bins - 1)
-        np.add.at(out, (f1, f2), 1.0)
-        out /= seg.sum()
-    return out
-
-
-# ---------------------------------------------------------------------------- chunks
+# ---------------------------------------------------------------------------- simulations
 def add_missing(genotypes: np.ndarray, *, rate: float, rng: np.random.Generator) -> np.ndarray:
     """A copy of ``genotypes`` (sites, haplotypes) with a fraction ``rate`` of diploid calls missing.
 
@@ -327,6 +644,11 @@ def add_missing(genotypes: np.ndarray, *, rate: float, rng: np.random.Generator)
 def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None, progress_every: float = 30.0) -> dict:
     """Compute images, distances and statistics for every draw of a simulation chunk.
 
+    Each draw goes through :meth:`Extractor.extract` (after
+    ``features.missing_rate`` of its calls are made missing), its SNPs chosen
+    by the draw's :func:`popdl.seeds.snp_selection` stream, its statistics
+    per bp of ``genome.loci × genome.length``.
+
     Output arrays (``results/{run}/features/{scenario}/{chunk}.npz``):
     ``images`` (draws, haplotypes, snps) int8; ``distances`` (draws, snps)
     float32; ``n_snps`` (draws,) int32; ``stats`` (draws, statistics) float32
@@ -339,38 +661,34 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
     scenario = str(sims["scenario"])
     populations = sims["populations"]
     loci, length = int(sims["loci"]), float(sims["length"])
-    spec = StatsSpec(stats=fcfg["stats"], populations=populations, jsfs_bins=fcfg["jsfs_bins"])
+    extractor = Extractor.from_config(fcfg, populations=populations, locus_length=length)
+    missing_rate = float(fcfg.get("missing_rate", 0.0))
+    snps = extractor.settings.snps
     n = sims["draw"].size
-    images = np.zeros((n, populations.size, fcfg["snps"]), dtype=np.int8)
-    distances = np.zeros((n, fcfg["snps"]), dtype=np.float32)
+    images = np.zeros((n, populations.size, snps), dtype=np.int8)
+    distances = np.zeros((n, snps), dtype=np.float32)
     n_snps = np.zeros(n, dtype=np.int32)
-    stats = np.zeros((n, len(spec.names)), dtype=np.float32)
+    stats = np.zeros((n, len(extractor.stat_names)), dtype=np.float32)
     start = last = time.perf_counter()
     for i, g, pos, loc in iter_draws(sims):
-        rng = seeds.snp_selection(root_seed, scenario, int(sims["draw"][i]))
-        g8 = g.astype(np.int8)
-        if fcfg.get("missing_rate", 0.0) > 0:
-            g8 = add_missing(g8, rate=fcfg["missing_rate"],
-                             rng=seeds.missingness(root_seed, scenario, int(sims["draw"][i])))
-        images[i], distances[i], n_snps[i] = genotype_image(
-            g8, pos, loc, populations=populations, snps=fcfg["snps"], length=length,
-            selection=fcfg["snp_selection"], sort_rows=fcfg["sort_rows"], rng=rng,
-        )
-        if spec.stats:
-            stats[i] = summary_stats(g8, loc, spec=spec, total_length=loci * length, loci=loci)
+        draw = int(sims["draw"][i])
+        g8 = g.view(np.int8) if g.dtype == np.uint8 else g.astype(np.int8)  # 0/1 alleles: the same values
+        if missing_rate > 0:
+            g8 = add_missing(g8, rate=missing_rate, rng=seeds.missingness(root_seed, scenario, draw))
+        f = extractor.extract(g8, pos, loc, rng=seeds.snp_selection(root_seed, scenario, draw),
+                              total_length=loci * length, loci=loci)
+        images[i], distances[i], n_snps[i], stats[i] = f.image, f.distances, f.n_snps, f.stats
         now = time.perf_counter()
         if now - last > progress_every:
             log.info("%s: features of %d/%d draws", scenario, i + 1, n)
             last = now
-    if not fcfg["positions"]:
-        distances[:] = 0
     save_npz(
         out,
         images=images,
         distances=distances,
         n_snps=n_snps,
         stats=stats,
-        stat_names=np.array(spec.names, dtype=str),
+        stat_names=np.array(extractor.stat_names, dtype=str),
         draw=sims["draw"],
         params=sims["params"],
         param_names=sims["param_names"],
@@ -383,3 +701,50 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
 def load_features(path) -> dict:
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
+
+
+# ---------------------------------------------------------------------------- observed data
+def observed_features(data, *, features: Mapping, genome: Mapping, seed: int, replicates: int = 10) -> dict:
+    """Network inputs of an observed data set (a :class:`popdl.observed.Observed`), through the same
+    :class:`Extractor` as :func:`features_chunk`.
+
+    Returns ``images`` (replicates, haplotypes, snps) int8, ``distances``
+    (replicates, snps) float32, ``n_snps`` (replicates,) int32 and ``stats``
+    (statistics,) float64 with ``stat_names``.  With more SNPs than the image
+    holds, each replicate keeps a different random subset (``snp_selection:
+    random``) or a different random window of consecutive SNPs (``first``,
+    ``central``), drawn from the data set's stream
+    (:func:`popdl.seeds.observed`, index 1 + replicate); with fewer, all
+    replicates are the same padded image, which is the image of a simulation
+    with the same genotypes.  Statistics are computed once, on all SNPs, per
+    bp of ``data.length``, averaging haplotype diversity over the data's loci.
+    """
+    extractor = Extractor.from_config(features, populations=data.populations, locus_length=float(genome["length"]))
+    snps = extractor.settings.snps
+    g = np.asarray(data.genotypes, dtype=np.int8)
+    counts = extractor.counts(g)
+    poly = np.flatnonzero(counts.polymorphic)
+    replicates = max(1, int(replicates)) if poly.size > snps else 1
+    images = np.zeros((replicates, g.shape[1], snps), dtype=np.int8)
+    distances = np.zeros((replicates, snps), dtype=np.float32)
+    n_snps = np.zeros(replicates, dtype=np.int32)
+    for r in range(replicates):
+        rng = seeds.observed(seed, data.name, 1 + r)
+        if extractor.settings.selection != "random" and poly.size > snps:
+            first = int(rng.integers(0, poly.size - snps + 1))  # a window of consecutive SNPs
+            rows = poly[first : first + snps]
+            images[r], distances[r], n_snps[r], _ = extractor.image(
+                g[rows], data.positions[rows], data.locus[rows], rng=rng, selection="first")
+        else:
+            images[r], distances[r], n_snps[r], _ = extractor.image(
+                g, data.positions, data.locus, rng=rng, counts=counts)
+    loci = int(data.locus.max()) + 1 if data.locus.size else 1
+    stats = extractor.stats(g, data.locus, total_length=data.length, loci=loci, counts=counts)
+    return {
+        "images": images,
+        "distances": distances,
+        "n_snps": n_snps,
+        "stats": stats,
+        "stat_names": np.array(extractor.stat_names, dtype=str),
+        "populations": data.populations,
+    }

@@ -14,6 +14,12 @@ plays the simulated locus, so
 * the summary statistics are those of all its SNPs, per bp of the part of
   the stretch that lies between the contig's first and last SNP.
 
+Such a window is the stretch handed to the simulations' feature extractor
+(:meth:`popdl.features.Extractor.extract`, SNPs chosen ``central``), so it
+equals the training example of a simulated locus with the same genotypes
+bit for bit; a stretch with fewer SNPs than the image has gives a padded
+image, as a simulated locus would.
+
 Near a contig's ends (within ``genome.length / 2`` of its first or last SNP)
 the stretch runs off the contig and cannot match a simulated locus exactly:
 those windows (``edge`` true) take ``snps / 2`` SNPs on each side of the
@@ -32,12 +38,9 @@ Outputs, for ``--out PREFIX``:
     BED6: contig, start − 1, end, predicted scenario, score = 1000 × the
     probability of the target scenario (the sweep class), strand ``.``;
 ``PREFIX.png``
-    the target scenario's probability along each contig;
-``PREFIX.json``
-    summary: windows, contigs, target, highest probability, the reader's
-    counts, and ``provenance`` (the scan job's settings hash, seeds, versions).
+    the target scenario's probability along each contig.
 
-The VCF is read and validated by :func:`popdl.empirical.read_vcf` (the
+The VCF is read and validated by :func:`popdl.observed.read_vcf` (the
 prediction path's reader): phased diploid calls, samples matching the
 popmap, populations and sample sizes matching the simulations.
 """
@@ -53,10 +56,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from popdl.empirical import Empirical, empirical_rng, read_popmap, read_vcf
+from popdl import seeds
 from popdl.errors import DataError
-from popdl.features import MISSING, StatsSpec, genotype_image, summary_stats
-from popdl.io import atomic_path, provenance, write_table
+from popdl.features import Extractor
+from popdl.io import atomic_path, write_table
+from popdl.observed import Observed, read_popmap, read_vcf
 
 __all__ = [
     "ScanWindows",
@@ -114,7 +118,7 @@ class ScanWindows:
 
 
 def scan_windows(
-    data: Empirical,
+    data: Observed,
     *,
     features: dict,
     genome: dict,
@@ -127,15 +131,16 @@ def scan_windows(
     ``features`` and ``genome`` are the config sections the network was
     trained with (``snps``, ``sort_rows``, ``positions``, ``stats``,
     ``jsfs_bins``; ``length`` in bp).  Only SNPs polymorphic among the kept
-    individuals count.
+    individuals count.  Every window goes through the simulations' feature
+    extractor (:class:`popdl.features.Extractor`).
     """
-    snps, length = int(features["snps"]), float(genome["length"])
-    spec = StatsSpec(stats=features["stats"], populations=data.populations, jsfs_bins=features["jsfs_bins"])
-    g = data.genotypes
-    called = g != MISSING
-    derived = (g == 1).sum(axis=1)
-    poly = (derived > 0) & (derived < called.sum(axis=1))
-    segsites = np.array([name.startswith("segsites_") for name in spec.names], dtype=bool)
+    length = float(genome["length"])
+    extractor = Extractor.from_config(features, populations=data.populations, locus_length=length)
+    snps = extractor.settings.snps
+    g = np.asarray(data.genotypes, dtype=np.int8)
+    poly = extractor.counts(g).polymorphic
+    segsites = np.array([name.startswith("segsites_") for name in extractor.stat_names], dtype=bool)
+    no_stats = not extractor.spec.stats
     pending: list[tuple] = []
 
     def flush():
@@ -144,7 +149,7 @@ def scan_windows(
             table=table,
             images=np.stack([p[1] for p in pending]),
             distances=np.stack([p[2] for p in pending]).astype(np.float32),
-            stats=np.stack([p[3] for p in pending]).astype(np.float32) if spec.stats else np.zeros((len(pending), 0), np.float32),
+            stats=np.zeros((len(pending), 0), np.float32) if no_stats else np.stack([p[3] for p in pending]).astype(np.float32),
             n_snps=np.array([p[4] for p in pending], np.int32),
         )
         pending.clear()
@@ -163,27 +168,26 @@ def scan_windows(
             lo, hi = np.searchsorted(pos, [lo_bp, centre + length / 2.0])
             region = rows[lo:hi]
             edge = lo_bp < first_bp - 0.5 or centre + length / 2.0 > last_bp + 0.5
+            rng = seeds.observed(seed, f"{data.name}:{contig}", 1 + w)
+            at = np.zeros(region.size, np.int32)
             if not edge:
-                # The central SNPs of the stretch, exactly as features.select_snps("central") picks them.
-                k0 = lo + max(0, (region.size - snps) // 2)
+                # The stretch is a simulated locus [0, length): its training example.
+                f = extractor.extract(g[region], data.positions[region] - lo_bp, at, rng=rng, total_length=length,
+                                      loci=1, selection="central")
+                image, distances, n, stats = f.image, f.distances, f.n_snps, f.stats
+                k0 = lo + (int(f.sites[0]) if f.n_snps else 0)
             else:
                 # The stretch runs off the contig: half of the SNPs on each side of the centre.
                 k0 = min(max(0, int(np.searchsorted(pos, centre)) - snps // 2), max(0, rows.size - snps))
-            kept = rows[k0 : k0 + min(snps, rows.size)]
-            rng = empirical_rng(seed, f"{data.name}:{contig}", 1 + w)
-            image, distances, n = genotype_image(
-                g[kept], np.maximum(data.positions[kept] - lo_bp, 0.0), np.zeros(kept.size, np.int32),
-                populations=data.populations, snps=snps, length=length, selection="first",
-                sort_rows=features["sort_rows"], rng=rng,
-            )
-            if not features.get("positions", True):
-                distances[:] = 0
-            if spec.stats:
+                kept = rows[k0 : k0 + min(snps, rows.size)]
+                image, distances, n, _ = extractor.image(
+                    g[kept], np.maximum(data.positions[kept] - lo_bp, 0.0), np.zeros(kept.size, np.int32), rng=rng,
+                    selection="first")
+                # Statistics per bp of the part of the stretch between the contig's first and last SNP.
                 span = max(min(centre + length / 2.0, last_bp + 0.5) - max(lo_bp, first_bp - 0.5), 1.0)
-                stats = summary_stats(g[region], np.zeros(region.size, np.int32), spec=spec, total_length=span, loci=1)
+                stats = extractor.stats(g[region], at, total_length=span, loci=1)
                 stats[segsites] *= length / span  # a count over a whole training window
-            else:
-                stats = np.zeros(0)
+            kept = rows[k0 : k0 + max(n, 1)]
             row = (contig, int(data.positions[kept[0]]), int(data.positions[kept[-1]]), float(centre), int(k0), int(n),
                    bool(edge))
             pending.append((row, image, distances, stats, n))
@@ -203,8 +207,8 @@ def read_scan_vcf(
     subsample: bool = True,
     allow_unphased: bool = False,
     max_missing: float = 0.5,
-) -> Empirical:
-    """Read and validate a VCF for a scan (see :func:`popdl.empirical.read_vcf`).
+) -> Observed:
+    """Read and validate a VCF for a scan (see :func:`popdl.observed.read_vcf`).
 
     Without ``popmap`` every sample of the VCF belongs to the simulated
     population, which needs a config with a single population.
@@ -248,7 +252,7 @@ def default_target(scenarios: list[str]) -> str:
 
 
 def run_scan(
-    data: Empirical,
+    data: Observed,
     predict: Predictor,
     *,
     scenarios: list[str],
@@ -257,16 +261,13 @@ def run_scan(
     step: int,
     seed: int,
     out: str | Path,
-    config_hash: str,
     target: str | None = None,
     batch: int = 2048,
 ) -> pd.DataFrame:
-    """Scan ``data``, writing ``out``.tsv, ``out``.bed, ``out``.png and ``out``.json; return the table.
+    """Scan ``data``, writing ``out``.tsv, ``out``.bed and ``out``.png; return the table.
 
     ``predict`` maps a dict of network inputs (``images``, ``distances``,
     ``stats``, ``n_snps``) to probabilities, one column per scenario.
-    ``config_hash``: the scan job's settings hash (:func:`popdl.stages.settings_hash`),
-    recorded in ``out``.json as its provenance.
     """
     target = target or default_target(scenarios)
     if target not in scenarios:
@@ -294,9 +295,7 @@ def run_scan(
         "snps": int(data.counts.get("snps", 0)), "max_target": float(table[f"p_{target}"].max()),
     }
     with atomic_path(out.with_name(out.name + ".json")) as tmp:
-        tmp.write_text(json.dumps({**summary, "counts": data.counts,
-                                   "provenance": provenance(config_hash=config_hash, seeds={"root": seed})},
-                                  indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps({**summary, "counts": data.counts}, indent=2, default=str) + "\n")
     return table
 
 

@@ -1,4 +1,4 @@
-"""Reading observed data and turning it into the networks' inputs.
+"""Reading and validating observed data: VCF or FASTA files and a popmap into a genotype matrix.
 
 Two kinds of input, each with a *popmap* (a two-column text file:
 sample, population; tab or space separated, UTF-8 (a byte-order mark is
@@ -23,13 +23,8 @@ skipped and counted; missing calls (``./.``, ``N``) become −1 and are counted.
 When a population has more individuals than were simulated, a reproducible
 subset is kept (seeded by the run's seed and the data set's name).
 
-:func:`empirical_features` then builds exactly what the networks were
-trained on (:mod:`popdl.features`): haplotypes grouped by population in the
-config's order, ``snps`` columns, minor/major encoding, rows sorted within
-populations, inter-SNP distances scaled by ``genome.length``, and the same
-summary statistics.  A data set with more SNPs than the image holds gives
-several images from different random SNP subsets (``replicates``); the
-predictions of those are averaged.
+:func:`popdl.features.observed_features` then builds the networks' inputs
+from an :class:`Observed` with the extractor the simulations go through.
 """
 
 from __future__ import annotations
@@ -48,20 +43,18 @@ import numpy as np
 
 from popdl import seeds
 from popdl.errors import DataError
-from popdl.features import MISSING, StatsSpec, genotype_image, summary_stats
+from popdl.features import MISSING
 
 __all__ = [
-    "Empirical",
+    "Observed",
     "read_popmap",
     "choose_individuals",
     "read_vcf",
     "read_fasta",
-    "load_empirical",
-    "empirical_features",
-    "empirical_rng",
+    "read_observed",
 ]
 
-log = logging.getLogger("popdl.empirical")
+log = logging.getLogger("popdl.observed")
 
 _BASES = {"A": 0, "C": 1, "G": 2, "T": 3}
 _MISSING_CHARS = set("NRYSWKMBDHV?")  # unknown or ambiguous (unphased) base
@@ -70,7 +63,7 @@ _FASTA_SUFFIX = re.compile(r"^(?P<sample>.+?)[._-](?:[12ab]|[AB])$")
 
 
 @dataclass
-class Empirical:
+class Observed:
     """An observed data set as popdl's genotype matrix.
 
     ``genotypes``: int8 (sites, haplotypes), 0/1 alleles (0 = REF or the
@@ -187,11 +180,6 @@ def choose_individuals(
     return chosen
 
 
-def empirical_rng(seed: int, name: str, index: int = 0) -> np.random.Generator:
-    """The random stream of data set ``name`` (subsampling: index 0; SNP subsets: 1 + replicate)."""
-    return seeds.observed(seed, name, index)
-
-
 # ---------------------------------------------------------------------------- VCF
 def read_vcf(
     path: str | Path,
@@ -203,8 +191,8 @@ def read_vcf(
     subsample: bool = True,
     allow_unphased: bool = False,
     length: float | None = None,
-) -> Empirical:
-    """Read a (b)gzipped or plain VCF into an :class:`Empirical`.
+) -> Observed:
+    """Read a (b)gzipped or plain VCF into an :class:`Observed`.
 
     Only biallelic SNPs enter; other records are skipped and counted.  Each
     contig is a locus.  ``length`` (bp) is the sequenced length for per-bp
@@ -254,12 +242,12 @@ def read_vcf(
 
 
 def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsample, allow_unphased, length,
-                 columns: int, hts) -> Empirical:
-    """The records of an open cyvcf2 reader as an :class:`Empirical` (see :func:`read_vcf`)."""
+                 columns: int, hts) -> Observed:
+    """The records of an open cyvcf2 reader as an :class:`Observed` (see :func:`read_vcf`)."""
     if not vcf.contains("GT"):
         raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
     chosen = choose_individuals(
-        present, popmap, samples=samples, rng=empirical_rng(seed, name), subsample=subsample, source=f"VCF {path}"
+        present, popmap, samples=samples, rng=seeds.observed(seed, name), subsample=subsample, source=f"VCF {path}"
     )
     index = np.array([present.index(s) for s, _ in chosen])
     counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "other_variants": 0,
@@ -361,7 +349,7 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
     kept_contigs = [c for i, c in enumerate(contigs) if i in used]
     renumber = {old: new for new, old in enumerate(sorted(used))}
     span = sum(spans[c][1] - spans[c][0] + 1 for c in kept_contigs)
-    return Empirical(
+    return Observed(
         name=name,
         genotypes=np.stack(blocks),
         positions=np.asarray(positions),
@@ -603,8 +591,8 @@ def read_fasta(
     seed: int,
     name: str = "data",
     subsample: bool = True,
-) -> Empirical:
-    """Read aligned FASTA files (one per locus) into an :class:`Empirical`.
+) -> Observed:
+    """Read aligned FASTA files (one per locus) into an :class:`Observed`.
 
     A column with a gap is an indel column (skipped); ``N``, ``?`` and IUPAC
     ambiguity codes are missing calls; a column with more than two bases is
@@ -643,7 +631,7 @@ def read_fasta(
             raise DataError(f"FASTA {p}: individuals differ from {paths[0]}: {_few(diff)}")
         per_locus.append((p, haps, lengths.pop()))
     chosen = choose_individuals(
-        order, popmap, samples=samples, rng=empirical_rng(seed, name), subsample=subsample, source=f"FASTA {paths[0]}"
+        order, popmap, samples=samples, rng=seeds.observed(seed, name), subsample=subsample, source=f"FASTA {paths[0]}"
     )
     counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "monomorphic": 0, "missing_calls": 0}
     blocks, positions, loci_idx, loci, total = [], [], [], [], 0
@@ -684,7 +672,7 @@ def read_fasta(
     counts["empty_contigs"] = empty
     counts["individuals"] = len(chosen)
     counts["individuals_in_file"] = len(order)
-    return Empirical(
+    return Observed(
         name=name,
         genotypes=np.stack(blocks),
         positions=np.asarray(positions),
@@ -698,7 +686,7 @@ def read_fasta(
 
 
 # ---------------------------------------------------------------------------- entry point
-def load_empirical(
+def read_observed(
     entry: dict,
     *,
     samples: dict[str, int],
@@ -708,7 +696,7 @@ def load_empirical(
     max_missing: float = 0.5,
     genome_length: float | None = None,
     base_dir: str | Path | None = None,
-) -> Empirical:
+) -> Observed:
     """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, length?}) and validate it.
 
     The sequenced length (bp) that scales per-bp statistics is the entry's
@@ -754,57 +742,3 @@ def load_empirical(
              len(data.individuals), 100 * rate,
              {k: data.counts[k] for k in ("multiallelic", "indels", "monomorphic")})
     return data
-
-
-def empirical_features(
-    data: Empirical,
-    *,
-    features: dict,
-    genome: dict,
-    seed: int,
-    replicates: int = 10,
-) -> dict:
-    """Network inputs of an observed data set, exactly as :func:`popdl.features.features_chunk` makes them.
-
-    Returns ``images`` (replicates, haplotypes, snps) int8, ``distances``
-    (replicates, snps) float32, ``n_snps`` (replicates,) int32 and ``stats``
-    (statistics,) float64 with ``stat_names``.  With more SNPs than the image
-    holds, each replicate keeps a different random subset (``snp_selection:
-    random``) or a different random window of consecutive SNPs (``first``,
-    ``central``); with fewer, all replicates are the same padded image.
-    Statistics are computed once, on all SNPs, per bp of ``data.length``.
-    """
-    snps = int(features["snps"])
-    g = data.genotypes
-    called = g != MISSING
-    derived = (g == 1).sum(axis=1)
-    poly = np.flatnonzero((derived > 0) & (derived < called.sum(axis=1)))
-    replicates = max(1, int(replicates)) if poly.size > snps else 1
-    images = np.zeros((replicates, g.shape[1], snps), dtype=np.int8)
-    distances = np.zeros((replicates, snps), dtype=np.float32)
-    n_snps = np.zeros(replicates, dtype=np.int32)
-    for r in range(replicates):
-        rng = empirical_rng(seed, data.name, 1 + r)
-        rows = np.arange(g.shape[0])
-        selection = features["snp_selection"]
-        if selection != "random" and poly.size > snps:
-            start = int(rng.integers(0, poly.size - snps + 1))
-            rows = poly[start : start + snps]
-            selection = "first"
-        images[r], distances[r], n_snps[r] = genotype_image(
-            g[rows], data.positions[rows], data.locus[rows], populations=data.populations, snps=snps,
-            length=float(genome["length"]), selection=selection, sort_rows=features["sort_rows"], rng=rng,
-        )
-    if not features.get("positions", True):
-        distances[:] = 0
-    spec = StatsSpec(stats=features["stats"], populations=data.populations, jsfs_bins=features["jsfs_bins"])
-    loci = int(data.locus.max()) + 1 if data.locus.size else 1
-    stats = summary_stats(g, data.locus, spec=spec, total_length=data.length, loci=loci) if spec.stats else np.zeros(0)
-    return {
-        "images": images,
-        "distances": distances,
-        "n_snps": n_snps,
-        "stats": stats,
-        "stat_names": np.array(spec.names, dtype=str),
-        "populations": data.populations,
-    }
