@@ -136,6 +136,7 @@ def cmd_predict(args) -> int:
     from popdl.model_io import check_model_folder, check_settings
     from popdl.predict import (load_observed, observed_inputs, predict_arrays, read_observed_summary, write_observed,
                                write_predictions)
+    from popdl.stages import settings_hash
 
     model = Path(args.model)
     bundle = check_model_folder(model)  # bundle.json and model.keras, before any data are read
@@ -164,10 +165,10 @@ def cmd_predict(args) -> int:
             raise FileNotFoundError(f"dataset folder {dataset} has no manifest.json")
         log.warning("no dataset beside the model (%s): skipping the misspecification check", dataset)
         dataset = None
-    if settings is None and (args.settings or args.configfile):
-        settings = _predict_settings(args)
-    alpha = (settings or {}).get("predict", {}).get("alpha", 0.01)
-    result = predict_arrays(obs, summary, name=name, model_dir=model, dataset_dir=dataset, alpha=alpha,
+    if settings is None:
+        settings = _model_settings(args, model)
+    result = predict_arrays(obs, summary, name=name, model_dir=model, dataset_dir=dataset,
+                            alpha=settings["predict"]["alpha"], config_hash=settings_hash(settings),
                             source=args.observed or args.vcf or args.fasta[0])
     created = not out.exists()
     written: list[Path] = []
@@ -205,6 +206,7 @@ def _model_settings(args, model: Path) -> dict:
 def cmd_abc(args) -> int:
     from popdl.abc import run_abc
     from popdl.predict import load_observed
+    from popdl.stages import settings_hash
 
     cfg = config_from_args(args, "abc")
     a = cfg["abc"]
@@ -213,7 +215,8 @@ def cmd_abc(args) -> int:
         name, _, path = item.rpartition("=") if "=" in item else (Path(item).parent.name, "", item)
         observed[name] = load_observed(path)["stats"]
     metrics = run_abc(args.dataset, args.out, tolerance=a["tolerance"], trees=a["trees"], min_samples_leaf=a["min_samples_leaf"],
-                      interval=a["interval"], seed=cfg["seed"], threads=args.threads, observed=observed)
+                      interval=a["interval"], seed=cfg["seed"], threads=args.threads, observed=observed,
+                      config_hash=settings_hash(cfg))
     for name, m in metrics["methods"].items():
         log.info("abc %s: test accuracy %.3f", name, m["accuracy"])
     return 0

@@ -13,8 +13,9 @@ Two steps, each runnable by hand:
 2. :func:`predict_observed` runs the saved model on every replicate image,
    averages the replicates' scenario probabilities and parameter quantiles,
    runs the misspecification check (:mod:`popdl.misspec`) against the
-   reference simulations, and writes ``predictions.json`` and
-   ``predictions.csv`` beside ``observed.npz``.
+   reference simulations, and writes ``predictions.json`` (with the
+   ``provenance``: the predict job's settings hash, package versions, the
+   model) and ``predictions.csv`` beside ``observed.npz``.
 
 ``predictions.csv`` columns: ``kind`` (``scenario`` or ``parameter``),
 ``name``, ``value`` (probability, or the median estimate in natural
@@ -30,9 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from popdl.abc import load_reference
 from popdl.errors import DataError
 from popdl.features import observed_features
 from popdl.io import atomic_path, provenance, save_npz, write_json
+from popdl.misspec import Misspecification
+from popdl.model_io import load_model
 from popdl.observed import read_observed
 
 __all__ = [
@@ -225,13 +229,15 @@ def predict_observed(
     dataset_dir: str | Path | None,
     alpha: float = 0.01,
     out_dir: str | Path | None = None,
-    config_hash: str = "",
+    config_hash: str,
 ) -> dict:
     """Network predictions and the misspecification check for one ``observed.npz``.
 
     Writes ``predictions.json`` and ``predictions.csv`` into ``out_dir``
     (default: the folder of ``observed_path``).  ``dataset_dir`` holds the
-    reference simulations for the check (None skips it).
+    reference simulations for the check (None skips it).  ``config_hash``: the
+    predict job's settings hash (:func:`popdl.stages.settings_hash`), recorded
+    as the predictions' provenance.
     """
     observed_path = Path(observed_path)
     out_dir = Path(out_dir) if out_dir else observed_path.parent
@@ -244,10 +250,8 @@ def predict_observed(
 
 
 def predict_arrays(obs: dict, summary: dict, *, name: str, model_dir: str | Path, dataset_dir: str | Path | None,
-                   alpha: float = 0.01, config_hash: str = "", source: str | Path = "the observed data") -> dict:
+                   config_hash: str, alpha: float = 0.01, source: str | Path = "the observed data") -> dict:
     """What :func:`predict_observed` answers, from arrays in memory; nothing is written."""
-    from popdl.model_io import load_model
-
     model = load_model(model_dir)
     expected = getattr(model, "stat_names", None)
     if expected is not None and list(expected) != np.asarray(obs["stat_names"]).tolist():
@@ -255,9 +259,6 @@ def predict_arrays(obs: dict, summary: dict, *, name: str, model_dir: str | Path
     answer = network_answer(model, obs)
     result = {"name": name, "network": answer, "observed": summary}
     if dataset_dir is not None:
-        from popdl.abc import load_reference
-        from popdl.misspec import Misspecification
-
         ref = load_reference(dataset_dir, ("train", "validation", "test"))
         check = Misspecification(ref.stats, stat_names=ref.stat_names).score(obs["stats"], alpha=alpha)
         result["misspecification"] = check

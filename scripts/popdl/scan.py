@@ -38,7 +38,10 @@ Outputs, for ``--out PREFIX``:
     BED6: contig, start − 1, end, predicted scenario, score = 1000 × the
     probability of the target scenario (the sweep class), strand ``.``;
 ``PREFIX.png``
-    the target scenario's probability along each contig.
+    the target scenario's probability along each contig;
+``PREFIX.json``
+    summary: windows, contigs, target, highest probability, the reader's
+    counts, and ``provenance`` (the scan job's settings hash, seeds, versions).
 
 The VCF is read and validated by :func:`popdl.observed.read_vcf` (the
 prediction path's reader): phased diploid calls, samples matching the
@@ -59,7 +62,7 @@ import pandas as pd
 from popdl import seeds
 from popdl.errors import DataError
 from popdl.features import Extractor
-from popdl.io import atomic_path, write_table
+from popdl.io import atomic_path, provenance, write_table
 from popdl.observed import Observed, read_popmap, read_vcf
 
 __all__ = [
@@ -261,13 +264,16 @@ def run_scan(
     step: int,
     seed: int,
     out: str | Path,
+    config_hash: str,
     target: str | None = None,
     batch: int = 2048,
 ) -> pd.DataFrame:
-    """Scan ``data``, writing ``out``.tsv, ``out``.bed and ``out``.png; return the table.
+    """Scan ``data``, writing ``out``.tsv, ``out``.bed, ``out``.png and ``out``.json; return the table.
 
     ``predict`` maps a dict of network inputs (``images``, ``distances``,
     ``stats``, ``n_snps``) to probabilities, one column per scenario.
+    ``config_hash``: the scan job's settings hash (:func:`popdl.stages.settings_hash`),
+    recorded in ``out``.json as its provenance.
     """
     target = target or default_target(scenarios)
     if target not in scenarios:
@@ -295,7 +301,9 @@ def run_scan(
         "snps": int(data.counts.get("snps", 0)), "max_target": float(table[f"p_{target}"].max()),
     }
     with atomic_path(out.with_name(out.name + ".json")) as tmp:
-        tmp.write_text(json.dumps({**summary, "counts": data.counts}, indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps({**summary, "counts": data.counts,
+                                   "provenance": provenance(config_hash=config_hash, seeds={"root": seed})},
+                                  indent=2, default=str) + "\n")
     return table
 
 
