@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections import Counter
+
 import allel
 import msprime
 import numpy as np
 import pytest
 
+from popdl import seeds
 from popdl.features import (
+    Extractor,
+    FeatureSettings,
     StatsSpec,
+    _hash_weights,
     encode_minor_major,
     genotype_image,
     select_snps,
@@ -82,6 +90,10 @@ def test_sort_matches_naive_greedy_chain():
     for _ in range(20):
         rows = encode_minor_major(random_genotypes(rng, sites=15, haps=9)).T
         assert sort_haplotypes(rows).tolist() == naive_sort(rows)
+    for _ in range(5):  # values beyond the encoding's -1, 0, 1, and many ties
+        rows = rng.integers(-2, 3, size=(12, 6)).astype(np.int8)
+        assert sort_haplotypes(rows).tolist() == naive_sort(rows)
+    assert sort_haplotypes(np.zeros((7, 4), np.int8)).tolist() == list(range(7))
 
 
 def test_distances_match_naive():
@@ -216,3 +228,110 @@ def test_statistic_names_follow_populations_and_pairs():
     spec = StatsSpec(stats=["pi", "fst", "sfs"], populations=np.array(["x"] * 4 + ["y"] * 2 + ["z"] * 2))
     assert spec.names == ["pi_x", "pi_y", "pi_z", "fst_x_y", "fst_x_z", "fst_y_z",
                           "sfs_x_1", "sfs_x_2", "sfs_y_1", "sfs_z_1"]
+
+
+# ----------------------------------------------------------- statistics against scikit-allel, value for value
+def naive_hap_diversity(g, locus, loci, cols):
+    """Nei's haplotype diversity per locus from counted haplotype tuples (a missing call is an allele), averaged."""
+    n = len(cols)
+    same = np.array([sum(c * c for c in Counter(tuple(g[locus == k][:, j]) for j in cols).values()) for k in range(loci)])
+    return float(np.mean(n / (n - 1) * (1.0 - same / n**2)))
+
+
+def naive_summary_stats(genotypes, locus, *, spec, total_length, loci):
+    """The statistics computed with scikit-allel (popdl's former implementation), on the polymorphic sites."""
+    g = np.asarray(genotypes, dtype=np.int8)
+    derived = (g == 1).sum(axis=1)
+    poly = (derived > 0) & (derived < (g != -1).sum(axis=1))
+    g, locus = g[poly], locus[poly]
+    h = allel.HaplotypeArray(g)
+    acs = {p: h.count_alleles(subpop=spec.index[p], max_allele=1) for p in spec.pops}
+    values = []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for stat in spec.stats:
+            for p in spec.pops if stat in ("segsites", "pi", "theta_w", "tajimas_d", "hap_diversity", "sfs") else []:
+                ac, n = acs[p], spec.index[p].size
+                if stat == "segsites":
+                    values.append(float(ac.count_segregating()))
+                elif stat == "pi":
+                    values.append(float(np.nansum(allel.mean_pairwise_difference(ac, fill=0))) / total_length)
+                elif stat == "theta_w":
+                    values.append(ac.count_segregating() / sum(1 / i for i in range(1, n)) / total_length)
+                elif stat == "tajimas_d":
+                    d = allel.tajima_d(ac, min_sites=3) if ac.shape[0] else np.nan
+                    values.append(float(d) if np.isfinite(d) else 0.0)
+                elif stat == "hap_diversity":
+                    values.append(naive_hap_diversity(g, locus, loci, spec.index[p]) if n > 1 else 0.0)
+                else:
+                    seg = ac.is_segregating() & (ac.sum(axis=1) == n)
+                    sfs = allel.sfs_folded(ac[seg], n=n)[1 : n // 2 + 1] if seg.any() else np.zeros(n // 2)
+                    values += list(sfs / sfs.sum() if sfs.sum() else np.zeros(n // 2))
+            for a, b in spec.pairs if stat in ("fst", "dxy", "jsfs") else []:
+                dxy = float(np.nansum(allel.mean_pairwise_difference_between(acs[a], acs[b], fill=0)))
+                if stat == "dxy":
+                    values.append(dxy / total_length)
+                elif stat == "fst":
+                    pi_a = float(np.nansum(allel.mean_pairwise_difference(acs[a], fill=0)))
+                    pi_b = float(np.nansum(allel.mean_pairwise_difference(acs[b], fill=0)))
+                    total = pi_a + 2 * dxy + pi_b
+                    values.append(1.0 - 2.0 * (pi_a + pi_b) / total if total > 0 else 0.0)
+                else:
+                    values += list(naive_jsfs(acs[a], acs[b], spec.jsfs_bins).ravel())
+    out = np.asarray(values, dtype=np.float64)
+    out[~np.isfinite(out)] = 0.0
+    return out
+
+
+def naive_jsfs(ac1, ac2, bins):
+    out = np.zeros((bins, bins))
+    for (a0, a1), (b0, b1) in zip(ac1.tolist(), ac2.tolist()):
+        n1, n2, k1, k2 = a0 + a1, b0 + b1, a1, b1
+        if k1 + k2 > (n1 + n2) / 2:
+            k1, k2 = n1 - k1, n2 - k2
+        if k1 + k2 > 0 and n1 > 0 and n2 > 0:
+            out[min(int(k1 / n1 * bins), bins - 1), min(int(k2 / n2 * bins), bins - 1)] += 1
+    return out / out.sum() if out.sum() else out
+
+
+ALL_STATS = ["segsites", "pi", "theta_w", "tajimas_d", "hap_diversity", "fst", "dxy", "sfs", "jsfs"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_statistics_equal_scikit_allels_bit_for_bit(seed):
+    """Missing calls, sites left monomorphic by them, three populations, several loci (one of them empty)."""
+    rng = np.random.default_rng(seed)
+    pops = np.array(["p1"] * 6 + ["p2"] * 4 + ["p3"] * 8)
+    g = random_genotypes(rng, sites=int(rng.integers(2, 60)), haps=pops.size, missing=0.1 * (seed % 3))
+    locus = np.sort(rng.choice([0, 1, 3], size=g.shape[0])).astype(np.int32)
+    spec = StatsSpec(stats=ALL_STATS, populations=pops, jsfs_bins=3)
+    ours = summary_stats(g, locus, spec=spec, total_length=4e4, loci=4)
+    assert np.array_equal(ours, naive_summary_stats(g, locus, spec=spec, total_length=4e4, loci=4))
+    ex = Extractor(FeatureSettings(snps=16, stats=tuple(ALL_STATS), jsfs_bins=3), populations=pops, locus_length=1e4)
+    assert np.array_equal(ex.stats(g, locus, total_length=4e4, loci=4), ours)
+
+
+def test_statistics_of_a_simulation_equal_scikit_allels_bit_for_bit(two_pop_ts):
+    g = two_pop_ts.genotype_matrix()
+    spec = StatsSpec(stats=ALL_STATS, populations=np.array(["a"] * 14 + ["b"] * 10))
+    locus = np.zeros(g.shape[0], np.int32)
+    assert np.array_equal(summary_stats(g, locus, spec=spec, total_length=2e5, loci=1),
+                          naive_summary_stats(g, locus, spec=spec, total_length=2e5, loci=1))
+
+
+def test_haplotype_hash_weights_are_a_prefix_of_one_fixed_stream():
+    longest = _hash_weights(5000)
+    for n in (0, 1, 7, 300, 4999):
+        assert np.array_equal(_hash_weights(n), seeds.haplotype_hash_weights(n))
+    assert np.array_equal(longest, seeds.haplotype_hash_weights(5000))
+
+
+def test_feature_and_simulation_jobs_load_no_heavy_library():
+    """What `popdl simulate`, `popdl features` and `popdl observe` import before they work: no scikit-allel
+    (it pulls in dask), TensorFlow, Keras, matplotlib, Optuna or scikit-learn."""
+    code = ("import sys; import popdl.cli, popdl.cli_core, popdl.cli_predict, popdl.simulate, popdl.plan, "
+            "popdl.features, popdl.observed, popdl.predict, popdl.simulators; "
+            "print(' '.join(m for m in ('allel', 'dask', 'tensorflow', 'keras', 'matplotlib', 'optuna', 'sklearn', "
+            "'torch', 'jax') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""

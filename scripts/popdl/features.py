@@ -238,6 +238,10 @@ class AlleleCounts:
         derived, called = sum(self.derived), sum(self.called)
         return (derived > 0) & (derived < called)
 
+    def take(self, sites: np.ndarray) -> AlleleCounts:
+        """The counts of ``sites`` (a mask or indices)."""
+        return AlleleCounts([d[sites] for d in self.derived], [c[sites] for c in self.called])
+
 
 def _mean_pairwise_difference(derived: np.ndarray, called: np.ndarray) -> np.ndarray:
     """Per site, the mean number of differences between two haplotypes of one population
@@ -343,7 +347,16 @@ def _binned_jsfs(d1: np.ndarray, n1: np.ndarray, d2: np.ndarray, n2: np.ndarray,
 def _statistics(
     g: np.ndarray, locus: np.ndarray, counts: AlleleCounts, *, spec: StatsSpec, groups, total_length: float, loci: int
 ) -> np.ndarray:
-    """The statistics of ``spec`` (see :func:`summary_stats`) from the populations' allele ``counts``."""
+    """The statistics of ``spec`` (see :func:`summary_stats`) from the populations' allele ``counts``.
+
+    Only polymorphic sites count: a site left with one allele among its
+    called haplotypes (missing calls) is dropped, as the readers of observed
+    data drop it, so that it cannot tell haplotypes apart in the haplotype
+    diversity through its missing calls.
+    """
+    poly = counts.polymorphic
+    if not poly.all():
+        g, locus, counts = g[poly], locus[poly], counts.take(poly)
     k = {p: i for i, p in enumerate(spec.pops)}
     der, an = counts.derived, counts.called
     segregating = [np.sum((d > 0) & (d < n)) for d, n in zip(der, an)]
@@ -479,9 +492,9 @@ class Extractor:
     Every method takes ``genotypes`` int8 (sites, haplotypes) with 0/1
     alleles and ``MISSING`` (−1), ``positions`` (bp within each site's
     locus, float) and ``locus`` (int, sites sorted by locus, then position).
-    Only sites polymorphic among the called haplotypes enter the image; the
-    statistics take every site given (monomorphic ones add nothing, missing
-    calls are left out of each site's counts).  Phased haplotypes are the
+    Only sites polymorphic among the called haplotypes enter the image and
+    the statistics (a missing call is left out of its site's allele counts;
+    in the haplotype diversity it is a third allele).  Phased haplotypes are the
     only layout today: an unphased mode or a per-site missingness mask would
     be new :class:`FeatureSettings` fields and arguments here, so that all
     three callers get them at once.
@@ -616,9 +629,10 @@ def summary_stats(
 ) -> np.ndarray:
     """The statistics of ``spec`` for one data set, float64, in ``spec.names`` order.
 
-    ``total_length`` (bp) scales π, θ_W and d_xy to per-bp values.  Undefined
-    values (Tajima's D with fewer than 3 segregating sites, F_ST with no
-    variation) are 0.  (What :meth:`Extractor.stats` computes.)
+    ``total_length`` (bp) scales π, θ_W and d_xy to per-bp values.  Only
+    polymorphic sites count.  Undefined values (Tajima's D with fewer than 3
+    segregating sites, F_ST with no variation) are 0.  (What
+    :meth:`Extractor.stats` computes.)
     """
     g = np.asarray(genotypes, dtype=np.int8)
     groups = [_columns(spec.index[p]) for p in spec.pops]
