@@ -145,9 +145,41 @@ def test_preprocessor_log_scale_round_trip(tiny_dataset):
     z = prep.params(params)
     assert np.isnan(z).sum() == np.isnan(params).sum()  # absent parameters stay masked
     back = prep.natural(prep.unstandardise(z))
-    np.testing.assert_allclose(back[np.isfinite(params)], params[np.isfinite(params)], rtol=1e-4)
+    # Exact up to the clip at BOUND_EPS of the range from each bound (on the learning
+    # scale); a derived parameter's value outside its training range comes back at its edge.
+    lo, hi = (np.array([b[k] if b else np.nan for b in prep.bounds]) for k in (0, 1))
+    ok = np.isfinite(params)
+    want = prep.learning_scale(np.where(np.isfinite(lo), np.clip(params, lo, hi), params))
+    span = prep.learning_scale(hi) - prep.learning_scale(lo)
+    tol = np.where(np.isfinite(span), 2e-4 * span, 0.0) + 1e-6 * np.abs(want)
+    np.testing.assert_array_less(np.abs(prep.learning_scale(back) - want)[ok], (tol + 1e-9)[ok])
+    assert np.isnan(back[~ok]).all()
     again = Preprocessor.from_dict(json.loads(json.dumps(prep.to_dict())))
     np.testing.assert_array_equal(again.params(params), z)
+
+
+def test_any_network_output_maps_inside_the_priors_support(tiny_dataset):
+    from popdl.dataset import Dataset
+    from popdl.preprocess import Preprocessor
+
+    ds = Dataset(tiny_dataset)
+    prep = Preprocessor.fit(ds)
+    priors = ds.manifest["priors"]
+    # Uniform and log-uniform priors are bounded by the prior; the derived T_sc by its training range.
+    for j, name in enumerate(prep.param_names):
+        if all(np.isfinite(priors[name]["bounds"])):
+            assert prep.bounds[j] == list(priors[name]["bounds"]), name
+    train = ds.load("train", ("params",))["params"][:, prep.param_names.index("T_sc")]
+    assert prep.bounds[prep.param_names.index("T_sc")] == [np.nanmin(train), np.nanmax(train)]
+    # Whatever the network outputs (huge, tiny, crossing), every quantile lies within the bounds.
+    z = np.random.default_rng(3).normal(scale=50.0, size=(500, len(prep.param_names), 3))
+    z[:5] = 1e6
+    z[5:10] = -1e6
+    q = prep.natural(prep.unstandardise(z))
+    lo, hi = (np.array([b[k] for b in prep.bounds])[None, :, None] for k in (0, 1))
+    assert np.isfinite(q).all() and (q >= lo).all() and (q <= hi).all()
+    np.testing.assert_allclose(q[:5], np.broadcast_to(hi, q[:5].shape), rtol=1e-12)
+    np.testing.assert_allclose(q[5:10], np.broadcast_to(lo, q[5:10].shape), rtol=1e-12)
 
 
 def test_temperature_fit_recovers_a_known_temperature():

@@ -2,10 +2,32 @@
 
 :class:`Preprocessor` holds the mean and standard deviation of every summary
 statistic, and per parameter whether it is learned on a log10 scale
-(log-uniform prior, or a derived parameter that is always positive) and the
-mean and standard deviation on that scale.  Training fits it
+(log-uniform prior, or a derived parameter that is always positive), its
+bounds, and the mean and standard deviation of its training targets.
+Training fits it
 (:mod:`popdl.training`); the model folder stores it (:mod:`popdl.model_io`)
 and applies it to new inputs and to the network's outputs.
+
+Scales of a parameter:
+
+natural
+    its units (generations, individuals, per-generation rates).
+learning
+    log10 of the natural value where ``log_scale``, the natural value
+    otherwise; metrics (R², RMSE) and the ABC baselines work on it.
+target
+    what the network learns: for a parameter with bounds, the logit of its
+    position between them on the learning scale, ``logit((ℓ − ℓ_lo) /
+    (ℓ_hi − ℓ_lo))`` (clipped to ``[BOUND_EPS, 1 − BOUND_EPS]``), then
+    standardised; without bounds, the standardised learning value.  Any
+    real network output maps back (:meth:`Preprocessor.unstandardise`)
+    inside the bounds, so every quantile, hence every interval, lies within
+    the prior's support.
+
+Bounds: those of a uniform, log-uniform or truncated-normal prior; for a
+derived parameter (``expr``), whose support depends on other parameters,
+the range of its training values (which lies inside that support); none for
+a normal prior.
 """
 
 from __future__ import annotations
@@ -19,7 +41,34 @@ import numpy as np
 if TYPE_CHECKING:
     from popdl.dataset import Dataset
 
-__all__ = ["Preprocessor"]
+__all__ = ["Preprocessor", "BOUND_EPS", "parameter_bounds"]
+
+#: Positions within a parameter's bounds are clipped to [BOUND_EPS, 1 − BOUND_EPS]
+#: before the logit (a value at a bound would map to infinity).
+BOUND_EPS = 1e-4
+
+
+def parameter_bounds(prior: dict, values: np.ndarray) -> list[float] | None:
+    """``[lo, hi]`` (natural units) within which a parameter is learned, or None.
+
+    ``prior``: the dataset manifest's entry (``bounds``, ``kinds``);
+    ``values``: the parameter's training values (NaN where absent).  A prior
+    with two finite, distinct bounds gives them (widened to the training
+    values if another scenario defines the parameter differently); a derived
+    parameter (every ``kinds`` entry an expression, ``"= ..."``) the range
+    of its training values; anything else None (unbounded).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    lo, hi = (float(b) for b in prior.get("bounds", [-math.inf, math.inf]))
+    kinds = list(prior.get("kinds", {}).values())
+    if math.isfinite(lo) and math.isfinite(hi) and hi > lo:
+        if v.size:
+            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+        return [lo, hi]
+    if kinds and all(str(k).startswith("=") for k in kinds) and v.size and v.max() > v.min():
+        return [float(v.min()), float(v.max())]
+    return None
 
 
 @dataclass
@@ -34,6 +83,9 @@ class Preprocessor:
     param_mean: list[float]
     param_std: list[float]
     scenario_params: dict[str, list[str]] = field(default_factory=dict)
+    #: Per parameter ``[lo, hi]`` in natural units (learned through a logit), or None.
+    #: Empty in bundles written before bounds existed: no bounded transform.
+    bounds: list = field(default_factory=list)
 
     @classmethod
     def fit(cls, dataset: Dataset, splits=("train",)) -> Preprocessor:
@@ -62,13 +114,17 @@ class Preprocessor:
         std = np.sqrt(np.maximum(s2 / np.maximum(ns, 1) - mean**2, 0.0))
         std = np.where(std > 1e-12, std, 1.0)
         params = np.concatenate(raw) if raw else np.zeros((0, len(names)))
-        log_scale = []
+        log_scale, bounds = [], []
         for j, name in enumerate(names):
             prior = priors.get(name, {})
-            bounds = prior.get("bounds", [-math.inf, math.inf])
-            derived_positive = not all(math.isfinite(b) for b in bounds) and pmin[j] > 0
+            prior_bounds = prior.get("bounds", [-math.inf, math.inf])
+            derived_positive = not all(math.isfinite(b) for b in prior_bounds) and pmin[j] > 0
             log_scale.append(bool(prior.get("log_scale", False) or derived_positive))
-        z = cls._forward(params, np.array(log_scale, bool))
+            b = parameter_bounds(prior, params[:, j]) if len(params) else None
+            if b is not None and log_scale[-1] and b[0] <= 0:
+                b = None  # no log10 of a non-positive bound
+            bounds.append(b)
+        z = _to_target(cls._forward(params, np.array(log_scale, bool)), _learning_bounds(bounds, log_scale))
         pmean = np.nanmean(np.where(np.isfinite(z), z, np.nan), axis=0) if len(z) else np.zeros(len(names))
         pstd = np.nanstd(np.where(np.isfinite(z), z, np.nan), axis=0) if len(z) else np.ones(len(names))
         pmean = np.nan_to_num(pmean, nan=0.0)
@@ -76,7 +132,7 @@ class Preprocessor:
         return cls(
             stat_names=list(m["stat_names"]), stat_mean=mean.tolist(), stat_std=std.tolist(),
             param_names=list(names), log_scale=log_scale, param_mean=pmean.tolist(), param_std=pstd.tolist(),
-            scenario_params={k: list(v) for k, v in m.get("scenario_params", {}).items()},
+            scenario_params={k: list(v) for k, v in m.get("scenario_params", {}).items()}, bounds=bounds,
         )
 
     @staticmethod
@@ -93,30 +149,46 @@ class Preprocessor:
         return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
 
     def params(self, params: np.ndarray) -> np.ndarray:
-        """Standardised learning-scale parameters, float32 (NaN kept: masked in the loss)."""
-        z = self._forward(params, np.array(self.log_scale, bool))
-        return ((z - np.array(self.param_mean)) / np.array(self.param_std)).astype(np.float32)
+        """Standardised targets (module docstring), float32 (NaN kept: masked in the loss)."""
+        z = self.target(params)
+        mean, std = np.array(self.param_mean), np.array(self.param_std)
+        if z.ndim == 3:
+            mean, std = mean[None, :, None], std[None, :, None]
+        return ((z - mean) / std).astype(np.float32)
+
+    def target(self, params: np.ndarray) -> np.ndarray:
+        """Natural units -> the target scale, not standardised (logit within the bounds)."""
+        return _to_target(self.learning_scale(params), self._learning_bounds())
+
+    def _learning_bounds(self):
+        return _learning_bounds(self.bounds or [None] * len(self.param_names), self.log_scale)
 
     def learning_scale(self, params: np.ndarray) -> np.ndarray:
         """Parameters on their learning scale (log10 where log_scale), not standardised."""
         return self._forward(params, np.array(self.log_scale, bool))
 
     def unstandardise(self, z: np.ndarray) -> np.ndarray:
-        """Standardised values (parameters on the last axis but one or last) -> learning scale."""
+        """Standardised targets (parameters on the last axis but one or last) -> learning
+        scale; bounded parameters land within their bounds whatever ``z``."""
         z = np.asarray(z, dtype=np.float64)
         mean, std = np.array(self.param_mean), np.array(self.param_std)
         if z.ndim == 3:  # (n, parameters, quantiles)
-            return z * std[None, :, None] + mean[None, :, None]
-        return z * std + mean
+            t = z * std[None, :, None] + mean[None, :, None]
+        else:
+            t = z * std + mean
+        return _from_target(t, self._learning_bounds())
 
     def natural(self, learning: np.ndarray) -> np.ndarray:
-        """Learning scale -> natural units (undo log10)."""
+        """Learning scale -> natural units (undo log10); bounded parameters are
+        kept within their bounds (10 ** log10(hi) may round above hi)."""
         learning = np.asarray(learning, dtype=np.float64)
-        logs = np.array(self.log_scale, bool)
-        if learning.ndim == 3:
-            logs = logs[None, :, None]
+        logs = _broadcast(np.array(self.log_scale, bool), learning.ndim)
         with np.errstate(over="ignore"):
-            return np.where(logs, 10.0 ** np.clip(learning, -300, 300), learning)
+            out = np.where(logs, 10.0 ** np.clip(learning, -300, 300), learning)
+        bounds = self.bounds or [None] * len(self.param_names)
+        lo = np.array([b[0] if b else -np.inf for b in bounds], dtype=np.float64)
+        hi = np.array([b[1] if b else np.inf for b in bounds], dtype=np.float64)
+        return np.clip(out, _broadcast(lo, out.ndim), _broadcast(hi, out.ndim))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,3 +196,38 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessor:
         return cls(**d)
+
+
+def _learning_bounds(bounds, log_scale) -> tuple[np.ndarray, np.ndarray]:
+    """Per parameter ``(lo, hi)`` on the learning scale; NaN where unbounded."""
+    lo = np.full(len(log_scale), np.nan)
+    hi = lo.copy()
+    for j, (b, log) in enumerate(zip(bounds, log_scale)):
+        if b is not None and b[0] is not None and b[1] is not None:
+            lo[j], hi[j] = (math.log10(b[0]), math.log10(b[1])) if log else (float(b[0]), float(b[1]))
+    return lo, hi
+
+
+def _broadcast(v: np.ndarray, ndim: int) -> np.ndarray:
+    return v[None, :, None] if ndim == 3 else v
+
+
+def _to_target(learning: np.ndarray, bounds) -> np.ndarray:
+    """Learning scale -> target scale: logit of the position within the bounds where bounded."""
+    learning = np.asarray(learning, dtype=np.float64)
+    lo, hi = (_broadcast(b, learning.ndim) for b in bounds)
+    bounded = np.isfinite(lo)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = np.clip((learning - lo) / (hi - lo), BOUND_EPS, 1.0 - BOUND_EPS)
+        logit = np.log(u) - np.log1p(-u)
+    return np.where(bounded & np.isfinite(learning), logit, learning)
+
+
+def _from_target(t: np.ndarray, bounds) -> np.ndarray:
+    """Target scale -> learning scale (the inverse of :func:`_to_target` within the clip)."""
+    lo, hi = (_broadcast(b, t.ndim) for b in bounds)
+    bounded = np.isfinite(lo)
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = 0.5 * (1.0 + np.tanh(0.5 * t))  # the logistic function, without overflow
+        inside = np.clip(lo + (hi - lo) * u, lo, hi)
+    return np.where(bounded, inside, t)
