@@ -1,4 +1,4 @@
-"""Simulation throughput of the workflow's simulate step against a bare msprime loop.
+"""Simulation throughput of the workflow's simulate and features steps against a bare msprime loop.
 
 Both sides simulate the same draws (the same parameters and seeds) of the
 default config's ``isolation`` scenario, on one core, in this process:
@@ -12,21 +12,32 @@ default config's ``isolation`` scenario, on one core, in this process:
   ``sim_ancestry`` + ``sim_mutations`` + ``genotype_matrix``, nothing written;
   also timed with ``record_provenance=False`` as the workflow calls msprime
   (it never stores the tree sequence), which isolates the workflow's own
-  overhead.
+  overhead;
+* features: ``popdl features`` on the workflow's chunk (images, distances
+  and the config's statistics of every draw), through the same entry point.
 
 Times are CPU seconds of this process (``time.process_time``), so the
 figures are per core and other processes on the machine do not skew them.
 Repetitions rotate which side runs first; the medians are reported.  The
 genotype matrices of both sides are compared, so the two really simulate the
-same thing.  Target: ratio >= 0.95.
+same thing.  Targets: simulate ÷ bare >= 0.95; simulate + features ÷ bare
+>= 0.8.
 
-    python benchmarks/bench_simulation.py [--draws N] [--reps 5]
+The start-up of a job (``python -m popdl simulate`` / ``features`` in a
+fresh process on a one-draw chunk: interpreter, imports, config, the draw,
+the file) is measured apart, as the CPU seconds and wall seconds of that
+child process (medians of ``--startup-reps``); target < 1.5 s.  The last
+line folds both jobs' start-up into a chunk of ``--draws`` draws.
+
+    python benchmarks/bench_simulation.py [--draws N] [--reps 5] [--startup-reps 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,11 +89,22 @@ def bare_loop(plan, *, samples: dict, genome: dict, record_provenance: bool = Tr
     return out
 
 
+def child_times(cmd: list[str], *, cwd: Path) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of ``cmd`` run to completion in a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
     parser.add_argument("--draws", type=int, default=None, help="draws per repetition (default: the config's chunk size)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each side")
+    parser.add_argument("--startup-reps", type=int, default=5, help="fresh processes timed per job (0: skip)")
     args = parser.parse_args(argv)
 
     config = load_config(args.config)
@@ -91,6 +113,7 @@ def main(argv=None) -> int:
     scenario = Scenario.from_config(SCENARIO, config)
     args.draws = args.draws or config["simulations"]["chunk"]
     settings = stage_json(config, "simulate", SCENARIO)
+    feature_settings = stage_json(config, "features")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         plan = plan_draws(scenario, root_seed=config["seed"], start=0, stop=args.draws)
@@ -105,6 +128,13 @@ def main(argv=None) -> int:
                 raise SystemExit("popdl simulate failed")
             return time.process_time() - t
 
+        def features() -> float:
+            t = time.process_time()
+            if popdl_main(["--quiet", "features", "--settings", feature_settings, "--sims", str(out),
+                           "--out", str(tmp / "features.npz")]) != 0:
+                raise SystemExit("popdl features failed")
+            return time.process_time() - t
+
         def bare(record_provenance: bool = True) -> float:
             t = time.process_time()
             bare_loop(plan, samples=config["samples"], genome=config["genome"], record_provenance=record_provenance)
@@ -112,20 +142,35 @@ def main(argv=None) -> int:
 
         # Warm-up (imports, caches) and check that both sides simulate the same data.
         workflow()
+        features()
         sims = load_sims(out)
         reference = bare_loop(plan.iloc[:20], samples=config["samples"], genome=config["genome"])
         off = sims["site_offsets"]
         same = all(np.array_equal(sims["genotypes"][off[i]:off[i + 1]], g) for i, g in enumerate(reference))
         print(f"same genotypes on both sides (first 20 draws): {same}")
 
-        runs = {"workflow": workflow, "bare": bare, "bare_noprov": lambda: bare(False)}
+        runs = {"workflow": workflow, "bare": bare, "bare_noprov": lambda: bare(False), "features": features}
         times = {side: [] for side in runs}
         sides = list(runs)
         for rep in range(args.reps):
-            for side in sides[rep % 3:] + sides[: rep % 3]:  # rotate which side goes first
+            for side in sides[rep % 4:] + sides[: rep % 4]:  # rotate which side goes first
                 times[side].append(runs[side]())
-    w, b, bn = (statistics.median(times[s]) for s in sides)
+
+        # Job start-up: each job in a fresh process, on a one-draw chunk.
+        startup = {"simulate": [], "features": []}
+        (tmp / "sim.json").write_text(settings)
+        (tmp / "features.json").write_text(feature_settings)
+        python = [sys.executable, "-m", "popdl", "--quiet"]
+        one = [*python, "simulate", "--settings", f"@{tmp / 'sim.json'}", "--scenario", SCENARIO, "--start", "0",
+               "--stop", "1", "--out", str(tmp / "one.npz")]
+        one_features = [*python, "features", "--settings", f"@{tmp / 'features.json'}", "--sims", str(tmp / "one.npz"),
+                        "--out", str(tmp / "one_features.npz")]
+        for _ in range(args.startup_reps):
+            startup["simulate"].append(child_times(one, cwd=ROOT))
+            startup["features"].append(child_times(one_features, cwd=ROOT))
+    w, b, bn, f = (statistics.median(times[s]) for s in sides)
     ratios = [bt / wt for wt, bt in zip(times["workflow"], times["bare"])]
+    both = [bt / (wt + ft) for wt, bt, ft in zip(times["workflow"], times["bare"], times["features"])]
     n = args.draws
     print(f"scenario {SCENARIO}, {n} draws a repetition, {args.reps} repetitions, samples {config['samples']}, "
           f"{config['genome']['length']:.0f} bp")
@@ -134,6 +179,17 @@ def main(argv=None) -> int:
     print(f"bare loop with record_provenance=False (as the workflow calls msprime): {n / bn:8.1f} draws/s per core (median)")
     print(f"throughput ratio workflow / bare: {b / w:.3f} (median of per-repetition ratios {statistics.median(ratios):.3f}; target >= 0.95)")
     print(f"throughput ratio workflow / bare without provenance (the pure overhead of plan, demes, from_demes and npz): {bn / w:.3f}")
+    print(f"features (popdl features: images, distances, {len(config['features']['stats'])} statistics): {n / f:8.1f} draws/s "
+          f"per core (median), {1000 * f / n:.2f} ms a draw")
+    print(f"throughput ratio simulate + features / bare: {b / (w + f):.3f} (median of per-repetition ratios "
+          f"{statistics.median(both):.3f}; target >= 0.8)")
+    if args.startup_reps:
+        cpu = {job: statistics.median(c for c, _ in runs) for job, runs in startup.items()}
+        wall = {job: statistics.median(t for _, t in runs) for job, runs in startup.items()}
+        print(f"job start-up, a one-draw chunk in a fresh process (median of {args.startup_reps}): "
+              + ", ".join(f"{job} {cpu[job]:.2f} CPU s ({wall[job]:.2f} s wall)" for job in startup) + "; target < 1.5 s")
+        print(f"throughput ratio with both jobs' start-up in a chunk of {n} draws: "
+              f"{b / (w + f + cpu['simulate'] + cpu['features']):.3f}")
     return 0
 
 

@@ -29,3 +29,10 @@ def test_streaming_benchmark_runs(tiny_dataset):
     out = _bench("bench_streaming.py", "--dataset", str(tiny_dataset), "--network", "mlp", "--epochs", "2",
                  "--reps", "1")
     assert "ratio (streaming / in memory)" in out, out
+
+
+def test_simulation_benchmark_checks_both_sides_and_times_the_feature_step():
+    out = _bench("bench_simulation.py", "--draws", "4", "--reps", "1", "--startup-reps", "1")
+    assert "same genotypes on both sides (first 20 draws): True" in out, out
+    for line in ("throughput ratio workflow / bare:", "throughput ratio simulate + features / bare:", "job start-up"):
+        assert line in out, out
