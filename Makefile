@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 CORES ?= all
 CONFIG ?=
 SNAKEMAKE_ARGS ?=
+# GPU=1: also Keras on JAX with CUDA 12 (the gpu extra), for nodes whose tune and train jobs get a GPU.
+GPU ?=
+COMMA := ,
+EXTRAS := dev$(if $(filter 1 yes true,$(GPU)),$(COMMA)gpu)
 
 .PHONY: install system-deps run dry-run test lint benchmarks clean lock
 
@@ -17,10 +21,13 @@ PIP_VERSION := 26.3
 $(BIN)/popdl: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
-	$(BIN)/pip install --quiet -c $(LOCK) -e ".[dev]"
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(BIN)/popdl
+ifneq ($(filter 1 yes true,$(GPU)),)
+	$(BIN)/pip install --quiet -c $(LOCK) -e ".[$(EXTRAS)]"
+endif
 
 # Refresh the lock from pyproject.toml (newest releases that fit), then the conda envs' pins.
 lock: install

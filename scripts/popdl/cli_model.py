@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 from popdl.cli import add_config_arguments, config_from_args
@@ -18,6 +24,9 @@ def add_commands(sub) -> None:
     p.add_argument("--worker", type=int, default=0, help="worker index, 0 .. tuning.workers - 1")
     p.add_argument("--threads", type=int, help="CPU threads of this job (the workflow passes Snakemake's "
                    "{threads}); default: tuning.threads")
+    p.add_argument("--gpus", type=int, help="GPUs granted to this job (the workflow passes its gpu resource); "
+                   "default: those CUDA_VISIBLE_DEVICES lists")
+    p.add_argument("--process", type=int, help=argparse.SUPPRESS)  # one of tuning.trials_per_gpu processes
     p.add_argument("--tuning-dir", required=True, help="folder of the study's journal file and per-trial records")
     p.add_argument("--out", required=True, help="summary of this worker (JSON), written when its share is done")
     p.set_defaults(func=cmd_tune)
@@ -38,6 +47,8 @@ def add_commands(sub) -> None:
     p.add_argument("--tensorboard", help="TensorBoard log folder (TensorFlow backend)")
     p.add_argument("--threads", type=int, help="CPU threads of this job (the workflow passes Snakemake's "
                    "{threads}); default: train.threads")
+    p.add_argument("--gpus", type=int, help="GPUs granted to this job (the workflow passes its gpu resource); "
+                   "default: those CUDA_VISIBLE_DEVICES lists")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics and plots of the final model on the test set")
@@ -59,16 +70,73 @@ def _dataset(path) -> Path:
 
 
 def cmd_tune(args) -> int:
-    from popdl.io import write_json
-    from popdl.tuning import run_worker
+    from popdl.device import setup
 
+    start_env = dict(os.environ)
     cfg = config_from_args(args, "tune")
     if args.threads:
         cfg["tuning"]["threads"] = args.threads
-    summary = run_worker(cfg, _dataset(args.dataset), worker=args.worker, tuning_dir=args.tuning_dir)
+    processes = max(1, int(cfg["tuning"].get("trials_per_gpu", 1) or 1))
+    job = f"tune worker {args.worker}" + (f" process {args.process}" if args.process is not None else "")
+    if processes > 1 and args.process is None:
+        # The job's processes each run trials on the GPU; this one only checks the device
+        # (without taking GPU memory) and waits for them.
+        device = setup(cfg["train"], job=job, gpus=args.gpus, threads=cfg["tuning"]["threads"],
+                       processes=processes, check_only=True)
+        summary = _tune_processes(args, cfg, processes, dict(start_env, KERAS_BACKEND=device.backend))
+    else:
+        device = setup(cfg["train"], job=job, gpus=args.gpus, threads=cfg["tuning"]["threads"],
+                       processes=processes)
+        from popdl.tuning import run_worker
+
+        summary = run_worker(cfg, _dataset(args.dataset), worker=args.worker, tuning_dir=args.tuning_dir,
+                             process=args.process or 0)
+    summary["device"] = device.to_dict()
+    from popdl.io import write_json
+
     write_json(args.out, summary)
     log.info("tune: %s", json.dumps(summary))
     return 0
+
+
+def _tune_processes(args, cfg: dict, processes: int, env: dict) -> dict:
+    """Run the ``processes`` processes of one tune job (``tuning.trials_per_gpu``),
+    each with its share of the job's threads; the summary of all of them."""
+    threads = max(1, int(cfg["tuning"]["threads"]) // processes)
+    source = ["--settings", args.settings] if args.settings is not None else ["--configfile", str(args.configfile)]
+    flags = ["-v"] if args.verbose else ["--quiet"] if args.quiet else []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        procs = []
+        for p in range(processes):
+            cmd = [sys.executable, "-m", "popdl", *flags, "tune", *source, "--dataset", str(args.dataset),
+                   "--worker", str(args.worker), "--process", str(p), "--threads", str(threads),
+                   "--tuning-dir", str(args.tuning_dir), "--out", str(Path(tmp) / f"{p}.json")]
+            if args.gpus is not None:
+                cmd += ["--gpus", str(args.gpus)]
+            procs.append(subprocess.Popen(cmd, env=env))
+        failed = None
+        while failed is None and any(p.poll() is None for p in procs):
+            failed = next((i for i, p in enumerate(procs) if p.poll()), None)
+            time.sleep(0.5)
+        failed = next((i for i, p in enumerate(procs) if p.poll()), failed)
+        if failed is not None:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                p.wait()
+            raise RuntimeError(f"tune worker {args.worker}: process {failed} of {processes} stopped with exit "
+                               f"status {procs[failed].returncode} (its error is in the lines above)")
+        parts = [json.loads((Path(tmp) / f"{p}.json").read_text()) for p in range(processes)]
+    merged = {"worker": args.worker, "processes": processes, "study": parts[0]["study"],
+              "share": sum(p["share"] for p in parts), "per_process": parts,
+              "seconds": round(time.perf_counter() - started, 3)}
+    for key in ("trials_run_now", "killed_marked_failed", "finished", "failed"):
+        merged[key] = sorted(n for p in parts for n in p[key])
+    return merged
 
 
 def cmd_select_best(args) -> int:
@@ -84,12 +152,16 @@ def cmd_train(args) -> int:
 
     check_output_dir(args.out, kind="model")  # refuse a folder of other files before training (and Keras), not after
     from popdl.stages import settings_hash
-    from popdl.training import train_final
 
     cfg = config_from_args(args, "train")
     config_hash = settings_hash(cfg)  # of the slice as given, before --threads
     if args.threads:
         cfg["train"]["threads"] = args.threads
+    from popdl.device import setup
+
+    setup(cfg["train"], job="train", gpus=args.gpus, threads=cfg["train"]["threads"])
+    from popdl.training import train_final
+
     best = json.loads(Path(args.best).read_text())
     train_final(cfg, _dataset(args.dataset), best=best, out=args.out, tensorboard_dir=args.tensorboard,
                 config_hash=config_hash)
@@ -97,6 +169,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from popdl.device import setup
+
+    # A CPU job (TensorFlow under auto); on a node that exposes a GPU it may use it.
+    setup({"backend": "auto", "allow_cpu_fallback": True}, job="evaluate")
     from popdl.evaluate import evaluate
     from popdl.stages import settings_hash
 

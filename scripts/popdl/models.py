@@ -184,11 +184,13 @@ class Network:
         for i in range(int(hp["dense_layers"])):
             x = _dense(x, int(hp["dense_units"]), hp, name=f"head_dense{i}")
         outputs = {}
+        # The outputs stay float32 under a mixed-precision policy (train.mixed_precision):
+        # logits and quantiles feed the losses and the calibration.
         if "classify" in tasks:
-            outputs["scenario"] = layers.Dense(n_classes, name="scenario")(x)
+            outputs["scenario"] = layers.Dense(n_classes, name="scenario", dtype="float32")(x)
         if "regress" in tasks and n_params:
-            q = layers.Dense(n_params * len(quantiles), name="params_flat")(x)
-            outputs["params"] = layers.Reshape((n_params, len(quantiles)), name="params")(q)
+            q = layers.Dense(n_params * len(quantiles), name="params_flat", dtype="float32")(x)
+            outputs["params"] = layers.Reshape((n_params, len(quantiles)), name="params", dtype="float32")(q)
         if not outputs:
             raise ValueError("no output: the task list must contain classify and/or regress")
         return keras.Model(tensors, outputs, name=self.name)

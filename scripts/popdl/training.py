@@ -42,6 +42,7 @@ __all__ = [
     "load_arrays",
     "make_data",
     "configure_backend",
+    "set_precision",
     "make_optimizer",
     "compile_model",
     "history_dict",
@@ -54,31 +55,31 @@ def configure_backend(threads: int | None = None) -> str:
     """Limit the backend's CPU threads (``None``: leave the default) and
     return the backend's name.  Call before any model is built.
 
-    The GPU is whichever the scheduler exposes through
-    ``CUDA_VISIBLE_DEVICES``; none is picked here.
+    Which backend and which device a tune or train job uses is chosen before
+    Keras is imported, by :func:`popdl.device.setup` (the command line does
+    that); this only applies the thread limit in the process as it is.
     """
-    if threads:
-        for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
-                    "XLA_FLAGS_THREADS"):
-            os.environ.setdefault(var, str(threads))
+    from popdl.device import limit_threads, thread_env
+
+    thread_env(os.environ, threads)
     import keras
 
     backend = keras.backend.backend()
-    if threads and backend == "tensorflow":
-        import tensorflow as tf
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-        except RuntimeError:  # already initialised in this process
-            log.debug("TensorFlow threads already set")
-    elif threads and backend == "torch":
-        import torch
-
-        torch.set_num_threads(int(threads))
-    log.info("backend %s, threads %s, CUDA_VISIBLE_DEVICES=%s", backend, threads or "default",
-             os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)"))
+    limit_threads(backend, threads)
+    log.debug("backend %s, threads %s", backend, threads or "default")
     return backend
+
+
+def set_precision(mixed: bool) -> str:
+    """Set Keras's global dtype policy for the models built next and return its
+    name: ``mixed_bfloat16`` (bf16 computations, float32 weights;
+    ``train.mixed_precision``) or ``float32``.  The networks' outputs stay
+    float32 either way."""
+    import keras
+
+    name = "mixed_bfloat16" if mixed else "float32"
+    keras.config.set_dtype_policy(name)
+    return name
 
 
 def _batch(arrays: dict, rows, *, inputs, prep: Preprocessor, tasks) -> tuple[dict, dict]:
@@ -122,17 +123,27 @@ class ShardSequence(_pydataset_base()):
 
     def __init__(self, dataset: Dataset, splits, *, batch_size: int, inputs, prep: Preprocessor,
                  tasks=("classify", "regress"), shuffle: bool = True, seed: int = 0, targets: bool = True,
-                 workers: int = 1):
+                 workers: int = 1, keep: dict | None = None):
         # workers > 1: batches are read by background threads while the model trains.
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.dataset, self.batch_size = dataset, int(batch_size)
         self.inputs, self.prep, self.tasks = tuple(inputs), prep, tuple(tasks)
         self.shuffle, self.seed, self.targets = shuffle, seed, targets
         self.arrays = _needed(self.inputs, self.tasks if targets else ())
-        self.shards = []
+        self.shards, self.rows = [], []  # rows: the shard's examples used (None: all)
         for split in ([splits] if isinstance(splits, str) else splits):
+            mask = None if keep is None or split not in keep else np.asarray(keep[split], dtype=bool)
+            offset = 0
             for shard in dataset.manifest["splits"][split]["shards"]:
-                self.shards.append((dataset.folder / shard["path"], int(shard["n"])))
+                n = int(shard["n"])
+                self.shards.append((dataset.folder / shard["path"], n))
+                self.rows.append(None if mask is None else np.flatnonzero(mask[offset : offset + n]))
+                offset += n
+        largest = max((n for _, n in self.shards), default=0)
+        if largest and self.batch_size > largest:
+            log.warning("batch size %d exceeds the %d examples of the largest shard: streamed batches hold "
+                        "at most one shard (raise simulations.shard_size, or train in memory)",
+                        self.batch_size, largest)
         self._open: dict[int, dict] = {}
         self.epoch = 0
         self._plan()
@@ -142,8 +153,11 @@ class ShardSequence(_pydataset_base()):
         order = rng.permutation(len(self.shards)) if self.shuffle else np.arange(len(self.shards))
         self.batches = []
         for s in order:
-            n = self.shards[s][1]
+            rows = self.rows[s]
+            n = self.shards[s][1] if rows is None else rows.size
             perm = rng.permutation(n) if self.shuffle else np.arange(n)
+            if rows is not None:
+                perm = rows[perm]
             for start in range(0, n, self.batch_size):
                 self.batches.append((int(s), np.sort(perm[start : start + self.batch_size])))
 
@@ -168,11 +182,15 @@ class ShardSequence(_pydataset_base()):
             self._plan()
 
 
-def load_arrays(dataset: Dataset, splits, *, inputs, prep: Preprocessor, tasks=("classify", "regress")):
-    """Whole splits in memory as ``(x, y)`` dicts of arrays."""
+def load_arrays(dataset: Dataset, splits, *, inputs, prep: Preprocessor, tasks=("classify", "regress"),
+                keep: dict | None = None):
+    """Whole splits in memory as ``(x, y)`` dicts of arrays; ``keep`` maps a split to a
+    boolean mask over its examples (in shard order): only those are loaded."""
     splits = [splits] if isinstance(splits, str) else list(splits)
     needed = _needed(inputs, tasks) + ("labels", "params")
     parts = [dataset.load(s, tuple(dict.fromkeys(needed))) for s in splits]
+    parts = [p if keep is None or s not in keep else {a: v[np.asarray(keep[s], dtype=bool)] for a, v in p.items()}
+             for s, p in zip(splits, parts)]
     arrays = {a: np.concatenate([p[a] for p in parts]) for a in parts[0]}
     return _batch(arrays, slice(None), inputs=inputs, prep=prep, tasks=tasks)
 
@@ -185,17 +203,19 @@ def split_megabytes(dataset: Dataset, splits) -> float:
 
 
 def make_data(dataset: Dataset, splits, *, streaming, in_memory_max_mb: float, batch_size: int, inputs,
-              prep: Preprocessor, tasks, shuffle: bool = True, seed: int = 0, loader_threads: int = 1):
+              prep: Preprocessor, tasks, shuffle: bool = True, seed: int = 0, loader_threads: int = 1,
+              keep: dict | None = None):
     """``(fit_kwargs, steps_per_epoch)`` for :meth:`keras.Model.fit`: a :class:`ShardSequence`
     (read ahead by ``loader_threads`` threads; 1 reads in the training thread),
-    or in-memory arrays (``streaming`` true | false | "auto")."""
+    or in-memory arrays (``streaming`` true | false | "auto").  ``keep``: split ->
+    boolean mask of the examples used (default all)."""
     if streaming == "auto":
         streaming = split_megabytes(dataset, splits) > in_memory_max_mb
     if streaming:
         seq = ShardSequence(dataset, splits, batch_size=batch_size, inputs=inputs, prep=prep, tasks=tasks,
-                            shuffle=shuffle, seed=seed, workers=loader_threads)
+                            shuffle=shuffle, seed=seed, workers=loader_threads, keep=keep)
         return {"x": seq}, len(seq)
-    x, y = load_arrays(dataset, splits, inputs=inputs, prep=prep, tasks=tasks)
+    x, y = load_arrays(dataset, splits, inputs=inputs, prep=prep, tasks=tasks, keep=keep)
     n = len(next(iter(y.values())))
     return {"x": x, "y": y, "batch_size": int(batch_size), "shuffle": shuffle}, -(-n // int(batch_size))
 
@@ -269,16 +289,39 @@ def dataset_shapes(dataset: Dataset) -> dict[str, tuple]:
     return {"image": (h, s), "distances": (s,), "stats": (len(m["stat_names"]),)}
 
 
+def calibration_mask(dataset: Dataset, *, root_seed: int, fraction: float) -> np.ndarray:
+    """Boolean mask over the validation split (in shard order): the examples the final
+    fit leaves out, on which its temperature is fitted (:mod:`popdl.calibration`).
+
+    ``fraction`` of each scenario's validation examples, drawn by the
+    calibration stream of ``root_seed`` (:func:`popdl.seeds.calibration`).
+    """
+    from popdl import seeds
+
+    labels = np.asarray(dataset.load("validation", ("labels",))["labels"]) if dataset.size("validation") else \
+        np.zeros(0, dtype=np.int64)
+    rng = seeds.calibration(root_seed)
+    mask = np.zeros(labels.size, dtype=bool)
+    for s in range(len(dataset.scenarios)):
+        idx = np.flatnonzero(labels == s)
+        mask[rng.permutation(idx)[: int(round(float(fraction) * idx.size))]] = True
+    return mask
+
+
 def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str | Path,
                 tensorboard_dir: str | Path | None = None, config_hash: str | None = None) -> dict:
-    """Fit the final network with ``best``'s hyper-parameters on train + validation
-    and save it with its preprocessing as a model folder (:mod:`popdl.model_io`).
+    """Fit the final network with ``best``'s hyper-parameters on the training split
+    and the validation examples outside its calibration part, and save it with its
+    preprocessing (fitted on the training split) as a model folder (:mod:`popdl.model_io`).
 
     Epochs: ``train.epochs`` if set, else the best trial's best epoch.  The
-    softmax temperature is the one :func:`popdl.tuning.select_best` fitted on
-    the validation set (the final model trains on that set, so it cannot be
-    refitted there).  ``config_hash``: the train job's settings hash, recorded
-    in the bundle's provenance (default: that of ``settings``).
+    softmax temperature is fitted for this model on the calibration part of
+    the validation split (``train.calibration_fraction`` of it, which the fit
+    never sees; :func:`calibration_mask`), and kept only where it helps there
+    (:func:`popdl.calibration.calibrate`); the bundle's ``calibration`` records
+    the decision, the NLL and ECE before and after, and the (scenario, draw) of
+    every calibration example.  ``config_hash``: the train job's settings hash,
+    recorded in the bundle's provenance (default: that of ``settings``).
     """
     import keras
 
@@ -291,17 +334,28 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     hp = dict(best["hyper_parameters"])
     net = get_network(hp["network"])
     splits = ("train", "validation")
-    prep = Preprocessor.fit(dataset, splits)
+    prep = Preprocessor.fit(dataset, ("train",))
     epochs = int(train_cfg["epochs"] or best.get("best_epoch") or 1)
     seed = int(settings["seed"])
+    held_out = calibration_mask(dataset, root_seed=seed, fraction=float(train_cfg.get("calibration_fraction", 0.5)))
+    keep = {"validation": ~held_out}
     keras.utils.set_random_seed(seed)
+    mixed = bool(train_cfg.get("mixed_precision", False))
     data, steps = make_data(dataset, splits, streaming=train_cfg["streaming"],
                             in_memory_max_mb=train_cfg["in_memory_max_mb"], batch_size=hp["batch_size"],
                             inputs=net.inputs, prep=prep, tasks=tasks, seed=seed,
-                            loader_threads=loader_threads(train_cfg.get("threads")))
+                            loader_threads=loader_threads(train_cfg.get("threads")), keep=keep)
     shapes = dataset_shapes(dataset)
-    model = net.build(shapes, hp=hp, n_classes=len(dataset.scenarios), n_params=len(prep.param_names),
-                      quantiles=tuple(train_cfg["quantiles"]), tasks=tasks)
+
+    def build():
+        return net.build(shapes, hp=hp, n_classes=len(dataset.scenarios), n_params=len(prep.param_names),
+                         quantiles=tuple(train_cfg["quantiles"]), tasks=tasks)
+
+    set_precision(mixed)
+    try:
+        model = build()
+    finally:
+        set_precision(False)
     compile_model(model, hp, steps_per_epoch=steps, epochs=epochs, quantiles=train_cfg["quantiles"], tasks=tasks,
                   regression_weight=train_cfg["regression_weight"])
     callbacks = [keras.callbacks.TerminateOnNaN()]
@@ -311,17 +365,43 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     history = history_dict(model.fit(**data, epochs=epochs, verbose=2, callbacks=callbacks))
     if any(not math.isfinite(v) for v in history.get("loss", [])):
         raise RuntimeError("the final fit diverged (NaN loss); try another trial's hyper-parameters")
+    if mixed:  # the saved model computes in float32 wherever it is loaded (weights are float32 already)
+        weights, model = model.get_weights(), build()
+        model.set_weights(weights)
+    calibration = _calibrate_final(model, dataset, held_out, inputs=net.inputs, prep=prep)
+    n_fit = dataset.size("train") + int((~held_out).sum())
     save_bundle(out, model=model, prep=prep, scenarios=dataset.scenarios, network=hp["network"], inputs=net.inputs,
-                shapes={k: shapes[k] for k in net.inputs}, temperature=best.get("temperature", 1.0),
+                shapes={k: shapes[k] for k in net.inputs}, temperature=calibration.get("temperature", 1.0),
+                calibration=calibration,
                 quantiles=train_cfg["quantiles"], tasks=tasks, hyper_parameters=hp, history=history,
                 run_config=settings.get("run_config"),
                 provenance=provenance(config_hash=config_hash or settings_hash(settings), seeds={"root": seed},
                                       dataset=dataset.manifest.get("provenance", {}).get("config_hash"),
                                       best_trial=best.get("number"), epochs=epochs,
                                       backend=keras.backend.backend()))
-    log.info("train: %s, %d epochs on %d examples, final loss %.4f", hp["network"], epochs,
-             sum(dataset.size(s) for s in splits), history["loss"][-1])
-    return {"epochs": epochs, "history": history}
+    log.info("train: %s, %d epochs on %d examples, final loss %.4f; temperature %.3f", hp["network"], epochs,
+             n_fit, history["loss"][-1], calibration.get("temperature", 1.0))
+    return {"epochs": epochs, "history": history, "calibration": calibration, "n_fit": n_fit}
+
+
+def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor) -> dict:
+    """:func:`popdl.calibration.calibrate` on ``model``'s logits for the held-out
+    validation examples, with the (scenario, draw) of each of them."""
+    from popdl.calibration import calibrate
+
+    if "scenario" not in model.output_names:
+        return {}
+    val = dataset.load("validation", ("labels", "draw")) if dataset.size("validation") else \
+        {"labels": np.zeros(0, np.int64), "draw": np.zeros(0, np.int64)}
+    labels, draws = val["labels"][held_out], val["draw"][held_out]
+    logits = np.zeros((0, len(dataset.scenarios)))
+    if held_out.any():
+        x, _ = load_arrays(dataset, "validation", inputs=inputs, prep=prep, tasks=(), keep={"validation": held_out})
+        logits = predict_arrays(model, x)["scenario"]
+    result = calibrate(logits, labels)
+    result.update(split="validation", fraction=float(held_out.mean()) if held_out.size else 0.0,
+                  draws=[[dataset.scenarios[int(lab)], int(d)] for lab, d in zip(labels, draws)])
+    return result
 
 
 def _has_module(name: str) -> bool:
@@ -332,5 +412,14 @@ def _has_module(name: str) -> bool:
 
 def loader_threads(threads: int | None) -> int:
     """Read-ahead threads of a stream for a job of ``threads`` CPU threads: none
-    (1, read in the training thread) up to 2 cores, 2 above."""
-    return 2 if threads and threads > 2 else 1
+    (1: batches are read in the training thread), whatever ``threads``.
+
+    Measured on 2 CPU cores (``benchmarks/bench_gpu.py``; 2,400 examples of
+    40 x 128): one thread reads 0.2 to 1.9 million examples a second from the
+    shards, far more than any step consumes, while Keras's read-ahead pool
+    costs time in every step (a thread-pool task per batch, a 0.1 s drain at
+    every epoch's end): the MLP's step took 1.1 ms with one thread and 3.4 ms
+    with two at batch 64, 1.2 and 25 ms at batch 512 (JAX).  The read-ahead
+    that matters on a GPU, the next batch's copy to the device during the
+    current step, is done by Keras's JAX trainer itself."""
+    return 1

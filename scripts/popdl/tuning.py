@@ -35,7 +35,9 @@ Storage
 
 Per trial, ``tuning/trials/{number}.json`` holds its training history and
 ``tuning/trials/{number}.npz`` its validation-set outputs (logits, labels,
-parameter quantiles), from which :func:`select_best` fits the temperature.
+parameter quantiles).  No temperature is fitted here: the final model is
+another network, and :func:`popdl.training.train_final` fits its own on
+validation examples it leaves out (:mod:`popdl.calibration`).
 The study name derives from the tuning settings, so a changed search space
 starts a new study instead of resuming an old one.
 """
@@ -69,7 +71,6 @@ __all__ = [
     "all_hyper_parameters",
     "run_worker",
     "select_best",
-    "fit_temperature",
     "trials_table",
 ]
 
@@ -82,6 +83,8 @@ HYPER_PARAMETERS = (
 
 #: Keys of the tune slice that do not change what the study computes.
 _NOT_IN_STUDY_NAME = ("storage", "gpu", "threads", "heartbeat_interval", "grace_period", "max_failures")
+#: Keys of the tune slice's ``train`` section that say where trials run, not what they compute.
+_TRAIN_NOT_IN_STUDY_NAME = ("backend", "allow_cpu_fallback")
 
 
 def check_config(config: dict) -> None:
@@ -149,6 +152,8 @@ def study_name(settings: dict, dataset: str) -> str:
     tuning = {k: v for k, v in settings["tuning"].items() if k not in _NOT_IN_STUDY_NAME}
     key = {**{k: v for k, v in settings.items() if k not in ("tuning", "run")}, "tuning": tuning,
            "dataset": dataset}
+    if "train" in settings:
+        key["train"] = {k: v for k, v in settings["train"].items() if k not in _TRAIN_NOT_IN_STUDY_NAME}
     return f"popdl-{settings.get('run', 'run')}-{config_hash(key)}"
 
 
@@ -245,7 +250,7 @@ class TrialRunner:
 
         from popdl.models import get_network
         from popdl.training import (compile_model, dataset_shapes, history_dict, loader_threads, make_data,
-                                    predict_arrays)
+                                    predict_arrays, set_precision)
 
         train_cfg = self.settings["train"]
         hp = suggest(trial, self.settings)
@@ -257,9 +262,15 @@ class TrialRunner:
                       in_memory_max_mb=train_cfg["in_memory_max_mb"],
                       loader_threads=loader_threads(self.tuning.get("threads")))
         train, steps = make_data(self.dataset, "train", batch_size=hp["batch_size"], seed=trial.number, **common)
-        val, _ = make_data(self.dataset, "validation", batch_size=256, shuffle=False, **common)
-        model = net.build(dataset_shapes(self.dataset), hp=hp, n_classes=len(self.dataset.scenarios),
-                          n_params=len(self.prep.param_names), quantiles=tuple(train_cfg["quantiles"]), tasks=self.tasks)
+        val, _ = make_data(self.dataset, "validation", batch_size=max(256, int(hp["batch_size"])), shuffle=False,
+                           **common)
+        set_precision(bool(train_cfg.get("mixed_precision", False)))
+        try:
+            model = net.build(dataset_shapes(self.dataset), hp=hp, n_classes=len(self.dataset.scenarios),
+                              n_params=len(self.prep.param_names), quantiles=tuple(train_cfg["quantiles"]),
+                              tasks=self.tasks)
+        finally:
+            set_precision(False)
         compile_model(model, hp, steps_per_epoch=steps, epochs=epochs, quantiles=train_cfg["quantiles"],
                       tasks=self.tasks, regression_weight=train_cfg["regression_weight"])
         reporter = _EpochReporter(trial, "val_loss")
@@ -376,11 +387,22 @@ def fail_stale_trials(study, worker: int, *, untagged_grace_s: float = UNTAGGED_
     return numbers
 
 
-def run_worker(settings: dict, dataset_dir: str | Path, *, worker: int, tuning_dir: str | Path) -> dict:
-    """Run worker ``worker``'s share of the study's trials; return a summary.
+def worker_processes(settings: dict) -> int:
+    """Processes of each tune job (``tuning.trials_per_gpu``): trials that run at once."""
+    return max(1, int(settings["tuning"].get("trials_per_gpu", 1) or 1))
 
-    Blocks until this worker owns its share of finished trials; raises
-    :class:`RuntimeError` after ``tuning.max_failures`` failed trials in a row.
+
+def run_worker(settings: dict, dataset_dir: str | Path, *, worker: int, tuning_dir: str | Path,
+               process: int = 0) -> dict:
+    """Run the share of the study's trials of worker ``worker``'s process ``process``
+    (0 .. ``tuning.trials_per_gpu`` - 1); return a summary.
+
+    Each of the ``tuning.workers`` x ``tuning.trials_per_gpu`` processes of a
+    sweep owns a share of the trials, tags them with its index ``worker x
+    trials_per_gpu + process`` (the user attribute ``worker``) and seeds its
+    sampler with it.  Blocks until the process owns its share of finished
+    trials; raises :class:`RuntimeError` after ``tuning.max_failures`` failed
+    trials in a row.
     """
     import optuna
     from optuna.trial import TrialState
@@ -390,18 +412,23 @@ def run_worker(settings: dict, dataset_dir: str | Path, *, worker: int, tuning_d
     t = settings["tuning"]
     if not 0 <= worker < int(t["workers"]):
         raise ValueError(f"worker {worker} is not in 0..{int(t['workers']) - 1} (tuning.workers)")
+    per_job = worker_processes(settings)
+    if not 0 <= process < per_job:
+        raise ValueError(f"process {process} is not in 0..{per_job - 1} (tuning.trials_per_gpu)")
+    index = worker * per_job + process  # this process's tag and share among all of the sweep's processes
     configure_backend(t.get("threads"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dataset = Dataset(dataset_dir)
-    study = load_study(settings, dataset_dir, tuning_dir=tuning_dir, worker=worker, create=True)
-    killed = fail_stale_trials(study, worker)
+    study = load_study(settings, dataset_dir, tuning_dir=tuning_dir, worker=index, create=True)
+    killed = fail_stale_trials(study, index)
     if t.get("heartbeat_interval") and isinstance(study._storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)
-    share = worker_shares(int(t["trials"]), int(t["workers"]))[worker]
+    share = worker_shares(int(t["trials"]), int(t["workers"]) * per_job)[index]
     runner = TrialRunner(settings, dataset, tuning_dir=tuning_dir)
+    name = f"worker {worker}" + (f" process {process}" if per_job > 1 else "")
 
     def objective(trial):
-        trial.set_user_attr("worker", worker)
+        trial.set_user_attr("worker", index)
         try:
             return runner(trial)
         except optuna.TrialPruned:
@@ -414,21 +441,22 @@ def run_worker(settings: dict, dataset_dir: str | Path, *, worker: int, tuning_d
     in_a_row = 0
     started = time.perf_counter()
     ran = []
-    while len(_mine(study, worker, finished)) < share:
+    while len(_mine(study, index, finished)) < share:
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-        last = max(_mine(study, worker), key=lambda tr: tr.number)
+        last = max(_mine(study, index), key=lambda tr: tr.number)
         ran.append(last.number)
-        log.info("worker %d: trial %d %s network=%s value=%s%s", worker, last.number, last.state.name,
+        log.info("%s: trial %d %s network=%s value=%s%s", name, last.number, last.state.name,
                  last.params.get("network", _networks(settings)[0]),
                  f"{last.value:.5g}" if last.value is not None else "-",
                  f" ({last.user_attrs['error']})" if "error" in last.user_attrs else "")
         in_a_row = in_a_row + 1 if last.state == TrialState.FAIL else 0
         if in_a_row >= int(t["max_failures"]):
-            raise RuntimeError(f"worker {worker}: {in_a_row} trials failed in a row; last error: "
+            raise RuntimeError(f"{name}: {in_a_row} trials failed in a row; last error: "
                                f"{last.user_attrs.get('error', 'unknown')}")
-    mine = _mine(study, worker)
+    mine = _mine(study, index)
     return {
         "worker": worker,
+        "process": process,
         "study": study.study_name,
         "share": share,
         "trials_run_now": ran,
@@ -441,26 +469,6 @@ def run_worker(settings: dict, dataset_dir: str | Path, *, worker: int, tuning_d
 
 # ---------------------------------------------------------------------------
 # After the sweep
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimising the negative log-likelihood of
-    ``softmax(logits / T)`` for ``labels`` (1 when there is nothing to fit)."""
-    from scipy.optimize import minimize_scalar
-
-    logits = np.asarray(logits, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) == 0:
-        return 1.0
-
-    def nll(log_t):
-        z = logits / math.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return -logp[np.arange(len(labels)), labels].mean()
-
-    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
-    return float(math.exp(res.x)) if res.success else 1.0
 
 
 def trials_table(study):
@@ -484,12 +492,7 @@ def select_best(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Pa
                            f"{sum(t.state == TrialState.PRUNED for t in trials)} pruned)")
     best = min(complete, key=lambda t: t.value)
     trials_dir = Path(tuning_dir) / "trials"
-    temperature, history = 1.0, {}
-    npz = trials_dir / f"{best.number}.npz"
-    if npz.exists() and "classify" in settings["task"]:
-        with np.load(npz) as data:
-            if "scenario" in data:
-                temperature = fit_temperature(data["scenario"], data["labels"])
+    history = {}
     record = trials_dir / f"{best.number}.json"
     if record.exists():
         history = json.loads(record.read_text())["history"]
@@ -502,7 +505,6 @@ def select_best(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Pa
         "hyper_parameters": all_hyper_parameters(settings, best.params),
         "best_epoch": int(best.user_attrs.get("best_epoch", settings["tuning"]["max_epochs"])),
         "user_attrs": dict(best.user_attrs),
-        "temperature": temperature,
         "history": history,
         "trial_counts": counts,
     }
@@ -510,6 +512,5 @@ def select_best(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Pa
     with atomic_path(table_out, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
     write_json(best_out, result)
-    log.info("select_best: trial %d, validation loss %.4f, temperature %.3f, %s", best.number, best.value,
-             temperature, counts)
+    log.info("select_best: trial %d, validation loss %.4f, %s", best.number, best.value, counts)
     return result

@@ -25,7 +25,8 @@ rule tune:
         tuning=subpath(output[0], parent=True),
     shell:
         "python3 -m popdl tune --settings {params.settings:q} --dataset {params.dataset:q} "
-        "--worker {wildcards.worker} --threads {threads} --tuning-dir {params.tuning:q} --out {output:q} 2> {log:q}"
+        "--worker {wildcards.worker} --threads {threads} --gpus {resources.gpu} --tuning-dir {params.tuning:q} "
+        "--out {output:q} 2> {log:q}"
 
 
 rule select_best:
@@ -80,7 +81,7 @@ rule train:
         tensorboard=f"{RESULTS}/logs/tensorboard",
     shell:
         "python3 -m popdl train --settings {params.settings:q} --dataset {params.dataset:q} "
-        "--best {input.best:q} --threads {threads} --out {params.folder:q} "
+        "--best {input.best:q} --threads {threads} --gpus {resources.gpu} --out {params.folder:q} "
         "--tensorboard {params.tensorboard:q} 2> {log:q}"
 
 
