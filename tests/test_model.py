@@ -182,17 +182,6 @@ def test_any_network_output_maps_inside_the_priors_support(tiny_dataset):
     np.testing.assert_allclose(q[5:10], np.broadcast_to(lo, q[5:10].shape), rtol=1e-12)
 
 
-def test_temperature_fit_recovers_a_known_temperature():
-    from popdl.tuning import fit_temperature
-
-    rng = np.random.default_rng(1)
-    logits = rng.normal(scale=3.0, size=(4000, 3))
-    p = np.exp(logits / 2.0)
-    p /= p.sum(1, keepdims=True)
-    labels = np.array([rng.choice(3, p=row) for row in p])
-    assert fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.1)
-
-
 # ---------------------------------------------------------------------------- config and stages
 
 
@@ -234,6 +223,33 @@ def test_search_space_change_reruns_only_the_model_stages():
 # ---------------------------------------------------------------------------- tuning
 
 
+def _temperature_fitted_on_examples_the_final_fit_never_saw(dataset_dir, model_dir, settings, fitted):
+    """The (scenario, draw) of every example the final fit's batches held, read back from
+    the batches themselves, against those the bundle says the temperature was fitted on."""
+    from popdl.dataset import Dataset
+    from popdl.training import Preprocessor, ShardSequence, calibration_mask
+
+    ds = Dataset(dataset_dir)
+    bundle = json.loads((model_dir / "bundle.json").read_text())
+    calibration = {tuple(d) for d in bundle["calibration"]["draws"]}
+    assert calibration and len(calibration) == bundle["calibration"]["n"]
+    assert bundle["temperature"] == bundle["calibration"]["temperature"]
+    # Each example's statistics identify it: map them to (scenario, draw).
+    prep = Preprocessor.fit(ds)
+    who = {}
+    for split in ("train", "validation"):
+        part = ds.load(split, ("stats", "labels", "draw"))
+        for row, label, draw in zip(prep.stats(part["stats"]), part["labels"], part["draw"]):
+            who[row.tobytes()] = (ds.scenarios[int(label)], int(draw))
+    held = calibration_mask(ds, root_seed=settings["seed"], fraction=settings["train"]["calibration_fraction"])
+    seq = ShardSequence(ds, ("train", "validation"), batch_size=7, inputs=("stats",), prep=prep, tasks=("classify",),
+                        keep={"validation": ~held})
+    seen = [who[row.tobytes()] for i in range(len(seq)) for row in seq[i][0]["stats"]]
+    assert len(seen) == len(set(seen)) == fitted["n_fit"] == ds.size("train") + ds.size("validation") - len(calibration)
+    assert not calibration & set(seen)
+    assert calibration == {who[row.tobytes()] for row in prep.stats(ds.load("validation", ("stats",))["stats"][held])}
+
+
 def _study(settings, tuning_dir, dataset):
     from popdl.tuning import load_study
 
@@ -262,15 +278,16 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
 
     table = pd.read_csv(tmp_path / "trials.csv")
     assert len(table) == 2 and set(table["state"]) == {"COMPLETE"}
-    assert 0.05 <= best["temperature"] <= 20
+    assert "temperature" not in best  # fitted for the final model, not for a trial
     assert best["hyper_parameters"]["network"] == "mlp" and "learning_rate" in best["hyper_parameters"]
     study = _study(tune, tuning_dir, tiny_dataset)
     assert best["number"] == study.best_trial.number
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
     train = model_settings("train")
-    train_final(train, tiny_dataset, best=best, out=tmp_path / "model", tensorboard_dir=tmp_path / "tb")
+    fitted = train_final(train, tiny_dataset, best=best, out=tmp_path / "model", tensorboard_dir=tmp_path / "tb")
     assert (tmp_path / "model" / "model.keras").exists()
+    _temperature_fitted_on_examples_the_final_fit_never_saw(tiny_dataset, tmp_path / "model", train, fitted)
     import keras
 
     if keras.backend.backend() == "tensorflow":
@@ -291,6 +308,8 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     assert pred.estimates.shape == (n, len(model.param_names))
     assert np.all(pred.lower <= pred.estimates) and np.all(pred.estimates <= pred.upper)
     assert pred["params"].shape == (n, len(model.param_names), 3)
+    lo, hi = (np.array([b[k] for b in model.prep.bounds]) for k in (0, 1))  # every prior of the tiny config is bounded
+    assert (pred.lower >= lo).all() and (pred.upper <= hi).all()  # intervals inside the priors' support
     assert list(pred.to_frame().columns[:4]) == ["scenario", "p_isolation", "p_isolation_migration",
                                                 "p_secondary_contact"]
     with pytest.raises(ValueError, match="stats has shape"):
@@ -306,7 +325,8 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     assert cls["confusion_matrix"] and np.sum(cls["confusion_matrix"]) == n
     assert set(cls["per_scenario"]["isolation"]) >= {"sensitivity", "specificity", "f1"}
     assert -1 <= cls["matthews_corrcoef"] <= 1
-    assert {"ece_before", "ece_after", "temperature"} <= set(metrics["calibration"])
+    assert {"ece_before", "ece_after", "temperature", "at_bound", "fit"} <= set(metrics["calibration"])
+    assert metrics["calibration"]["fit"]["n"] == len(fitted["calibration"]["draws"])
     reg = metrics["regression"]
     assert set(reg) == set(model.param_names)
     assert 0 <= reg["N1"]["coverage"] <= 1 and "r2" in reg["N1"] and "rmse" in reg["N1"]

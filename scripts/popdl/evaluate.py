@@ -7,9 +7,13 @@ Writes to ``results/{run}/evaluation/``:
     scenario sensitivity (recall), specificity, precision and F1, the
     confusion matrix (rows true, columns predicted, in ``scenarios`` order);
     ``calibration``: expected calibration error (ECE, equal-width bins of
-    the top probability) before and after temperature scaling, the
-    temperature, and the reliability curve (per bin: mean confidence,
-    accuracy, count); ``regression``: per parameter, on the test examples
+    the top probability) on the test set before and after temperature
+    scaling, the temperature, the reliability curves (per bin: mean
+    confidence, accuracy, count), ``fit``: how the temperature was chosen
+    on the validation examples the final model left out (their number, NLL
+    and ECE before and after, the fitted value, whether it was kept) and
+    ``at_bound`` (the fit reached a bound of its range: logged as a
+    warning); ``regression``: per parameter, on the test examples
     whose scenario has it, RMSE and R² on the learning scale (log10 where
     the prior is log-uniform), RMSE in natural units, and the coverage of
     the central interval (e.g. 5 %–95 %, nominal 0.90);
@@ -17,7 +21,7 @@ Writes to ``results/{run}/evaluation/``:
 ``confusion_matrix.png``, ``calibration.png``, ``parameters.png``
     (true vs. estimated, with intervals), ``training_curves.png`` (loss and
     accuracy per epoch: the best tuning trial on train and validation, and
-    the final fit on train + validation).
+    the final fit on train + the validation examples outside the calibration part).
 ``interpretation.json``, ``interpretation.npz``
     what the network learnt (hyper-parameter importances, its last hidden
     layer projected, occlusion saliency), computed here from the model and
@@ -34,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from popdl.calibration import reliability
 from popdl.dataset import Dataset
 from popdl.interpret import interpret
 from popdl.io import atomic_path, provenance, write_json
@@ -41,7 +46,7 @@ from popdl.model_io import load_model, softmax
 
 log = logging.getLogger("popdl.evaluate")
 
-__all__ = ["evaluate", "classification_metrics", "calibration", "regression_metrics"]
+__all__ = ["evaluate", "classification_metrics", "regression_metrics"]
 
 
 def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, scenarios: list[str]) -> dict:
@@ -75,25 +80,6 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, scenar
         "confusion_matrix": cm.tolist(),
         "scenarios": list(scenarios),
     }
-
-
-def calibration(labels: np.ndarray, probabilities: np.ndarray, *, bins: int = 10) -> dict:
-    """Reliability curve and expected calibration error of the top-class probability."""
-    conf = probabilities.max(axis=1)
-    correct = (np.argmax(probabilities, axis=1) == labels).astype(float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
-    curve, ece = [], 0.0
-    for b in range(bins):
-        sel = which == b
-        n = int(sel.sum())
-        if n:
-            c, a = float(conf[sel].mean()), float(correct[sel].mean())
-            ece += n / len(labels) * abs(a - c)
-        else:
-            c = a = float("nan")
-        curve.append({"low": float(edges[b]), "high": float(edges[b + 1]), "confidence": c, "accuracy": a, "n": n})
-    return {"ece": float(ece), "curve": curve}
 
 
 def regression_metrics(true: np.ndarray, quantiles: np.ndarray, *, prep, levels) -> dict:
@@ -241,12 +227,17 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out:
     cls = cal_before = cal_after = None
     if pred.logits is not None:
         cls = classification_metrics(test["labels"], pred.probabilities, model.scenarios)
-        cal_before = calibration(test["labels"], softmax(pred.logits), bins=bins)
-        cal_after = calibration(test["labels"], pred.probabilities, bins=bins)
+        cal_before = reliability(test["labels"], softmax(pred.logits), bins=bins)
+        cal_after = reliability(test["labels"], pred.probabilities, bins=bins)
         metrics["classification"] = cls
+        held_out = {k: v for k, v in (model.bundle.get("calibration") or {}).items() if k != "draws"}
         metrics["calibration"] = {"temperature": model.temperature, "ece_before": cal_before["ece"],
                                   "ece_after": cal_after["ece"], "curve_before": cal_before["curve"],
-                                  "curve_after": cal_after["curve"], "bins": bins}
+                                  "curve_after": cal_after["curve"], "bins": bins,
+                                  "at_bound": bool(held_out.get("at_bound", False)), "fit": held_out}
+        if held_out.get("at_bound"):
+            log.warning("evaluate: the temperature fit hit its bound (%.4g); probabilities are left unscaled",
+                        held_out.get("fitted", float("nan")))
     reg = {}
     quantiles = np.zeros((len(test["labels"]), 0, 0))
     if pred.quantiles is not None:

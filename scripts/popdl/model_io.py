@@ -6,9 +6,10 @@ Layout of ``results/{run}/model/``::
     bundle.json     everything else prediction needs: scenario names, parameter
                     names and which scenario has which, input names and shapes,
                     statistic names, the preprocessing (statistic means and
-                    standard deviations; per parameter log10 scale, mean and
-                    standard deviation), the softmax temperature, the
-                    quantile levels, the hyper-parameters and provenance
+                    standard deviations; per parameter log10 scale, bounds,
+                    mean and standard deviation), the softmax temperature and
+                    how it was fitted (``calibration``), the quantile levels,
+                    the hyper-parameters and provenance
     history.json    loss (and accuracy) per epoch of the final fit
 
 Copy the folder to another machine with popdl installed and::
@@ -81,8 +82,11 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], network: str, inputs: tuple[str, ...],
                 shapes: dict, temperature: float, quantiles, tasks, hyper_parameters: dict,
                 history: dict | None = None, provenance: dict | None = None,
-                run_config: dict | None = None) -> Path:
-    """Write the model folder atomically (a killed job leaves no half-written model)."""
+                run_config: dict | None = None, calibration: dict | None = None) -> Path:
+    """Write the model folder atomically (a killed job leaves no half-written model).
+
+    ``calibration``: how ``temperature`` was chosen (:func:`popdl.calibration.calibrate`
+    on examples the model did not train on), stored as the bundle's ``calibration``."""
     folder = Path(folder)
     with atomic_dir(folder, kind="model") as tmp:
         model.save(tmp / "model.keras")
@@ -97,6 +101,7 @@ def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], networ
             "shapes": {k: list(v) for k, v in shapes.items()},
             "tasks": list(tasks),
             "temperature": float(temperature),
+            "calibration": calibration or {},
             "quantiles": [float(q) for q in quantiles],
             "preprocessing": prep.to_dict(),
             "hyper_parameters": hyper_parameters,

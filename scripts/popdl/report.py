@@ -268,8 +268,8 @@ def _tuning_section(rep: Report, results: Path, interpretation: dict | None) -> 
     if best:
         hp = best.get("hyper_parameters", {})
         body += (f"<p>Best trial <b>{_esc(best.get('number'))}</b> of study <code>{_esc(best.get('study'))}</code>: "
-                 f"{_esc(best.get('objective', 'objective'))} {_fmt(best.get('value'), 4)}, best epoch {_esc(best.get('best_epoch'))}, "
-                 f"softmax temperature {_fmt(best.get('temperature'))}. Trials: "
+                 f"{_esc(best.get('objective', 'objective'))} {_fmt(best.get('value'), 4)}, best epoch {_esc(best.get('best_epoch'))}. "
+                 "Trials: "
                  + ", ".join(f"{k.lower()} {v}" for k, v in best.get("trial_counts", {}).items() if v) + ".</p>")
         body += _table(pd.DataFrame([{"hyper-parameter": k, "value": str(v)} for k, v in hp.items()]))
     if tables:
@@ -327,8 +327,13 @@ def _evaluation_section(rep: Report, results: Path) -> dict | None:
             body += _table(per)
     cal = metrics.get("calibration")
     if cal:
-        body += (f"<p>Calibration: expected calibration error {_fmt(cal.get('ece_before'))} before and "
-                 f"{_fmt(cal.get('ece_after'))} after temperature scaling (T = {_fmt(cal.get('temperature'))}).</p>")
+        fit = cal.get("fit") or {}
+        body += (f"<p>Calibration on the test set: expected calibration error {_fmt(cal.get('ece_before'))} before and "
+                 f"{_fmt(cal.get('ece_after'))} after temperature scaling (T = {_fmt(cal.get('temperature'))}"
+                 + (f", fitted on {fit['n']} validation simulations the final model did not train on: {_esc(fit.get('reason', ''))}"
+                    if fit.get("n") else "") + ")"
+                 + (f"; <b>the fitted temperature ({_fmt(fit.get('fitted'))}) hit its bound</b>" if cal.get("at_bound") else "")
+                 + ".</p>")
     figs = [rep.img((ev / f).read_bytes(), f) for f in ("confusion_matrix.png", "calibration.png") if (ev / f).is_file()]
     body += '<div class="figs">' + "".join(figs) + "</div>"
     reg = metrics.get("regression")

@@ -24,6 +24,8 @@ OBSERVED           6   observed data: individuals subsampled       ``__empirical
 REPORT             7   the report and its interpretation: typical  ``__report_{use}__``, index
                        scenario draws, test-set subsample, PCA
                        points, the seeds of fANOVA, PCA, t-SNE
+CALIBRATION        8   which validation examples the final fit     ``__calibration__``, 0
+                       leaves out to fit the temperature on
 =================  ==  ==========================================  ===================================
 
 Derived from a stream's draws: msprime's per-locus mutation seeds, from the
@@ -70,6 +72,7 @@ __all__ = [
     "shuffle",
     "observed",
     "report",
+    "calibration",
     "haplotype_hash_weights",
     "HASH_WEIGHTS_SEED",
 ]
@@ -87,6 +90,7 @@ class Stream(enum.IntEnum):
     MISSINGNESS = 5
     OBSERVED = 6
     REPORT = 7
+    CALIBRATION = 8
 
 
 #: The seed of :func:`haplotype_hash_weights` (fixed: see the module docstring).
@@ -164,6 +168,11 @@ def observed(root_seed: int, name: str, index: int = 0) -> np.random.Generator:
 def report(root_seed: int, use: str, index: int = 0) -> np.random.Generator:
     """A figure of the report: ``use`` names it (e.g. ``"test subsample"``)."""
     return generator(root_seed, Stream.REPORT, f"__report_{use}__", index)
+
+
+def calibration(root_seed: int) -> np.random.Generator:
+    """Which examples of the validation split the final fit leaves out (the calibration part)."""
+    return generator(root_seed, Stream.CALIBRATION, "__calibration__", 0)
 
 
 def haplotype_hash_weights(sites: int) -> np.ndarray:

@@ -1,0 +1,124 @@
+"""Calibration of the scenario probabilities: reliability, and temperature scaling.
+
+The final network's probabilities are ``softmax(logits / T)``.  The
+temperature ``T`` is fitted by :func:`calibrate` for the model it is applied
+to, on examples that model never trained on: the *calibration part* of the
+validation split, which the final fit leaves out (``train.calibration_fraction``;
+:func:`popdl.training.calibration_mask` draws it).  ``T`` minimises the
+negative log-likelihood (NLL) there, within ``[TEMPERATURE_BOUNDS]``; it is
+kept only if it lowers that NLL and does not raise the expected calibration
+error (ECE) on the same examples, otherwise ``T = 1``.  A fitted ``T`` at one
+of its bounds is reported (``at_bound``) and logged as a warning: the logits
+are then far from calibrated, which no temperature fixes.
+
+The ECE here is that of the top-class probability in equal-width bins
+(Guo et al. 2017), as :func:`reliability` computes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from popdl.model_io import softmax
+
+log = logging.getLogger("popdl.calibration")
+
+__all__ = ["TEMPERATURE_BOUNDS", "reliability", "negative_log_likelihood", "fit_temperature", "calibrate"]
+
+#: The temperatures :func:`fit_temperature` searches between.
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def reliability(labels: np.ndarray, probabilities: np.ndarray, *, bins: int = 10) -> dict:
+    """Reliability curve and expected calibration error of the top-class probability.
+
+    Returns ``{"ece": float, "curve": [{low, high, confidence, accuracy, n}, ...]}``
+    (one entry per equal-width bin; NaN confidence and accuracy in empty bins).
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    conf = probabilities.max(axis=1)
+    correct = (np.argmax(probabilities, axis=1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    curve, ece = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        if n:
+            c, a = float(conf[sel].mean()), float(correct[sel].mean())
+            ece += n / len(labels) * abs(a - c)
+        else:
+            c = a = float("nan")
+        curve.append({"low": float(edges[b]), "high": float(edges[b + 1]), "confidence": c, "accuracy": a, "n": n})
+    return {"ece": float(ece), "curve": curve}
+
+
+def _log_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``labels`` under ``softmax(logits / temperature)``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.size == 0:
+        return float("nan")
+    return float(-_log_softmax(logits, temperature)[np.arange(labels.size), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T in :data:`TEMPERATURE_BOUNDS` minimising the negative
+    log-likelihood of ``softmax(logits / T)`` for ``labels`` (1 when there is nothing to fit)."""
+    from scipy.optimize import minimize_scalar
+
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        return 1.0
+    lo, hi = TEMPERATURE_BOUNDS
+    res = minimize_scalar(lambda log_t: negative_log_likelihood(logits, labels, math.exp(log_t)),
+                          bounds=(math.log(lo), math.log(hi)), method="bounded")
+    return float(math.exp(res.x)) if res.success else 1.0
+
+
+def calibrate(logits: np.ndarray, labels: np.ndarray, *, bins: int = 10) -> dict:
+    """Fit the temperature on held-out ``logits`` / ``labels`` and decide whether to keep it.
+
+    Returns ``temperature`` (the one to use: the fitted one, or 1), ``fitted``
+    (what the fit found), ``kept``, ``reason``, ``at_bound``, ``n``, and the NLL
+    and ECE on these examples before (T = 1) and after (the temperature used).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    out = {"n": int(labels.size), "fitted": 1.0, "temperature": 1.0, "kept": False, "at_bound": False,
+           "bounds": list(TEMPERATURE_BOUNDS)}
+    if labels.size == 0:
+        out["reason"] = "no calibration examples (train.calibration_fraction is 0): T = 1"
+        return out
+    before = {"nll": negative_log_likelihood(logits, labels), "ece": reliability(labels, softmax(logits), bins=bins)["ece"]}
+    t = fit_temperature(logits, labels)
+    fitted = {"nll": negative_log_likelihood(logits, labels, t),
+              "ece": reliability(labels, softmax(logits, t), bins=bins)["ece"]}
+    lo, hi = TEMPERATURE_BOUNDS
+    out["fitted"] = t
+    out["at_bound"] = bool(t <= lo * 1.001 or t >= hi / 1.001)
+    if out["at_bound"]:
+        log.warning("the fitted temperature %.4g is at its bound [%g, %g]: the logits are far from calibrated "
+                    "on the %d calibration examples", t, lo, hi, labels.size)
+    if fitted["nll"] < before["nll"] and fitted["ece"] <= before["ece"]:
+        out.update(temperature=t, kept=True, reason="lowers the NLL without raising the ECE on the calibration examples")
+        after = fitted
+    else:
+        worse = "NLL" if fitted["nll"] >= before["nll"] else "ECE"
+        out["reason"] = f"T = {t:.3g} would not lower the {worse} on the calibration examples: T = 1"
+        after = before
+    out.update(nll_before=before["nll"], nll_after=after["nll"], ece_before=before["ece"], ece_after=after["ece"],
+               nll_fitted=fitted["nll"], ece_fitted=fitted["ece"])
+    log.info("calibration on %d held-out examples: T = %.3f (fitted %.3f, %s); NLL %.4f -> %.4f, ECE %.4f -> %.4f",
+             labels.size, out["temperature"], t, "kept" if out["kept"] else "not kept", before["nll"], after["nll"],
+             before["ece"], after["ece"])
+    return out
