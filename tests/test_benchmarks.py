@@ -36,3 +36,21 @@ def test_simulation_benchmark_checks_both_sides_and_times_the_feature_step():
     assert "same genotypes on both sides (first 20 draws): True" in out, out
     for line in ("throughput ratio workflow / bare:", "throughput ratio simulate + features / bare:", "job start-up"):
         assert line in out, out
+
+
+def test_gpu_benchmark_reports_every_network_on_the_cpu(tiny_dataset, tmp_path):
+    import json
+
+    from popdl.models import NETWORKS
+
+    out = _bench("bench_gpu.py", "--dataset", str(tiny_dataset), "--gpus", "0", "--threads", "2", "--batch", "16",
+                 "--epochs", "1", "--k", "2", "--trials-each", "1", "--trial-epochs", "1", "--trial-networks", "mlp",
+                 "--json", str(tmp_path / "bench.json"))
+    assert "device: bench_gpu trains on cpu" in out, out
+    for network in NETWORKS:  # every registered network, with each figure
+        line = next((x for x in out.splitlines() if x.startswith(f"{network}: loader ")), None)
+        assert line and "streamed / in memory" in line and "bf16 / fp32" in line and "ms per step" in line, out
+    assert "mlp: trials/min" in out and "with 2 at once (2 / 1: " in out, out
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    assert {r["network"] for r in figures["rows"]} == set(NETWORKS)
+    assert figures["rows"][[r["network"] for r in figures["rows"]].index("mlp")]["trials_per_min"]["ratio"] > 0
