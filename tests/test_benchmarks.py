@@ -54,3 +54,12 @@ def test_gpu_benchmark_reports_every_network_on_the_cpu(tiny_dataset, tmp_path):
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert {r["network"] for r in figures["rows"]} == set(NETWORKS)
     assert figures["rows"][[r["network"] for r in figures["rows"]].index("mlp")]["trials_per_min"]["ratio"] > 0
+
+
+def test_many_loci_benchmark_times_every_layout():
+    out = _bench("bench_many_loci.py", "--loci", "20", "--length", "64", "--diploids", "4", "--draws", "2",
+                 "--alternatives", "5")
+    assert "speed-up per-locus loop / popdl:" in out and "(target >= 10)" in out, out
+    assert "speed-up replicates + sim_mutations per locus / popdl:" in out, out
+    for layout in ("log 2 between loci (Hudson)", "log 2 between loci, SMC(k=0)"):
+        assert layout in out, out

@@ -28,8 +28,9 @@ CALIBRATION        8   which validation examples the final fit     ``__calibrati
                        leaves out to fit the temperature on
 =================  ==  ==========================================  ===================================
 
-Derived from a stream's draws: msprime's per-locus mutation seeds, from the
-draw's mutation seed (:func:`locus_mutation_seeds`).
+Derived from a stream's draws: the mutations of a genome of several loci,
+placed by one NumPy generator on the draw's msprime mutation seed
+(:meth:`popdl.simulators.msprime_sim.MsprimeSimulator.simulate`).
 
 Seeds set elsewhere, not through a stream:
 
@@ -65,7 +66,6 @@ __all__ = [
     "generator",
     "priors",
     "simulator_seeds",
-    "locus_mutation_seeds",
     "snp_selection",
     "missingness",
     "split",
@@ -131,12 +131,6 @@ def simulator_seeds(root_seed: int, scenario: str, draw: int) -> tuple[int, int,
         int(words[1]) % (2**31 - 2) + 1,
         int(words[2]) % 1_000_000 + 1,
     )
-
-
-def locus_mutation_seeds(mutation_seed: int, loci: int) -> list[int]:
-    """One msprime mutation seed (1..2**31-2) per locus, from a draw's mutation seed."""
-    words = np.random.SeedSequence(mutation_seed).generate_state(loci, dtype=np.uint32)
-    return (words.astype(np.int64) % (2**31 - 2) + 1).tolist()
 
 
 def snp_selection(root_seed: int, scenario: str, draw: int) -> np.random.Generator:
