@@ -103,6 +103,42 @@ def test_stream_visits_every_example_once_per_epoch(tiny_dataset):
     assert all(len(rows) <= 7 for _, rows in seq.batches)
 
 
+def test_augmentation_permutes_haplotypes_within_populations_reproducibly(tiny_dataset):
+    from popdl.dataset import Dataset
+    from popdl.preprocess import Preprocessor
+    from popdl.training import ShardSequence, haplotype_groups, permute_haplotypes
+
+    ds = Dataset(tiny_dataset)
+    prep = Preprocessor.fit(ds)
+    groups = haplotype_groups(ds)
+    assert [g.tolist() for g in groups] == [list(range(8)), list(range(8, 16))]
+
+    def batches(seed, augment, epochs=2):
+        seq = ShardSequence(ds, "train", batch_size=8, inputs=("image", "stats"), prep=prep, seed=seed,
+                            augment=augment)
+        out = []
+        for _ in range(epochs):
+            out.append([seq[i][0] for i in range(len(seq))])
+            seq.on_epoch_end()
+        return out
+
+    plain, first, again, other = batches(3, False), batches(3, True), batches(3, True), batches(4, True)
+    for epoch in range(2):
+        for p, a, b in zip(plain[epoch], first[epoch], again[epoch]):
+            np.testing.assert_array_equal(a["image"], b["image"])  # same seed, epoch, batch: same permutation
+            np.testing.assert_array_equal(a["stats"], p["stats"])  # same examples, same order
+            for rows in groups:  # each example's haplotypes stay within their population
+                for x, y in zip(a["image"][:, rows], p["image"][:, rows]):
+                    assert sorted(map(bytes, x)) == sorted(map(bytes, y))
+    assert any((a["image"] != p["image"]).any() for a, p in zip(first[0], plain[0]))
+    # Another seed, epoch or batch draws other permutations of the same images.
+    assert not np.array_equal(first[0][0]["image"], other[0][0]["image"])
+    image = plain[0][0]["image"]
+    draws = [permute_haplotypes(image, groups, seed=3, epoch=e, batch=b) for e, b in ((0, 0), (1, 0), (0, 1))]
+    np.testing.assert_array_equal(draws[0], first[0][0]["image"])
+    assert not np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], draws[2])
+
+
 def test_pinball_loss_is_masked_and_matches_numpy():
     import keras
 

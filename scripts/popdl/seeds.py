@@ -26,6 +26,8 @@ REPORT             7   the report and its interpretation: typical  ``__report_{u
                        points, the seeds of fANOVA, PCA, t-SNE
 CALIBRATION        8   which validation examples the final fit     ``__calibration__``, 0
                        leaves out to fit the temperature on
+AUGMENT            9   haplotype permutations within populations   ``__augment__``, epoch
+                       (``train.augment``) of one batch             (+ batch, see :func:`augment`)
 =================  ==  ==========================================  ===================================
 
 Derived from a stream's draws: the mutations of a genome of several loci,
@@ -73,6 +75,7 @@ __all__ = [
     "observed",
     "report",
     "calibration",
+    "augment",
     "haplotype_hash_weights",
     "HASH_WEIGHTS_SEED",
 ]
@@ -91,6 +94,7 @@ class Stream(enum.IntEnum):
     OBSERVED = 6
     REPORT = 7
     CALIBRATION = 8
+    AUGMENT = 9
 
 
 #: The seed of :func:`haplotype_hash_weights` (fixed: see the module docstring).
@@ -167,6 +171,15 @@ def report(root_seed: int, use: str, index: int = 0) -> np.random.Generator:
 def calibration(root_seed: int) -> np.random.Generator:
     """Which examples of the validation split the final fit leaves out (the calibration part)."""
     return generator(root_seed, Stream.CALIBRATION, "__calibration__", 0)
+
+
+def augment(seed: int, epoch: int, batch: int) -> np.random.Generator:
+    """The haplotype permutations of batch ``batch`` of epoch ``epoch`` of a fit whose
+    batch order is seeded with ``seed`` (the root seed for the final fit, the trial
+    number for a tuning trial).  The batch is a fourth word of the spawn key: batches
+    are read in any order, by any thread, and each gets the same permutations."""
+    key = (name_key("__augment__"), int(epoch), int(Stream.AUGMENT), int(batch))
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy=seed, spawn_key=key)))
 
 
 def haplotype_hash_weights(sites: int) -> np.ndarray:

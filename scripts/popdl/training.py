@@ -118,17 +118,21 @@ class ShardSequence(_pydataset_base()):
     shard's examples in a new order (seeded by ``seed`` and the epoch).
     ``workers`` > 1 threads read batches ahead (at most 8 batches in memory);
     on few cores the default, 1, is faster (no contention with the training
-    threads for the interpreter lock).
+    threads for the interpreter lock).  ``keep`` maps a split to a boolean
+    mask of the examples used (default all).  With ``augment``, the image rows
+    of every example are permuted within each population, anew each epoch
+    (:func:`permute_haplotypes`; the same for the same ``seed``, epoch and batch).
     """
 
     def __init__(self, dataset: Dataset, splits, *, batch_size: int, inputs, prep: Preprocessor,
                  tasks=("classify", "regress"), shuffle: bool = True, seed: int = 0, targets: bool = True,
-                 workers: int = 1, keep: dict | None = None):
+                 workers: int = 1, keep: dict | None = None, augment: bool = False):
         # workers > 1: batches are read by background threads while the model trains.
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.dataset, self.batch_size = dataset, int(batch_size)
         self.inputs, self.prep, self.tasks = tuple(inputs), prep, tuple(tasks)
         self.shuffle, self.seed, self.targets = shuffle, seed, targets
+        self.groups = haplotype_groups(dataset) if augment and "image" in self.inputs else None
         self.arrays = _needed(self.inputs, self.tasks if targets else ())
         self.shards, self.rows = [], []  # rows: the shard's examples used (None: all)
         for split in ([splits] if isinstance(splits, str) else splits):
@@ -174,12 +178,36 @@ class ShardSequence(_pydataset_base()):
         s, rows = self.batches[i]
         x, y = _batch(self._arrays(s), rows, inputs=self.inputs, prep=self.prep,
                       tasks=self.tasks if self.targets else ())
+        if self.groups is not None:
+            x["image"] = permute_haplotypes(x["image"], self.groups, seed=self.seed, epoch=self.epoch, batch=i)
         return (x, y) if self.targets else (x,)
 
     def on_epoch_end(self):
         self.epoch += 1
         if self.shuffle:
             self._plan()
+
+
+def haplotype_groups(dataset: Dataset) -> list[np.ndarray]:
+    """Image rows of each population of ``dataset`` (its manifest's ``populations``)."""
+    populations = np.asarray(dataset.manifest.get("populations") or [], dtype=str)
+    return [np.flatnonzero(populations == p) for p in dict.fromkeys(populations.tolist())]
+
+
+def permute_haplotypes(images: np.ndarray, groups, *, seed: int, epoch: int, batch: int) -> np.ndarray:
+    """``images`` (n, haplotypes, snps) with each example's rows shuffled within each
+    population (``groups``: the rows of each), by the augmentation stream of
+    ``seed``, ``epoch`` and ``batch`` (:func:`popdl.seeds.augment`).  A haplotype
+    never leaves its population, so the labels stay true."""
+    from popdl import seeds
+
+    images = np.array(images, copy=True)
+    rng = seeds.augment(seed, epoch, batch)
+    n = images.shape[0]
+    for rows in groups:
+        order = np.argsort(rng.random((n, rows.size)), axis=1)
+        images[:, rows] = np.take_along_axis(images[:, rows], order[:, :, None], axis=1)
+    return images
 
 
 def load_arrays(dataset: Dataset, splits, *, inputs, prep: Preprocessor, tasks=("classify", "regress"),
@@ -204,16 +232,19 @@ def split_megabytes(dataset: Dataset, splits) -> float:
 
 def make_data(dataset: Dataset, splits, *, streaming, in_memory_max_mb: float, batch_size: int, inputs,
               prep: Preprocessor, tasks, shuffle: bool = True, seed: int = 0, loader_threads: int = 1,
-              keep: dict | None = None):
+              keep: dict | None = None, augment: bool = False):
     """``(fit_kwargs, steps_per_epoch)`` for :meth:`keras.Model.fit`: a :class:`ShardSequence`
     (read ahead by ``loader_threads`` threads; 1 reads in the training thread),
     or in-memory arrays (``streaming`` true | false | "auto").  ``keep``: split ->
-    boolean mask of the examples used (default all)."""
+    boolean mask of the examples used (default all).  ``augment`` (haplotypes
+    permuted within populations every epoch) always streams: the sequence
+    permutes each batch as it reads it."""
+    augment = bool(augment) and "image" in inputs
     if streaming == "auto":
         streaming = split_megabytes(dataset, splits) > in_memory_max_mb
-    if streaming:
+    if streaming or augment:
         seq = ShardSequence(dataset, splits, batch_size=batch_size, inputs=inputs, prep=prep, tasks=tasks,
-                            shuffle=shuffle, seed=seed, workers=loader_threads, keep=keep)
+                            shuffle=shuffle, seed=seed, workers=loader_threads, keep=keep, augment=augment)
         return {"x": seq}, len(seq)
     x, y = load_arrays(dataset, splits, inputs=inputs, prep=prep, tasks=tasks, keep=keep)
     n = len(next(iter(y.values())))
@@ -284,9 +315,89 @@ def predict_arrays(model, data, *, batch_size: int = 256) -> dict[str, np.ndarra
 
 
 def dataset_shapes(dataset: Dataset) -> dict[str, tuple]:
+    """Input shapes (without the batch axis) and ``populations``, the population of each image row."""
     m = dataset.manifest
     h, s = m["image_shape"]
-    return {"image": (h, s), "distances": (s,), "stats": (len(m["stat_names"]),)}
+    return {"image": (h, s), "distances": (s,), "stats": (len(m["stat_names"]),),
+            "populations": tuple(m.get("populations") or ())}
+
+
+#: Per task of separate towers: the layers that only it uses, and the validation loss that judges it.
+TOWER_LAYERS = {"classify": ("classify_tower", "scenario"), "regress": ("regress_tower", "params_flat")}
+TOWER_LOSS = {"classify": "val_scenario_loss", "regress": "val_params_loss"}
+
+
+def separate_towers(model) -> tuple[str, ...]:
+    """The tasks whose towers ``model`` holds as separate sub-models (none: a shared body)."""
+    names = {layer.name for layer in model.layers}
+    return tuple(t for t, layer_names in TOWER_LAYERS.items() if set(layer_names) <= names) \
+        if {"classify_tower", "regress_tower"} <= names else ()
+
+
+def _callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+def _tower_weights(model, task: str) -> list:
+    return [model.get_layer(name).get_weights() for name in TOWER_LAYERS[task]]
+
+
+def _set_tower_weights(model, task: str, weights: list) -> None:
+    for name, w in zip(TOWER_LAYERS[task], weights):
+        model.get_layer(name).set_weights(w)
+
+
+class TowerCheckpoint(_callback_base()):
+    """Separate towers, each judged by its own validation loss: every tower (with its
+    output layer) ends with the weights of the epoch where that loss was lowest, and
+    training stops once neither has improved for ``patience`` epochs (0: never).
+
+    After training, ``best`` maps each task to ``(loss, epoch)`` (epochs from 1)."""
+
+    def __init__(self, tasks, *, patience: int = 0):
+        super().__init__()
+        self.tasks, self.patience = tuple(tasks), int(patience)
+
+    def on_train_begin(self, logs=None):
+        self.best = {t: (math.inf, 0) for t in self.tasks}
+        self.weights = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        for task in self.tasks:
+            value = logs.get(TOWER_LOSS[task])
+            if value is not None and math.isfinite(float(value)) and float(value) < self.best[task][0]:
+                self.best[task] = (float(value), epoch + 1)
+                self.weights[task] = _tower_weights(self.model, task)
+        if self.patience and all(epoch + 1 - e >= self.patience for _, e in self.best.values()):
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        for task, weights in self.weights.items():
+            _set_tower_weights(self.model, task, weights)
+
+
+class TowerSnapshot(_callback_base()):
+    """The final fit of separate towers: each tower (with its output layer) keeps its
+    weights of epoch ``epochs[task]`` (from 1), the best epoch of its tuning trial."""
+
+    def __init__(self, epochs: dict):
+        super().__init__()
+        self.epochs = {t: int(e) for t, e in epochs.items()}
+
+    def on_train_begin(self, logs=None):
+        self.weights = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for task, e in self.epochs.items():
+            if epoch + 1 == e:
+                self.weights[task] = _tower_weights(self.model, task)
+
+    def on_train_end(self, logs=None):
+        for task, weights in self.weights.items():
+            _set_tower_weights(self.model, task, weights)
 
 
 def calibration_mask(dataset: Dataset, *, root_seed: int, fraction: float) -> np.ndarray:
@@ -314,7 +425,9 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     and the validation examples outside its calibration part, and save it with its
     preprocessing (fitted on the training split) as a model folder (:mod:`popdl.model_io`).
 
-    Epochs: ``train.epochs`` if set, else the best trial's best epoch.  The
+    Epochs: ``train.epochs`` if set, else the best trial's best epoch; with
+    separate towers, each tower keeps its weights of its own best epoch in the
+    trial (``best_epochs``) and the fit runs to the later of the two.  The
     softmax temperature is fitted for this model on the calibration part of
     the validation split (``train.calibration_fraction`` of it, which the fit
     never sees; :func:`calibration_mask`), and kept only where it helps there
@@ -338,13 +451,17 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     epochs = int(train_cfg["epochs"] or best.get("best_epoch") or 1)
     seed = int(settings["seed"])
     held_out = calibration_mask(dataset, root_seed=seed, fraction=float(train_cfg.get("calibration_fraction", 0.5)))
+    if train_cfg.get("augment") and ((settings.get("run_config") or {}).get("features") or {}).get("sort_rows"):
+        log.warning("train.augment permutes haplotypes that features.sort_rows sorted: the network trains on "
+                    "orders it will not meet at prediction (set features.sort_rows: false)")
     keep = {"validation": ~held_out}
     keras.utils.set_random_seed(seed)
     mixed = bool(train_cfg.get("mixed_precision", False))
     data, steps = make_data(dataset, splits, streaming=train_cfg["streaming"],
                             in_memory_max_mb=train_cfg["in_memory_max_mb"], batch_size=hp["batch_size"],
                             inputs=net.inputs, prep=prep, tasks=tasks, seed=seed,
-                            loader_threads=loader_threads(train_cfg.get("threads")), keep=keep)
+                            loader_threads=loader_threads(train_cfg.get("threads")), keep=keep,
+                            augment=bool(train_cfg.get("augment", False)))
     shapes = dataset_shapes(dataset)
 
     def build():
@@ -356,9 +473,16 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         model = build()
     finally:
         set_precision(False)
+    # Separate towers: each is kept at its trial's best epoch; the fit runs to the later one.
+    towers = separate_towers(model)
+    tower_epochs = {t: int(train_cfg["epochs"] or (best.get("best_epochs") or {}).get(t) or epochs) for t in towers}
+    if tower_epochs and not train_cfg["epochs"]:
+        epochs = max(tower_epochs.values())
     compile_model(model, hp, steps_per_epoch=steps, epochs=epochs, quantiles=train_cfg["quantiles"], tasks=tasks,
                   regression_weight=train_cfg["regression_weight"])
     callbacks = [keras.callbacks.TerminateOnNaN()]
+    if towers:
+        callbacks.append(TowerSnapshot(tower_epochs))
     if tensorboard_dir and keras.backend.backend() == "tensorflow" and _has_module("tensorboard"):
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0,
                                                      write_graph=False))
@@ -377,11 +501,12 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                 run_config=settings.get("run_config"),
                 provenance=provenance(config_hash=config_hash or settings_hash(settings), seeds={"root": seed},
                                       dataset=dataset.manifest.get("provenance", {}).get("config_hash"),
-                                      best_trial=best.get("number"), epochs=epochs,
+                                      best_trial=best.get("number"), epochs=epochs, tower_epochs=tower_epochs,
                                       backend=keras.backend.backend()))
     log.info("train: %s, %d epochs on %d examples, final loss %.4f; temperature %.3f", hp["network"], epochs,
              n_fit, history["loss"][-1], calibration.get("temperature", 1.0))
-    return {"epochs": epochs, "history": history, "calibration": calibration, "n_fit": n_fit}
+    return {"epochs": epochs, "tower_epochs": tower_epochs, "history": history, "calibration": calibration,
+            "n_fit": n_fit}
 
 
 def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor) -> dict:

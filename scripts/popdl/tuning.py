@@ -78,7 +78,7 @@ __all__ = [
 HYPER_PARAMETERS = (
     "conv_layers", "filters", "kernel_size", "pooling", "dense_layers", "dense_units", "dropout",
     "batch_norm", "l1", "l2", "activation", "optimizer", "momentum", "learning_rate", "lr_decay",
-    "lr_decay_rate", "batch_size",
+    "lr_decay_rate", "batch_size", "towers",
 )
 
 #: Keys of the tune slice that do not change what the study computes.
@@ -233,6 +233,29 @@ class _EpochReporter:
         return Reporter()
 
 
+class _TimeBudget:
+    """Keras callback: stop a trial at the end of the first epoch that ends after
+    ``seconds`` of training (None: no limit); ``stopped_at`` is that epoch (from 0)."""
+
+    def __new__(cls, seconds):
+        import keras
+
+        class Budget(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.stopped_at = None
+
+            def on_train_begin(self, logs=None):
+                self.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if seconds and time.perf_counter() - self.started > float(seconds) and not self.model.stop_training:
+                    self.stopped_at = epoch
+                    self.model.stop_training = True
+
+        return Budget()
+
+
 class TrialRunner:
     """Builds, trains and scores one network on the train / validation splits."""
 
@@ -249,8 +272,8 @@ class TrialRunner:
         import keras
 
         from popdl.models import get_network
-        from popdl.training import (compile_model, dataset_shapes, history_dict, loader_threads, make_data,
-                                    predict_arrays, set_precision)
+        from popdl.training import (TowerCheckpoint, compile_model, dataset_shapes, history_dict, loader_threads,
+                                    make_data, predict_arrays, separate_towers, set_precision)
 
         train_cfg = self.settings["train"]
         hp = suggest(trial, self.settings)
@@ -261,7 +284,8 @@ class TrialRunner:
         common = dict(inputs=net.inputs, prep=self.prep, tasks=self.tasks, streaming=train_cfg["streaming"],
                       in_memory_max_mb=train_cfg["in_memory_max_mb"],
                       loader_threads=loader_threads(self.tuning.get("threads")))
-        train, steps = make_data(self.dataset, "train", batch_size=hp["batch_size"], seed=trial.number, **common)
+        train, steps = make_data(self.dataset, "train", batch_size=hp["batch_size"], seed=trial.number,
+                                 augment=bool(train_cfg.get("augment", False)), **common)
         val, _ = make_data(self.dataset, "validation", batch_size=max(256, int(hp["batch_size"])), shuffle=False,
                            **common)
         set_precision(bool(train_cfg.get("mixed_precision", False)))
@@ -275,9 +299,16 @@ class TrialRunner:
                       tasks=self.tasks, regression_weight=train_cfg["regression_weight"])
         reporter = _EpochReporter(trial, "val_loss")
         callbacks = [keras.callbacks.TerminateOnNaN(), reporter]
-        if self.tuning["patience"]:
+        # Separate towers are each kept at, and stopped by, their own validation loss.
+        towers = separate_towers(model)
+        checkpoint = TowerCheckpoint(towers, patience=int(self.tuning["patience"])) if towers else None
+        if checkpoint is not None:
+            callbacks.append(checkpoint)
+        elif self.tuning["patience"]:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(self.tuning["patience"]),
                                                            restore_best_weights=True))
+        budget = _TimeBudget(self.tuning.get("trial_seconds"))
+        callbacks.append(budget)
         val_data = val["x"] if "y" not in val else (val["x"], val["y"])
         started = time.perf_counter()
         history = history_dict(model.fit(**train, epochs=epochs, validation_data=val_data, verbose=0,
@@ -290,11 +321,22 @@ class TrialRunner:
             raise FloatingPointError(f"loss became NaN or infinite at epoch {len(losses)}")
         val_loss = history["val_loss"]
         best_epoch = int(np.argmin(val_loss)) + 1
+        value = float(min(val_loss))
+        accuracy_epoch = best_epoch
+        if checkpoint is not None:
+            # Each tower at its own best epoch: the sum of their weighted best losses.
+            weights = {"classify": 1.0, "regress": float(train_cfg["regression_weight"])}
+            value = float(sum(weights[t] * loss for t, (loss, _) in checkpoint.best.items()))
+            trial.set_user_attr("best_epochs", {t: int(e) for t, (_, e) in checkpoint.best.items()})
+            best_epoch = max(int(e) for _, e in checkpoint.best.values())
+            accuracy_epoch = checkpoint.best.get("classify", (0, best_epoch))[1]
         trial.set_user_attr("best_epoch", best_epoch)
         trial.set_user_attr("epochs_run", len(val_loss))
         trial.set_user_attr("seconds", round(seconds, 3))
+        if budget.stopped_at is not None:
+            trial.set_user_attr("stopped_by_trial_seconds", budget.stopped_at + 1)
         if "val_scenario_accuracy" in history:
-            trial.set_user_attr("val_accuracy", float(history["val_scenario_accuracy"][best_epoch - 1]))
+            trial.set_user_attr("val_accuracy", float(history["val_scenario_accuracy"][accuracy_epoch - 1]))
         if reporter.pruned_at is not None:
             import optuna
 
@@ -302,7 +344,7 @@ class TrialRunner:
         out = predict_arrays(model, val["x"] if "y" in val else _inputs_only(val["x"]))
         save_npz(self.trials_dir / f"{trial.number}.npz", labels=self.val_labels,
                  **{k: v.astype(np.float32) for k, v in out.items()})
-        return float(min(val_loss))
+        return value
 
 
 def _inputs_only(seq):
@@ -504,6 +546,7 @@ def select_best(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Pa
         "objective": "validation loss (minimised)",
         "hyper_parameters": all_hyper_parameters(settings, best.params),
         "best_epoch": int(best.user_attrs.get("best_epoch", settings["tuning"]["max_epochs"])),
+        "best_epochs": dict(best.user_attrs.get("best_epochs") or {}),
         "user_attrs": dict(best.user_attrs),
         "history": history,
         "trial_counts": counts,
