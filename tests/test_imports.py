@@ -106,3 +106,28 @@ def test_a_cycle_through_a_function_local_import_is_found(tmp_path):
     assert find_cycle(graph) == ["pkg.b", "pkg.c", "pkg.b"]
     (pkg / "b.py").write_text("import pkg.a\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+def test_readme_lists_every_module_bottom_layer_first():
+    """The README's module table names every module once, and a module only
+    imports modules listed above it (the layering the README promises)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    lines = text[text.index("| module | what it does |"):].splitlines()
+    table = lines[2: next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))]
+    listed = [re.match(r"\| `([^`]+)`", line).group(1).rstrip("/") for line in table]
+    rank = {name: i for i, name in enumerate(listed)}
+
+    def row(module: str) -> str:
+        top = module.split(".")[1] if "." in module else module
+        return "cli" if top.startswith("cli") else top
+
+    graph = import_graph(PACKAGE)
+    rows = {row(m) for m in graph} - {"popdl", "__main__"}
+    assert rows == set(rank), f"README table differs from the package: {sorted(rows ^ set(rank))}"
+    for module, targets in graph.items():
+        for target in targets:
+            a, b = row(module), row(target)
+            if a != b and a in rank:
+                assert rank[b] < rank[a], f"{module} imports {target}, listed below it in the README"
