@@ -319,7 +319,8 @@ def test_bad_data_is_one_line_and_writes_nothing(tmp_path, case):
     (out / "keep.txt").write_text("the user's\n")
     before = listing(out)
     if via == "observe":
-        cfg = config_file(tmp_path, predict={"data": [{"name": "obs", "vcf": str(files["vcf"]), "popmap": str(files["popmap"])}]})
+        cfg = config_file(tmp_path, predict={"data": [{"name": "obs", "vcf": str(files["vcf"]), "popmap": str(files["popmap"])}],
+                                             "strict_samples": True})
         proc = run_popdl("observe", "--configfile", cfg, "--data", "obs", "--out", out / "observed.npz")
     else:
         proc = run_popdl(*_model_args(via, tmp_path, files))

@@ -42,6 +42,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--settings", help="the step's JSON config slice, as the workflow passes it (or @file)")
 
 
+def population_mapping(items: list[str]) -> dict[str, str]:
+    """``--populations LABEL=POP ...`` as a dict; a word without ``=`` is a :class:`ConfigError`."""
+    out = {}
+    for item in items:
+        label, sep, pop = item.partition("=")
+        if not sep or not label.strip() or not pop.strip():
+            raise ConfigError(f"--populations {item!r}: expected LABEL=POPULATION (e.g. nuttalli=pop1)")
+        out[label.strip()] = pop.strip()
+    return out
+
+
 def config_from_args(args, stage: str, scenario: str | None = None) -> dict:
     """The config slice of ``stage`` from --configfile or --settings."""
     if args.configfile is not None:

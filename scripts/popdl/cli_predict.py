@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from popdl.cli import add_config_arguments, config_from_args
+from popdl.cli import add_config_arguments, config_from_args, population_mapping
 
 log = logging.getLogger("popdl")
 
@@ -19,6 +19,8 @@ def _data_arguments(p, *, required: bool) -> None:
     p.add_argument("--popmap", required=required, help="sample -> population table")
     p.add_argument("--name", help="name of the data set (default: the file's name)")
     p.add_argument("--length", type=float, help="sequenced length in bp for per-bp statistics")
+    p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
+                   help="the popmap's population labels -> the simulated populations, e.g. nuttalli=pop1 pugetensis=pop2")
 
 
 def add_commands(sub) -> None:
@@ -63,6 +65,8 @@ def _entry(args) -> dict:
         entry["fasta"] = list(args.fasta)
     if args.length:
         entry["length"] = args.length
+    if args.populations:
+        entry["populations"] = population_mapping(args.populations)
     return entry
 
 
@@ -85,7 +89,8 @@ def cmd_check_data(args) -> int:
     popt, genome = settings["predict"], settings["genome"]
     data = read_observed(entry, samples=settings["samples"], seed=settings["seed"], subsample=popt["subsample"],
                           allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
-                          genome_length=float(genome["loci"]) * float(genome["length"]))
+                          genome_length=float(genome["loci"]) * float(genome["length"]),
+                          strict=popt.get("strict_samples", False))
     feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
     c = data.counts

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from popdl.cli import population_mapping
+
 log = logging.getLogger("popdl")
 
 
@@ -20,6 +22,8 @@ def add_commands(sub) -> None:
     group.add_argument("--settings", help="the step's JSON config slice, as the workflow passes it (or @file)")
     p.add_argument("--vcf", required=True, help="phased VCF (.vcf, .vcf.gz); every contig is scanned")
     p.add_argument("--popmap", help="sample -> population table (optional with one simulated population)")
+    p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
+                   help="the popmap's population labels -> the simulated populations (default: the scan.data entry's)")
     p.add_argument("--step", type=int, help="SNPs between consecutive window centres (default: scan.step)")
     p.add_argument("--target", help="scenario whose probability is scored and plotted (default: scan.target, "
                                     "else 'sweep' if the model has it, else the last scenario)")
@@ -58,6 +62,8 @@ def cmd_scan(args) -> int:
     data = read_scan_vcf(
         args.vcf, popmap=args.popmap, samples=settings["samples"], seed=settings["seed"], name=args.name,
         subsample=popt["subsample"], allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
+        populations=population_mapping(args.populations) if args.populations else settings.get("data", {}).get("populations"),
+        strict=popt.get("strict_samples", False),
     )
     model = load_model(model_dir)
     snps = int(settings["features"]["snps"])

@@ -10,9 +10,16 @@ ignored), ``#`` comments and a ``sample population`` header line allowed):
   phased sequences named ``<sample>_1``/``<sample>_2`` (also ``_a``/``_b``,
   ``.1``/``.2``) or two records both named ``<sample>``.
 
+Samples are matched to the popmap after trimming spaces around their names,
+and the popmap's population labels to the simulated populations through a
+data set's ``populations`` mapping (labels named as a simulated population
+map to it).  Samples of the data absent from the popmap, popmap samples
+absent from the data and samples of a label that maps to no simulated
+population are left out, counted and logged (errors with
+``predict.strict_samples``).
+
 Everything is validated before any feature is computed, and each problem is
-one line naming it (:class:`DataError`): samples missing from the popmap or
-from the data, populations that the scenarios do not have, fewer individuals
+one line naming it (:class:`DataError`): fewer individuals
 than were simulated, no GT field, haploid calls, unphased heterozygous calls,
 unsorted records, empty files; files cut short (a plain VCF whose last line
 stops mid-record, a gzip or BGZF stream that ends early), malformed headers
@@ -144,31 +151,89 @@ def choose_individuals(
     rng: np.random.Generator,
     subsample: bool = True,
     source: str = "data",
+    populations: dict[str, str] | None = None,
+    strict: bool = False,
+    counts: dict | None = None,
 ) -> list[tuple[str, str]]:
     """The (sample, population) pairs kept, grouped by population in ``samples`` order.
 
-    ``present``: sample names in the data; ``samples``: diploid individuals per
-    population that were simulated.  Raises :class:`DataError` when the data
-    and the popmap disagree, a population was not simulated, or a population
-    has fewer individuals than simulated (or more, with ``subsample`` off).
+    ``present``: sample names in the data, as written there; ``samples``:
+    diploid individuals per simulated population; ``populations``: the
+    popmap's population labels -> simulated population (labels that are
+    simulated populations' names map to themselves).  Names are matched after
+    trimming leading and trailing whitespace (spreadsheets and ``paste`` leave
+    trailing spaces in VCF headers); the pairs returned hold the names as
+    written in the data.
+
+    Samples of the data absent from the popmap, popmap samples absent from the
+    data, and samples whose label maps to no simulated population are left
+    out and counted (``counts``, when given, receives ``trimmed_names``,
+    ``not_in_popmap``, ``not_in_data``, ``unsimulated_labels`` and
+    ``unsimulated_samples``), each kind logged in one line; with ``strict``
+    each is a :class:`DataError`.  Also a :class:`DataError`: names equal
+    after trimming, a mapping to a population that was not simulated, and a
+    population with fewer individuals than simulated (or more, with
+    ``subsample`` off).
     """
-    missing_from_popmap = [s for s in present if s not in popmap]
-    if missing_from_popmap:
+    populations = dict(populations or {})
+    bad_targets = sorted({t for t in populations.values() if t not in samples})
+    if bad_targets:
+        raise DataError(f"{source}: populations maps to {_few(bad_targets)}, not simulated "
+                        f"(config samples: {', '.join(samples)})")
+    trimmed = [s.strip() for s in present]
+    if len(set(trimmed)) != len(trimmed):
+        seen: dict[str, str] = {}
+        for raw, name in zip(present, trimmed):
+            if name in seen:
+                raise DataError(f"{source}: samples {seen[name]!r} and {raw!r} have the same name once spaces are trimmed")
+            seen[name] = raw
+    n_trimmed = sum(raw != name for raw, name in zip(present, trimmed))
+    if n_trimmed:
+        log.info("%s: %d of %d sample name(s) had leading or trailing spaces; matched to the popmap after trimming them",
+                 source, n_trimmed, len(present))
+    popmap = {name.strip(): label.strip() for name, label in popmap.items()}
+    missing_from_popmap = [s for s in trimmed if s not in popmap]
+    if missing_from_popmap and strict:
         raise DataError(f"{source}: {len(missing_from_popmap)} sample(s) missing from the popmap: {_few(missing_from_popmap)}")
-    present_set = set(present)
+    present_set = set(trimmed)
     missing_from_data = [s for s in popmap if s not in present_set]
-    if missing_from_data:
+    if missing_from_data and strict:
         raise DataError(f"{source}: {len(missing_from_data)} popmap sample(s) not in the data: {_few(missing_from_data)}")
-    unknown = sorted({p for p in popmap.values() if p not in samples})
-    if unknown:
+
+    def deme(label: str) -> str | None:
+        target = populations.get(label, label)
+        return target if target in samples else None
+
+    unsimulated = sorted({label for label in popmap.values() if deme(label) is None})
+    if unsimulated and strict:
+        hint = "" if populations else " (map the popmap's labels to them with populations: {label: population})"
         raise DataError(
-            f"{source}: population(s) {_few(unknown)} in the popmap are not simulated (config samples: {', '.join(samples)})"
+            f"{source}: population(s) {_few(unsimulated)} in the popmap are not simulated (config samples: {', '.join(samples)}){hint}"
         )
+    of = {s: deme(popmap[s]) for s in trimmed if s in popmap}
+    ignored_labels = [s for s in trimmed if s in of and of[s] is None]
+    if counts is not None:
+        counts.update(trimmed_names=n_trimmed, not_in_popmap=len(missing_from_popmap), not_in_data=len(missing_from_data),
+                      unsimulated_labels=unsimulated, unsimulated_samples=len(ignored_labels))
+    left_out = []
+    if missing_from_popmap:
+        left_out.append(f"{len(missing_from_popmap)} sample(s) not in the popmap ({_few(missing_from_popmap, 3)})")
+    if missing_from_data:
+        left_out.append(f"{len(missing_from_data)} popmap sample(s) not in the data ({_few(missing_from_data, 3)})")
+    if ignored_labels:
+        left_out.append(f"{len(ignored_labels)} sample(s) of population(s) {_few(unsimulated, 3)}, which were not simulated")
+    if left_out:
+        log.warning("%s: left out %s (predict.strict_samples makes these errors)", source, "; ".join(left_out))
+    raw_of = dict(zip(trimmed, present))
     chosen: list[tuple[str, str]] = []
     for pop, n in samples.items():
-        members = [s for s in present if popmap[s] == pop]
+        members = [s for s in trimmed if of.get(s) == pop]
         if len(members) < n:
-            raise DataError(f"{source}: population {pop!r} has {len(members)} individual(s) but {n} were simulated")
+            labels = sorted({label for label, target in ((lb, populations.get(lb, lb)) for lb in popmap.values())
+                             if target == pop})
+            named = f" (popmap label(s) {_few(labels, 3)})" if labels and labels != [pop] else ""
+            hint = f"; population(s) {_few(unsimulated, 3)} of the popmap were left out" if unsimulated else ""
+            raise DataError(f"{source}: population {pop!r}{named} has {len(members)} individual(s) but {n} were simulated{hint}")
         if len(members) > n:
             if not subsample:
                 raise DataError(
@@ -176,7 +241,7 @@ def choose_individuals(
                 )
             keep = np.sort(rng.choice(len(members), size=n, replace=False))
             members = [members[i] for i in keep]
-        chosen += [(s, pop) for s in members]
+        chosen += [(raw_of[s], pop) for s in members]
     return chosen
 
 
@@ -191,8 +256,14 @@ def read_vcf(
     subsample: bool = True,
     allow_unphased: bool = False,
     length: float | None = None,
+    populations: dict[str, str] | None = None,
+    strict: bool = False,
 ) -> Observed:
     """Read a (b)gzipped or plain VCF into an :class:`Observed`.
+
+    Samples are matched to the popmap, and the popmap's labels to the
+    simulated populations (``populations``), by :func:`choose_individuals`
+    (``strict``: every sample on both sides, every label simulated).
 
     Only biallelic SNPs enter; other records are skipped and counted.  Each
     contig is a locus.  ``length`` (bp) is the sequenced length for per-bp
@@ -234,7 +305,7 @@ def read_vcf(
         try:
             data = _vcf_records(vcf, path, present=list(vcf.samples), popmap=popmap, samples=samples, seed=seed,
                                 name=name, subsample=subsample, allow_unphased=allow_unphased, length=length,
-                                columns=len(columns), hts=hts)
+                                columns=len(columns), hts=hts, populations=populations, strict=strict)
         finally:
             vcf.close()
     hts.replay(f"VCF {path}")
@@ -242,16 +313,18 @@ def read_vcf(
 
 
 def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsample, allow_unphased, length,
-                 columns: int, hts) -> Observed:
+                 columns: int, hts, populations=None, strict=False) -> Observed:
     """The records of an open cyvcf2 reader as an :class:`Observed` (see :func:`read_vcf`)."""
     if not vcf.contains("GT"):
         raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
+    matching: dict = {}
     chosen = choose_individuals(
-        present, popmap, samples=samples, rng=seeds.observed(seed, name), subsample=subsample, source=f"VCF {path}"
+        present, popmap, samples=samples, rng=seeds.observed(seed, name), subsample=subsample, source=f"VCF {path}",
+        populations=populations, strict=strict, counts=matching,
     )
     index = np.array([present.index(s) for s, _ in chosen])
     counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "other_variants": 0,
-              "monomorphic": 0, "missing_calls": 0, "unphased_heterozygous": 0}
+              "monomorphic": 0, "missing_calls": 0, "unphased_heterozygous": 0, **matching}
     blocks, positions, loci_idx = [], [], []
     contigs: list[str] = []
     spans: dict[str, tuple[int, int]] = {}
@@ -355,7 +428,7 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         positions=np.asarray(positions),
         locus=np.array([renumber[i] for i in loci_idx], dtype=np.int32),
         populations=np.repeat(np.array([p for _, p in chosen]), 2),
-        individuals=[s for s, _ in chosen],
+        individuals=[s.strip() for s, _ in chosen],
         loci=kept_contigs,
         length=float(length) if length else float(span),
         counts=counts,
@@ -591,6 +664,8 @@ def read_fasta(
     seed: int,
     name: str = "data",
     subsample: bool = True,
+    populations: dict[str, str] | None = None,
+    strict: bool = False,
 ) -> Observed:
     """Read aligned FASTA files (one per locus) into an :class:`Observed`.
 
@@ -616,7 +691,10 @@ def read_fasta(
         for ident, seq in records:
             ind = _fasta_individual(ident, popmap)
             if ind is None:
-                raise DataError(f"FASTA {p}: sequence {ident!r} matches no popmap sample (name haplotypes <sample>_1 and <sample>_2)")
+                if strict:
+                    raise DataError(
+                        f"FASTA {p}: sequence {ident!r} matches no popmap sample (name haplotypes <sample>_1 and <sample>_2)")
+                ind = _FASTA_SUFFIX.match(ident).group("sample") if _FASTA_SUFFIX.match(ident) else ident
             haps.setdefault(ind, []).append(seq)
         for ind, seqs in haps.items():
             if len(seqs) == 1:
@@ -630,10 +708,12 @@ def read_fasta(
             diff = sorted(set(order) ^ set(names))
             raise DataError(f"FASTA {p}: individuals differ from {paths[0]}: {_few(diff)}")
         per_locus.append((p, haps, lengths.pop()))
+    matching: dict = {}
     chosen = choose_individuals(
-        order, popmap, samples=samples, rng=seeds.observed(seed, name), subsample=subsample, source=f"FASTA {paths[0]}"
+        order, popmap, samples=samples, rng=seeds.observed(seed, name), subsample=subsample, source=f"FASTA {paths[0]}",
+        populations=populations, strict=strict, counts=matching,
     )
-    counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "monomorphic": 0, "missing_calls": 0}
+    counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "monomorphic": 0, "missing_calls": 0, **matching}
     blocks, positions, loci_idx, loci, total = [], [], [], [], 0
     empty = []
     for p, haps, width in per_locus:
@@ -696,8 +776,14 @@ def read_observed(
     max_missing: float = 0.5,
     genome_length: float | None = None,
     base_dir: str | Path | None = None,
+    strict: bool = False,
 ) -> Observed:
-    """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, length?}) and validate it.
+    """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, length?, populations?}) and validate it.
+
+    ``populations`` (the entry's): the popmap's labels -> simulated
+    populations; ``strict``: samples absent from the popmap or from the data,
+    and labels of no simulated population, are errors instead of being left
+    out (:func:`choose_individuals`).
 
     The sequenced length (bp) that scales per-bp statistics is the entry's
     ``length``; else, for a VCF, ``genome_length`` (the simulated genome,
@@ -725,11 +811,13 @@ def read_observed(
         data = read_vcf(
             where(entry["vcf"]), popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample,
             allow_unphased=allow_unphased, length=entry.get("length") or genome_length,
+            populations=entry.get("populations"), strict=strict,
         )
     else:
         fasta = entry["fasta"]
         fasta = [fasta] if isinstance(fasta, str) else list(fasta)
-        data = read_fasta([where(f) for f in fasta], popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample)
+        data = read_fasta([where(f) for f in fasta], popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample,
+                          populations=entry.get("populations"), strict=strict)
         if entry.get("length"):
             data.length = float(entry["length"])
     rate = data.missing_rate

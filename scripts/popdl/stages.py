@@ -155,7 +155,7 @@ def _scan(config: dict, data: str | None) -> dict:
         "samples": config["samples"],
         "genome": config["genome"],
         "features": config["features"],
-        "predict": {k: config["predict"][k] for k in ("subsample", "allow_unphased", "max_missing")},
+        "predict": {k: config["predict"][k] for k in ("subsample", "allow_unphased", "max_missing", "strict_samples")},
         "scan": {k: v for k, v in config["scan"].items() if k != "data"},
     }
     if data is not None:

@@ -1,0 +1,176 @@
+"""Real data as users bring them: their own sample and population names, extra samples on either side.
+
+Each case is handled as described (read, counted, one log line) or refused
+with one line and a non-zero exit, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO, tiny_config
+
+from popdl.errors import ConfigError, DataError
+from popdl.observed import read_observed, read_popmap, read_vcf
+from popdl.scan import read_scan_vcf
+
+SAMPLES = {"pop1": 2, "pop2": 2}
+HEADER = ("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=1000>\n"
+          '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+          "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT")
+CALLS = [["0|1", "0|0", "1|1", "0|1", "1|1"], ["1|0", "0|1", "0|0", "0|0", "0|1"], ["0|0", "1|1", "0|1", "1|0", "0|0"]]
+
+
+def vcf(names: list[str]) -> str:
+    lines = [HEADER + "".join(f"\t{n}" for n in names)]
+    for i, calls in enumerate(CALLS):
+        lines.append("\t".join(["chr1", str(10 * (i + 1)), ".", "A", "G", ".", "PASS", ".", "GT", *calls[: len(names)]]))
+    return "\n".join(lines) + "\n"
+
+
+def files(tmp_path, names, popmap: str):
+    (tmp_path / "data.vcf").write_text(vcf(names))
+    (tmp_path / "popmap.tsv").write_text(popmap)
+    return {"name": "obs", "vcf": str(tmp_path / "data.vcf"), "popmap": str(tmp_path / "popmap.tsv")}
+
+
+POPMAP = "a1\tpop1\na2\tpop1\nb1\tpop2\nb2\tpop2\n"
+TAXA = "a1\tnuttalli\na2\tnuttalli\nb1\tpugetensis\nb2\tpugetensis\n"
+MAPPING = {"nuttalli": "pop1", "pugetensis": "pop2"}
+
+
+def run_popdl(*args, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "popdl", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def config_file(tmp_path, **predict) -> str:
+    config = tiny_config(samples=SAMPLES, genome={"loci": 1, "length": 1000, "mutation_rate": 1e-8,
+                                                  "recombination_rate": 1e-8}, predict=predict)
+    for scenario in config["scenarios"].values():
+        scenario["graph"] = str(REPO / scenario["graph"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------ sample names
+def test_sample_names_with_surrounding_spaces_match_the_popmap_with_one_log_line(tmp_path, caplog):
+    entry = files(tmp_path, ["a1 ", "a2  ", " b1", "b2"], POPMAP)
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.individuals == ["a1", "a2", "b1", "b2"]
+    assert data.counts["trimmed_names"] == 3 and data.genotypes.shape == (3, 8)
+    lines = [r.getMessage() for r in caplog.records if "spaces" in r.getMessage()]
+    assert len(lines) == 1 and "3 of 4 sample name(s) had leading or trailing spaces" in lines[0], lines
+
+
+def test_names_equal_once_trimmed_are_one_line(tmp_path):
+    entry = files(tmp_path, ["a1", "a1 ", "b1", "b2"], POPMAP)
+    with pytest.raises(DataError, match=r"samples 'a1' and 'a1 ' have the same name once spaces are trimmed"):
+        read_observed(entry, samples=SAMPLES, seed=1)
+
+
+# ------------------------------------------------------------------------------------ population labels
+def test_population_labels_map_to_the_simulated_populations(tmp_path):
+    entry = dict(files(tmp_path, ["a1", "a2", "b1", "b2"], TAXA), populations=MAPPING)
+    data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.populations.tolist() == ["pop1"] * 4 + ["pop2"] * 4
+    # The same genotypes as with the labels renamed in the popmap.
+    renamed = read_observed(files(tmp_path, ["a1", "a2", "b1", "b2"], POPMAP), samples=SAMPLES, seed=1)
+    assert np.array_equal(data.genotypes, renamed.genotypes)
+
+
+def test_labels_without_a_mapping_say_which_labels_were_left_out(tmp_path):
+    entry = files(tmp_path, ["a1", "a2", "b1", "b2"], TAXA)
+    with pytest.raises(DataError, match=r"population 'pop1' has 0 individual\(s\) but 2 were simulated; "
+                                        r"population\(s\) nuttalli, pugetensis of the popmap were left out"):
+        read_observed(entry, samples=SAMPLES, seed=1)
+    with pytest.raises(DataError, match=r"population\(s\) nuttalli, pugetensis in the popmap are not simulated .*"
+                                        r"map the popmap's labels to them with populations"):
+        read_observed(entry, samples=SAMPLES, seed=1, strict=True)
+
+
+def test_a_mapping_to_a_population_not_simulated_is_refused(tmp_path):
+    entry = dict(files(tmp_path, ["a1", "a2", "b1", "b2"], TAXA), populations={"nuttalli": "pop1", "pugetensis": "pop3"})
+    with pytest.raises(DataError, match=r"populations maps to pop3, not simulated \(config samples: pop1, pop2\)"):
+        read_observed(entry, samples=SAMPLES, seed=1)
+    config = tiny_config(samples=SAMPLES, predict={"data": [dict(entry, populations={"nuttalli": "pop3"})]})
+    from popdl.config import validate
+
+    with pytest.raises(ConfigError, match=r"predict\.data\.0\.populations\.nuttalli': 'pop3' is not a simulated population"):
+        validate(config)
+
+
+# ------------------------------------------------------------------------------------ extra samples
+EXTRAS = {
+    "vcf-sample-not-in-popmap": (["a1", "a2", "b1", "b2", "zz"], POPMAP, "not_in_popmap",
+                                 r"1 sample\(s\) missing from the popmap: zz"),
+    "popmap-sample-not-in-vcf": (["a1", "a2", "b1", "b2"], POPMAP + "c9\tpop2\n", "not_in_data",
+                                 r"1 popmap sample\(s\) not in the data: c9"),
+    "outgroup-label": (["a1", "a2", "b1", "b2", "zz"], POPMAP + "zz\toutgroup\n", "unsimulated_samples",
+                       r"population\(s\) outgroup in the popmap are not simulated"),
+}
+
+
+@pytest.mark.parametrize("case", list(EXTRAS))
+def test_extra_samples_are_left_out_and_counted_unless_strict(tmp_path, case, caplog):
+    names, popmap, key, strict_error = EXTRAS[case]
+    entry = files(tmp_path, names, popmap)
+    with caplog.at_level(logging.WARNING, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.counts[key] == 1 and data.individuals == ["a1", "a2", "b1", "b2"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "left out 1 " in warnings[0] and "predict.strict_samples" in warnings[0], warnings
+    with pytest.raises(DataError, match=strict_error):
+        read_observed(entry, samples=SAMPLES, seed=1, strict=True)
+
+
+def test_a_scan_maps_labels_too(tmp_path):
+    entry = files(tmp_path, ["a1 ", "a2", "b1", "b2", "zz"], TAXA)
+    data = read_scan_vcf(entry["vcf"], popmap=entry["popmap"], samples=SAMPLES, seed=1, populations=MAPPING)
+    assert data.individuals == ["a1", "a2", "b1", "b2"] and data.counts["not_in_popmap"] == 1
+    direct = read_vcf(entry["vcf"], popmap=read_popmap(entry["popmap"]), samples=SAMPLES, seed=1, populations=MAPPING)
+    assert np.array_equal(direct.genotypes, data.genotypes)
+
+
+# ------------------------------------------------------------------------------------ as the user runs it
+def test_observe_with_the_config_mapping_records_the_counts(tmp_path):
+    entry = dict(files(tmp_path, ["a1 ", "a2", "b1", "b2", "zz"], TAXA + "c9\tnuttalli\n"), populations=MAPPING)
+    cfg = config_file(tmp_path, data=[entry])
+    out = tmp_path / "out" / "observed.npz"
+    proc = run_popdl("observe", "--configfile", cfg, "--data", "obs", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(out.with_name("observed.json").read_text())["counts"]
+    assert (counts["trimmed_names"], counts["not_in_popmap"], counts["not_in_data"]) == (1, 1, 1)
+    assert "left out 1 sample(s) not in the popmap (zz); 1 popmap sample(s) not in the data (c9)" in proc.stderr
+
+
+def test_strict_samples_in_the_config_is_one_line_and_writes_nothing(tmp_path):
+    entry = dict(files(tmp_path, ["a1", "a2", "b1", "b2", "zz"], TAXA), populations=MAPPING)
+    cfg = config_file(tmp_path, data=[entry], strict_samples=True)
+    out = tmp_path / "out" / "observed.npz"
+    proc = run_popdl("observe", "--configfile", cfg, "--data", "obs", "--out", out)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and "1 sample(s) missing from the popmap: zz" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_check_data_takes_the_mapping_on_the_command_line(tmp_path):
+    entry = files(tmp_path, ["a1", "a2", "b1", "b2"], TAXA)
+    cfg = config_file(tmp_path)
+    proc = run_popdl("check-data", "--configfile", cfg, "--vcf", entry["vcf"], "--popmap", entry["popmap"],
+                     "--populations", "nuttalli=pop1", "pugetensis=pop2")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 of 4 individuals kept" in proc.stdout, proc.stdout
+    bad = run_popdl("check-data", "--configfile", cfg, "--vcf", entry["vcf"], "--popmap", entry["popmap"],
+                    "--populations", "nuttalli")
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.returncode != 0 and len(lines) == 1 and "--populations 'nuttalli': expected LABEL=POPULATION" in lines[0]
