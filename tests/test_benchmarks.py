@@ -63,3 +63,20 @@ def test_many_loci_benchmark_times_every_layout():
     assert "speed-up replicates + sim_mutations per locus / popdl:" in out, out
     for layout in ("log 2 between loci (Hudson)", "log 2 between loci, SMC(k=0)"):
         assert layout in out, out
+
+
+def test_learning_curve_benchmark_prints_both_methods_per_budget(tmp_path):
+    out = _bench("bench_learning_curve.py", "--budgets", "27,45", "--trials", "1", "--max-epochs", "2",
+                 "--snps", "32", "--work", str(tmp_path), "--json", str(tmp_path / "curve.json"))
+    assert "common test set: 15 simulations" in out, out
+    table = out[out.index("network vs ABC-RF"):].splitlines()
+    assert table[1].startswith("draws/scenario | accuracy net | ABC-RF | diff | R² N1 net / ABC-RF / diff")
+    for row, budget in zip(table[2:4], ("27", "45")):
+        cells = row.split(" | ")
+        assert cells[0] == budget and len(cells) == 4 + 7, row
+        net, rf, diff = (float(c) for c in cells[1:4])
+        assert abs(net - rf - diff) < 1.5e-3
+    import json
+
+    rows = json.loads((tmp_path / "curve.json").read_text())["rows"]
+    assert [r["budget"] for r in rows] == [27, 45] and set(rows[0]["abc_rf"]["r2"]) == set(rows[0]["network"]["r2"])
