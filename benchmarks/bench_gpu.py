@@ -208,10 +208,12 @@ def main(argv=None) -> int:
     print(device.line(), flush=True)
 
     from popdl.dataset import Dataset
+    from popdl.io import write_json
     from popdl.models import NETWORKS
     from popdl.preprocess import Preprocessor
 
-    networks = args.networks.split(",") if args.networks else sorted(NETWORKS)
+    # The default network of the targets first: a run cut short still has its figures.
+    networks = args.networks.split(",") if args.networks else sorted(NETWORKS, key=lambda n: (n != "cnn2d", n))
     trial_networks = args.trial_networks.split(",") if args.trial_networks else networks
     rows, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
@@ -254,15 +256,20 @@ def main(argv=None) -> int:
                 print(f"{network}: trials/min {r1:.2f} one at a time, {rk:.2f} with {args.k} at once "
                       f"({args.k} / 1: {rk / r1:.2f}; wall {w1:.0f} s and {wk:.0f} s with start-up)", flush=True)
             rows.append(row)
+            if args.json:  # after every network
+                write_json(args.json, {"device": device.to_dict(), "batch": args.batch, "epochs": args.epochs,
+                                       "k": args.k, "trial_epochs": args.trial_epochs, "training_examples": n,
+                                       "rows": rows, "complete": network == networks[-1]})
 
     print()
     print(f"{device.line()}")
-    head = f"{'network':<12} {'loader/s':>10} {'streamed/s':>11} {'memory/s':>10} {'str/mem':>8}"
+    w = max(len(r["network"]) for r in rows) if rows else 7
+    head = f"{'network':<{w}} {'loader/s':>10} {'streamed/s':>11} {'memory/s':>10} {'str/mem':>8}"
     head += f" {'bf16/s':>10} {'bf16/fp32':>9}" if not args.no_bf16 else ""
     head += f" {'trials/min 1':>12} {'k=' + str(args.k):>8} {'ratio':>6}" if args.k else ""
     print(head)
     for r in rows:
-        line = (f"{r['network']:<12} {r['loader']:>10,.0f} {r['streamed']:>11,.0f} {r['in_memory']:>10,.0f} "
+        line = (f"{r['network']:<{w}} {r['loader']:>10,.0f} {r['streamed']:>11,.0f} {r['in_memory']:>10,.0f} "
                 f"{r['streamed'] / r['in_memory']:>8.3f}")
         if "bf16" in r:
             line += f" {r['bf16']:>10,.0f} {r['bf16'] / r['streamed']:>9.3f}"
@@ -271,11 +278,6 @@ def main(argv=None) -> int:
             line += f" {t['1']:>12.2f} {t[str(args.k)]:>8.2f} {t['ratio']:>6.2f}"
         print(line)
     print(f"bench_gpu took {time.perf_counter() - started:.0f} s")
-    if args.json:
-        from popdl.io import write_json
-
-        write_json(args.json, {"device": device.to_dict(), "batch": args.batch, "epochs": args.epochs,
-                               "k": args.k, "trial_epochs": args.trial_epochs, "training_examples": n, "rows": rows})
     return 0
 
 
