@@ -71,6 +71,25 @@ def test_every_network_trains_one_epoch(tiny_dataset):
         assert out["params"].shape == (len(x[net.inputs[0]]), len(prep.param_names), 3)
 
 
+def test_ensemble_averages_its_members_and_round_trips(tmp_path):
+    import keras
+
+    from popdl.models import ensemble, get_network
+
+    shapes = {"image": (6, 8), "distances": (8,), "stats": (4,), "populations": ["a"] * 3 + ["b"] * 3}
+    hp = {"towers": "separate", "dense_units": 8, "filters": 2, "conv_layers": 1}
+    members = [get_network("mlp").build(shapes, hp=hp, n_classes=3, n_params=2, name=f"member{i}") for i in range(3)]
+    model = ensemble(members)
+    x = {"stats": np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)}
+    got = model.predict(x, verbose=0)
+    outs = [m.predict(x, verbose=0) for m in members]
+    for key in ("scenario", "params"):
+        np.testing.assert_allclose(got[key], np.mean([o[key] for o in outs], axis=0), rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "e.keras")
+    again = keras.saving.load_model(tmp_path / "e.keras", compile=False).predict(x, verbose=0)
+    np.testing.assert_allclose(again["params"], got["params"], rtol=1e-6)
+
+
 def test_unknown_network_lists_valid_ones():
     from popdl.models import get_network
 
@@ -321,8 +340,9 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
     train = model_settings("train")
+    train["train"]["ensemble"] = 2  # two networks averaged in one saved model
     fitted = train_final(train, tiny_dataset, best=best, out=tmp_path / "model", tensorboard_dir=tmp_path / "tb")
-    assert (tmp_path / "model" / "model.keras").exists()
+    assert (tmp_path / "model" / "model.keras").exists() and fitted["members"] == 2
     _temperature_fitted_on_examples_the_final_fit_never_saw(tiny_dataset, tmp_path / "model", train, fitted)
     import keras
 

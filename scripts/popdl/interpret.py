@@ -129,6 +129,9 @@ def hidden_embedding(model, test: dict, *, seed: int) -> dict:
         head = km.get_layer("scenario")
     except ValueError:
         return {"unavailable": "the model has no scenario output"}
+    if isinstance(head.input, (list, tuple)):  # an ensemble (popdl.models.ensemble): its first member's layer
+        km = km.get_layer("member0")
+        head = km.get_layer("scenario")
     extractor = copy.copy(model)
     extractor.keras_model = keras.Model(km.inputs, head.input)
     out = extractor.raw_outputs(test.get("images"), test.get("distances"), test.get("stats"))

@@ -61,6 +61,7 @@ __all__ = [
     "TOWERS",
     "HaplotypeChannels",
     "PopulationPooling",
+    "ensemble",
 ]
 
 #: Defaults for the architecture hyper-parameters (the slides' recommended settings).
@@ -196,8 +197,10 @@ class Network:
         n_params: int,
         quantiles: tuple[float, ...] = (0.05, 0.5, 0.95),
         tasks: tuple[str, ...] = ("classify", "regress"),
+        name: str | None = None,
     ) -> keras.Model:
-        """A functional model; ``shapes`` maps input name -> shape without batch axis."""
+        """A functional model (named ``name``, default the network's name); ``shapes``
+        maps input name -> shape without batch axis."""
         hp = {**DEFAULT_HP, **(hp or {})}
         if hp["towers"] not in ("shared", "separate"):
             raise ValueError(f"unknown towers {hp['towers']!r} (valid: separate, shared)")
@@ -220,7 +223,7 @@ class Network:
         if "regress" in features:
             q = layers.Dense(n_params * len(quantiles), name="params_flat", dtype="float32")(features["regress"])
             outputs["params"] = layers.Reshape((n_params, len(quantiles)), name="params", dtype="float32")(q)
-        return keras.Model(tensors, outputs, name=self.name)
+        return keras.Model(tensors, outputs, name=name or self.name)
 
     def _features(self, tensors: dict, hp: dict):
         """The body and the dense head: the features both outputs read."""
@@ -438,3 +441,17 @@ class CNN2DStats(CNN2D):
         x = self.image_features(t["image"], hp)
         s = _stats_branch(t["stats"], hp, layers_=1, prefix="stats")
         return layers.Concatenate(name="join")([x, _distance_branch(t["distances"], hp), s])
+
+
+def ensemble(members: list, *, name: str = "ensemble") -> keras.Model:
+    """One model averaging the outputs of ``members`` (trained models with the same
+    outputs, each named ``member{i}``): the mean of the scenario logits and the mean
+    of each parameter quantile on its target scale.  Its inputs are the members'."""
+    inputs = {}
+    for m in members:
+        for t in m.inputs:
+            key = t.name.split(":")[0]
+            inputs.setdefault(key, keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=key))
+    outs = [m({t.name.split(":")[0]: inputs[t.name.split(":")[0]] for t in m.inputs}) for m in members]
+    averaged = {key: layers.Average(name=key, dtype="float32")([o[key] for o in outs]) for key in outs[0]}
+    return keras.Model(inputs, averaged, name=name)

@@ -119,7 +119,7 @@ def _report(config: dict) -> dict:
 
 #: The final fit's own settings, left out of the sweep's slice so that changing
 #: them does not rerun the sweep.
-_FINAL_ONLY = ("epochs", "threads", "gpu", "calibration_fraction")
+_FINAL_ONLY = ("epochs", "threads", "gpu", "calibration_fraction", "ensemble")
 
 
 def _tune(config: dict) -> dict:

@@ -427,7 +427,11 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
 
     Epochs: ``train.epochs`` if set, else the best trial's best epoch; with
     separate towers, each tower keeps its weights of its own best epoch in the
-    trial (``best_epochs``) and the fit runs to the later of the two.  The
+    trial (``best_epochs``) and the fit runs to the later of the two.  With
+    ``train.ensemble`` k > 1, k such networks are fitted (Keras and the batch
+    order seeded with the root seed + i) and saved as one model averaging
+    their logits and quantiles (:func:`popdl.models.ensemble`); the history
+    saved is the members' mean.  The
     softmax temperature is fitted for this model on the calibration part of
     the validation split (``train.calibration_fraction`` of it, which the fit
     never sees; :func:`calibration_mask`), and kept only where it helps there
@@ -455,43 +459,58 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         log.warning("train.augment permutes haplotypes that features.sort_rows sorted: the network trains on "
                     "orders it will not meet at prediction (set features.sort_rows: false)")
     keep = {"validation": ~held_out}
-    keras.utils.set_random_seed(seed)
     mixed = bool(train_cfg.get("mixed_precision", False))
-    data, steps = make_data(dataset, splits, streaming=train_cfg["streaming"],
-                            in_memory_max_mb=train_cfg["in_memory_max_mb"], batch_size=hp["batch_size"],
-                            inputs=net.inputs, prep=prep, tasks=tasks, seed=seed,
-                            loader_threads=loader_threads(train_cfg.get("threads")), keep=keep,
-                            augment=bool(train_cfg.get("augment", False)))
     shapes = dataset_shapes(dataset)
+    members = max(1, int(train_cfg.get("ensemble", 1) or 1))
 
-    def build():
+    def build(name=None):
         return net.build(shapes, hp=hp, n_classes=len(dataset.scenarios), n_params=len(prep.param_names),
-                         quantiles=tuple(train_cfg["quantiles"]), tasks=tasks)
+                         quantiles=tuple(train_cfg["quantiles"]), tasks=tasks, name=name)
 
-    set_precision(mixed)
-    try:
-        model = build()
-    finally:
-        set_precision(False)
-    # Separate towers: each is kept at its trial's best epoch; the fit runs to the later one.
-    towers = separate_towers(model)
-    tower_epochs = {t: int(train_cfg["epochs"] or (best.get("best_epochs") or {}).get(t) or epochs) for t in towers}
-    if tower_epochs and not train_cfg["epochs"]:
-        epochs = max(tower_epochs.values())
-    compile_model(model, hp, steps_per_epoch=steps, epochs=epochs, quantiles=train_cfg["quantiles"], tasks=tasks,
-                  regression_weight=train_cfg["regression_weight"])
-    callbacks = [keras.callbacks.TerminateOnNaN()]
-    if towers:
-        callbacks.append(TowerSnapshot(tower_epochs))
-    if tensorboard_dir and keras.backend.backend() == "tensorflow" and _has_module("tensorboard"):
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir), histogram_freq=0,
-                                                     write_graph=False))
-    history = history_dict(model.fit(**data, epochs=epochs, verbose=2, callbacks=callbacks))
-    if any(not math.isfinite(v) for v in history.get("loss", [])):
-        raise RuntimeError("the final fit diverged (NaN loss); try another trial's hyper-parameters")
-    if mixed:  # the saved model computes in float32 wherever it is loaded (weights are float32 already)
-        weights, model = model.get_weights(), build()
-        model.set_weights(weights)
+    fitted, histories, tower_epochs = [], [], {}
+    for member in range(members):
+        # Member i: Keras and the batch order seeded with the root seed + i (member 0: the root seed).
+        member_seed = seed + member
+        keras.utils.set_random_seed(member_seed)
+        data, steps = make_data(dataset, splits, streaming=train_cfg["streaming"],
+                                in_memory_max_mb=train_cfg["in_memory_max_mb"], batch_size=hp["batch_size"],
+                                inputs=net.inputs, prep=prep, tasks=tasks, seed=member_seed,
+                                loader_threads=loader_threads(train_cfg.get("threads")), keep=keep,
+                                augment=bool(train_cfg.get("augment", False)))
+        name = f"member{member}" if members > 1 else None
+        set_precision(mixed)
+        try:
+            model = build(name)
+        finally:
+            set_precision(False)
+        # Separate towers: each is kept at its trial's best epoch; the fit runs to the later one.
+        towers = separate_towers(model)
+        tower_epochs = {t: int(train_cfg["epochs"] or (best.get("best_epochs") or {}).get(t) or epochs)
+                        for t in towers}
+        if tower_epochs and not train_cfg["epochs"]:
+            epochs = max(tower_epochs.values())
+        compile_model(model, hp, steps_per_epoch=steps, epochs=epochs, quantiles=train_cfg["quantiles"], tasks=tasks,
+                      regression_weight=train_cfg["regression_weight"])
+        callbacks = [keras.callbacks.TerminateOnNaN()]
+        if towers:
+            callbacks.append(TowerSnapshot(tower_epochs))
+        if tensorboard_dir and keras.backend.backend() == "tensorflow" and _has_module("tensorboard"):
+            log_dir = Path(tensorboard_dir) / name if name else Path(tensorboard_dir)
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False))
+        history = history_dict(model.fit(**data, epochs=epochs, verbose=2, callbacks=callbacks))
+        if any(not math.isfinite(v) for v in history.get("loss", [])):
+            raise RuntimeError("the final fit diverged (NaN loss); try another trial's hyper-parameters")
+        if mixed:  # the saved model computes in float32 wherever it is loaded (weights are float32 already)
+            weights, model = model.get_weights(), build(name)
+            model.set_weights(weights)
+        fitted.append(model)
+        histories.append(history)
+    history = histories[0] if members == 1 else \
+        {k: [float(np.mean(v)) for v in zip(*(h[k] for h in histories))] for k in histories[0]}
+    if members > 1:
+        from popdl.models import ensemble
+
+        model = ensemble(fitted)
     calibration = _calibrate_final(model, dataset, held_out, inputs=net.inputs, prep=prep)
     n_fit = dataset.size("train") + int((~held_out).sum())
     save_bundle(out, model=model, prep=prep, scenarios=dataset.scenarios, network=hp["network"], inputs=net.inputs,
@@ -502,11 +521,12 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                 provenance=provenance(config_hash=config_hash or settings_hash(settings), seeds={"root": seed},
                                       dataset=dataset.manifest.get("provenance", {}).get("config_hash"),
                                       best_trial=best.get("number"), epochs=epochs, tower_epochs=tower_epochs,
+                                      ensemble=members,
                                       backend=keras.backend.backend()))
-    log.info("train: %s, %d epochs on %d examples, final loss %.4f; temperature %.3f", hp["network"], epochs,
-             n_fit, history["loss"][-1], calibration.get("temperature", 1.0))
+    log.info("train: %s x %d, %d epochs on %d examples, final loss %.4f; temperature %.3f", hp["network"], members,
+             epochs, n_fit, history["loss"][-1], calibration.get("temperature", 1.0))
     return {"epochs": epochs, "tower_epochs": tower_epochs, "history": history, "calibration": calibration,
-            "n_fit": n_fit}
+            "n_fit": n_fit, "members": members}
 
 
 def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor) -> dict:
