@@ -124,6 +124,40 @@ def test_abc_cli(tiny_dataset, tmp_path):
     assert (tmp_path / "o" / "metrics.json").is_file()
 
 
+def test_abc_intervals_lie_within_the_priors_support(tiny_dataset):
+    from popdl.abc import get_method, load_reference
+
+    ref = load_reference(tiny_dataset, ("train", "validation"))
+    test = load_reference(tiny_dataset, ("test",))
+    priors = json.loads((tiny_dataset / "manifest.json").read_text())["priors"]
+    for name, kwargs in (("rejection", {"tolerance": 0.2}), ("abc_rf", {"trees": 20})):
+        pred = get_method(name, **kwargs).fit(ref).predict(test.stats)
+        for j, p in enumerate(ref.param_names):
+            lo, hi = priors[p]["bounds"]
+            if not np.isfinite([lo, hi]).all():  # derived: the range of the reference values
+                lo, hi = np.nanmin(ref.params[:, j]), np.nanmax(ref.params[:, j])
+            if ref.log_scale[j]:
+                lo, hi = np.log10(lo), np.log10(hi)
+            for key in ("lower", "estimate", "upper"):
+                v = pred[key][:, j]
+                assert (v[np.isfinite(v)] >= lo - 1e-12).all() and (v[np.isfinite(v)] <= hi + 1e-12).all(), (name, p, key)
+
+
+def test_who_won_names_the_winner_and_margin_per_task():
+    from popdl.abc import who_won
+
+    abc = {"param_names": ["a", "b"], "methods": {
+        "rejection": {"label": "rejection ABC", "accuracy": 0.70, "params": {"a": {"r2": 0.2}, "b": {"r2": 0.1}}},
+        "abc_rf": {"label": "ABC-RF", "accuracy": 0.80, "params": {"a": {"r2": 0.5}, "b": {"r2": 0.3}}}}}
+    evaluation = {"classification": {"accuracy": 0.85}, "regression": {"a": {"r2": 0.45}, "b": {"r2": 0.6}}}
+    got = {v["task"]: v for v in who_won(abc, evaluation)}
+    assert list(got) == ["scenario", "a", "b"]
+    assert got["scenario"]["winner"] == "network" and got["scenario"]["margin"] == pytest.approx(0.05)
+    assert got["a"]["winner"] == "ABC-RF" and got["a"]["margin"] == pytest.approx(0.05)
+    assert got["b"]["values"] == {"network": 0.6, "rejection ABC": 0.1, "ABC-RF": 0.3}
+    assert who_won(abc, {})[0]["winner"] == "ABC-RF"  # no network evaluation: the ABC methods only
+
+
 def test_comparison_table():
     abc = {"param_names": ["a"], "methods": {"rejection": {"label": "rejection ABC", "accuracy": 0.5, "params": {"a": {"r2": 0.2, "coverage": 0.9}}},
                                              "abc_rf": {"label": "ABC-RF", "accuracy": 0.6, "params": {}}}}

@@ -106,6 +106,9 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     for section in ("Configuration", "Scenarios", "Prior draws", "Hyper-parameter tuning", "Test-set evaluation",
                     "Network vs. ABC baselines", "Last hidden layer", "Saliency over SNPs and haplotypes", "Observed data"):
         assert f">{section}</h2>" in html, section
+    # The evaluation opens with who won each task: scenario accuracy, then every parameter's R².
+    for task in ("scenario", "N1", "T_split", "f_sc"):
+        assert f'id="won-{task}"' in html, task
 
 
 def test_report_section_without_inputs_says_so(tmp_path):

@@ -62,6 +62,7 @@ __all__ = [
     "score",
     "run_abc",
     "comparison_table",
+    "who_won",
 ]
 
 log = logging.getLogger("popdl.abc")
@@ -506,3 +507,28 @@ def comparison_table(abc_metrics: dict, cnn_metrics: dict | None) -> pd.DataFram
             rec[f"coverage_{p}"] = pm.get("coverage", float("nan"))
         records.append(rec)
     return pd.DataFrame.from_records(records)
+
+
+def who_won(abc_metrics: dict, evaluation: dict) -> list[dict]:
+    """One verdict per task on the shared test set: scenario accuracy, then the R² of
+    each parameter (learning scale).  Each is ``{"task", "measure", "values": {method
+    label: value}, "winner", "margin"}``: the network (``evaluation``, the network's
+    evaluation/metrics.json) against each ABC method of ``abc_metrics``
+    (abc/metrics.json); ``margin`` is the winner's lead over the runner-up."""
+    methods = abc_metrics.get("methods", {})
+    order = [k for k in METHODS if k in methods] + [k for k in methods if k not in METHODS]
+    tasks = [("scenario", "accuracy", (evaluation.get("classification") or {}).get("accuracy"),
+              {k: methods[k].get("accuracy") for k in order})]
+    reg = evaluation.get("regression") or {}
+    for p in abc_metrics.get("param_names", []):
+        tasks.append((p, "R²", (reg.get(p) or {}).get("r2"),
+                      {k: ((methods[k].get("params") or {}).get(p) or {}).get("r2") for k in order}))
+    out = []
+    for task, measure, net, abc in tasks:
+        values = {"network": net, **{methods[k].get("label", k): v for k, v in abc.items()}}
+        ranked = sorted(((v, m) for m, v in values.items() if v is not None and math.isfinite(v)), reverse=True)
+        if not ranked:
+            continue
+        margin = ranked[0][0] - ranked[1][0] if len(ranked) > 1 else float("nan")
+        out.append({"task": task, "measure": measure, "values": values, "winner": ranked[0][1], "margin": margin})
+    return out

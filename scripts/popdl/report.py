@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from popdl import seeds
-from popdl.abc import METHODS, comparison_table, load_reference
+from popdl.abc import METHODS, comparison_table, load_reference, who_won
 from popdl.dataset import Dataset
 from popdl.interpret import completed_trials
 from popdl.io import atomic_path, package_versions
@@ -307,6 +307,21 @@ def _optuna_plots(rep: Report, trials: pd.DataFrame, interpretation: dict | None
     return '<div class="figs">' + out + "</div>"
 
 
+def _who_won(abc: dict | None, evaluation: dict) -> str:
+    """One line per task: the network against the ABC baselines, winner and margin."""
+    if abc is None:
+        return _missing("no ABC baselines to compare with (abc/metrics.json)")
+    items = []
+    for v in who_won(abc, evaluation):
+        values = ", ".join(f"{_esc(m)} {_fmt(x)}" for m, x in v["values"].items())
+        lead = f"by {v['margin']:.3f}" if np.isfinite(v["margin"]) else ""
+        who = "<b>the network</b>" if v["winner"] == "network" else _esc(v["winner"])
+        items.append(f'<li id="won-{_esc(v["task"])}"><b>{_esc(v["task"])}</b> ({_esc(v["measure"])}): {values}: '
+                     f"{who} wins {lead}</li>")
+    return (f"<p>Who won on the {abc.get('n_test', '')} test simulations (accuracy; R² on the learning scale):</p>"
+            f'<ul class="who-won">{"".join(items)}</ul>')
+
+
 def _evaluation_section(rep: Report, results: Path) -> dict | None:
     ev = results / "evaluation"
     metrics = _read_json(ev / "metrics.json")
@@ -316,7 +331,7 @@ def _evaluation_section(rep: Report, results: Path) -> dict | None:
     if metrics is None:
         rep.section("evaluation", "Test-set evaluation", _missing("no evaluation (evaluation/metrics.json)"))
         return None
-    body = ""
+    body = _who_won(_read_json(results / "abc" / "metrics.json"), metrics)
     cls = metrics.get("classification")
     if cls:
         body += (f'<p>Network ({_esc(metrics.get("model"))}) test accuracy <b id="accuracy-network">{cls["accuracy"]:.3f}</b> '
