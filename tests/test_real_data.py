@@ -174,3 +174,158 @@ def test_check_data_takes_the_mapping_on_the_command_line(tmp_path):
                     "--populations", "nuttalli")
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode != 0 and len(lines) == 1 and "--populations 'nuttalli': expected LABEL=POPULATION" in lines[0]
+
+
+# ------------------------------------------------------------------------------------ unphased data
+def _scrambled(g: np.ndarray, seed: int) -> np.ndarray:
+    """``g`` with each individual's alleles swapped at random sites: another phase of the same genotypes."""
+    from popdl.features import random_phase
+
+    return random_phase(g, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("image", ["genotypes", "random_phase"])
+def test_unphased_features_do_not_depend_on_the_phase(image):
+    from popdl.features import Extractor, FeatureSettings
+
+    rng = np.random.default_rng(3)
+    g = (rng.random((60, 12)) < 0.15).astype(np.int8)
+    g[rng.random(g.shape) < 0.05] = -1
+    g[:, 1::2][g[:, 0::2] == -1] = -1  # a missing call misses both alleles, as ./. does
+    loc = np.repeat(np.arange(15), 4)  # loci of 4 SNPs: some haplotypes repeat
+    pos = np.tile([100.0, 300.0, 500.0, 700.0], 15)
+    pops = np.repeat(["pop1", "pop2"], 6)
+    settings = FeatureSettings(snps=16, stats=("segsites", "pi", "hap_diversity", "fst", "sfs"), phased=False,
+                               unphased_image=image)
+    ex = Extractor(settings, populations=pops, locus_length=1000)
+    a = ex.extract(g, pos, loc, rng=np.random.default_rng(1), total_length=15000, loci=15)
+    b = ex.extract(_scrambled(g, 9), pos, loc, rng=np.random.default_rng(1), total_length=15000, loci=15)
+    assert np.array_equal(a.stats, b.stats) and np.array_equal(a.distances, b.distances)
+    if image == "genotypes":
+        assert a.image.shape == (6, 16) and ex.row_populations.tolist() == ["pop1"] * 3 + ["pop2"] * 3
+        assert np.array_equal(a.image, b.image)
+        assert set(np.unique(a.image)) <= {-1, 0, 1, 2}
+    else:
+        assert a.image.shape == (12, 16) and ex.row_populations.size == 12
+    phased = Extractor(FeatureSettings(snps=16, stats=settings.stats), populations=pops, locus_length=1000)
+    c = phased.extract(g, pos, loc, rng=np.random.default_rng(1), total_length=15000, loci=15)
+    d = phased.extract(_scrambled(g, 9), pos, loc, rng=np.random.default_rng(1), total_length=15000, loci=15)
+    assert not np.array_equal(c.stats, d.stats)  # the phased haplotype diversity does see the phase
+    names = phased.stat_names
+    same = [i for i, n in enumerate(names) if not n.startswith("hap_diversity")]
+    assert np.array_equal(a.stats[same], c.stats[same])  # statistics from allele counts need no phase
+
+
+def test_dosage_image_encodes_minor_allele_dosage():
+    from popdl.features import encode_genotypes
+
+    # Two sites, three individuals: site 0 derived allele minor, site 1 derived allele major.
+    g = np.array([[0, 0, 0, 1, 1, 1], [1, 1, 1, 0, -1, -1]], np.int8)
+    assert encode_genotypes(g).tolist() == [[-1, 1, 2], [-1, 1, 0]]
+
+
+UNPHASED_CALLS = [["0/1", "0/0", "1/1", "0/1"], ["1/0", "0/1", "0/0", "0/0"], ["0/0", "1/1", "0/1", "1/0"]]
+
+
+def _unphased_files(tmp_path, *, phased_calls: bool = False):
+    calls = [[c.replace("/", "|") for c in row] for row in UNPHASED_CALLS] if phased_calls else UNPHASED_CALLS
+    lines = [HEADER + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"])]
+    for i, row in enumerate(calls):
+        lines.append("\t".join(["chr1", str(10 * (i + 1)), ".", "A", "G", ".", "PASS", ".", "GT", *row]))
+    name = "phased.vcf" if phased_calls else "unphased.vcf"
+    (tmp_path / name).write_text("\n".join(lines) + "\n")
+    (tmp_path / "popmap.tsv").write_text(POPMAP)
+    return {"name": "obs", "vcf": str(tmp_path / name), "popmap": str(tmp_path / "popmap.tsv")}
+
+
+def test_unphased_model_reads_unphased_calls_and_phased_ones_alike(tmp_path):
+    from popdl.features import observed_features
+
+    features = {"snps": 8, "snp_selection": "random", "sort_rows": True, "positions": True, "jsfs_bins": 4,
+                "stats": ["segsites", "pi", "hap_diversity", "fst"], "phased": False, "unphased_image": "genotypes"}
+    unphased = read_observed(_unphased_files(tmp_path), samples=SAMPLES, seed=1, phased=False)
+    phased = read_observed(_unphased_files(tmp_path, phased_calls=True), samples=SAMPLES, seed=1, phased=False)
+    assert unphased.phasing == "unphased" and phased.phasing == "phased"
+    assert unphased.counts["unphased_heterozygous"] == 6
+    a = observed_features(unphased, features=features, genome={"length": 1000}, seed=1)
+    b = observed_features(phased, features=features, genome={"length": 1000}, seed=1)
+    for key in ("images", "distances", "stats"):
+        assert np.array_equal(a[key], b[key]), key
+    assert a["images"].shape[1] == 4 and a["populations"].tolist() == ["pop1", "pop1", "pop2", "pop2"]
+
+
+def test_a_phased_model_refuses_unphased_data_with_one_line(tmp_path):
+    entry = _unphased_files(tmp_path)
+    with pytest.raises(DataError, match=r"sample a1 has an unphased heterozygous call \(0/1\); the model is phased: "
+                                        r"train with features\.phased: false"):
+        read_observed(entry, samples=SAMPLES, seed=1)
+    cfg = config_file(tmp_path, data=[entry])
+    proc = run_popdl("observe", "--configfile", cfg, "--data", "obs", "--out", tmp_path / "out" / "observed.npz")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and "features.phased: false" in lines[0], proc.stderr
+    assert not (tmp_path / "out").exists()
+    check = run_popdl("check-data", "--configfile", cfg, "--vcf", entry["vcf"], "--popmap", entry["popmap"], "--name", "obs")
+    assert check.returncode == 1
+    assert "obs: unphased, 6 of 6 heterozygous calls without phase; the config is phased; ERROR" in check.stdout
+
+
+def test_an_unphased_model_takes_phased_data_with_a_note(tmp_path):
+    entry = _unphased_files(tmp_path, phased_calls=True)
+    cfg = yaml.safe_load(open(config_file(tmp_path, data=[entry])))
+    cfg["features"] = {"phased": False}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out" / "observed.npz"
+    proc = run_popdl("observe", "--configfile", tmp_path / "config.yaml", "--data", "obs", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(out.with_name("observed.json").read_text())
+    assert summary["phasing"] == "phased" and summary["trained_phased"] is False
+    assert any("the model unphased: their phase is discarded" in n for n in summary["notes"]), summary["notes"]
+    check = run_popdl("check-data", "--configfile", tmp_path / "config.yaml", "--vcf", entry["vcf"], "--popmap",
+                      entry["popmap"], "--name", "obs")
+    assert check.returncode == 0 and "obs: phased, 0 of 6 heterozygous calls without phase; the config is unphased" \
+        in check.stdout, check.stdout
+
+
+# ------------------------------------------------------------------------------------ VCFs written by tskit
+def test_a_tskit_vcf_of_binary_mutations_is_read_as_snps(tmp_path):
+    """tskit writes msprime's BinaryMutationModel alleles as REF 0, ALT 1: SNPs like any other."""
+    import msprime
+
+    ts = msprime.sim_ancestry(4, sequence_length=20_000, population_size=5_000, recombination_rate=1e-8, random_seed=3)
+    ts = msprime.sim_mutations(ts, rate=2e-8, model=msprime.BinaryMutationModel(), random_seed=4)
+    names = [f"ind{i}" for i in range(4)]
+    with open(tmp_path / "ts.vcf", "w") as fh:
+        ts.write_vcf(fh, individual_names=names)
+    text = (tmp_path / "ts.vcf").read_text()
+    assert "\t0\t1\t" in text  # REF 0, ALT 1
+    (tmp_path / "popmap.tsv").write_text("".join(f"{n}\tpop\n" for n in names))
+    data = read_vcf(tmp_path / "ts.vcf", popmap=read_popmap(tmp_path / "popmap.tsv"), samples={"pop": 4}, seed=1)
+    assert data.counts["snps"] == ts.num_sites and data.counts["other_variants"] == 0
+    assert np.array_equal(data.genotypes, ts.genotype_matrix().astype(np.int8))
+
+
+def test_no_usable_snp_counts_every_reason(tmp_path):
+    rows = [("chr1", 5, "AT", "A"), ("chr1", 9, "A", "G,T"), ("chr1", 12, "C", "."), ("chr1", 20, "A", "A")]
+    lines = [HEADER + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"])]
+    for chrom, pos, ref, alt in rows:
+        lines.append("\t".join([chrom, str(pos), ".", ref, alt, ".", "PASS", ".", "GT", *["0|1"] * 4]))
+    (tmp_path / "d.vcf").write_text("\n".join(lines) + "\n")
+    (tmp_path / "popmap.tsv").write_text(POPMAP)
+    with pytest.raises(DataError, match=r"no usable biallelic SNP among 4 records \(1 multi-allelic, 1 indels, "
+                                        r"1 monomorphic, 1 with ALT equal to REF\)"):
+        read_vcf(tmp_path / "d.vcf", popmap=read_popmap(tmp_path / "popmap.tsv"), samples=SAMPLES, seed=1)
+
+
+def test_htslib_warnings_are_counted_in_one_line(tmp_path, caplog):
+    """Contigs missing from the header make htslib warn once per contig: one log line counts them."""
+    header = HEADER.replace("##contig=<ID=chr1,length=1000>\n", "")
+    lines = [header + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"])]
+    for c in range(5):
+        lines.append("\t".join([f"ctg{c}", "10", ".", "A", "G", ".", "PASS", ".", "GT", "0|1", "0|0", "1|1", "0|1"]))
+    (tmp_path / "d.vcf").write_text("\n".join(lines) + "\n")
+    (tmp_path / "popmap.tsv").write_text(POPMAP)
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        data = read_vcf(tmp_path / "d.vcf", popmap=read_popmap(tmp_path / "popmap.tsv"), samples=SAMPLES, seed=1)
+    assert len(data.loci) == 5
+    lines = [r.getMessage() for r in caplog.records if "htslib" in r.getMessage()]
+    assert len(lines) == 1 and "htslib printed 5 message(s): 5 x " in lines[0], lines

@@ -87,10 +87,11 @@ def cmd_check_data(args) -> int:
     settings = _predict_settings(args, "observe")
     entry = _entry(args)
     popt, genome = settings["predict"], settings["genome"]
+    # Read whatever the phasing, to tell which it is (a phased config would stop at the first unphased call).
     data = read_observed(entry, samples=settings["samples"], seed=settings["seed"], subsample=popt["subsample"],
-                          allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
+                          allow_unphased=True, max_missing=popt["max_missing"],
                           genome_length=float(genome["loci"]) * float(genome["length"]),
-                          strict=popt.get("strict_samples", False))
+                          strict=popt.get("strict_samples", False), phased=False)
     feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
     c = data.counts
@@ -98,10 +99,16 @@ def cmd_check_data(args) -> int:
           f"skipped {c['multiallelic']} multi-allelic, {c['indels']} indel, {c['monomorphic']} monomorphic; "
           f"{data.missing_rate:.2%} missing calls; {len(data.individuals)} of {c['individuals_in_file']} individuals kept; "
           f"{feats['images'].shape[0]} image(s) of {feats['images'].shape[1]}x{feats['images'].shape[2]}")
+    het = c.get("phased_heterozygous", 0) + c.get("unphased_heterozygous", 0)
+    trained = "phased" if settings["features"].get("phased", True) else "unphased"
+    refused = trained == "phased" and data.phasing != "phased" and not popt["allow_unphased"]
+    print(f"{entry['name']}: {data.phasing}, {c.get('unphased_heterozygous', 0)} of {het} heterozygous calls without "
+          f"phase; the config is {trained}" + ("; ERROR, a phased model refuses these data: set features.phased: false"
+                                               if refused else ""))
     positions = position_check(data, float(genome["length"]))
     if positions["flagged"]:
         print(f"{entry['name']}: WARNING, {positions['note']}")
-    return 0
+    return 1 if refused else 0
 
 
 def _file_out(path: str | Path) -> Path:

@@ -63,7 +63,7 @@ def cmd_scan(args) -> int:
         args.vcf, popmap=args.popmap, samples=settings["samples"], seed=settings["seed"], name=args.name,
         subsample=popt["subsample"], allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
         populations=population_mapping(args.populations) if args.populations else settings.get("data", {}).get("populations"),
-        strict=popt.get("strict_samples", False),
+        strict=popt.get("strict_samples", False), phased=settings["features"].get("phased", True),
     )
     model = load_model(model_dir)
     snps = int(settings["features"]["snps"])

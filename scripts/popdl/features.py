@@ -33,6 +33,16 @@ Two kinds of features:
 Genotype arrays here are int8 (sites, haplotypes) with 0/1 alleles and −1
 for a missing call; the two haplotypes of a diploid individual are
 neighbouring columns.
+
+Unphased data (``features.phased: false``): the extractor discards the
+phase of simulated and observed genotypes alike.  The image is either one
+row per individual holding its genotype (``unphased_image: genotypes``:
+minor-allele dosage 0, 1, 2 encoded −1, 1, 2; 0 for padding and missing),
+or the haplotype image after a random phase of every individual at every
+SNP (``random_phase``, drawn from the SNP-selection stream after the
+selection).  The statistics come from allele counts, which need no phase,
+except haplotype diversity, which becomes the diversity of multi-locus
+genotypes (individuals instead of haplotypes, per locus).
 """
 
 from __future__ import annotations
@@ -73,6 +83,8 @@ log = logging.getLogger("popdl.features")
 MISSING = -1
 #: How the SNPs of an image are chosen when there are more than its columns.
 SELECTIONS = ("random", "first", "central")
+#: The image of unphased data: one row per individual, or haplotypes phased at random.
+UNPHASED_IMAGES = ("genotypes", "random_phase")
 
 
 # ---------------------------------------------------------------------------- image
@@ -92,6 +104,47 @@ def encode_minor_major(genotypes: np.ndarray) -> np.ndarray:
     out[~derived_is_minor] *= -1
     out[~called] = 0
     return out
+
+
+def dosages(genotypes: np.ndarray) -> np.ndarray:
+    """Derived-allele dosage (0, 1, 2) of each individual, −1 when either call is missing.
+
+    Input (sites, haplotypes) int with an individual's two haplotypes in
+    columns 2k, 2k+1; output (sites, individuals) int8.
+    """
+    g = np.asarray(genotypes, dtype=np.int8)
+    a, b = g[:, 0::2], g[:, 1::2]
+    return np.where((a == MISSING) | (b == MISSING), MISSING, a + b).astype(np.int8)
+
+
+def encode_genotypes(genotypes: np.ndarray) -> np.ndarray:
+    """Each individual's minor-allele dosage at each site, for an unphased image.
+
+    Homozygous major −1, heterozygous 1, homozygous minor 2, missing 0 (as
+    padding).  The minor allele is :func:`encode_minor_major`'s (the less
+    frequent among the called haplotypes; the derived allele at a tie).
+    Input (sites, haplotypes) int; output (sites, individuals) int8.
+    """
+    g = np.asarray(genotypes, dtype=np.int8)
+    called = g != MISSING
+    derived_is_minor = 2 * (g == 1).sum(axis=1) <= called.sum(axis=1)
+    d = dosages(g)
+    minor = np.where(derived_is_minor[:, None], d, 2 - d)
+    out = np.where(minor == 0, -1, minor).astype(np.int8)
+    out[d == MISSING] = 0
+    return out
+
+
+def random_phase(genotypes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``genotypes`` (sites, haplotypes) with each individual's two alleles
+    swapped at each site with probability ½: the phase, drawn at random."""
+    g = np.array(genotypes, dtype=np.int8, copy=True)
+    swap = rng.random((g.shape[0], g.shape[1] // 2)) < 0.5
+    a, b = g[:, 0::2], g[:, 1::2]
+    first = np.where(swap, b, a)
+    g[:, 1::2] = np.where(swap, a, b)
+    g[:, 0::2] = first
+    return g
 
 
 def select_snps(n_sites: int, snps: int, *, method: str, rng: np.random.Generator | None) -> np.ndarray:
@@ -345,9 +398,13 @@ def _binned_jsfs(d1: np.ndarray, n1: np.ndarray, d2: np.ndarray, n2: np.ndarray,
 
 
 def _statistics(
-    g: np.ndarray, locus: np.ndarray, counts: AlleleCounts, *, spec: StatsSpec, groups, total_length: float, loci: int
+    g: np.ndarray, locus: np.ndarray, counts: AlleleCounts, *, spec: StatsSpec, groups, total_length: float, loci: int,
+    phased: bool = True,
 ) -> np.ndarray:
     """The statistics of ``spec`` (see :func:`summary_stats`) from the populations' allele ``counts``.
+
+    With ``phased`` False, haplotype diversity is that of the individuals'
+    multi-locus genotypes (dosages; ``groups`` then index individuals).
 
     Only polymorphic sites count: a site left with one allele among its
     called haplotypes (missing calls) is dropped, as the readers of observed
@@ -390,7 +447,7 @@ def _statistics(
                 if g.shape[0] == 0:
                     values += [0.0] * len(spec.pops)
                     continue
-                hashes = _haplotype_hashes(g, locus, loci)
+                hashes = _haplotype_hashes(g if phased else dosages(g), locus, loci)
                 values += [_hap_diversity(hashes, groups[k[p]]) for p in spec.pops]
             elif stat == "sfs":
                 for p in spec.pops:
@@ -430,7 +487,9 @@ class FeatureSettings:
     :func:`select_snps`); ``sort_rows``: order haplotypes by similarity
     within each population; ``positions``: the inter-SNP distances (else
     zeros); ``stats``: statistic names (:class:`StatsSpec`); ``jsfs_bins``:
-    classes per population of the joint SFS.
+    classes per population of the joint SFS; ``phased``: False discards
+    the phase (see the module docstring), with ``unphased_image``
+    ``genotypes`` (one row per individual) or ``random_phase``.
     """
 
     snps: int
@@ -439,12 +498,16 @@ class FeatureSettings:
     positions: bool = True
     stats: tuple[str, ...] = ()
     jsfs_bins: int = 4
+    phased: bool = True
+    unphased_image: str = "genotypes"
 
     def __post_init__(self):
         if self.snps < 1:
             raise ValueError(f"an image needs at least 1 SNP column, got {self.snps}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"unknown SNP selection {self.selection!r} (valid: {', '.join(SELECTIONS)})")
+        if self.unphased_image not in UNPHASED_IMAGES:
+            raise ValueError(f"unknown unphased image {self.unphased_image!r} (valid: {', '.join(UNPHASED_IMAGES)})")
 
     @classmethod
     def from_config(cls, features: Mapping) -> FeatureSettings:
@@ -458,6 +521,8 @@ class FeatureSettings:
             positions=bool(features.get("positions", True)),
             stats=tuple(features["stats"]),
             jsfs_bins=int(features["jsfs_bins"]),
+            phased=bool(features.get("phased", True)),
+            unphased_image=str(features.get("unphased_image", "genotypes")),
         )
 
 
@@ -494,10 +559,9 @@ class Extractor:
     locus, float) and ``locus`` (int, sites sorted by locus, then position).
     Only sites polymorphic among the called haplotypes enter the image and
     the statistics (a missing call is left out of its site's allele counts;
-    in the haplotype diversity it is a third allele).  Phased haplotypes are the
-    only layout today: an unphased mode or a per-site missingness mask would
-    be new :class:`FeatureSettings` fields and arguments here, so that all
-    three callers get them at once.
+    in the haplotype diversity it is a third allele).  Unphased data
+    (``settings.phased`` False) are handled here, for all three callers at
+    once: :attr:`row_populations` gives the population of each image row.
     """
 
     def __init__(self, settings: FeatureSettings, *, populations: np.ndarray, locus_length: float):
@@ -506,6 +570,12 @@ class Extractor:
         self.locus_length = float(locus_length)
         self.spec = StatsSpec(stats=settings.stats, populations=self.populations, jsfs_bins=settings.jsfs_bins)
         self.groups = [_columns(self.spec.index[p]) for p in self.spec.pops]
+        individuals = self.populations[0::2]
+        self.individual_groups = [_columns(np.flatnonzero(individuals == p)) for p in self.spec.pops]
+        self.individual_rows = not settings.phased and settings.unphased_image == "genotypes"
+        #: The population of each image row (haplotypes, or individuals for an unphased genotype image).
+        self.row_populations = individuals if self.individual_rows else self.populations
+        self.row_groups = self.individual_groups if self.individual_rows else self.groups
 
     @classmethod
     def from_config(cls, features: Mapping, *, populations: np.ndarray, locus_length: float) -> Extractor:
@@ -542,10 +612,17 @@ class Extractor:
             counts = self.counts(g)
         idx = np.flatnonzero(counts.polymorphic)
         keep = idx[select_snps(idx.size, s.snps, method=selection or s.selection, rng=rng)]
-        image = np.zeros((g.shape[1], s.snps), dtype=np.int8)
-        image[:, : keep.size] = encode_minor_major(g[keep]).T
+        image = np.zeros((self.row_populations.size, s.snps), dtype=np.int8)
+        if self.individual_rows:
+            image[:, : keep.size] = encode_genotypes(g[keep]).T
+        elif not s.phased:
+            if rng is None:
+                raise ValueError("an unphased image with random_phase needs a random generator")
+            image[:, : keep.size] = encode_minor_major(random_phase(g[keep], rng)).T
+        else:
+            image[:, : keep.size] = encode_minor_major(g[keep]).T
         if s.sort_rows and keep.size:
-            for rows in self.groups:
+            for rows in self.row_groups:
                 image[rows] = image[rows][sort_haplotypes(image[rows])]
         if s.positions:
             distances = snp_distances(np.asarray(positions)[keep], np.asarray(locus)[keep], length=self.locus_length,
@@ -568,8 +645,10 @@ class Extractor:
         g = np.asarray(genotypes, dtype=np.int8)
         if counts is None:
             counts = self.counts(g)
-        return _statistics(g, np.asarray(locus), counts, spec=self.spec, groups=self.groups,
-                           total_length=float(total_length), loci=int(loci))
+        phased = self.settings.phased
+        return _statistics(g, np.asarray(locus), counts, spec=self.spec,
+                           groups=self.groups if phased else self.individual_groups,
+                           total_length=float(total_length), loci=int(loci), phased=phased)
 
     def extract(
         self,
@@ -679,7 +758,7 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
     missing_rate = float(fcfg.get("missing_rate", 0.0))
     snps = extractor.settings.snps
     n = sims["draw"].size
-    images = np.zeros((n, populations.size, snps), dtype=np.int8)
+    images = np.zeros((n, extractor.row_populations.size, snps), dtype=np.int8)
     distances = np.zeros((n, snps), dtype=np.float32)
     n_snps = np.zeros(n, dtype=np.int32)
     stats = np.zeros((n, len(extractor.stat_names)), dtype=np.float32)
@@ -706,7 +785,7 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
         draw=sims["draw"],
         params=sims["params"],
         param_names=sims["param_names"],
-        populations=populations,
+        populations=extractor.row_populations,
         scenario=sims["scenario"],
     )
     return {"draws": n, "seconds": time.perf_counter() - start, "mean_snps": float(n_snps.mean()) if n else 0.0}
@@ -739,7 +818,7 @@ def observed_features(data, *, features: Mapping, genome: Mapping, seed: int, re
     counts = extractor.counts(g)
     poly = np.flatnonzero(counts.polymorphic)
     replicates = max(1, int(replicates)) if poly.size > snps else 1
-    images = np.zeros((replicates, g.shape[1], snps), dtype=np.int8)
+    images = np.zeros((replicates, extractor.row_populations.size, snps), dtype=np.int8)
     distances = np.zeros((replicates, snps), dtype=np.float32)
     n_snps = np.zeros(replicates, dtype=np.int32)
     for r in range(replicates):
@@ -760,5 +839,5 @@ def observed_features(data, *, features: Mapping, genome: Mapping, seed: int, re
         "n_snps": n_snps,
         "stats": stats,
         "stat_names": np.array(extractor.stat_names, dtype=str),
-        "populations": data.populations,
+        "populations": extractor.row_populations,
     }

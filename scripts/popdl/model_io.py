@@ -209,8 +209,10 @@ def _check_config_sizes(config: dict, bundle: dict, bad) -> None:
         if not isinstance(samples, dict) or not samples or not all(_size(n) for n in samples.values()):
             raise bad(f"'config.samples' is {_short(samples)}; each population needs a whole number of individuals "
                       f"from 1 to {MAX_SIZE}")
-        if "image" in bundle["inputs"] and shapes["image"][0] != 2 * sum(samples.values()):
-            raise bad(f"'config.samples' gives {2 * sum(samples.values())} haplotypes but the network takes {shapes['image'][0]}")
+        per_individual = features.get("phased") is False and features.get("unphased_image", "genotypes") == "genotypes"
+        rows, what = (sum(samples.values()), "individuals") if per_individual else (2 * sum(samples.values()), "haplotypes")
+        if "image" in bundle["inputs"] and shapes["image"][0] != rows:
+            raise bad(f"'config.samples' gives {rows} {what} but the network takes {shapes['image'][0]}")
     genome = config.get("genome") if isinstance(config.get("genome"), dict) else {}
     length, loci = genome.get("length"), genome.get("loci", 1)
     if length is not None and (isinstance(length, bool) or not isinstance(length, (int, float))

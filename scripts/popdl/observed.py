@@ -92,6 +92,16 @@ class Observed:
     counts: dict = field(default_factory=dict)
 
     @property
+    def phasing(self) -> str:
+        """``phased``, ``unphased`` or ``mixed``: how the heterozygous calls read were written
+        (``phased`` when there were none, or for FASTA haplotypes)."""
+        with_phase = self.counts.get("phased_heterozygous", 0)
+        without = self.counts.get("unphased_heterozygous", 0)
+        if without == 0:
+            return "phased"
+        return "unphased" if with_phase == 0 else "mixed"
+
+    @property
     def missing_rate(self) -> float:
         """Fraction of missing genotype calls among the kept SNPs."""
         g = self.genotypes
@@ -258,8 +268,15 @@ def read_vcf(
     length: float | None = None,
     populations: dict[str, str] | None = None,
     strict: bool = False,
+    phased: bool = True,
 ) -> Observed:
     """Read a (b)gzipped or plain VCF into an :class:`Observed`.
+
+    ``phased`` False (an unphased model, ``features.phased: false``) accepts
+    unphased calls (0/1): the extractor discards the phase anyway.  With
+    ``phased`` True they are an error unless ``allow_unphased`` (alleles
+    taken in the order written).  Heterozygous calls with and without phase
+    are counted (``phased_heterozygous``, ``unphased_heterozygous``).
 
     Samples are matched to the popmap, and the popmap's labels to the
     simulated populations (``populations``), by :func:`choose_individuals`
@@ -305,7 +322,7 @@ def read_vcf(
         try:
             data = _vcf_records(vcf, path, present=list(vcf.samples), popmap=popmap, samples=samples, seed=seed,
                                 name=name, subsample=subsample, allow_unphased=allow_unphased, length=length,
-                                columns=len(columns), hts=hts, populations=populations, strict=strict)
+                                columns=len(columns), hts=hts, populations=populations, strict=strict, phased=phased)
         finally:
             vcf.close()
     hts.replay(f"VCF {path}")
@@ -313,7 +330,7 @@ def read_vcf(
 
 
 def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsample, allow_unphased, length,
-                 columns: int, hts, populations=None, strict=False) -> Observed:
+                 columns: int, hts, populations=None, strict=False, phased=True) -> Observed:
     """The records of an open cyvcf2 reader as an :class:`Observed` (see :func:`read_vcf`)."""
     if not vcf.contains("GT"):
         raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
@@ -324,7 +341,7 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
     )
     index = np.array([present.index(s) for s, _ in chosen])
     counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "other_variants": 0,
-              "monomorphic": 0, "missing_calls": 0, "unphased_heterozygous": 0, **matching}
+              "monomorphic": 0, "missing_calls": 0, "unphased_heterozygous": 0, "phased_heterozygous": 0, **matching}
     blocks, positions, loci_idx = [], [], []
     contigs: list[str] = []
     spans: dict[str, tuple[int, int]] = {}
@@ -379,20 +396,24 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         if rec.is_indel or len(rec.REF) != 1 or len(alts[0]) != 1:
             counts["indels"] += 1
             continue
-        if not rec.is_snp:
+        # One base for another.  Any single characters count, not only A/C/G/T:
+        # tskit writes the 0/1 alleles of msprime's BinaryMutationModel as REF 0, ALT 1.
+        if rec.REF == alts[0]:
             counts["other_variants"] += 1
             continue
         g = gt[index]
         alleles = g[:, :2]
         het = (alleles[:, 0] != alleles[:, 1]) & (alleles >= 0).all(axis=1)
         unphased = het & (g[:, 2] == 0)
+        counts["phased_heterozygous"] += int((het & (g[:, 2] == 1)).sum())
         if unphased.any():
             counts["unphased_heterozygous"] += int(unphased.sum())
-            if not allow_unphased:
-                bad = chosen[int(np.flatnonzero(unphased)[0])][0]
+            if phased and not allow_unphased:
+                bad = chosen[int(np.flatnonzero(unphased)[0])][0].strip()
                 raise DataError(
                     f"VCF {path}: {chrom}:{pos} sample {bad} has an unphased heterozygous call (0/1); "
-                    "phase the VCF first (Beagle, SHAPEIT) or set predict.allow_unphased"
+                    "the model is phased: train with features.phased: false for unphased data, or phase the VCF "
+                    "(Beagle, SHAPEIT)"
                 )
         if (alleles > 1).any():  # an allele index beyond the one ALT allele: not a biallelic SNP
             counts["multiallelic"] += 1
@@ -411,7 +432,8 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
     if not blocks:
         raise DataError(
             f"VCF {path}: no usable biallelic SNP among {counts['records']} records "
-            f"({counts['multiallelic']} multi-allelic, {counts['indels']} indels, {counts['monomorphic']} monomorphic)"
+            f"({counts['multiallelic']} multi-allelic, {counts['indels']} indels, {counts['monomorphic']} monomorphic, "
+            f"{counts['other_variants']} with ALT equal to REF)"
         )
     used = set(loci_idx)
     counts["snps"] = len(blocks)
@@ -608,18 +630,24 @@ class _HtslibLog:
         return False
 
     def replay(self, source: str) -> None:
-        """Log what htslib printed (once per message); other text goes back to standard error."""
-        seen = set()
+        """Log what htslib printed, counted in one line (messages that differ only in names and
+        numbers, such as one per contig, are one kind); other text goes back to standard error."""
+        kinds: dict[str, list] = {}
+        errors = False
         for line in getattr(self, "lines", []):
             m = self._LINE.match(line)
             if m is None:
                 if line.strip():
                     print(line, file=sys.stderr)
                 continue
-            if m.group(2) in seen:
-                continue
-            seen.add(m.group(2))
-            (log.warning if m.group(1) == "E" else log.info)("%s: htslib: %s", source, m.group(2))
+            errors |= m.group(1) == "E"
+            kind = re.sub(r"'[^']*'|\"[^\"]*\"|\d+", "#", m.group(2))
+            kinds.setdefault(kind, [0, m.group(2)])[0] += 1
+        if kinds:
+            total = sum(n for n, _ in kinds.values())
+            shown = "; ".join(f"{n} x {example}" if n > 1 else example for n, example in list(kinds.values())[:3])
+            more = f"; and {len(kinds) - 3} other kind(s)" if len(kinds) > 3 else ""
+            (log.warning if errors else log.info)("%s: htslib printed %d message(s): %s%s", source, total, shown, more)
 
 
 # ---------------------------------------------------------------------------- FASTA
@@ -777,6 +805,7 @@ def read_observed(
     genome_length: float | None = None,
     base_dir: str | Path | None = None,
     strict: bool = False,
+    phased: bool = True,
 ) -> Observed:
     """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, length?, populations?}) and validate it.
 
@@ -811,7 +840,7 @@ def read_observed(
         data = read_vcf(
             where(entry["vcf"]), popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample,
             allow_unphased=allow_unphased, length=entry.get("length") or genome_length,
-            populations=entry.get("populations"), strict=strict,
+            populations=entry.get("populations"), strict=strict, phased=phased,
         )
     else:
         fasta = entry["fasta"]

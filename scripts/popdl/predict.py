@@ -65,7 +65,7 @@ def observed_inputs(entry: dict, settings: dict, *, base_dir: str | Path | None 
         entry, samples=settings["samples"], seed=settings["seed"], subsample=popt["subsample"],
         allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
         genome_length=float(genome["loci"]) * float(genome["length"]), base_dir=base_dir,
-        strict=popt.get("strict_samples", False),
+        strict=popt.get("strict_samples", False), phased=settings["features"].get("phased", True),
     )
     feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
@@ -79,10 +79,14 @@ def observed_inputs(entry: dict, settings: dict, *, base_dir: str | Path | None 
         "length": data.length,
         "missing_rate": data.missing_rate,
         "trained_missing_rate": trained_rate,
+        "phasing": data.phasing,
+        "trained_phased": bool(settings["features"].get("phased", True)),
         "replicates": int(feats["images"].shape[0]),
         "n_snps": feats["n_snps"].tolist(),
     }
     notes = []
+    if not summary["trained_phased"] and data.phasing != "unphased":
+        notes.append(f"the data are {data.phasing}, the model unphased: their phase is discarded, as in training")
     if abs(data.missing_rate - trained_rate) > max(0.01, 0.25 * data.missing_rate):
         notes.append(f"{data.missing_rate:.1%} of calls are missing but the simulations had {trained_rate:.1%}; "
                      f"set features.missing_rate: {data.missing_rate:.3f} to train with the same missingness")
@@ -209,6 +213,9 @@ def network_answer(model, observed: dict) -> dict:
             if not np.isfinite(col).all():
                 continue
             avg = 10 ** np.log10(col).mean(0) if (col > 0).all() else col.mean(0)
+            bounds = (getattr(getattr(model, "prep", None), "bounds", None) or [None] * (j + 1))[j]
+            if bounds:  # the mean of quantiles within the prior's support is within it, up to rounding
+                avg = np.clip(avg, bounds[0], bounds[1])
             answer["params"][name] = {"estimate": float(avg[mid]), "lower": float(avg[0]), "upper": float(avg[-1])}
         answer["interval"] = [float(levels[0]), float(levels[-1])]
         answer["scenario_params"] = getattr(model, "scenario_params", {})

@@ -212,12 +212,13 @@ def read_scan_vcf(
     max_missing: float = 0.5,
     populations: dict[str, str] | None = None,
     strict: bool = False,
+    phased: bool = True,
 ) -> Observed:
     """Read and validate a VCF for a scan (see :func:`popdl.observed.read_vcf`).
 
     Without ``popmap`` every sample of the VCF belongs to the simulated
     population, which needs a config with a single population.
-    ``populations`` and ``strict`` as in :func:`popdl.observed.read_vcf`.
+    ``populations``, ``strict`` and ``phased`` as in :func:`popdl.observed.read_vcf`.
     """
     vcf = Path(vcf)
     name = name or vcf.name.split(".")[0]
@@ -230,7 +231,7 @@ def read_scan_vcf(
             )
         mapping = {s: next(iter(samples)) for s in _vcf_samples(vcf)}
     data = read_vcf(vcf, popmap=mapping, samples=samples, seed=seed, name=name, subsample=subsample,
-                    allow_unphased=allow_unphased, populations=populations, strict=strict)
+                    allow_unphased=allow_unphased, populations=populations, strict=strict, phased=phased)
     rate = data.missing_rate
     data.counts["missing_rate"] = rate
     if rate > max_missing:
