@@ -329,3 +329,47 @@ def test_htslib_warnings_are_counted_in_one_line(tmp_path, caplog):
     assert len(data.loci) == 5
     lines = [r.getMessage() for r in caplog.records if "htslib" in r.getMessage()]
     assert len(lines) == 1 and "htslib printed 5 message(s): 5 x " in lines[0], lines
+
+
+# ------------------------------------------------------------------------------------ loci
+def _chromosome_files(tmp_path):
+    """Two pseudo-chromosomes of 5 kb with SNPs every 250 bp."""
+    lines = [HEADER.replace("##contig=<ID=chr1,length=1000>\n", "") + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"])]
+    calls = ["0|1", "0|0", "1|1", "0|1"]
+    for chrom in ("scaf1", "scaf2"):
+        for pos in range(100, 5000, 250):
+            lines.append("\t".join([chrom, str(pos), ".", "A", "G", ".", "PASS", ".", "GT", *calls]))
+            calls = calls[1:] + calls[:1]
+    (tmp_path / "chr.vcf").write_text("\n".join(lines) + "\n")
+    (tmp_path / "popmap.tsv").write_text(POPMAP)
+    return {"name": "chr", "vcf": str(tmp_path / "chr.vcf"), "popmap": str(tmp_path / "popmap.tsv")}
+
+
+def test_window_loci_cut_pseudo_chromosomes_into_loci_of_the_simulated_length(tmp_path):
+    from popdl.features import observed_features
+
+    entry = _chromosome_files(tmp_path)
+    contigs = read_observed(entry, samples=SAMPLES, seed=1)
+    windows = read_observed(dict(entry, loci="windows"), samples=SAMPLES, seed=1, locus_length=1000)
+    assert len(contigs.loci) == 2 and contigs.positions.max() > 4000
+    assert len(windows.loci) == 10 and windows.loci[:2] == ["scaf1:1-1000", "scaf1:1001-2000"]
+    assert windows.positions.min() >= 0 and windows.positions.max() < 1000
+    assert np.bincount(windows.locus).tolist() == [4] * 10 and windows.counts["contigs"] == 2
+    assert np.array_equal(windows.genotypes, contigs.genotypes)
+    features = {"snps": 64, "snp_selection": "random", "sort_rows": True, "positions": True, "jsfs_bins": 4,
+                "stats": ["segsites", "pi"]}
+    d = observed_features(windows, features=features, genome={"length": 1000}, seed=1)["distances"]
+    assert d.max() <= 1.0  # within a window below 1, across loci 1: as in training
+    from popdl.predict import position_check
+
+    assert position_check(contigs, 1000)["flagged"] and not position_check(windows, 1000)["flagged"]
+
+
+def test_check_data_reports_loci_against_the_config(tmp_path):
+    entry = _chromosome_files(tmp_path)
+    cfg = config_file(tmp_path)
+    proc = run_popdl("check-data", "--configfile", cfg, "--vcf", entry["vcf"], "--popmap", entry["popmap"],
+                     "--loci", "windows")
+    assert proc.returncode == 0, proc.stderr
+    assert "chr: 10 loci (windows) against genome.loci 1 (set genome.loci to match); SNPs per locus: mean 4.0" \
+        in proc.stdout, proc.stdout

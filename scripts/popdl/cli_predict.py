@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from popdl.cli import add_config_arguments, config_from_args, population_mapping
 
 log = logging.getLogger("popdl")
@@ -21,6 +23,8 @@ def _data_arguments(p, *, required: bool) -> None:
     p.add_argument("--length", type=float, help="sequenced length in bp for per-bp statistics")
     p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
                    help="the popmap's population labels -> the simulated populations, e.g. nuttalli=pop1 pugetensis=pop2")
+    p.add_argument("--loci", choices=["contigs", "windows"],
+                   help="a VCF's loci: each contig (default), or windows of genome.length bp along each contig")
 
 
 def add_commands(sub) -> None:
@@ -67,6 +71,8 @@ def _entry(args) -> dict:
         entry["length"] = args.length
     if args.populations:
         entry["populations"] = population_mapping(args.populations)
+    if args.loci:
+        entry["loci"] = args.loci
     return entry
 
 
@@ -91,7 +97,7 @@ def cmd_check_data(args) -> int:
     data = read_observed(entry, samples=settings["samples"], seed=settings["seed"], subsample=popt["subsample"],
                           allow_unphased=True, max_missing=popt["max_missing"],
                           genome_length=float(genome["loci"]) * float(genome["length"]),
-                          strict=popt.get("strict_samples", False), phased=False)
+                          strict=popt.get("strict_samples", False), phased=False, locus_length=float(genome["length"]))
     feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
     c = data.counts
@@ -105,6 +111,11 @@ def cmd_check_data(args) -> int:
     print(f"{entry['name']}: {data.phasing}, {c.get('unphased_heterozygous', 0)} of {het} heterozygous calls without "
           f"phase; the config is {trained}" + ("; ERROR, a phased model refuses these data: set features.phased: false"
                                                if refused else ""))
+    per_locus = np.bincount(data.locus, minlength=len(data.loci))
+    configured = int(genome["loci"])
+    print(f"{entry['name']}: {len(data.loci)} loci ({entry.get('loci') or 'contigs'}) against genome.loci {configured}"
+          f"{'' if len(data.loci) == configured else ' (set genome.loci to match)'}; SNPs per locus: mean "
+          f"{per_locus.mean():.1f}, median {np.median(per_locus):g}, range {per_locus.min()}-{per_locus.max()}")
     positions = position_check(data, float(genome["length"]))
     if positions["flagged"]:
         print(f"{entry['name']}: WARNING, {positions['note']}")

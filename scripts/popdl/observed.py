@@ -54,6 +54,8 @@ from popdl.features import MISSING
 
 __all__ = [
     "Observed",
+    "LOCI",
+    "window_loci",
     "read_popmap",
     "choose_individuals",
     "read_vcf",
@@ -67,6 +69,8 @@ _BASES = {"A": 0, "C": 1, "G": 2, "T": 3}
 _MISSING_CHARS = set("NRYSWKMBDHV?")  # unknown or ambiguous (unphased) base
 _GAP_CHARS = set("-.")
 _FASTA_SUFFIX = re.compile(r"^(?P<sample>.+?)[._-](?:[12ab]|[AB])$")
+#: How the SNPs of a VCF group into loci (a data set's ``loci``).
+LOCI = ("contigs", "windows")
 
 
 @dataclass
@@ -793,6 +797,32 @@ def read_fasta(
     )
 
 
+def window_loci(data: Observed, length: float) -> Observed:
+    """``data`` with its contigs cut into loci of ``length`` bp (``genome.length``).
+
+    Window ``k`` of a contig holds the SNPs at VCF positions ``k·length + 1``
+    to ``(k+1)·length``; each window with a SNP becomes a locus named
+    ``contig:first-last`` (1-based, inclusive), its SNPs' positions measured
+    from the window's start (0 to ``length``), as the simulated loci's are.
+    Pseudo-chromosomes and whole chromosomes thus give loci as long as the
+    simulated ones.
+    """
+    length = float(length)
+    contig = np.asarray(data.locus, dtype=np.int64)
+    start0 = np.asarray(data.positions, dtype=np.float64) - 1.0  # VCF positions are 1-based
+    window = np.floor(start0 / length).astype(np.int64)
+    key = contig * (int(window.max(initial=0)) + 1) + window
+    uniq, locus = np.unique(key, return_inverse=True)  # sorted: by contig, then window, as the SNPs are
+    names = []
+    for k in uniq:
+        c, w = divmod(int(k), int(window.max(initial=0)) + 1)
+        names.append(f"{data.loci[c]}:{int(w * length) + 1}-{int((w + 1) * length)}")
+    counts = dict(data.counts, contigs=len(data.loci))
+    return Observed(name=data.name, genotypes=data.genotypes, positions=start0 - window * length,
+                    locus=locus.astype(np.int32), populations=data.populations, individuals=data.individuals,
+                    loci=names, length=data.length, counts=counts)
+
+
 # ---------------------------------------------------------------------------- entry point
 def read_observed(
     entry: dict,
@@ -806,8 +836,14 @@ def read_observed(
     base_dir: str | Path | None = None,
     strict: bool = False,
     phased: bool = True,
+    locus_length: float | None = None,
 ) -> Observed:
-    """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, length?, populations?}) and validate it.
+    """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, length?, populations?, loci?}) and validate it.
+
+    ``loci`` (the entry's): ``contigs`` (default), each contig of a VCF is a
+    locus (a RAD or GBS catalogue: Stacks, ipyrad); ``windows``, contigs are
+    cut into loci of ``locus_length`` bp (``genome.length``;
+    :func:`window_loci`).
 
     ``populations`` (the entry's): the popmap's labels -> simulated
     populations; ``strict``: samples absent from the popmap or from the data,
@@ -842,6 +878,13 @@ def read_observed(
             allow_unphased=allow_unphased, length=entry.get("length") or genome_length,
             populations=entry.get("populations"), strict=strict, phased=phased,
         )
+        loci = entry.get("loci") or "contigs"
+        if loci not in LOCI:
+            raise DataError(f"data set {name!r}: loci is {loci!r}; valid: {', '.join(LOCI)}")
+        if loci == "windows":
+            if not locus_length:
+                raise DataError(f"data set {name!r}: loci: windows needs the simulated locus length (genome.length)")
+            data = window_loci(data, locus_length)
     else:
         fasta = entry["fasta"]
         fasta = [fasta] if isinstance(fasta, str) else list(fasta)

@@ -66,6 +66,7 @@ def observed_inputs(entry: dict, settings: dict, *, base_dir: str | Path | None 
         allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
         genome_length=float(genome["loci"]) * float(genome["length"]), base_dir=base_dir,
         strict=popt.get("strict_samples", False), phased=settings["features"].get("phased", True),
+        locus_length=float(genome["length"]),
     )
     feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
