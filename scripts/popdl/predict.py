@@ -217,9 +217,6 @@ def network_answer(model, observed: dict) -> dict:
             bounds = (getattr(getattr(model, "prep", None), "bounds", None) or [None] * (j + 1))[j]
             if bounds:  # the mean of quantiles within the prior's support is within it, up to rounding
                 avg = np.clip(avg, bounds[0], bounds[1])
-            bounds = (getattr(getattr(model, "prep", None), "bounds", None) or [None] * (j + 1))[j]
-            if bounds:  # the mean of quantiles within the prior's support is within it, up to rounding
-                avg = np.clip(avg, bounds[0], bounds[1])
             answer["params"][name] = {"estimate": float(avg[mid]), "lower": float(avg[0]), "upper": float(avg[-1])}
         answer["interval"] = [float(levels[0]), float(levels[-1])]
         answer["scenario_params"] = getattr(model, "scenario_params", {})
