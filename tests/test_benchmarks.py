@@ -80,3 +80,10 @@ def test_learning_curve_benchmark_prints_both_methods_per_budget(tmp_path):
 
     rows = json.loads((tmp_path / "curve.json").read_text())["rows"]
     assert [r["budget"] for r in rows] == [27, 45] and set(rows[0]["abc_rf"]["r2"]) == set(rows[0]["network"]["r2"])
+
+
+def test_unphased_benchmark_compares_the_three_modes():
+    out = _bench("bench_unphased.py", "--per-scenario", "12", "--networks", "mlp", "--epochs", "1", "--reps", "1",
+                 "--snps", "16")
+    for mode in ("phased", "unphased genotypes", "unphased random_phase"):
+        assert f"{mode:24} ABC-RF" in out and f"{mode:24} mlp" in out, out

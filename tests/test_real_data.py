@@ -373,3 +373,112 @@ def test_check_data_reports_loci_against_the_config(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "chr: 10 loci (windows) against genome.loci 1 (set genome.loci to match); SNPs per locus: mean 4.0" \
         in proc.stdout, proc.stdout
+
+
+# ------------------------------------------------------------------------------------ guards on every prediction
+def test_reliability_names_each_input_outside_the_simulations():
+    from popdl.predict import reliability
+
+    images = np.ones((2, 8, 10), np.int8)
+    images[:, :, :2] = 0  # 20 % of the genotypes in the filled columns missing
+    obs = {"images": images, "distances": np.full((2, 10), 0.1, np.float32), "n_snps": np.array([10, 10]),
+           "stats": np.zeros(3)}
+    ranges = {"distance_max": 1.0, "n_snps_min": 12, "n_snps_max": 10, "missing_max": 0.05}
+    check = reliability(obs, ranges, misspecification={"flagged": True, "summary": "pi_pop1 outside"},
+                        calibration={"at_bound": True, "fitted": 20.0})
+    assert not check["reliable"] and len(check["reasons"]) == 3
+    assert "10 SNPs fill the image where every simulation had at least 12" in check["reasons"][0]
+    assert "20.0% of the image's genotypes are missing where the simulations had at most 5.0%" in check["reasons"][1]
+    assert "statistics lie outside the simulations (pi_pop1 outside)" in check["reasons"][2]
+    assert "temperature (20.0) was fitted at its bound" in check["warnings"][0]
+    obs["distances"][0, 3] = 4.0
+    far = reliability(obs, dict(ranges, n_snps_min=10, missing_max=0.3))
+    assert far["reasons"] == [far["reasons"][0]] and "inter-SNP distances up to 4" in far["reasons"][0]
+    assert reliability(obs, dict(ranges, n_snps_min=10, missing_max=0.3), inputs=("stats",))["reliable"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A dataset of the default scenarios (4 + 4 diploids, 20 kb, 30 draws each) and a cnn2d_stats
+    network trained on it for one epoch, laid out as a run's results folder."""
+    from popdl.config import prepare
+    from popdl.dataset import build_dataset
+    from popdl.features import features_chunk
+    from popdl.plan import plan_draws
+    from popdl.scenarios import Scenario
+    from popdl.simulate import simulate_chunk
+    from popdl.stages import prior_summary, stage_config
+    from popdl.training import train_final
+
+    results = tmp_path_factory.mktemp("run") / "results"
+    config = prepare(tiny_config(samples=SAMPLES, features={"snps": 16}, train={"epochs": 1}), base_dirs=(REPO,))
+    files = []
+    for name in config["scenarios"]:
+        scenario = Scenario.from_config(name, config)
+        simulate_chunk(config, scenario, plan_draws(scenario, root_seed=7, start=0, stop=30), results / f"{name}.npz")
+        features_chunk(config, results / f"{name}.npz", results / f"{name}.f.npz")
+        files.append(results / f"{name}.f.npz")
+    build_dataset(files, results / "dataset", scenarios=list(config["scenarios"]),
+                  fractions={"train": 0.6, "validation": 0.2, "test": 0.2}, shard_size=100, root_seed=7,
+                  priors=prior_summary(config))
+    hyper = {"network": "cnn2d_stats", "learning_rate": 1e-3, "lr_decay": "none", "lr_decay_rate": 0.5,
+             "batch_size": 16, "optimizer": "adam", "momentum": 0.9, "dropout": 0.1, "batch_norm": False, "l1": 0.0,
+             "l2": 0.0, "activation": "relu", "conv_layers": 1, "filters": 4, "kernel_size": 3, "pooling": "max",
+             "dense_layers": 1, "dense_units": 8, "towers": "shared"}
+    train_final(stage_config(config, "train"), results / "dataset", best={"hyper_parameters": hyper, "best_epoch": 1},
+                out=results / "model")
+    return config, results
+
+
+def _observed_vcf(folder, sims_path, *, spread: float = 1.0, missing: float = 0.0):
+    """Draw 0 of a simulation chunk as a phased VCF of one contig, positions × ``spread``,
+    a share ``missing`` of the calls made ./."""
+    with np.load(sims_path) as sims:
+        off = sims["site_offsets"]
+        g, pos = sims["genotypes"][off[0]:off[1]], sims["positions"][off[0]:off[1]]
+    rng = np.random.default_rng(5)
+    names = [f"i{k}" for k in range(g.shape[1] // 2)]
+    lines = [HEADER.replace("length=1000", "length=100000000") + "".join(f"\t{n}" for n in names)]
+    last = 0
+    for row, p in zip(g, pos):
+        at = max(last + 1, int(p * spread) + 1)
+        last = at
+        calls = [f"{row[2 * k]}|{row[2 * k + 1]}" if rng.random() >= missing else ".|." for k in range(len(names))]
+        lines.append("\t".join(["chr1", str(at), ".", "A", "G", ".", "PASS", ".", "GT", *calls]))
+    (folder / "obs.vcf").write_text("\n".join(lines) + "\n")
+    (folder / "popmap.tsv").write_text("".join(f"{n}\t{'pop1' if k < len(names) // 2 else 'pop2'}\n" for k, n in enumerate(names)))
+    return {"name": "obs", "vcf": str(folder / "obs.vcf"), "popmap": str(folder / "popmap.tsv")}
+
+
+@pytest.mark.parametrize("case", ["within", "distances", "missingness"])
+def test_out_of_range_inputs_mark_the_prediction_unreliable_everywhere(tmp_path, tiny_run, case):
+    import pandas as pd
+
+    from popdl.predict import observed_inputs, predict_arrays, write_predictions
+    from popdl.report import write_report
+    from popdl.stages import stage_config
+
+    config, results = tiny_run
+    kwargs = {"within": {}, "distances": {"spread": 50.0}, "missingness": {"missing": 0.45}}[case]
+    entry = _observed_vcf(tmp_path, results / "isolation.npz", **kwargs)
+    settings = stage_config(dict(config, predict=dict(config["predict"], data=[entry])), "predict", "obs")
+    feats, summary = observed_inputs(entry, settings)
+    result = predict_arrays(feats, summary, name="obs", model_dir=results / "model", dataset_dir=results / "dataset",
+                            config_hash="test")
+    out = results / "predict" / "obs"
+    out.mkdir(parents=True, exist_ok=True)
+    write_predictions(out, result)
+    rel = json.loads((out / "predictions.json").read_text())["reliability"]
+    csv = pd.read_csv(out / "predictions.csv")
+    write_report(dict(config, predict={"data": [entry]}), results, tmp_path / "report.html", config_hash="test")
+    html = __import__("html").unescape((tmp_path / "report.html").read_text())
+    assert html.index('<section id="answer">') < html.index('<section id="config">')  # the answer comes first
+    assert set(csv["scenarios"].dropna()) and (csv.loc[csv["kind"] == "parameter", "scenarios"].str.len() > 0).all()
+    expected = {"within": None, "distances": "inter-SNP distances up to", "missingness": "of the image's genotypes are missing"}
+    if expected[case] is None:
+        assert rel["reasons"] == [] or all("statistics" in r for r in rel["reasons"]), rel
+        return
+    assert not rel["reliable"] and any(expected[case] in r for r in rel["reasons"]), rel
+    assert (csv["reliable"].astype(str).str.lower() == "false").all()
+    assert csv["note"].str.contains("UNRELIABLE: ").all() and csv["note"].str.contains(expected[case], regex=False).all()
+    assert "UNRELIABLE" in html and expected[case] in html

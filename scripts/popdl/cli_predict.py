@@ -208,7 +208,10 @@ def cmd_predict(args) -> int:
         raise
     net = result["network"]
     shown = ", ".join(f"{k} {v:.3f}" for k, v in net["probabilities"].items())
-    print(f"{result['name']}: {net.get('scenario', '-')} ({shown}); written to {out}/predictions.csv and predictions.json")
+    rel = result.get("reliability") or {"reliable": True, "reasons": []}
+    verdict = "" if rel["reliable"] else f" UNRELIABLE ({'; '.join(rel['reasons'])});"
+    print(f"{result['name']}:{verdict} {net.get('scenario', '-')} ({shown}); written to {out}/predictions.csv and "
+          "predictions.json")
     if result.get("misspecification", {}).get("flagged"):
         print(f"{result['name']}: WARNING, the data lie outside the simulations: {result['misspecification']['summary']}")
     if summary.get("positions", {}).get("flagged"):

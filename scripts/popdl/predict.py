@@ -19,7 +19,17 @@ Two steps, each runnable by hand:
 
 ``predictions.csv`` columns: ``kind`` (``scenario`` or ``parameter``),
 ``name``, ``value`` (probability, or the median estimate in natural
-units), ``lower``, ``upper`` (the interval's bounds, parameters only).
+units), ``lower``, ``upper`` (the interval's bounds, parameters only),
+``scenarios`` (the scenarios that have the parameter, ``;``-separated),
+``reliable`` (``true``/``false``, the same on every row) and ``note`` (why
+not, and warnings such as a softmax temperature at its bound).
+
+**Reliability** (``predictions.json``'s ``reliability``): every input the
+network reads is compared with the range it took over the reference
+simulations (:func:`training_ranges`): the inter-SNP distances, the SNPs
+filling the image, the share of missing genotypes in the image, and the
+summary statistics (the misspecification check).  An input outside makes
+the prediction *unreliable*, with the reason; it is never printed bare.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from popdl.abc import load_reference
+from popdl.dataset import Dataset
 from popdl.errors import DataError
 from popdl.features import observed_features
 from popdl.io import atomic_path, provenance, save_npz, write_json
@@ -50,6 +61,8 @@ __all__ = [
     "predict_arrays",
     "write_predictions",
     "predictions_frame",
+    "training_ranges",
+    "reliability",
 ]
 
 log = logging.getLogger("popdl.predict")
@@ -223,12 +236,94 @@ def network_answer(model, observed: dict) -> dict:
     return answer
 
 
-def predictions_frame(answer: dict) -> pd.DataFrame:
-    rows = [{"kind": "scenario", "name": k, "value": v, "lower": np.nan, "upper": np.nan}
+#: Images whose missing share is measured per split (a prefix of its shards): enough for the range, bounded work.
+RANGE_IMAGES = 5000
+
+
+def _missing_share(images: np.ndarray, n_snps: np.ndarray) -> np.ndarray:
+    """Per image, the share of missing genotypes (0) among the columns holding a SNP."""
+    out = np.zeros(len(images))
+    for i, (image, n) in enumerate(zip(images, n_snps)):
+        if n:
+            out[i] = float((np.asarray(image[:, : int(n)]) == 0).mean())
+    return out
+
+
+def training_ranges(dataset_dir: str | Path) -> dict:
+    """The range of every network input over the reference simulations (all splits):
+    ``distance_max``, ``n_snps_min``, ``n_snps_max``, and ``missing_max``, the largest
+    share of missing genotypes in an image (over at most :data:`RANGE_IMAGES` per split)."""
+    dataset = Dataset(dataset_dir)
+    out = {"distance_max": 0.0, "n_snps_min": None, "n_snps_max": 0, "missing_max": 0.0}
+    for split in dataset.manifest["splits"]:
+        seen = 0
+        for shard in dataset.shards(split, ("distances", "n_snps")):
+            n = np.asarray(shard["n_snps"])
+            if n.size:
+                out["distance_max"] = max(out["distance_max"], float(np.max(shard["distances"])))
+                out["n_snps_min"] = min(out["n_snps_min"] if out["n_snps_min"] is not None else int(n.min()), int(n.min()))
+                out["n_snps_max"] = max(out["n_snps_max"], int(n.max()))
+        for shard in dataset.shards(split, ("images", "n_snps")):
+            if seen >= RANGE_IMAGES:
+                break
+            k = min(len(shard["n_snps"]), RANGE_IMAGES - seen)
+            share = _missing_share(shard["images"][:k], shard["n_snps"][:k])
+            out["missing_max"] = max(out["missing_max"], float(share.max(initial=0.0)))
+            seen += k
+    return out
+
+
+def reliability(obs: dict, ranges: dict | None, *, misspecification: dict | None = None,
+                calibration: dict | None = None, inputs=("image", "distances", "stats")) -> dict:
+    """Whether the network's ``inputs`` for ``obs`` (an observed.npz's arrays) lie within
+    ``ranges`` (:func:`training_ranges`; None: not checked) and the statistics within
+    the simulations (``misspecification``, :meth:`popdl.misspec.Misspecification.score`).
+
+    Returns ``{"reliable", "reasons", "warnings", "inputs"}``: ``reasons`` says
+    which input lies outside, and how far; ``warnings`` what weakens the answer
+    without making it unreliable (a softmax temperature at its bound).
+    """
+    reasons, warnings = [], []
+    n_snps = np.asarray(obs.get("n_snps", [obs["images"].shape[2]] * obs["images"].shape[0]))
+    read = set(inputs)
+    inputs = {"distance_max": float(np.max(obs["distances"])) if np.size(obs["distances"]) else 0.0,
+              "n_snps_min": int(n_snps.min()), "missing": float(_missing_share(obs["images"], n_snps).max(initial=0.0))}
+    if ranges is not None:
+        if "distances" in read and inputs["distance_max"] > ranges["distance_max"] * (1 + 1e-6) + 1e-9:
+            reasons.append(f"inter-SNP distances up to {inputs['distance_max']:.4g} (in genome.length units) where the "
+                           f"simulations never exceeded {ranges['distance_max']:.4g}: the data's loci are longer than the "
+                           "simulated ones (cut them with predict.data[].loci: windows, or simulate longer loci)")
+        if read & {"image", "distances"} and ranges["n_snps_min"] is not None and inputs["n_snps_min"] < ranges["n_snps_min"]:
+            reasons.append(f"{inputs['n_snps_min']} SNPs fill the image where every simulation had at least "
+                           f"{ranges['n_snps_min']}")
+        if "image" in read and inputs["missing"] > ranges["missing_max"] + 0.01:
+            reasons.append(f"{inputs['missing']:.1%} of the image's genotypes are missing where the simulations had at "
+                           f"most {ranges['missing_max']:.1%} (simulate the data's missingness: features.missing_rate)")
+    if misspecification and misspecification.get("flagged"):
+        reasons.append(f"the summary statistics lie outside the simulations ({misspecification['summary']})")
+    if calibration and calibration.get("at_bound"):
+        warnings.append(f"the softmax temperature ({calibration.get('fitted', calibration.get('temperature'))}) was fitted "
+                        "at its bound: the scenario probabilities are poorly calibrated")
+    return {"reliable": not reasons, "reasons": reasons, "warnings": warnings, "inputs": inputs,
+            "training": ranges}
+
+
+def predictions_frame(answer: dict, reliable: dict | None = None) -> pd.DataFrame:
+    """predictions.csv's rows: scenarios, then parameters (see the module docstring)."""
+    owners: dict[str, list[str]] = {}
+    for scenario, names in (answer.get("scenario_params") or {}).items():
+        for name in names:
+            owners.setdefault(name, []).append(scenario)
+    reliable = reliable or {"reliable": True, "reasons": [], "warnings": []}
+    note = "; ".join([f"UNRELIABLE: {r}" for r in reliable["reasons"]] + list(reliable.get("warnings", [])))
+    rows = [{"kind": "scenario", "name": k, "value": v, "lower": np.nan, "upper": np.nan, "scenarios": k}
             for k, v in answer["probabilities"].items()]
-    rows += [{"kind": "parameter", "name": k, "value": v["estimate"], "lower": v["lower"], "upper": v["upper"]}
-             for k, v in answer["params"].items()]
-    return pd.DataFrame(rows, columns=["kind", "name", "value", "lower", "upper"])
+    rows += [{"kind": "parameter", "name": k, "value": v["estimate"], "lower": v["lower"], "upper": v["upper"],
+              "scenarios": ";".join(owners.get(k, []))} for k, v in answer["params"].items()]
+    frame = pd.DataFrame(rows, columns=["kind", "name", "value", "lower", "upper", "scenarios"])
+    frame["reliable"] = "true" if reliable["reliable"] else "false"
+    frame["note"] = note
+    return frame
 
 
 def predict_observed(
@@ -267,12 +362,21 @@ def predict_arrays(obs: dict, summary: dict, *, name: str, model_dir: str | Path
         raise DataError(f"{source}: its statistics differ from the model's; were they made with the same config?")
     answer = network_answer(model, obs)
     result = {"name": name, "network": answer, "observed": summary}
+    ranges = None
     if dataset_dir is not None:
         ref = load_reference(dataset_dir, ("train", "validation", "test"))
         check = Misspecification(ref.stats, stat_names=ref.stat_names).score(obs["stats"], alpha=alpha)
         result["misspecification"] = check
         if check["flagged"]:
             log.warning("%s: the data lie outside the simulations: %s", result["name"], check["summary"])
+        ranges = training_ranges(dataset_dir)
+    result["reliability"] = reliability(obs, ranges, misspecification=result.get("misspecification"),
+                                        calibration=model.bundle.get("calibration"),
+                                        inputs=model.bundle.get("inputs", ("image", "distances", "stats")))
+    for reason in result["reliability"]["reasons"]:
+        log.warning("%s: UNRELIABLE prediction: %s", result["name"], reason)
+    for warning in result["reliability"]["warnings"]:
+        log.warning("%s: %s", result["name"], warning)
     result["provenance"] = provenance(config_hash=config_hash, model=str(model_dir))
     return result
 
@@ -284,7 +388,7 @@ def write_predictions(out_dir: str | Path, result: dict) -> list[Path]:
     write_json(json_path, result)
     try:
         with atomic_path(csv_path) as tmp:
-            predictions_frame(result["network"]).to_csv(tmp, index=False)
+            predictions_frame(result["network"], result.get("reliability")).to_csv(tmp, index=False)
     except BaseException:
         json_path.unlink(missing_ok=True)
         raise

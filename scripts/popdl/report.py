@@ -496,6 +496,52 @@ def _saliency_section(rep: Report, interpretation: dict | None, arrays: dict) ->
                 + rep.fig(fig, "saliency"))
 
 
+def _verdict(pred: dict | None) -> str:
+    """The reliability of a prediction as one HTML paragraph (empty when there is nothing to say)."""
+    rel = (pred or {}).get("reliability")
+    if not rel:
+        return ""
+    out = ""
+    if not rel["reliable"]:
+        out += ('<p class="flag"><b>UNRELIABLE</b>: an input of the network lies outside what it was trained on: '
+                + "; ".join(_esc(r) for r in rel["reasons"]) + ".</p>")
+    out += "".join(f'<p class="flag">{_esc(w)}</p>' for w in rel.get("warnings", []))
+    return out or '<p class="ok">Reliable: every network input lies within the range of the simulations.</p>'
+
+
+def _answer_section(rep: Report, config: dict, results: Path) -> None:
+    """The observed data's answer first: scenario and probability, key estimates, reliability, test accuracy."""
+    names = [d["name"] for d in config.get("predict", {}).get("data", [])]
+    if not names:
+        return
+    metrics = _read_json(results / "evaluation" / "metrics.json") or {}
+    accuracy = (metrics.get("classification") or {}).get("accuracy")
+    trust = (f"The network chose the right scenario for {accuracy:.1%} of {metrics.get('n_test')} held-out simulations "
+             "(test accuracy): that is how far to trust its choice below." if accuracy is not None
+             else "No test-set evaluation was found: how far to trust the answer is unknown.")
+    body = f"<p>{_esc(trust)}</p>"
+    for name in names:
+        pred = _read_json(results / "predict" / name / "predictions.json")
+        if not pred or not pred.get("network", {}).get("probabilities"):
+            body += f"<h3>{_esc(name)}</h3>" + _missing(f"predictions for {name} (predict/{name}/predictions.json)")
+            continue
+        net = pred["network"]
+        best = net.get("scenario")
+        rel = pred.get("reliability") or {}
+        label = "" if rel.get("reliable", True) else " — UNRELIABLE"
+        body += (f"<h3>{_esc(name)}{label}</h3><p>Most probable scenario: <b id=\"answer-{_esc(name)}\">{_esc(best)}</b> "
+                 f"(probability {net['probabilities'][best]:.3f}).</p>")
+        owned = set((net.get("scenario_params") or {}).get(best, []))
+        rows = [{"parameter": p, "estimate": _fmt(v["estimate"]), "interval": f"{_fmt(v['lower'])} – {_fmt(v['upper'])}"}
+                for p, v in net.get("params", {}).items() if not owned or p in owned]
+        if rows:
+            level = net.get("interval")
+            body += (f"<p>Parameters of {_esc(best)}, median and {_fmt(100 * (level[1] - level[0]), 2) if level else ''}% "
+                     "interval (natural units):</p>" + _table(pd.DataFrame(rows)))
+        body += _verdict(pred)
+    rep.section("answer", "The answer", body)
+
+
 def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: dict | None) -> None:
     names = [d["name"] for d in config.get("predict", {}).get("data", [])]
     if not names:
@@ -541,6 +587,7 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
         if any(cells.values()):
             body += ("<h4>Parameter estimates: median (interval), natural units</h4>"
                      + _table(pd.DataFrame(cells).rename_axis("parameter").reset_index()))
+        body += _verdict(pred)
         mis = (pred or {}).get("misspecification")
         if mis:
             cls_ = "flag" if mis["flagged"] else "ok"
@@ -607,6 +654,7 @@ def write_report(config: dict, results: str | Path, out: str | Path, *, config_h
     start = time.perf_counter()
     results = Path(results)
     rep = Report(f"popdl report: run {config.get('run', results.name)}", meta={"popdl-config-hash": config_hash})
+    _answer_section(rep, config, results)
     _config_section(rep, config, config_hash)
     _scenario_section(rep, config)
     _prior_section(rep, config, results)
