@@ -482,3 +482,52 @@ def test_out_of_range_inputs_mark_the_prediction_unreliable_everywhere(tmp_path,
     assert (csv["reliable"].astype(str).str.lower() == "false").all()
     assert csv["note"].str.contains("UNRELIABLE: ").all() and csv["note"].str.contains(expected[case], regex=False).all()
     assert "UNRELIABLE" in html and expected[case] in html
+
+
+# ------------------------------------------------------------------------------------ missingness and the suggested config
+def test_simulated_missingness_follows_the_observed_individuals_and_sites():
+    from popdl.features import add_missing_like
+
+    g = np.zeros((20000, 8), np.int8)
+    pops = np.repeat(["pop1", "pop2"], 4)
+    like = {"pop1": [0.0, 0.4], "pop2": [0.1]}
+    a = add_missing_like(g, populations=pops, individuals=like, sites=[0.05, 0.15], rng=np.random.default_rng(1))
+    b = add_missing_like(g, populations=pops, individuals=like, sites=[0.05, 0.15], rng=np.random.default_rng(1))
+    assert np.array_equal(a, b)
+    assert np.array_equal(a[:, 0::2] == -1, a[:, 1::2] == -1)  # both haplotypes of an individual together
+    rates = (a[:, 0::2] == -1).mean(axis=0)
+    for rate in rates[:2]:  # pop1 individuals: 0 or 40 %
+        assert min(abs(rate - 0.0), abs(rate - 0.4)) < 0.02
+    assert np.allclose(rates[2:], 0.1, atol=0.02)
+    per_site = (a[:, 4:][:, 0::2] == -1).mean(axis=1)  # pop2 (rate 0.1): sites at 0.5x or 1.5x that
+    assert 0.04 < per_site.mean() < 0.16
+
+
+RAD = {"vcf": str(REPO / "config" / "data" / "rad.vcf.gz"), "popmap": str(REPO / "config" / "data" / "rad_popmap.tsv")}
+
+
+def test_check_data_suggests_the_config_of_the_rad_example(tmp_path):
+    from popdl.config import load_config
+
+    cfg = config_file(tmp_path)
+    out = tmp_path / "suggested.yaml"
+    proc = run_popdl("check-data", "--configfile", cfg, "--vcf", RAD["vcf"], "--popmap", RAD["popmap"], "--name", "rad",
+                     "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", out)
+    assert proc.returncode == 0, proc.stderr
+    fragment = yaml.safe_load(out.read_text())
+    truth = json.loads((REPO / "config" / "data" / "rad_truth.json").read_text())
+    assert fragment["samples"] == {"pop1": 12, "pop2": 7}  # every individual: one VCF sample is not in the popmap
+    assert fragment["genome"]["length"] == truth["length"] and fragment["features"]["phased"] is False
+    assert max(fragment["features"]["missing_individuals"]["pop2"]) > 0.4
+    assert fragment["predict"]["data"][0]["populations"] == {"nuttalli": "pop1", "pugetensis": "pop2"}
+    merged = yaml.safe_load(open(cfg))
+    for key, value in fragment.items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    (tmp_path / "merged.yaml").write_text(yaml.safe_dump(merged))
+    assert load_config(tmp_path / "merged.yaml")["features"]["phased"] is False  # a valid config
+    # With the config's samples (2 + 2) the subsampling is reported with the SNPs it cost.
+    proc = run_popdl("check-data", "--configfile", cfg, "--vcf", RAD["vcf"], "--popmap", RAD["popmap"], "--name", "rad",
+                     "--populations", "nuttalli=pop1", "pugetensis=pop2")
+    assert proc.returncode == 1 and "rad: subsampled to the config's samples (pop1 2 of 12, pop2 2 of 7), which cost " \
+        in proc.stdout, proc.stdout
+    assert "ERROR, a phased model refuses these data: set features.phased: false" in proc.stdout

@@ -31,6 +31,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("check-data", help="validate a VCF or FASTA data set against a config and print what is kept")
     add_config_arguments(p)
     _data_arguments(p, required=True)
+    p.add_argument("--suggest-config", nargs="?", const="-", metavar="FILE",
+                   help="write the config settings that match the data (samples, genome.loci, features.phased, the "
+                        "missingness model, the predict.data entry) to FILE, or print them; every individual is kept")
     p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("observe", help="network inputs of one observed data set (predict.data entry)")
@@ -86,15 +89,25 @@ def _predict_settings(args, stage="predict") -> dict:
 
 
 def cmd_check_data(args) -> int:
+    from popdl.errors import DataError
     from popdl.features import observed_features
-    from popdl.observed import read_observed
+    from popdl.observed import available_individuals, missingness_profile, read_observed
     from popdl.predict import position_check
 
     settings = _predict_settings(args, "observe")
     entry = _entry(args)
     popt, genome = settings["predict"], settings["genome"]
+    samples = settings["samples"]
+    if args.suggest_config is not None:
+        if "vcf" not in entry:
+            raise DataError("--suggest-config reads a VCF (--vcf)")
+        samples = available_individuals(entry, samples=samples)
+        empty = [pop for pop, n in samples.items() if n == 0]
+        if empty:
+            raise DataError(f"{entry['name']}: no individual of population(s) {', '.join(empty)} in the data "
+                            "(map the popmap's labels with --populations LABEL=POP)")
     # Read whatever the phasing, to tell which it is (a phased config would stop at the first unphased call).
-    data = read_observed(entry, samples=settings["samples"], seed=settings["seed"], subsample=popt["subsample"],
+    data = read_observed(entry, samples=samples, seed=settings["seed"], subsample=popt["subsample"],
                           allow_unphased=True, max_missing=popt["max_missing"],
                           genome_length=float(genome["loci"]) * float(genome["length"]),
                           strict=popt.get("strict_samples", False), phased=False, locus_length=float(genome["length"]))
@@ -105,6 +118,16 @@ def cmd_check_data(args) -> int:
           f"skipped {c['multiallelic']} multi-allelic, {c['indels']} indel, {c['monomorphic']} monomorphic; "
           f"{data.missing_rate:.2%} missing calls; {len(data.individuals)} of {c['individuals_in_file']} individuals kept; "
           f"{feats['images'].shape[0]} image(s) of {feats['images'].shape[1]}x{feats['images'].shape[2]}")
+    if c.get("subsampled"):
+        print(f"{entry['name']}: subsampled to the config's samples ({', '.join(f'{p} {v}' for p, v in c['subsampled'].items())}),"
+              f" which cost {c.get('snps_lost_to_subsampling', 0)} SNPs (monomorphic among the individuals kept)")
+    profile = missingness_profile(data)
+    rates = [r for pop in profile["individuals"].values() for r in pop]
+    print(f"{entry['name']}: missing calls {profile['overall']:.1%}; per individual {min(rates):.1%}-{max(rates):.1%} "
+          f"(median {np.median(rates):.1%}); per site median {profile['sites'][len(profile['sites']) // 2]:.1%}, "
+          f"at most {profile['sites'][-1]:.1%}; the config simulates "
+          + ("the data's pattern (features.missing_individuals)" if settings["features"].get("missing_individuals")
+             else f"{float(settings['features'].get('missing_rate', 0.0)):.1%} uniform"))
     het = c.get("phased_heterozygous", 0) + c.get("unphased_heterozygous", 0)
     trained = "phased" if settings["features"].get("phased", True) else "unphased"
     refused = trained == "phased" and data.phasing != "phased" and not popt["allow_unphased"]
@@ -119,7 +142,39 @@ def cmd_check_data(args) -> int:
     positions = position_check(data, float(genome["length"]))
     if positions["flagged"]:
         print(f"{entry['name']}: WARNING, {positions['note']}")
+    if args.suggest_config is not None:
+        _write_suggestion(args.suggest_config, entry, data, samples=samples, genome=genome, profile=profile)
+        return 0
     return 1 if refused else 0
+
+
+def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: dict, profile: dict) -> None:
+    """The config fragment that matches ``data``: printed (``-``) or written to the file ``where``."""
+    import yaml
+
+    from popdl.io import atomic_path
+
+    contigs = (entry.get("loci") or "contigs") == "contigs"
+    length = data.counts.get("contig_length_median") if contigs else None
+    fragment = {
+        "samples": {pop: int(n) for pop, n in samples.items()},
+        "genome": {"loci": len(data.loci), "length": length or genome["length"]},
+        "features": {"phased": data.phasing == "phased",
+                     "missing_individuals": profile["individuals"], "missing_sites": profile["sites"]},
+        "predict": {"data": [{k: entry[k] for k in ("name", "vcf", "popmap", "populations", "loci") if k in entry}]},
+    }
+    text = (f"# popdl check-data --suggest-config: settings matching data set {entry['name']} "
+            f"({len(data.individuals)} individuals, {data.counts['snps']} SNPs on {len(data.loci)} loci, "
+            f"{data.phasing}); merge them into your config.\n"
+            "# genome.loci counts the loci with a SNP: add the loci of your catalogue without one.\n"
+            + ("# genome.length: the median length of the VCF header's contigs.\n" if length else "")
+            + yaml.safe_dump(fragment, sort_keys=False, width=100))
+    if where == "-":
+        print(text, end="")
+        return
+    with atomic_path(where) as tmp:
+        Path(tmp).write_text(text)
+    print(f"{entry['name']}: suggested settings written to {where}")
 
 
 def _file_out(path: str | Path) -> Path:

@@ -75,6 +75,7 @@ __all__ = [
     "features_chunk",
     "observed_features",
     "add_missing",
+    "add_missing_like",
     "load_features",
 ]
 
@@ -734,11 +735,42 @@ def add_missing(genotypes: np.ndarray, *, rate: float, rng: np.random.Generator)
     return g
 
 
+def add_missing_like(genotypes: np.ndarray, *, populations: np.ndarray, individuals: Mapping[str, list],
+                     sites: list | None, rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``genotypes`` (sites, haplotypes) with missing calls patterned on observed data.
+
+    Each simulated individual of population ``p`` takes the missing rate of an
+    observed individual of ``p`` drawn at random (``individuals[p]``: the
+    observed individuals' rates); each site takes a relative rate drawn from
+    ``sites`` (observed per-site missing fractions, divided by their mean;
+    none: every site alike).  A call is missing with probability individual
+    rate × site factor (at most 1), both haplotypes of an individual together.
+    ``populations``: the population of each haplotype (column).
+    """
+    g = np.array(genotypes, dtype=np.int8, copy=True)
+    n_sites, haps = g.shape
+    pops = np.asarray(populations)[0::2]
+    rate = np.zeros(haps // 2)
+    for pop in dict.fromkeys(pops.tolist()):
+        where = pops == pop
+        observed = np.asarray(individuals.get(pop) or [0.0], dtype=np.float64)
+        rate[where] = rng.choice(observed, size=int(where.sum()))
+    factor = np.ones(n_sites)
+    site_rates = np.asarray(sites or [], dtype=np.float64)
+    if site_rates.size and site_rates.mean() > 0:
+        factor = rng.choice(site_rates, size=n_sites) / site_rates.mean()
+    mask = rng.random((n_sites, haps // 2)) < np.minimum(factor[:, None] * rate[None, :], 1.0)
+    g[np.repeat(mask, 2, axis=1)] = MISSING
+    return g
+
+
 def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None, progress_every: float = 30.0) -> dict:
     """Compute images, distances and statistics for every draw of a simulation chunk.
 
     Each draw goes through :meth:`Extractor.extract` (after
-    ``features.missing_rate`` of its calls are made missing), its SNPs chosen
+    ``features.missing_rate`` of its calls are made missing, or calls patterned
+    on observed data's, ``features.missing_individuals`` and
+    ``missing_sites``: :func:`add_missing_like`), its SNPs chosen
     by the draw's :func:`popdl.seeds.snp_selection` stream, its statistics
     per bp of ``genome.loci × genome.length``.
 
@@ -756,6 +788,7 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
     loci, length = int(sims["loci"]), float(sims["length"])
     extractor = Extractor.from_config(fcfg, populations=populations, locus_length=length)
     missing_rate = float(fcfg.get("missing_rate", 0.0))
+    like = fcfg.get("missing_individuals") or {}
     snps = extractor.settings.snps
     n = sims["draw"].size
     images = np.zeros((n, extractor.row_populations.size, snps), dtype=np.int8)
@@ -766,7 +799,10 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
     for i, g, pos, loc in iter_draws(sims):
         draw = int(sims["draw"][i])
         g8 = g.view(np.int8) if g.dtype == np.uint8 else g.astype(np.int8)  # 0/1 alleles: the same values
-        if missing_rate > 0:
+        if like:
+            g8 = add_missing_like(g8, populations=populations, individuals=like, sites=fcfg.get("missing_sites"),
+                                  rng=seeds.missingness(root_seed, scenario, draw))
+        elif missing_rate > 0:
             g8 = add_missing(g8, rate=missing_rate, rng=seeds.missingness(root_seed, scenario, draw))
         f = extractor.extract(g8, pos, loc, rng=seeds.snp_selection(root_seed, scenario, draw),
                               total_length=loci * length, loci=loci)
@@ -810,7 +846,8 @@ def observed_features(data, *, features: Mapping, genome: Mapping, seed: int, re
     (:func:`popdl.seeds.observed`, index 1 + replicate); with fewer, all
     replicates are the same padded image, which is the image of a simulation
     with the same genotypes.  Statistics are computed once, on all SNPs, per
-    bp of ``data.length``, averaging haplotype diversity over the data's loci.
+    bp of ``data.length``, averaging haplotype diversity over ``genome.loci``
+    loci (or the data's, when more), as the simulations average it.
     """
     extractor = Extractor.from_config(features, populations=data.populations, locus_length=float(genome["length"]))
     snps = extractor.settings.snps
@@ -831,7 +868,10 @@ def observed_features(data, *, features: Mapping, genome: Mapping, seed: int, re
         else:
             images[r], distances[r], n_snps[r], _ = extractor.image(
                 g, data.positions, data.locus, rng=rng, counts=counts)
-    loci = int(data.locus.max()) + 1 if data.locus.size else 1
+    # Haplotype diversity is averaged over genome.loci, as in the simulations: loci without a SNP
+    # (absent from a VCF of variants) count with diversity 0 there too.
+    observed_loci = int(data.locus.max()) + 1 if data.locus.size else 1
+    loci = max(observed_loci, int(genome.get("loci", 0) or 0))
     stats = extractor.stats(g, data.locus, total_length=data.length, loci=loci, counts=counts)
     return {
         "images": images,

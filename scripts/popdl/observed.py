@@ -56,6 +56,8 @@ __all__ = [
     "Observed",
     "LOCI",
     "window_loci",
+    "available_individuals",
+    "missingness_profile",
     "read_popmap",
     "choose_individuals",
     "read_vcf",
@@ -168,6 +170,7 @@ def choose_individuals(
     populations: dict[str, str] | None = None,
     strict: bool = False,
     counts: dict | None = None,
+    quiet: bool = False,
 ) -> list[tuple[str, str]]:
     """The (sample, population) pairs kept, grouped by population in ``samples`` order.
 
@@ -202,7 +205,7 @@ def choose_individuals(
                 raise DataError(f"{source}: samples {seen[name]!r} and {raw!r} have the same name once spaces are trimmed")
             seen[name] = raw
     n_trimmed = sum(raw != name for raw, name in zip(present, trimmed))
-    if n_trimmed:
+    if n_trimmed and not quiet:
         log.info("%s: %d of %d sample name(s) had leading or trailing spaces; matched to the popmap after trimming them",
                  source, n_trimmed, len(present))
     popmap = {name.strip(): label.strip() for name, label in popmap.items()}
@@ -236,10 +239,15 @@ def choose_individuals(
         left_out.append(f"{len(missing_from_data)} popmap sample(s) not in the data ({_few(missing_from_data, 3)})")
     if ignored_labels:
         left_out.append(f"{len(ignored_labels)} sample(s) of population(s) {_few(unsimulated, 3)}, which were not simulated")
-    if left_out:
+    if left_out and not quiet:
         log.warning("%s: left out %s (predict.strict_samples makes these errors)", source, "; ".join(left_out))
     raw_of = dict(zip(trimmed, present))
     chosen: list[tuple[str, str]] = []
+    available = {pop: sum(of.get(s) == pop for s in trimmed) for pop in samples}
+    if counts is not None:
+        counts["available"] = available
+        counts["subsampled"] = {pop: f"{n} of {available[pop]}" for pop, n in samples.items() if available[pop] > n}
+        counts["pool"] = [raw_of[s] for s in trimmed if of.get(s) is not None]
     for pop, n in samples.items():
         members = [s for s in trimmed if of.get(s) == pop]
         if len(members) < n:
@@ -322,6 +330,12 @@ def read_vcf(
             vcf = cyvcf2.VCF(str(path), gts012=False, lazy=True, threads=1)
         except Exception as exc:  # htslib reports its own error types
             raise DataError(f"VCF {path}: cannot be parsed ({hts.first_error() or _first_line(exc)})") from None
+        header_lengths = {}
+        if "##contig=<" in vcf.raw_header:  # without them cyvcf2 would look for an index
+            try:
+                header_lengths = {n: int(x) for n, x in zip(vcf.seqnames, vcf.seqlens) if int(x) > 0}
+            except Exception:  # contig lines without lengths
+                header_lengths = {}
         hts.new_error()  # what the header gave rise to is not a record's error
         try:
             data = _vcf_records(vcf, path, present=list(vcf.samples), popmap=popmap, samples=samples, seed=seed,
@@ -330,6 +344,10 @@ def read_vcf(
         finally:
             vcf.close()
     hts.replay(f"VCF {path}")
+    if header_lengths:
+        kept = [header_lengths[c] for c in data.loci if c in header_lengths]
+        if kept:
+            data.counts["contig_length_median"] = float(np.median(kept))
     return data
 
 
@@ -344,6 +362,9 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         populations=populations, strict=strict, counts=matching,
     )
     index = np.array([present.index(s) for s, _ in chosen])
+    pool = np.array([present.index(s) for s in matching.pop("pool")])  # every individual of a simulated population
+    subsampled = pool.size > index.size
+    matching["snps_lost_to_subsampling"] = 0
     counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "other_variants": 0,
               "monomorphic": 0, "missing_calls": 0, "unphased_heterozygous": 0, "phased_heterozygous": 0, **matching}
     blocks, positions, loci_idx = [], [], []
@@ -427,6 +448,11 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         counts["missing_calls"] += int((alleles < 0).any(axis=1).sum())
         if called.size == 0 or called.min() == called.max():
             counts["monomorphic"] += 1
+            if subsampled:  # a SNP among all the individuals, lost by keeping only some of them
+                every = gt[pool][:, :2]
+                every = every[(every >= 0) & (every <= 1)]
+                if every.size and every.min() != every.max():
+                    counts["snps_lost_to_subsampling"] += 1
             continue
         blocks.append(hap)
         positions.append(float(pos))
@@ -745,6 +771,7 @@ def read_fasta(
         order, popmap, samples=samples, rng=seeds.observed(seed, name), subsample=subsample, source=f"FASTA {paths[0]}",
         populations=populations, strict=strict, counts=matching,
     )
+    matching.pop("pool")
     counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "monomorphic": 0, "missing_calls": 0, **matching}
     blocks, positions, loci_idx, loci, total = [], [], [], [], 0
     empty = []
@@ -821,6 +848,43 @@ def window_loci(data: Observed, length: float) -> Observed:
     return Observed(name=data.name, genotypes=data.genotypes, positions=start0 - window * length,
                     locus=locus.astype(np.int32), populations=data.populations, individuals=data.individuals,
                     loci=names, length=data.length, counts=counts)
+
+
+def available_individuals(entry: dict, *, samples: dict[str, int], base_dir: str | Path | None = None) -> dict[str, int]:
+    """Individuals of each simulated population in a VCF data set ``entry``, after the
+    name and population matching of :func:`choose_individuals` (nothing subsampled);
+    from the popmap and the VCF's header only."""
+    vcf = Path(entry["vcf"])
+    if not vcf.is_absolute() and not vcf.exists() and base_dir is not None:
+        vcf = Path(base_dir) / vcf
+    popmap = Path(entry["popmap"])
+    if not popmap.is_absolute() and not popmap.exists() and base_dir is not None:
+        popmap = Path(base_dir) / popmap
+    if not vcf.is_file():
+        raise DataError(f"VCF {vcf}: file not found")
+    present = _read_header(vcf, _compression(vcf))[9:]
+    counts: dict = {}
+    choose_individuals(present, read_popmap(popmap), samples={pop: 0 for pop in samples}, rng=np.random.default_rng(0),
+                       populations=entry.get("populations"), counts=counts, quiet=True, source=f"VCF {vcf}")
+    return counts["available"]
+
+
+def missingness_profile(data: Observed, *, quantiles: int = 21) -> dict:
+    """How the missing calls of ``data`` are spread: ``overall`` (share of missing
+    diploid calls), ``individuals`` (per population, each individual's rate) and
+    ``sites`` (``quantiles`` quantiles of the per-site missing fraction), rounded
+    to 4 decimals: what ``features.missing_individuals`` and ``missing_sites`` take."""
+    g = np.asarray(data.genotypes)
+    missing = (g[:, 0::2] == MISSING) | (g[:, 1::2] == MISSING)  # (sites, individuals)
+    pops = np.asarray(data.populations)[0::2]
+    per_individual = missing.mean(axis=0) if missing.size else np.zeros(pops.size)
+    per_site = missing.mean(axis=1) if missing.size else np.zeros(1)
+    return {
+        "overall": round(float(missing.mean()) if missing.size else 0.0, 4),
+        "individuals": {pop: [round(float(x), 4) for x in per_individual[pops == pop]]
+                        for pop in dict.fromkeys(pops.tolist())},
+        "sites": [round(float(q), 4) for q in np.quantile(per_site, np.linspace(0, 1, quantiles))],
+    }
 
 
 # ---------------------------------------------------------------------------- entry point
