@@ -371,7 +371,7 @@ def test_check_data_reports_loci_against_the_config(tmp_path):
     proc = run_popdl("check-data", "--configfile", cfg, "--vcf", entry["vcf"], "--popmap", entry["popmap"],
                      "--loci", "windows")
     assert proc.returncode == 0, proc.stderr
-    assert "chr: 10 loci (windows) against genome.loci 1 (set genome.loci to match); SNPs per locus: mean 4.0" \
+    assert "chr: 10 loci (windows) with a SNP, against genome.loci 1 (more than simulated: raise genome.loci to 10 or more); SNPs per locus: mean 4.0" \
         in proc.stdout, proc.stdout
 
 
@@ -531,3 +531,47 @@ def test_check_data_suggests_the_config_of_the_rad_example(tmp_path):
     assert proc.returncode == 1 and "rad: subsampled to the config's samples (pop1 2 of 12, pop2 2 of 7), which cost " \
         in proc.stdout, proc.stdout
     assert "ERROR, a phased model refuses these data: set features.phased: false" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------ the shipped examples, end to end
+TINY_RUN = {
+    "simulations": {"per_scenario": 15, "chunk": 15, "shard_size": 50,
+                    "split": {"train": 0.6, "validation": 0.2, "test": 0.2}},
+    "network": "mlp",
+    "tuning": {"workers": 1, "trials": 1, "max_epochs": 2, "startup_trials": 1,
+               "search_space": {"batch_size": 16, "dense_units": 16, "dense_layers": 1, "learning_rate": 0.003}},
+    "train": {"epochs": 1, "threads": 1, "ensemble": 1},
+    "abc": {"tolerance": 0.3, "trees": 20},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["rad_unphased", "rad_chromosomes"])
+def test_rad_examples_run_end_to_end(tmp_path, example):
+    """The shipped RAD examples through the whole workflow at a tiny size: unphased calls,
+    taxon labels, trailing spaces, extra samples and patchy missingness all taken as they come."""
+    from conftest import snakemake
+
+    config = yaml.safe_load((REPO / "config" / "examples" / f"{example}.yaml").read_text())
+    for key, value in TINY_RUN.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    config["genome"]["loci"] = 60  # fewer loci than the data: the check says so, the run goes on
+    for scenario in config["scenarios"].values():
+        scenario["graph"] = str(REPO / scenario["graph"])
+    for entry in config["predict"]["data"]:
+        entry["vcf"], entry["popmap"] = str(REPO / entry["vcf"]), str(REPO / entry["popmap"])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    run = tmp_path / "results" / config["run"]
+    snakemake(tmp_path, f"results/{config['run']}/report.html", configfile=tmp_path / "config.yaml")
+    name = config["predict"]["data"][0]["name"]
+    pred = json.loads((run / "predict" / name / "predictions.json").read_text())
+    observed = pred["observed"]
+    assert observed["phasing"] == "unphased" and observed["trained_phased"] is False
+    counts = observed["counts"]
+    assert counts["trimmed_names"] == 8 and counts["not_in_popmap"] == 1 and counts["not_in_data"] == 2
+    assert len(observed["individuals"]) == 17 and len(observed["loci"]) > 300
+    assert "reliability" in pred and set(pred["network"]["probabilities"]) == set(config["scenarios"])
+    csv = __import__("pandas").read_csv(run / "predict" / name / "predictions.csv")
+    assert {"reliable", "note", "scenarios"} <= set(csv.columns)
+    html = (run / "report.html").read_text()
+    assert html.index('<section id="answer">') < html.index('<section id="config">')

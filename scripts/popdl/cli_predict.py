@@ -136,8 +136,12 @@ def cmd_check_data(args) -> int:
                                                if refused else ""))
     per_locus = np.bincount(data.locus, minlength=len(data.loci))
     configured = int(genome["loci"])
-    print(f"{entry['name']}: {len(data.loci)} loci ({entry.get('loci') or 'contigs'}) against genome.loci {configured}"
-          f"{'' if len(data.loci) == configured else ' (set genome.loci to match)'}; SNPs per locus: mean "
+    found = len(data.loci)
+    advice = ("" if found == configured else f" (more than simulated: raise genome.loci to {found} or more)"
+              if found > configured else f" ({configured - found} simulated loci have no SNP here: right if the "
+              f"catalogue holds {configured} loci with and without SNPs)")
+    print(f"{entry['name']}: {found} loci ({entry.get('loci') or 'contigs'}) with a SNP, against genome.loci {configured}"
+          f"{advice}; SNPs per locus: mean "
           f"{per_locus.mean():.1f}, median {np.median(per_locus):g}, range {per_locus.min()}-{per_locus.max()}")
     positions = position_check(data, float(genome["length"]))
     if positions["flagged"]:
