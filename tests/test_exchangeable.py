@@ -72,3 +72,34 @@ def test_invariance_on_the_jax_backend():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert float(proc.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+@pytest.mark.parametrize("net_name", ["exchangeable", "cnn1d"])
+def test_saliency_and_embedding_of_image_networks(net_name, tiny_dataset, tmp_path):
+    """The report's analyses for a saved exchangeable or 1-D CNN model: occlusion saliency over
+    SNPs and haplotypes, and the embedding of the layer feeding the scenario output."""
+    import json
+
+    from popdl.dataset import Dataset
+    from popdl.interpret import interpret
+    from popdl.model_io import load_model, save_bundle
+    from popdl.models import get_network
+    from popdl.preprocess import Preprocessor
+    from popdl.training import dataset_shapes
+
+    ds = Dataset(tiny_dataset)
+    prep = Preprocessor.fit(ds)
+    net = get_network(net_name)
+    shapes = dataset_shapes(ds)
+    model = net.build(shapes, hp=HP, n_classes=3, n_params=len(prep.param_names))
+    save_bundle(tmp_path / "model", model=model, prep=prep, scenarios=ds.scenarios, network=net_name,
+                inputs=net.inputs, shapes={k: shapes[k] for k in net.inputs}, temperature=1.0,
+                quantiles=(0.05, 0.5, 0.95), tasks=("classify", "regress"), hyper_parameters=HP)
+    test = ds.load("test")
+    record = interpret(load_model(tmp_path / "model"), test, out=tmp_path / "interp", root_seed=1, config_hash="x",
+                       per_scenario=1)
+    assert "unavailable" not in record["saliency"] and "unavailable" not in record["embedding"], record
+    with np.load(tmp_path / "interp" / "interpretation.npz") as arrays:
+        assert arrays["saliency_snp"].shape == (3, 32) and arrays["saliency_haplotype"].shape == (3, 16)
+        assert np.isfinite(arrays["saliency_snp"]).all() and np.isfinite(arrays["saliency_haplotype"]).all()
+    assert json.loads((tmp_path / "interp" / "interpretation.json").read_text())["saliency"]
