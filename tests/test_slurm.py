@@ -7,7 +7,10 @@ says what any site says: its partition, no account (this cluster has no
 accounting), ``squeue`` for job status (no slurmdbd).  Then SLURM's own
 records (``scontrol show job`` and the controller log) must show that every
 job Snakemake did not run locally went through sbatch and completed, and
-that exactly the tune and train jobs asked for, and got, a GPU.
+that exactly the tune and train jobs asked for, and got, a GPU.  The GPUs
+are fake, so the config allows the CPU fallback explicitly
+(``train.allow_cpu_fallback``), and each GPU job's log must name the GPU it
+was granted and say that it trains on the CPU instead.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ SMALL_MODEL = {
         "startup_trials": 1,
         "search_space": {"batch_size": 16, "dense_layers": 1, "dense_units": 8},
     },
-    "train": {"epochs": 1},
+    # The fake GPUs cannot run anything: without this, the GPU jobs stop (one line, naming the fix).
+    "train": {"epochs": 1, "allow_cpu_fallback": True},
 }
 
 
@@ -165,6 +169,17 @@ def test_tiny_workflow_runs_through_slurm_with_gpu_requests(slurm, tmp_path):
     for i in gpu_asked:
         assert by_id[i]["TresPerJob"] == "gres:gpu:1", by_id[i]
 
+    # Each GPU job's log names the device it was granted and the one it trained on.
+    results = work / "results" / TINY["run"]
+    logs = [results / "logs" / "tune" / f"{w}.log" for w in range(SMALL_MODEL["tuning"]["workers"])]
+    devices = {}
+    for log_file in logs + [results / "logs" / "train.log"]:
+        lines = [x.split("device: ", 1)[1] for x in log_file.read_text().splitlines() if "device: " in x]
+        assert len(lines) == 1, (log_file, lines)
+        assert "1 GPU granted (--gpus 1" in lines[0], lines[0]
+        assert " trains on cpu " in lines[0] and "CPU fallback allowed by train.allow_cpu_fallback" in lines[0]
+        devices[log_file.name] = lines[0]
+
     # Memory and CPUs as the profile sets them (attempt 1).
     profile = yaml.safe_load((SLURM_PROFILE / "config.v8+.yaml").read_text())
     for j in jobs:
@@ -177,7 +192,6 @@ def test_tiny_workflow_runs_through_slurm_with_gpu_requests(slurm, tmp_path):
                                          async_run=None)  # Snakemake's own reading of the profile
             assert j["MinMemoryNode"] == f"{mem}M", (rule, j["MinMemoryNode"])
 
-    results = work / "results" / TINY["run"]
     for done in ("dataset/manifest.json", "tuning/best.json", "model/bundle.json", "evaluation/metrics.json"):
         assert (results / done).exists(), done
     busy = sum(seconds(j["RunTime"]) for j in jobs)
@@ -185,3 +199,5 @@ def test_tiny_workflow_runs_through_slurm_with_gpu_requests(slurm, tmp_path):
           f"{len(gpu_asked)} carried a GPU request ({', '.join(sorted(gpu_rules)) or 'none'}), "
           f"all allocated a GPU; local rules: {', '.join(sorted(local_rules)) or 'none'}; "
           f"Snakemake took {wall:.0f} s, the jobs ran {busy} s in all")
+    for name, line in sorted(devices.items()):
+        print(f"  {name}: {line}")
