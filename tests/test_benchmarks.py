@@ -87,3 +87,9 @@ def test_unphased_benchmark_compares_the_three_modes():
                  "--snps", "16")
     for mode in ("phased", "unphased genotypes", "unphased random_phase"):
         assert f"{mode:24} ABC-RF" in out and f"{mode:24} mlp" in out, out
+
+
+def test_rad_example_benchmark_answers_on_the_shipped_vcf():
+    out = _bench("bench_rad_example.py", "--per-scenario", "10", "--network", "mlp", "--epochs", "1")
+    for line in ("test accuracy: unphased ", "shipped VCF: ", "reliability: ", "estimates inside their priors: "):
+        assert line in out, out

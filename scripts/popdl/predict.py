@@ -84,6 +84,9 @@ def observed_inputs(entry: dict, settings: dict, *, base_dir: str | Path | None 
     feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
     trained_rate = float(settings["features"].get("missing_rate", 0.0))
+    like = settings["features"].get("missing_individuals") or {}
+    if like:  # the data's pattern: on average, the mean of the individuals' rates
+        trained_rate = float(np.mean([r for rates in like.values() for r in rates]))
     summary = {
         "name": data.name,
         "source": {k: entry[k] for k in ("vcf", "fasta", "popmap") if k in entry},
