@@ -14,6 +14,10 @@ Workers
     whatever the timing.  Each worker's TPE sampler is seeded with
     ``seed + i``; a pruner (median or Hyperband) is fed the validation loss
     every epoch, and early stopping ends a trial that stopped improving.
+    With ``tuning.trials_per_gpu`` k > 1, each job runs k processes at once
+    on its GPU (``popdl tune`` starts them), process ``j`` of worker ``w``
+    taking the part of worker ``w x k + j`` of ``workers x k``: its share,
+    its tag and its sampler seed.
 
 Failures and resuming
     A trial that fails (NaN loss, out of memory, any exception) is recorded
