@@ -334,6 +334,12 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     table = pd.read_csv(tmp_path / "trials.csv")
     assert len(table) == 2 and set(table["state"]) == {"COMPLETE"}
     assert "temperature" not in best  # fitted for the final model, not for a trial
+    # Per task, the trial whose tower was best: the final model may take each output from another trial.
+    assert set(best["by_task"]) == {"classify", "regress"}
+    for task, choice in best["by_task"].items():
+        trial = next(t for t in _study(tune, tuning_dir, tiny_dataset).trials if t.number == choice["number"])
+        assert choice["loss"] == min(t.user_attrs["best_losses"][task] for t in _study(tune, tuning_dir, tiny_dataset).trials)
+        assert choice["best_epoch"] == trial.user_attrs["best_epochs"][task]
     assert best["hyper_parameters"]["network"] == "mlp" and "learning_rate" in best["hyper_parameters"]
     study = _study(tune, tuning_dir, tiny_dataset)
     assert best["number"] == study.best_trial.number
@@ -343,6 +349,8 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     train["train"]["ensemble"] = 2  # two networks averaged in one saved model
     fitted = train_final(train, tiny_dataset, best=best, out=tmp_path / "model", tensorboard_dir=tmp_path / "tb")
     assert (tmp_path / "model" / "model.keras").exists() and fitted["members"] == 2
+    bundle = json.loads((tmp_path / "model" / "bundle.json").read_text())
+    assert set(bundle["hyper_parameters"]) == {"classify", "regress"} and bundle["network"] == "mlp"
     _temperature_fitted_on_examples_the_final_fit_never_saw(tiny_dataset, tmp_path / "model", train, fitted)
     import keras
 

@@ -124,16 +124,15 @@ def hidden_embedding(model, test: dict, *, seed: int) -> dict:
     ``{"unavailable": reason}`` for a model without a scenario output."""
     import keras
 
-    km = model.keras_model
-    try:
-        head = km.get_layer("scenario")
-    except ValueError:
+    from popdl.models import scenario_head
+
+    found = scenario_head(model.keras_model)
+    if found is None:
         return {"unavailable": "the model has no scenario output"}
-    if isinstance(head.input, (list, tuple)):  # an ensemble (popdl.models.ensemble): its first member's layer
-        km = km.get_layer("member0")
-        head = km.get_layer("scenario")
+    network, head = found  # an ensemble's first member, a combined model's classifier
     extractor = copy.copy(model)
-    extractor.keras_model = keras.Model(km.inputs, head.input)
+    extractor.keras_model = keras.Model(network.inputs, head.input)
+    extractor.inputs = tuple(t.name.split(":")[0] for t in network.inputs)
     out = extractor.raw_outputs(test.get("images"), test.get("distances"), test.get("stats"))
     hidden = np.asarray(next(iter(out.values())), dtype=np.float64).reshape(len(test["labels"]), -1)
     from sklearn.decomposition import PCA

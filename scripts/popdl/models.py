@@ -62,6 +62,8 @@ __all__ = [
     "HaplotypeChannels",
     "PopulationPooling",
     "ensemble",
+    "combine_tasks",
+    "scenario_head",
 ]
 
 #: Defaults for the architecture hyper-parameters (the slides' recommended settings).
@@ -445,13 +447,52 @@ class CNN2DStats(CNN2D):
 
 def ensemble(members: list, *, name: str = "ensemble") -> keras.Model:
     """One model averaging the outputs of ``members`` (trained models with the same
-    outputs, each named ``member{i}``): the mean of the scenario logits and the mean
-    of each parameter quantile on its target scale.  Its inputs are the members'."""
-    inputs = {}
-    for m in members:
-        for t in m.inputs:
-            key = t.name.split(":")[0]
-            inputs.setdefault(key, keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=key))
-    outs = [m({t.name.split(":")[0]: inputs[t.name.split(":")[0]] for t in m.inputs}) for m in members]
+    outputs and distinct names): the mean of the scenario logits and the mean of each
+    parameter quantile on its target scale.  Its inputs are the members'."""
+    inputs = _shared_inputs(members)
+    outs = [m({k: inputs[k] for k in _input_names(m)}) for m in members]
     averaged = {key: layers.Average(name=key, dtype="float32")([o[key] for o in outs]) for key in outs[0]}
     return keras.Model(inputs, averaged, name=name)
+
+
+def combine_tasks(models: dict, *, name: str = "combined") -> keras.Model:
+    """One model whose outputs are those of single-task models (task -> model, e.g. the
+    ``scenario`` of a classifier and the ``params`` of a regressor, each possibly an
+    :func:`ensemble`), fed the union of their inputs."""
+    inputs = _shared_inputs(list(models.values()))
+    outputs = {}
+    for m in models.values():
+        outputs.update(m({k: inputs[k] for k in _input_names(m)}))
+    # Named by output, so that the model's output names are "scenario" and "params".
+    outputs = {key: layers.Identity(name=key, dtype="float32")(t) for key, t in outputs.items()}
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _input_names(model) -> list[str]:
+    return [t.name.split(":")[0] for t in model.inputs]
+
+
+def _shared_inputs(models: list) -> dict:
+    inputs = {}
+    for m in models:
+        for t, key in zip(m.inputs, _input_names(m)):
+            inputs.setdefault(key, keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=key))
+    return inputs
+
+
+def scenario_head(model):
+    """``(network, layer)``: the dense layer that gives the scenario logits and the
+    (sub-)network whose inputs reach it - ``model`` itself, or for an :func:`ensemble`
+    its first member, for a :func:`combine_tasks` model its classifier; None without one."""
+    try:
+        layer = model.get_layer("scenario")
+    except ValueError:
+        layer = None
+    if isinstance(layer, layers.Dense):
+        return model, layer
+    for sub in model.layers:
+        if isinstance(sub, keras.Model):
+            found = scenario_head(sub)
+            if found is not None:
+                return found
+    return None

@@ -450,7 +450,6 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     dataset = Dataset(dataset_dir)
     hp = dict(best["hyper_parameters"])
     net = get_network(hp["network"])
-    splits = ("train", "validation")
     prep = Preprocessor.fit(dataset, ("train",))
     epochs = int(train_cfg["epochs"] or best.get("best_epoch") or 1)
     seed = int(settings["seed"])
@@ -459,34 +458,89 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         log.warning("train.augment permutes haplotypes that features.sort_rows sorted: the network trains on "
                     "orders it will not meet at prediction (set features.sort_rows: false)")
     keep = {"validation": ~held_out}
-    mixed = bool(train_cfg.get("mixed_precision", False))
     shapes = dataset_shapes(dataset)
     members = max(1, int(train_cfg.get("ensemble", 1) or 1))
+    common = dict(dataset=dataset, prep=prep, keep=keep, shapes=shapes, train_cfg=train_cfg, seed=seed,
+                  members=members, tensorboard_dir=tensorboard_dir)
+    by_task = best.get("by_task") or {}
+    if {"classify", "regress"} <= set(tasks) and {"classify", "regress"} <= set(by_task):
+        # Each output from the network of the trial whose tower for it was best, fitted on its own.
+        parts, histories, tower_epochs = {}, {}, {}
+        for task in ("classify", "regress"):
+            choice = by_task[task]
+            parts[task], histories[task], tower_epochs[task], _ = _fit_network(
+                dict(choice["hyper_parameters"]), tasks=(task,), name=f"{task}_network",
+                epochs=int(train_cfg["epochs"] or choice["best_epoch"]), **common)
+        from popdl.models import combine_tasks
 
-    def build(name=None):
+        model = combine_tasks(parts)
+        hp = {task: dict(by_task[task]["hyper_parameters"]) for task in parts}
+        names = [hp[t]["network"] for t in ("classify", "regress")]
+        network = names[0] if names[0] == names[1] else f"{names[0]} (scenario) + {names[1]} (parameters)"
+        inputs = tuple(i for i in INPUT_ARRAYS if any(i in get_network(n).inputs for n in names))
+        history = {**histories["classify"], "params_loss": histories["regress"]["loss"]}
+        epochs = max(tower_epochs.values())
+        trial = {t: by_task[t]["number"] for t in parts}
+    else:
+        model, history, epochs, tower_epochs = _fit_network(hp, tasks=tasks, name=None, epochs=epochs,
+                                                            tower_hint=best.get("best_epochs") or {}, **common)
+        network, inputs, trial = hp["network"], net.inputs, best.get("number")
+    calibration = _calibrate_final(model, dataset, held_out, inputs=inputs, prep=prep)
+    n_fit = dataset.size("train") + int((~held_out).sum())
+    save_bundle(out, model=model, prep=prep, scenarios=dataset.scenarios, network=network, inputs=inputs,
+                shapes={k: shapes[k] for k in inputs}, temperature=calibration.get("temperature", 1.0),
+                calibration=calibration,
+                quantiles=train_cfg["quantiles"], tasks=tasks, hyper_parameters=hp, history=history,
+                run_config=settings.get("run_config"),
+                provenance=provenance(config_hash=config_hash or settings_hash(settings), seeds={"root": seed},
+                                      dataset=dataset.manifest.get("provenance", {}).get("config_hash"),
+                                      best_trial=trial, epochs=epochs, tower_epochs=tower_epochs,
+                                      ensemble=members,
+                                      backend=keras.backend.backend()))
+    log.info("train: %s x %d, %d epochs on %d examples, final loss %.4f; temperature %.3f", network, members,
+             epochs, n_fit, history["loss"][-1], calibration.get("temperature", 1.0))
+    return {"epochs": epochs, "tower_epochs": tower_epochs, "history": history, "calibration": calibration,
+            "n_fit": n_fit, "members": members, "network": network}
+
+
+def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: Preprocessor, keep: dict,
+                 shapes: dict, train_cfg: dict, seed: int, members: int, tensorboard_dir=None,
+                 tower_hint: dict | None = None):
+    """Fit ``members`` copies of the network of ``hp`` for ``tasks`` (member i: Keras and
+    the batch order seeded with ``seed`` + i) and return ``(model, history, epochs,
+    tower_epochs)``: the fitted network, or an ensemble averaging them
+    (:func:`popdl.models.ensemble`), named ``name``; the members' mean history; the
+    epochs run; each separate tower's epoch.  Separate towers are each kept
+    at their epoch of ``tower_hint`` (the trial's best), the fit running to the later one;
+    the single-task fit runs ``epochs``."""
+    import keras
+
+    from popdl.models import ensemble, get_network
+
+    net = get_network(hp["network"])
+    mixed = bool(train_cfg.get("mixed_precision", False))
+
+    def build(member_name):
         return net.build(shapes, hp=hp, n_classes=len(dataset.scenarios), n_params=len(prep.param_names),
-                         quantiles=tuple(train_cfg["quantiles"]), tasks=tasks, name=name)
+                         quantiles=tuple(train_cfg["quantiles"]), tasks=tasks, name=member_name)
 
     fitted, histories, tower_epochs = [], [], {}
     for member in range(members):
-        # Member i: Keras and the batch order seeded with the root seed + i (member 0: the root seed).
         member_seed = seed + member
         keras.utils.set_random_seed(member_seed)
-        data, steps = make_data(dataset, splits, streaming=train_cfg["streaming"],
+        data, steps = make_data(dataset, ("train", "validation"), streaming=train_cfg["streaming"],
                                 in_memory_max_mb=train_cfg["in_memory_max_mb"], batch_size=hp["batch_size"],
                                 inputs=net.inputs, prep=prep, tasks=tasks, seed=member_seed,
                                 loader_threads=loader_threads(train_cfg.get("threads")), keep=keep,
                                 augment=bool(train_cfg.get("augment", False)))
-        name = f"member{member}" if members > 1 else None
+        member_name = f"{name or 'network'}_member{member}" if members > 1 else name
         set_precision(mixed)
         try:
-            model = build(name)
+            model = build(member_name)
         finally:
             set_precision(False)
-        # Separate towers: each is kept at its trial's best epoch; the fit runs to the later one.
         towers = separate_towers(model)
-        tower_epochs = {t: int(train_cfg["epochs"] or (best.get("best_epochs") or {}).get(t) or epochs)
-                        for t in towers}
+        tower_epochs = {t: int(train_cfg["epochs"] or (tower_hint or {}).get(t) or epochs) for t in towers}
         if tower_epochs and not train_cfg["epochs"]:
             epochs = max(tower_epochs.values())
         compile_model(model, hp, steps_per_epoch=steps, epochs=epochs, quantiles=train_cfg["quantiles"], tasks=tasks,
@@ -495,38 +549,20 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         if towers:
             callbacks.append(TowerSnapshot(tower_epochs))
         if tensorboard_dir and keras.backend.backend() == "tensorflow" and _has_module("tensorboard"):
-            log_dir = Path(tensorboard_dir) / name if name else Path(tensorboard_dir)
+            log_dir = Path(tensorboard_dir) / member_name if member_name else Path(tensorboard_dir)
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False))
         history = history_dict(model.fit(**data, epochs=epochs, verbose=2, callbacks=callbacks))
         if any(not math.isfinite(v) for v in history.get("loss", [])):
             raise RuntimeError("the final fit diverged (NaN loss); try another trial's hyper-parameters")
         if mixed:  # the saved model computes in float32 wherever it is loaded (weights are float32 already)
-            weights, model = model.get_weights(), build(name)
+            weights, model = model.get_weights(), build(member_name)
             model.set_weights(weights)
         fitted.append(model)
         histories.append(history)
     history = histories[0] if members == 1 else \
         {k: [float(np.mean(v)) for v in zip(*(h[k] for h in histories))] for k in histories[0]}
-    if members > 1:
-        from popdl.models import ensemble
-
-        model = ensemble(fitted)
-    calibration = _calibrate_final(model, dataset, held_out, inputs=net.inputs, prep=prep)
-    n_fit = dataset.size("train") + int((~held_out).sum())
-    save_bundle(out, model=model, prep=prep, scenarios=dataset.scenarios, network=hp["network"], inputs=net.inputs,
-                shapes={k: shapes[k] for k in net.inputs}, temperature=calibration.get("temperature", 1.0),
-                calibration=calibration,
-                quantiles=train_cfg["quantiles"], tasks=tasks, hyper_parameters=hp, history=history,
-                run_config=settings.get("run_config"),
-                provenance=provenance(config_hash=config_hash or settings_hash(settings), seeds={"root": seed},
-                                      dataset=dataset.manifest.get("provenance", {}).get("config_hash"),
-                                      best_trial=best.get("number"), epochs=epochs, tower_epochs=tower_epochs,
-                                      ensemble=members,
-                                      backend=keras.backend.backend()))
-    log.info("train: %s x %d, %d epochs on %d examples, final loss %.4f; temperature %.3f", hp["network"], members,
-             epochs, n_fit, history["loss"][-1], calibration.get("temperature", 1.0))
-    return {"epochs": epochs, "tower_epochs": tower_epochs, "history": history, "calibration": calibration,
-            "n_fit": n_fit, "members": members}
+    model = fitted[0] if members == 1 else ensemble(fitted, name=f"{name or 'network'}_ensemble")
+    return model, history, epochs, tower_epochs
 
 
 def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor) -> dict:

@@ -332,6 +332,7 @@ class TrialRunner:
             weights = {"classify": 1.0, "regress": float(train_cfg["regression_weight"])}
             value = float(sum(weights[t] * loss for t, (loss, _) in checkpoint.best.items()))
             trial.set_user_attr("best_epochs", {t: int(e) for t, (_, e) in checkpoint.best.items()})
+            trial.set_user_attr("best_losses", {t: float(loss) for t, (loss, _) in checkpoint.best.items()})
             best_epoch = max(int(e) for _, e in checkpoint.best.values())
             accuracy_epoch = checkpoint.best.get("classify", (0, best_epoch))[1]
         trial.set_user_attr("best_epoch", best_epoch)
@@ -523,10 +524,28 @@ def trials_table(study):
                                          "duration", "params", "user_attrs", "system_attrs"))
 
 
+def best_by_task(settings: dict, complete: list) -> dict:
+    """Per task, the completed trial of separate towers whose tower for that task reached
+    the lowest validation loss: ``{task: {number, loss, best_epoch, hyper_parameters}}``
+    (empty unless both tasks have one).  The final model may then take its scenario
+    tower from one trial and its parameter tower from another (:func:`popdl.training.train_final`):
+    a network that separates the scenarios best need not estimate the parameters best."""
+    out = {}
+    for task in ("classify", "regress"):
+        scored = [t for t in complete if task in (t.user_attrs.get("best_losses") or {})]
+        if not scored:
+            return {}
+        t = min(scored, key=lambda tr: tr.user_attrs["best_losses"][task])
+        out[task] = {"number": t.number, "loss": float(t.user_attrs["best_losses"][task]),
+                     "best_epoch": int(t.user_attrs["best_epochs"][task]),
+                     "hyper_parameters": all_hyper_parameters(settings, t.params)}
+    return out
+
+
 def select_best(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Path, best_out: str | Path,
                 table_out: str | Path) -> dict:
-    """Write the best trial of the study on ``dataset_dir`` (``best.json``) and
-    the whole trials table (CSV)."""
+    """Write the best trial of the study on ``dataset_dir`` (``best.json``, with the best
+    trial per task, :func:`best_by_task`) and the whole trials table (CSV)."""
     from optuna.trial import TrialState
 
     study = load_study(settings, dataset_dir, tuning_dir=tuning_dir)
@@ -554,6 +573,7 @@ def select_best(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Pa
         "user_attrs": dict(best.user_attrs),
         "history": history,
         "trial_counts": counts,
+        "by_task": best_by_task(settings, complete),
     }
     frame = trials_table(study)
     with atomic_path(table_out, suffix=".csv") as tmp:
