@@ -156,6 +156,8 @@ def test_who_won_names_the_winner_and_margin_per_task():
     assert got["a"]["winner"] == "ABC-RF" and got["a"]["margin"] == pytest.approx(0.05)
     assert got["b"]["values"] == {"network": 0.6, "rejection ABC": 0.1, "ABC-RF": 0.3}
     assert who_won(abc, {})[0]["winner"] == "ABC-RF"  # no network evaluation: the ABC methods only
+    tie = who_won(abc, {"classification": {"accuracy": 0.80}})[0]
+    assert tie["winner"] == "tie" and tie["tied"] == ["network", "ABC-RF"] and tie["margin"] == 0
 
 
 def test_comparison_table():

@@ -514,7 +514,8 @@ def who_won(abc_metrics: dict, evaluation: dict) -> list[dict]:
     each parameter (learning scale).  Each is ``{"task", "measure", "values": {method
     label: value}, "winner", "margin"}``: the network (``evaluation``, the network's
     evaluation/metrics.json) against each ABC method of ``abc_metrics``
-    (abc/metrics.json); ``margin`` is the winner's lead over the runner-up."""
+    (abc/metrics.json); ``margin`` is the winner's lead over the runner-up; equal
+    best values make ``winner`` "tie", with the methods in ``tied``."""
     methods = abc_metrics.get("methods", {})
     order = [k for k in METHODS if k in methods] + [k for k in methods if k not in METHODS]
     tasks = [("scenario", "accuracy", (evaluation.get("classification") or {}).get("accuracy"),
@@ -530,5 +531,8 @@ def who_won(abc_metrics: dict, evaluation: dict) -> list[dict]:
         if not ranked:
             continue
         margin = ranked[0][0] - ranked[1][0] if len(ranked) > 1 else float("nan")
-        out.append({"task": task, "measure": measure, "values": values, "winner": ranked[0][1], "margin": margin})
+        tied = [m for v, m in ranked if abs(v - ranked[0][0]) < 1e-12]
+        out.append({"task": task, "measure": measure, "values": values,
+                    "winner": ranked[0][1] if len(tied) == 1 else "tie", "tied": tied if len(tied) > 1 else [],
+                    "margin": margin})
     return out

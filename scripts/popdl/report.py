@@ -316,8 +316,9 @@ def _who_won(abc: dict | None, evaluation: dict) -> str:
         values = ", ".join(f"{_esc(m)} {_fmt(x)}" for m, x in v["values"].items())
         lead = f"by {v['margin']:.3f}" if np.isfinite(v["margin"]) else ""
         who = "<b>the network</b>" if v["winner"] == "network" else _esc(v["winner"])
+        verdict = f"a tie ({_esc(', '.join(v['tied']))})" if v["winner"] == "tie" else f"{who} wins {lead}"
         items.append(f'<li id="won-{_esc(v["task"])}"><b>{_esc(v["task"])}</b> ({_esc(v["measure"])}): {values}: '
-                     f"{who} wins {lead}</li>")
+                     f"{verdict}</li>")
     return (f"<p>Who won on the {abc.get('n_test', '')} test simulations (accuracy; R² on the learning scale):</p>"
             f'<ul class="who-won">{"".join(items)}</ul>')
 
