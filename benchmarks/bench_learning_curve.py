@@ -106,14 +106,14 @@ def run_network(config: dict, data: Path, work: Path, test: dict) -> dict:
     run_worker(tune, data, worker=0, tuning_dir=work / "tuning")
     best = select_best(tune, data, tuning_dir=work / "tuning", best_out=work / "best.json",
                        table_out=work / "trials.csv")
-    train_final(stage_config(config, "train"), data, best=best, out=work / "model")
+    fitted = train_final(stage_config(config, "train"), data, best=best, out=work / "model")
     model = load_model(work / "model")
     pred = model.predict(test["images"], test["distances"], test["stats"])
     truth = model.prep.learning_scale(np.asarray(test["params"], dtype=np.float64))
     est = model.prep.learning_scale(pred.estimates)
     return {"accuracy": float((np.argmax(pred.probabilities, 1) == test["labels"]).mean()),
             "r2": {p: r2(truth[:, j], est[:, j]) for j, p in enumerate(model.param_names)},
-            "network": best["hyper_parameters"]["network"]}
+            "network": fitted["network"]}
 
 
 def run_abc_rf(config: dict, data: Path, test_dataset) -> dict:
