@@ -551,7 +551,11 @@ def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: 
         if tensorboard_dir and keras.backend.backend() == "tensorflow" and _has_module("tensorboard"):
             log_dir = Path(tensorboard_dir) / member_name if member_name else Path(tensorboard_dir)
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False))
-        history = history_dict(model.fit(**data, epochs=epochs, verbose=2, callbacks=callbacks))
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs, n=epochs: log.info(
+            "final fit: epoch %d/%d %s", epoch + 1, n,
+            " ".join(f"{k}={float(v):.4g}" for k, v in sorted((logs or {}).items())))))
+        # Progress goes to the job's log (stderr), not to the console (stdout).
+        history = history_dict(model.fit(**data, epochs=epochs, verbose=0, callbacks=callbacks))
         if any(not math.isfinite(v) for v in history.get("loss", [])):
             raise RuntimeError("the final fit diverged (NaN loss); try another trial's hyper-parameters")
         if mixed:  # the saved model computes in float32 wherever it is loaded (weights are float32 already)
