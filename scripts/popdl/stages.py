@@ -16,14 +16,13 @@ job that wrote it, the same 16 hex digits as its settings file's name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from popdl.common import canonical_json, canonicalize, config_hash
+from popdl.common import canonical_json, canonicalize, config_hash, text_hash
 from popdl.plan import n_chunks
 from popdl.scenarios import load_scenarios
 
@@ -235,7 +234,7 @@ def settings_file(text: str, folder: str | Path, *, stage: str, write: bool = Tr
     """The path ``folder/{stage}-{hash}.json`` of canonical settings ``text``,
     written there once (atomically; an existing file holds the same text)
     unless ``write`` is false (dry runs write nothing)."""
-    path = Path(folder) / f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    path = Path(folder) / f"{stage}-{text_hash(text)}.json"
     if write and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
