@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from math import comb
 
 import allel
 import msprime
@@ -18,6 +19,8 @@ from popdl.features import (
     StatsSpec,
     _hash_weights,
     encode_minor_major,
+    hypergeometric_table,
+    projected_sfs,
     genotype_image,
     select_snps,
     snp_distances,
@@ -262,10 +265,12 @@ def naive_summary_stats(genotypes, locus, *, spec, total_length, loci):
                     values.append(float(d) if np.isfinite(d) else 0.0)
                 elif stat == "hap_diversity":
                     values.append(naive_hap_diversity(g, locus, loci, spec.index[p]) if n > 1 else 0.0)
-                else:
+                elif spec.projection[p] == n:
                     seg = ac.is_segregating() & (ac.sum(axis=1) == n)
                     sfs = allel.sfs_folded(ac[seg], n=n)[1 : n // 2 + 1] if seg.any() else np.zeros(n // 2)
                     values += list(sfs / sfs.sum() if sfs.sum() else np.zeros(n // 2))
+                else:
+                    values += list(naive_folded_sfs(ac[:, 1], ac.sum(axis=1), spec.projection[p]))
             for a, b in spec.pairs if stat in ("fst", "dxy", "jsfs") else []:
                 dxy = float(np.nansum(allel.mean_pairwise_difference_between(acs[a], acs[b], fill=0)))
                 if stat == "dxy":
@@ -276,20 +281,46 @@ def naive_summary_stats(genotypes, locus, *, spec, total_length, loci):
                     total = pi_a + 2 * dxy + pi_b
                     values.append(1.0 - 2.0 * (pi_a + pi_b) / total if total > 0 else 0.0)
                 else:
-                    values += list(naive_jsfs(acs[a], acs[b], spec.jsfs_bins).ravel())
+                    values += list(naive_jsfs(acs[a], acs[b], spec.jsfs_bins, spec.projection[a],
+                                              spec.projection[b]).ravel())
     out = np.asarray(values, dtype=np.float64)
     out[~np.isfinite(out)] = 0.0
     return out
 
 
-def naive_jsfs(ac1, ac2, bins):
+def naive_projection(k, n, m):
+    """P(j of m haplotypes drawn from n, k of them derived, are derived), j = 0..m: a list of floats."""
+    return [comb(k, j) * comb(n - k, m - j) / comb(n, m) for j in range(m + 1)]
+
+
+def naive_projected_sfs(derived, called, m):
+    """The unfolded SFS of m haplotypes: each site with at least m calls adds its hypergeometric projection."""
+    out = np.zeros(m + 1)
+    for k, n in zip(np.asarray(derived).tolist(), np.asarray(called).tolist()):
+        if n >= m:
+            for j, p in enumerate(naive_projection(k, n, m)):
+                out[j] += p
+    return out
+
+
+def naive_folded_sfs(derived, called, m):
+    unfolded = naive_projected_sfs(derived, called, m)
+    folded = np.array([unfolded[j] + (unfolded[m - j] if 2 * j != m else 0.0) for j in range(1, m // 2 + 1)])
+    return folded / folded.sum() if folded.sum() else folded
+
+
+def naive_jsfs(ac1, ac2, bins, m1, m2):
+    """The folded joint SFS projected onto m1 x m2 haplotypes, site by site and cell by cell, binned."""
     out = np.zeros((bins, bins))
     for (a0, a1), (b0, b1) in zip(ac1.tolist(), ac2.tolist()):
-        n1, n2, k1, k2 = a0 + a1, b0 + b1, a1, b1
-        if k1 + k2 > (n1 + n2) / 2:
-            k1, k2 = n1 - k1, n2 - k2
-        if k1 + k2 > 0 and n1 > 0 and n2 > 0:
-            out[min(int(k1 / n1 * bins), bins - 1), min(int(k2 / n2 * bins), bins - 1)] += 1
+        n1, n2 = a0 + a1, b0 + b1
+        if n1 < m1 or n2 < m2:
+            continue
+        for i, p1 in enumerate(naive_projection(a1, n1, m1)):
+            for j, p2 in enumerate(naive_projection(b1, n2, m2)):
+                k1, k2 = (m1 - i, m2 - j) if i + j > (m1 + m2) / 2 else (i, j)
+                if k1 + k2 > 0:
+                    out[min(int(k1 / m1 * bins), bins - 1), min(int(k2 / m2 * bins), bins - 1)] += p1 * p2
     return out / out.sum() if out.sum() else out
 
 
@@ -308,6 +339,68 @@ def test_statistics_equal_scikit_allels_bit_for_bit(seed):
     assert np.array_equal(ours, naive_summary_stats(g, locus, spec=spec, total_length=4e4, loci=4))
     ex = Extractor(FeatureSettings(snps=16, stats=tuple(ALL_STATS), jsfs_bins=3), populations=pops, locus_length=1e4)
     assert np.array_equal(ex.stats(g, locus, total_length=4e4, loci=4), ours)
+
+
+# ----------------------------------------------------------- the SFS of every called genotype (projection)
+def test_hypergeometric_table_is_the_hypergeometric_distribution():
+    for n, m in ((10, 6), (7, 2), (24, 17), (5, 5)):
+        table = hypergeometric_table(n, m)
+        assert table.shape == (n + 1, m + 1)
+        assert np.allclose(table, [naive_projection(k, n, m) for k in range(n + 1)], rtol=1e-12, atol=1e-15)
+    assert np.array_equal(hypergeometric_table(6, 6), np.eye(7))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_projected_sfs_with_missing_calls_equals_the_naive_per_site_sum(seed):
+    """Missing calls: every site with at least m calls counts, projected onto m haplotypes."""
+    rng = np.random.default_rng(100 + seed)
+    pops = np.array(["p1"] * 12 + ["p2"] * 8)
+    g = random_genotypes(rng, sites=int(rng.integers(20, 80)), haps=pops.size, missing=0.18)
+    m = {"p1": 8, "p2": 5}
+    spec = StatsSpec(stats=["segsites", "sfs", "jsfs"], populations=pops, jsfs_bins=3, sfs_projection=m)
+    assert spec.names[2:] == ["sfs_p1_1", "sfs_p1_2", "sfs_p1_3", "sfs_p1_4", "sfs_p2_1", "sfs_p2_2"] + \
+        [f"jsfs_p1_p2_{i}_{j}" for i in range(3) for j in range(3)]
+    locus = np.zeros(g.shape[0], np.int32)
+    ours = summary_stats(g, locus, spec=spec, total_length=1e4, loci=1)
+    poly = ((g == 1).sum(axis=1) > 0) & ((g == 1).sum(axis=1) < (g != -1).sum(axis=1))
+    h = allel.HaplotypeArray(g[poly])
+    acs = {p: h.count_alleles(subpop=spec.index[p], max_allele=1) for p in spec.pops}
+    expected = np.concatenate([naive_folded_sfs(acs["p1"][:, 1], acs["p1"].sum(axis=1), 8),
+                               naive_folded_sfs(acs["p2"][:, 1], acs["p2"].sum(axis=1), 5),
+                               naive_jsfs(acs["p1"], acs["p2"], 3, 8, 5).ravel()])
+    assert np.allclose(ours[2:], expected, rtol=1e-12, atol=1e-14)
+    assert np.array_equal(ours[:2], naive_summary_stats(g, locus, spec=StatsSpec(stats=["segsites"], populations=pops),
+                                                        total_length=1e4, loci=1))
+    # The unfolded projected SFS: the naive per-site sum, summing to the sites with at least m calls.
+    for p, cols in (("p1", slice(0, 12)), ("p2", slice(12, 20))):
+        derived, called = (g[:, cols] == 1).sum(axis=1), (g[:, cols] != -1).sum(axis=1)
+        unfolded = projected_sfs(derived, called, m[p])
+        assert np.allclose(unfolded, naive_projected_sfs(derived, called, m[p]), rtol=1e-12, atol=1e-14)
+        assert unfolded.sum() == pytest.approx(np.count_nonzero(called >= m[p]), rel=1e-12)
+        assert np.count_nonzero(called >= m[p]) > np.count_nonzero(called == cols.stop - cols.start)
+
+
+def test_projected_sfs_of_complete_data_is_the_sfs_exactly(two_pop_ts):
+    """Projecting onto the sample size changes nothing, bit for bit (complete data, the default)."""
+    g = two_pop_ts.genotype_matrix()
+    pops = np.array(["a"] * 14 + ["b"] * 10)
+    locus = np.zeros(g.shape[0], np.int32)
+    default = summary_stats(g, locus, spec=StatsSpec(stats=ALL_STATS, populations=pops, jsfs_bins=4),
+                            total_length=2e5, loci=1)
+    full = StatsSpec(stats=ALL_STATS, populations=pops, jsfs_bins=4, sfs_projection={"a": 14, "b": 10})
+    assert np.array_equal(summary_stats(g, locus, spec=full, total_length=2e5, loci=1), default)
+    for cols, n in ((slice(0, 14), 14), (slice(14, 24), 10)):
+        derived = g[:, cols].sum(axis=1)
+        assert np.array_equal(projected_sfs(derived, np.full(g.shape[0], n), n), np.bincount(derived, minlength=n + 1))
+
+
+def test_projection_sizes_are_checked():
+    pops = np.array(["a"] * 6 + ["b"] * 4)
+    assert StatsSpec(stats=["sfs"], populations=pops, sfs_projection=4).projection == {"a": 4, "b": 4}
+    assert StatsSpec(stats=["sfs"], populations=pops, sfs_projection={"a": 3}).names == ["sfs_a_1", "sfs_b_1", "sfs_b_2"]
+    for bad, words in ((5, "from 2 to 4"), ({"c": 2}, "not sampled"), ({"a": 1}, "from 2 to 6"), (2.5, "whole number")):
+        with pytest.raises(ValueError, match=words):
+            StatsSpec(stats=["sfs"], populations=pops, sfs_projection=bad)
 
 
 def test_statistics_of_a_simulation_equal_scikit_allels_bit_for_bit(two_pop_ts):

@@ -4,6 +4,7 @@ come as a simulation (popdl simulate + features), as an observed VCF (popdl obse
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from popdl import seeds
 from popdl.config import prepare
@@ -34,12 +35,15 @@ def write_vcf(path, g: np.ndarray, positions: np.ndarray, locus: np.ndarray, nam
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tmp_path):
+@pytest.mark.parametrize("projection", [None, 6])
+def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tmp_path, projection):
     """Simulated draws (two loci, 10 % of calls made missing by features.missing_rate) against a VCF
-    holding the same calls, read by the observed-data path."""
+    holding the same calls, read by the observed-data path; with the SFS as it is and projected onto
+    6 of the 8 haplotypes of each population (features.sfs_projection)."""
     rate = 0.1
     config = prepare(tiny_config(genome={"loci": 2, "length": 20000, "mutation_rate": 1e-8, "recombination_rate": 1e-8},
-                                 features={"snps": 256, "missing_rate": rate, "stats": ALL_STATS, "jsfs_bins": 3}),
+                                 features={"snps": 256, "missing_rate": rate, "stats": ALL_STATS, "jsfs_bins": 3,
+                                           "sfs_projection": projection}),
                      base_dirs=(REPO,))
     scenario = Scenario.from_config("isolation", config)
     sims_path = tmp_path / "sims.npz"
@@ -80,6 +84,8 @@ def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tm
         assert np.array_equal(observed["stats"], f.stats) and np.array_equal(observed["images"][0], f.image)
         compared += 1
     assert compared >= 2, compared
+    sfs = [name for name in simulated["stat_names"].tolist() if name.startswith("sfs_")]
+    assert len(sfs) == (6 if projection else 8)  # sfs_pop1_1..m/2, sfs_pop2_1..m/2
 
 
 def _sims_file(path, stretches, *, populations, length):

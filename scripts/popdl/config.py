@@ -6,7 +6,7 @@ checks a configuration against it, fills in defaults, and turns the first
 error into one line naming the offending key; :func:`check_semantics` then
 asks each subsystem to check its own part of the config, so that a bad prior
 fails before any job starts: the scenarios (:func:`popdl.scenarios.check_config`:
-priors, constraints, graphs), the tuning storage
+priors, constraints, graphs), the SFS projection (:func:`popdl.features.check_config`), the tuning storage
 (:func:`popdl.tuning.check_config`) and the simulators' programs
 (:func:`popdl.simulators.check_config`).
 
@@ -28,7 +28,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from popdl import scenarios, simulators, tuning
+from popdl import features, scenarios, simulators, tuning
 from popdl.common import ROOT, canonicalize, find_file
 from popdl.errors import ConfigError, shown
 from popdl.model_io import read_bundle
@@ -412,6 +412,7 @@ def check_semantics(config: dict, *, check_executables: bool = True) -> dict:
     if abs(total - 1.0) > 1e-9:
         raise ConfigError(f"config key 'simulations.split': fractions sum to {total:g}, not 1")
     scenarios.check_config(config)
+    features.check_config(config)
     tuning.check_config(config)
     if check_executables:
         simulators.check_config(config)

@@ -24,7 +24,12 @@ Two kinds of features:
   tskit's on a tree sequence's sites: π, θ_W and d_xy per bp;
   F_ST = 1 − 2(π_a + π_b)/(π_a + 2 d_xy + π_b); the folded SFS as
   proportions of the population's segregating sites (minor-allele counts
-  1..n/2); haplotype diversity as scikit-allel's, averaged over loci.  They
+  1..n/2); haplotype diversity as scikit-allel's, averaged over loci.  The
+  SFS and joint SFS take every called genotype: each site's allele count is
+  projected onto ``m`` haplotypes per population by the hypergeometric
+  projection of dadi, moments and easySFS (``features.sfs_projection``;
+  sites with fewer than ``m`` calls are left out), ``m`` being the sample
+  size by default (no projection: with complete data, tskit's SFS).  They
   are computed with numpy in scikit-allel's order of operations (its
   ``mean_pairwise_difference``, ``tajima_d``, ``sfs_folded``), which the
   tests check value for value against scikit-allel itself; scikit-allel is
@@ -56,6 +61,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from popdl import seeds
+from popdl.errors import ConfigError
 from popdl.io import save_npz
 from popdl.simulate import iter_draws, load_sims
 
@@ -71,6 +77,10 @@ __all__ = [
     "snp_distances",
     "genotype_image",
     "StatsSpec",
+    "projection_sizes",
+    "hypergeometric_table",
+    "projected_sfs",
+    "check_config",
     "summary_stats",
     "features_chunk",
     "observed_features",
@@ -227,16 +237,76 @@ def snp_distances(positions: np.ndarray, locus: np.ndarray, *, length: float, wi
 PER_POP = ("segsites", "pi", "theta_w", "tajimas_d", "hap_diversity", "sfs")
 
 
-class StatsSpec:
-    """Which statistics to compute, for which populations; knows their names."""
+def projection_sizes(sfs_projection, populations) -> dict[str, int]:
+    """Haplotypes per population of the projected SFS and joint SFS (``features.sfs_projection``).
 
-    def __init__(self, *, stats, populations: np.ndarray, jsfs_bins: int = 4):
+    ``sfs_projection``: None (every population keeps its sample size: no
+    projection), one whole number for every population, or a mapping
+    population -> haplotypes (populations left out keep their sample size).
+    ``populations``: the population of each haplotype.  Raises
+    :class:`ValueError` (one line) for a size below 2 or above a
+    population's haplotypes, or a population that is not sampled.
+    """
+    pops = np.asarray(populations)
+    sizes = {p: int(np.count_nonzero(pops == p)) for p in dict.fromkeys(pops.tolist())}
+    if sfs_projection is None:
+        return sizes
+    if isinstance(sfs_projection, Mapping):
+        given = {str(p): m for p, m in sfs_projection.items()}
+    elif isinstance(sfs_projection, (tuple, list)):
+        given = {str(p): m for p, m in sfs_projection}
+    else:
+        given = {p: sfs_projection for p in sizes}
+    unknown = sorted(set(given) - set(sizes))
+    if unknown:
+        raise ValueError(f"features.sfs_projection names population(s) {', '.join(unknown)}, which are not sampled "
+                         f"(populations: {', '.join(sizes)})")
+    out = dict(sizes)
+    for p, m in given.items():
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 2 <= m <= sizes[p]:
+            raise ValueError(f"features.sfs_projection for {p} is {m!r}; it must be a whole number of haplotypes "
+                             f"from 2 to {sizes[p]} (the population's sample)")
+        out[p] = int(m)
+    return out
+
+
+def check_config(config: Mapping) -> None:
+    """Check ``features.sfs_projection`` against the config's samples (2 haplotypes per
+    individual); raises :class:`popdl.errors.ConfigError` (one line)."""
+    projection = (config.get("features") or {}).get("sfs_projection")
+    if projection is None:
+        return
+    samples = config.get("samples") or {}
+    try:
+        projection_sizes(projection, np.repeat(np.array(list(samples), dtype=str), [2 * int(n) for n in samples.values()]))
+    except ValueError as exc:
+        raise ConfigError(f"config key 'features.sfs_projection': {str(exc).removeprefix('features.sfs_projection ')}") \
+            from None
+
+
+class StatsSpec:
+    """Which statistics to compute, for which populations; knows their names.
+
+    ``sfs_projection``: the haplotypes per population of the SFS and joint
+    SFS (:func:`projection_sizes`; None: each population's sample size).
+    """
+
+    def __init__(self, *, stats, populations: np.ndarray, jsfs_bins: int = 4, sfs_projection=None):
         self.stats = list(stats)
         self.populations = np.asarray(populations)
         self.pops = list(dict.fromkeys(self.populations.tolist()))
         self.index = {p: np.flatnonzero(self.populations == p) for p in self.pops}
         self.pairs = list(itertools.combinations(self.pops, 2))
         self.jsfs_bins = jsfs_bins
+        #: Haplotypes per population of the (projected) SFS and joint SFS.
+        self.projection = projection_sizes(sfs_projection, self.populations)
+        self._tables: dict[tuple[int, int], np.ndarray] = {}
+
+    def projection_table(self, n: int, m: int) -> np.ndarray:
+        """:func:`hypergeometric_table` ``(n, m)``, computed once per spec."""
+        if (n, m) not in self._tables:
+            self._tables[(n, m)] = hypergeometric_table(n, m)
+        return self._tables[(n, m)]
 
     @property
     def names(self) -> list[str]:
@@ -244,7 +314,7 @@ class StatsSpec:
         for stat in self.stats:
             if stat == "sfs":
                 for p in self.pops:
-                    out += [f"sfs_{p}_{k}" for k in range(1, self.index[p].size // 2 + 1)]
+                    out += [f"sfs_{p}_{k}" for k in range(1, self.projection[p] // 2 + 1)]
             elif stat == "jsfs":
                 for a, b in self.pairs:
                     out += [f"jsfs_{a}_{b}_{i}_{j}" for i in range(self.jsfs_bins) for j in range(self.jsfs_bins)]
@@ -377,24 +447,99 @@ def _hap_diversity(hashes: np.ndarray, rows) -> float:
     return float(np.mean(n / (n - 1) * (1.0 - same / n**2)))
 
 
-def _binned_jsfs(d1: np.ndarray, n1: np.ndarray, d2: np.ndarray, n2: np.ndarray, bins: int) -> np.ndarray:
-    """Folded joint SFS of two populations, binned into ``bins``×``bins`` minor-allele-frequency classes.
+def hypergeometric_table(n: int, m: int) -> np.ndarray:
+    """Projection of a site with ``n`` called haplotypes onto ``m`` (float64, (n + 1, m + 1)).
 
-    Folding is on the pooled sample: at sites where the derived allele is the
-    majority in both populations together, both counts are flipped.  Only
-    sites segregating in the pooled sample count; proportions sum to 1.
+    Row ``k``: the probabilities that ``m`` haplotypes drawn without
+    replacement from ``n`` of which ``k`` carry the derived allele carry
+    ``0..m`` of them, C(k, j) C(n − k, m − j) / C(n, m) (the projection of
+    dadi, moments and easySFS).  ``n == m`` is the identity, exactly.
     """
-    k1, k2 = d1.astype(np.float64), d2.astype(np.float64)
-    flip = (k1 + k2) > (n1 + n2) / 2
-    k1 = np.where(flip, n1 - k1, k1)
-    k2 = np.where(flip, n2 - k2, k2)
-    seg = (k1 + k2 > 0) & (n1 > 0) & (n2 > 0)
+    if not 0 <= m <= n:
+        raise ValueError(f"cannot project {n} haplotypes onto {m}")
+    if n == m:
+        return np.eye(n + 1)
+    lf = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])  # log k!
+    k = np.arange(n + 1)[:, None]
+    j = np.arange(m + 1)[None, :]
+    ok = (j <= k) & (m - j <= n - k)
+    kk, jj = np.broadcast_arrays(k, j)
+    a, b = np.where(ok, kk - jj, 0), np.where(ok, n - kk - m + jj, 0)
+    log_p = (lf[kk] - lf[jj] - lf[a]) + (lf[n - kk] - lf[m - jj] - lf[b]) - (lf[n] - lf[m] - lf[n - m])
+    return np.where(ok, np.exp(np.where(ok, log_p, 0.0)), 0.0)
+
+
+def _projection_rows(derived: np.ndarray, called: np.ndarray, m: int, table) -> tuple[np.ndarray, np.ndarray]:
+    """Each site's projected derived-allele distribution over ``0..m`` haplotypes.
+
+    Returns the rows (sites with at least ``m`` calls, (kept, m + 1)
+    float64) and the mask of those sites.  ``table(n, m)`` gives
+    :func:`hypergeometric_table`.
+    """
+    keep = called >= m
+    rows = np.zeros((int(keep.sum()), m + 1))
+    d, c = derived[keep], called[keep]
+    for n in np.unique(c):  # ascending: the same order of operations every time
+        at = c == n
+        rows[at] = table(int(n), m)[d[at]]
+    return rows, keep
+
+
+def projected_sfs(derived: np.ndarray, called: np.ndarray, m: int, *, table=hypergeometric_table) -> np.ndarray:
+    """The unfolded SFS of ``m`` haplotypes (float64, ``m + 1`` bins, counts of sites), each site's
+    derived count ``derived`` among its ``called`` haplotypes projected onto ``m``
+    (:func:`hypergeometric_table`); sites with fewer than ``m`` calls are left out, so the
+    bins sum to the number of sites with at least ``m`` calls.  Sites called in exactly ``m``
+    haplotypes count whole, in bin ``derived``."""
+    derived, called = np.asarray(derived, dtype=np.int64), np.asarray(called, dtype=np.int64)
+    out = np.zeros(m + 1)
+    keep = called >= m
+    d, c = derived[keep], called[keep]
+    for n in np.unique(c):
+        at = c == n
+        out += np.bincount(d[at], minlength=int(n) + 1).astype(np.float64) @ table(int(n), m)
+    return out
+
+
+def _folded_sfs(derived: np.ndarray, called: np.ndarray, m: int, table) -> np.ndarray:
+    """The folded SFS of ``m`` haplotypes as proportions of its segregating sites: minor-allele
+    counts ``1..m//2`` of :func:`projected_sfs` (zeros when nothing segregates)."""
+    unfolded = projected_sfs(derived, called, m, table=table)
+    j = np.arange(1, m // 2 + 1)
+    folded = np.where(2 * j == m, unfolded[j], unfolded[j] + unfolded[m - j])
+    total = folded.sum()
+    return folded / total if total else np.zeros(m // 2)
+
+
+def _binned_jsfs(d1: np.ndarray, n1: np.ndarray, d2: np.ndarray, n2: np.ndarray, bins: int, *,
+                 m1: int, m2: int, table=hypergeometric_table) -> np.ndarray:
+    """Folded joint SFS of two populations projected onto ``m1`` and ``m2`` haplotypes, binned into
+    ``bins``×``bins`` minor-allele-frequency classes.
+
+    Each site called in at least ``m1`` and ``m2`` haplotypes contributes the
+    product of its two projections (:func:`hypergeometric_table`) to the
+    (m1 + 1) × (m2 + 1) joint SFS; sites called in fewer are left out.
+    Folding is on the pooled sample: a cell (i, j) with i + j > (m1 + m2)/2
+    goes to (m1 − i, m2 − j).  Only cells segregating in the pooled sample
+    count; cell i of a population falls in class ⌊i/m · bins⌋ (the last
+    class holding i = m); proportions sum to 1.
+    """
+    r1, keep1 = _projection_rows(d1, n1, m1, table)
+    r2, keep2 = _projection_rows(d2, n2, m2, table)
+    both = keep1 & keep2
+    joint = r1[both[keep1]].T @ r2[both[keep2]]  # (m1 + 1, m2 + 1), counts of sites
+    i = np.arange(m1 + 1, dtype=np.float64)[:, None]
+    j = np.arange(m2 + 1, dtype=np.float64)[None, :]
+    flip = (i + j) > (m1 + m2) / 2
+    k1, k2 = np.broadcast_arrays(np.where(flip, m1 - i, i), np.where(flip, m2 - j, j))
+    seg = k1 + k2 > 0
     out = np.zeros((bins, bins))
-    if seg.any():
-        f1 = np.minimum((k1[seg] / n1[seg] * bins).astype(int), bins - 1)
-        f2 = np.minimum((k2[seg] / n2[seg] * bins).astype(int), bins - 1)
-        out = np.bincount(f1 * bins + f2, minlength=bins * bins).reshape(bins, bins).astype(np.float64)
-        out /= seg.sum()
+    total = joint[seg].sum()
+    if total > 0:
+        f1 = np.minimum((k1[seg] / m1 * bins).astype(int), bins - 1)
+        f2 = np.minimum((k2[seg] / m2 * bins).astype(int), bins - 1)
+        out = np.bincount(f1 * bins + f2, weights=joint[seg], minlength=bins * bins).reshape(bins, bins)
+        out /= total
     return out
 
 
@@ -452,13 +597,7 @@ def _statistics(
                 values += [_hap_diversity(hashes, groups[k[p]]) for p in spec.pops]
             elif stat == "sfs":
                 for p in spec.pops:
-                    n = spec.index[p].size
-                    d, c = der[k[p]], an[k[p]]
-                    seg = (d > 0) & (d < c) & (c == n)
-                    sfs = np.bincount(np.minimum(d[seg], c[seg] - d[seg]), minlength=n // 2 + 1)[1 : n // 2 + 1] \
-                        if seg.any() else np.zeros(n // 2)
-                    total = sfs.sum()
-                    values += list(sfs / total if total else np.zeros(n // 2))
+                    values += list(_folded_sfs(der[k[p]], an[k[p]], spec.projection[p], spec.projection_table))
             elif stat == "fst":
                 # tskit's F_ST: 1 - 2 (pi_a + pi_b) / (pi_a + 2 d_xy + pi_b), from sums over sites.
                 for a, b in spec.pairs:
@@ -470,7 +609,9 @@ def _statistics(
                 values += [between(a, b) / total_length for a, b in spec.pairs]
             elif stat == "jsfs":
                 for a, b in spec.pairs:
-                    values += list(_binned_jsfs(der[k[a]], an[k[a]], der[k[b]], an[k[b]], spec.jsfs_bins).ravel())
+                    values += list(_binned_jsfs(der[k[a]], an[k[a]], der[k[b]], an[k[b]], spec.jsfs_bins,
+                                                m1=spec.projection[a], m2=spec.projection[b],
+                                                table=spec.projection_table).ravel())
             else:
                 raise ValueError(f"unknown statistic {stat!r}")
     out = np.asarray(values, dtype=np.float64)
@@ -488,7 +629,9 @@ class FeatureSettings:
     :func:`select_snps`); ``sort_rows``: order haplotypes by similarity
     within each population; ``positions``: the inter-SNP distances (else
     zeros); ``stats``: statistic names (:class:`StatsSpec`); ``jsfs_bins``:
-    classes per population of the joint SFS; ``phased``: False discards
+    classes per population of the joint SFS; ``sfs_projection``: haplotypes
+    per population of the SFS and joint SFS (None, a whole number, or
+    (population, haplotypes) pairs; :func:`projection_sizes`); ``phased``: False discards
     the phase (see the module docstring), with ``unphased_image``
     ``genotypes`` (one row per individual) or ``random_phase``.
     """
@@ -499,6 +642,7 @@ class FeatureSettings:
     positions: bool = True
     stats: tuple[str, ...] = ()
     jsfs_bins: int = 4
+    sfs_projection: int | tuple[tuple[str, int], ...] | None = None
     phased: bool = True
     unphased_image: str = "genotypes"
 
@@ -513,8 +657,12 @@ class FeatureSettings:
     @classmethod
     def from_config(cls, features: Mapping) -> FeatureSettings:
         """From a prepared config's ``features`` section (``snps``, ``snp_selection``,
-        ``sort_rows``, ``positions``, ``stats``, ``jsfs_bins``); ``missing_rate``
-        belongs to the simulations (:func:`add_missing`), not to the extractor."""
+        ``sort_rows``, ``positions``, ``stats``, ``jsfs_bins``, ``sfs_projection``, ``phased``,
+        ``unphased_image``); ``missing_rate`` belongs to the simulations (:func:`add_missing`),
+        not to the extractor."""
+        projection = features.get("sfs_projection")
+        if isinstance(projection, Mapping):
+            projection = tuple(sorted((str(p), int(m)) for p, m in projection.items()))
         return cls(
             snps=int(features["snps"]),
             selection=str(features["snp_selection"]),
@@ -522,6 +670,7 @@ class FeatureSettings:
             positions=bool(features.get("positions", True)),
             stats=tuple(features["stats"]),
             jsfs_bins=int(features["jsfs_bins"]),
+            sfs_projection=projection,
             phased=bool(features.get("phased", True)),
             unphased_image=str(features.get("unphased_image", "genotypes")),
         )
@@ -569,7 +718,8 @@ class Extractor:
         self.settings = settings
         self.populations = np.asarray(populations)
         self.locus_length = float(locus_length)
-        self.spec = StatsSpec(stats=settings.stats, populations=self.populations, jsfs_bins=settings.jsfs_bins)
+        self.spec = StatsSpec(stats=settings.stats, populations=self.populations, jsfs_bins=settings.jsfs_bins,
+                              sfs_projection=settings.sfs_projection)
         self.groups = [_columns(self.spec.index[p]) for p in self.spec.pops]
         individuals = self.populations[0::2]
         self.individual_groups = [_columns(np.flatnonzero(individuals == p)) for p in self.spec.pops]
