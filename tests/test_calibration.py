@@ -64,3 +64,58 @@ def test_no_calibration_examples_keep_temperature_one():
 
     out = calibrate(np.zeros((0, 3)), np.zeros(0, dtype=int))
     assert out["temperature"] == 1.0 and not out["kept"] and out["n"] == 0
+
+
+# ---------------------------------------------------------------------------- conformal intervals
+
+
+def _naive_offset(lo, hi, y, nominal):
+    """The conformal offset written out: the ceil((n+1) nominal)-th smallest score."""
+    scores = sorted(max(a - v, v - b) for a, b, v in zip(lo, hi, y))
+    k = min(len(scores), int(np.ceil((len(scores) + 1) * nominal)))
+    return scores[k - 1]
+
+
+def test_interval_offsets_match_the_naive_rule_and_reach_the_nominal_coverage():
+    from popdl.calibration import interval_offsets
+    from popdl.model_io import apply_interval_offsets
+
+    rng = np.random.default_rng(5)
+    n = 400
+    centre = rng.normal(size=(n, 2))
+    y = centre + rng.normal(size=(n, 2))  # true spread 1: the +-0.5 intervals are far too narrow
+    y[: n // 2, 1] = np.nan  # the second parameter exists in half the examples only
+    q = np.stack([centre - 0.5, centre, centre + 0.5], axis=-1)
+    out = interval_offsets(q, y, levels=(0.05, 0.5, 0.95), param_names=["a", "b"])
+    assert out["n"] == {"a": n, "b": n // 2}
+    for j, name in enumerate("ab"):
+        has = np.isfinite(y[:, j])
+        expected = _naive_offset(q[has, j, 0], q[has, j, 2], y[has, j], 0.9)
+        assert out["offsets"][name] == pytest.approx(expected)
+        assert out["coverage_before"][name] < 0.5 and 0.9 <= out["coverage_after"][name] <= 0.93
+    moved = apply_interval_offsets(q, [out["offsets"]["a"], out["offsets"]["b"]])
+    np.testing.assert_array_equal(moved[:, :, 1], q[:, :, 1])  # the estimate stays
+    inside = (y[:, 0] >= moved[:, 0, 0]) & (y[:, 0] <= moved[:, 0, 2])
+    assert inside.mean() == pytest.approx(out["coverage_after"]["a"])
+
+
+def test_too_wide_intervals_are_narrowed_but_never_past_the_estimate():
+    from popdl.calibration import interval_offsets
+    from popdl.model_io import apply_interval_offsets
+
+    rng = np.random.default_rng(6)
+    centre = rng.normal(size=(300, 1))
+    y = centre + 0.1 * rng.normal(size=(300, 1))
+    q = np.stack([centre - 5, centre, centre + 5], axis=-1)
+    out = interval_offsets(q, y, levels=(0.05, 0.5, 0.95), param_names=["a"])
+    assert out["offsets"]["a"] < -4 and out["coverage_after"]["a"] >= 0.9
+    moved = apply_interval_offsets(q, [-100.0])  # an absurd offset cannot cross the estimate
+    assert np.all(moved[:, :, 0] <= moved[:, :, 1]) and np.all(moved[:, :, 1] <= moved[:, :, 2])
+
+
+def test_too_few_held_out_examples_leave_the_interval_alone():
+    from popdl.calibration import MIN_CONFORMAL_EXAMPLES, interval_offsets
+
+    q = np.zeros((MIN_CONFORMAL_EXAMPLES - 1, 1, 3))
+    out = interval_offsets(q, np.ones((MIN_CONFORMAL_EXAMPLES - 1, 1)), levels=(0.05, 0.5, 0.95), param_names=["a"])
+    assert out["offsets"] == {"a": 0.0} and out["coverage_after"] == {}

@@ -352,6 +352,15 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     bundle = json.loads((tmp_path / "model" / "bundle.json").read_text())
     assert set(bundle["hyper_parameters"]) == {"classify", "regress"} and bundle["network"] == "mlp"
     _temperature_fitted_on_examples_the_final_fit_never_saw(tiny_dataset, tmp_path / "model", train, fitted)
+    # The intervals' conformal offsets come from the same held-out examples, per parameter those that have it.
+    from popdl.dataset import Dataset
+    from popdl.training import calibration_mask
+
+    held = calibration_mask(Dataset(tiny_dataset), root_seed=train["seed"], fraction=train["train"]["calibration_fraction"])
+    held_params = Dataset(tiny_dataset).load("validation", ("params",))["params"][held]
+    ic = bundle["interval_calibration"]
+    assert ic["n"] == {p: int(np.isfinite(held_params[:, j]).sum()) for j, p in enumerate(bundle["param_names"])}
+    assert set(ic["offsets"]) == set(bundle["param_names"])
     import keras
 
     if keras.backend.backend() == "tensorflow":

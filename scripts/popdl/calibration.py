@@ -13,6 +13,16 @@ are then far from calibrated, which no temperature fixes.
 
 The ECE here is that of the top-class probability in equal-width bins
 (Guo et al. 2017), as :func:`reliability` computes it.
+
+The parameter intervals are calibrated on the same held-out examples by
+conformalized quantile regression (Romano et al. 2019): per parameter, the
+conformity score of an example is how far its true value lies outside the
+network's interval (negative inside), on the standardised target scale the
+network predicts; the interval's two ends are moved out (or in) by the
+``ceil((n + 1)(1 - a)) / n`` empirical quantile of the scores, which gives
+intervals of coverage at least ``1 - a`` on exchangeable data
+(:func:`interval_offsets`).  The offset is applied on the network's scale,
+before the bounded transform, so the intervals stay inside the priors.
 """
 
 from __future__ import annotations
@@ -26,7 +36,11 @@ from popdl.model_io import softmax
 
 log = logging.getLogger("popdl.calibration")
 
-__all__ = ["TEMPERATURE_BOUNDS", "reliability", "negative_log_likelihood", "fit_temperature", "calibrate"]
+__all__ = ["TEMPERATURE_BOUNDS", "reliability", "negative_log_likelihood", "fit_temperature", "calibrate",
+           "interval_offsets", "MIN_CONFORMAL_EXAMPLES"]
+
+#: Fewer held-out examples of a parameter than this: its interval is left as the network gives it.
+MIN_CONFORMAL_EXAMPLES = 20
 
 #: The temperatures :func:`fit_temperature` searches between.
 TEMPERATURE_BOUNDS = (0.05, 20.0)
@@ -122,3 +136,40 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, *, bins: int = 10) -> dict
              labels.size, out["temperature"], t, "kept" if out["kept"] else "not kept", before["nll"], after["nll"],
              before["ece"], after["ece"])
     return out
+
+
+def interval_offsets(quantiles: np.ndarray, true: np.ndarray, *, levels, param_names) -> dict:
+    """Conformalized quantile regression offsets, one per parameter (module docstring).
+
+    ``quantiles`` (n, parameters, levels) and ``true`` (n, parameters; NaN
+    where the example's scenario lacks the parameter) on the network's
+    standardised scale.  Returns ``{"offsets": {name: float}, "n": {name: int},
+    "coverage_before": {...}, "coverage_after": {...}, "nominal": float}``;
+    the offset is 0 for a parameter with fewer than
+    :data:`MIN_CONFORMAL_EXAMPLES` held-out examples.
+    """
+    q = np.sort(np.asarray(quantiles, dtype=np.float64), axis=-1)
+    true = np.asarray(true, dtype=np.float64)
+    levels = [float(x) for x in levels]
+    nominal = levels[-1] - levels[0]
+    out = {"nominal": nominal, "offsets": {}, "n": {}, "coverage_before": {}, "coverage_after": {}}
+    for j, name in enumerate(param_names):
+        has = np.isfinite(true[:, j]) if true.size else np.zeros(0, bool)
+        n = int(has.sum())
+        out["n"][name] = n
+        if n < MIN_CONFORMAL_EXAMPLES:
+            out["offsets"][name] = 0.0
+            continue
+        y, lo, hi = true[has, j], q[has, j, 0], q[has, j, -1]
+        scores = np.maximum(lo - y, y - hi)
+        rank = min(n, math.ceil((n + 1) * nominal))
+        offset = float(np.sort(scores)[rank - 1])
+        out["offsets"][name] = offset
+        out["coverage_before"][name] = float(((y >= lo) & (y <= hi)).mean())
+        out["coverage_after"][name] = float(((y >= lo - offset) & (y <= hi + offset)).mean())
+    if out["coverage_after"]:
+        log.info("interval calibration (nominal %.2f) on the held-out examples: %s", nominal,
+                 ", ".join(f"{p} {out['coverage_before'][p]:.2f} -> {out['coverage_after'][p]:.2f} "
+                           f"(offset {out['offsets'][p]:+.3f}, n {out['n'][p]})" for p in out["coverage_after"]))
+    return out
+

@@ -16,7 +16,9 @@ Writes to ``results/{run}/evaluation/``:
     warning); ``regression``: per parameter, on the test examples
     whose scenario has it, RMSE and R² on the learning scale (log10 where
     the prior is log-uniform), RMSE in natural units, and the coverage of
-    the central interval (e.g. 5 %–95 %, nominal 0.90);
+    the central interval (e.g. 5 %–95 %, nominal 0.90; ``coverage_uncalibrated``:
+    the same before the intervals' conformal calibration, whose offsets are
+    copied from the model under ``interval_calibration``);
     ``n_test``, ``model`` and provenance.
 ``confusion_matrix.png``, ``calibration.png``, ``parameters.png``
     (true vs. estimated, with intervals), ``training_curves.png`` (loss and
@@ -243,7 +245,15 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out:
     if pred.quantiles is not None:
         quantiles = pred.quantiles
         reg = regression_metrics(np.asarray(test["params"], float), quantiles, prep=model.prep, levels=pred.levels)
+        if np.any(model.interval_offsets):
+            # The same intervals before their conformal calibration (held-out examples of the final fit).
+            raw = model.predict(test["images"], test["distances"], test["stats"], calibrated=False).quantiles
+            raw_reg = regression_metrics(np.asarray(test["params"], float), raw, prep=model.prep, levels=pred.levels)
+            for name, r in reg.items():
+                if "coverage" in r:
+                    r["coverage_uncalibrated"] = raw_reg[name]["coverage"]
         metrics["regression"] = reg
+        metrics["interval_calibration"] = model.bundle.get("interval_calibration") or {}
     final_history = json.loads((Path(model_dir) / "history.json").read_text()) if (Path(model_dir) / "history.json").exists() else {}
     _plots(out, cls=cls, cal_before=cal_before, cal_after=cal_after, reg=reg, true=np.asarray(test["params"], float),
            quantiles=quantiles, prep=model.prep, best_history=best.get("history", {}), final_history=final_history)

@@ -9,7 +9,11 @@ Layout of ``results/{run}/model/``::
                     standard deviations; per parameter log10 scale, bounds,
                     mean and standard deviation), the softmax temperature and
                     how it was fitted (``calibration``), the quantile levels,
-                    the hyper-parameters and provenance
+                    the hyper-parameters and provenance, and (``config``) the
+                    run config's data sections: samples, genome, features
+                    (phasing, missingness model, SFS projection) and
+                    ``predict.defaults`` (a data set's loci and population
+                    mapping), with which ``popdl predict --model`` reads data
     history.json    loss (and accuracy) per epoch of the final fit
 
 Copy the folder to another machine with popdl installed and::
@@ -82,11 +86,14 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], network: str, inputs: tuple[str, ...],
                 shapes: dict, temperature: float, quantiles, tasks, hyper_parameters: dict,
                 history: dict | None = None, provenance: dict | None = None,
-                run_config: dict | None = None, calibration: dict | None = None) -> Path:
+                run_config: dict | None = None, calibration: dict | None = None,
+                interval_calibration: dict | None = None) -> Path:
     """Write the model folder atomically (a killed job leaves no half-written model).
 
     ``calibration``: how ``temperature`` was chosen (:func:`popdl.calibration.calibrate`
-    on examples the model did not train on), stored as the bundle's ``calibration``."""
+    on examples the model did not train on), stored as the bundle's ``calibration``;
+    ``interval_calibration``: the conformal offsets of the parameter intervals
+    (:func:`popdl.calibration.interval_offsets`), applied by :meth:`PopdlModel.predict`."""
     folder = Path(folder)
     with atomic_dir(folder, kind="model") as tmp:
         model.save(tmp / "model.keras")
@@ -102,6 +109,7 @@ def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], networ
             "tasks": list(tasks),
             "temperature": float(temperature),
             "calibration": calibration or {},
+            "interval_calibration": interval_calibration or {},
             "quantiles": [float(q) for q in quantiles],
             "preprocessing": prep.to_dict(),
             "hyper_parameters": hyper_parameters,
@@ -111,6 +119,19 @@ def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], networ
         (tmp / "bundle.json").write_text(json.dumps(bundle, indent=2, default=_plain) + "\n")
         (tmp / "history.json").write_text(json.dumps(history or {}, indent=2) + "\n")
     return folder
+
+
+def apply_interval_offsets(quantiles: np.ndarray, offsets) -> np.ndarray:
+    """Quantiles (n, parameters, levels; standardised scale, sorted) with the outer
+    levels moved out by ``offsets`` (one per parameter), never past the middle level."""
+    q = np.array(quantiles, dtype=np.float64, copy=True)
+    off = np.asarray(offsets, dtype=np.float64)
+    if q.ndim != 3 or q.shape[-1] < 2 or not off.size or not np.any(off):
+        return q
+    mid = q.shape[-1] // 2
+    q[:, :, 0] = np.minimum(q[:, :, 0] - off[None, :], q[:, :, mid])
+    q[:, :, -1] = np.maximum(q[:, :, -1] + off[None, :], q[:, :, mid])
+    return q
 
 
 # ---------------------------------------------------------------------------- checks before loading
@@ -178,6 +199,11 @@ def _check_bundle(b, path: Path) -> None:
     t = b.get("temperature")
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
         raise bad(f"'temperature' is {_short(t)}, not a positive number")
+    ic = b.get("interval_calibration", {})
+    offsets = ic.get("offsets", {}) if isinstance(ic, dict) else ic
+    if not isinstance(offsets, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in offsets.values()):
+        raise bad(f"'interval_calibration' is {_short(b.get('interval_calibration'))}, not offsets per parameter")
     q = b.get("quantiles")
     if (not isinstance(q, list) or not q or len(q) > 1000
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1 for x in q)):
@@ -349,6 +375,10 @@ class PopdlModel:
         #: The quantile levels (e.g. 0.05, 0.5, 0.95) of :attr:`Prediction.quantiles`
         #: (``bundle.json`` stores them under ``quantiles``).
         self.levels = list(self.bundle["quantiles"])
+        #: Per parameter, how far the interval's ends move on the standardised scale
+        #: (conformal calibration, :func:`popdl.calibration.interval_offsets`; 0 in older bundles).
+        offsets = (self.bundle.get("interval_calibration") or {}).get("offsets") or {}
+        self.interval_offsets = np.array([float(offsets.get(p, 0.0)) for p in self.param_names])
 
     def __repr__(self):
         return f"PopdlModel({str(self.folder)!r}, network={self.bundle['network']!r}, scenarios={self.scenarios})"
@@ -387,6 +417,8 @@ class PopdlModel:
         est = lower = upper = q = None
         if "params" in out:
             z = np.sort(out["params"], axis=-1)  # quantiles never cross
+            if calibrated:
+                z = apply_interval_offsets(z, self.interval_offsets)
             q = self.prep.natural(self.prep.unstandardise(z))
             levels = np.asarray(self.levels)
             mid = int(np.argmin(np.abs(levels - 0.5)))

@@ -355,9 +355,20 @@ def _evaluation_section(rep: Report, results: Path) -> dict | None:
     reg = metrics.get("regression")
     if reg:
         rows = [{"parameter": p, "R² (learning scale)": r.get("r2"), "RMSE": r.get("rmse"), "scale": "log10" if r.get("log10_scale") else "natural",
-                 "coverage": r.get("coverage"), "nominal": r.get("nominal_coverage"), "n": r.get("n")}
+                 "coverage": r.get("coverage"), "coverage before calibration": r.get("coverage_uncalibrated"),
+                 "nominal": r.get("nominal_coverage"), "n": r.get("n")}
                 for p, r in reg.items() if "r2" in r]
-        body += "<h3>Parameters: true vs. estimated</h3>" + _table(pd.DataFrame(rows))
+        frame = pd.DataFrame(rows)
+        if frame["coverage before calibration"].isna().all():
+            frame = frame.drop(columns="coverage before calibration")
+        body += "<h3>Parameters: true vs. estimated</h3>" + _table(frame)
+        ic = metrics.get("interval_calibration") or {}
+        if ic.get("offsets"):
+            body += ("<p>Intervals calibrated by conformalized quantile regression on the validation simulations "
+                     "the final model did not train on (at least "
+                     f"{min(ic.get('n', {}).values() or [0])} per parameter); coverage there moved from "
+                     + ", ".join(f"{_esc(k)} {_fmt(v)} to {_fmt(ic['coverage_after'].get(k))}"
+                                 for k, v in (ic.get("coverage_before") or {}).items()) + ".</p>")
         if (ev / "parameters.png").is_file():
             body += rep.img((ev / "parameters.png").read_bytes(), "true vs estimated parameters")
     rep.section("evaluation", "Test-set evaluation", body)

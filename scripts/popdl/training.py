@@ -486,10 +486,11 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                                                             tower_hint=best.get("best_epochs") or {}, **common)
         network, inputs, trial = hp["network"], net.inputs, best.get("number")
     calibration = _calibrate_final(model, dataset, held_out, inputs=inputs, prep=prep)
+    intervals = _calibrate_intervals(model, dataset, held_out, inputs=inputs, prep=prep, levels=train_cfg["quantiles"])
     n_fit = dataset.size("train") + int((~held_out).sum())
     save_bundle(out, model=model, prep=prep, scenarios=dataset.scenarios, network=network, inputs=inputs,
                 shapes={k: shapes[k] for k in inputs}, temperature=calibration.get("temperature", 1.0),
-                calibration=calibration,
+                calibration=calibration, interval_calibration=intervals,
                 quantiles=train_cfg["quantiles"], tasks=tasks, hyper_parameters=hp, history=history,
                 run_config=settings.get("run_config"),
                 provenance=provenance(config_hash=config_hash or settings_hash(settings), seeds={"root": seed},
@@ -586,6 +587,22 @@ def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, p
     result = calibrate(logits, labels)
     result.update(split="validation", fraction=float(held_out.mean()) if held_out.size else 0.0,
                   draws=[[dataset.scenarios[int(lab)], int(d)] for lab, d in zip(labels, draws)])
+    return result
+
+
+def _calibrate_intervals(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor,
+                         levels) -> dict:
+    """Conformal offsets of the parameter intervals (:func:`popdl.calibration.interval_offsets`)
+    from ``model``'s quantiles for the held-out validation examples, which it never trained on."""
+    from popdl.calibration import interval_offsets
+
+    if "params" not in model.output_names or not held_out.any():
+        return {}
+    x, _ = load_arrays(dataset, "validation", inputs=inputs, prep=prep, tasks=(), keep={"validation": held_out})
+    z = predict_arrays(model, x)["params"]
+    true = prep.params(dataset.load("validation", ("params",))["params"][held_out])
+    result = interval_offsets(z, true, levels=levels, param_names=prep.param_names)
+    result["scale"] = "standardised network target"
     return result
 
 
