@@ -71,8 +71,10 @@ def test_stage_slice(config, stage):
         assert part["tuning"] == config["tuning"] and part["network"] == config["network"]
         assert not {"epochs", "threads", "gpu"} & set(part["train"])  # the final fit's own settings
     elif stage == "train":
-        assert part["train"] == config["train"] and set(part["run_config"]) == set(DATA_KEYS)
+        assert part["train"] == config["train"] and set(part["run_config"]) == set(DATA_KEYS) | {"predict"}
         assert "tuning" not in part["run_config"]
+        # the model stores how data are read: the one entry's loci and population mapping
+        assert part["run_config"]["predict"] == {"defaults": {"loci": "contigs", "populations": {}}}
     elif stage == "evaluate":
         assert part["evaluate"] == config["evaluate"]
     elif stage in ("observe", "predict"):

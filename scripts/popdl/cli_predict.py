@@ -91,11 +91,11 @@ def _predict_settings(args, stage="predict") -> dict:
 def cmd_check_data(args) -> int:
     from popdl.errors import DataError
     from popdl.features import observed_features
-    from popdl.observed import available_individuals, missingness_profile, read_observed
+    from popdl.observed import available_individuals, missingness_profile, read_observed, with_defaults
     from popdl.predict import position_check
 
     settings = _predict_settings(args, "observe")
-    entry = _entry(args)
+    entry = with_defaults(_entry(args), settings["predict"].get("defaults"))
     popt, genome = settings["predict"], settings["genome"]
     samples = settings["samples"]
     if args.suggest_config is not None:

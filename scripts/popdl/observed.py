@@ -63,6 +63,9 @@ __all__ = [
     "read_vcf",
     "read_fasta",
     "read_observed",
+    "DATA_DEFAULT_KEYS",
+    "data_defaults",
+    "with_defaults",
 ]
 
 log = logging.getLogger("popdl.observed")
@@ -888,6 +891,46 @@ def missingness_profile(data: Observed, *, quantiles: int = 21) -> dict:
 
 
 # ---------------------------------------------------------------------------- entry point
+#: The settings of a data set (a ``predict.data`` entry) that ``predict.defaults`` gives when the
+#: entry does not: how a VCF's SNPs group into loci, and the popmap's labels -> simulated populations.
+DATA_DEFAULT_KEYS = ("loci", "populations")
+
+
+def data_defaults(predict: dict) -> dict:
+    """The data settings a data set takes unless it gives its own, from a config's ``predict`` section.
+
+    Each key of ``predict.defaults`` that is set; for one left null, the value
+    that every ``predict.data`` entry shares (for ``loci``, every entry with a
+    VCF; an entry without ``loci`` counts as ``contigs``, one without
+    ``populations`` as no mapping), when there is one.  What the model folder
+    stores, so that new data given to it alone are read as its data were.
+    """
+    given = predict.get("defaults") or {}
+    entries = list(predict.get("data") or [])
+    out = {}
+    for key in DATA_DEFAULT_KEYS:
+        value = given.get(key)
+        if value is None:
+            among = [e for e in entries if e.get("vcf")] if key == "loci" else entries
+            shared = [e.get(key) or ("contigs" if key == "loci" else {}) for e in among]
+            if shared and all(v == shared[0] for v in shared):
+                value = shared[0]
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def with_defaults(entry: dict, defaults: dict | None) -> dict:
+    """``entry`` (a ``predict.data`` entry, or one built from command-line flags) with the
+    :func:`data_defaults` it does not set itself; the entry's own values win (a mapping of
+    ``populations`` replaces the default mapping as a whole)."""
+    out = dict(entry)
+    for key in DATA_DEFAULT_KEYS:
+        if out.get(key) is None and (defaults or {}).get(key) is not None:
+            out[key] = defaults[key]
+    return out
+
+
 def read_observed(
     entry: dict,
     *,

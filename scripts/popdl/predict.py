@@ -48,7 +48,7 @@ from popdl.features import observed_features
 from popdl.io import atomic_path, provenance, save_npz, write_json
 from popdl.misspec import Misspecification
 from popdl.model_io import load_model
-from popdl.observed import read_observed
+from popdl.observed import read_observed, with_defaults
 
 __all__ = [
     "observe",
@@ -71,9 +71,12 @@ log = logging.getLogger("popdl.predict")
 def observed_inputs(entry: dict, settings: dict, *, base_dir: str | Path | None = None) -> tuple[dict, dict]:
     """Read and validate data set ``entry`` ({name, vcf | fasta, popmap, length?}) with the ``predict``
     stage ``settings``: its network inputs and its summary (what was read, kept and skipped; notes).
-    Nothing is written; any problem with the data is one :class:`DataError` line."""
+    Nothing is written; any problem with the data is one :class:`DataError` line.
+    What ``entry`` does not set of ``loci`` and ``populations`` comes from the settings'
+    ``predict.defaults`` (:func:`popdl.observed.with_defaults`)."""
     popt = settings["predict"]
     genome = settings["genome"]
+    entry = with_defaults(entry, popt.get("defaults"))
     data = read_observed(
         entry, samples=settings["samples"], seed=settings["seed"], subsample=popt["subsample"],
         allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
@@ -90,6 +93,8 @@ def observed_inputs(entry: dict, settings: dict, *, base_dir: str | Path | None 
     summary = {
         "name": data.name,
         "source": {k: entry[k] for k in ("vcf", "fasta", "popmap") if k in entry},
+        "reading": {"loci": (entry.get("loci") or "contigs") if "vcf" in entry else "alignments",
+                    "populations": dict(entry.get("populations") or {})},
         "counts": data.counts,
         "individuals": data.individuals,
         "loci": data.loci,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from popdl.common import canonical_json, canonicalize, config_hash, text_hash
+from popdl.observed import data_defaults, with_defaults
 from popdl.plan import n_chunks
 from popdl.scenarios import load_scenarios
 
@@ -103,7 +104,9 @@ def _observe(config: dict, data: str | None) -> dict:
         "predict": {k: v for k, v in config["predict"].items() if k != "data"},
     }
     if data is not None:
-        part["data"] = _data_entry(config, "predict", data)
+        part["data"] = with_defaults(_data_entry(config, "predict", data), config["predict"].get("defaults"))
+    else:  # by hand: the defaults a model trained on this config stores
+        part["predict"]["defaults"] = data_defaults(config["predict"])
     return part
 
 
@@ -136,9 +139,13 @@ def _tune(config: dict) -> dict:
 def _train(config: dict) -> dict:
     """The final fit.  The data sections travel into the model bundle, so that
     the model alone can later turn a VCF into the inputs it was trained on;
-    they change only when the dataset changes, which reruns training anyway."""
+    they change only when the dataset changes, which reruns training anyway.
+    So do the defaults of how a data set is read (``predict.defaults``: loci and
+    population mapping, :func:`popdl.observed.data_defaults`), which rerun
+    training only when they change."""
     return {"seed": config["seed"], "task": config["task"], "train": config["train"],
-            "run_config": {k: config[k] for k in DATA_KEYS}}
+            "run_config": {**{k: config[k] for k in DATA_KEYS},
+                           "predict": {"defaults": data_defaults(config["predict"])}}}
 
 
 def _evaluate(config: dict) -> dict:
