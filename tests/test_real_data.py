@@ -520,6 +520,9 @@ def test_check_data_suggests_the_config_of_the_rad_example(tmp_path):
     assert fragment["genome"]["length"] == truth["length"] and fragment["features"]["phased"] is False
     assert max(fragment["features"]["missing_individuals"]["pop2"]) > 0.4
     assert fragment["predict"]["data"][0]["populations"] == {"nuttalli": "pop1", "pugetensis": "pop2"}
+    # The SFS projection that keeps the most segregating sites: below the samples, with this missingness.
+    assert 2 <= fragment["features"]["sfs_projection"]["pop1"] < 24 and 2 <= fragment["features"]["sfs_projection"]["pop2"] < 14
+    assert "rad: SFS: pop1 " in proc.stdout and "the config projects onto each population's sample" in proc.stdout
     merged = yaml.safe_load(open(cfg))
     for key, value in fragment.items():
         merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value

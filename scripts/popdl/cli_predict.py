@@ -33,7 +33,7 @@ def add_commands(sub) -> None:
     _data_arguments(p, required=True)
     p.add_argument("--suggest-config", nargs="?", const="-", metavar="FILE",
                    help="write the config settings that match the data (samples, genome.loci, features.phased, the "
-                        "missingness model, the predict.data entry) to FILE, or print them; every individual is kept")
+                        "SFS projection, the missingness model, the predict.data entry) to FILE, or print them; every individual is kept")
     p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("observe", help="network inputs of one observed data set (predict.data entry)")
@@ -128,6 +128,10 @@ def cmd_check_data(args) -> int:
           f"at most {profile['sites'][-1]:.1%}; the config simulates "
           + ("the data's pattern (features.missing_individuals)" if settings["features"].get("missing_individuals")
              else f"{float(settings['features'].get('missing_rate', 0.0)):.1%} uniform"))
+    projection, advice = _sfs_projection(data)
+    current = settings["features"].get("sfs_projection")
+    print(f"{entry['name']}: SFS: {advice}; the config projects onto "
+          + (f"{current} (features.sfs_projection)" if current is not None else "each population's sample (no projection)"))
     het = c.get("phased_heterozygous", 0) + c.get("unphased_heterozygous", 0)
     trained = "phased" if settings["features"].get("phased", True) else "unphased"
     refused = trained == "phased" and data.phasing != "phased" and not popt["allow_unphased"]
@@ -147,12 +151,31 @@ def cmd_check_data(args) -> int:
     if positions["flagged"]:
         print(f"{entry['name']}: WARNING, {positions['note']}")
     if args.suggest_config is not None:
-        _write_suggestion(args.suggest_config, entry, data, samples=samples, genome=genome, profile=profile)
+        _write_suggestion(args.suggest_config, entry, data, samples=samples, genome=genome, profile=profile,
+                          projection=projection)
         return 0
     return 1 if refused else 0
 
 
-def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: dict, profile: dict) -> None:
+def _sfs_projection(data) -> tuple[dict, str]:
+    """Per population, the haplotypes onto which projecting the SFS keeps the most segregating sites
+    (:func:`popdl.features.best_projection`), and a line saying what each choice keeps."""
+    from popdl.features import MISSING, best_projection
+
+    pops = np.asarray(data.populations)
+    best, parts = {}, []
+    for pop in dict.fromkeys(pops.tolist()):
+        cols = np.flatnonzero(pops == pop)
+        g = np.asarray(data.genotypes)[:, cols]
+        called, derived = (g != MISSING).sum(axis=1), (g == 1).sum(axis=1)
+        best[pop], kept = best_projection(derived, called, cols.size)
+        parts.append(f"{pop} {int((called == cols.size).sum())} of {g.shape[0]} SNPs called in all {cols.size} "
+                     f"haplotypes, projected onto {best[pop]} it keeps the most segregating sites ({kept:.0f})")
+    return best, "; ".join(parts)
+
+
+def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: dict, profile: dict,
+                      projection: dict) -> None:
     """The config fragment that matches ``data``: printed (``-``) or written to the file ``where``."""
     import yaml
 
@@ -164,7 +187,8 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
         "samples": {pop: int(n) for pop, n in samples.items()},
         "genome": {"loci": len(data.loci), "length": length or genome["length"]},
         "features": {"phased": data.phasing == "phased",
-                     "missing_individuals": profile["individuals"], "missing_sites": profile["sites"]},
+                     "missing_individuals": profile["individuals"], "missing_sites": profile["sites"],
+                     "sfs_projection": {pop: int(m) for pop, m in projection.items()}},
         "predict": {"data": [{k: entry[k] for k in ("name", "vcf", "popmap", "populations", "loci") if k in entry}]},
     }
     text = (f"# popdl check-data --suggest-config: settings matching data set {entry['name']} "

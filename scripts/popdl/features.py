@@ -80,6 +80,7 @@ __all__ = [
     "projection_sizes",
     "hypergeometric_table",
     "projected_sfs",
+    "best_projection",
     "check_config",
     "summary_stats",
     "features_chunk",
@@ -499,6 +500,19 @@ def projected_sfs(derived: np.ndarray, called: np.ndarray, m: int, *, table=hype
         at = c == n
         out += np.bincount(d[at], minlength=int(n) + 1).astype(np.float64) @ table(int(n), m)
     return out
+
+
+def best_projection(derived: np.ndarray, called: np.ndarray, n: int) -> tuple[int, float]:
+    """The haplotypes ``m`` (2..``n``) onto which projecting a population's sites keeps the most
+    segregating sites (easySFS's choice): the expected number of sites polymorphic among ``m``
+    haplotypes, Σ of :func:`projected_sfs` over bins 1..m−1, largest; ties go to the larger ``m``.
+    Returns ``m`` and that number.  ``derived``, ``called``: per site, as in :func:`projected_sfs`."""
+    best, kept = n, -1.0
+    for m in range(n, 1, -1):
+        seg = float(projected_sfs(derived, called, m)[1:m].sum())
+        if seg > kept + 1e-9:
+            best, kept = m, seg
+    return best, kept
 
 
 def _folded_sfs(derived: np.ndarray, called: np.ndarray, m: int, table) -> np.ndarray:
