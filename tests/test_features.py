@@ -18,6 +18,7 @@ from popdl.features import (
     FeatureSettings,
     StatsSpec,
     _hash_weights,
+    best_projection,
     encode_minor_major,
     hypergeometric_table,
     projected_sfs,
@@ -392,6 +393,18 @@ def test_projected_sfs_of_complete_data_is_the_sfs_exactly(two_pop_ts):
     for cols, n in ((slice(0, 14), 14), (slice(14, 24), 10)):
         derived = g[:, cols].sum(axis=1)
         assert np.array_equal(projected_sfs(derived, np.full(g.shape[0], n), n), np.bincount(derived, minlength=n + 1))
+
+
+def test_best_projection_keeps_the_most_segregating_sites():
+    rng = np.random.default_rng(8)
+    g = random_genotypes(rng, sites=200, haps=12, missing=0.0)
+    derived, called = (g == 1).sum(axis=1), (g != -1).sum(axis=1)
+    assert best_projection(derived, called, 12)[0] == 12  # complete data: no projection
+    g[rng.random(g.shape) < 0.2] = -1
+    derived, called = (g == 1).sum(axis=1), (g != -1).sum(axis=1)
+    m, kept = best_projection(derived, called, 12)
+    segregating = {k: naive_projected_sfs(derived, called, k)[1:k].sum() for k in range(2, 13)}
+    assert m < 12 and kept == pytest.approx(max(segregating.values())) and segregating[m] == pytest.approx(kept)
 
 
 def test_projection_sizes_are_checked():
