@@ -498,7 +498,8 @@ def projected_sfs(derived: np.ndarray, called: np.ndarray, m: int, *, table=hype
     d, c = derived[keep], called[keep]
     for n in np.unique(c):
         at = c == n
-        out += np.bincount(d[at], minlength=int(n) + 1).astype(np.float64) @ table(int(n), m)
+        # einsum, not BLAS: one order of summation whatever the threads (byte-identical arrays)
+        out += np.einsum("k,kj->j", np.bincount(d[at], minlength=int(n) + 1).astype(np.float64), table(int(n), m))
     return out
 
 
@@ -541,7 +542,8 @@ def _binned_jsfs(d1: np.ndarray, n1: np.ndarray, d2: np.ndarray, n2: np.ndarray,
     r1, keep1 = _projection_rows(d1, n1, m1, table)
     r2, keep2 = _projection_rows(d2, n2, m2, table)
     both = keep1 & keep2
-    joint = r1[both[keep1]].T @ r2[both[keep2]]  # (m1 + 1, m2 + 1), counts of sites
+    # (m1 + 1, m2 + 1), counts of sites; einsum, not BLAS: one order of summation whatever the threads
+    joint = np.einsum("si,sj->ij", r1[both[keep1]], r2[both[keep2]])
     i = np.arange(m1 + 1, dtype=np.float64)[:, None]
     j = np.arange(m2 + 1, dtype=np.float64)[None, :]
     flip = (i + j) > (m1 + m2) / 2
