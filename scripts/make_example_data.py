@@ -2,7 +2,8 @@
 
 One msprime simulation of a scenario of the default config, with fixed
 parameter values, written as a phased, bgzip-compatible gzipped VCF plus a
-popmap.  The first population has one individual more than the config
+popmap: each of the config's ``genome.loci`` loci is a contig of
+``genome.length`` bp (chr1, chr2, ...) with its own genealogies.  The first population has one individual more than the config
 simulates, so that ``popdl predict`` shows its reproducible subsampling.
 
     python scripts/make_example_data.py --configfile config/config.yaml \
@@ -69,31 +70,45 @@ def main(argv=None) -> int:
     first = next(iter(samples))
     samples[first] += args.extra
     genome = config["genome"]
-    length = int(genome["loci"]) * int(genome["length"])
+    loci, length = int(genome["loci"]), int(genome["length"])
     demography = msprime.Demography.from_demes(scenario.graph(params))
-    ts = msprime.sim_ancestry(
+    # One contig per locus (chr1, chr2, ...): independent genealogies, as the simulations' loci.
+    replicates = msprime.sim_ancestry(
         samples=samples, demography=demography, sequence_length=length,
         recombination_rate=float(genome["recombination_rate"]), ploidy=2, random_seed=args.seed,
+        num_replicates=loci,
     )
-    ts = msprime.sim_mutations(ts, rate=float(genome["mutation_rate"]), model=msprime.BinaryMutationModel(),
-                               random_seed=args.seed + 1)
-    names, popmap = [], []
-    for ind in ts.individuals():
-        pop = ts.population(ts.node(ind.nodes[0]).population).metadata["name"]
-        names.append(f"{pop}_{len([n for n in popmap if n[1] == pop]) + 1:02d}")
-        popmap.append((names[-1], pop))
+    names, popmap, header, records, sites = [], [], [], [], 0
+    for i, ts in enumerate(replicates):
+        ts = msprime.sim_mutations(ts, rate=float(genome["mutation_rate"]), model=msprime.BinaryMutationModel(),
+                                   random_seed=args.seed + 1 + i)
+        if not names:
+            for ind in ts.individuals():
+                pop = ts.population(ts.node(ind.nodes[0]).population).metadata["name"]
+                names.append(f"{pop}_{len([n for n in popmap if n[1] == pop]) + 1:02d}")
+                popmap.append((names[-1], pop))
+        text = io.StringIO()
+        ts.write_vcf(text, individual_names=names, contig_id=f"chr{i + 1}",
+                     position_transform=lambda x: [1 + int(v) for v in x])
+        lines = text.getvalue().splitlines()
+        meta = [x for x in lines if x.startswith("#")]
+        if not header:
+            header = [x for x in meta if not x.startswith(("##contig", "#CHROM"))]
+            column_names = next(x for x in meta if x.startswith("#CHROM"))
+        header.append(next(x for x in meta if x.startswith("##contig")))
+        records += [x for x in lines if not x.startswith("#")]
+        sites += ts.num_sites
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = io.StringIO()
-    ts.write_vcf(text, individual_names=names, contig_id="chr1", position_transform=lambda x: [1 + int(v) for v in x])
+    text = "\n".join([*header, column_names, *records]) + "\n"
     vcf = out / f"{args.name}.vcf.gz"
     with gzip.GzipFile(vcf, "wb", mtime=0) as fh:
-        fh.write(realistic_records(text.getvalue(), seed=args.seed).encode())
+        fh.write(realistic_records(text, seed=args.seed).encode())
     (out / f"{args.name}_popmap.tsv").write_text("sample\tpopulation\n" + "".join(f"{s}\t{p}\n" for s, p in popmap))
     (out / f"{args.name}_truth.json").write_text(
         json.dumps({"scenario": args.scenario, "params": params, "seed": args.seed, "samples": samples}, indent=2) + "\n"
     )
-    print(f"{vcf}: {ts.num_sites} sites, {ts.num_individuals} individuals")
+    print(f"{vcf}: {sites} sites on {loci} contig(s), {len(names)} individuals")
     return 0
 
 

@@ -271,6 +271,13 @@ def choose_individuals(
 
 
 # ---------------------------------------------------------------------------- VCF
+def _check_tab_separated(detail: str, path, record: int) -> None:
+    """htslib reads a record whose columns are separated by spaces as one unknown contig
+    name, and may fail on the header line it makes for it: say what is wrong instead."""
+    if re.search(r"##contig=<ID=[^,>]* ", detail or ""):
+        raise DataError(f"VCF {path}: record {record} is not tab-separated (spaces between its columns?)")
+
+
 def read_vcf(
     path: str | Path,
     *,
@@ -385,11 +392,13 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
             detail = hts.new_error() or hts.first_error() or _first_line(exc)
             if detail.startswith("error parsing variant"):  # cyvcf2's generic text: htslib said nothing more
                 detail = "htslib cannot read it (a malformed or incomplete line?)"
+            _check_tab_separated(detail, path, counts["records"] + 1)
             raise DataError(f"VCF {path}: record {counts['records'] + 1}{after} cannot be parsed: {detail}") from None
         counts["records"] += 1
         error = hts.new_error()
         if error is not None:  # htslib may hand over a record it failed to parse: never touch its fields
             after = f" (after {last[0]}:{last[1]})" if last[0] is not None else ""
+            _check_tab_separated(error, path, counts["records"])
             raise DataError(f"VCF {path}: record {counts['records']}{after} cannot be parsed: {error}")
         chrom, pos = rec.CHROM, int(rec.POS)
         if " " in chrom:
