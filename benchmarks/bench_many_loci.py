@@ -10,9 +10,13 @@ drawn from its priors, seeds planned by popdl), on one core, in this process:
   (``num_replicates``), then one ``sim_mutations`` per locus (popdl's path
   until its mutations were placed at once);
 * popdl: :meth:`popdl.simulators.msprime_sim.MsprimeSimulator.simulate` with
-  ``genome.loci``: one ``sim_ancestry`` call (``num_replicates``: the same
-  demography, independent genealogies) and the mutations of all loci placed
+  ``genome.loci``: one msprime simulator for all loci (the replicates of
+  ``sim_ancestry(num_replicates=...)``: the same demography, independent
+  genealogies, read as table columns) and the mutations of all loci placed
   at once;
+* coalescent alone: the same replicates from msprime's simulator, without
+  mutations or genotypes (``popdl.simulators.msprime_sim._replicate_tables``):
+  the floor of any path that runs msprime's coalescent once per locus;
 * with ``--alternatives N`` (default 40 loci; 0 skips them): the two other
   one-call layouts, on N loci only because they grow faster than linearly
   with the loci: one genome with a recombination rate of log 2 between loci
@@ -47,7 +51,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from popdl.config import load_config  # noqa: E402
 from popdl.plan import plan_draws  # noqa: E402
 from popdl.scenarios import Scenario  # noqa: E402
-from popdl.simulators.msprime_sim import MsprimeSimulator, demography_from_graph  # noqa: E402
+from popdl.simulators.msprime_sim import MsprimeSimulator, _replicate_tables, demography_from_graph  # noqa: E402
 
 SCENARIO = "isolation_migration"
 
@@ -83,6 +87,14 @@ def replicates_then_mutations(scenario, params: dict, seeds: dict, *, samples: d
                                    discrete_genome=False, random_seed=seed, record_provenance=False)
         sites.append(ts.genotype_matrix().shape[0])
     return sum(sites)
+
+
+def coalescent_alone(scenario, params: dict, seeds: dict, *, samples: dict, genome: dict) -> int:
+    """The replicate genealogies popdl's draw mutates, and nothing else; returns the edges."""
+    args = dict(samples=samples, demography=demography_from_graph(scenario.graph(params)), model=None,
+                sequence_length=float(genome["length"]), recombination_rate=genome["recombination_rate"], ploidy=2,
+                random_seed=seeds["seed_ancestry"])
+    return sum(edges["parent"].size for _, edges in _replicate_tables(args, genome["loci"]))
 
 
 def one_genome(scenario, params: dict, seed: int, *, samples: dict, genome: dict, model=None) -> int:
@@ -128,28 +140,34 @@ def main(argv=None) -> int:
     names = scenario.parameter_names
     simulator = MsprimeSimulator(genome=config["genome"], samples=config["samples"])
     print(f"{args.loci} loci x {args.length} bp, {args.diploids} diploids ({SCENARIO}), {args.draws} draws, CPU s")
-    times: dict[str, list[float]] = {"loop": [], "replicates": [], "popdl": []}
-    sites: dict[str, list[float]] = {side: [] for side in times}
+    times: dict[str, list[float]] = {"loop": [], "replicates": [], "popdl": [], "coalescent": []}
+    sites: dict[str, list[float]] = {side: [] for side in times if side != "coalescent"}
     for i, row in enumerate(plan.to_dict("records")):
         params = {n: float(row[n]) for n in names}
         seeds = {k: int(row[k]) for k in ("seed_ancestry", "seed_mutation")}
         kwargs = {"samples": config["samples"], "genome": genome}
         sides = [("popdl", popdl_sites, (simulator, scenario, params, seeds), {}),
                  ("replicates", replicates_then_mutations, (scenario, params, seeds), kwargs),
-                 ("loop", per_locus_loop, (scenario, params, seeds), kwargs)]
+                 ("loop", per_locus_loop, (scenario, params, seeds), kwargs),
+                 ("coalescent", coalescent_alone, (scenario, params, seeds), kwargs)]
         # Rotate which side runs first, so none always gets a warm cache.
-        for side, fn, fargs, fkwargs in sides[i % 3:] + sides[:i % 3]:
-            seconds, n_sites = cpu(fn, *fargs, **fkwargs)
+        for side, fn, fargs, fkwargs in sides[i % len(sides):] + sides[:i % len(sides)]:
+            seconds, count = cpu(fn, *fargs, **fkwargs)
             times[side].append(seconds)
-            sites[side].append(n_sites / args.loci)
+            if side in sites:
+                sites[side].append(count / args.loci)
         print(f"draw {i}: per-locus loop {times['loop'][-1]:.3f} s, replicates + sim_mutations per locus "
-              f"{times['replicates'][-1]:.3f} s, popdl {times['popdl'][-1]:.3f} s")
+              f"{times['replicates'][-1]:.3f} s, popdl {times['popdl'][-1]:.3f} s, "
+              f"coalescent alone {times['coalescent'][-1]:.3f} s")
     median = {side: statistics.median(t) for side, t in times.items()}
     print("sites per locus (mean over draws): " + ", ".join(f"{s} {statistics.mean(v):.3f}" for s, v in sites.items()))
     print(f"median per draw: per-locus loop {median['loop']:.3f} s, replicates + sim_mutations per locus "
-          f"{median['replicates']:.3f} s, popdl {median['popdl']:.3f} s")
+          f"{median['replicates']:.3f} s, popdl {median['popdl']:.3f} s, "
+          f"coalescent alone {median['coalescent']:.3f} s ({median['coalescent'] / median['popdl']:.0%} of popdl's)")
     print(f"speed-up replicates + sim_mutations per locus / popdl: {median['replicates'] / median['popdl']:.2f}x")
     print(f"speed-up per-locus loop / popdl: {median['loop'] / median['popdl']:.1f}x (target >= 10)")
+    print(f"per-locus loop / coalescent alone: {median['loop'] / median['coalescent']:.1f}x (the most that any path "
+          "running msprime's coalescent once per locus can reach)")
 
     if args.alternatives > 0:
         small = dict(genome, loci=args.alternatives)

@@ -61,6 +61,7 @@ def test_many_loci_benchmark_times_every_layout():
                  "--alternatives", "5")
     assert "speed-up per-locus loop / popdl:" in out and "(target >= 10)" in out, out
     assert "speed-up replicates + sim_mutations per locus / popdl:" in out, out
+    assert "coalescent alone" in out and "per-locus loop / coalescent alone:" in out, out
     for layout in ("log 2 between loci (Hudson)", "log 2 between loci, SMC(k=0)"):
         assert layout in out, out
 

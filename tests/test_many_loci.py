@@ -5,12 +5,18 @@ from __future__ import annotations
 import msprime
 import numpy as np
 import pytest
+import tskit
 from conftest import REPO, tiny_config
 from scipy import stats
 
 from popdl.config import prepare
 from popdl.scenarios import Scenario
-from popdl.simulators.msprime_sim import MsprimeSimulator, demography_from_graph
+from popdl.simulators.msprime_sim import (
+    MsprimeSimulator,
+    _public_replicate_tables,
+    _replicate_tables,
+    demography_from_graph,
+)
 
 PARAMS = {"N_anc": 10000.0, "N1": 3000.0, "N2": 8000.0, "T_split": 20000.0, "m": 3e-4}
 SEEDS = {"seed_ancestry": 11, "seed_mutation": 12}
@@ -25,6 +31,26 @@ def _setup(loci: int, *, length: int = 100, recombination_rate: float = 2e-7, mu
     config = prepare(config, base_dirs=(REPO,))
     scenario = Scenario.from_config("isolation_migration", config)
     return config, scenario, MsprimeSimulator(genome=config["genome"], samples=config["samples"])
+
+
+def _ancestry_args(config, scenario) -> dict:
+    genome = config["genome"]
+    return dict(samples=config["samples"], demography=demography_from_graph(scenario.graph(PARAMS)), model=None,
+                sequence_length=float(genome["length"]), recombination_rate=genome["recombination_rate"], ploidy=2,
+                random_seed=SEEDS["seed_ancestry"])
+
+
+def _genealogies(config, scenario):
+    """The replicate genealogies that ``simulate`` mutates, as tskit tree sequences."""
+    populations = len(demography_from_graph(scenario.graph(PARAMS)).populations)
+    for nodes, edges in _replicate_tables(_ancestry_args(config, scenario), config["genome"]["loci"]):
+        tables = tskit.TableCollection(float(config["genome"]["length"]))
+        for _ in range(populations):
+            tables.populations.add_row()
+        tables.nodes.set_columns(flags=nodes["flags"], time=nodes["time"], population=nodes["population"])
+        tables.edges.set_columns(left=edges["left"], right=edges["right"], parent=edges["parent"],
+                                 child=edges["child"])
+        yield tables.tree_sequence()
 
 
 def naive_per_locus(scenario, config, loci: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,17 +93,14 @@ def test_loci_of_one_call_match_one_msprime_call_per_locus_in_distribution():
 
 def test_each_site_is_carried_by_the_samples_below_one_branch_of_its_tree():
     """Exact: the carriers of every site are the samples below one node (not the root)
-    of the genealogy at that site's position, in the same replicate msprime returns."""
+    of the genealogy at that site's position, in the replicate genealogy of its locus."""
     loci, length = 150, 100
     config, scenario, sim = _setup(loci, length=length)
     g = sim.simulate(scenario, PARAMS, SEEDS)
     assert ((g.positions >= 0) & (g.positions < length)).all()
     assert (np.diff(g.locus) >= 0).all() and ((g.locus >= 0) & (g.locus < loci)).all()
-    replicates = list(msprime.sim_ancestry(
-        samples=config["samples"], demography=demography_from_graph(scenario.graph(PARAMS)), sequence_length=length,
-        recombination_rate=2e-7, ploidy=2, random_seed=SEEDS["seed_ancestry"], num_replicates=loci))
     checked_several = 0
-    for k, ts in enumerate(replicates):
+    for k, ts in enumerate(_genealogies(config, scenario)):
         rows = np.flatnonzero(g.locus == k)
         assert (np.diff(g.positions[rows]) > 0).all()
         samples = ts.samples()
@@ -89,6 +112,31 @@ def test_each_site_is_carried_by_the_samples_below_one_branch_of_its_tree():
             assert tree.num_samples(node) == carriers.size
         checked_several += ts.num_trees > 1 and rows.size > 0
     assert checked_several > 10
+
+
+def test_replicates_are_msprime_replicates_and_public_path_gives_the_same_arrays():
+    """Without recombination, popdl's replicates are byte for byte those of
+    ``msprime.sim_ancestry(num_replicates=...)`` from the same seed, and the draw
+    is the same through msprime's public replicate iterator.  (With recombination
+    they agree up to the rounding of msprime's running sum of recombination rates,
+    which msprime's iterator recomputes between replicates.)"""
+    loci = 60
+    config, scenario, sim = _setup(loci, recombination_rate=0.0, mutation_rate=1e-6)
+    ours = list(_replicate_tables(_ancestry_args(config, scenario), loci))
+    theirs = list(_public_replicate_tables(_ancestry_args(config, scenario), loci))
+    assert len(ours) == len(theirs) == loci
+    for (nodes, edges), (their_nodes, their_edges) in zip(ours, theirs):
+        for column in ("time", "flags", "population"):
+            assert nodes[column].tobytes() == np.asarray(their_nodes[column]).tobytes()
+        for column in ("left", "right", "parent", "child"):
+            assert edges[column].tobytes() == np.asarray(their_edges[column]).tobytes()
+    g = sim.simulate(scenario, PARAMS, SEEDS)
+    graph = scenario.graph(PARAMS)
+    public = sim._many_loci(_public_replicate_tables(_ancestry_args(config, scenario), loci), graph,
+                            seed=SEEDS["seed_mutation"], mut=1e-6, length=100.0)
+    assert g.positions.size > loci
+    for x, y in ((g.genotypes, public.genotypes), (g.positions, public.positions), (g.locus, public.locus)):
+        assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
 
 
 def test_many_loci_reproducible_and_seeded_by_the_draw():
