@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 from conftest import REPO, tiny_config, write_config
-from dry_runs import dry_run
+from dry_runs import dry_run, job_stats
 
 from popdl.plan import n_chunks
 
@@ -109,3 +109,20 @@ def test_tune_and_train_jobs_get_snakemakes_threads(tmp_path):
     lines = proc.stdout.splitlines()
     assert any("popdl tune" in line and "--threads 3" in line for line in lines), proc.stdout[-3000:]
     assert any("popdl train" in line and "--threads 5" in line for line in lines)
+
+
+def test_quick_sweep_overlay_on_an_example(tmp_path):
+    """config/overlays/quick_sweep.yaml given after an example: Snakemake merges the two files,
+    the example's scenarios and simulations stay, the sweep and final fit are the overlay's."""
+    from conftest import snakemake
+
+    from popdl.config import deep_update, load_yaml, prepare
+
+    example, overlay = REPO / "config" / "examples" / "divergence_order.yaml", REPO / "config" / "overlays" / "quick_sweep.yaml"
+    proc = snakemake(tmp_path, "-n", "--quiet", "rules", "--configfile", str(example), str(overlay))
+    counts = job_stats(proc.stdout + proc.stderr)
+    merged = prepare(deep_update(load_yaml(example), load_yaml(overlay)), base_dirs=(REPO,))
+    assert counts["tune"] == merged["tuning"]["workers"] == 2
+    assert merged["network"] == ["mlp", "exchangeable_stats"] and merged["train"]["ensemble"] == 8
+    assert set(merged["scenarios"]) == {"AB_C", "AC_B", "BC_A"}
+    assert counts["simulate"] == 3 * n_chunks(merged["simulations"]["per_scenario"], merged["simulations"]["chunk"])
