@@ -119,3 +119,23 @@ def test_too_few_held_out_examples_leave_the_interval_alone():
     q = np.zeros((MIN_CONFORMAL_EXAMPLES - 1, 1, 3))
     out = interval_offsets(q, np.ones((MIN_CONFORMAL_EXAMPLES - 1, 1)), levels=(0.05, 0.5, 0.95), param_names=["a"])
     assert out["offsets"] == {"a": 0.0} and out["coverage_after"] == {}
+
+
+# ---------------------------------------------------------------------------- point estimates
+
+
+def test_the_estimate_is_the_mean_of_midpoint_quantiles_else_the_median():
+    from scipy import stats
+
+    from popdl.model_io import midpoint_levels, point_estimate
+
+    levels = [(k + 0.5) / 10 for k in range(10)]
+    assert midpoint_levels(levels) and not midpoint_levels([0.05, 0.5, 0.95])
+    # A skewed posterior (exponential, mean 1, median log 2): the midpoint rule is near the mean.
+    q = stats.expon.ppf(levels)[None, None, :]
+    assert point_estimate(q, levels)[0, 0] == pytest.approx(1.0, abs=0.06)
+    three = stats.expon.ppf([0.05, 0.5, 0.95])[None, None, :]
+    assert point_estimate(three, [0.05, 0.5, 0.95])[0, 0] == pytest.approx(np.log(2))
+    # The mean estimate has the smaller squared error over draws from the posterior.
+    draws = stats.expon.rvs(size=20000, random_state=1)
+    assert ((draws - point_estimate(q, levels)[0, 0]) ** 2).mean() < ((draws - np.log(2)) ** 2).mean()

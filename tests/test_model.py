@@ -380,7 +380,7 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     np.testing.assert_allclose(pred.probabilities.sum(1), 1.0, rtol=1e-6)
     assert pred.estimates.shape == (n, len(model.param_names))
     assert np.all(pred.lower <= pred.estimates) and np.all(pred.estimates <= pred.upper)
-    assert pred["params"].shape == (n, len(model.param_names), 3)
+    assert pred["params"].shape == (n, len(model.param_names), len(model.levels))
     lo, hi = (np.array([b[k] for b in model.prep.bounds]) for k in (0, 1))  # every prior of the tiny config is bounded
     assert (pred.lower >= lo).all() and (pred.upper <= hi).all()  # intervals inside the priors' support
     assert list(pred.to_frame().columns[:4]) == ["scenario", "p_isolation", "p_isolation_migration",

@@ -44,7 +44,7 @@ from popdl.calibration import reliability
 from popdl.dataset import Dataset
 from popdl.interpret import interpret
 from popdl.io import atomic_path, provenance, write_json
-from popdl.model_io import load_model, softmax
+from popdl.model_io import load_model, point_estimate, softmax
 
 log = logging.getLogger("popdl.evaluate")
 
@@ -84,24 +84,29 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, scenar
     }
 
 
-def regression_metrics(true: np.ndarray, quantiles: np.ndarray, *, prep, levels) -> dict:
+def regression_metrics(true: np.ndarray, quantiles: np.ndarray, *, prep, levels,
+                       estimates: np.ndarray | None = None) -> dict:
     """Per parameter: RMSE / R² on the learning scale, RMSE in natural units, interval coverage.
 
     ``true`` (n, parameters) natural units, NaN where absent; ``quantiles``
-    (n, parameters, levels) natural units.
+    (n, parameters, levels) natural units; ``estimates`` (n, parameters)
+    natural units, the point estimates scored (default: from the quantiles,
+    :func:`popdl.model_io.point_estimate`).
     """
     levels = list(levels)
-    mid = int(np.argmin(np.abs(np.asarray(levels) - 0.5)))
     out = {}
     t_learn = prep.learning_scale(true)
     q_learn = prep.learning_scale(quantiles)
+    if estimates is None:
+        estimates = prep.natural(point_estimate(q_learn, levels))
+    e_learn = prep.learning_scale(estimates)
     for j, name in enumerate(prep.param_names):
         sel = np.isfinite(true[:, j])
         n = int(sel.sum())
         if n < 2:
             out[name] = {"n": n}
             continue
-        y, yhat = t_learn[sel, j], q_learn[sel, j, mid]
+        y, yhat = t_learn[sel, j], e_learn[sel, j]
         ss_res = float(((y - yhat) ** 2).sum())
         ss_tot = float(((y - y.mean()) ** 2).sum())
         inside = (true[sel, j] >= quantiles[sel, j, 0]) & (true[sel, j] <= quantiles[sel, j, -1])
@@ -110,7 +115,7 @@ def regression_metrics(true: np.ndarray, quantiles: np.ndarray, *, prep, levels)
             "log10_scale": bool(prep.log_scale[j]),
             "rmse": float(np.sqrt(ss_res / n)),
             "r2": float(1.0 - ss_res / ss_tot) if ss_tot > 0 else float("nan"),
-            "rmse_natural": float(np.sqrt(np.mean((true[sel, j] - quantiles[sel, j, mid]) ** 2))),
+            "rmse_natural": float(np.sqrt(np.mean((true[sel, j] - estimates[sel, j]) ** 2))),
             "interval": [levels[0], levels[-1]],
             "coverage": float(inside.mean()),
             "nominal_coverage": float(levels[-1] - levels[0]),
@@ -118,7 +123,8 @@ def regression_metrics(true: np.ndarray, quantiles: np.ndarray, *, prep, levels)
     return out
 
 
-def _plots(folder: Path, *, cls, cal_before, cal_after, reg, true, quantiles, prep, best_history, final_history):
+def _plots(folder: Path, *, cls, cal_before, cal_after, reg, true, quantiles, prep, best_history, final_history,
+           estimates=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,12 +172,11 @@ def _plots(folder: Path, *, cls, cal_before, cal_after, reg, true, quantiles, pr
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.2 * nrows), squeeze=False)
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
-    mid = quantiles.shape[-1] // 2 if quantiles.size else 0
     for ax, p in zip(axes.flat, names):
         j = prep.param_names.index(p)
         sel = np.isfinite(true[:, j])
-        t, q = true[sel, j], quantiles[sel, j]
-        ax.errorbar(t, q[:, mid], yerr=[q[:, mid] - q[:, 0], q[:, -1] - q[:, mid]], fmt="o", ms=2, lw=0.5,
+        t, q, e = true[sel, j], quantiles[sel, j], estimates[sel, j]
+        ax.errorbar(t, e, yerr=[np.maximum(e - q[:, 0], 0), np.maximum(q[:, -1] - e, 0)], fmt="o", ms=2, lw=0.5,
                     alpha=0.5, elinewidth=0.3)
         lo, hi = np.nanmin(t), np.nanmax(t)
         ax.plot([lo, hi], [lo, hi], color="black", lw=1)
@@ -244,11 +249,13 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out:
     quantiles = np.zeros((len(test["labels"]), 0, 0))
     if pred.quantiles is not None:
         quantiles = pred.quantiles
-        reg = regression_metrics(np.asarray(test["params"], float), quantiles, prep=model.prep, levels=pred.levels)
+        reg = regression_metrics(np.asarray(test["params"], float), quantiles, prep=model.prep, levels=pred.levels,
+                                 estimates=pred.estimates)
         if np.any(model.interval_offsets):
             # The same intervals before their conformal calibration (held-out examples of the final fit).
             raw = model.predict(test["images"], test["distances"], test["stats"], calibrated=False).quantiles
-            raw_reg = regression_metrics(np.asarray(test["params"], float), raw, prep=model.prep, levels=pred.levels)
+            raw_reg = regression_metrics(np.asarray(test["params"], float), raw, prep=model.prep, levels=pred.levels,
+                                         estimates=pred.estimates)
             for name, r in reg.items():
                 if "coverage" in r:
                     r["coverage_uncalibrated"] = raw_reg[name]["coverage"]
@@ -256,7 +263,8 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out:
         metrics["interval_calibration"] = model.bundle.get("interval_calibration") or {}
     final_history = json.loads((Path(model_dir) / "history.json").read_text()) if (Path(model_dir) / "history.json").exists() else {}
     _plots(out, cls=cls, cal_before=cal_before, cal_after=cal_after, reg=reg, true=np.asarray(test["params"], float),
-           quantiles=quantiles, prep=model.prep, best_history=best.get("history", {}), final_history=final_history)
+           quantiles=quantiles, prep=model.prep, best_history=best.get("history", {}), final_history=final_history,
+           estimates=pred.estimates)
     metrics["training"] = {"best_trial": best.get("history", {}), "final": final_history}
     metrics["provenance"] = provenance(config_hash=config_hash, model=model.bundle.get("provenance", {}))
     interpret(model, test, out=out, root_seed=root_seed, config_hash=config_hash, trials=trials)

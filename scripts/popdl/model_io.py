@@ -121,6 +121,26 @@ def save_bundle(folder: str | Path, *, model, prep, scenarios: list[str], networ
     return folder
 
 
+def midpoint_levels(levels) -> bool:
+    """Whether ``levels`` are the midpoints of k >= 4 equal bins of [0, 1]
+    (0.05, 0.15, ..., 0.95 for k = 10): then the mean of the quantiles at
+    them is the midpoint rule for the distribution's mean."""
+    levels = np.asarray(levels, dtype=np.float64)
+    k = levels.size
+    return k >= 4 and bool(np.allclose(levels, (np.arange(k) + 0.5) / k, atol=1e-9))
+
+
+def point_estimate(learning_quantiles: np.ndarray, levels) -> np.ndarray:
+    """Per example and parameter, the estimate from the quantiles on the learning scale
+    (n, parameters, levels): their mean when the levels are midpoints (:func:`midpoint_levels`),
+    i.e. the posterior mean on the learning scale, the estimate of least squared error;
+    otherwise the quantile nearest 0.5 (the posterior median)."""
+    q = np.asarray(learning_quantiles, dtype=np.float64)
+    if midpoint_levels(levels):
+        return q.mean(axis=-1)
+    return q[..., int(np.argmin(np.abs(np.asarray(levels, dtype=np.float64) - 0.5)))]
+
+
 def apply_interval_offsets(quantiles: np.ndarray, offsets) -> np.ndarray:
     """Quantiles (n, parameters, levels; standardised scale, sorted) with the outer
     levels moved out by ``offsets`` (one per parameter), never past the middle level."""
@@ -419,10 +439,13 @@ class PopdlModel:
             z = np.sort(out["params"], axis=-1)  # quantiles never cross
             if calibrated:
                 z = apply_interval_offsets(z, self.interval_offsets)
-            q = self.prep.natural(self.prep.unstandardise(z))
-            levels = np.asarray(self.levels)
-            mid = int(np.argmin(np.abs(levels - 0.5)))
-            est, lower, upper = q[:, :, mid], q[:, :, 0], q[:, :, -1]
+            learning = self.prep.unstandardise(z)
+            q = self.prep.natural(learning)
+            # The estimate from the network's own quantiles (not moved by the interval calibration),
+            # kept within the interval.
+            raw = self.prep.unstandardise(np.sort(out["params"], axis=-1)) if calibrated else learning
+            est = np.clip(self.prep.natural(point_estimate(raw, self.levels)), q[:, :, 0], q[:, :, -1])
+            lower, upper = q[:, :, 0], q[:, :, -1]
         return Prediction(self.scenarios, probs, logits, self.param_names, est, lower, upper, q, list(self.levels))
 
 

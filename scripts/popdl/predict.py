@@ -213,8 +213,8 @@ def network_answer(model, observed: dict) -> dict:
 
     ``model`` is a loaded bundle (:func:`popdl.model_io.load_model`).  Each
     replicate image (a different SNP subset) is predicted; probabilities are
-    averaged, and so is each quantile of each parameter (on the log10 scale
-    for positive parameters).
+    averaged, and so are each quantile and the estimate of each parameter (on
+    the log10 scale for positive parameters).
     """
     n = observed["images"].shape[0]
     stats = np.repeat(np.asarray(observed["stats"], dtype=np.float32)[None, :], n, axis=0)
@@ -229,16 +229,19 @@ def network_answer(model, observed: dict) -> dict:
         answer["probabilities"] = {}
     if pred.quantiles is not None:
         levels = list(pred.levels)
-        mid = int(np.argmin(np.abs(np.asarray(levels) - 0.5)))
         for j, name in enumerate(pred.param_names):
             col = np.asarray(pred.quantiles[:, j, :], dtype=np.float64)
-            if not np.isfinite(col).all():
+            est = np.asarray(pred.estimates[:, j], dtype=np.float64)
+            if not (np.isfinite(col).all() and np.isfinite(est).all()):
                 continue
-            avg = 10 ** np.log10(col).mean(0) if (col > 0).all() else col.mean(0)
+            positive = bool((col > 0).all() and (est > 0).all())
+            avg = 10 ** np.log10(col).mean(0) if positive else col.mean(0)
+            point = 10 ** np.log10(est).mean() if positive else est.mean()
             bounds = (getattr(getattr(model, "prep", None), "bounds", None) or [None] * (j + 1))[j]
             if bounds:  # the mean of quantiles within the prior's support is within it, up to rounding
                 avg = np.clip(avg, bounds[0], bounds[1])
-            answer["params"][name] = {"estimate": float(avg[mid]), "lower": float(avg[0]), "upper": float(avg[-1])}
+            point = min(max(float(point), float(avg[0])), float(avg[-1]))
+            answer["params"][name] = {"estimate": point, "lower": float(avg[0]), "upper": float(avg[-1])}
         answer["interval"] = [float(levels[0]), float(levels[-1])]
         answer["scenario_params"] = getattr(model, "scenario_params", {})
     return answer
