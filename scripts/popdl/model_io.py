@@ -9,6 +9,7 @@ Layout of ``results/{run}/model/``::
                     standard deviations; per parameter log10 scale, bounds,
                     mean and standard deviation), the softmax temperature and
                     how it was fitted (``calibration``), the quantile levels,
+                    the intervals' conformal offsets (``interval_calibration``),
                     the hyper-parameters and provenance, and (``config``) the
                     run config's data sections: samples, genome, features
                     (phasing, missingness model, SFS projection) and
@@ -24,7 +25,8 @@ Copy the folder to another machine with popdl installed and::
     pred.probabilities        # (n, scenarios) calibrated softmax
     pred.scenarios            # scenario names, the columns of probabilities
     pred.best                 # (n,) most probable scenario's name per example
-    pred.estimates            # (n, parameters) median estimate, natural units
+    pred.estimates            # (n, parameters) estimate, natural units: the posterior mean on the
+                              # learning scale (mean of midpoint quantiles), else the median
     pred.lower, pred.upper    # (n, parameters) interval bounds (e.g. 5 % and 95 %)
     pred.param_names          # columns of estimates / lower / upper
     pred.to_frame()           # one row per example (pandas)
@@ -35,8 +37,8 @@ Inputs are the raw arrays that ``popdl features`` writes for each example:
 ``images`` (n, haplotypes, snps) int8, ``distances`` (n, snps) float32,
 ``stats`` (n, statistics) float32 in the order of ``model.stat_names``.
 Arrays the network does not read (``model.inputs``) may be ``None``.
-Standardisation, log scales and the temperature are applied inside
-:meth:`PopdlModel.predict`.  Parameter estimates are conditional on the
+Standardisation, log scales, the temperature and the interval offsets are
+applied inside :meth:`PopdlModel.predict` (``calibrated=False``: neither).  Parameter estimates are conditional on the
 scenario having that parameter: use ``model.scenario_params`` to read only
 those of the scenario of interest.
 """
