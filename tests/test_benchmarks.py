@@ -32,10 +32,19 @@ def test_streaming_benchmark_runs(tiny_dataset):
 
 
 def test_simulation_benchmark_checks_both_sides_and_times_the_feature_step():
+    # The default config's genome: 10 loci a draw, both hand-written loops timed.
     out = _bench("bench_simulation.py", "--draws", "4", "--reps", "1", "--startup-reps", "1")
-    assert "same genotypes on both sides (first 20 draws): True" in out, out
-    for line in ("throughput ratio workflow / bare:", "throughput ratio simulate + features / bare:", "job start-up"):
+    check = next((x for x in out.splitlines() if x.startswith("same process on both sides (first 4 draws x 10 loci")), "")
+    assert check.endswith(": True"), out
+    for line in ("sim_ancestry(num_replicates=loci)", "one sim_ancestry call per locus", "reference bare loop",
+                 "throughput ratio workflow / bare:", "throughput ratio simulate + features / bare:", "job start-up"):
         assert line in out, out
+
+
+def test_simulation_benchmark_one_locus_gives_the_same_genotypes_on_both_sides():
+    out = _bench("bench_simulation.py", "--loci", "1", "--draws", "2", "--reps", "1", "--startup-reps", "0")
+    assert "same genotypes on both sides (first 2 draws): True" in out, out
+    assert "one sim_ancestry call per locus" not in out and "throughput ratio workflow / bare:" in out, out
 
 
 def test_gpu_benchmark_reports_every_network_on_the_cpu(tiny_dataset, tmp_path):
