@@ -18,8 +18,8 @@ Two steps, each runnable by hand:
    model) and ``predictions.csv`` beside ``observed.npz``.
 
 ``predictions.csv`` columns: ``kind`` (``scenario`` or ``parameter``),
-``name``, ``value`` (probability, or the median estimate in natural
-units), ``lower``, ``upper`` (the interval's bounds, parameters only),
+``name``, ``value`` (probability, or the estimate in natural units:
+:func:`popdl.model_io.point_estimate`), ``lower``, ``upper`` (the interval's bounds, parameters only),
 ``scenarios`` (the scenarios that have the parameter, ``;``-separated),
 ``reliable`` (``true``/``false``, the same on every row) and ``note`` (why
 not, and warnings such as a softmax temperature at its bound).

@@ -548,7 +548,7 @@ def _answer_section(rep: Report, config: dict, results: Path) -> None:
                 for p, v in net.get("params", {}).items() if not owned or p in owned]
         if rows:
             level = net.get("interval")
-            body += (f"<p>Parameters of {_esc(best)}, median and {_fmt(100 * (level[1] - level[0]), 2) if level else ''}% "
+            body += (f"<p>Parameters of {_esc(best)}, estimate and {_fmt(100 * (level[1] - level[0]), 2) if level else ''}% "
                      "interval (natural units):</p>" + _table(pd.DataFrame(rows)))
         body += _verdict(pred)
     rep.section("answer", "The answer", body)
@@ -597,7 +597,7 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
         cells = {method: {p: f"{_fmt(v['estimate'])} ({_fmt(v['lower'])} – {_fmt(v['upper'])})" for p, v in ps.items()}
                  for method, ps in params.items()}
         if any(cells.values()):
-            body += ("<h4>Parameter estimates: median (interval), natural units</h4>"
+            body += ("<h4>Parameter estimates: estimate (interval), natural units</h4>"
                      + _table(pd.DataFrame(cells).rename_axis("parameter").reset_index()))
         body += _verdict(pred)
         mis = (pred or {}).get("misspecification")
