@@ -154,3 +154,10 @@ def test_mixed_precision_trains_in_bf16_and_saves_a_float32_model(tiny_dataset, 
     test = Dataset(tiny_dataset).load("test")
     pred = saved.predict(test["images"], test["distances"], test["stats"])
     assert np.all(np.isfinite(pred.probabilities)) and np.all(np.isfinite(pred.estimates))
+
+
+def test_jobs_that_do_not_train_say_they_run():
+    from popdl.device import Device
+
+    line = Device("evaluate", "tensorflow", "cpu", "CPU", 0, "", 1).line()
+    assert line.startswith("device: evaluate runs on cpu ") and "trains" not in line

@@ -80,7 +80,8 @@ class Device:
                 grant += ", none usable: CPU fallback allowed by train.allow_cpu_fallback"
         else:
             grant = "no GPU granted"
-        return (f"device: {self.job} trains on {self.kind} {self.name} with Keras on {self.backend} "
+        verb = "trains on" if self.job.startswith(("tune", "train", "bench")) else "runs on"  # evaluate, predict
+        return (f"device: {self.job} {verb} {self.kind} {self.name} with Keras on {self.backend} "
                 f"({grant}; {self.threads or 'default'} CPU threads)")
 
     def to_dict(self) -> dict:
