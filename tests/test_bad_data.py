@@ -350,6 +350,8 @@ MODEL_CASES = [
     ("bundle-binary", dict(bundle_text=b"\xff\xfe\x00garbage\x80"), r"bundle\.json: not a text file"),
     ("bundle-a-list", dict(bundle_text="[1, 2, 3]"), r"bundle\.json: holds list, not a JSON object"),
     ("bundle-format-2", dict(bundle_change=set_key("format", 2)), r"bundle\.json: unsupported model format 2"),
+    ("bundle-interval-offset-not-a-number", dict(bundle_change=set_key("interval_calibration", {"offsets": {"N1": "wide"}})),
+     r"'interval_calibration' is \{.offsets.*not offsets per parameter"),
     ("bundle-negative-shape", dict(bundle_change=set_key("shapes.image", [-40, SNPS])), r"'shapes\.image' is \[-40, 32\]"),
     ("bundle-snps-10-to-12", dict(bundle_change=lambda b: (set_key("shapes.image", [40, 10**12])(b), set_key("shapes.distances", [10**12])(b))),
      r"'shapes\.image' is \[40, 1000000000000\]"),

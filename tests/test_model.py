@@ -388,6 +388,25 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     with pytest.raises(ValueError, match="stats has shape"):
         model.predict(None, None, test["stats"][:, :3])
 
+    # The estimate is the posterior mean of the network's midpoint quantiles (learning scale), never moved by
+    # the intervals' offsets; the offsets stored in the bundle move the interval's ends on the network's scale.
+    raw = model.predict(test["images"], test["distances"], test["stats"], calibrated=False)
+    assert model.levels == pytest.approx([(k + 0.5) / 10 for k in range(10)])
+    np.testing.assert_allclose(raw.estimates, model.prep.natural(model.prep.learning_scale(raw.quantiles).mean(-1)),
+                               rtol=1e-9)
+    bundle_path = tmp_path / "elsewhere" / "bundle.json"
+    moved = json.loads(bundle_path.read_text())
+    moved["interval_calibration"] = {"offsets": {"N1": 1.0, "N2": -100.0}}
+    bundle_path.write_text(json.dumps(moved))
+    wider = load_model(tmp_path / "elsewhere").predict(test["images"], test["distances"], test["stats"])
+    j1, j2 = model.param_names.index("N1"), model.param_names.index("N2")
+    assert np.all(wider.lower[:, j1] < raw.lower[:, j1]) and np.all(wider.upper[:, j1] > raw.upper[:, j1])
+    others = [j for j in range(len(model.param_names)) if j not in (j1, j2)]
+    np.testing.assert_allclose(wider.estimates[:, [j1, *others]], raw.estimates[:, [j1, *others]])
+    np.testing.assert_allclose(wider.lower[:, j2], wider.upper[:, j2])  # pulled in to the middle level
+    np.testing.assert_allclose(wider.estimates[:, j2], wider.lower[:, j2])  # and the estimate stays inside
+    np.testing.assert_allclose(wider.lower[:, others], raw.lower[:, others])
+
     from popdl.stages import settings_hash
 
     evaluation = model_settings("evaluate")

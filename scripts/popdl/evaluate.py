@@ -44,7 +44,7 @@ from popdl.calibration import reliability
 from popdl.dataset import Dataset
 from popdl.interpret import interpret
 from popdl.io import atomic_path, provenance, write_json
-from popdl.model_io import load_model, point_estimate, softmax
+from popdl.model_io import load_model, softmax
 
 log = logging.getLogger("popdl.evaluate")
 
@@ -84,21 +84,17 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray, scenar
     }
 
 
-def regression_metrics(true: np.ndarray, quantiles: np.ndarray, *, prep, levels,
-                       estimates: np.ndarray | None = None) -> dict:
-    """Per parameter: RMSE / R² on the learning scale, RMSE in natural units, interval coverage.
+def regression_metrics(true: np.ndarray, quantiles: np.ndarray, *, prep, levels, estimates: np.ndarray) -> dict:
+    """Per parameter: RMSE / R² of the estimates on the learning scale, RMSE in natural units,
+    interval coverage.
 
     ``true`` (n, parameters) natural units, NaN where absent; ``quantiles``
     (n, parameters, levels) natural units; ``estimates`` (n, parameters)
-    natural units, the point estimates scored (default: from the quantiles,
-    :func:`popdl.model_io.point_estimate`).
+    natural units (:attr:`popdl.model_io.Prediction.estimates`).
     """
     levels = list(levels)
     out = {}
     t_learn = prep.learning_scale(true)
-    q_learn = prep.learning_scale(quantiles)
-    if estimates is None:
-        estimates = prep.natural(point_estimate(q_learn, levels))
     e_learn = prep.learning_scale(estimates)
     for j, name in enumerate(prep.param_names):
         sel = np.isfinite(true[:, j])
@@ -228,7 +224,8 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out:
     test = dataset.load("test", ("images", "distances", "stats", "labels", "params"))
     if len(test["labels"]) == 0:
         raise ValueError(f"{dataset_dir} has an empty test split")
-    pred = model.predict(test["images"], test["distances"], test["stats"])
+    outputs = model.raw_outputs(test["images"], test["distances"], test["stats"])
+    pred = model.answer(outputs)
     metrics = {"n_test": int(len(test["labels"])), "model": model.bundle["network"],
                "hyper_parameters": model.bundle["hyper_parameters"], "tasks": model.bundle["tasks"]}
     cls = cal_before = cal_after = None
@@ -253,7 +250,7 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out:
                                  estimates=pred.estimates)
         if np.any(model.interval_offsets):
             # The same intervals before their conformal calibration (held-out examples of the final fit).
-            raw = model.predict(test["images"], test["distances"], test["stats"], calibrated=False).quantiles
+            raw = model.answer(outputs, calibrated=False).quantiles
             raw_reg = regression_metrics(np.asarray(test["params"], float), raw, prep=model.prep, levels=pred.levels,
                                          estimates=pred.estimates)
             for name, r in reg.items():

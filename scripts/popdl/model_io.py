@@ -433,21 +433,22 @@ class PopdlModel:
     def predict(self, images=None, distances=None, stats=None, *, batch_size: int = 256,
                 calibrated: bool = True) -> Prediction:
         """Scenario probabilities and parameter estimates with intervals (see module docstring)."""
-        out = self.raw_outputs(images, distances, stats, batch_size=batch_size)
+        return self.answer(self.raw_outputs(images, distances, stats, batch_size=batch_size), calibrated=calibrated)
+
+    def answer(self, out: dict, *, calibrated: bool = True) -> Prediction:
+        """:meth:`raw_outputs` -> :class:`Prediction`: with ``calibrated``, the temperature
+        and the intervals' conformal offsets applied (neither without)."""
         logits = out.get("scenario")
         probs = softmax(logits, self.temperature if calibrated else 1.0) if logits is not None else None
         est = lower = upper = q = None
         if "params" in out:
             z = np.sort(out["params"], axis=-1)  # quantiles never cross
-            if calibrated:
-                z = apply_interval_offsets(z, self.interval_offsets)
-            learning = self.prep.unstandardise(z)
+            raw = self.prep.unstandardise(z)
+            learning = self.prep.unstandardise(apply_interval_offsets(z, self.interval_offsets)) if calibrated else raw
             q = self.prep.natural(learning)
-            # The estimate from the network's own quantiles (not moved by the interval calibration),
-            # kept within the interval.
-            raw = self.prep.unstandardise(np.sort(out["params"], axis=-1)) if calibrated else learning
-            est = np.clip(self.prep.natural(point_estimate(raw, self.levels)), q[:, :, 0], q[:, :, -1])
             lower, upper = q[:, :, 0], q[:, :, -1]
+            # The estimate from the network's own quantiles (the offsets move only the interval), kept inside it.
+            est = np.clip(self.prep.natural(point_estimate(raw, self.levels)), lower, upper)
         return Prediction(self.scenarios, probs, logits, self.param_names, est, lower, upper, q, list(self.levels))
 
 

@@ -485,8 +485,8 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         model, history, epochs, tower_epochs = _fit_network(hp, tasks=tasks, name=None, epochs=epochs,
                                                             tower_hint=best.get("best_epochs") or {}, **common)
         network, inputs, trial = hp["network"], net.inputs, best.get("number")
-    calibration = _calibrate_final(model, dataset, held_out, inputs=inputs, prep=prep)
-    intervals = _calibrate_intervals(model, dataset, held_out, inputs=inputs, prep=prep, levels=train_cfg["quantiles"])
+    calibration, intervals = _calibrate_final(model, dataset, held_out, inputs=inputs, prep=prep,
+                                              levels=train_cfg["quantiles"])
     n_fit = dataset.size("train") + int((~held_out).sum())
     save_bundle(out, model=model, prep=prep, scenarios=dataset.scenarios, network=network, inputs=inputs,
                 shapes={k: shapes[k] for k in inputs}, temperature=calibration.get("temperature", 1.0),
@@ -570,40 +570,32 @@ def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: 
     return model, history, epochs, tower_epochs
 
 
-def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor) -> dict:
-    """:func:`popdl.calibration.calibrate` on ``model``'s logits for the held-out
-    validation examples, with the (scenario, draw) of each of them."""
-    from popdl.calibration import calibrate
+def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor,
+                     levels) -> tuple[dict, dict]:
+    """From one pass of ``model`` over the held-out validation examples, which it never
+    trained on: the temperature (:func:`popdl.calibration.calibrate` on the logits, with
+    the (scenario, draw) of every example) and the conformal offsets of the parameter
+    intervals (:func:`popdl.calibration.interval_offsets` on the quantiles); ``{}`` for an
+    output the model lacks."""
+    from popdl.calibration import calibrate, interval_offsets
 
-    if "scenario" not in model.output_names:
-        return {}
-    val = dataset.load("validation", ("labels", "draw")) if dataset.size("validation") else \
+    val = dataset.load("validation", ("labels", "draw", "params")) if dataset.size("validation") else \
         {"labels": np.zeros(0, np.int64), "draw": np.zeros(0, np.int64)}
-    labels, draws = val["labels"][held_out], val["draw"][held_out]
-    logits = np.zeros((0, len(dataset.scenarios)))
+    outputs = {}
     if held_out.any():
         x, _ = load_arrays(dataset, "validation", inputs=inputs, prep=prep, tasks=(), keep={"validation": held_out})
-        logits = predict_arrays(model, x)["scenario"]
-    result = calibrate(logits, labels)
-    result.update(split="validation", fraction=float(held_out.mean()) if held_out.size else 0.0,
-                  draws=[[dataset.scenarios[int(lab)], int(d)] for lab, d in zip(labels, draws)])
-    return result
-
-
-def _calibrate_intervals(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor,
-                         levels) -> dict:
-    """Conformal offsets of the parameter intervals (:func:`popdl.calibration.interval_offsets`)
-    from ``model``'s quantiles for the held-out validation examples, which it never trained on."""
-    from popdl.calibration import interval_offsets
-
-    if "params" not in model.output_names or not held_out.any():
-        return {}
-    x, _ = load_arrays(dataset, "validation", inputs=inputs, prep=prep, tasks=(), keep={"validation": held_out})
-    z = predict_arrays(model, x)["params"]
-    true = prep.params(dataset.load("validation", ("params",))["params"][held_out])
-    result = interval_offsets(z, true, levels=levels, param_names=prep.param_names)
-    result["scale"] = "standardised network target"
-    return result
+        outputs = predict_arrays(model, x)
+    calibration, intervals = {}, {}
+    if "scenario" in model.output_names:
+        labels, draws = val["labels"][held_out], val["draw"][held_out]
+        calibration = calibrate(outputs.get("scenario", np.zeros((0, len(dataset.scenarios)))), labels)
+        calibration.update(split="validation", fraction=float(held_out.mean()) if held_out.size else 0.0,
+                           draws=[[dataset.scenarios[int(lab)], int(d)] for lab, d in zip(labels, draws)])
+    if "params" in outputs:
+        intervals = interval_offsets(outputs["params"], prep.params(val["params"][held_out]), levels=levels,
+                                     param_names=prep.param_names)
+        intervals["scale"] = "standardised network target"
+    return calibration, intervals
 
 
 def _has_module(name: str) -> bool:
