@@ -47,8 +47,8 @@ def test_a_config_entry_takes_the_configured_defaults():
     assert stage_config(config, "observe", "obs")["data"]["loci"] == "windows"
     assert stage_config(config, "observe", "obs")["data"]["populations"] == MAPPING
     assert stage_config(config, "observe", "own")["data"]["loci"] == "contigs"
-    assert stage_config(config, "train")["run_config"]["predict"] == {"defaults": {"loci": "windows",
-                                                                                  "populations": MAPPING}}
+    assert stage_config(config, "train")["run_config"]["predict"]["defaults"] == {"loci": "windows",
+                                                                                  "populations": MAPPING}
 
 
 # ------------------------------------------------------------------------------ a tiny model, through the CLI
@@ -82,7 +82,8 @@ def model(tiny_dataset, tmp_path_factory):
     folder = tmp_path_factory.mktemp("model_settings")
     vcf, popmap = _pseudo_chromosome(folder, windows=3, length=tiny_config()["genome"]["length"])
     config = prepare(tiny_config(predict={"data": [{"name": "taxa", "vcf": str(vcf), "popmap": str(popmap),
-                                                     "loci": "windows", "populations": MAPPING}]},
+                                                     "loci": "windows", "populations": MAPPING}],
+                                          "replicates": 3, "max_missing": 0.9, "allow_unphased": True},
                                  train={"epochs": 1, "ensemble": 1}), base_dirs=(REPO,))
     hyper = {"network": "mlp", "learning_rate": 1e-3, "lr_decay": "none", "lr_decay_rate": 0.5, "batch_size": 16,
              "optimizer": "adam", "momentum": 0.9, "dropout": 0.1, "batch_norm": False, "l1": 0.0, "l2": 0.0,
@@ -105,8 +106,12 @@ def test_predict_with_the_model_alone_reads_data_as_the_model_was_trained_to(mod
     folder, vcf, popmap, dataset = model
     bundle = json.loads((folder / "model" / "bundle.json").read_text())
     assert bundle["config"]["predict"]["defaults"] == {"loci": "windows", "populations": MAPPING}
+    # ... and the reading options: here not the schema's defaults (10 SNP subsets, 50 % missing, phased only)
+    stored = {k: bundle["config"]["predict"][k] for k in ("replicates", "max_missing", "allow_unphased")}
+    assert stored == {"replicates": 3, "max_missing": 0.9, "allow_unphased": True}
     summary = _predict(folder, "stored", vcf, popmap, dataset)
     assert summary["reading"] == {"loci": "windows", "populations": MAPPING}
+    assert summary["replicates"] == 3
     assert len(summary["loci"]) == 3  # the contig cut into windows of genome.length
     assert [i[0] for i in summary["individuals"]] == ["n"] * 4 + ["p"] * 4  # nuttalli -> pop1 (first)
     assert (folder / "stored" / "predictions.json").is_file()

@@ -45,7 +45,7 @@ def test_the_table_covers_every_stage():
 @pytest.mark.parametrize("stage", sorted(EXPECTED))
 def test_stage_slice(config, stage):
     from popdl.common import canonicalize
-    from popdl.stages import DATA_KEYS, stage_config, stage_json
+    from popdl.stages import DATA_KEYS, READING_KEYS, stage_config, stage_json
 
     name, keys = EXPECTED[stage]
     part = stage_config(config, stage, name)
@@ -74,7 +74,8 @@ def test_stage_slice(config, stage):
         assert part["train"] == config["train"] and set(part["run_config"]) == set(DATA_KEYS) | {"predict"}
         assert "tuning" not in part["run_config"]
         # the model stores how data are read: the one entry's loci and population mapping
-        assert part["run_config"]["predict"] == {"defaults": {"loci": "contigs", "populations": {}}}
+        assert part["run_config"]["predict"] == {"defaults": {"loci": "contigs", "populations": {}},
+                                                 **{k: config["predict"][k] for k in READING_KEYS}}
     elif stage == "evaluate":
         assert part["evaluate"] == config["evaluate"]
     elif stage in ("observe", "predict"):

@@ -14,7 +14,9 @@ Layout of ``results/{run}/model/``::
                     run config's data sections: samples, genome, features
                     (phasing, missingness model, SFS projection) and
                     ``predict.defaults`` (a data set's loci and population
-                    mapping), with which ``popdl predict --model`` reads data
+                    mapping) with the reading options (subsampling, unphased
+                    calls, sample matching, missing calls, SNP subsets), with
+                    which ``popdl predict --model`` reads data
     history.json    loss (and accuracy) per epoch of the final fit
 
 Copy the folder to another machine with popdl installed and::

@@ -36,6 +36,10 @@ __all__ = ["STAGES", "Stage", "stage_config", "stage_json", "settings_hash", "se
 #: carries them); model, tuning and later sections must not rerun the data.
 DATA_KEYS = ("seed", "simulator", "fastsimcoal2", "samples", "genome", "scenarios", "simulations", "features")
 
+#: How observed data are read (``predict`` options): stored in the model folder
+#: with ``predict.defaults``, so that ``popdl predict --model DIR`` reads new data alike.
+READING_KEYS = ("subsample", "allow_unphased", "strict_samples", "max_missing", "replicates")
+
 
 def prior_summary(config: dict) -> dict:
     """Per parameter: whether it is learned on a log scale, and its prior bounds."""
@@ -141,11 +145,14 @@ def _train(config: dict) -> dict:
     the model alone can later turn a VCF into the inputs it was trained on;
     they change only when the dataset changes, which reruns training anyway.
     So do the defaults of how a data set is read (``predict.defaults``: loci and
-    population mapping, :func:`popdl.observed.data_defaults`), which rerun
-    training only when they change."""
+    population mapping, :func:`popdl.observed.data_defaults`) and the reading
+    options (:data:`READING_KEYS`: subsampling, unphased calls, sample
+    matching, missing calls, SNP subsets), which rerun training only when they
+    change."""
     return {"seed": config["seed"], "task": config["task"], "train": config["train"],
             "run_config": {**{k: config[k] for k in DATA_KEYS},
-                           "predict": {"defaults": data_defaults(config["predict"])}}}
+                           "predict": {"defaults": data_defaults(config["predict"]),
+                                       **{k: config["predict"][k] for k in READING_KEYS}}}}
 
 
 def _evaluate(config: dict) -> dict:
@@ -161,7 +168,7 @@ def _scan(config: dict, data: str | None) -> dict:
         "samples": config["samples"],
         "genome": config["genome"],
         "features": config["features"],
-        "predict": {k: config["predict"][k] for k in ("subsample", "allow_unphased", "max_missing", "strict_samples")},
+        "predict": {k: config["predict"][k] for k in READING_KEYS if k != "replicates"},
         "scan": {k: v for k, v in config["scan"].items() if k != "data"},
     }
     if data is not None:
