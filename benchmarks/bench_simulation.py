@@ -206,7 +206,7 @@ def main(argv=None) -> int:
         # Warm-up (imports, caches) and check that both sides simulate the same data.
         workflow()
         features()
-        line, _ = compare(load_sims(out), bare_loop(plan.iloc[:20], samples=config["samples"], genome=config["genome"]),
+        line, same = compare(load_sims(out), bare_loop(plan.iloc[:20], samples=config["samples"], genome=config["genome"]),
                           loci=loci)
         print(line)
 
@@ -263,6 +263,9 @@ def main(argv=None) -> int:
               + ", ".join(f"{job} {cpu[job]:.2f} CPU s ({wall[job]:.2f} s wall)" for job in startup) + "; target < 1.5 s")
         print(f"throughput ratio with both jobs' start-up in a chunk of {n} draws: "
               f"{b / (w + f + cpu['simulate'] + cpu['features']):.3f}")
+    if not same:  # the speeds compare different simulations: no ratio above means anything
+        print("ERROR: the workflow and the bare loop do not simulate the same data (see the check above)", file=sys.stderr)
+        return 1
     return 0
 
 
