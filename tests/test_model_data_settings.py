@@ -51,6 +51,25 @@ def test_a_config_entry_takes_the_configured_defaults():
                                                                                   "populations": MAPPING}
 
 
+def test_a_scan_without_its_own_mapping_takes_the_default_one():
+    from argparse import Namespace
+
+    from popdl.cli_scan import _populations
+    from popdl.config import prepare
+    from popdl.stages import stage_config
+
+    scan = {"name": "chr", "vcf": "chr.vcf", "popmap": "p.tsv"}
+    config = prepare(tiny_config(predict={"defaults": {"populations": MAPPING}},
+                                 scan={"data": [scan, dict(scan, name="own", populations={"x": "pop1"})]}),
+                     base_dirs=(REPO,))
+    flags = Namespace(populations=[])
+    assert _populations(flags, stage_config(config, "scan", "chr")) == MAPPING
+    assert _populations(flags, stage_config(config, "scan", "own")) == {"x": "pop1"}
+    assert _populations(Namespace(populations=["a=pop2"]), stage_config(config, "scan", "own")) == {"a": "pop2"}
+    no_default = prepare(tiny_config(scan={"data": [scan]}), base_dirs=(REPO,))
+    assert not _populations(flags, stage_config(no_default, "scan", "chr"))
+
+
 # ------------------------------------------------------------------------------ a tiny model, through the CLI
 def _pseudo_chromosome(folder, *, windows: int, length: int):
     """A phased VCF of one contig spanning ``windows`` × ``length`` bp, 4 + 4 individuals labelled

@@ -48,6 +48,15 @@ def scan_settings(args, model: Path) -> dict:
     return stage_config(stored_config(model), "scan")
 
 
+def _populations(args, settings: dict) -> dict | None:
+    """The popmap's labels -> the simulated populations: --populations, else the scan.data
+    entry's own mapping, else ``predict.defaults.populations`` (which a model folder stores)."""
+    if args.populations:
+        return population_mapping(args.populations)
+    own = (settings.get("data") or {}).get("populations")
+    return own if own is not None else ((settings["predict"].get("defaults") or {}).get("populations"))
+
+
 def cmd_scan(args) -> int:
     from popdl.model_io import load_model
     from popdl.scan import read_scan_vcf, run_scan
@@ -62,7 +71,7 @@ def cmd_scan(args) -> int:
     data = read_scan_vcf(
         args.vcf, popmap=args.popmap, samples=settings["samples"], seed=settings["seed"], name=args.name,
         subsample=popt["subsample"], allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
-        populations=population_mapping(args.populations) if args.populations else settings.get("data", {}).get("populations"),
+        populations=_populations(args, settings),
         strict=popt.get("strict_samples", False), phased=settings["features"].get("phased", True),
     )
     model = load_model(model_dir)

@@ -357,7 +357,7 @@ def _check_unique_names(config: dict) -> None:
             if entry["name"] in seen:
                 raise ConfigError(f"config key '{section}.data.{i}.name': {entry['name']!r} names two entries of {section}.data")
             seen.add(entry["name"])
-            for label, pop in entry.get("populations", {}).items():
+            for label, pop in (entry.get("populations") or {}).items():
                 if pop not in config["samples"]:
                     raise ConfigError(f"config key '{section}.data.{i}.populations.{label}': {pop!r} is not a simulated "
                                       f"population (config samples: {', '.join(config['samples'])})")

@@ -171,6 +171,9 @@ def _scan(config: dict, data: str | None) -> dict:
         "predict": {k: config["predict"][k] for k in READING_KEYS if k != "replicates"},
         "scan": {k: v for k, v in config["scan"].items() if k != "data"},
     }
+    mapping = data_defaults(config["predict"]).get("populations")
+    if mapping is not None:  # what a scan.data entry without its own mapping takes
+        part["predict"]["defaults"] = {"populations": mapping}
     if data is not None:
         part["data"] = _data_entry(config, "scan", data)
     return part
