@@ -437,6 +437,47 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
         assert arrays["embedding_pca"].shape == (n, 2) and "saliency_snp" not in arrays
 
 
+def test_cross_fitted_ensemble_calibrates_its_intervals_out_of_fold(tiny_dataset, tmp_path):
+    """With train.ensemble >= 4 every example the final fit trains on lies in one fold (balanced by scenario,
+    the same for the same seed), member i trains on the other folds, and the intervals are calibrated on all
+    of them out of fold; the temperature still comes from the calibration part the ensemble never saw."""
+    from popdl.dataset import Dataset
+    from popdl.training import ShardSequence, calibration_mask, cross_fit_folds, train_final
+
+    train = model_settings("train")
+    train["train"].update(ensemble=4, epochs=2)
+    hyper = {"network": "mlp", "learning_rate": 1e-3, "lr_decay": "none", "lr_decay_rate": 0.5, "batch_size": 16,
+             "optimizer": "adam", "momentum": 0.9, "dropout": 0.1, "batch_norm": False, "l1": 0.0, "l2": 0.0,
+             "activation": "relu", "dense_layers": 1, "dense_units": 8, "towers": "shared"}
+    fitted = train_final(train, tiny_dataset, best={"hyper_parameters": hyper, "best_epoch": 2}, out=tmp_path / "model")
+    ds = Dataset(tiny_dataset)
+    held = calibration_mask(ds, root_seed=train["seed"], fraction=train["train"]["calibration_fraction"])
+    folds = fitted["folds"]
+    again = cross_fit_folds(ds, held, root_seed=train["seed"], k=4)
+    assert all(np.array_equal(folds[s], again[s]) for s in ("train", "validation"))
+    assert (folds["validation"][held] == -1).all() and (folds["validation"][~held] >= 0).all()
+    assert (folds["train"] >= 0).all()
+    for split in ("train", "validation"):
+        labels = ds.load(split, ("labels",))["labels"]
+        for scenario in range(len(ds.scenarios)):
+            sizes = np.bincount(folds[split][(labels == scenario) & (folds[split] >= 0)], minlength=4)
+            assert sizes.max() - sizes.min() <= 1
+    # Member 0's batches: every example of the other folds once, none of its own fold or of the calibration part.
+    seq = ShardSequence(ds, ("train", "validation"), batch_size=5, inputs=("stats",), prep=None, tasks=(),
+                        targets=False, keep={s: (f >= 0) & (f != 0) for s, f in folds.items()})
+    assert sum(len(rows) for _, rows in seq.batches) == sum(int(((f >= 0) & (f != 0)).sum()) for f in folds.values())
+    bundle = json.loads((tmp_path / "model" / "bundle.json").read_text())
+    ic = bundle["interval_calibration"]
+    assert ic["method"].startswith("cross-conformal")
+    params = {s: ds.load(s, ("params",))["params"][folds[s] >= 0] for s in folds}
+    assert ic["n"] == {p: sum(int(np.isfinite(v[:, j]).sum()) for v in params.values())
+                       for j, p in enumerate(bundle["param_names"])}
+    for p, n in ic["n"].items():  # conformal: at least the nominal coverage on the examples it was fitted on
+        if n >= 20:
+            assert ic["coverage_after"][p] >= ic["nominal"] - 1e-9
+    assert bundle["calibration"]["n"] == int(held.sum())
+
+
 def test_failed_trials_are_recorded_and_the_worker_stops_after_max_failures(tiny_dataset, tmp_path):
     from optuna.trial import TrialState
 

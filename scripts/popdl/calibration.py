@@ -23,6 +23,12 @@ network predicts; the interval's two ends are moved out (or in) by the
 intervals of coverage at least ``1 - a`` on exchangeable data
 (:func:`interval_offsets`).  The offset is applied on the network's scale,
 before the bounded transform, so the intervals stay inside the priors.
+With a cross-fitted ensemble (``train.cross_fit``), the scores are those of
+every example the final fit trained on, each by the member that left its fold
+out (cross-conformal calibration, Vovk 2015; Barber et al. 2021): about 17
+times the examples of the calibration part, which parameters of one scenario
+need.  A single member is a little less accurate than the ensemble, so these
+offsets err on the side of wider intervals.
 """
 
 from __future__ import annotations

@@ -364,8 +364,10 @@ def _evaluation_section(rep: Report, results: Path) -> dict | None:
         body += "<h3>Parameters: true vs. estimated</h3>" + _table(frame)
         ic = metrics.get("interval_calibration") or {}
         if ic.get("offsets"):
-            body += ("<p>Intervals calibrated by conformalized quantile regression on the validation simulations "
-                     "the final model did not train on (at least "
+            where = ("on the training and validation simulations, each by the ensemble member that left it out "
+                     "(cross-conformal)" if str(ic.get("method", "")).startswith("cross") else
+                     "on the validation simulations the final model did not train on")
+            body += ("<p>Intervals calibrated by conformalized quantile regression " + where + " (at least "
                      f"{min(ic.get('n', {}).values() or [0])} per parameter); coverage there moved from "
                      + ", ".join(f"{_esc(k)} {_fmt(v)} to {_fmt(ic['coverage_after'].get(k))}"
                                  for k, v in (ic.get("coverage_before") or {}).items()) + ".</p>")

@@ -25,7 +25,9 @@ REPORT             7   the report and its interpretation: typical  ``__report_{u
                        scenario draws, test-set subsample, PCA
                        points, the seeds of fANOVA, PCA, t-SNE
 CALIBRATION        8   which validation examples the final fit     ``__calibration__``, 0
-                       leaves out to fit the temperature on
+                       leaves out to fit the temperature on; the
+                       cross-fitting folds of the ensemble's       ``__cross_fit__``, 0
+                       members (``train.cross_fit``)
 AUGMENT            9   haplotype permutations within populations   ``__augment__``, epoch
                        (``train.augment``) of one batch             (+ batch, see :func:`augment`)
 =================  ==  ==========================================  ===================================
@@ -75,6 +77,7 @@ __all__ = [
     "observed",
     "report",
     "calibration",
+    "cross_fit",
     "augment",
     "haplotype_hash_weights",
     "HASH_WEIGHTS_SEED",
@@ -171,6 +174,11 @@ def report(root_seed: int, use: str, index: int = 0) -> np.random.Generator:
 def calibration(root_seed: int) -> np.random.Generator:
     """Which examples of the validation split the final fit leaves out (the calibration part)."""
     return generator(root_seed, Stream.CALIBRATION, "__calibration__", 0)
+
+
+def cross_fit(root_seed: int) -> np.random.Generator:
+    """Which fold of the final fit's examples each ensemble member leaves out (``train.cross_fit``)."""
+    return generator(root_seed, Stream.CALIBRATION, "__cross_fit__", 0)
 
 
 def augment(seed: int, epoch: int, batch: int) -> np.random.Generator:

@@ -419,6 +419,32 @@ def calibration_mask(dataset: Dataset, *, root_seed: int, fraction: float) -> np
     return mask
 
 
+#: Fewest ensemble members with which ``train.cross_fit`` applies (member i leaves out 1/k of the examples).
+MIN_CROSS_FIT_MEMBERS = 4
+
+
+def cross_fit_folds(dataset: Dataset, held_out: np.ndarray, *, root_seed: int, k: int) -> dict[str, np.ndarray]:
+    """Per split (``train``, ``validation``, in shard order), the fold 0..k-1 of each example
+    the final fit trains on, and -1 for the validation examples of the calibration part
+    (``held_out``, :func:`calibration_mask`).  Within each split and scenario the examples are
+    dealt in turn to the k folds, in an order drawn by the cross-fit stream of ``root_seed``
+    (:func:`popdl.seeds.cross_fit`): the folds are balanced by scenario."""
+    from popdl import seeds
+
+    rng = seeds.cross_fit(root_seed)
+    folds = {}
+    for split in ("train", "validation"):
+        labels = np.asarray(dataset.load(split, ("labels",))["labels"]) if dataset.size(split) else \
+            np.zeros(0, dtype=np.int64)
+        fold = np.full(labels.size, -1, dtype=np.int64)
+        use = ~np.asarray(held_out, dtype=bool) if split == "validation" else np.ones(labels.size, dtype=bool)
+        for s in range(len(dataset.scenarios)):
+            idx = np.flatnonzero((labels == s) & use)
+            fold[rng.permutation(idx)] = np.arange(idx.size) % int(k)
+        folds[split] = fold
+    return folds
+
+
 def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str | Path,
                 tensorboard_dir: str | Path | None = None, config_hash: str | None = None) -> dict:
     """Fit the final network with ``best``'s hyper-parameters on the training split
@@ -431,7 +457,12 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     ``train.ensemble`` k > 1, k such networks are fitted (Keras and the batch
     order seeded with the root seed + i) and saved as one model averaging
     their logits and quantiles (:func:`popdl.models.ensemble`); the history
-    saved is the members' mean.  The
+    saved is the members' mean.  With ``train.cross_fit`` and k >=
+    :data:`MIN_CROSS_FIT_MEMBERS`, member i leaves out fold i of the examples
+    (:func:`cross_fit_folds`), and the parameter intervals' conformal offsets
+    are computed on every example by the member that did not train on it
+    (cross-conformal calibration: 17 times the examples of the calibration
+    part with the default split); otherwise on the calibration part.  The
     softmax temperature is fitted for this model on the calibration part of
     the validation split (``train.calibration_fraction`` of it, which the fit
     never sees; :func:`calibration_mask`), and kept only where it helps there
@@ -460,17 +491,25 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     keep = {"validation": ~held_out}
     shapes = dataset_shapes(dataset)
     members = max(1, int(train_cfg.get("ensemble", 1) or 1))
+    folds = None
+    if train_cfg.get("cross_fit", True) and "regress" in tasks:
+        if members >= MIN_CROSS_FIT_MEMBERS:
+            folds = cross_fit_folds(dataset, held_out, root_seed=seed, k=members)
+        elif members > 1:
+            log.info("train.cross_fit needs train.ensemble >= %d (each member then trains on >= 3/4 of the "
+                     "examples): the intervals are calibrated on the calibration part", MIN_CROSS_FIT_MEMBERS)
     common = dict(dataset=dataset, prep=prep, keep=keep, shapes=shapes, train_cfg=train_cfg, seed=seed,
-                  members=members, tensorboard_dir=tensorboard_dir)
+                  members=members, tensorboard_dir=tensorboard_dir, folds=folds)
     by_task = best.get("by_task") or {}
     if {"classify", "regress"} <= set(tasks) and {"classify", "regress"} <= set(by_task):
         # Each output from the network of the trial whose tower for it was best, fitted on its own.
-        parts, histories, tower_epochs = {}, {}, {}
+        parts, histories, tower_epochs, oofs = {}, {}, {}, {}
         for task in ("classify", "regress"):
             choice = by_task[task]
-            parts[task], histories[task], tower_epochs[task], _ = _fit_network(
+            parts[task], histories[task], tower_epochs[task], _, oofs[task] = _fit_network(
                 dict(choice["hyper_parameters"]), tasks=(task,), name=f"{task}_network",
                 epochs=int(train_cfg["epochs"] or choice["best_epoch"]), **common)
+        oof = oofs["regress"]
         from popdl.models import combine_tasks
 
         model = combine_tasks(parts)
@@ -482,11 +521,11 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         epochs = max(tower_epochs.values())
         trial = {t: by_task[t]["number"] for t in parts}
     else:
-        model, history, epochs, tower_epochs = _fit_network(hp, tasks=tasks, name=None, epochs=epochs,
-                                                            tower_hint=best.get("best_epochs") or {}, **common)
+        model, history, epochs, tower_epochs, oof = _fit_network(hp, tasks=tasks, name=None, epochs=epochs,
+                                                                 tower_hint=best.get("best_epochs") or {}, **common)
         network, inputs, trial = hp["network"], net.inputs, best.get("number")
     calibration, intervals = _calibrate_final(model, dataset, held_out, inputs=inputs, prep=prep,
-                                              levels=train_cfg["quantiles"])
+                                              levels=train_cfg["quantiles"], oof=oof, folds=folds)
     n_fit = dataset.size("train") + int((~held_out).sum())
     save_bundle(out, model=model, prep=prep, scenarios=dataset.scenarios, network=network, inputs=inputs,
                 shapes={k: shapes[k] for k in inputs}, temperature=calibration.get("temperature", 1.0),
@@ -498,22 +537,27 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                                       best_trial=trial, epochs=epochs, tower_epochs=tower_epochs,
                                       ensemble=members,
                                       backend=keras.backend.backend()))
-    log.info("train: %s x %d, %d epochs on %d examples, final loss %.4f; temperature %.3f", network, members,
-             epochs, n_fit, history["loss"][-1], calibration.get("temperature", 1.0))
+    log.info("train: %s x %d, %d epochs on %d examples%s, final loss %.4f; temperature %.3f", network, members,
+             epochs, n_fit, f" ({members - 1}/{members} of them each, cross-fitted)" if folds else "",
+             history["loss"][-1], calibration.get("temperature", 1.0))
     return {"epochs": epochs, "tower_epochs": tower_epochs, "history": history, "calibration": calibration,
-            "n_fit": n_fit, "members": members, "network": network}
+            "n_fit": n_fit, "members": members, "network": network, "folds": folds}
 
 
 def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: Preprocessor, keep: dict,
                  shapes: dict, train_cfg: dict, seed: int, members: int, tensorboard_dir=None,
-                 tower_hint: dict | None = None):
+                 tower_hint: dict | None = None, folds: dict | None = None):
     """Fit ``members`` copies of the network of ``hp`` for ``tasks`` (member i: Keras and
     the batch order seeded with ``seed`` + i) and return ``(model, history, epochs,
-    tower_epochs)``: the fitted network, or an ensemble averaging them
+    tower_epochs, oof)``: the fitted network, or an ensemble averaging them
     (:func:`popdl.models.ensemble`), named ``name``; the members' mean history; the
-    epochs run; each separate tower's epoch.  Separate towers are each kept
-    at their epoch of ``tower_hint`` (the trial's best), the fit running to the later one;
-    the single-task fit runs ``epochs``."""
+    epochs run; each separate tower's epoch; the out-of-fold parameter quantiles.
+    Separate towers are each kept at their epoch of ``tower_hint`` (the trial's best),
+    the fit running to the later one; the single-task fit runs ``epochs``.  Every member
+    trains on the examples of ``keep``, or, with ``folds`` (:func:`cross_fit_folds`),
+    member i on those of folds other than i; ``oof`` then maps each split to the
+    quantiles (examples, parameters, levels) that the member which left an example out
+    predicts for it (NaN outside the folds), else it is None."""
     import keras
 
     from popdl.models import ensemble, get_network
@@ -526,13 +570,16 @@ def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: 
                          quantiles=tuple(train_cfg["quantiles"]), tasks=tasks, name=member_name)
 
     fitted, histories, tower_epochs = [], [], {}
+    oof = {split: np.full((fold.size, len(prep.param_names), len(train_cfg["quantiles"])), np.nan)
+           for split, fold in folds.items()} if folds is not None and "regress" in tasks else None
     for member in range(members):
         member_seed = seed + member
         keras.utils.set_random_seed(member_seed)
+        member_keep = keep if folds is None else {s: (fold >= 0) & (fold != member) for s, fold in folds.items()}
         data, steps = make_data(dataset, ("train", "validation"), streaming=train_cfg["streaming"],
                                 in_memory_max_mb=train_cfg["in_memory_max_mb"], batch_size=hp["batch_size"],
                                 inputs=net.inputs, prep=prep, tasks=tasks, seed=member_seed,
-                                loader_threads=loader_threads(train_cfg.get("threads")), keep=keep,
+                                loader_threads=loader_threads(train_cfg.get("threads")), keep=member_keep,
                                 augment=bool(train_cfg.get("augment", False)))
         member_name = f"{name or 'network'}_member{member}" if members > 1 else name
         set_precision(mixed)
@@ -562,21 +609,27 @@ def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: 
         if mixed:  # the saved model computes in float32 wherever it is loaded (weights are float32 already)
             weights, model = model.get_weights(), build(member_name)
             model.set_weights(weights)
+        for split, fold in (folds if oof is not None else {}).items():
+            rows = fold == member
+            if rows.any():
+                x, _ = load_arrays(dataset, split, inputs=net.inputs, prep=prep, tasks=(), keep={split: rows})
+                oof[split][rows] = predict_arrays(model, x)["params"]
         fitted.append(model)
         histories.append(history)
     history = histories[0] if members == 1 else \
         {k: [float(np.mean(v)) for v in zip(*(h[k] for h in histories))] for k in histories[0]}
     model = fitted[0] if members == 1 else ensemble(fitted, name=f"{name or 'network'}_ensemble")
-    return model, history, epochs, tower_epochs
+    return model, history, epochs, tower_epochs, oof
 
 
 def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor,
-                     levels) -> tuple[dict, dict]:
+                     levels, oof: dict | None = None, folds: dict | None = None) -> tuple[dict, dict]:
     """From one pass of ``model`` over the held-out validation examples, which it never
     trained on: the temperature (:func:`popdl.calibration.calibrate` on the logits, with
     the (scenario, draw) of every example) and the conformal offsets of the parameter
     intervals (:func:`popdl.calibration.interval_offsets` on the quantiles); ``{}`` for an
-    output the model lacks."""
+    output the model lacks.  With the out-of-fold quantiles of a cross-fitted ensemble
+    (``oof``, ``folds``: :func:`_fit_network`), the offsets come from those instead."""
     from popdl.calibration import calibrate, interval_offsets
 
     val = dataset.load("validation", ("labels", "draw", "params")) if dataset.size("validation") else \
@@ -591,9 +644,20 @@ def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, p
         calibration = calibrate(outputs.get("scenario", np.zeros((0, len(dataset.scenarios)))), labels)
         calibration.update(split="validation", fraction=float(held_out.mean()) if held_out.size else 0.0,
                            draws=[[dataset.scenarios[int(lab)], int(d)] for lab, d in zip(labels, draws)])
-    if "params" in outputs:
+    if oof is not None:
+        splits = [s for s in ("train", "validation") if s in oof]
+        rows = {s: folds[s] >= 0 for s in splits}
+        true = np.concatenate([prep.params(dataset.load(s, ("params",))["params"][rows[s]]) for s in splits])
+        intervals = interval_offsets(np.concatenate([oof[s][rows[s]] for s in splits]), true, levels=levels,
+                                     param_names=prep.param_names)
+        k = int(max(int(f.max(initial=-1)) for f in folds.values())) + 1
+        intervals["method"] = (f"cross-conformal: each of the {k} members' left-out fold of the training and "
+                               "validation examples, by that member")
+        intervals["scale"] = "standardised network target"
+    elif "params" in outputs:
         intervals = interval_offsets(outputs["params"], prep.params(val["params"][held_out]), levels=levels,
                                      param_names=prep.param_names)
+        intervals["method"] = "held out: the calibration part of the validation split, by the final model"
         intervals["scale"] = "standardised network target"
     return calibration, intervals
 
