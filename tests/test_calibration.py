@@ -47,6 +47,27 @@ def test_a_temperature_that_does_not_help_is_not_kept():
         assert out["nll_after"] == pytest.approx(negative_log_likelihood(logits, labels))
 
 
+def test_a_fit_that_raises_the_noisy_ece_is_shrunk_towards_one_not_dropped():
+    from popdl.calibration import calibrate, negative_log_likelihood, reliability
+    from popdl.model_io import softmax
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=4.0, size=(150, 3))  # a calibration part of the default config's size
+    labels = _sample(rng, logits, 1.15)
+    out = calibrate(logits, labels)
+    assert out["shrunk"] and 1.0 < out["temperature"] < out["fitted"]
+    assert out["ece_fitted"] > out["ece_before"]  # the fitted T itself would raise the ECE here
+    t = out["temperature"]
+    assert negative_log_likelihood(logits, labels, t) == pytest.approx(out["nll_after"])
+    assert reliability(labels, softmax(logits, t))["ece"] == pytest.approx(out["ece_after"])
+    assert out["nll_after"] < out["nll_before"] and out["ece_after"] <= out["ece_before"]
+    # No temperature nearer the fitted one on the same path does both.
+    steps = [out["fitted"] ** (j / 20) for j in range(19, 0, -1)]
+    for s in steps[: steps.index(t)]:
+        assert (negative_log_likelihood(logits, labels, s) >= out["nll_before"]
+                or reliability(labels, softmax(logits, s))["ece"] > out["ece_before"])
+
+
 def test_a_temperature_at_its_bound_is_flagged(caplog):
     from popdl.calibration import TEMPERATURE_BOUNDS, calibrate
 

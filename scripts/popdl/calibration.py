@@ -6,8 +6,11 @@ to, on examples that model never trained on: the *calibration part* of the
 validation split, which the final fit leaves out (``train.calibration_fraction``;
 :func:`popdl.training.calibration_mask` draws it).  ``T`` minimises the
 negative log-likelihood (NLL) there, within ``[TEMPERATURE_BOUNDS]``; it is
-kept only if it lowers that NLL and does not raise the expected calibration
-error (ECE) on the same examples, otherwise ``T = 1``.  A fitted ``T`` at one
+kept if it lowers that NLL and does not raise the expected calibration
+error (ECE) on the same examples; otherwise the temperature nearest it on the
+geometric path to 1 that does both is kept, if one does (the ECE of a few
+hundred examples is noisy: a smaller step often keeps part of the gain), else
+``T = 1``.  A fitted ``T`` at one
 of its bounds is reported (``at_bound``) and logged as a warning: the logits
 are then far from calibrated, which no temperature fixes.
 
@@ -134,14 +137,38 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, *, bins: int = 10) -> dict
         after = fitted
     else:
         worse = "NLL" if fitted["nll"] >= before["nll"] else "ECE"
-        out["reason"] = f"T = {t:.3g} would not lower the {worse} on the calibration examples: T = 1"
-        after = before
+        shrunk = _shrink(logits, labels, t, before, bins=bins) if worse == "ECE" else None
+        if shrunk is not None:
+            after = {"nll": negative_log_likelihood(logits, labels, shrunk),
+                     "ece": reliability(labels, softmax(logits, shrunk), bins=bins)["ece"]}
+            out.update(temperature=shrunk, kept=True, shrunk=True,
+                       reason=f"T = {t:.3g} would raise the ECE on the calibration examples; T = {shrunk:.3g}, the "
+                              "nearest to it on the way to 1 that lowers the NLL without raising the ECE there")
+        else:
+            out["reason"] = f"T = {t:.3g} would not lower the {worse} on the calibration examples: T = 1"
+            after = before
     out.update(nll_before=before["nll"], nll_after=after["nll"], ece_before=before["ece"], ece_after=after["ece"],
                nll_fitted=fitted["nll"], ece_fitted=fitted["ece"])
     log.info("calibration on %d held-out examples: T = %.3f (fitted %.3f, %s); NLL %.4f -> %.4f, ECE %.4f -> %.4f",
              labels.size, out["temperature"], t, "kept" if out["kept"] else "not kept", before["nll"], after["nll"],
              before["ece"], after["ece"])
     return out
+
+
+#: Steps of the geometric path from the fitted temperature to 1 that :func:`calibrate` tries.
+SHRINK_STEPS = 20
+
+
+def _shrink(logits, labels, fitted: float, before: dict, *, bins: int) -> float | None:
+    """The temperature nearest ``fitted`` on the geometric path ``fitted ** (j / SHRINK_STEPS)``
+    (j = SHRINK_STEPS - 1 ... 1) that lowers the NLL and does not raise the ECE of T = 1
+    (``before``); None if none does."""
+    for j in range(SHRINK_STEPS - 1, 0, -1):
+        t = float(fitted ** (j / SHRINK_STEPS))
+        if negative_log_likelihood(logits, labels, t) < before["nll"] and \
+                reliability(labels, softmax(logits, t), bins=bins)["ece"] <= before["ece"]:
+            return t
+    return None
 
 
 def interval_offsets(quantiles: np.ndarray, true: np.ndarray, *, levels, param_names) -> dict:
