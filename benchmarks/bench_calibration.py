@@ -12,8 +12,11 @@ test-set coverage of the 90 % interval before and after the conformal
 offsets, and the R²; then the accuracy and the ECE before and after the
 temperature.
 
-    make run                                   # or any run with train.ensemble >= 4
     python benchmarks/bench_calibration.py --configfile config/config.yaml --results results/demo
+
+Without ``--results``, the config's own ``results/{run}``; when that holds
+no sweep yet, the workflow first makes one (``snakemake --cores all`` for
+``tuning/best.json``: the simulations, dataset and sweep of ``make run``).
 
 Both fits use the same hyper-parameters, seeds and epochs; only which
 examples each member trains on and where the offsets come from differ.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,8 +41,9 @@ MODES = {"calibration part": False, "cross-fitted": True}
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configfile", type=Path, default=ROOT / "config" / "config.yaml")
-    parser.add_argument("--results", type=Path, default=ROOT / "results" / "demo",
-                        help="a finished run's results folder (dataset/, tuning/best.json)")
+    parser.add_argument("--results", type=Path,
+                        help="a finished run's results folder (dataset/, tuning/best.json); default: the config's "
+                             "results/{run}, made by the workflow if need be")
     parser.add_argument("--work", type=Path, help="folder for the two models (default: a temporary one)")
     args = parser.parse_args(argv)
 
@@ -47,12 +52,18 @@ def main(argv=None) -> int:
     from popdl.stages import stage_config
     from popdl.training import MIN_CROSS_FIT_MEMBERS, train_final
 
-    dataset, best_file = args.results / "dataset", args.results / "tuning" / "best.json"
+    config = load_config(args.configfile)
+    results = args.results or ROOT / "results" / config["run"]
+    dataset, best_file = results / "dataset", results / "tuning" / "best.json"
+    if args.results is None and not best_file.is_file():
+        target = f"results/{config['run']}/tuning/best.json"
+        print(f"no sweep in {results}: running the workflow for {target}", flush=True)
+        subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--cores", "all", "--configfile",
+                        str(args.configfile), target], cwd=ROOT, check=True)
     for path in (dataset / "manifest.json", best_file):
         if not path.is_file():
             print(f"error: {path} not found: give --results a finished run's results folder", file=sys.stderr)
             return 2
-    config = load_config(args.configfile)
     settings = stage_config(config, "train")
     if int(settings["train"].get("ensemble", 1)) < MIN_CROSS_FIT_MEMBERS:
         print(f"error: train.ensemble must be >= {MIN_CROSS_FIT_MEMBERS} to cross-fit", file=sys.stderr)
@@ -70,7 +81,7 @@ def main(argv=None) -> int:
                                root_seed=int(settings["seed"]))
             rows[mode] = (metrics, time.perf_counter() - start)
     params = list(next(iter(rows.values()))[0]["regression"])
-    print(f"{args.results}: {next(iter(rows.values()))[0]['n_test']} test simulations, "
+    print(f"{results}: {next(iter(rows.values()))[0]['n_test']} test simulations, "
           f"{settings['train']['ensemble']} fits per output")
     print(f"{'parameter':10s} " + " ".join(f"{m:>44s}" for m in rows))
     print(f"{'':10s} " + " ".join(f"{'examples':>9s} {'coverage raw':>13s} {'calibrated':>10s} {'R2':>9s}" for _ in rows))

@@ -103,3 +103,26 @@ def test_rad_example_benchmark_answers_on_the_shipped_vcf():
     out = _bench("bench_rad_example.py", "--per-scenario", "10", "--network", "mlp", "--epochs", "1")
     for line in ("test accuracy: unphased ", "shipped VCF: ", "reliability: ", "estimates inside their priors: "):
         assert line in out, out
+
+
+def test_calibration_benchmark_scores_both_calibrations(tiny_dataset, tmp_path):
+    import json
+
+    from conftest import tiny_config, write_config
+
+    results = tmp_path / "results"
+    (results / "tuning").mkdir(parents=True)
+    (results / "dataset").symlink_to(tiny_dataset)
+    hyper = {"network": "mlp", "learning_rate": 1e-3, "lr_decay": "none", "lr_decay_rate": 0.5, "batch_size": 16,
+             "optimizer": "adam", "momentum": 0.9, "dropout": 0.1, "batch_norm": False, "l1": 0.0, "l2": 0.0,
+             "activation": "relu", "dense_layers": 1, "dense_units": 8, "towers": "shared"}
+    (results / "tuning" / "best.json").write_text(json.dumps({"hyper_parameters": hyper, "best_epoch": 1}))
+    config = write_config(tmp_path, tiny_config(network="mlp", train={"ensemble": 4, "epochs": 1}))
+    out = _bench("bench_calibration.py", "--configfile", str(config), "--results", str(results))
+    lines = out.splitlines()
+    assert lines[0].endswith("4 fits per output") and "calibration part" in lines[1] and "cross-fitted" in lines[1]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3:] if line.split()[0] in ("N1", "N2", "T_split")}
+    assert set(rows) == {"N1", "N2", "T_split"}
+    for cells in rows.values():  # examples, coverage raw, calibrated, R² for each of the two fits
+        assert len(cells) == 8 and int(cells[4]) > int(cells[0])  # cross-fitting calibrates on more examples
+    assert sum(line.startswith(("calibration part: accuracy", "cross-fitted: accuracy")) for line in lines) == 2
