@@ -478,6 +478,27 @@ def test_cross_fitted_ensemble_calibrates_its_intervals_out_of_fold(tiny_dataset
     assert bundle["calibration"]["n"] == int(held.sum())
 
 
+def test_separate_networks_with_cross_fitted_parameters_train_and_save(tiny_dataset, tmp_path):
+    from popdl.training import train_final
+
+    train = model_settings("train")
+    train["train"].update(ensemble=4, epochs=1)
+    hyper = {"network": "mlp", "learning_rate": 1e-3, "lr_decay": "none", "lr_decay_rate": 0.5, "batch_size": 16,
+             "optimizer": "adam", "momentum": 0.9, "dropout": 0.1, "batch_norm": False, "l1": 0.0, "l2": 0.0,
+             "activation": "relu", "dense_layers": 1, "dense_units": 8, "towers": "separate"}
+    choice = {"hyper_parameters": hyper, "best_epoch": 1, "number": 0}
+    best = {"hyper_parameters": hyper, "best_epoch": 1, "by_task": {"classify": choice, "regress": choice}}
+    fitted = train_final(train, tiny_dataset, best=best, out=tmp_path / "model")
+    bundle = json.loads((tmp_path / "model" / "bundle.json").read_text())
+    assert bundle["interval_calibration"]["method"].startswith("cross-conformal") and fitted["folds"] is not None
+    import keras
+
+    model = keras.saving.load_model(tmp_path / "model" / "model.keras", compile=False, safe_mode=True)
+    for task in ("classify", "regress"):
+        ensemble = model.get_layer(f"{task}_network_ensemble")
+        assert sum(layer.name.startswith(f"{task}_network_member") for layer in ensemble.layers) == 4
+
+
 def test_failed_trials_are_recorded_and_the_worker_stops_after_max_failures(tiny_dataset, tmp_path):
     from optuna.trial import TrialState
 

@@ -462,7 +462,9 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     (:func:`cross_fit_folds`), and the parameter intervals' conformal offsets
     are computed on every example by the member that did not train on it
     (cross-conformal calibration: 17 times the examples of the calibration
-    part with the default split); otherwise on the calibration part.  The
+    part with the default split); otherwise on the calibration part.  With
+    separate networks for the scenario and the parameters, only the
+    parameters' members are cross-fitted.  The
     softmax temperature is fitted for this model on the calibration part of
     the validation split (``train.calibration_fraction`` of it, which the fit
     never sees; :func:`calibration_mask`), and kept only where it helps there
@@ -506,9 +508,11 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         parts, histories, tower_epochs, oofs = {}, {}, {}, {}
         for task in ("classify", "regress"):
             choice = by_task[task]
+            # Only the parameters' fits are cross-fitted: the scenario's train on all the examples.
             parts[task], histories[task], tower_epochs[task], _, oofs[task] = _fit_network(
                 dict(choice["hyper_parameters"]), tasks=(task,), name=f"{task}_network",
-                epochs=int(train_cfg["epochs"] or choice["best_epoch"]), **common)
+                epochs=int(train_cfg["epochs"] or choice["best_epoch"]),
+                **{**common, "folds": folds if task == "regress" else None})
         oof = oofs["regress"]
         from popdl.models import combine_tasks
 
