@@ -81,7 +81,9 @@ CHANGES = {
     "dataset": (None, DATA_SECTIONS),
     "tune": (None, SWEEP),
     "select_best": (None, SWEEP),
-    "train": (None, DATA_SECTIONS | {"task", "train (sweep too)", "train epochs", "train threads"}),
+    # the model stores the reading options (predict.max_missing...) with the data sections
+    "train": (None, DATA_SECTIONS | {"task", "train (sweep too)", "train epochs", "train threads",
+                                     "predict max_missing"}),
     "evaluate": (None, {"seed", "evaluate"}),
     "observe": ("obs", OBSERVED | {"predict alpha", "predict max_missing", "predict entry"}),
     "predict": ("obs", OBSERVED | {"predict alpha", "predict max_missing", "predict entry"}),
