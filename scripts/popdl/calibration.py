@@ -137,16 +137,13 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, *, bins: int = 10) -> dict
         after = fitted
     else:
         worse = "NLL" if fitted["nll"] >= before["nll"] else "ECE"
-        shrunk = _shrink(logits, labels, t, before, bins=bins) if worse == "ECE" else None
+        shrunk, after = _shrink(logits, labels, t, before, bins=bins) if worse == "ECE" else (None, before)
         if shrunk is not None:
-            after = {"nll": negative_log_likelihood(logits, labels, shrunk),
-                     "ece": reliability(labels, softmax(logits, shrunk), bins=bins)["ece"]}
             out.update(temperature=shrunk, kept=True, shrunk=True,
                        reason=f"T = {t:.3g} would raise the ECE on the calibration examples; T = {shrunk:.3g}, the "
                               "nearest to it on the way to 1 that lowers the NLL without raising the ECE there")
         else:
             out["reason"] = f"T = {t:.3g} would not lower the {worse} on the calibration examples: T = 1"
-            after = before
     out.update(nll_before=before["nll"], nll_after=after["nll"], ece_before=before["ece"], ece_after=after["ece"],
                nll_fitted=fitted["nll"], ece_fitted=fitted["ece"])
     log.info("calibration on %d held-out examples: T = %.3f (fitted %.3f, %s); NLL %.4f -> %.4f, ECE %.4f -> %.4f",
@@ -159,16 +156,17 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, *, bins: int = 10) -> dict
 SHRINK_STEPS = 20
 
 
-def _shrink(logits, labels, fitted: float, before: dict, *, bins: int) -> float | None:
+def _shrink(logits, labels, fitted: float, before: dict, *, bins: int) -> tuple[float | None, dict]:
     """The temperature nearest ``fitted`` on the geometric path ``fitted ** (j / SHRINK_STEPS)``
     (j = SHRINK_STEPS - 1 ... 1) that lowers the NLL and does not raise the ECE of T = 1
-    (``before``); None if none does."""
+    (``before``), with its NLL and ECE; ``(None, before)`` if none does."""
     for j in range(SHRINK_STEPS - 1, 0, -1):
         t = float(fitted ** (j / SHRINK_STEPS))
-        if negative_log_likelihood(logits, labels, t) < before["nll"] and \
-                reliability(labels, softmax(logits, t), bins=bins)["ece"] <= before["ece"]:
-            return t
-    return None
+        scores = {"nll": negative_log_likelihood(logits, labels, t),
+                  "ece": reliability(labels, softmax(logits, t), bins=bins)["ece"]}
+        if scores["nll"] < before["nll"] and scores["ece"] <= before["ece"]:
+            return t, scores
+    return None, before
 
 
 def interval_offsets(quantiles: np.ndarray, true: np.ndarray, *, levels, param_names) -> dict:

@@ -505,15 +505,16 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     by_task = best.get("by_task") or {}
     if {"classify", "regress"} <= set(tasks) and {"classify", "regress"} <= set(by_task):
         # Each output from the network of the trial whose tower for it was best, fitted on its own.
-        parts, histories, tower_epochs, oofs = {}, {}, {}, {}
+        parts, histories, tower_epochs, infos = {}, {}, {}, {}
         for task in ("classify", "regress"):
             choice = by_task[task]
             # Only the parameters' fits are cross-fitted: the scenario's train on all the examples.
-            parts[task], histories[task], tower_epochs[task], _, oofs[task] = _fit_network(
+            parts[task], histories[task], tower_epochs[task], _, infos[task] = _fit_network(
                 dict(choice["hyper_parameters"]), tasks=(task,), name=f"{task}_network",
                 epochs=int(train_cfg["epochs"] or choice["best_epoch"]),
                 **{**common, "folds": folds if task == "regress" else None})
-        oof = oofs["regress"]
+        oof = infos["regress"]["oof"]
+        examples = {task: info["examples"] for task, info in infos.items()}
         from popdl.models import combine_tasks
 
         model = combine_tasks(parts)
@@ -525,8 +526,9 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         epochs = max(tower_epochs.values())
         trial = {t: by_task[t]["number"] for t in parts}
     else:
-        model, history, epochs, tower_epochs, oof = _fit_network(hp, tasks=tasks, name=None, epochs=epochs,
-                                                                 tower_hint=best.get("best_epochs") or {}, **common)
+        model, history, epochs, tower_epochs, info = _fit_network(hp, tasks=tasks, name=None, epochs=epochs,
+                                                                  tower_hint=best.get("best_epochs") or {}, **common)
+        oof, examples = info["oof"], {"+".join(tasks): info["examples"]}
         network, inputs, trial = hp["network"], net.inputs, best.get("number")
     calibration, intervals = _calibrate_final(model, dataset, held_out, inputs=inputs, prep=prep,
                                               levels=train_cfg["quantiles"], oof=oof, folds=folds)
@@ -539,13 +541,13 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                 provenance=provenance(config_hash=config_hash or settings_hash(settings), seeds={"root": seed},
                                       dataset=dataset.manifest.get("provenance", {}).get("config_hash"),
                                       best_trial=trial, epochs=epochs, tower_epochs=tower_epochs,
-                                      ensemble=members,
+                                      ensemble=members, fit_examples=examples,
                                       backend=keras.backend.backend()))
     log.info("train: %s x %d, %d epochs on %d examples%s, final loss %.4f; temperature %.3f", network, members,
              epochs, n_fit, f" ({members - 1}/{members} of them each, cross-fitted)" if folds else "",
              history["loss"][-1], calibration.get("temperature", 1.0))
     return {"epochs": epochs, "tower_epochs": tower_epochs, "history": history, "calibration": calibration,
-            "n_fit": n_fit, "members": members, "network": network, "folds": folds}
+            "n_fit": n_fit, "members": members, "network": network, "folds": folds, "fit_examples": examples}
 
 
 def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: Preprocessor, keep: dict,
@@ -553,9 +555,10 @@ def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: 
                  tower_hint: dict | None = None, folds: dict | None = None):
     """Fit ``members`` copies of the network of ``hp`` for ``tasks`` (member i: Keras and
     the batch order seeded with ``seed`` + i) and return ``(model, history, epochs,
-    tower_epochs, oof)``: the fitted network, or an ensemble averaging them
+    tower_epochs, info)``: the fitted network, or an ensemble averaging them
     (:func:`popdl.models.ensemble`), named ``name``; the members' mean history; the
-    epochs run; each separate tower's epoch; the out-of-fold parameter quantiles.
+    epochs run; each separate tower's epoch; ``{"oof", "examples"}``: the out-of-fold
+    parameter quantiles and the examples each member's fit saw per epoch.
     Separate towers are each kept at their epoch of ``tower_hint`` (the trial's best),
     the fit running to the later one; the single-task fit runs ``epochs``.  Every member
     trains on the examples of ``keep``, or, with ``folds`` (:func:`cross_fit_folds`),
@@ -573,9 +576,7 @@ def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: 
         return net.build(shapes, hp=hp, n_classes=len(dataset.scenarios), n_params=len(prep.param_names),
                          quantiles=tuple(train_cfg["quantiles"]), tasks=tasks, name=member_name)
 
-    fitted, histories, tower_epochs = [], [], {}
-    oof = {split: np.full((fold.size, len(prep.param_names), len(train_cfg["quantiles"])), np.nan)
-           for split, fold in folds.items()} if folds is not None and "regress" in tasks else None
+    fitted, histories, tower_epochs, examples = [], [], {}, []
     for member in range(members):
         member_seed = seed + member
         keras.utils.set_random_seed(member_seed)
@@ -585,6 +586,7 @@ def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: 
                                 inputs=net.inputs, prep=prep, tasks=tasks, seed=member_seed,
                                 loader_threads=loader_threads(train_cfg.get("threads")), keep=member_keep,
                                 augment=bool(train_cfg.get("augment", False)))
+        examples.append(_fit_examples(data))
         member_name = f"{name or 'network'}_member{member}" if members > 1 else name
         set_precision(mixed)
         try:
@@ -613,17 +615,36 @@ def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: 
         if mixed:  # the saved model computes in float32 wherever it is loaded (weights are float32 already)
             weights, model = model.get_weights(), build(member_name)
             model.set_weights(weights)
-        for split, fold in (folds if oof is not None else {}).items():
-            rows = fold == member
-            if rows.any():
-                x, _ = load_arrays(dataset, split, inputs=net.inputs, prep=prep, tasks=(), keep={split: rows})
-                oof[split][rows] = predict_arrays(model, x)["params"]
         fitted.append(model)
         histories.append(history)
     history = histories[0] if members == 1 else \
         {k: [float(np.mean(v)) for v in zip(*(h[k] for h in histories))] for k in histories[0]}
+    oof = _out_of_fold(fitted, folds, dataset=dataset, inputs=net.inputs, prep=prep) \
+        if folds is not None and "regress" in tasks else None
     model = fitted[0] if members == 1 else ensemble(fitted, name=f"{name or 'network'}_ensemble")
-    return model, history, epochs, tower_epochs, oof
+    return model, history, epochs, tower_epochs, {"oof": oof, "examples": examples}
+
+
+def _fit_examples(data: dict) -> int:
+    """How many examples a fit of :func:`make_data`'s ``data`` sees per epoch."""
+    if "y" in data:
+        return len(next(iter(data["y"].values())))
+    seq = data["x"]
+    return sum(n if rows is None else rows.size for (_, n), rows in zip(seq.shards, seq.rows))
+
+
+def _out_of_fold(members: list, folds: dict, *, dataset: Dataset, inputs, prep: Preprocessor) -> dict:
+    """Per split, the parameter quantiles each example gets from the member that left its
+    fold out (member i, fold i; NaN for examples in no fold); each split is read once."""
+    oof = {}
+    for split, fold in folds.items():
+        x, _ = load_arrays(dataset, split, inputs=inputs, prep=prep, tasks=())
+        for member, model in enumerate(members):
+            rows = fold == member
+            if rows.any():
+                out = predict_arrays(model, {k: v[rows] for k, v in x.items()})["params"]
+                oof.setdefault(split, np.full((fold.size,) + out.shape[1:], np.nan))[rows] = out
+    return oof
 
 
 def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor,
@@ -654,7 +675,7 @@ def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, p
         true = np.concatenate([prep.params(dataset.load(s, ("params",))["params"][rows[s]]) for s in splits])
         intervals = interval_offsets(np.concatenate([oof[s][rows[s]] for s in splits]), true, levels=levels,
                                      param_names=prep.param_names)
-        k = int(max(int(f.max(initial=-1)) for f in folds.values())) + 1
+        k = 1 + max(int(f.max(initial=-1)) for f in folds.values())
         intervals["method"] = (f"cross-conformal: each of the {k} members' left-out fold of the training and "
                                "validation examples, by that member")
         intervals["scale"] = "standardised network target"
