@@ -31,6 +31,12 @@ TINY = {
 }
 
 
+#: The hyper-parameters of a tiny MLP, for tests that fit a final model without a sweep.
+TINY_MLP = {"network": "mlp", "learning_rate": 1e-3, "lr_decay": "none", "lr_decay_rate": 0.5, "batch_size": 16,
+            "optimizer": "adam", "momentum": 0.9, "dropout": 0.1, "batch_norm": False, "l1": 0.0, "l2": 0.0,
+            "activation": "relu", "dense_layers": 1, "dense_units": 8, "towers": "shared"}
+
+
 def tiny_config(**overrides) -> dict:
     """A deep copy of the tiny config with top-level keys replaced."""
     config = copy.deepcopy(TINY)

@@ -108,14 +108,12 @@ def test_rad_example_benchmark_answers_on_the_shipped_vcf():
 def test_calibration_benchmark_scores_both_calibrations(tiny_dataset, tmp_path):
     import json
 
-    from conftest import tiny_config, write_config
+    from conftest import TINY_MLP, tiny_config, write_config
 
     results = tmp_path / "results"
     (results / "tuning").mkdir(parents=True)
     (results / "dataset").symlink_to(tiny_dataset)
-    hyper = {"network": "mlp", "learning_rate": 1e-3, "lr_decay": "none", "lr_decay_rate": 0.5, "batch_size": 16,
-             "optimizer": "adam", "momentum": 0.9, "dropout": 0.1, "batch_norm": False, "l1": 0.0, "l2": 0.0,
-             "activation": "relu", "dense_layers": 1, "dense_units": 8, "towers": "shared"}
+    hyper = TINY_MLP
     (results / "tuning" / "best.json").write_text(json.dumps({"hyper_parameters": hyper, "best_epoch": 1}))
     config = write_config(tmp_path, tiny_config(network="mlp", train={"ensemble": 4, "epochs": 1}))
     out = _bench("bench_calibration.py", "--configfile", str(config), "--results", str(results))

@@ -17,7 +17,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config, write_config
+from conftest import REPO, TINY_MLP, tiny_config, write_config
 
 TASKS = ("classify", "regress")
 FAST_SPACE = {"batch_size": 16, "dense_layers": 1, "dense_units": 8, "conv_layers": 1, "filters": 4,
@@ -442,13 +442,11 @@ def test_cross_fitted_ensemble_calibrates_its_intervals_out_of_fold(tiny_dataset
     the same for the same seed), member i trains on the other folds, and the intervals are calibrated on all
     of them out of fold; the temperature still comes from the calibration part the ensemble never saw."""
     from popdl.dataset import Dataset
-    from popdl.training import ShardSequence, calibration_mask, cross_fit_folds, train_final
+    from popdl.training import calibration_mask, cross_fit_folds, train_final
 
     train = model_settings("train")
     train["train"].update(ensemble=4, epochs=2)
-    hyper = {"network": "mlp", "learning_rate": 1e-3, "lr_decay": "none", "lr_decay_rate": 0.5, "batch_size": 16,
-             "optimizer": "adam", "momentum": 0.9, "dropout": 0.1, "batch_norm": False, "l1": 0.0, "l2": 0.0,
-             "activation": "relu", "dense_layers": 1, "dense_units": 8, "towers": "shared"}
+    hyper = TINY_MLP
     fitted = train_final(train, tiny_dataset, best={"hyper_parameters": hyper, "best_epoch": 2}, out=tmp_path / "model")
     ds = Dataset(tiny_dataset)
     held = calibration_mask(ds, root_seed=train["seed"], fraction=train["train"]["calibration_fraction"])
@@ -462,13 +460,33 @@ def test_cross_fitted_ensemble_calibrates_its_intervals_out_of_fold(tiny_dataset
         for scenario in range(len(ds.scenarios)):
             sizes = np.bincount(folds[split][(labels == scenario) & (folds[split] >= 0)], minlength=4)
             assert sizes.max() - sizes.min() <= 1
-    # Member 0's batches: every example of the other folds once, none of its own fold or of the calibration part.
-    seq = ShardSequence(ds, ("train", "validation"), batch_size=5, inputs=("stats",), prep=None, tasks=(),
-                        targets=False, keep={s: (f >= 0) & (f != 0) for s, f in folds.items()})
-    assert sum(len(rows) for _, rows in seq.batches) == sum(int(((f >= 0) & (f != 0)).sum()) for f in folds.values())
+    # What each member's fit was given: every example of the other folds, none of its own or of the calibration part.
+    in_folds = sum(int((f >= 0).sum()) for f in folds.values())
+    assert fitted["fit_examples"]["classify+regress"] == [in_folds - sum(int((f == i).sum()) for f in folds.values())
+                                                           for i in range(4)]
     bundle = json.loads((tmp_path / "model" / "bundle.json").read_text())
+    assert bundle["provenance"]["fit_examples"] == fitted["fit_examples"]
     ic = bundle["interval_calibration"]
     assert ic["method"].startswith("cross-conformal")
+    # The offsets are those of each member's quantiles on its own left-out fold, read back from the saved model.
+    import keras
+
+    from popdl.calibration import interval_offsets
+    from popdl.training import Preprocessor
+
+    saved = keras.saving.load_model(tmp_path / "model" / "model.keras", compile=False, safe_mode=True)
+    members = [saved.get_layer(f"network_member{i}") for i in range(4)]
+    prep = Preprocessor.fit(ds, ("train",))
+    quantiles, true = [], []
+    for split, fold in folds.items():
+        part = ds.load(split, ("stats", "params"))
+        for i, member in enumerate(members):
+            rows = fold == i
+            quantiles.append(np.asarray(member.predict({"stats": prep.stats(part["stats"][rows])}, verbose=0)["params"]))
+            true.append(prep.params(part["params"][rows]))
+    again = interval_offsets(np.concatenate(quantiles), np.concatenate(true), levels=bundle["quantiles"],
+                             param_names=bundle["param_names"])
+    assert again["offsets"] == pytest.approx(ic["offsets"], abs=1e-5)
     params = {s: ds.load(s, ("params",))["params"][folds[s] >= 0] for s in folds}
     assert ic["n"] == {p: sum(int(np.isfinite(v[:, j]).sum()) for v in params.values())
                        for j, p in enumerate(bundle["param_names"])}
@@ -483,14 +501,16 @@ def test_separate_networks_with_cross_fitted_parameters_train_and_save(tiny_data
 
     train = model_settings("train")
     train["train"].update(ensemble=4, epochs=1)
-    hyper = {"network": "mlp", "learning_rate": 1e-3, "lr_decay": "none", "lr_decay_rate": 0.5, "batch_size": 16,
-             "optimizer": "adam", "momentum": 0.9, "dropout": 0.1, "batch_norm": False, "l1": 0.0, "l2": 0.0,
-             "activation": "relu", "dense_layers": 1, "dense_units": 8, "towers": "separate"}
+    hyper = dict(TINY_MLP, towers="separate")
     choice = {"hyper_parameters": hyper, "best_epoch": 1, "number": 0}
     best = {"hyper_parameters": hyper, "best_epoch": 1, "by_task": {"classify": choice, "regress": choice}}
     fitted = train_final(train, tiny_dataset, best=best, out=tmp_path / "model")
     bundle = json.loads((tmp_path / "model" / "bundle.json").read_text())
     assert bundle["interval_calibration"]["method"].startswith("cross-conformal") and fitted["folds"] is not None
+    # The scenario's fits saw every example of the final fit; each parameter fit all but its fold.
+    assert fitted["fit_examples"]["classify"] == [fitted["n_fit"]] * 4
+    assert fitted["fit_examples"]["regress"] == [fitted["n_fit"] - sum(int((f == i).sum()) for f in fitted["folds"].values())
+                                                 for i in range(4)]
     import keras
 
     model = keras.saving.load_model(tmp_path / "model" / "model.keras", compile=False, safe_mode=True)

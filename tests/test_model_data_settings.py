@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO, tiny_config
+from conftest import REPO, TINY_MLP, tiny_config
 
 from popdl.observed import data_defaults, with_defaults
 
@@ -104,9 +104,7 @@ def model(tiny_dataset, tmp_path_factory):
                                                      "loci": "windows", "populations": MAPPING}],
                                           "replicates": 3, "max_missing": 0.9, "allow_unphased": True},
                                  train={"epochs": 1, "ensemble": 1}), base_dirs=(REPO,))
-    hyper = {"network": "mlp", "learning_rate": 1e-3, "lr_decay": "none", "lr_decay_rate": 0.5, "batch_size": 16,
-             "optimizer": "adam", "momentum": 0.9, "dropout": 0.1, "batch_norm": False, "l1": 0.0, "l2": 0.0,
-             "activation": "relu", "dense_layers": 1, "dense_units": 8, "towers": "shared"}
+    hyper = TINY_MLP
     train_final(stage_config(config, "train"), tiny_dataset, best={"hyper_parameters": hyper, "best_epoch": 1},
                 out=folder / "model")
     return folder, vcf, popmap, tiny_dataset
