@@ -51,10 +51,11 @@ def test_a_fit_that_raises_the_noisy_ece_is_shrunk_towards_one_not_dropped():
     from popdl.calibration import calibrate, negative_log_likelihood, reliability
     from popdl.model_io import softmax
 
-    rng = np.random.default_rng(3)
-    logits = rng.normal(scale=4.0, size=(150, 3))  # a calibration part of the default config's size
-    labels = _sample(rng, logits, 1.15)
+    rng = np.random.default_rng(6)
+    logits = rng.normal(scale=4.0, size=(225, 3))  # a calibration part of the default config's size
+    labels = _sample(rng, logits, 1.5)
     out = calibrate(logits, labels)
+    assert out["p_value"] < 0.05  # the fitted temperature is more than noise
     assert out["shrunk"] and 1.0 < out["temperature"] < out["fitted"]
     assert out["ece_fitted"] > out["ece_before"]  # the fitted T itself would raise the ECE here
     t = out["temperature"]
@@ -66,6 +67,25 @@ def test_a_fit_that_raises_the_noisy_ece_is_shrunk_towards_one_not_dropped():
     for s in steps[: steps.index(t)]:
         assert (negative_log_likelihood(logits, labels, s) >= out["nll_before"]
                 or reliability(labels, softmax(logits, s))["ece"] > out["ece_before"])
+
+
+def test_a_temperature_the_likelihood_ratio_test_cannot_tell_from_one_is_not_used():
+    from scipy.stats import chi2
+
+    from popdl.calibration import calibrate, likelihood_ratio_p, negative_log_likelihood
+
+    rng = np.random.default_rng(5)
+    logits = rng.normal(scale=4.0, size=(225, 3))
+    labels = _sample(rng, logits, 1.0)  # calibrated logits: any fitted T != 1 is noise
+    out = calibrate(logits, labels)
+    assert out["fitted"] != 1.0 and out["p_value"] >= 0.05
+    assert out["temperature"] == 1.0 and not out["kept"] and "likelihood-ratio" in out["reason"]
+    assert out["nll_after"] == out["nll_before"] and out["ece_after"] == out["ece_before"]
+    # The p-value is that of a chi-squared with one degree of freedom.
+    gain = negative_log_likelihood(logits, labels) - negative_log_likelihood(logits, labels, out["fitted"])
+    assert out["p_value"] == pytest.approx(chi2.sf(2 * 225 * gain, 1), rel=1e-6)
+    assert likelihood_ratio_p(0.5, 0.5 - 3.841458820694124 / 450, 225) == pytest.approx(0.05, rel=1e-6)
+    assert likelihood_ratio_p(0.5, 0.6, 225) == 1.0
 
 
 def test_a_temperature_at_its_bound_is_flagged(caplog):
