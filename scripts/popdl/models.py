@@ -63,6 +63,7 @@ __all__ = [
     "PopulationPooling",
     "ensemble",
     "combine_tasks",
+    "input_names",
     "scenario_head",
 ]
 
@@ -450,7 +451,7 @@ def ensemble(members: list, *, name: str = "ensemble") -> keras.Model:
     outputs and distinct names): the mean of the scenario logits and the mean of each
     parameter quantile on its target scale.  Its inputs are the members'."""
     inputs = _shared_inputs(members)
-    outs = [m({k: inputs[k] for k in _input_names(m)}) for m in members]
+    outs = [m({k: inputs[k] for k in input_names(m)}) for m in members]
     averaged = {key: layers.Average(name=key, dtype="float32")([o[key] for o in outs]) for key in outs[0]}
     return keras.Model(inputs, averaged, name=name)
 
@@ -462,20 +463,20 @@ def combine_tasks(models: dict, *, name: str = "combined") -> keras.Model:
     inputs = _shared_inputs(list(models.values()))
     outputs = {}
     for m in models.values():
-        outputs.update(m({k: inputs[k] for k in _input_names(m)}))
+        outputs.update(m({k: inputs[k] for k in input_names(m)}))
     # Named by output, so that the model's output names are "scenario" and "params".
     outputs = {key: layers.Identity(name=key, dtype="float32")(t) for key, t in outputs.items()}
     return keras.Model(inputs, outputs, name=name)
 
 
-def _input_names(model) -> list[str]:
+def input_names(model) -> list[str]:
     return [t.name.split(":")[0] for t in model.inputs]
 
 
 def _shared_inputs(models: list) -> dict:
     inputs = {}
     for m in models:
-        for t, key in zip(m.inputs, _input_names(m)):
+        for t, key in zip(m.inputs, input_names(m)):
             inputs.setdefault(key, keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=key))
     return inputs
 

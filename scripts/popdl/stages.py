@@ -125,7 +125,7 @@ def _report(config: dict) -> dict:
 
 #: The final fit's own settings, left out of the sweep's slice so that changing
 #: them does not rerun the sweep.
-_FINAL_ONLY = ("epochs", "threads", "gpu", "calibration_fraction", "ensemble", "cross_fit")
+_FINAL_ONLY = ("epochs", "threads", "gpu", "calibration_fraction", "ensemble", "ensemble_trials", "cross_fit")
 
 
 def _tune(config: dict) -> dict:

@@ -457,7 +457,10 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     ``train.ensemble`` k > 1, k such networks are fitted (Keras and the batch
     order seeded with the root seed + i) and saved as one model averaging
     their logits and quantiles (:func:`popdl.models.ensemble`); the history
-    saved is the members' mean.  With ``train.cross_fit`` and k >=
+    saved is the members' mean.  With ``train.ensemble_trials`` j > 1, the
+    members take in turn the hyper-parameters (and best epochs) of the j best
+    trials (per task with separate networks: ``best.json``'s ``ranked``), so
+    that the ensemble mixes networks rather than only seeds.  With ``train.cross_fit`` and k >=
     :data:`MIN_CROSS_FIT_MEMBERS`, member i leaves out fold i of the examples
     (:func:`cross_fit_folds`), and the parameter intervals' conformal offsets
     are computed on every example by the member that did not train on it
@@ -482,9 +485,7 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     tasks = tuple(settings["task"])
     dataset = Dataset(dataset_dir)
     hp = dict(best["hyper_parameters"])
-    net = get_network(hp["network"])
     prep = Preprocessor.fit(dataset, ("train",))
-    epochs = int(train_cfg["epochs"] or best.get("best_epoch") or 1)
     seed = int(settings["seed"])
     held_out = calibration_mask(dataset, root_seed=seed, fraction=float(train_cfg.get("calibration_fraction", 0.5)))
     if train_cfg.get("augment") and ((settings.get("run_config") or {}).get("features") or {}).get("sort_rows"):
@@ -502,16 +503,18 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                      "examples): the intervals are calibrated on the calibration part", MIN_CROSS_FIT_MEMBERS)
     common = dict(dataset=dataset, prep=prep, keep=keep, shapes=shapes, train_cfg=train_cfg, seed=seed,
                   members=members, tensorboard_dir=tensorboard_dir, folds=folds)
+    n_trials = max(1, min(members, int(train_cfg.get("ensemble_trials", 1) or 1)))
     by_task = best.get("by_task") or {}
     if {"classify", "regress"} <= set(tasks) and {"classify", "regress"} <= set(by_task):
-        # Each output from the network of the trial whose tower for it was best, fitted on its own.
+        # Each output from the network(s) of the trial(s) whose tower for it was best, fitted on its own.
         parts, histories, tower_epochs, infos = {}, {}, {}, {}
         for task in ("classify", "regress"):
             choice = by_task[task]
+            plans = [{"hp": dict(c["hyper_parameters"]), "epochs": int(train_cfg["epochs"] or c["best_epoch"]),
+                      "tower_hint": {}, "number": c["number"]} for c in (choice.get("ranked") or [choice])[:n_trials]]
             # Only the parameters' fits are cross-fitted: the scenario's train on all the examples.
             parts[task], histories[task], tower_epochs[task], _, infos[task] = _fit_network(
-                dict(choice["hyper_parameters"]), tasks=(task,), name=f"{task}_network",
-                epochs=int(train_cfg["epochs"] or choice["best_epoch"]),
+                plans, tasks=(task,), name=f"{task}_network",
                 **{**common, "folds": folds if task == "regress" else None})
         oof = infos["regress"]["oof"]
         examples = {task: info["examples"] for task, info in infos.items()}
@@ -519,17 +522,25 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
 
         model = combine_tasks(parts)
         hp = {task: dict(by_task[task]["hyper_parameters"]) for task in parts}
-        names = [hp[t]["network"] for t in ("classify", "regress")]
-        network = names[0] if names[0] == names[1] else f"{names[0]} (scenario) + {names[1]} (parameters)"
-        inputs = tuple(i for i in INPUT_ARRAYS if any(i in get_network(n).inputs for n in names))
+        names = {t: _network_names(infos[t]["networks"]) for t in ("classify", "regress")}
+        network = names["classify"] if names["classify"] == names["regress"] else \
+            f"{names['classify']} (scenario) + {names['regress']} (parameters)"
+        inputs = tuple(i for i in INPUT_ARRAYS if any(i in get_network(n).inputs
+                                                      for info in infos.values() for n in info["networks"]))
         history = {**histories["classify"], "params_loss": histories["regress"]["loss"]}
         epochs = max(tower_epochs.values())
         trial = {t: by_task[t]["number"] for t in parts}
+        member_trials = {t: infos[t]["trials"] for t in parts}
     else:
-        model, history, epochs, tower_epochs, info = _fit_network(hp, tasks=tasks, name=None, epochs=epochs,
-                                                                  tower_hint=best.get("best_epochs") or {}, **common)
+        ranked = best.get("ranked") or [{"number": best.get("number"), "hyper_parameters": hp,
+                                         "best_epoch": best.get("best_epoch"), "best_epochs": best.get("best_epochs")}]
+        plans = [{"hp": dict(r["hyper_parameters"]), "epochs": int(train_cfg["epochs"] or r.get("best_epoch") or 1),
+                  "tower_hint": r.get("best_epochs") or {}, "number": r["number"]} for r in ranked[:n_trials]]
+        model, history, epochs, tower_epochs, info = _fit_network(plans, tasks=tasks, name=None, **common)
         oof, examples = info["oof"], {"+".join(tasks): info["examples"]}
-        network, inputs, trial = hp["network"], net.inputs, best.get("number")
+        network, trial = _network_names(info["networks"]), best.get("number")
+        inputs = tuple(i for i in INPUT_ARRAYS if any(i in get_network(n).inputs for n in info["networks"]))
+        member_trials = {"+".join(tasks): info["trials"]}
     calibration, intervals = _calibrate_final(model, dataset, held_out, inputs=inputs, prep=prep,
                                               levels=train_cfg["quantiles"], oof=oof, folds=folds)
     n_fit = dataset.size("train") + int((~held_out).sum())
@@ -541,7 +552,7 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                 provenance=provenance(config_hash=config_hash or settings_hash(settings), seeds={"root": seed},
                                       dataset=dataset.manifest.get("provenance", {}).get("config_hash"),
                                       best_trial=trial, epochs=epochs, tower_epochs=tower_epochs,
-                                      ensemble=members, fit_examples=examples,
+                                      ensemble=members, member_trials=member_trials, fit_examples=examples,
                                       backend=keras.backend.backend()))
     log.info("train: %s x %d, %d epochs on %d examples%s, final loss %.4f; temperature %.3f", network, members,
              epochs, n_fit, f" ({members - 1}/{members} of them each, cross-fitted)" if folds else "",
@@ -550,34 +561,45 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
             "n_fit": n_fit, "members": members, "network": network, "folds": folds, "fit_examples": examples}
 
 
-def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: Preprocessor, keep: dict,
+def _network_names(networks: list[str]) -> str:
+    """The networks of an ensemble's members, each once, in order: ``"mlp"``, ``"mlp + exchangeable"``."""
+    return " + ".join(dict.fromkeys(networks))
+
+
+def _fit_network(plans: list[dict], *, tasks, name, dataset: Dataset, prep: Preprocessor, keep: dict,
                  shapes: dict, train_cfg: dict, seed: int, members: int, tensorboard_dir=None,
-                 tower_hint: dict | None = None, folds: dict | None = None):
-    """Fit ``members`` copies of the network of ``hp`` for ``tasks`` (member i: Keras and
-    the batch order seeded with ``seed`` + i) and return ``(model, history, epochs,
+                 folds: dict | None = None):
+    """Fit ``members`` networks for ``tasks`` (member i: Keras and the batch order seeded
+    with ``seed`` + i, the network of ``plans[i % len(plans)]``: ``{hp, epochs,
+    tower_hint, number}``, one per trial) and return ``(model, history, epochs,
     tower_epochs, info)``: the fitted network, or an ensemble averaging them
-    (:func:`popdl.models.ensemble`), named ``name``; the members' mean history; the
-    epochs run; each separate tower's epoch; ``{"oof", "examples"}``: the out-of-fold
-    parameter quantiles and the examples each member's fit saw per epoch.
-    Separate towers are each kept at their epoch of ``tower_hint`` (the trial's best),
-    the fit running to the later one; the single-task fit runs ``epochs``.  Every member
-    trains on the examples of ``keep``, or, with ``folds`` (:func:`cross_fit_folds`),
-    member i on those of folds other than i; ``oof`` then maps each split to the
-    quantiles (examples, parameters, levels) that the member which left an example out
-    predicts for it (NaN outside the folds), else it is None."""
+    (:func:`popdl.models.ensemble`), named ``name``; the members' mean history (a
+    member that ran fewer epochs counts for the epochs it ran); the most epochs run;
+    each separate tower's latest epoch; ``{"oof", "examples", "networks", "trials"}``:
+    the out-of-fold parameter quantiles, the examples each member's fit saw per epoch,
+    and each member's network and trial.  A member's separate towers are each kept at
+    their epoch of its ``tower_hint`` (the trial's best), the fit running to the later
+    one; a single-task fit runs its ``epochs``.  Every member trains on the examples of
+    ``keep``, or, with ``folds`` (:func:`cross_fit_folds`), member i on those of folds
+    other than i; ``oof`` then maps each split to the quantiles (examples, parameters,
+    levels) that the member which left an example out predicts for it (NaN outside the
+    folds), else it is None."""
     import keras
 
     from popdl.models import ensemble, get_network
 
-    net = get_network(hp["network"])
     mixed = bool(train_cfg.get("mixed_precision", False))
-
-    def build(member_name):
-        return net.build(shapes, hp=hp, n_classes=len(dataset.scenarios), n_params=len(prep.param_names),
-                         quantiles=tuple(train_cfg["quantiles"]), tasks=tasks, name=member_name)
-
-    fitted, histories, tower_epochs, examples = [], [], {}, []
+    fitted, histories, tower_epochs, examples, networks, trials = [], [], {}, [], [], []
+    most_epochs = 0
     for member in range(members):
+        plan = plans[member % len(plans)]
+        hp, epochs = plan["hp"], int(plan["epochs"])
+        net = get_network(hp["network"])
+
+        def build(member_name, net=net, hp=hp):
+            return net.build(shapes, hp=hp, n_classes=len(dataset.scenarios), n_params=len(prep.param_names),
+                             quantiles=tuple(train_cfg["quantiles"]), tasks=tasks, name=member_name)
+
         member_seed = seed + member
         keras.utils.set_random_seed(member_seed)
         member_keep = keep if folds is None else {s: (fold >= 0) & (fold != member) for s, fold in folds.items()}
@@ -594,20 +616,24 @@ def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: 
         finally:
             set_precision(False)
         towers = separate_towers(model)
-        tower_epochs = {t: int(train_cfg["epochs"] or (tower_hint or {}).get(t) or epochs) for t in towers}
-        if tower_epochs and not train_cfg["epochs"]:
-            epochs = max(tower_epochs.values())
+        member_towers = {t: int(train_cfg["epochs"] or (plan.get("tower_hint") or {}).get(t) or epochs)
+                         for t in towers}
+        if member_towers and not train_cfg["epochs"]:
+            epochs = max(member_towers.values())
+        for t, e in member_towers.items():
+            tower_epochs[t] = max(e, tower_epochs.get(t, 0))
+        most_epochs = max(most_epochs, epochs)
         compile_model(model, hp, steps_per_epoch=steps, epochs=epochs, quantiles=train_cfg["quantiles"], tasks=tasks,
                       regression_weight=train_cfg["regression_weight"])
         callbacks = [keras.callbacks.TerminateOnNaN()]
         if towers:
-            callbacks.append(TowerSnapshot(tower_epochs))
+            callbacks.append(TowerSnapshot(member_towers))
         if tensorboard_dir and keras.backend.backend() == "tensorflow" and _has_module("tensorboard"):
             log_dir = Path(tensorboard_dir) / member_name if member_name else Path(tensorboard_dir)
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir), histogram_freq=0, write_graph=False))
-        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs, n=epochs: log.info(
-            "final fit: epoch %d/%d %s", epoch + 1, n,
-            " ".join(f"{k}={float(v):.4g}" for k, v in sorted((logs or {}).items())))))
+        label = f"member {member + 1}/{members} (trial {plan['number']}, {hp['network']})"
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs, n=epochs, who=label: log.info(
+            "final fit: %s: epoch %d/%d %s", who, epoch + 1, n, " ".join(f"{k}={float(v):.4g}" for k, v in sorted((logs or {}).items())))))
         # Progress goes to the job's log (stderr), not to the console (stdout).
         history = history_dict(model.fit(**data, epochs=epochs, verbose=0, callbacks=callbacks))
         if any(not math.isfinite(v) for v in history.get("loss", [])):
@@ -617,12 +643,20 @@ def _fit_network(hp: dict, *, tasks, name, epochs: int, dataset: Dataset, prep: 
             model.set_weights(weights)
         fitted.append(model)
         histories.append(history)
-    history = histories[0] if members == 1 else \
-        {k: [float(np.mean(v)) for v in zip(*(h[k] for h in histories))] for k in histories[0]}
-    oof = _out_of_fold(fitted, folds, dataset=dataset, inputs=net.inputs, prep=prep) \
+        networks.append(hp["network"])
+        trials.append(plan["number"])
+    history = histories[0] if members == 1 else {k: _mean_ragged([h[k] for h in histories]) for k in histories[0]}
+    oof = _out_of_fold(fitted, folds, dataset=dataset, prep=prep) \
         if folds is not None and "regress" in tasks else None
     model = fitted[0] if members == 1 else ensemble(fitted, name=f"{name or 'network'}_ensemble")
-    return model, history, epochs, tower_epochs, {"oof": oof, "examples": examples}
+    return model, history, most_epochs, tower_epochs, {"oof": oof, "examples": examples, "networks": networks,
+                                                       "trials": trials}
+
+
+def _mean_ragged(series: list[list[float]]) -> list[float]:
+    """Per epoch, the mean of the series that reach it (members may run different epochs)."""
+    longest = max(len(s) for s in series)
+    return [float(np.mean([s[i] for s in series if i < len(s)])) for i in range(longest)]
 
 
 def _fit_examples(data: dict) -> int:
@@ -633,16 +667,20 @@ def _fit_examples(data: dict) -> int:
     return sum(n if rows is None else rows.size for (_, n), rows in zip(seq.shards, seq.rows))
 
 
-def _out_of_fold(members: list, folds: dict, *, dataset: Dataset, inputs, prep: Preprocessor) -> dict:
+def _out_of_fold(members: list, folds: dict, *, dataset: Dataset, prep: Preprocessor) -> dict:
     """Per split, the parameter quantiles each example gets from the member that left its
     fold out (member i, fold i; NaN for examples in no fold); each split is read once."""
+    from popdl.models import input_names
+
+    names = [input_names(m) for m in members]
+    inputs = tuple(i for i in INPUT_ARRAYS if any(i in n for n in names))
     oof = {}
     for split, fold in folds.items():
         x, _ = load_arrays(dataset, split, inputs=inputs, prep=prep, tasks=())
         for member, model in enumerate(members):
             rows = fold == member
             if rows.any():
-                out = predict_arrays(model, {k: v[rows] for k, v in x.items()})["params"]
+                out = predict_arrays(model, {k: x[k][rows] for k in names[member]})["params"]
                 oof.setdefault(split, np.full((fold.size,) + out.shape[1:], np.nan))[rows] = out
     return oof
 

@@ -535,11 +535,27 @@ def best_by_task(settings: dict, complete: list) -> dict:
         scored = [t for t in complete if task in (t.user_attrs.get("best_losses") or {})]
         if not scored:
             return {}
-        t = min(scored, key=lambda tr: tr.user_attrs["best_losses"][task])
-        out[task] = {"number": t.number, "loss": float(t.user_attrs["best_losses"][task]),
-                     "best_epoch": int(t.user_attrs["best_epochs"][task]),
-                     "hyper_parameters": all_hyper_parameters(settings, t.params)}
+        ranked = sorted(scored, key=lambda tr: (tr.user_attrs["best_losses"][task], tr.number))
+        entries = [{"number": t.number, "loss": float(t.user_attrs["best_losses"][task]),
+                    "best_epoch": int(t.user_attrs["best_epochs"][task]),
+                    "hyper_parameters": all_hyper_parameters(settings, t.params)} for t in ranked[:RANKED_TRIALS]]
+        out[task] = {**entries[0], "ranked": entries}
     return out
+
+
+#: How many of the best trials ``best.json`` lists (per task and overall), best first:
+#: the final ensemble may draw its members from several of them (``train.ensemble_trials``).
+RANKED_TRIALS = 8
+
+
+def ranked_trials(settings: dict, complete: list) -> list[dict]:
+    """The :data:`RANKED_TRIALS` completed trials of lowest validation loss, best first:
+    ``[{number, value, best_epoch, best_epochs, hyper_parameters}]``."""
+    ranked = sorted(complete, key=lambda t: (t.value, t.number))[:RANKED_TRIALS]
+    return [{"number": t.number, "value": float(t.value),
+             "best_epoch": int(t.user_attrs.get("best_epoch", settings["tuning"]["max_epochs"])),
+             "best_epochs": dict(t.user_attrs.get("best_epochs") or {}),
+             "hyper_parameters": all_hyper_parameters(settings, t.params)} for t in ranked]
 
 
 def select_best(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Path, best_out: str | Path,
@@ -574,6 +590,7 @@ def select_best(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Pa
         "history": history,
         "trial_counts": counts,
         "by_task": best_by_task(settings, complete),
+        "ranked": ranked_trials(settings, complete),
     }
     frame = trials_table(study)
     with atomic_path(table_out, suffix=".csv") as tmp:
