@@ -342,6 +342,12 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
         assert choice["best_epoch"] == trial.user_attrs["best_epochs"][task]
     assert best["hyper_parameters"]["network"] == "mlp" and "learning_rate" in best["hyper_parameters"]
     study = _study(tune, tuning_dir, tiny_dataset)
+    # The ranking the ensemble may draw its members from: best first, overall and per task.
+    assert [r["number"] for r in best["ranked"]] == [t.number for t in sorted(study.trials, key=lambda t: (t.value, t.number))]
+    assert best["ranked"][0]["number"] == best["number"]
+    for task, choice in best["by_task"].items():
+        losses = [r["loss"] for r in choice["ranked"]]
+        assert losses == sorted(losses) and choice["ranked"][0]["number"] == choice["number"] and len(losses) == 2
     assert best["number"] == study.best_trial.number
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
@@ -517,6 +523,36 @@ def test_separate_networks_with_cross_fitted_parameters_train_and_save(tiny_data
     for task in ("classify", "regress"):
         ensemble = model.get_layer(f"{task}_network_ensemble")
         assert sum(layer.name.startswith(f"{task}_network_member") for layer in ensemble.layers) == 4
+
+
+def test_ensemble_members_take_in_turn_the_networks_of_the_best_trials(tiny_dataset, tmp_path):
+    import keras
+
+    from popdl.models import input_names
+    from popdl.training import train_final
+
+    train = model_settings("train")
+    train["train"].update(ensemble=3, ensemble_trials=2, epochs=None, cross_fit=False)
+    mlp = dict(TINY_MLP, towers="separate")
+    cnn = dict(TINY_MLP, network="cnn1d", conv_layers=1, filters=2, kernel_size=3, pooling="max", towers="separate")
+    ranked = {"classify": [{"hyper_parameters": cnn, "best_epoch": 2, "number": 5, "loss": 0.1},
+                           {"hyper_parameters": mlp, "best_epoch": 1, "number": 2, "loss": 0.2},
+                           {"hyper_parameters": mlp, "best_epoch": 1, "number": 7, "loss": 0.3}],
+              "regress": [{"hyper_parameters": mlp, "best_epoch": 1, "number": 2, "loss": 0.1}]}
+    best = {"hyper_parameters": mlp, "best_epoch": 1,
+            "by_task": {t: {**r[0], "ranked": r} for t, r in ranked.items()}}
+    fitted = train_final(train, tiny_dataset, best=best, out=tmp_path / "model")
+    bundle = json.loads((tmp_path / "model" / "bundle.json").read_text())
+    # Members 0, 1, 2 of the scenario's ensemble: trials 5, 2, 5 (the 2 best, in turn); the parameters'
+    # ranking holds one trial, which every member takes.
+    assert bundle["provenance"]["member_trials"] == {"classify": [5, 2, 5], "regress": [2, 2, 2]}
+    assert fitted["network"] == "cnn1d + mlp (scenario) + mlp (parameters)"
+    assert fitted["tower_epochs"] == {"classify": 2, "regress": 1} and fitted["epochs"] == 2  # the most any member ran
+    model = keras.saving.load_model(tmp_path / "model" / "model.keras", compile=False, safe_mode=True)
+    members = [layer for layer in model.get_layer("classify_network_ensemble").layers
+               if layer.name.startswith("classify_network_member")]
+    assert sorted(sorted(input_names(m)) for m in members) == [["distances", "image"], ["distances", "image"], ["stats"]]
+    assert set(bundle["inputs"]) == {"image", "distances", "stats"}
 
 
 def test_failed_trials_are_recorded_and_the_worker_stops_after_max_failures(tiny_dataset, tmp_path):

@@ -526,8 +526,9 @@ def trials_table(study):
 
 def best_by_task(settings: dict, complete: list) -> dict:
     """Per task, the completed trial of separate towers whose tower for that task reached
-    the lowest validation loss: ``{task: {number, loss, best_epoch, hyper_parameters}}``
-    (empty unless both tasks have one).  The final model may then take its scenario
+    the lowest validation loss: ``{task: {number, loss, best_epoch, hyper_parameters,
+    ranked}}``, ``ranked`` listing the :data:`RANKED_TRIALS` best such trials for the task
+    in the same form, best first (empty unless both tasks have one).  The final model may then take its scenario
     tower from one trial and its parameter tower from another (:func:`popdl.training.train_final`):
     a network that separates the scenarios best need not estimate the parameters best."""
     out = {}
