@@ -502,15 +502,18 @@ def test_cross_fitted_ensemble_calibrates_its_intervals_out_of_fold(tiny_dataset
     assert bundle["calibration"]["n"] == int(held.sum())
 
 
-def test_separate_networks_with_cross_fitted_parameters_train_and_save(tiny_dataset, tmp_path):
+def test_separate_networks_with_cross_fitted_parameters_train_and_save(tiny_dataset, tmp_path, caplog):
     from popdl.training import train_final
 
     train = model_settings("train")
-    train["train"].update(ensemble=4, epochs=1)
+    train["train"].update(ensemble=4, epochs=1, ensemble_trials=3)
     hyper = dict(TINY_MLP, towers="separate")
     choice = {"hyper_parameters": hyper, "best_epoch": 1, "number": 0}
     best = {"hyper_parameters": hyper, "best_epoch": 1, "by_task": {"classify": choice, "regress": choice}}
-    fitted = train_final(train, tiny_dataset, best=best, out=tmp_path / "model")
+    with caplog.at_level("WARNING", logger="popdl.training"):
+        fitted = train_final(train, tiny_dataset, best=best, out=tmp_path / "model")
+    # A best-trial file without a ranking (an older select_best): every member is the best trial, said once.
+    assert "ranks no trials" in caplog.text and "--forcerun select_best" in caplog.text
     bundle = json.loads((tmp_path / "model" / "bundle.json").read_text())
     assert bundle["interval_calibration"]["method"].startswith("cross-conformal") and fitted["folds"] is not None
     # The scenario's fits saw every example of the final fit; each parameter fit all but its fold.

@@ -505,6 +505,10 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                   members=members, tensorboard_dir=tensorboard_dir, folds=folds)
     n_trials = max(1, min(members, int(train_cfg.get("ensemble_trials", 1) or 1)))
     by_task = best.get("by_task") or {}
+    if n_trials > 1 and "ranked" not in best:
+        log.warning("train.ensemble_trials is %d but the best-trial file ranks no trials (written by an older "
+                    "select_best): every member takes the best trial's network; rerun select_best "
+                    "(snakemake --forcerun select_best) to mix the best trials", n_trials)
     if {"classify", "regress"} <= set(tasks) and {"classify", "regress"} <= set(by_task):
         # Each output from the network(s) of the trial(s) whose tower for it was best, fitted on its own.
         parts, histories, tower_epochs, infos = {}, {}, {}, {}
