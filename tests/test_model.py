@@ -348,6 +348,13 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     for task, choice in best["by_task"].items():
         losses = [r["loss"] for r in choice["ranked"]]
         assert losses == sorted(losses) and choice["ranked"][0]["number"] == choice["number"] and len(losses) == 2
+        # The greedy ensemble path starts at the best trial, whose loss recomputed in numpy from its
+        # saved validation outputs is the one Keras reported; each step lowers the loss.
+        path = choice["ensemble"]
+        assert path[0]["number"] == choice["number"]
+        assert path[0]["ensemble_loss"] == pytest.approx(choice["loss"], rel=2e-3)
+        assert all(b["ensemble_loss"] < a["ensemble_loss"] for a, b in zip(path, path[1:]))
+    assert best["ensemble"][0]["number"] == best["number"]
     assert best["number"] == study.best_trial.number
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
 
@@ -512,8 +519,8 @@ def test_separate_networks_with_cross_fitted_parameters_train_and_save(tiny_data
     best = {"hyper_parameters": hyper, "best_epoch": 1, "by_task": {"classify": choice, "regress": choice}}
     with caplog.at_level("WARNING", logger="popdl.training"):
         fitted = train_final(train, tiny_dataset, best=best, out=tmp_path / "model")
-    # A best-trial file without a ranking (an older select_best): every member is the best trial, said once.
-    assert "ranks no trials" in caplog.text and "--forcerun select_best" in caplog.text
+    # A best-trial file without an ensemble path (an older select_best): every member is the best trial, said once.
+    assert "selects no ensemble" in caplog.text and "--forcerun select_best" in caplog.text
     bundle = json.loads((tmp_path / "model" / "bundle.json").read_text())
     assert bundle["interval_calibration"]["method"].startswith("cross-conformal") and fitted["folds"] is not None
     # The scenario's fits saw every example of the final fit; each parameter fit all but its fold.
@@ -543,7 +550,7 @@ def test_ensemble_members_take_in_turn_the_networks_of_the_best_trials(tiny_data
                            {"hyper_parameters": mlp, "best_epoch": 1, "number": 7, "loss": 0.3}],
               "regress": [{"hyper_parameters": mlp, "best_epoch": 1, "number": 2, "loss": 0.1}]}
     best = {"hyper_parameters": mlp, "best_epoch": 1,
-            "by_task": {t: {**r[0], "ranked": r} for t, r in ranked.items()}}
+            "by_task": {t: {**r[0], "ranked": r, "ensemble": r} for t, r in ranked.items()}}
     fitted = train_final(train, tiny_dataset, best=best, out=tmp_path / "model")
     bundle = json.loads((tmp_path / "model" / "bundle.json").read_text())
     # Members 0, 1, 2 of the scenario's ensemble: trials 5, 2, 5 (the 2 best, in turn); the parameters'
@@ -556,6 +563,37 @@ def test_ensemble_members_take_in_turn_the_networks_of_the_best_trials(tiny_data
                if layer.name.startswith("classify_network_member")]
     assert sorted(sorted(input_names(m)) for m in members) == [["distances", "image"], ["distances", "image"], ["stats"]]
     assert set(bundle["inputs"]) == {"image", "distances", "stats"}
+
+
+def test_greedy_ensemble_adds_the_trials_that_lower_the_validation_loss(tmp_path):
+    from popdl.tuning import greedy_ensemble, params_loss, scenario_loss
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, size=300)
+    truth = np.eye(3)[labels] * 4.0
+    # Trials 0 and 1: the truth plus independent noise (their average beats either); trial 2: noise only.
+    logits = {0: truth + rng.normal(0, 3, truth.shape), 1: truth + rng.normal(0, 3.2, truth.shape),
+              2: rng.normal(0, 3, truth.shape)}
+    for n, z in logits.items():
+        np.savez(tmp_path / f"{n}.npz", labels=labels, scenario=z.astype(np.float32))
+    ranked = [{"number": n, "hyper_parameters": {}} for n in (0, 1, 2)]
+    path = greedy_ensemble(ranked, tmp_path, lambda out: scenario_loss(out["scenario"], out["labels"]))
+    assert [e["number"] for e in path] == [0, 1]
+    assert path[1]["ensemble_loss"] == pytest.approx(scenario_loss((logits[0] + logits[1]) / 2, labels), rel=1e-5)
+    assert path[1]["ensemble_loss"] < path[0]["ensemble_loss"]
+    # A trial without saved outputs: the best trial alone.
+    assert [e["number"] for e in greedy_ensemble(ranked + [{"number": 9}], tmp_path, lambda out: 0.0)] == [0]
+    # The parameters' loss is the masked pinball loss of the training.
+    q = rng.normal(size=(5, 2, 3))
+    true = rng.normal(size=(5, 2))
+    true[0, 1] = np.nan
+    levels = np.array([0.05, 0.5, 0.95])
+    expected = []
+    for i in range(5):
+        per = [np.mean([max(t * (true[i, j] - q[i, j, k]), (t - 1) * (true[i, j] - q[i, j, k]))
+                        for k, t in enumerate(levels)]) for j in range(2) if np.isfinite(true[i, j])]
+        expected.append(np.mean(per))
+    assert params_loss(q, true, levels) == pytest.approx(np.mean(expected))
 
 
 def test_failed_trials_are_recorded_and_the_worker_stops_after_max_failures(tiny_dataset, tmp_path):

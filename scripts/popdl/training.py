@@ -458,9 +458,11 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
     order seeded with the root seed + i) and saved as one model averaging
     their logits and quantiles (:func:`popdl.models.ensemble`); the history
     saved is the members' mean.  With ``train.ensemble_trials`` j > 1, the
-    members take in turn the hyper-parameters (and best epochs) of the j best
-    trials (per task with separate networks: ``best.json``'s ``ranked``), so
-    that the ensemble mixes networks rather than only seeds.  With ``train.cross_fit`` and k >=
+    members take in turn the hyper-parameters (and best epochs) of up to j
+    trials: the first j of the greedy ensemble selection on the validation
+    split (per task with separate networks: ``best.json``'s ``ensemble``,
+    :func:`popdl.tuning.greedy_ensemble`), so that the ensemble mixes
+    networks rather than only seeds where that helps.  With ``train.cross_fit`` and k >=
     :data:`MIN_CROSS_FIT_MEMBERS`, member i leaves out fold i of the examples
     (:func:`cross_fit_folds`), and the parameter intervals' conformal offsets
     are computed on every example by the member that did not train on it
@@ -505,8 +507,8 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                   members=members, tensorboard_dir=tensorboard_dir, folds=folds)
     n_trials = max(1, min(members, int(train_cfg.get("ensemble_trials", 1) or 1)))
     by_task = best.get("by_task") or {}
-    if n_trials > 1 and "ranked" not in best:
-        log.warning("train.ensemble_trials is %d but the best-trial file ranks no trials (written by an older "
+    if n_trials > 1 and "ensemble" not in best:
+        log.warning("train.ensemble_trials is %d but the best-trial file selects no ensemble (written by an older "
                     "select_best): every member takes the best trial's network; rerun select_best "
                     "(snakemake --forcerun select_best) to mix the best trials", n_trials)
     if {"classify", "regress"} <= set(tasks) and {"classify", "regress"} <= set(by_task):
@@ -515,7 +517,7 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         for task in ("classify", "regress"):
             choice = by_task[task]
             plans = [{"hp": dict(c["hyper_parameters"]), "epochs": int(train_cfg["epochs"] or c["best_epoch"]),
-                      "tower_hint": {}, "number": c["number"]} for c in (choice.get("ranked") or [choice])[:n_trials]]
+                      "tower_hint": {}, "number": c["number"]} for c in _member_trials(choice, n_trials)]
             # Only the parameters' fits are cross-fitted: the scenario's train on all the examples.
             parts[task], histories[task], tower_epochs[task], _, infos[task] = _fit_network(
                 plans, tasks=(task,), name=f"{task}_network",
@@ -536,10 +538,9 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         trial = {t: by_task[t]["number"] for t in parts}
         member_trials = {t: infos[t]["trials"] for t in parts}
     else:
-        ranked = best.get("ranked") or [{"number": best.get("number"), "hyper_parameters": hp,
-                                         "best_epoch": best.get("best_epoch"), "best_epochs": best.get("best_epochs")}]
         plans = [{"hp": dict(r["hyper_parameters"]), "epochs": int(train_cfg["epochs"] or r.get("best_epoch") or 1),
-                  "tower_hint": r.get("best_epochs") or {}, "number": r["number"]} for r in ranked[:n_trials]]
+                  "tower_hint": r.get("best_epochs") or {}, "number": r.get("number")}
+                 for r in _member_trials(best, n_trials)]
         model, history, epochs, tower_epochs, info = _fit_network(plans, tasks=tasks, name=None, **common)
         oof, examples = info["oof"], {"+".join(tasks): info["examples"]}
         network, trial = _network_names(info["networks"]), best.get("number")
@@ -563,6 +564,12 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
              history["loss"][-1], calibration.get("temperature", 1.0))
     return {"epochs": epochs, "tower_epochs": tower_epochs, "history": history, "calibration": calibration,
             "n_fit": n_fit, "members": members, "network": network, "folds": folds, "fit_examples": examples}
+
+
+def _member_trials(choice: dict, most: int) -> list[dict]:
+    """The trials an ensemble's members take in turn: the first ``most`` of ``choice``'s greedy
+    ensemble path (``ensemble``, :func:`popdl.tuning.greedy_ensemble`), else ``choice`` itself."""
+    return (choice.get("ensemble") or [choice])[:most]
 
 
 def _network_names(networks: list[str]) -> str:
