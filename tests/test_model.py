@@ -345,11 +345,11 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     # The ranking the ensemble may draw its members from: best first, overall and per task.
     assert [r["number"] for r in best["ranked"]] == [t.number for t in sorted(study.trials, key=lambda t: (t.value, t.number))]
     assert best["ranked"][0]["number"] == best["number"]
-    for task, choice in best["by_task"].items():
+    for choice in best["by_task"].values():
         losses = [r["loss"] for r in choice["ranked"]]
         assert losses == sorted(losses) and choice["ranked"][0]["number"] == choice["number"] and len(losses) == 2
         # The greedy ensemble path starts at the best trial, whose loss recomputed in numpy from its
-        # saved validation outputs is the one Keras reported; each step lowers the loss.
+        # saved validation outputs is the one the sweep reported; each step lowers the loss.
         path = choice["ensemble"]
         assert path[0]["number"] == choice["number"]
         assert path[0]["ensemble_loss"] == pytest.approx(choice["loss"], rel=2e-3)
