@@ -484,7 +484,7 @@ def test_cross_fitted_ensemble_calibrates_its_intervals_out_of_fold(tiny_dataset
     # The offsets are those of each member's quantiles on its own left-out fold, read back from the saved model.
     import keras
 
-    from popdl.calibration import interval_offsets
+    from popdl.calibration import ensemble_narrowing, interval_offsets
     from popdl.training import Preprocessor
 
     saved = keras.saving.load_model(tmp_path / "model" / "model.keras", compile=False, safe_mode=True)
@@ -499,12 +499,22 @@ def test_cross_fitted_ensemble_calibrates_its_intervals_out_of_fold(tiny_dataset
             true.append(prep.params(part["params"][rows]))
     again = interval_offsets(np.concatenate(quantiles), np.concatenate(true), levels=bundle["quantiles"],
                              param_names=bundle["param_names"])
+    # ... then narrowed by the coverage the ensemble adds over its members on the calibration part.
+    part = ds.load("validation", ("stats", "params"))
+    x_held = {"stats": prep.stats(part["stats"][held])}
+    held_members = np.stack([np.asarray(m.predict(x_held, verbose=0)["params"]) for m in members])
+    again = ensemble_narrowing(again, np.concatenate(quantiles), np.concatenate(true), members=held_members,
+                               ensemble=np.asarray(saved.predict(x_held, verbose=0)["params"]),
+                               true=prep.params(part["params"][held]), levels=bundle["quantiles"],
+                               param_names=bundle["param_names"])
     assert again["offsets"] == pytest.approx(ic["offsets"], abs=1e-5)
+    assert set(ic["ensemble"]) == set(again["ensemble"]) and "narrowed for the ensemble" in ic["method"]
+    assert all(e["offset_change"] <= 0 for e in ic["ensemble"].values())
     params = {s: ds.load(s, ("params",))["params"][folds[s] >= 0] for s in folds}
     assert ic["n"] == {p: sum(int(np.isfinite(v[:, j]).sum()) for v in params.values())
                        for j, p in enumerate(bundle["param_names"])}
     for p, n in ic["n"].items():  # conformal: at least the nominal coverage on the examples it was fitted on
-        if n >= 20:
+        if n >= 20:  # (by the members, before the narrowing for the ensemble)
             assert ic["coverage_after"][p] >= ic["nominal"] - 1e-9
     assert bundle["calibration"]["n"] == int(held.sum())
 

@@ -370,7 +370,13 @@ def _evaluation_section(rep: Report, results: Path) -> dict | None:
             body += ("<p>Intervals calibrated by conformalized quantile regression " + where + " (at least "
                      f"{min(ic.get('n', {}).values() or [0])} per parameter); coverage there moved from "
                      + ", ".join(f"{_esc(k)} {_fmt(v)} to {_fmt(ic['coverage_after'].get(k))}"
-                                 for k, v in (ic.get("coverage_before") or {}).items()) + ".</p>")
+                                 for k, v in (ic.get("coverage_before") or {}).items()) + ".")
+            narrowed = {k: e for k, e in (ic.get("ensemble") or {}).items() if e.get("offset_change", 0) < 0}
+            if narrowed:
+                body += (" Those offsets fit one member; the ensemble's average covers more, so they were narrowed "
+                         "by what it adds on the calibration part (lower 95 % bound): "
+                         + ", ".join(f"{_esc(k)} {_fmt(e['offset_change'])}" for k, e in narrowed.items()) + ".")
+            body += "</p>"
         if (ev / "parameters.png").is_file():
             body += rep.img((ev / "parameters.png").read_bytes(), "true vs estimated parameters")
     rep.section("evaluation", "Test-set evaluation", body)

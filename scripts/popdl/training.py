@@ -522,7 +522,7 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
             parts[task], histories[task], tower_epochs[task], _, infos[task] = _fit_network(
                 plans, tasks=(task,), name=f"{task}_network",
                 **{**common, "folds": folds if task == "regress" else None})
-        oof = infos["regress"]["oof"]
+        oof, held_members = infos["regress"]["oof"], infos["regress"]["held_out_members"]
         examples = {task: info["examples"] for task, info in infos.items()}
         from popdl.models import combine_tasks
 
@@ -542,12 +542,13 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
                   "tower_hint": r.get("best_epochs") or {}, "number": r.get("number")}
                  for r in _member_trials(best, n_trials)]
         model, history, epochs, tower_epochs, info = _fit_network(plans, tasks=tasks, name=None, **common)
-        oof, examples = info["oof"], {"+".join(tasks): info["examples"]}
+        oof, held_members, examples = info["oof"], info["held_out_members"], {"+".join(tasks): info["examples"]}
         network, trial = _network_names(info["networks"]), best.get("number")
         inputs = tuple(i for i in INPUT_ARRAYS if any(i in get_network(n).inputs for n in info["networks"]))
         member_trials = {"+".join(tasks): info["trials"]}
     calibration, intervals = _calibrate_final(model, dataset, held_out, inputs=inputs, prep=prep,
-                                              levels=train_cfg["quantiles"], oof=oof, folds=folds)
+                                              levels=train_cfg["quantiles"], oof=oof, folds=folds,
+                                              held_out_members=held_members)
     n_fit = dataset.size("train") + int((~held_out).sum())
     save_bundle(out, model=model, prep=prep, scenarios=dataset.scenarios, network=network, inputs=inputs,
                 shapes={k: shapes[k] for k in inputs}, temperature=calibration.get("temperature", 1.0),
@@ -594,7 +595,8 @@ def _fit_network(plans: list[dict], *, tasks, name, dataset: Dataset, prep: Prep
     ``keep``, or, with ``folds`` (:func:`cross_fit_folds`), member i on those of folds
     other than i; ``oof`` then maps each split to the quantiles (examples, parameters,
     levels) that the member which left an example out predicts for it (NaN outside the
-    folds), else it is None."""
+    folds), else it is None; ``held_out_members``: every member's quantiles on the
+    calibration part (:func:`_out_of_fold`), or None."""
     import keras
 
     from popdl.models import ensemble, get_network
@@ -657,11 +659,11 @@ def _fit_network(plans: list[dict], *, tasks, name, dataset: Dataset, prep: Prep
         networks.append(hp["network"])
         trials.append(plan["number"])
     history = histories[0] if members == 1 else {k: _mean_ragged([h[k] for h in histories]) for k in histories[0]}
-    oof = _out_of_fold(fitted, folds, dataset=dataset, prep=prep) \
-        if folds is not None and "regress" in tasks else None
+    oof, held = _out_of_fold(fitted, folds, dataset=dataset, prep=prep) \
+        if folds is not None and "regress" in tasks else (None, None)
     model = fitted[0] if members == 1 else ensemble(fitted, name=f"{name or 'network'}_ensemble")
-    return model, history, most_epochs, tower_epochs, {"oof": oof, "examples": examples, "networks": networks,
-                                                       "trials": trials}
+    return model, history, most_epochs, tower_epochs, {"oof": oof, "held_out_members": held, "examples": examples,
+                                                       "networks": networks, "trials": trials}
 
 
 def _mean_ragged(series: list[list[float]]) -> list[float]:
@@ -678,14 +680,16 @@ def _fit_examples(data: dict) -> int:
     return sum(n if rows is None else rows.size for (_, n), rows in zip(seq.shards, seq.rows))
 
 
-def _out_of_fold(members: list, folds: dict, *, dataset: Dataset, prep: Preprocessor) -> dict:
+def _out_of_fold(members: list, folds: dict, *, dataset: Dataset, prep: Preprocessor) -> tuple[dict, np.ndarray | None]:
     """Per split, the parameter quantiles each example gets from the member that left its
-    fold out (member i, fold i; NaN for examples in no fold); each split is read once."""
+    fold out (member i, fold i; NaN for examples in no fold); and every member's quantiles
+    (members, examples, parameters, levels) on the validation examples in no fold (the
+    calibration part, which none trained on), None without any.  Each split is read once."""
     from popdl.models import input_names
 
     names = [input_names(m) for m in members]
     inputs = tuple(i for i in INPUT_ARRAYS if any(i in n for n in names))
-    oof = {}
+    oof, held = {}, None
     for split, fold in folds.items():
         x, _ = load_arrays(dataset, split, inputs=inputs, prep=prep, tasks=())
         for member, model in enumerate(members):
@@ -693,18 +697,26 @@ def _out_of_fold(members: list, folds: dict, *, dataset: Dataset, prep: Preproce
             if rows.any():
                 out = predict_arrays(model, {k: x[k][rows] for k in names[member]})["params"]
                 oof.setdefault(split, np.full((fold.size,) + out.shape[1:], np.nan))[rows] = out
-    return oof
+        rows = fold < 0
+        if split == "validation" and rows.any() and len(members) > 1:
+            held = np.stack([predict_arrays(model, {k: x[k][rows] for k in names[member]})["params"]
+                             for member, model in enumerate(members)])
+    return oof, held
 
 
 def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, prep: Preprocessor,
-                     levels, oof: dict | None = None, folds: dict | None = None) -> tuple[dict, dict]:
+                     levels, oof: dict | None = None, folds: dict | None = None,
+                     held_out_members: np.ndarray | None = None) -> tuple[dict, dict]:
     """From one pass of ``model`` over the held-out validation examples, which it never
     trained on: the temperature (:func:`popdl.calibration.calibrate` on the logits, with
     the (scenario, draw) of every example) and the conformal offsets of the parameter
     intervals (:func:`popdl.calibration.interval_offsets` on the quantiles); ``{}`` for an
     output the model lacks.  With the out-of-fold quantiles of a cross-fitted ensemble
-    (``oof``, ``folds``: :func:`_fit_network`), the offsets come from those instead."""
-    from popdl.calibration import calibrate, interval_offsets
+    (``oof``, ``folds``: :func:`_fit_network`), the offsets come from those instead, and
+    with every member's quantiles on the calibration part (``held_out_members``) they are
+    narrowed by the coverage the ensemble adds there
+    (:func:`popdl.calibration.ensemble_narrowing`)."""
+    from popdl.calibration import calibrate, ensemble_narrowing, interval_offsets
 
     val = dataset.load("validation", ("labels", "draw", "params")) if dataset.size("validation") else \
         {"labels": np.zeros(0, np.int64), "draw": np.zeros(0, np.int64)}
@@ -722,11 +734,17 @@ def _calibrate_final(model, dataset: Dataset, held_out: np.ndarray, *, inputs, p
         splits = [s for s in ("train", "validation") if s in oof]
         rows = {s: folds[s] >= 0 for s in splits}
         true = np.concatenate([prep.params(dataset.load(s, ("params",))["params"][rows[s]]) for s in splits])
-        intervals = interval_offsets(np.concatenate([oof[s][rows[s]] for s in splits]), true, levels=levels,
-                                     param_names=prep.param_names)
+        scores_q = np.concatenate([oof[s][rows[s]] for s in splits])
+        intervals = interval_offsets(scores_q, true, levels=levels, param_names=prep.param_names)
         k = 1 + max(int(f.max(initial=-1)) for f in folds.values())
         intervals["method"] = (f"cross-conformal: each of the {k} members' left-out fold of the training and "
                                "validation examples, by that member")
+        if held_out_members is not None and "params" in outputs:
+            intervals = ensemble_narrowing(intervals, scores_q, true, members=held_out_members,
+                                           ensemble=outputs["params"], true=prep.params(val["params"][held_out]),
+                                           levels=levels, param_names=prep.param_names)
+            intervals["method"] += ("; narrowed for the ensemble by the coverage it adds on the calibration part "
+                                    "(lower 95 % confidence bound)")
         intervals["scale"] = "standardised network target"
     elif "params" in outputs:
         intervals = interval_offsets(outputs["params"], prep.params(val["params"][held_out]), levels=levels,
