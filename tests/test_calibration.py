@@ -172,23 +172,34 @@ def _members(rng, n, k, *, spread):
     return np.stack([mids - half, mids, mids + half], axis=-1), y
 
 
+LEVELS = (0.05, 0.5, 0.95)
+
+
+def _narrowed(rng, *, spread, n_oof, n_held, k):
+    """Cross-conformal offsets of single members (``n_oof`` out-of-fold examples), then narrowed for the
+    average of ``k`` members on ``n_held`` calibration examples: ``(record, narrowed, (oof_q, oof_y))``."""
+    from popdl.calibration import ensemble_narrowing, interval_offsets
+
+    oof_q, oof_y = _members(rng, n_oof, 1, spread=spread)
+    record = interval_offsets(oof_q[0], oof_y, levels=LEVELS, param_names=["a"])
+    held_q, held_y = _members(rng, n_held, k, spread=spread)
+    out = ensemble_narrowing(record, oof_q[0], oof_y, members=held_q, ensemble=held_q.mean(axis=0), true=held_y,
+                             levels=LEVELS, param_names=["a"])
+    return record, out, (oof_q, oof_y)
+
+
 def test_an_ensemble_s_intervals_are_narrowed_to_the_nominal_coverage():
     """Cross-conformal offsets fit single members; the average of 8 members is more accurate, so those
     offsets over-cover.  Narrowed by the gain measured on a calibration part, the ensemble's intervals cover
     the nominal 90 % of new data, not the ~97 % they did."""
-    from popdl.calibration import ensemble_narrowing, interval_offsets
+    from popdl.calibration import interval_offsets
 
     rng = np.random.default_rng(11)
-    levels = (0.05, 0.5, 0.95)
-    oof_q, oof_y = _members(rng, 4000, 1, spread=1.0)
-    record = interval_offsets(oof_q[0], oof_y, levels=levels, param_names=["a"])
-    held_q, held_y = _members(rng, 600, 8, spread=1.0)
-    out = ensemble_narrowing(record, oof_q[0], oof_y, members=held_q, ensemble=held_q.mean(axis=0), true=held_y,
-                             levels=levels, param_names=["a"])
+    record, out, (oof_q, oof_y) = _narrowed(rng, spread=1.0, n_oof=4000, n_held=600, k=8)
     e = out["ensemble"]["a"]
     assert e["n"] == 600 and e["coverage_gain"] > 3 * e["standard_error"] > 0
     assert e["gain_used"] > 0 and out["offsets"]["a"] < record["offsets"]["a"]
-    assert record["offsets"] == interval_offsets(oof_q[0], oof_y, levels=levels, param_names=["a"])["offsets"]
+    assert record["offsets"] == interval_offsets(oof_q[0], oof_y, levels=LEVELS, param_names=["a"])["offsets"]
     new_q, new_y = _members(rng, 20000, 8, spread=1.0)
     ens = new_q.mean(axis=0)
 
@@ -200,20 +211,13 @@ def test_an_ensemble_s_intervals_are_narrowed_to_the_nominal_coverage():
 
 
 def test_an_ensemble_of_identical_members_or_too_few_examples_keeps_its_offsets():
-    from popdl.calibration import MIN_CONFORMAL_EXAMPLES, ensemble_narrowing, interval_offsets
+    from popdl.calibration import MIN_CONFORMAL_EXAMPLES
 
     rng = np.random.default_rng(12)
-    levels = (0.05, 0.5, 0.95)
-    oof_q, oof_y = _members(rng, 2000, 1, spread=0.0)
-    record = interval_offsets(oof_q[0], oof_y, levels=levels, param_names=["a"])
-    same_q, same_y = _members(rng, 500, 4, spread=0.0)
-    out = ensemble_narrowing(record, oof_q[0], oof_y, members=same_q, ensemble=same_q.mean(axis=0), true=same_y,
-                             levels=levels, param_names=["a"])
+    record, out, _ = _narrowed(rng, spread=0.0, n_oof=2000, n_held=500, k=4)
     assert out["offsets"] == record["offsets"] and out["ensemble"]["a"]["coverage_gain"] == 0
     assert out["ensemble"]["a"]["gain_used"] == 0 and out["ensemble"]["a"]["offset_change"] == 0
-    few_q, few_y = _members(rng, MIN_CONFORMAL_EXAMPLES - 1, 8, spread=1.0)
-    out = ensemble_narrowing(record, oof_q[0], oof_y, members=few_q, ensemble=few_q.mean(axis=0), true=few_y,
-                             levels=levels, param_names=["a"])
+    record, out, _ = _narrowed(rng, spread=1.0, n_oof=2000, n_held=MIN_CONFORMAL_EXAMPLES - 1, k=8)
     assert out["offsets"] == record["offsets"] and out["ensemble"] == {}
 
 
