@@ -8,9 +8,11 @@ draws per scenario, each scenario's first ``8n/9`` training draws and first
 data both methods get:
 
 * the network: the default config's sweep (``tuning.trials`` trials of its
-  search space, one worker here), the best trial's network trained on the
-  training draws and half the validation draws, its temperature fitted on
-  the other half (exactly what ``make run`` does);
+  search space, one worker here), select-best (the trials of the greedy
+  ensemble selection) and the final fit (``train.ensemble`` fits on the
+  training draws and half the validation draws, the parameters'
+  cross-fitted; temperature and intervals calibrated on the other half):
+  exactly what ``make run`` does;
 * ABC-RF: the random forests of :mod:`popdl.abc` (``abc.trees`` trees) with
   all ``n`` draws as reference table.
 
@@ -19,7 +21,7 @@ the R² of the estimate (log10 scale for log-uniform priors) on the test
 simulations whose scenario has it.  The table prints both and the
 difference (network - ABC-RF).
 
-    python benchmarks/bench_learning_curve.py --budgets 1000,3000 [--trials 8] [--work DIR]
+    python benchmarks/bench_learning_curve.py --budgets 1000,3000,10000 [--trials 8] [--work DIR]
 
 A tiny run (the tests): ``--budgets 30,60 --trials 1 --max-epochs 2 --snps 32``.
 """
