@@ -23,7 +23,7 @@ difference (network - ABC-RF).
 
     python benchmarks/bench_learning_curve.py --budgets 1000,3000,10000 [--trials 8] [--work DIR]
 
-A tiny run (the tests): ``--budgets 30,60 --trials 1 --max-epochs 2 --snps 32``.
+A tiny run (the tests): ``--budgets 27,45 --trials 1 --max-epochs 2 --snps 32 --ensemble 4``.
 """
 
 from __future__ import annotations
@@ -140,6 +140,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-epochs", type=int, help="tuning.max_epochs (default: the config's)")
     ap.add_argument("--trial-seconds", type=float, help="tuning.trial_seconds (default: the config's)")
     ap.add_argument("--snps", type=int, help="features.snps (default: the config's)")
+    ap.add_argument("--ensemble", type=int, help="train.ensemble, fits per output of the final model "
+                    "(default: the config's)")
     ap.add_argument("--work", help="folder for the dataset and the runs (default: a temporary folder); an "
                     "existing dataset there is reused")
     ap.add_argument("--json", help="write the figures to this file")
@@ -162,6 +164,8 @@ def main(argv=None) -> int:
         overrides["tuning"]["trial_seconds"] = args.trial_seconds
     if args.snps:
         overrides["features"] = {"snps": args.snps}
+    if args.ensemble:
+        overrides["train"] = {"ensemble": args.ensemble}
     config = load_config(ROOT / "config" / "config.yaml", overrides=overrides)
     configure_backend(2)
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="bench-learning-curve-")
