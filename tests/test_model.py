@@ -458,7 +458,9 @@ def test_cross_fitted_ensemble_calibrates_its_intervals_out_of_fold(tiny_dataset
     from popdl.training import calibration_mask, cross_fit_folds, train_final
 
     train = model_settings("train")
-    train["train"].update(ensemble=4, epochs=2)
+    # A calibration part of 7 of the 8 validation examples per scenario: >= 20 for the parameters every
+    # scenario has, so that the narrowing for the ensemble applies to them.
+    train["train"].update(ensemble=4, epochs=2, calibration_fraction=0.9)
     hyper = TINY_MLP
     fitted = train_final(train, tiny_dataset, best={"hyper_parameters": hyper, "best_epoch": 2}, out=tmp_path / "model")
     ds = Dataset(tiny_dataset)
@@ -495,6 +497,8 @@ def test_cross_fitted_ensemble_calibrates_its_intervals_out_of_fold(tiny_dataset
         part = ds.load(split, ("stats", "params"))
         for i, member in enumerate(members):
             rows = fold == i
+            if not rows.any():  # a fold may have no validation example at this size
+                continue
             quantiles.append(np.asarray(member.predict({"stats": prep.stats(part["stats"][rows])}, verbose=0)["params"]))
             true.append(prep.params(part["params"][rows]))
     again = interval_offsets(np.concatenate(quantiles), np.concatenate(true), levels=bundle["quantiles"],
@@ -508,7 +512,8 @@ def test_cross_fitted_ensemble_calibrates_its_intervals_out_of_fold(tiny_dataset
                                true=prep.params(part["params"][held]), levels=bundle["quantiles"],
                                param_names=bundle["param_names"])
     assert again["offsets"] == pytest.approx(ic["offsets"], abs=1e-5)
-    assert set(ic["ensemble"]) == set(again["ensemble"]) and "narrowed for the ensemble" in ic["method"]
+    assert set(ic["ensemble"]) == set(again["ensemble"]) == {"N1", "N2", "N_anc", "T_split"}
+    assert "narrowed for the ensemble" in ic["method"]
     assert all(e["offset_change"] <= 0 for e in ic["ensemble"].values())
     params = {s: ds.load(s, ("params",))["params"][folds[s] >= 0] for s in folds}
     assert ic["n"] == {p: sum(int(np.isfinite(v[:, j]).sum()) for v in params.values())

@@ -49,8 +49,9 @@ its one-sided lower confidence bound at :data:`ENSEMBLE_GAIN_LEVEL` (zero if
 negative) is what the ensemble's intervals surely add.  The offset is lowered,
 down the cross-conformal scores, to the smallest at which the members'
 coverage there plus that lower bound of the gain (measured again at the
-lower offset, where the averaging gains more) still reaches nominal.  A gain the few hundred calibration examples cannot tell from noise
-thus leaves the offset as it was, and the intervals err on the wide side.
+lower offset, where the averaging gains more) still reaches nominal.  A gain
+the few hundred calibration examples cannot tell from noise thus leaves the
+offset as it was, and the intervals err on the wide side.
 """
 
 from __future__ import annotations
@@ -233,19 +234,22 @@ def interval_offsets(quantiles: np.ndarray, true: np.ndarray, *, levels, param_n
         if n < MIN_CONFORMAL_EXAMPLES:
             out["offsets"][name] = 0.0
             continue
-        y, lo, hi = true[has, j], q[has, j, 0], q[has, j, -1]
-        scores = np.maximum(lo - y, y - hi)
-        rank = min(n, math.ceil((n + 1) * nominal))
-        offset = float(np.sort(scores)[rank - 1])
+        y = true[has, j]
+        offset = float(np.sort(_scores(q[has, j], y))[_conformal_rank(n, nominal) - 1])
         out["offsets"][name] = offset
-        out["coverage_before"][name] = float(((y >= lo) & (y <= hi)).mean())
-        out["coverage_after"][name] = float(((y >= lo - offset) & (y <= hi + offset)).mean())
+        out["coverage_before"][name] = float(_covers(q[has, j], y, 0.0).mean())
+        out["coverage_after"][name] = float(_covers(q[has, j], y, offset).mean())
     if out["coverage_after"]:
         log.info("interval calibration (nominal %.2f) on the held-out examples: %s", nominal,
                  ", ".join(f"{p} {out['coverage_before'][p]:.2f} -> {out['coverage_after'][p]:.2f} "
                            f"(offset {out['offsets'][p]:+.3f}, n {out['n'][p]})" for p in out["coverage_after"]))
     return out
 
+
+def _scores(q: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Conformity scores: how far ``y`` lies outside the interval of sorted quantiles ``q``
+    (..., levels) (negative inside)."""
+    return np.maximum(q[..., 0] - y, y - q[..., -1])
 
 
 def _covers(q: np.ndarray, y: np.ndarray, offset: float) -> np.ndarray:
@@ -254,6 +258,7 @@ def _covers(q: np.ndarray, y: np.ndarray, offset: float) -> np.ndarray:
 
 
 def _conformal_rank(n: int, level: float) -> int:
+    """The rank (1-based) of the conformal quantile at ``level`` among ``n`` scores."""
     return max(1, min(n, math.ceil((n + 1) * level)))
 
 
@@ -291,8 +296,7 @@ def ensemble_narrowing(record: dict, scores_quantiles: np.ndarray, scores_true: 
             continue
         offset = float(record["offsets"][name])
         y = true[has, j]
-        scores = np.sort(np.maximum(q_scores[scored, j, 0] - y_scores[scored, j],
-                                    y_scores[scored, j] - q_scores[scored, j, -1]))
+        scores = np.sort(_scores(q_scores[scored, j], y_scores[scored, j]))
 
         def gain_at(c, y=y, ens_j=ens[has, j], mem_j=mem[:, has, j]):
             diff = _covers(ens_j, y, c).astype(np.float64) - _covers(mem_j, y, c).mean(axis=0)
