@@ -234,6 +234,95 @@ def test_statistic_names_follow_populations_and_pairs():
                           "sfs_x_1", "sfs_x_2", "sfs_y_1", "sfs_z_1"]
 
 
+
+# ------------------------------------------------------------------------------ linkage disequilibrium
+def naive_ld(x, positions, locus, edges, *, ploidy):
+    """Mean r² per distance class, pair by pair: Pearson's r over the rows, missing values
+    replaced by their SNP's mean over the called rows; SNPs with minor-allele frequency < 0.1 left out."""
+    sums, counts = np.zeros(len(edges) - 1), np.zeros(len(edges) - 1)
+    common = []
+    for s in range(x.shape[0]):
+        called = x[s][x[s] != -1]
+        f = called.sum() / (ploidy * called.size) if called.size else 0.0
+        common.append(called.size >= 2 and min(f, 1 - f) >= 0.1)
+    for i in range(x.shape[0]):
+        for j in range(i + 1, x.shape[0]):
+            if not (common[i] and common[j]) or locus[i] != locus[j]:
+                continue
+            a, b = x[i].astype(float), x[j].astype(float)
+            a[x[i] == -1] = a[x[i] != -1].mean()
+            b[x[j] == -1] = b[x[j] != -1].mean()
+            r = np.corrcoef(a, b)[0, 1]
+            k = np.searchsorted(edges, abs(positions[i] - positions[j]), side="right") - 1
+            if 0 <= k < len(edges) - 1:
+                sums[k] += r * r
+                counts[k] += 1
+    return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+
+
+def test_ld_names_classes_per_population_and_pooled_pair():
+    spec = StatsSpec(stats=["ld"], populations=np.array(["x"] * 4 + ["y"] * 2), ld_edges=[0, 10, 50])
+    assert spec.names == ["ld_x_1", "ld_x_2", "ld_y_1", "ld_y_2", "ld_x_y_1", "ld_x_y_2"]
+    with pytest.raises(ValueError, match="increasing distance edges"):
+        StatsSpec(stats=["ld"], populations=np.array(["x"] * 4), ld_edges=[0, 50, 10])
+
+
+def test_ld_of_haplotypes_equals_the_naive_pairwise_r2(two_pop_ts):
+    ts = two_pop_ts
+    g = ts.genotype_matrix().astype(np.int8)
+    positions = ts.tables.sites.position
+    locus = (positions >= 1e5).astype(np.int32)  # two loci of 100 kb
+    positions = positions - 1e5 * locus
+    pops = np.array(["a"] * 14 + ["b"] * 10)
+    edges = np.array([0.0, 2e3, 1e4, 3e4, 1e5])
+    spec = StatsSpec(stats=["ld"], populations=pops, ld_edges=edges)
+    ours = summary_stats(g, locus, spec=spec, total_length=2e5, loci=2, positions=positions)
+    expected = np.concatenate([naive_ld(g[:, cols], positions, locus, edges, ploidy=1)
+                               for cols in (slice(0, 14), slice(14, 24), slice(0, 24))])
+    f = g.mean(axis=1)
+    assert max(np.sum((np.minimum(f, 1 - f) >= 0.1) & (locus == k)) for k in (0, 1)) < 200  # no thinning
+    assert np.allclose(ours, expected, rtol=1e-9, atol=1e-12)
+    assert np.all(ours > 0) and np.all(ours <= 1)
+
+
+def test_ld_of_unphased_data_is_rogers_huffs_r2_and_takes_missing_calls():
+    ts = msprime.sim_mutations(msprime.sim_ancestry(12, population_size=5000, sequence_length=5e4,
+                                                    recombination_rate=1e-8, random_seed=4),
+                               rate=2e-8, model=msprime.BinaryMutationModel(), random_seed=5)
+    g = ts.genotype_matrix().astype(np.int8)
+    positions = ts.tables.sites.position
+    locus = np.zeros(g.shape[0], np.int32)
+    settings = FeatureSettings(snps=16, stats=("ld",), phased=False, ld_distances=(0.0, 0.1, 1.0))
+    ex = Extractor(settings, populations=np.array(["a"] * 24), locus_length=5e4)
+    ours = ex.stats(g, locus, total_length=5e4, loci=1, positions=positions)
+    d = g[:, 0::2] + g[:, 1::2]
+    freq = d.sum(1) / 24  # 12 diploid individuals
+    keep = np.minimum(freq, 1 - freq) >= 0.1
+    r = allel.rogers_huff_r(d[keep].astype(np.int8))  # condensed, pairs in order (i < j)
+    i, j = np.triu_indices(int(keep.sum()), 1)
+    dist = np.abs(positions[keep][i] - positions[keep][j])
+    expected = [np.mean(r[(dist >= lo) & (dist < hi)] ** 2) for lo, hi in ((0, 5e3), (5e3, 5e4))]
+    assert np.allclose(ours, expected, rtol=1e-6)
+    # Missing calls (both of an individual's) enter with their SNP's mean: as the naive version.
+    rng = np.random.default_rng(6)
+    gm = g.copy()
+    gone = rng.random((g.shape[0], 12)) < 0.2
+    gm[np.repeat(gone, 2, axis=1)] = -1
+    dm = np.where((gm[:, 0::2] == -1), -1, gm[:, 0::2] + gm[:, 1::2])
+    with_missing = ex.stats(gm, locus, total_length=5e4, loci=1, positions=positions)
+    assert np.allclose(with_missing, naive_ld(dm, positions, locus, [0, 5e3, 5e4], ploidy=2))
+    assert not np.allclose(with_missing, ours)
+
+
+def test_ld_needs_positions_and_is_zero_without_pairs():
+    spec = StatsSpec(stats=["ld"], populations=np.array(["a"] * 6), ld_edges=[0, 100])
+    g = np.array([[0, 1, 0, 1, 0, 1]], np.int8)
+    assert summary_stats(g, np.zeros(1, np.int32), spec=spec, total_length=100, loci=1,
+                         positions=np.array([5.0])).tolist() == [0.0]
+    with pytest.raises(ValueError, match="needs the SNP positions"):
+        summary_stats(g, np.zeros(1, np.int32), spec=spec, total_length=100, loci=1)
+
+
 # ----------------------------------------------------------- statistics against scikit-allel, value for value
 def naive_hap_diversity(g, locus, loci, cols):
     """Nei's haplotype diversity per locus from counted haplotype tuples (a missing call is an allele), averaged."""

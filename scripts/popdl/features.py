@@ -17,8 +17,9 @@ Two kinds of features:
   haplotypes grouped by population and, within a population, ordered by
   similarity; plus the inter-SNP distances as a second input;
 * summary statistics per population (segregating sites, π, θ_W, Tajima's D,
-  haplotype diversity, folded SFS) and per pair (F_ST, d_xy, folded joint
-  SFS).  Definitions follow tskit's (``ts.diversity``,
+  haplotype diversity, folded SFS, linkage disequilibrium by distance) and
+  per pair (F_ST, d_xy, folded joint SFS, linkage disequilibrium of the two
+  samples pooled).  Definitions follow tskit's (``ts.diversity``,
   ``segregating_sites``, ``Tajimas_D``, ``Fst``, ``divergence``,
   ``allele_frequency_spectrum(polarised=False)``), so the values equal
   tskit's on a tree sequence's sites: π, θ_W and d_xy per bp;
@@ -34,6 +35,11 @@ Two kinds of features:
   ``mean_pairwise_difference``, ``tajima_d``, ``sfs_folded``), which the
   tests check value for value against scikit-allel itself; scikit-allel is
   not imported here (it pulls in dask, seconds of every job's start-up).
+  Linkage disequilibrium (``ld``) is the mean r² of pairs of common SNPs
+  (minor-allele frequency ≥ 0.1 in the sample) of one locus, in classes of
+  distance (``features.ld_distances``, fractions of the locus length):
+  within each population, and in each pair's two samples pooled, where
+  admixture after a secondary contact leaves long-range LD.
 
 Genotype arrays here are int8 (sites, haplotypes) with 0/1 alleles and −1
 for a missing call; the two haplotypes of a diploid individual are
@@ -47,7 +53,9 @@ or the haplotype image after a random phase of every individual at every
 SNP (``random_phase``, drawn from the SNP-selection stream after the
 selection).  The statistics come from allele counts, which need no phase,
 except haplotype diversity, which becomes the diversity of multi-locus
-genotypes (individuals instead of haplotypes, per locus).
+genotypes (individuals instead of haplotypes, per locus), and linkage
+disequilibrium, which becomes the squared correlation of the individuals'
+allele dosages (Rogers and Huff's r², scikit-allel's ``rogers_huff_r``).
 """
 
 from __future__ import annotations
@@ -236,6 +244,12 @@ def snp_distances(positions: np.ndarray, locus: np.ndarray, *, length: float, wi
 
 # ---------------------------------------------------------------------------- statistics
 PER_POP = ("segsites", "pi", "theta_w", "tajimas_d", "hap_diversity", "sfs")
+#: Distance classes of ``ld`` (``features.ld_distances``): edges as fractions of the locus length.
+LD_DISTANCES = (0.0, 0.02, 0.1, 0.3, 1.0)
+#: Minor-allele frequency a SNP needs in a sample to enter its ``ld``.
+LD_MIN_MAF = 0.1
+#: SNPs of one locus entering ``ld`` at most (evenly spaced among the common ones): cost ∝ its square.
+LD_MAX_SITES = 200
 
 
 def projection_sizes(sfs_projection, populations) -> dict[str, int]:
@@ -273,7 +287,12 @@ def projection_sizes(sfs_projection, populations) -> dict[str, int]:
 
 def check_config(config: Mapping) -> None:
     """Check ``features.sfs_projection`` against the config's samples (2 haplotypes per
-    individual); raises :class:`popdl.errors.ConfigError` (one line)."""
+    individual) and ``features.ld_distances`` (increasing); raises
+    :class:`popdl.errors.ConfigError` (one line)."""
+    edges = (config.get("features") or {}).get("ld_distances")
+    if edges is not None and (len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:]))):
+        raise ConfigError(f"config key 'features.ld_distances': {list(edges)} must increase (edges of distance "
+                          "classes, fractions of genome.length), at least two")
     projection = (config.get("features") or {}).get("sfs_projection")
     if projection is None:
         return
@@ -292,7 +311,8 @@ class StatsSpec:
     SFS (:func:`projection_sizes`; None: each population's sample size).
     """
 
-    def __init__(self, *, stats, populations: np.ndarray, jsfs_bins: int = 4, sfs_projection=None):
+    def __init__(self, *, stats, populations: np.ndarray, jsfs_bins: int = 4, sfs_projection=None,
+                 ld_edges=None):
         self.stats = list(stats)
         self.populations = np.asarray(populations)
         self.pops = list(dict.fromkeys(self.populations.tolist()))
@@ -302,6 +322,11 @@ class StatsSpec:
         #: Haplotypes per population of the (projected) SFS and joint SFS.
         self.projection = projection_sizes(sfs_projection, self.populations)
         self._tables: dict[tuple[int, int], np.ndarray] = {}
+        #: Edges (bp) of the distance classes of ``ld``.
+        self.ld_edges = None if ld_edges is None else np.asarray(ld_edges, dtype=np.float64)
+        if "ld" in self.stats and (self.ld_edges is None or self.ld_edges.size < 2
+                                   or np.any(np.diff(self.ld_edges) <= 0)):
+            raise ValueError("the ld statistic needs increasing distance edges (bp), at least two")
 
     def projection_table(self, n: int, m: int) -> np.ndarray:
         """:func:`hypergeometric_table` ``(n, m)``, computed once per spec."""
@@ -319,6 +344,10 @@ class StatsSpec:
             elif stat == "jsfs":
                 for a, b in self.pairs:
                     out += [f"jsfs_{a}_{b}_{i}_{j}" for i in range(self.jsfs_bins) for j in range(self.jsfs_bins)]
+            elif stat == "ld":
+                classes = range(1, self.ld_edges.size)
+                out += [f"ld_{p}_{k}" for p in self.pops for k in classes]
+                out += [f"ld_{a}_{b}_{k}" for a, b in self.pairs for k in classes]
             elif stat in PER_POP:
                 out += [f"{stat}_{p}" for p in self.pops]
             else:
@@ -559,14 +588,55 @@ def _binned_jsfs(d1: np.ndarray, n1: np.ndarray, d2: np.ndarray, n2: np.ndarray,
     return out
 
 
+def _ld(x: np.ndarray, positions: np.ndarray, locus: np.ndarray, edges: np.ndarray, *, ploidy: int) -> np.ndarray:
+    """Mean r² of the pairs of common SNPs of each locus in each distance class of ``edges`` (bp).
+
+    ``x`` (sites, rows) int: allele counts of one sample (haplotypes, 0/1,
+    ``ploidy`` 1; or dosages 0-2, ``ploidy`` 2), −1 missing; sites sorted by
+    locus.  A SNP enters when its minor-allele frequency among the called
+    rows is at least :data:`LD_MIN_MAF` (at most :data:`LD_MAX_SITES`
+    per locus, evenly spaced).  r is Pearson's correlation of the rows'
+    values with a missing value set to its SNP's mean (it then adds nothing
+    to the covariance): the haplotype r² of phased data, Rogers and Huff's
+    genotype r² of dosages.  A class without a pair is 0.
+    """
+    sums = np.zeros(edges.size - 1)
+    counts = np.zeros(edges.size - 1)
+    if x.shape[0] < 2:
+        return sums
+    called = x != MISSING
+    n_called = called.sum(axis=1)
+    freq = np.where(called, x, 0).sum(axis=1) / np.maximum(ploidy * n_called, 1)
+    common = (np.minimum(freq, 1.0 - freq) >= LD_MIN_MAF) & (n_called >= 2)
+    starts = np.flatnonzero(np.r_[True, locus[1:] != locus[:-1], True])
+    for a, b in zip(starts[:-1], starts[1:]):
+        idx = a + np.flatnonzero(common[a:b])
+        if idx.size < 2:
+            continue
+        if idx.size > LD_MAX_SITES:
+            idx = idx[np.linspace(0, idx.size - 1, LD_MAX_SITES).round().astype(np.int64)]
+        z = np.where(called[idx], x[idx] - (ploidy * freq[idx])[:, None], 0.0)
+        norm = np.sqrt(np.einsum("ij,ij->i", z, z))
+        r = (z @ z.T) / np.outer(norm, norm)
+        upper = np.triu_indices(idx.size, 1)
+        r2 = r[upper] ** 2
+        cls = np.searchsorted(edges, np.abs(positions[idx][:, None] - positions[idx][None, :])[upper], side="right") - 1
+        ok = (cls >= 0) & (cls < sums.size) & np.isfinite(r2)
+        sums += np.bincount(cls[ok], weights=r2[ok], minlength=sums.size)
+        counts += np.bincount(cls[ok], minlength=sums.size)
+    return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+
+
 def _statistics(
     g: np.ndarray, locus: np.ndarray, counts: AlleleCounts, *, spec: StatsSpec, groups, total_length: float, loci: int,
-    phased: bool = True,
+    phased: bool = True, positions: np.ndarray | None = None,
 ) -> np.ndarray:
     """The statistics of ``spec`` (see :func:`summary_stats`) from the populations' allele ``counts``.
 
     With ``phased`` False, haplotype diversity is that of the individuals'
-    multi-locus genotypes (dosages; ``groups`` then index individuals).
+    multi-locus genotypes (dosages; ``groups`` then index individuals), and
+    linkage disequilibrium the r² of dosages.  ``positions`` (bp within each
+    site's locus) are needed by ``ld`` only.
 
     Only polymorphic sites count: a site left with one allele among its
     called haplotypes (missing calls) is dropped, as the readers of observed
@@ -576,6 +646,8 @@ def _statistics(
     poly = counts.polymorphic
     if not poly.all():
         g, locus, counts = g[poly], locus[poly], counts.take(poly)
+        if positions is not None:
+            positions = positions[poly]
     k = {p: i for i, p in enumerate(spec.pops)}
     der, an = counts.derived, counts.called
     segregating = [np.sum((d > 0) & (d < n)) for d, n in zip(der, an)]
@@ -628,6 +700,16 @@ def _statistics(
                     values += list(_binned_jsfs(der[k[a]], an[k[a]], der[k[b]], an[k[b]], spec.jsfs_bins,
                                                 m1=spec.projection[a], m2=spec.projection[b],
                                                 table=spec.projection_table).ravel())
+            elif stat == "ld":
+                if positions is None:
+                    raise ValueError("the ld statistic needs the SNP positions")
+                x = g if phased else dosages(g)
+                ploidy = 1 if phased else 2
+                for p in spec.pops:
+                    values += list(_ld(x[:, groups[k[p]]], positions, locus, spec.ld_edges, ploidy=ploidy))
+                for a, b in spec.pairs:
+                    rows = np.r_[np.arange(x.shape[1])[groups[k[a]]], np.arange(x.shape[1])[groups[k[b]]]]
+                    values += list(_ld(x[:, rows], positions, locus, spec.ld_edges, ploidy=ploidy))
             else:
                 raise ValueError(f"unknown statistic {stat!r}")
     out = np.asarray(values, dtype=np.float64)
@@ -649,7 +731,9 @@ class FeatureSettings:
     per population of the SFS and joint SFS (None, a whole number, or
     (population, haplotypes) pairs; :func:`projection_sizes`); ``phased``: False discards
     the phase (see the module docstring), with ``unphased_image``
-    ``genotypes`` (one row per individual) or ``random_phase``.
+    ``genotypes`` (one row per individual) or ``random_phase``;
+    ``ld_distances``: edges of the distance classes of ``ld``, as fractions
+    of the locus length.
     """
 
     snps: int
@@ -661,6 +745,7 @@ class FeatureSettings:
     sfs_projection: int | tuple[tuple[str, int], ...] | None = None
     phased: bool = True
     unphased_image: str = "genotypes"
+    ld_distances: tuple[float, ...] = LD_DISTANCES
 
     def __post_init__(self):
         if self.snps < 1:
@@ -689,6 +774,7 @@ class FeatureSettings:
             sfs_projection=projection,
             phased=bool(features.get("phased", True)),
             unphased_image=str(features.get("unphased_image", "genotypes")),
+            ld_distances=tuple(float(d) for d in features.get("ld_distances") or LD_DISTANCES),
         )
 
 
@@ -735,7 +821,8 @@ class Extractor:
         self.populations = np.asarray(populations)
         self.locus_length = float(locus_length)
         self.spec = StatsSpec(stats=settings.stats, populations=self.populations, jsfs_bins=settings.jsfs_bins,
-                              sfs_projection=settings.sfs_projection)
+                              sfs_projection=settings.sfs_projection,
+                              ld_edges=np.asarray(settings.ld_distances) * self.locus_length)
         self.groups = [_columns(self.spec.index[p]) for p in self.spec.pops]
         individuals = self.populations[0::2]
         self.individual_groups = [_columns(np.flatnonzero(individuals == p)) for p in self.spec.pops]
@@ -799,13 +886,15 @@ class Extractor:
         return image, distances, int(keep.size), keep
 
     def stats(
-        self, genotypes: np.ndarray, locus: np.ndarray, *, total_length: float, loci: int, counts: AlleleCounts | None = None
+        self, genotypes: np.ndarray, locus: np.ndarray, *, total_length: float, loci: int, counts: AlleleCounts | None = None,
+        positions: np.ndarray | None = None,
     ) -> np.ndarray:
         """The summary statistics (float64, in :attr:`stat_names` order).
 
         ``total_length``: bp over which π, θ_W and d_xy are averaged;
         ``loci``: the number of loci whose haplotype diversities are averaged
-        (a locus without a site counts, with diversity 0).
+        (a locus without a site counts, with diversity 0); ``positions``
+        (bp within each site's locus): needed by ``ld``.
         """
         if not self.spec.stats:
             return np.zeros(0)
@@ -815,7 +904,8 @@ class Extractor:
         phased = self.settings.phased
         return _statistics(g, np.asarray(locus), counts, spec=self.spec,
                            groups=self.groups if phased else self.individual_groups,
-                           total_length=float(total_length), loci=int(loci), phased=phased)
+                           total_length=float(total_length), loci=int(loci), phased=phased,
+                           positions=None if positions is None else np.asarray(positions, dtype=np.float64))
 
     def extract(
         self,
@@ -836,7 +926,7 @@ class Extractor:
         g = np.asarray(genotypes, dtype=np.int8)
         counts = self.counts(g)
         image, distances, n, sites = self.image(g, positions, locus, rng=rng, selection=selection, counts=counts)
-        stats = self.stats(g, locus, total_length=total_length, loci=loci, counts=counts)
+        stats = self.stats(g, locus, total_length=total_length, loci=loci, counts=counts, positions=positions)
         return Features(image=image, distances=distances, stats=stats, n_snps=n, sites=sites)
 
 
@@ -872,6 +962,7 @@ def summary_stats(
     spec: StatsSpec,
     total_length: float,
     loci: int,
+    positions: np.ndarray | None = None,
 ) -> np.ndarray:
     """The statistics of ``spec`` for one data set, float64, in ``spec.names`` order.
 
@@ -883,7 +974,8 @@ def summary_stats(
     g = np.asarray(genotypes, dtype=np.int8)
     groups = [_columns(spec.index[p]) for p in spec.pops]
     return _statistics(g, np.asarray(locus), AlleleCounts.of(g, groups), spec=spec, groups=groups,
-                       total_length=float(total_length), loci=int(loci))
+                       total_length=float(total_length), loci=int(loci),
+                       positions=None if positions is None else np.asarray(positions, dtype=np.float64))
 
 
 # ---------------------------------------------------------------------------- simulations
@@ -1038,7 +1130,8 @@ def observed_features(data, *, features: Mapping, genome: Mapping, seed: int, re
     # (absent from a VCF of variants) count with diversity 0 there too.
     observed_loci = int(data.locus.max()) + 1 if data.locus.size else 1
     loci = max(observed_loci, int(genome.get("loci", 0) or 0))
-    stats = extractor.stats(g, data.locus, total_length=data.length, loci=loci, counts=counts)
+    stats = extractor.stats(g, data.locus, total_length=data.length, loci=loci, counts=counts,
+                            positions=data.positions)
     return {
         "images": images,
         "distances": distances,

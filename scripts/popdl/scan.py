@@ -188,7 +188,8 @@ def scan_windows(
                     selection="first")
                 # Statistics per bp of the part of the stretch between the contig's first and last SNP.
                 span = max(min(centre + length / 2.0, last_bp + 0.5) - max(lo_bp, first_bp - 0.5), 1.0)
-                stats = extractor.stats(g[region], at, total_length=span, loci=1)
+                stats = extractor.stats(g[region], at, total_length=span, loci=1,
+                                        positions=data.positions[region] - lo_bp)
                 stats[segsites] *= length / span  # a count over a whole training window
             kept = rows[k0 : k0 + max(n, 1)]
             row = (contig, int(data.positions[kept[0]]), int(data.positions[kept[-1]]), float(centre), int(k0), int(n),
