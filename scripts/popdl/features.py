@@ -249,7 +249,7 @@ LD_DISTANCES = (0.0, 0.02, 0.1, 0.3, 1.0)
 #: Minor-allele frequency a SNP needs in a sample to enter its ``ld``.
 LD_MIN_MAF = 0.1
 #: SNPs of one locus entering ``ld`` at most (evenly spaced among the common ones): cost ∝ its square.
-LD_MAX_SITES = 200
+LD_MAX_SITES = 100
 
 
 def projection_sizes(sfs_projection, populations) -> dict[str, int]:
@@ -615,15 +615,24 @@ def _ld(x: np.ndarray, positions: np.ndarray, locus: np.ndarray, edges: np.ndarr
             continue
         if idx.size > LD_MAX_SITES:
             idx = idx[np.linspace(0, idx.size - 1, LD_MAX_SITES).round().astype(np.int64)]
+        pos = positions[idx]
+        if np.any(np.diff(pos) < 0):
+            order = np.argsort(pos, kind="stable")
+            idx, pos = idx[order], pos[order]
         z = np.where(called[idx], x[idx] - (ploidy * freq[idx])[:, None], 0.0)
         norm = np.sqrt(np.einsum("ij,ij->i", z, z))
-        r = (z @ z.T) / np.outer(norm, norm)
-        upper = np.triu_indices(idx.size, 1)
-        r2 = r[upper] ** 2
-        cls = np.searchsorted(edges, np.abs(positions[idx][:, None] - positions[idx][None, :])[upper], side="right") - 1
-        ok = (cls >= 0) & (cls < sums.size) & np.isfinite(r2)
-        sums += np.bincount(cls[ok], weights=r2[ok], minlength=sums.size)
-        counts += np.bincount(cls[ok], minlength=sums.size)
+        r2 = np.square((z @ z.T) / np.outer(norm, norm))
+        r2[~np.isfinite(r2)] = 0.0
+        # Pairs (i, j > i) at distance in [e_k, e_k+1): for sorted positions, columns b_k..b_k+1 of
+        # row i; the segments' sums in one pass over the flattened matrix.
+        n = idx.size
+        rows = np.arange(n)
+        bounds = np.maximum(np.searchsorted(pos, pos[:, None] + edges[None, :], side="left"), rows[:, None] + 1)
+        width = np.diff(bounds, axis=1)
+        starts = (bounds + rows[:, None] * n).ravel()
+        segments = np.add.reduceat(np.append(r2.ravel(), 0.0), starts).reshape(n, -1)[:, :-1]
+        sums += np.where(width > 0, segments, 0.0).sum(axis=0)
+        counts += np.maximum(width, 0).sum(axis=0)
     return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
 
 
