@@ -286,6 +286,21 @@ def test_ld_of_haplotypes_equals_the_naive_pairwise_r2(two_pop_ts):
     assert np.all(ours > 0) and np.all(ours <= 1)
 
 
+def test_ld_of_a_locus_with_more_common_snps_keeps_evenly_spaced_ones():
+    rng = np.random.default_rng(8)
+    n = LD_MAX_SITES + 50
+    g = (rng.random((n, 16)) < 0.5).astype(np.int8)
+    g[:, 0], g[:, 1] = 0, 1  # every SNP common
+    positions = np.sort(rng.choice(10_000, n, replace=False)).astype(float)
+    locus = np.zeros(n, np.int32)
+    edges = np.array([0.0, 500.0, 10_000.0])
+    spec = StatsSpec(stats=["ld"], populations=np.array(["a"] * 16), ld_edges=edges)
+    ours = summary_stats(g, locus, spec=spec, total_length=1e4, loci=1, positions=positions)
+    kept = np.linspace(0, n - 1, LD_MAX_SITES).round().astype(int)
+    assert np.allclose(ours, naive_ld(g[kept], positions[kept], locus[kept], edges, ploidy=1))
+    assert not np.allclose(ours, naive_ld(g, positions, locus, edges, ploidy=1))
+
+
 def test_ld_of_unphased_data_is_rogers_huffs_r2_and_takes_missing_calls():
     ts = msprime.sim_mutations(msprime.sim_ancestry(12, population_size=5000, sequence_length=5e4,
                                                     recombination_rate=1e-8, random_seed=4),

@@ -18,7 +18,7 @@ from popdl.simulate import iter_draws, load_sims, simulate_chunk
 
 from conftest import REPO, tiny_config
 
-ALL_STATS = ["segsites", "pi", "theta_w", "tajimas_d", "hap_diversity", "fst", "dxy", "sfs", "jsfs"]
+ALL_STATS = ["segsites", "pi", "theta_w", "tajimas_d", "hap_diversity", "fst", "dxy", "sfs", "jsfs", "ld"]
 
 
 def write_vcf(path, g: np.ndarray, positions: np.ndarray, locus: np.ndarray, names: list[str]) -> None:
@@ -84,6 +84,8 @@ def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tm
         assert np.array_equal(observed["stats"], f.stats) and np.array_equal(observed["images"][0], f.image)
         compared += 1
     assert compared >= 2, compared
+    ld = [j for j, name in enumerate(simulated["stat_names"].tolist()) if name.startswith("ld_")]
+    assert len(ld) == 12 and np.any(simulated["stats"][:, ld] > 0)  # 4 classes x (pop1, pop2, pooled pair)
     sfs = [name for name in simulated["stat_names"].tolist() if name.startswith("sfs_")]
     assert len(sfs) == (6 if projection else 8)  # sfs_pop1_1..m/2, sfs_pop2_1..m/2
 

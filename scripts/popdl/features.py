@@ -652,6 +652,8 @@ def _statistics(
     data drop it, so that it cannot tell haplotypes apart in the haplotype
     diversity through its missing calls.
     """
+    if positions is not None:
+        positions = np.asarray(positions, dtype=np.float64)
     poly = counts.polymorphic
     if not poly.all():
         g, locus, counts = g[poly], locus[poly], counts.take(poly)
@@ -913,8 +915,7 @@ class Extractor:
         phased = self.settings.phased
         return _statistics(g, np.asarray(locus), counts, spec=self.spec,
                            groups=self.groups if phased else self.individual_groups,
-                           total_length=float(total_length), loci=int(loci), phased=phased,
-                           positions=None if positions is None else np.asarray(positions, dtype=np.float64))
+                           total_length=float(total_length), loci=int(loci), phased=phased, positions=positions)
 
     def extract(
         self,
@@ -983,8 +984,7 @@ def summary_stats(
     g = np.asarray(genotypes, dtype=np.int8)
     groups = [_columns(spec.index[p]) for p in spec.pops]
     return _statistics(g, np.asarray(locus), AlleleCounts.of(g, groups), spec=spec, groups=groups,
-                       total_length=float(total_length), loci=int(loci),
-                       positions=None if positions is None else np.asarray(positions, dtype=np.float64))
+                       total_length=float(total_length), loci=int(loci), positions=positions)
 
 
 # ---------------------------------------------------------------------------- simulations
