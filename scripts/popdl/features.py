@@ -672,6 +672,14 @@ def _statistics(
     def between(a, b) -> float:
         return float(np.sum(_mean_pairwise_difference_between(der[k[a]], an[k[a]], der[k[b]], an[k[b]])))
 
+    unit_cache: list[np.ndarray] = []
+
+    def units() -> np.ndarray:
+        """The haplotypes, or unphased the individuals' dosages (computed once for hap_diversity and ld)."""
+        if not unit_cache:
+            unit_cache.append(g if phased else dosages(g))
+        return unit_cache[0]
+
     values: list[float] = []
     with np.errstate(divide="ignore", invalid="ignore"):
         for stat in spec.stats:
@@ -692,7 +700,7 @@ def _statistics(
                 if g.shape[0] == 0:
                     values += [0.0] * len(spec.pops)
                     continue
-                hashes = _haplotype_hashes(g if phased else dosages(g), locus, loci)
+                hashes = _haplotype_hashes(units(), locus, loci)
                 values += [_hap_diversity(hashes, groups[k[p]]) for p in spec.pops]
             elif stat == "sfs":
                 for p in spec.pops:
@@ -714,7 +722,7 @@ def _statistics(
             elif stat == "ld":
                 if positions is None:
                     raise ValueError("the ld statistic needs the SNP positions")
-                x = g if phased else dosages(g)
+                x = units()
                 ploidy = 1 if phased else 2
                 for p in spec.pops:
                     values += list(_ld(x[:, groups[k[p]]], positions, locus, spec.ld_edges, ploidy=ploidy))
