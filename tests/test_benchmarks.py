@@ -47,6 +47,14 @@ def test_simulation_benchmark_one_locus_gives_the_same_genotypes_on_both_sides()
     assert "one sim_ancestry call per locus" not in out and "throughput ratio workflow / bare:" in out, out
 
 
+def test_ld_benchmark_gives_both_sides_the_same_values():
+    out = _bench("bench_ld.py", "--loci", "2", "--rad-loci", "60", "--reps", "1")
+    lines = [x for x in out.splitlines() if "loop / batched" in x]
+    assert [x.split(":")[0] for x in lines] == ["default genome", "RAD-like genome"], out
+    # The exit status is 0 only when both sides agree; each line names the difference.
+    assert all("largest difference" in x for x in lines), out
+
+
 def test_gpu_benchmark_reports_every_network_on_the_cpu(tiny_dataset, tmp_path):
     import json
 

@@ -330,6 +330,26 @@ def test_ld_of_unphased_data_is_rogers_huffs_r2_and_takes_missing_calls():
     assert not np.allclose(with_missing, ours)
 
 
+def test_ld_of_many_short_loci_in_several_batches_equals_the_naive_pairwise_r2(monkeypatch):
+    """RAD-like data: hundreds of short loci of unequal SNP counts, positions unsorted within some
+    loci, missing calls; batches of loci forced small so that several are needed."""
+    from popdl import features
+
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(1, 9, size=300)
+    locus = np.repeat(np.arange(300), sizes).astype(np.int32)
+    positions = rng.integers(0, 300, size=locus.size).astype(float)
+    g = (rng.random((locus.size, 12)) < 0.4).astype(np.int8)
+    g[rng.random(g.shape) < 0.1] = -1
+    edges = np.array([0.0, 20.0, 100.0, 300.0])
+    expected = naive_ld(g, positions, locus, edges, ploidy=1)
+    monkeypatch.setattr(features, "LD_BATCH_ELEMENTS", 200)
+    assert np.allclose(features._ld(g, positions, locus, edges, ploidy=1), expected, rtol=1e-9, atol=1e-12)
+    monkeypatch.setattr(features, "LD_BATCH_ELEMENTS", 2_000_000)
+    assert np.allclose(features._ld(g, positions, locus, edges, ploidy=1), expected, rtol=1e-9, atol=1e-12)
+    assert np.all(expected > 0)
+
+
 def test_ld_needs_positions_and_is_zero_without_pairs():
     spec = StatsSpec(stats=["ld"], populations=np.array(["a"] * 6), ld_edges=[0, 100])
     g = np.array([[0, 1, 0, 1, 0, 1]], np.int8)

@@ -588,6 +588,10 @@ def _binned_jsfs(d1: np.ndarray, n1: np.ndarray, d2: np.ndarray, n2: np.ndarray,
     return out
 
 
+#: Elements of one batch of :func:`_ld`'s per-locus r² matrices (loci × SNPs × SNPs): about 16 MB of float64.
+LD_BATCH_ELEMENTS = 2_000_000
+
+
 def _ld(x: np.ndarray, positions: np.ndarray, locus: np.ndarray, edges: np.ndarray, *, ploidy: int) -> np.ndarray:
     """Mean r² of the pairs of common SNPs of each locus in each distance class of ``edges`` (bp).
 
@@ -599,41 +603,89 @@ def _ld(x: np.ndarray, positions: np.ndarray, locus: np.ndarray, edges: np.ndarr
     values with a missing value set to its SNP's mean (it then adds nothing
     to the covariance): the haplotype r² of phased data, Rogers and Huff's
     genotype r² of dosages.  A class without a pair is 0.
+
+    The loci are processed in batches of similar SNP counts, each as one
+    stack of r² matrices padded to its largest locus, so that thousands of
+    short loci (RAD tags, contigs) cost a few array operations rather than a
+    Python loop each.
     """
-    sums = np.zeros(edges.size - 1)
-    counts = np.zeros(edges.size - 1)
+    k = edges.size - 1
+    sums, counts = np.zeros(k), np.zeros(k)
     if x.shape[0] < 2:
         return sums
     called = x != MISSING
-    n_called = called.sum(axis=1)
-    freq = np.where(called, x, 0).sum(axis=1) / np.maximum(ploidy * n_called, 1)
-    common = (np.minimum(freq, 1.0 - freq) >= LD_MIN_MAF) & (n_called >= 2)
-    starts = np.flatnonzero(np.r_[True, locus[1:] != locus[:-1], True])
-    for a, b in zip(starts[:-1], starts[1:]):
-        idx = a + np.flatnonzero(common[a:b])
-        if idx.size < 2:
-            continue
-        if idx.size > LD_MAX_SITES:
-            idx = idx[np.linspace(0, idx.size - 1, LD_MAX_SITES).round().astype(np.int64)]
-        pos = positions[idx]
-        if np.any(np.diff(pos) < 0):
-            order = np.argsort(pos, kind="stable")
-            idx, pos = idx[order], pos[order]
-        z = np.where(called[idx], x[idx] - (ploidy * freq[idx])[:, None], 0.0)
-        norm = np.sqrt(np.einsum("ij,ij->i", z, z))
-        r2 = np.square((z @ z.T) / np.outer(norm, norm))
-        r2[~np.isfinite(r2)] = 0.0
-        # Pairs (i, j > i) at distance in [e_k, e_k+1): for sorted positions, columns b_k..b_k+1 of
-        # row i; the segments' sums in one pass over the flattened matrix.
-        n = idx.size
-        rows = np.arange(n)
-        bounds = np.maximum(np.searchsorted(pos, pos[:, None] + edges[None, :], side="left"), rows[:, None] + 1)
-        width = np.diff(bounds, axis=1)
-        starts = (bounds + rows[:, None] * n).ravel()
-        segments = np.add.reduceat(np.append(r2.ravel(), 0.0), starts).reshape(n, -1)[:, :-1]
-        sums += np.where(width > 0, segments, 0.0).sum(axis=0)
-        counts += np.maximum(width, 0).sum(axis=0)
+    n_missing = x.shape[1] - called.sum(axis=1)
+    n_called = x.shape[1] - n_missing
+    # Missing calls are -1: the sum of the row plus one per missing call is the called rows' sum.
+    freq = (x.sum(axis=1, dtype=np.int64) + n_missing) / np.maximum(ploidy * n_called, 1)
+    idx = np.flatnonzero((np.minimum(freq, 1.0 - freq) >= LD_MIN_MAF) & (n_called >= 2))
+    idx, group = _ld_sites(idx, locus)
+    size = np.bincount(group, minlength=1)
+    keep = size[group] >= 2
+    if not keep.any():
+        return sums
+    # Loci renumbered 0..G-1 with 2+ SNPs; within each, SNPs by position (stable: sorted input stays).
+    idx, group = idx[keep], (np.cumsum(size >= 2) - 1)[group[keep]]
+    size = size[size >= 2]
+    pos = positions[idx]
+    if np.any((np.diff(pos) < 0) & (np.diff(group) == 0)):
+        order = np.lexsort((pos, group))
+        idx, group = idx[order], group[order]
+    slot = np.arange(idx.size) - np.r_[0, np.cumsum(size)[:-1]][group]
+    z = np.where(called[idx], x[idx] - (ploidy * freq[idx])[:, None], 0.0)
+    norm = np.sqrt(np.einsum("ij,ij->i", z, z))
+    z = np.divide(z, norm[:, None], out=np.zeros_like(z), where=norm[:, None] > 0)  # r = z_i . z_j
+    pos = positions[idx]
+    span = float(pos.max() - min(pos.min(), 0.0) + edges[-1] + 1.0)  # beyond every SNP's reach
+    by_size = np.argsort(size, kind="stable")
+    start = 0
+    while start < by_size.size:
+        stop = start + 1
+        while stop < by_size.size and (stop - start + 1) * int(size[by_size[stop]]) ** 2 <= LD_BATCH_ELEMENTS:
+            stop += 1
+        n = int(size[by_size[stop - 1]])
+        loci = by_size[start:stop]
+        where = np.full(size.size, -1)
+        where[loci] = np.arange(loci.size)
+        mine = where[group] >= 0
+        b, s = where[group[mine]], slot[mine]
+        zb = np.zeros((loci.size, n, z.shape[1]))
+        zb[b, s] = z[mine]
+        r2 = np.square(np.matmul(zb, zb.transpose(0, 2, 1)))
+        # Pairs (i, j > i) of one locus at distance in [e_c, e_c+1): for sorted positions, columns
+        # b_c..b_c+1 of row i; one search in the loci's positions laid end to end (each padded beyond
+        # its last SNP's reach), and the segments' sums in one pass over the flattened matrices.
+        real = np.zeros((loci.size, n), dtype=bool)
+        real[b, s] = True
+        pb = np.full((loci.size, n), span)
+        pb[b, s] = pos[mine]
+        offset = (np.arange(loci.size) * 2.0 * span)[:, None]
+        found = np.searchsorted((pb + offset).ravel(), (pb + offset)[:, :, None] + edges, side="left")
+        rows = np.arange(n)[None, :, None]
+        bounds = np.clip(found - (np.arange(loci.size) * n)[:, None, None], rows + 1, n)
+        width = np.where(real[:, :, None], np.diff(bounds, axis=-1), 0)
+        flat = (bounds + (np.arange(loci.size)[:, None, None] * n + rows) * n).ravel()
+        segments = np.add.reduceat(np.append(r2.ravel(), 0.0), flat).reshape(bounds.shape)[..., :-1]
+        sums += np.where(width > 0, segments, 0.0).sum(axis=(0, 1))
+        counts += np.maximum(width, 0).sum(axis=(0, 1))
+        start = stop
     return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+
+
+def _ld_sites(idx: np.ndarray, locus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The common SNPs ``idx`` (sorted by locus) thinned to at most :data:`LD_MAX_SITES` evenly spaced
+    per locus, and the locus of each (0, 1, ... in their order)."""
+    if idx.size == 0:
+        return idx, idx
+    lc = locus[idx]
+    first = np.flatnonzero(np.r_[True, lc[1:] != lc[:-1]])
+    size = np.diff(np.r_[first, idx.size])
+    keep = np.ones(idx.size, dtype=bool)
+    for j in np.flatnonzero(size > LD_MAX_SITES):
+        kept = np.zeros(size[j], dtype=bool)
+        kept[np.linspace(0, size[j] - 1, LD_MAX_SITES).round().astype(np.int64)] = True
+        keep[first[j] : first[j] + size[j]] = kept
+    return idx[keep], np.repeat(np.arange(first.size), size)[keep]
 
 
 def _statistics(
