@@ -611,6 +611,20 @@ def test_greedy_ensemble_adds_the_trials_that_lower_the_validation_loss(tmp_path
     assert params_loss(q, true, levels) == pytest.approx(np.mean(expected))
 
 
+def test_one_worker_without_a_time_cap_sweeps_reproducibly(tiny_dataset, tmp_path):
+    """Same config and seed, one worker, no trial_seconds: the same hyper-parameters and the same
+    validation losses, bit for bit, in two fresh studies (README, Reproducibility)."""
+    from popdl.tuning import run_worker
+
+    tune = model_settings("tune", trials=3, max_epochs=3)
+    runs = []
+    for name in ("a", "b"):
+        run_worker(tune, tiny_dataset, worker=0, tuning_dir=tmp_path / name)
+        study = _study(tune, tmp_path / name, tiny_dataset)
+        runs.append([(t.number, t.params, t.value, t.user_attrs["best_losses"]) for t in study.trials])
+    assert len(runs[0]) == 3 and runs[0] == runs[1]
+
+
 def test_failed_trials_are_recorded_and_the_worker_stops_after_max_failures(tiny_dataset, tmp_path):
     from optuna.trial import TrialState
 
