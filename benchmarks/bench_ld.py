@@ -2,9 +2,11 @@
 
 ``ld`` is the mean r² of the pairs of common SNPs of each locus, by distance
 class (:func:`popdl.features._ld`).  popdl stacks the loci, in batches of
-similar SNP counts, into one array of r² matrices; the reference here is the
-plain way, one locus at a time (select its common SNPs, r² matrix, pairs by
-distance class).  Both run on the same genotypes, one core, in this process,
+similar SNP counts, into one array of r² matrices; the reference here is
+popdl's previous version, one locus at a time (its common SNPs, their r²
+matrix, the pairs of each distance class summed in one pass over it; the
+positions of a simulation are sorted, so it leaves out the previous
+version's sorting).  Both run on the same genotypes, one core, in this process,
 on two genomes simulated once with msprime (``isolation``-like, two samples
 of ``--haplotypes`` each, N = 10,000, μ = r = 1e-8):
 
@@ -40,7 +42,7 @@ from popdl.features import LD_MAX_SITES, LD_MIN_MAF, MISSING, _ld, dosages  # no
 
 
 def loop_ld(x: np.ndarray, positions: np.ndarray, locus: np.ndarray, edges: np.ndarray, *, ploidy: int):
-    """The reference: the same statistic, one locus at a time."""
+    """The reference: the same statistic, one locus at a time (popdl's previous version)."""
     sums, counts = np.zeros(edges.size - 1), np.zeros(edges.size - 1)
     called = x != MISSING
     n_called = called.sum(axis=1)

@@ -630,12 +630,11 @@ def _ld(x: np.ndarray, positions: np.ndarray, locus: np.ndarray, edges: np.ndarr
     pos = positions[idx]
     if np.any((np.diff(pos) < 0) & (np.diff(group) == 0)):
         order = np.lexsort((pos, group))
-        idx, group = idx[order], group[order]
+        idx, group, pos = idx[order], group[order], pos[order]
     slot = np.arange(idx.size) - np.r_[0, np.cumsum(size)[:-1]][group]
     z = np.where(called[idx], x[idx] - (ploidy * freq[idx])[:, None], 0.0)
     norm = np.sqrt(np.einsum("ij,ij->i", z, z))
     z = np.divide(z, norm[:, None], out=np.zeros_like(z), where=norm[:, None] > 0)  # r = z_i . z_j
-    pos = positions[idx]
     span = float(pos.max() - min(pos.min(), 0.0) + edges[-1] + 1.0)  # beyond every SNP's reach
     by_size = np.argsort(size, kind="stable")
     start = 0
