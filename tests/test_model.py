@@ -213,6 +213,44 @@ def test_preprocessor_log_scale_round_trip(tiny_dataset):
     np.testing.assert_array_equal(again.params(params), z)
 
 
+def test_skewed_non_negative_statistics_are_standardised_on_a_log_scale(tiny_dataset):
+    from popdl.dataset import Dataset
+    from popdl.preprocess import LOG_SKEW, Preprocessor, _log_offset
+
+    rng = np.random.default_rng(0)
+    counts = np.round(10 ** rng.uniform(0, 3, 500))  # segregating sites over 3 orders of magnitude
+    counts[:5] = 0
+    eps = _log_offset(counts)
+    assert eps == np.quantile(counts[counts > 0], 0.01)
+    assert _log_offset(rng.normal(size=500)) is None  # negative values (Tajima's D): linear
+    assert _log_offset(rng.uniform(size=500)) is None  # not skewed: linear
+    assert _log_offset(np.array([0.0, 0.0, np.nan])) is None  # nothing to learn from
+
+    ds = Dataset(tiny_dataset)
+    prep = Preprocessor.fit(ds)
+    train = ds.load("train", ("stats",))["stats"].astype(np.float64)
+    z = prep.stats(train)
+    for j, name in enumerate(prep.stat_names):
+        col = train[:, j][np.isfinite(train[:, j])]
+        if prep.stat_log_offset[j] is not None:
+            assert col.min() >= 0, name
+            skew = np.mean((col - col.mean()) ** 3) / col.std() ** 3
+            assert skew > LOG_SKEW, name
+            want = (np.log10(train[:, j] + prep.stat_log_offset[j]) - prep.stat_mean[j]) / prep.stat_std[j]
+            np.testing.assert_allclose(z[:, j], np.nan_to_num(want), rtol=1e-4, atol=1e-4)
+        if col.size > 1 and col.std() > 1e-6:  # standardised on whatever scale it was learned
+            assert abs(z[:, j].mean()) < 1e-3 and abs(z[:, j].std() - 1) < 1e-3, name
+    assert any(o is not None for o in prep.stat_log_offset)  # the tiny set's segregating sites, at least
+    assert np.isfinite(prep.stats(np.full((1, len(prep.stat_names)), -1.0))).all()  # unseen negatives
+    again = Preprocessor.from_dict(json.loads(json.dumps(prep.to_dict())))
+    np.testing.assert_array_equal(again.stats(train), z)
+    # A bundle written before the transform existed standardises linearly, as it was trained.
+    old = {k: v for k, v in prep.to_dict().items() if k != "stat_log_offset"}
+    linear = Preprocessor.from_dict(old).stats(train[:3])
+    np.testing.assert_allclose(linear, np.nan_to_num((train[:3] - prep.stat_mean) / prep.stat_std), rtol=1e-4,
+                               atol=1e-4)
+
+
 def test_any_network_output_maps_inside_the_priors_support(tiny_dataset):
     from popdl.dataset import Dataset
     from popdl.preprocess import Preprocessor

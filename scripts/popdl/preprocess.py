@@ -1,9 +1,10 @@
 """What is fitted on the training examples and travels with the model.
 
 :class:`Preprocessor` holds the mean and standard deviation of every summary
-statistic, and per parameter whether it is learned on a log10 scale
-(log-uniform prior, or a derived parameter that is always positive), its
-bounds, and the mean and standard deviation of its training targets.
+statistic (after a log10 for the skewed non-negative ones, below), and per
+parameter whether it is learned on a log10 scale (log-uniform prior, or a
+derived parameter that is always positive), its bounds, and the mean and
+standard deviation of its training targets.
 Training fits it
 (:mod:`popdl.training`); the model folder stores it (:mod:`popdl.model_io`)
 and applies it to new inputs and to the network's outputs.
@@ -28,6 +29,16 @@ Bounds: those of a uniform, log-uniform or truncated-normal prior; for a
 derived parameter (``expr``), whose support depends on other parameters,
 the range of its training values (which lies inside that support); none for
 a normal prior.
+
+Statistics: a statistic whose training values are all non-negative and
+right-skewed (skewness above :data:`LOG_SKEW`: segregating sites, π, θ_W
+and the SFS bins when the priors span orders of magnitude of θ) is taken as
+``log10(x + ε)`` before the standardisation, ε being the 1 % quantile of
+its positive training values (so that zeros stay near the smallest observed
+values instead of minus infinity). A random forest does not care about a
+monotone transform; a network's first layer, linear in its inputs, does:
+standardised, such a statistic squeezes most simulations into a sliver
+near its lower end.
 """
 
 from __future__ import annotations
@@ -41,11 +52,14 @@ import numpy as np
 if TYPE_CHECKING:
     from popdl.dataset import Dataset
 
-__all__ = ["Preprocessor", "BOUND_EPS", "parameter_bounds"]
+__all__ = ["Preprocessor", "BOUND_EPS", "LOG_SKEW", "parameter_bounds"]
 
 #: Positions within a parameter's bounds are clipped to [BOUND_EPS, 1 − BOUND_EPS]
 #: before the logit (a value at a bound would map to infinity).
 BOUND_EPS = 1e-4
+
+#: A non-negative statistic whose training skewness exceeds this is learned as log10(x + ε).
+LOG_SKEW = 1.0
 
 
 def parameter_bounds(prior: dict, values: np.ndarray) -> list[float] | None:
@@ -86,6 +100,9 @@ class Preprocessor:
     #: Per parameter ``[lo, hi]`` in natural units (learned through a logit), or None.
     #: Empty in bundles written before bounds existed: no bounded transform.
     bounds: list = field(default_factory=list)
+    #: Per statistic the ε of ``log10(x + ε)`` (module docstring), or None: taken as is.
+    #: Empty in bundles written before this transform existed.
+    stat_log_offset: list = field(default_factory=list)
 
     @classmethod
     def fit(cls, dataset: Dataset, splits=("train",)) -> Preprocessor:
@@ -94,24 +111,22 @@ class Preprocessor:
         priors = m.get("priors", {})
         names = m["param_names"]
         n_stats = len(m["stat_names"])
-        s1 = np.zeros(n_stats)
-        s2 = np.zeros(n_stats)
-        ns = np.zeros(n_stats)
         pmin = np.full(len(names), np.inf)
-        raw = []
+        raw, raw_stats = [], []
         for split in splits:
             for shard in dataset.shards(split, ("stats", "params")):
-                s = np.asarray(shard["stats"], dtype=np.float64)
-                ok = np.isfinite(s)
-                s = np.where(ok, s, 0.0)
-                s1 += s.sum(0)
-                s2 += (s**2).sum(0)
-                ns += ok.sum(0)
+                raw_stats.append(np.asarray(shard["stats"], dtype=np.float64))
                 p = np.asarray(shard["params"], dtype=np.float64)
                 pmin = np.fmin(pmin, np.nanmin(np.where(np.isnan(p), np.inf, p), axis=0))
                 raw.append(p)
-        mean = s1 / np.maximum(ns, 1)
-        std = np.sqrt(np.maximum(s2 / np.maximum(ns, 1) - mean**2, 0.0))
+        stats = np.concatenate(raw_stats) if raw_stats else np.zeros((0, n_stats))
+        offsets = [_log_offset(stats[:, j]) for j in range(n_stats)]
+        stats = _log_stats(stats, offsets)
+        ok = np.isfinite(stats)
+        ns = ok.sum(0)
+        s = np.where(ok, stats, 0.0)
+        mean = s.sum(0) / np.maximum(ns, 1)
+        std = np.sqrt(np.maximum((s**2).sum(0) / np.maximum(ns, 1) - mean**2, 0.0))
         std = np.where(std > 1e-12, std, 1.0)
         params = np.concatenate(raw) if raw else np.zeros((0, len(names)))
         log_scale, bounds = [], []
@@ -133,6 +148,7 @@ class Preprocessor:
             stat_names=list(m["stat_names"]), stat_mean=mean.tolist(), stat_std=std.tolist(),
             param_names=list(names), log_scale=log_scale, param_mean=pmean.tolist(), param_std=pstd.tolist(),
             scenario_params={k: list(v) for k, v in m.get("scenario_params", {}).items()}, bounds=bounds,
+            stat_log_offset=offsets,
         )
 
     @staticmethod
@@ -145,7 +161,10 @@ class Preprocessor:
 
     def stats(self, stats: np.ndarray) -> np.ndarray:
         """Standardised statistics, float32; non-finite values become 0 (the mean)."""
-        z = (np.asarray(stats, dtype=np.float32) - np.float32(self.stat_mean)) / np.float32(self.stat_std)
+        stats = np.asarray(stats, dtype=np.float32)
+        if any(o is not None for o in self.stat_log_offset):
+            stats = _log_stats(stats, self.stat_log_offset).astype(np.float32)
+        z = (stats - np.float32(self.stat_mean)) / np.float32(self.stat_std)
         return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
 
     def params(self, params: np.ndarray) -> np.ndarray:
@@ -196,6 +215,28 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessor:
         return cls(**d)
+
+
+def _log_offset(values: np.ndarray) -> float | None:
+    """ε of ``log10(x + ε)`` for one statistic's training values, or None (kept linear)."""
+    v = values[np.isfinite(values)]
+    if v.size < 3 or v.min() < 0:
+        return None
+    sd = v.std()
+    if sd <= 0 or float(np.mean((v - v.mean()) ** 3)) / sd**3 <= LOG_SKEW:
+        return None
+    return float(np.quantile(v[v > 0], 0.01))
+
+
+def _log_stats(stats: np.ndarray, offsets: list) -> np.ndarray:
+    """``stats`` with ``log10(x + ε)`` in the columns that have an ε (negatives, which
+    training never saw, are clipped to 0 first); NaN stays NaN."""
+    out = np.array(stats, dtype=np.float64, copy=True)
+    for j, eps in enumerate(offsets):
+        if eps is not None:
+            with np.errstate(invalid="ignore"):
+                out[..., j] = np.log10(np.maximum(out[..., j], 0.0) + eps)
+    return out
 
 
 def _learning_bounds(bounds, log_scale) -> tuple[np.ndarray, np.ndarray]:
