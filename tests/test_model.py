@@ -213,15 +213,18 @@ def test_preprocessor_log_scale_round_trip(tiny_dataset):
     np.testing.assert_array_equal(again.params(params), z)
 
 
-def test_skewed_non_negative_statistics_are_standardised_on_a_log_scale(tiny_dataset):
+def test_skewed_non_negative_statistics_get_a_log_scale_for_stat_scale_log(tiny_dataset, tmp_path):
+    import keras
+
     from popdl.dataset import Dataset
+    from popdl.models import get_network
     from popdl.preprocess import LOG_SKEW, Preprocessor, _log_offset
+    from popdl.training import dataset_shapes
 
     rng = np.random.default_rng(0)
     counts = np.round(10 ** rng.uniform(0, 3, 500))  # segregating sites over 3 orders of magnitude
     counts[:5] = 0
-    eps = _log_offset(counts)
-    assert eps == np.quantile(counts[counts > 0], 0.01)
+    assert _log_offset(counts) == np.quantile(counts[counts > 0], 0.01)
     assert _log_offset(rng.normal(size=500)) is None  # negative values (Tajima's D): linear
     assert _log_offset(rng.uniform(size=500)) is None  # not skewed: linear
     assert _log_offset(np.array([0.0, 0.0, np.nan])) is None  # nothing to learn from
@@ -229,26 +232,42 @@ def test_skewed_non_negative_statistics_are_standardised_on_a_log_scale(tiny_dat
     ds = Dataset(tiny_dataset)
     prep = Preprocessor.fit(ds)
     train = ds.load("train", ("stats",))["stats"].astype(np.float64)
-    z = prep.stats(train)
-    for j, name in enumerate(prep.stat_names):
+    z = prep.stats(train)  # the input: standardised as they are
+    np.testing.assert_allclose(z, np.nan_to_num((train - prep.stat_mean) / prep.stat_std), rtol=1e-4, atol=1e-4)
+    logged = [j for j, o in enumerate(prep.stat_log_offset) if o is not None]
+    assert logged  # the tiny set's segregating sites, at least
+    want = z.astype(np.float64).copy()
+    for j in logged:
         col = train[:, j][np.isfinite(train[:, j])]
-        if prep.stat_log_offset[j] is not None:
-            assert col.min() >= 0, name
-            skew = np.mean((col - col.mean()) ** 3) / col.std() ** 3
-            assert skew > LOG_SKEW, name
-            want = (np.log10(train[:, j] + prep.stat_log_offset[j]) - prep.stat_mean[j]) / prep.stat_std[j]
-            np.testing.assert_allclose(z[:, j], np.nan_to_num(want), rtol=1e-4, atol=1e-4)
-        if col.size > 1 and col.std() > 1e-6:  # standardised on whatever scale it was learned
-            assert abs(z[:, j].mean()) < 1e-3 and abs(z[:, j].std() - 1) < 1e-3, name
-    assert any(o is not None for o in prep.stat_log_offset)  # the tiny set's segregating sites, at least
-    assert np.isfinite(prep.stats(np.full((1, len(prep.stat_names)), -1.0))).all()  # unseen negatives
-    again = Preprocessor.from_dict(json.loads(json.dumps(prep.to_dict())))
-    np.testing.assert_array_equal(again.stats(train), z)
-    # A bundle written before the transform existed standardises linearly, as it was trained.
-    old = {k: v for k, v in prep.to_dict().items() if k != "stat_log_offset"}
-    linear = Preprocessor.from_dict(old).stats(train[:3])
-    np.testing.assert_allclose(linear, np.nan_to_num((train[:3] - prep.stat_mean) / prep.stat_std), rtol=1e-4,
-                               atol=1e-4)
+        assert col.min() >= 0 and np.mean((col - col.mean()) ** 3) / col.std() ** 3 > LOG_SKEW, prep.stat_names[j]
+        log = np.log10(np.nan_to_num(train[:, j], nan=prep.stat_mean[j]) + prep.stat_log_offset[j])
+        want[:, j] = (log - prep.stat_log_mean[j]) / prep.stat_log_std[j]
+        assert abs(np.mean((np.log10(col + prep.stat_log_offset[j]) - prep.stat_log_mean[j]) / prep.stat_log_std[j])) < 1e-6
+
+    # stat_scale: log puts them on that scale in the network's first layer; linear leaves the inputs alone.
+    shapes = dataset_shapes(ds, prep)
+    hp = {"towers": "separate", "dense_units": 8, "dropout": 0.0, "batch_norm": False}
+    for scale in ("linear", "log"):
+        keras.backend.clear_session()
+        model = get_network("mlp").build(shapes, hp={**hp, "stat_scale": scale}, n_classes=3,
+                                         n_params=len(prep.param_names))
+        names = [layer.name for layer in model.layers]
+        assert ("stats_log" in names) == (scale == "log")
+    layer = model.get_layer("stats_log")
+    np.testing.assert_allclose(np.asarray(layer(z)), want, rtol=1e-4, atol=2e-4)
+    unseen = np.asarray(layer(np.full((1, len(prep.stat_names)), -1e3, np.float32)))  # below anything trained on
+    assert np.isfinite(unseen).all()
+    path = tmp_path / "log.keras"
+    model.save(path)
+    again = keras.models.load_model(path)
+    np.testing.assert_allclose(again.predict({"stats": z[:5]}, verbose=0)["params"],
+                               model.predict({"stats": z[:5]}, verbose=0)["params"], rtol=1e-5, atol=1e-6)
+    round_trip = Preprocessor.from_dict(json.loads(json.dumps(prep.to_dict())))
+    assert round_trip.stat_log() == prep.stat_log()
+    old = {k: v for k, v in prep.to_dict().items() if not k.startswith("stat_log")}  # a bundle from before
+    assert Preprocessor.from_dict(old).stat_log() is None
+    with pytest.raises(ValueError, match="stat_scale"):
+        get_network("mlp").build(shapes, hp={**hp, "stat_scale": "sqrt"}, n_classes=3, n_params=1)
 
 
 def test_any_network_output_maps_inside_the_priors_support(tiny_dataset):

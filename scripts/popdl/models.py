@@ -42,7 +42,9 @@ Hyper-parameters read by :meth:`Network.build` (``hp`` mapping; defaults in
 :data:`DEFAULT_HP`): ``conv_layers``, ``filters`` (of the first block;
 doubled in each following block), ``kernel_size``, ``pooling`` (max | avg |
 none), ``dense_layers``, ``dense_units``, ``dropout``, ``batch_norm``,
-``l1``, ``l2``, ``activation``, ``towers`` (shared | separate).
+``l1``, ``l2``, ``activation``, ``towers`` (shared | separate),
+``stat_scale`` (linear | log: the skewed non-negative statistics on a log10
+scale, :class:`LogStatistics`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ __all__ = [
     "PinballLoss",
     "TOWERS",
     "HaplotypeChannels",
+    "LogStatistics",
     "PopulationPooling",
     "ensemble",
     "combine_tasks",
@@ -81,6 +84,7 @@ DEFAULT_HP = {
     "l2": 0.0,
     "activation": "relu",
     "towers": "shared",
+    "stat_scale": "linear",
 }
 
 #: Names of the two towers' sub-models (``towers: separate``), by task.
@@ -135,6 +139,41 @@ class GenotypeImage(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "transpose": self.transpose}
+
+
+@keras.saving.register_keras_serializable(package="popdl")
+class LogStatistics(layers.Layer):
+    """Standardised statistics -> the same, with the columns of ``mask`` on a log scale.
+
+    A column ``z = (x − mean) / std`` of ``mask`` becomes
+    ``(log10(max(x, 0) + offset) − log_mean) / log_std``; the others pass
+    unchanged.  The constants come from the preprocessor
+    (:meth:`popdl.preprocess.Preprocessor.stat_log`), fitted on the training
+    statistics; nothing here is trained.  Computed in float32 whatever the
+    precision policy (``z · std + mean`` needs the mantissa).
+    """
+
+    def __init__(self, mean, std, offset, log_mean, log_std, mask, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.constants = {"mean": [float(v) for v in mean], "std": [float(v) for v in std],
+                          "offset": [float(v) for v in offset], "log_mean": [float(v) for v in log_mean],
+                          "log_std": [float(v) for v in log_std], "mask": [bool(v) for v in mask]}
+
+    def call(self, z):
+        c = {k: ops.convert_to_tensor(v, dtype="float32") for k, v in self.constants.items() if k != "mask"}
+        z = ops.cast(z, "float32")
+        x = ops.maximum(z * c["std"] + c["mean"], 0.0)
+        logged = (ops.log(x + c["offset"]) / ops.log(10.0) - c["log_mean"]) / c["log_std"]
+        return ops.where(ops.convert_to_tensor(self.constants["mask"]), logged, z)
+
+    def compute_output_shape(self, shape):
+        return shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("dtype", None)
+        return {**config, **self.constants}
 
 
 @keras.saving.register_keras_serializable(package="popdl")
@@ -208,8 +247,14 @@ class Network:
         if hp["towers"] not in ("shared", "separate"):
             raise ValueError(f"unknown towers {hp['towers']!r} (valid: separate, shared)")
         self.populations = shapes.get("populations")
+        if hp.get("stat_scale", "linear") not in ("linear", "log"):
+            raise ValueError(f"unknown stat_scale {hp['stat_scale']!r} (valid: linear, log)")
         dtypes = {"image": "int8", "distances": "float32", "stats": "float32"}
-        tensors = {name: keras.Input(shape=tuple(shapes[name]), dtype=dtypes[name], name=name) for name in self.inputs}
+        model_inputs = {name: keras.Input(shape=tuple(shapes[name]), dtype=dtypes[name], name=name)
+                        for name in self.inputs}
+        tensors = dict(model_inputs)
+        if "stats" in tensors and hp.get("stat_scale") == "log" and shapes.get("stat_log"):
+            tensors["stats"] = LogStatistics(**shapes["stat_log"], name="stats_log")(tensors["stats"])
         heads = [t for t in ("classify", "regress") if t in tasks and (t == "classify" or n_params)]
         if not heads:
             raise ValueError("no output: the task list must contain classify and/or regress")
@@ -226,7 +271,7 @@ class Network:
         if "regress" in features:
             q = layers.Dense(n_params * len(quantiles), name="params_flat", dtype="float32")(features["regress"])
             outputs["params"] = layers.Reshape((n_params, len(quantiles)), name="params", dtype="float32")(q)
-        return keras.Model(tensors, outputs, name=name or self.name)
+        return keras.Model(model_inputs, outputs, name=name or self.name)
 
     def _features(self, tensors: dict, hp: dict):
         """The body and the dense head: the features both outputs read."""

@@ -1,7 +1,7 @@
 """What is fitted on the training examples and travels with the model.
 
 :class:`Preprocessor` holds the mean and standard deviation of every summary
-statistic (after a log10 for the skewed non-negative ones, below), and per
+statistic (and of log10 of the skewed non-negative ones, below), and per
 parameter whether it is learned on a log10 scale (log-uniform prior, or a
 derived parameter that is always positive), its bounds, and the mean and
 standard deviation of its training targets.
@@ -30,15 +30,18 @@ derived parameter (``expr``), whose support depends on other parameters,
 the range of its training values (which lies inside that support); none for
 a normal prior.
 
-Statistics: a statistic whose training values are all non-negative and
-right-skewed (skewness above :data:`LOG_SKEW`: segregating sites, π, θ_W
-and the SFS bins when the priors span orders of magnitude of θ) is taken as
-``log10(x + ε)`` before the standardisation, ε being the 1 % quantile of
-its positive training values (so that zeros stay near the smallest observed
-values instead of minus infinity). A random forest does not care about a
-monotone transform; a network's first layer, linear in its inputs, does:
-standardised, such a statistic squeezes most simulations into a sliver
-near its lower end.
+Statistics are standardised as they are. For a statistic whose training
+values are all non-negative and right-skewed (skewness above
+:data:`LOG_SKEW`: segregating sites, π, θ_W, d_xy, SFS bins when the priors
+span orders of magnitude of θ), the preprocessor also records ε, the 1 %
+quantile of its positive training values, and the mean and standard
+deviation of ``log10(x + ε)``: a network built with the hyper-parameter
+``stat_scale: log`` takes those statistics on that scale
+(:class:`popdl.models.LogStatistics`, a fixed first layer). A random forest
+does not care about a monotone transform; a network's first layer, linear
+in its inputs, does, and which scale helps depends on the task (measured:
+the log raised the default scenarios' accuracy and their secondary-contact
+times, and lowered divergence_order's), so the sweep chooses.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ __all__ = ["Preprocessor", "BOUND_EPS", "LOG_SKEW", "parameter_bounds"]
 #: before the logit (a value at a bound would map to infinity).
 BOUND_EPS = 1e-4
 
-#: A non-negative statistic whose training skewness exceeds this is learned as log10(x + ε).
+#: A non-negative statistic whose training skewness exceeds this gets a log10(x + ε) scale.
 LOG_SKEW = 1.0
 
 
@@ -100,9 +103,12 @@ class Preprocessor:
     #: Per parameter ``[lo, hi]`` in natural units (learned through a logit), or None.
     #: Empty in bundles written before bounds existed: no bounded transform.
     bounds: list = field(default_factory=list)
-    #: Per statistic the ε of ``log10(x + ε)`` (module docstring), or None: taken as is.
-    #: Empty in bundles written before this transform existed.
+    #: Per statistic the ε of ``log10(x + ε)`` (module docstring), or None (no log scale),
+    #: and the mean and standard deviation of ``log10(x + ε)`` (None where no ε).
+    #: Empty in bundles written before the log scale existed.
     stat_log_offset: list = field(default_factory=list)
+    stat_log_mean: list = field(default_factory=list)
+    stat_log_std: list = field(default_factory=list)
 
     @classmethod
     def fit(cls, dataset: Dataset, splits=("train",)) -> Preprocessor:
@@ -121,13 +127,9 @@ class Preprocessor:
                 raw.append(p)
         stats = np.concatenate(raw_stats) if raw_stats else np.zeros((0, n_stats))
         offsets = [_log_offset(stats[:, j]) for j in range(n_stats)]
-        stats = _log_stats(stats, offsets)
-        ok = np.isfinite(stats)
-        ns = ok.sum(0)
-        s = np.where(ok, stats, 0.0)
-        mean = s.sum(0) / np.maximum(ns, 1)
-        std = np.sqrt(np.maximum((s**2).sum(0) / np.maximum(ns, 1) - mean**2, 0.0))
-        std = np.where(std > 1e-12, std, 1.0)
+        mean, std = _moments(stats)
+        log_mean, log_std = _moments(_log_stats(stats, offsets))
+        logged = np.array([o is not None for o in offsets], dtype=bool)
         params = np.concatenate(raw) if raw else np.zeros((0, len(names)))
         log_scale, bounds = [], []
         for j, name in enumerate(names):
@@ -149,6 +151,8 @@ class Preprocessor:
             param_names=list(names), log_scale=log_scale, param_mean=pmean.tolist(), param_std=pstd.tolist(),
             scenario_params={k: list(v) for k, v in m.get("scenario_params", {}).items()}, bounds=bounds,
             stat_log_offset=offsets,
+            stat_log_mean=[float(v) if b else None for v, b in zip(log_mean, logged)],
+            stat_log_std=[float(v) if b else None for v, b in zip(log_std, logged)],
         )
 
     @staticmethod
@@ -161,10 +165,7 @@ class Preprocessor:
 
     def stats(self, stats: np.ndarray) -> np.ndarray:
         """Standardised statistics, float32; non-finite values become 0 (the mean)."""
-        stats = np.asarray(stats, dtype=np.float32)
-        if any(o is not None for o in self.stat_log_offset):
-            stats = _log_stats(stats, self.stat_log_offset).astype(np.float32)
-        z = (stats - np.float32(self.stat_mean)) / np.float32(self.stat_std)
+        z = (np.asarray(stats, dtype=np.float32) - np.float32(self.stat_mean)) / np.float32(self.stat_std)
         return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
 
     def params(self, params: np.ndarray) -> np.ndarray:
@@ -178,6 +179,17 @@ class Preprocessor:
     def target(self, params: np.ndarray) -> np.ndarray:
         """Natural units -> the target scale, not standardised (logit within the bounds)."""
         return _to_target(self.learning_scale(params), self._learning_bounds())
+
+    def stat_log(self) -> dict | None:
+        """The constants of :class:`popdl.models.LogStatistics` (which statistics get a
+        log scale, and how), or None where no statistic has one."""
+        if not any(o is not None for o in self.stat_log_offset):
+            return None
+        on = [o is not None for o in self.stat_log_offset]
+        fill = lambda values, default: [float(v) if b else default for v, b in zip(values, on)]  # noqa: E731
+        return {"mean": list(map(float, self.stat_mean)), "std": list(map(float, self.stat_std)),
+                "offset": fill(self.stat_log_offset, 1.0), "log_mean": fill(self.stat_log_mean, 0.0),
+                "log_std": fill(self.stat_log_std, 1.0), "mask": on}
 
     def _learning_bounds(self):
         return _learning_bounds(self.bounds or [None] * len(self.param_names), self.log_scale)
@@ -226,6 +238,16 @@ def _log_offset(values: np.ndarray) -> float | None:
     if sd <= 0 or float(np.mean((v - v.mean()) ** 3)) / sd**3 <= LOG_SKEW:
         return None
     return float(np.quantile(v[v > 0], 0.01))
+
+
+def _moments(stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column mean and standard deviation of the finite values (std 1 where constant)."""
+    ok = np.isfinite(stats)
+    ns = ok.sum(0)
+    s = np.where(ok, stats, 0.0)
+    mean = s.sum(0) / np.maximum(ns, 1)
+    std = np.sqrt(np.maximum((s**2).sum(0) / np.maximum(ns, 1) - mean**2, 0.0))
+    return mean, np.where(std > 1e-12, std, 1.0)
 
 
 def _log_stats(stats: np.ndarray, offsets: list) -> np.ndarray:

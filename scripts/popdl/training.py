@@ -314,12 +314,17 @@ def predict_arrays(model, data, *, batch_size: int = 256) -> dict[str, np.ndarra
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def dataset_shapes(dataset: Dataset) -> dict[str, tuple]:
-    """Input shapes (without the batch axis) and ``populations``, the population of each image row."""
+def dataset_shapes(dataset: Dataset, prep: Preprocessor | None = None) -> dict[str, tuple]:
+    """Input shapes (without the batch axis), ``populations`` (the population of each
+    image row) and, given ``prep``, ``stat_log`` (the constants of the log scale of the
+    statistics, for networks with ``stat_scale: log``)."""
     m = dataset.manifest
     h, s = m["image_shape"]
-    return {"image": (h, s), "distances": (s,), "stats": (len(m["stat_names"]),),
-            "populations": tuple(m.get("populations") or ())}
+    shapes = {"image": (h, s), "distances": (s,), "stats": (len(m["stat_names"]),),
+              "populations": tuple(m.get("populations") or ())}
+    if prep is not None and prep.stat_log():
+        shapes["stat_log"] = prep.stat_log()
+    return shapes
 
 
 #: Per task of separate towers: the layers that only it uses, and the validation loss that judges it.
@@ -494,7 +499,7 @@ def train_final(settings: dict, dataset_dir: str | Path, *, best: dict, out: str
         log.warning("train.augment permutes haplotypes that features.sort_rows sorted: the network trains on "
                     "orders it will not meet at prediction (set features.sort_rows: false)")
     keep = {"validation": ~held_out}
-    shapes = dataset_shapes(dataset)
+    shapes = dataset_shapes(dataset, prep)
     members = max(1, int(train_cfg.get("ensemble", 1) or 1))
     folds = None
     if train_cfg.get("cross_fit", True) and "regress" in tasks:

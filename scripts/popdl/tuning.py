@@ -82,7 +82,7 @@ __all__ = [
 HYPER_PARAMETERS = (
     "conv_layers", "filters", "kernel_size", "pooling", "dense_layers", "dense_units", "dropout",
     "batch_norm", "l1", "l2", "activation", "optimizer", "momentum", "learning_rate", "lr_decay",
-    "lr_decay_rate", "batch_size", "towers",
+    "lr_decay_rate", "batch_size", "towers", "stat_scale",
 )
 
 #: Keys of the tune slice that do not change what the study computes.
@@ -331,7 +331,7 @@ class TrialRunner:
                            **common)
         set_precision(bool(train_cfg.get("mixed_precision", False)))
         try:
-            model = net.build(dataset_shapes(self.dataset), hp=hp, n_classes=len(self.dataset.scenarios),
+            model = net.build(dataset_shapes(self.dataset, self.prep), hp=hp, n_classes=len(self.dataset.scenarios),
                               n_params=len(self.prep.param_names), quantiles=tuple(train_cfg["quantiles"]),
                               tasks=self.tasks)
         finally:
