@@ -132,3 +132,22 @@ def test_calibration_benchmark_scores_both_calibrations(tiny_dataset, tmp_path):
     for cells in rows.values():  # examples, coverage raw, calibrated, R² for each of the two fits
         assert len(cells) == 8 and int(cells[4]) > int(cells[0])  # cross-fitting calibrates on more examples
     assert sum(line.startswith(("calibration part: accuracy", "cross-fitted: accuracy")) for line in lines) == 2
+
+
+def test_stat_scale_benchmark_pairs_both_scales_per_seed(tiny_dataset, tmp_path):
+    import json
+
+    from conftest import TINY_MLP
+
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"hyper_parameters": TINY_MLP}))
+    out = _bench("bench_stat_scale.py", "--dataset", str(tiny_dataset), "--best", str(best), "--seeds", "1",
+                 "--max-epochs", "2", "--patience", "1", "--json", str(tmp_path / "scale.json"))
+    for task in ("classify", "regress"):
+        assert f"mlp {task} seed 0 linear" in out and f"mlp {task} seed 0 log" in out, out
+    rows = json.loads((tmp_path / "scale.json").read_text())["rows"]
+    assert rows[0]["task"] == "accuracy" and all(r["task"].startswith("R² ") for r in rows[1:])
+    for row in rows:
+        line = next(x for x in out.splitlines() if x.startswith(f"{row['task']} | "))
+        diff = float(line.split(" | ")[3])
+        assert abs(diff - (row["log"][0] - row["linear"][0])) < 1e-4, line
