@@ -39,9 +39,10 @@ deviation of ``log10(x + ε)``: a network built with the hyper-parameter
 ``stat_scale: log`` takes those statistics on that scale
 (:class:`popdl.models.LogStatistics`, a fixed first layer). A random forest
 does not care about a monotone transform; a network's first layer, linear
-in its inputs, does, and which scale helps depends on the task (measured:
-the log raised the default scenarios' accuracy and their secondary-contact
-times, and lowered divergence_order's), so the sweep chooses.
+in its inputs, does, and which scale helps depends on the task (measured
+with ``benchmarks/bench_stat_scale.py``: the log raised the default
+scenarios' T_split, T_sc and f_sc, and lowered divergence_order's split
+times and accuracy), so the sweep chooses.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ class Preprocessor:
 
     @classmethod
     def fit(cls, dataset: Dataset, splits=("train",)) -> Preprocessor:
-        """Fit on ``splits`` of ``dataset``, one shard at a time."""
+        """Fit on ``splits`` of ``dataset``, read one shard at a time; the statistics
+        of the splits are held in memory (8 bytes a value) for each one's skewness
+        and quantile."""
         m = dataset.manifest
         priors = m.get("priors", {})
         names = m["param_names"]
