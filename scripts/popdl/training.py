@@ -322,8 +322,9 @@ def dataset_shapes(dataset: Dataset, prep: Preprocessor | None = None) -> dict[s
     h, s = m["image_shape"]
     shapes = {"image": (h, s), "distances": (s,), "stats": (len(m["stat_names"]),),
               "populations": tuple(m.get("populations") or ())}
-    if prep is not None and prep.stat_log():
-        shapes["stat_log"] = prep.stat_log()
+    stat_log = prep.stat_log() if prep is not None else None
+    if stat_log:
+        shapes["stat_log"] = stat_log
     return shapes
 
 
