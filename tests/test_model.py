@@ -682,6 +682,30 @@ def test_one_worker_without_a_time_cap_sweeps_reproducibly(tiny_dataset, tmp_pat
     assert len(runs[0]) == 3 and runs[0] == runs[1]
 
 
+def test_first_trials_take_each_listed_network_once_and_log_scale_reaches_the_network(tiny_dataset, tmp_path):
+    """With several networks, the sweep's first trials take them in the listed order, once each, so none
+    goes untried; a resumed worker enqueues nothing more.  A trial drawing stat_scale log builds the
+    LogStatistics layer on the skewed statistics (recorded per trial)."""
+    from popdl.config import prepare
+    from popdl.stages import stage_config
+    from popdl.tuning import run_worker
+
+    tune = {"workers": 1, "trials": 3, "max_epochs": 1, "patience": 0, "pruner": "none", "startup_trials": 1,
+            "search_space": {**FAST_SPACE, "stat_scale": "log"}}
+    settings = stage_config(prepare(tiny_config(network=["exchangeable_stats", "mlp", "cnn1d"], tuning=tune),
+                                    base_dirs=(REPO,)), "tune")
+    run_worker(settings, tiny_dataset, worker=0, tuning_dir=tmp_path)
+    trials = _study(settings, tmp_path, tiny_dataset).trials
+    assert [t.params["network"] for t in trials] == ["exchangeable_stats", "mlp", "cnn1d"]
+    assert [t.system_attrs["fixed_params"] for t in trials] == [{"network": n} for n in
+                                                                 ("exchangeable_stats", "mlp", "cnn1d")]
+    logged = {t.params["network"]: t.user_attrs["log_scaled_statistics"] for t in trials}
+    # The networks reading the statistics put the skewed ones on a log scale; the 1-D CNN reads none.
+    assert logged["mlp"] == logged["exchangeable_stats"] > 0 and logged["cnn1d"] == 0
+    again = run_worker(settings, tiny_dataset, worker=0, tuning_dir=tmp_path)
+    assert again["trials_run_now"] == [] and len(_study(settings, tmp_path, tiny_dataset).trials) == 3
+
+
 def test_failed_trials_are_recorded_and_the_worker_stops_after_max_failures(tiny_dataset, tmp_path):
     from optuna.trial import TrialState
 
@@ -732,6 +756,9 @@ def test_two_worker_processes_share_one_journal_study(tiny_dataset, tmp_path):
     # Different sampler seeds: no two trials drew the same point.
     points = [tuple(sorted(t.params.items())) for t in study.trials]
     assert len(set(points)) == len(points)
+    # Worker 0 enqueued one trial per listed network, once, whichever worker ran it.
+    enqueued = [t.system_attrs["fixed_params"] for t in study.trials if "fixed_params" in t.system_attrs]
+    assert sorted(e["network"] for e in enqueued) == ["cnn1d", "mlp"]
 
 
 def test_killed_worker_resumes_with_the_killed_trial_failed(tiny_dataset, tmp_path):

@@ -63,6 +63,7 @@ __all__ = [
     "TOWERS",
     "HaplotypeChannels",
     "LogStatistics",
+    "log_scaled_statistics",
     "PopulationPooling",
     "ensemble",
     "combine_tasks",
@@ -174,6 +175,19 @@ class LogStatistics(layers.Layer):
         config = super().get_config()
         config.pop("dtype", None)
         return {**config, **self.constants}
+
+
+def log_scaled_statistics(model) -> int:
+    """How many statistics ``model`` puts on a log scale: the columns its
+    :class:`LogStatistics` layers mark, counted once per distinct column set
+    (an ensemble's members share their preprocessor), 0 without such a layer."""
+    found, stack = set(), [model]
+    while stack:
+        layer = stack.pop()
+        if isinstance(layer, LogStatistics):
+            found.add(tuple(layer.constants["mask"]))
+        stack.extend(getattr(layer, "layers", []) or [])
+    return max((sum(mask) for mask in found), default=0)
 
 
 @keras.saving.register_keras_serializable(package="popdl")

@@ -11,8 +11,12 @@ Workers
     ``tuning.trials`` finished trials (COMPLETE or PRUNED), tags every trial
     it starts with the user attribute ``worker = i`` and stops once it has its
     share, so the study ends with exactly ``tuning.trials`` finished trials
-    whatever the timing.  Each worker's TPE sampler is seeded with
-    ``seed + i``; a pruner (median or Hyperband) is fed the validation loss
+    whatever the timing.  When ``network`` lists several networks, the
+    first trials of the sweep take them in turn, one trial each (worker 0
+    enqueues them once), so that no listed network goes untried however few
+    trials the sweep has; the other hyper-parameters of those trials, and
+    everything of the later ones, are drawn by the sampler.  Each worker's
+    TPE sampler is seeded with ``seed + i``; a pruner (median or Hyperband) is fed the validation loss
     every epoch, and early stopping ends a trial that stopped improving.
     With ``tuning.trials_per_gpu`` k > 1, each job runs k processes at once
     on its GPU (``popdl tune`` starts them), process ``j`` of worker ``w``
@@ -312,7 +316,7 @@ class TrialRunner:
     def __call__(self, trial) -> float:
         import keras
 
-        from popdl.models import get_network
+        from popdl.models import get_network, log_scaled_statistics
         from popdl.training import (TowerCheckpoint, compile_model, dataset_shapes, history_dict, loader_threads,
                                     make_data, predict_arrays, separate_towers, set_precision)
 
@@ -336,6 +340,8 @@ class TrialRunner:
                               tasks=self.tasks)
         finally:
             set_precision(False)
+        # The statistics this trial's network put on a log scale (stat_scale: log and skewed statistics).
+        trial.set_user_attr("log_scaled_statistics", log_scaled_statistics(model))
         compile_model(model, hp, steps_per_epoch=steps, epochs=epochs, quantiles=train_cfg["quantiles"],
                       tasks=self.tasks, regression_weight=train_cfg["regression_weight"])
         reporter = _EpochReporter(trial, "val_loss")
@@ -441,6 +447,25 @@ def load_study(settings: dict, dataset_dir: str | Path, *, tuning_dir: str | Pat
                              pruner=_pruner(settings))
 
 
+def enqueue_networks(study, settings: dict) -> list[str]:
+    """Enqueue one trial per network listed in ``network`` (at most
+    ``tuning.trials``), in the listed order, unless the study already has it;
+    return the networks enqueued now.  Called by worker 0 only, so that
+    workers starting together do not enqueue twice; a resumed worker 0 finds
+    its earlier trials (Optuna keeps their ``fixed_params``) and adds none.
+    """
+    nets = _networks(settings)
+    if len(nets) < 2:
+        return []
+    queued = {t.system_attrs.get("fixed_params", {}).get("network") for t in study.get_trials(deepcopy=False)}
+    added = [net for net in nets[:int(settings["tuning"]["trials"])] if net not in queued]
+    for net in added:
+        study.enqueue_trial({"network": net})
+    if added:
+        log.info("first trials enqueued, one per network: %s", ", ".join(added))
+    return added
+
+
 def _mine(study, worker: int, states=None):
     return [t for t in study.get_trials(deepcopy=False, states=states) if t.user_attrs.get("worker") == worker]
 
@@ -509,6 +534,8 @@ def run_worker(settings: dict, dataset_dir: str | Path, *, worker: int, tuning_d
     dataset = Dataset(dataset_dir)
     study = load_study(settings, dataset_dir, tuning_dir=tuning_dir, worker=index, create=True)
     killed = fail_stale_trials(study, index)
+    if index == 0:
+        enqueue_networks(study, settings)
     if t.get("heartbeat_interval") and isinstance(study._storage, optuna.storages.RDBStorage):
         optuna.storages.fail_stale_trials(study)
     share = worker_shares(int(t["trials"]), int(t["workers"]) * per_job)[index]
