@@ -452,12 +452,17 @@ def enqueue_networks(study, settings: dict) -> list[str]:
     ``tuning.trials``), in the listed order, unless the study already has it;
     return the networks enqueued now.  Called by worker 0 only, so that
     workers starting together do not enqueue twice; a resumed worker 0 finds
-    its earlier trials (Optuna keeps their ``fixed_params``) and adds none.
+    its earlier trials (Optuna keeps their ``fixed_params``) and adds none,
+    and a sweep whose trials have all finished gets none.
     """
+    from optuna.trial import TrialState
+
     nets = _networks(settings)
-    if len(nets) < 2:
+    trials = study.get_trials(deepcopy=False)
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    if len(nets) < 2 or finished >= int(settings["tuning"]["trials"]):  # nothing to add to a finished sweep
         return []
-    queued = {t.system_attrs.get("fixed_params", {}).get("network") for t in study.get_trials(deepcopy=False)}
+    queued = {t.system_attrs.get("fixed_params", {}).get("network") for t in trials}
     added = [net for net in nets[:int(settings["tuning"]["trials"])] if net not in queued]
     for net in added:
         study.enqueue_trial({"network": net})
