@@ -489,6 +489,12 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     assert -1 <= cls["matthews_corrcoef"] <= 1
     assert {"ece_before", "ece_after", "temperature", "at_bound", "fit"} <= set(metrics["calibration"])
     assert metrics["calibration"]["fit"]["n"] == len(fitted["calibration"]["draws"])
+    # The test set's NLL before and after, recomputed from the model's logits and temperature.
+    from popdl.calibration import negative_log_likelihood
+
+    logits = model.raw_outputs(test["images"], test["distances"], test["stats"])["scenario"]
+    for key, t in (("nll_before", 1.0), ("nll_after", model.temperature)):
+        assert metrics["calibration"][key] == pytest.approx(negative_log_likelihood(logits, test["labels"], t))
     reg = metrics["regression"]
     assert set(reg) == set(model.param_names)
     assert 0 <= reg["N1"]["coverage"] <= 1 and "r2" in reg["N1"] and "rmse" in reg["N1"]

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from popdl.calibration import reliability
+from popdl.calibration import negative_log_likelihood, reliability
 from popdl.dataset import Dataset
 from popdl.interpret import interpret
 from popdl.io import atomic_path, provenance, write_json
@@ -236,7 +236,11 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out:
         metrics["classification"] = cls
         held_out = {k: v for k, v in (model.bundle.get("calibration") or {}).items() if k != "draws"}
         metrics["calibration"] = {"temperature": model.temperature, "ece_before": cal_before["ece"],
-                                  "ece_after": cal_after["ece"], "curve_before": cal_before["curve"],
+                                  "ece_after": cal_after["ece"],
+                                  # The proper score beside the binned ECE: mean negative log-likelihood.
+                                  "nll_before": negative_log_likelihood(pred.logits, test["labels"]),
+                                  "nll_after": negative_log_likelihood(pred.logits, test["labels"], model.temperature),
+                                  "curve_before": cal_before["curve"],
                                   "curve_after": cal_after["curve"], "bins": bins,
                                   "at_bound": bool(held_out.get("at_bound", False)), "fit": held_out}
         if held_out.get("at_bound"):
