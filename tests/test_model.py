@@ -213,6 +213,30 @@ def test_preprocessor_log_scale_round_trip(tiny_dataset):
     np.testing.assert_array_equal(again.params(params), z)
 
 
+def test_preprocessor_fit_is_exact_below_its_memory_cap_and_samples_rows_above_it(tiny_dataset, monkeypatch):
+    """Means and standard deviations come from every row, shard by shard; the skewness and the 1 %
+    quantile behind each ε come from every row below FIT_SAMPLE_VALUES, from every k-th row above."""
+    import popdl.preprocess as pp
+    from popdl.dataset import Dataset
+
+    ds = Dataset(tiny_dataset)
+    assert len(ds.manifest["splits"]["train"]["shards"]) > 1  # the accumulation crosses shards
+    train = ds.load("train", ("stats",))["stats"].astype(np.float64)
+    finite = np.where(np.isfinite(train), train, np.nan)
+    full = pp.Preprocessor.fit(ds)
+    np.testing.assert_allclose(full.stat_mean, np.nan_to_num(np.nanmean(finite, 0)), rtol=1e-12, atol=1e-12)
+    sd = np.nan_to_num(np.nanstd(finite, 0))
+    np.testing.assert_allclose(full.stat_std, np.where(sd > 1e-12, sd, 1.0), rtol=1e-9)
+    assert full.stat_log_offset == [pp._log_offset(train[:, j]) for j in range(train.shape[1])]
+    # A cap of 3 rows' values: every ceil(n / 3)-th row gives the ε; the moments stay those of every row.
+    monkeypatch.setattr(pp, "FIT_SAMPLE_VALUES", 3 * train.shape[1])
+    capped = pp.Preprocessor.fit(ds)
+    stride = -(-len(train) // 3)
+    assert capped.stat_mean == full.stat_mean and capped.stat_std == full.stat_std
+    assert capped.stat_log_offset == [pp._log_offset(train[::stride, j]) for j in range(train.shape[1])]
+    assert capped.stat_log_offset != full.stat_log_offset
+
+
 def test_skewed_non_negative_statistics_get_a_log_scale_for_stat_scale_log(tiny_dataset, tmp_path):
     import keras
 

@@ -34,7 +34,9 @@ Statistics are standardised as they are. For a statistic whose training
 values are all non-negative and right-skewed (skewness above
 :data:`LOG_SKEW`: segregating sites, π, θ_W, d_xy, SFS bins when the priors
 span orders of magnitude of θ), the preprocessor also records ε, the 1 %
-quantile of its positive training values, and the mean and standard
+quantile of its positive training values (skewness and quantile taken on a
+systematic sample of at most :data:`FIT_SAMPLE_VALUES` values, every row
+below that), and the mean and standard
 deviation of ``log10(x + ε)``: a network built with the hyper-parameter
 ``stat_scale: log`` takes those statistics on that scale
 (:class:`popdl.models.LogStatistics`, a fixed first layer). A random forest
@@ -56,7 +58,7 @@ import numpy as np
 if TYPE_CHECKING:
     from popdl.dataset import Dataset
 
-__all__ = ["Preprocessor", "BOUND_EPS", "LOG_SKEW", "parameter_bounds"]
+__all__ = ["Preprocessor", "BOUND_EPS", "LOG_SKEW", "FIT_SAMPLE_VALUES", "parameter_bounds"]
 
 #: Positions within a parameter's bounds are clipped to [BOUND_EPS, 1 − BOUND_EPS]
 #: before the logit (a value at a bound would map to infinity).
@@ -64,6 +66,12 @@ BOUND_EPS = 1e-4
 
 #: A non-negative statistic whose training skewness exceeds this gets a log10(x + ε) scale.
 LOG_SKEW = 1.0
+
+#: At most this many statistic values (rows x statistics, float32: 64 MB) are held while
+#: fitting, for each statistic's skewness and 1 % quantile; a training set above it gives
+#: them from every k-th row (k the smallest that fits).  Means and standard deviations are
+#: accumulated shard by shard over every row, whatever the size.
+FIT_SAMPLE_VALUES = 1 << 24
 
 
 def parameter_bounds(prior: dict, values: np.ndarray) -> list[float] | None:
@@ -113,26 +121,39 @@ class Preprocessor:
 
     @classmethod
     def fit(cls, dataset: Dataset, splits=("train",)) -> Preprocessor:
-        """Fit on ``splits`` of ``dataset``, read one shard at a time; the statistics
-        of the splits are held in memory (8 bytes a value) for each one's skewness
-        and quantile."""
+        """Fit on ``splits`` of ``dataset``, read one shard at a time (twice for the
+        statistics: their log scale needs ε first); memory is bounded by
+        :data:`FIT_SAMPLE_VALUES` whatever the number of examples."""
         m = dataset.manifest
         priors = m.get("priors", {})
         names = m["param_names"]
         n_stats = len(m["stat_names"])
+        total = sum(dataset.size(split) for split in splits)
+        stride = max(1, -(-total * n_stats // FIT_SAMPLE_VALUES))  # keep every stride-th row
         pmin = np.full(len(names), np.inf)
-        raw, raw_stats = [], []
+        raw, sample = [], []
+        moments, row = _Moments(n_stats), 0
         for split in splits:
             for shard in dataset.shards(split, ("stats", "params")):
-                raw_stats.append(np.asarray(shard["stats"], dtype=np.float64))
+                stats = shard["stats"]
+                moments.add(stats)
+                sample.append(np.array(stats[(-row) % stride::stride], dtype=np.float32))
+                row += len(stats)
                 p = np.asarray(shard["params"], dtype=np.float64)
                 pmin = np.fmin(pmin, np.nanmin(np.where(np.isnan(p), np.inf, p), axis=0))
                 raw.append(p)
-        stats = np.concatenate(raw_stats) if raw_stats else np.zeros((0, n_stats))
-        offsets = [_log_offset(stats[:, j]) for j in range(n_stats)]
-        mean, std = _moments(stats)
-        log_mean, log_std = _moments(_log_stats(stats, offsets))
+        sample = np.concatenate(sample) if sample else np.zeros((0, n_stats), np.float32)
+        offsets = [_log_offset(sample[:, j].astype(np.float64)) for j in range(n_stats)]
+        del sample
+        mean, std = moments.result()
         logged = np.array([o is not None for o in offsets], dtype=bool)
+        log_moments = _Moments(int(logged.sum()))
+        if logged.any():
+            for split in splits:
+                for shard in dataset.shards(split, ("stats",)):
+                    log_moments.add(_log_stats(shard["stats"][:, logged], [o for o in offsets if o is not None]))
+        log_mean, log_std = np.full(n_stats, np.nan), np.full(n_stats, np.nan)
+        log_mean[logged], log_std[logged] = log_moments.result()
         params = np.concatenate(raw) if raw else np.zeros((0, len(names)))
         log_scale, bounds = [], []
         for j, name in enumerate(names):
@@ -243,14 +264,35 @@ def _log_offset(values: np.ndarray) -> float | None:
     return float(np.quantile(v[v > 0], 0.01))
 
 
-def _moments(stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column mean and standard deviation of the finite values (std 1 where constant)."""
-    ok = np.isfinite(stats)
-    ns = ok.sum(0)
-    s = np.where(ok, stats, 0.0)
-    mean = s.sum(0) / np.maximum(ns, 1)
-    std = np.sqrt(np.maximum((s**2).sum(0) / np.maximum(ns, 1) - mean**2, 0.0))
-    return mean, np.where(std > 1e-12, std, 1.0)
+class _Moments:
+    """Per column mean and standard deviation of the finite values, added a block of
+    rows at a time (Chan et al.'s pairwise update: exact whatever the order of
+    magnitude of the mean); std 1 where constant."""
+
+    def __init__(self, columns: int):
+        self.n = np.zeros(columns)
+        self.mean = np.zeros(columns)
+        self.m2 = np.zeros(columns)
+
+    def add(self, block) -> None:
+        x = np.asarray(block, dtype=np.float64)
+        ok = np.isfinite(x)
+        nb = ok.sum(0).astype(np.float64)
+        if not nb.any():
+            return
+        xb = np.where(ok, x, 0.0)
+        mb = xb.sum(0) / np.maximum(nb, 1)
+        m2b = (np.where(ok, x - mb, 0.0) ** 2).sum(0)
+        n = self.n + nb
+        delta = mb - self.mean
+        share = np.divide(nb, n, out=np.zeros_like(n), where=n > 0)
+        self.m2 = self.m2 + m2b + delta**2 * self.n * share
+        self.mean = self.mean + delta * share
+        self.n = n
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        std = np.sqrt(np.maximum(self.m2 / np.maximum(self.n, 1), 0.0))
+        return self.mean.copy(), np.where(std > 1e-12, std, 1.0)
 
 
 def _log_stats(stats: np.ndarray, offsets: list) -> np.ndarray:
