@@ -45,8 +45,12 @@ run: install
 dry-run: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake -n $(if $(CONFIG),--configfile $(CONFIG)) $(SNAKEMAKE_ARGS)
 
+# The tests run in TEST_WORKERS processes (pytest-xdist), each taking whole test files
+# (a file's fixtures, and its TensorFlow start, are then made once): many tests wait on
+# subprocesses, SLURM and PostgreSQL, so two workers on two cores overlap those waits.
+TEST_WORKERS ?= 2
 test: install system-deps
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 lint: install
 	$(BIN)/ruff check scripts tests benchmarks
