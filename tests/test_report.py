@@ -109,6 +109,9 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     # The evaluation opens with who won each task: scenario accuracy, then every parameter's R².
     for task in ("scenario", "N1", "T_split", "f_sc"):
         assert f'id="won-{task}"' in html, task
+    # Calibration: ECE and the test set's NLL, before and after the temperature.
+    assert re.search(r"after temperature scaling \(T = .*?\); mean negative log-likelihood \S+ before and \S+ after",
+                     html), html[html.find("Calibration on the test set"):][:600]
 
 
 def test_report_section_without_inputs_says_so(tmp_path):

@@ -345,12 +345,11 @@ def _evaluation_section(rep: Report, results: Path) -> dict | None:
     if cal:
         fit = cal.get("fit") or {}
         body += (f"<p>Calibration on the test set: expected calibration error {_fmt(cal.get('ece_before'))} before and "
-                 f"{_fmt(cal.get('ece_after'))} after temperature scaling"
-                 + (f" (mean negative log-likelihood {_fmt(cal['nll_before'])} and {_fmt(cal['nll_after'])})"
-                    if cal.get("nll_before") is not None else "")
-                 + f" (T = {_fmt(cal.get('temperature'))}"
+                 f"{_fmt(cal.get('ece_after'))} after temperature scaling (T = {_fmt(cal.get('temperature'))}"
                  + (f", fitted on {fit['n']} validation simulations the final model did not train on: {_esc(fit.get('reason', ''))}"
                     if fit.get("n") else "") + ")"
+                 + (f"; mean negative log-likelihood {_fmt(cal['nll_before'])} before and {_fmt(cal['nll_after'])} after"
+                    if cal.get("nll_before") is not None else "")
                  + (f"; <b>the fitted temperature ({_fmt(fit.get('fitted'))}) hit its bound</b>" if cal.get("at_bound") else "")
                  + ".</p>")
     figs = [rep.img((ev / f).read_bytes(), f) for f in ("confusion_matrix.png", "calibration.png") if (ev / f).is_file()]
