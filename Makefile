@@ -48,7 +48,7 @@ dry-run: install
 # The tests run in TEST_WORKERS processes (pytest-xdist), each taking whole test files
 # (a file's fixtures, and its TensorFlow start, are then made once): many tests wait on
 # subprocesses, SLURM and PostgreSQL, so two workers on two cores overlap those waits.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: install system-deps
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 

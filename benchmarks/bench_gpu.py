@@ -185,7 +185,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trials-each", type=int, default=2, help="trials per process in the trials/min comparison")
     ap.add_argument("--trial-epochs", type=int, default=2, help="epochs of each of those trials")
     ap.add_argument("--trial-networks", help="networks of the trials/min comparison (default: --networks)")
-    ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 fit")
+    ap.add_argument("--bf16-networks", help="networks whose bf16 fit is timed, comma-separated (default: every "
+                    "measured network; 'none' skips the bf16 fits)")
     ap.add_argument("--gpus", type=int, help="GPUs granted (default: 1 when CUDA_VISIBLE_DEVICES lists one)")
     ap.add_argument("--backend", default="auto", choices=["auto", "tensorflow", "jax", "torch"])
     ap.add_argument("--allow-cpu-fallback", action="store_true", help="measure on the CPU when no GPU is usable")
@@ -215,6 +216,8 @@ def main(argv=None) -> int:
     # The default network of the targets first: a run cut short still has its figures.
     networks = args.networks.split(",") if args.networks else sorted(NETWORKS, key=lambda n: (n != "cnn2d", n))
     trial_networks = args.trial_networks.split(",") if args.trial_networks else networks
+    bf16_networks = (networks if args.bf16_networks is None
+                     else [] if args.bf16_networks == "none" else args.bf16_networks.split(","))
     rows, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
         folder = args.dataset or make_dataset(Path(tmp) / "dataset", per_scenario=args.per_scenario, snps=128)
@@ -232,7 +235,7 @@ def main(argv=None) -> int:
                                        epochs=args.epochs)
             row["in_memory"] = fit_rate(*build(dataset, prep, streaming=False, mixed=False, **common), n=n,
                                         epochs=args.epochs)
-            if not args.no_bf16:
+            if network in bf16_networks:
                 row["bf16"] = fit_rate(*build(dataset, prep, streaming=True, mixed=True, **common), n=n,
                                        epochs=args.epochs)
             row["step_ms"] = {k: 1e3 * args.batch / row[k] for k in ("loader", "streamed", "in_memory", "bf16")
@@ -265,7 +268,8 @@ def main(argv=None) -> int:
     print(f"{device.line()}")
     w = max(len(r["network"]) for r in rows) if rows else 7
     head = f"{'network':<{w}} {'loader/s':>10} {'streamed/s':>11} {'memory/s':>10} {'str/mem':>8}"
-    head += f" {'bf16/s':>10} {'bf16/fp32':>9}" if not args.no_bf16 else ""
+    any_bf16 = any("bf16" in r for r in rows)
+    head += f" {'bf16/s':>10} {'bf16/fp32':>9}" if any_bf16 else ""
     head += f" {'trials/min 1':>12} {'k=' + str(args.k):>8} {'ratio':>6}" if args.k else ""
     print(head)
     for r in rows:
@@ -273,6 +277,8 @@ def main(argv=None) -> int:
                 f"{r['streamed'] / r['in_memory']:>8.3f}")
         if "bf16" in r:
             line += f" {r['bf16']:>10,.0f} {r['bf16'] / r['streamed']:>9.3f}"
+        elif any_bf16:
+            line += f" {'-':>10} {'-':>9}"
         if "trials_per_min" in r:
             t = r["trials_per_min"]
             line += f" {t['1']:>12.2f} {t[str(args.k)]:>8.2f} {t['ratio']:>6.2f}"

@@ -83,7 +83,7 @@ def site_profile(folder: Path) -> Path:
         "default-resources": resources,
         "slurm-status-command": "squeue",
         "slurm-init-seconds-before-status-checks": STATUS_DELAY,
-        "jobs": 6,
+        "jobs": 12,
     }, sort_keys=False))
     return folder
 
@@ -141,6 +141,8 @@ def test_tiny_workflow_runs_through_slurm_with_gpu_requests(slurm, tmp_path):
 
     # What Snakemake ran, and where.
     local_rules = set(re.findall(r"^localrule (\w+):", log, re.M))
+    # The workflow's localrules: light steps that would otherwise queue for a node.
+    assert {"select_best", "report"} <= local_rules, local_rules
     remote_rules = Counter(re.findall(r"^rule (\w+):", log, re.M))
     submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", log))
     expected = Counter({rule: n for rule, n in planned.items() if rule not in local_rules})
