@@ -47,10 +47,11 @@ dry-run: install
 
 # The tests run in TEST_WORKERS processes (pytest-xdist), each taking whole test files
 # (a file's fixtures, and its TensorFlow start, are then made once): many tests wait on
-# subprocesses, SLURM and PostgreSQL, so two workers on two cores overlap those waits.
+# subprocesses, SLURM and PostgreSQL, so three workers on two cores overlap those waits.
+# The longest files come first (tests/conftest.py, LONGEST_FILES), in that order.
 TEST_WORKERS ?= 3
 test: install system-deps
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 lint: install
 	$(BIN)/ruff check scripts tests benchmarks

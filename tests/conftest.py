@@ -71,12 +71,52 @@ def tiny(tmp_path) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """The tiny config run through the workflow up to the dataset, with the
-    scenarios' plan tables (once per session)."""
-    work = tmp_path_factory.mktemp("tiny_run")
+def _tiny_run_to_the_dataset(work: Path) -> None:
     cfg = write_config(work, tiny_config())
     plans = [f"results/{TINY['run']}/plan/{s}.tsv" for s in TINY["scenarios"]]
     snakemake(work, f"results/{TINY['run']}/dataset/manifest.json", *plans, configfile=cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """The tiny config run through the workflow up to the dataset, with the
+    scenarios' plan tables (once per session).
+
+    Under pytest-xdist the first worker to need it runs the workflow once, in
+    the folder the workers share, and every worker gets its own copy of the
+    whole work folder (Snakemake's records and the files' times included, so
+    that Snakemake finds it complete): tests write into theirs."""
+    work = tmp_path_factory.mktemp("tiny_run")
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        _tiny_run_to_the_dataset(work)
+    else:
+        import fcntl
+        import shutil
+
+        shared = tmp_path_factory.getbasetemp().parent  # this session's, common to its workers
+        built = shared / "tiny_run_shared"
+        with open(shared / "tiny_run_shared.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (built / "complete").exists():
+                shutil.rmtree(built, ignore_errors=True)
+                built.mkdir()
+                _tiny_run_to_the_dataset(built)
+                (built / "complete").touch()
+        shutil.rmtree(work)
+        shutil.copytree(built, work, copy_function=shutil.copy2, symlinks=True,
+                        ignore=shutil.ignore_patterns("complete", "locks"))
     return work / "results" / TINY["run"] / "dataset"
+
+
+#: Test files that take longest, longest first (``pytest --durations=0``, summed per file, on
+#: two cores): ``make test`` runs files whole in pytest-xdist workers (``--dist loadfile``,
+#: ``--no-loadscope-reorder``), which take them in collection order, so these start first and
+#: the short files fill the end. The SLURM test leads: it mostly waits on the cluster.
+LONGEST_FILES = ["test_slurm.py", "test_benchmarks.py", "test_model.py", "test_report.py", "test_real_data.py",
+                 "test_workflow_data.py", "test_bad_data.py", "test_envs.py", "test_sweeps.py",
+                 "test_fastsimcoal2.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: in-file order kept
