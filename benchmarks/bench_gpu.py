@@ -218,6 +218,11 @@ def main(argv=None) -> int:
     trial_networks = args.trial_networks.split(",") if args.trial_networks else networks
     bf16_networks = (networks if args.bf16_networks is None
                      else [] if args.bf16_networks == "none" else args.bf16_networks.split(","))
+    for option, chosen in (("--trial-networks", trial_networks), ("--bf16-networks", bf16_networks)):
+        if set(chosen) - set(networks):  # else silently never measured
+            print(f"bench_gpu: {option} names {', '.join(sorted(set(chosen) - set(networks)))}, not among the "
+                  f"measured networks ({', '.join(networks)})", file=sys.stderr)
+            return 2
     rows, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
         folder = args.dataset or make_dataset(Path(tmp) / "dataset", per_scenario=args.per_scenario, snps=128)
