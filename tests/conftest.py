@@ -51,15 +51,27 @@ def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True,
-              timeout: int = 1800) -> subprocess.CompletedProcess:
-    """Run the real Snakemake on the workflow, in ``workdir``; returns the completed process."""
+              timeout: int = 1800, only_envs: bool = False) -> subprocess.CompletedProcess:
+    """Run the real Snakemake on the workflow, in ``workdir``; returns the completed process.
+
+    ``only_envs``: each popdl job may import only the packages of its rule's conda env
+    (:mod:`only_envs`; the commands that ran so are logged in ``workdir``)."""
     cmd = [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "2"]
     cmd += list(args)
     if configfile is not None:  # last: --configfile takes several values
         cmd += ["--configfile", str(configfile)]
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if only_envs:
+        from only_envs import environment
+
+        env.update(environment(workdir))
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
+        if only_envs:
+            from only_envs import refusals
+
+            if refusals(workdir):
+                raise AssertionError("a rule needs a package its conda env lacks:\n" + "\n".join(refusals(workdir)))
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
 
@@ -74,13 +86,14 @@ def tiny(tmp_path) -> Path:
 def _tiny_run_to_the_dataset(work: Path) -> None:
     cfg = write_config(work, tiny_config())
     plans = [f"results/{TINY['run']}/plan/{s}.tsv" for s in TINY["scenarios"]]
-    snakemake(work, f"results/{TINY['run']}/dataset/manifest.json", *plans, configfile=cfg)
+    snakemake(work, f"results/{TINY['run']}/dataset/manifest.json", *plans, configfile=cfg, only_envs=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """The tiny config run through the workflow up to the dataset, with the
-    scenarios' plan tables (once per session).
+    scenarios' plan tables (once per session), each job importing only its
+    rule's conda env (``tests/only_envs.py``).
 
     Under pytest-xdist the first worker to need it runs the workflow once, in
     the folder the workers share, and every worker gets its own copy of the
@@ -103,9 +116,17 @@ def tiny_dataset(tmp_path_factory) -> Path:
                 _tiny_run_to_the_dataset(built)
                 (built / "complete").touch()
         shutil.rmtree(work)
-        shutil.copytree(built, work, copy_function=shutil.copy2, symlinks=True,
-                        ignore=shutil.ignore_patterns("complete", "locks"))
+        copy_work(built, work)
     return work / "results" / TINY["run"] / "dataset"
+
+
+def copy_work(source: Path, target: Path) -> None:
+    """A copy of a Snakemake work folder in which Snakemake finds the same jobs done: its
+    records and the files' times come along (not its locks)."""
+    import shutil
+
+    shutil.copytree(source, target, copy_function=shutil.copy2, symlinks=True,
+                    ignore=shutil.ignore_patterns("complete", "locks"), dirs_exist_ok=True)
 
 
 #: Test files that take longest, longest first (``pytest --durations=0``, summed per file, on
@@ -113,7 +134,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 #: ``--no-loadscope-reorder``), which take them in collection order, so these start first and
 #: the short files fill the end. The SLURM test leads: it mostly waits on the cluster.
 LONGEST_FILES = ["test_slurm.py", "test_benchmarks.py", "test_model.py", "test_report.py", "test_real_data.py",
-                 "test_workflow_data.py", "test_bad_data.py", "test_envs.py", "test_sweeps.py",
+                 "test_workflow_data.py", "test_bad_data.py", "test_sweeps.py",
                  "test_fastsimcoal2.py"]
 
 

@@ -64,7 +64,8 @@ def write_observed(folder: Path, config: dict, *, seed: int = 11) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
-    """The tiny run through report.html; the simulations are reused from ``tiny_dataset``."""
+    """The tiny run through report.html; the simulations are reused from ``tiny_dataset``.
+    Each job may import only its rule's conda env (``tests/only_envs.py``)."""
     work = tmp_path_factory.mktemp("report_run")
     config = tiny_config(**EXTRA)
     write_observed(work, config)
@@ -74,7 +75,7 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     dst.mkdir(parents=True)
     for part in ("plan", "sims", "features", "dataset", "benchmarks"):
         shutil.copytree(src / part, dst / part, copy_function=shutil.copy2)
-    snakemake(work, f"results/{TINY['run']}/report.html", "--rerun-triggers", "mtime", configfile=cfg)
+    snakemake(work, f"results/{TINY['run']}/report.html", "--rerun-triggers", "mtime", configfile=cfg, only_envs=True)
     return dst
 
 
@@ -84,6 +85,19 @@ def test_hostile_file_names_go_through_predict_and_scan_unexecuted(tiny_run):
     assert (tiny_run / "predict" / "obs" / "predictions.json").exists()
     assert (tiny_run / "scan" / "obs.tsv").exists() and (tiny_run / "scan" / "obs.json").exists()
     assert not (work / "PWNED").exists() and not (REPO / "PWNED").exists()
+
+
+@pytest.mark.slow
+def test_each_rule_ran_with_only_its_env(tiny_dataset, tiny_run):
+    """Every popdl command of the rules ran, in the session's tiny run (the data rules) or in
+    this module's (the rest), able to import only its rule's conda env: an env that lacks a
+    package its rule imports fails the run that needs it (the fixture names the package)."""
+    from only_envs import commands_by_env, commands_run
+
+    ran = {**commands_run(tiny_dataset.parents[2]), **commands_run(tiny_run.parents[1])}
+    table = commands_by_env()
+    assert set(ran) == set(table), f"never ran restricted: {sorted(set(table) - set(ran))}"
+    assert all(ran[command] == table[command]["env"] for command in ran), ran
 
 
 @pytest.mark.slow
@@ -285,15 +299,20 @@ def test_reformatted_default_config_gives_the_same_jobs(tmp_path):
 
 
 @pytest.mark.slow
-def test_new_data_start_a_new_study(tmp_path):
+def test_new_data_start_a_new_study(tiny_dataset, tmp_path):
     """After a complete run, more simulations rerun the dataset and the sweep
     with unchanged tuning settings: the tune job runs the configured number of
     new trials, and best.json names the new study and one of its trials."""
+    from conftest import copy_work
+
     work = tmp_path
+    copy_work(tiny_dataset.parents[2], work)  # the session's simulations: this config's data sections
     run = work / "results" / TINY["run"]
     config = tiny_config(**EXTRA)
     target = f"results/{TINY['run']}/tuning/best.json"
-    snakemake(work, target, configfile=write_config(work, config))
+    path = write_config(work, config, name="config-extra.yaml")
+    assert _rules_to_run(work, target, path) == {"tune", "select_best"}
+    snakemake(work, target, configfile=path)
     old = json.loads((run / "tuning" / "best.json").read_text())
     config["simulations"]["per_scenario"] += config["simulations"]["chunk"]
     path = write_config(work, config, name="config-more-draws.yaml")
