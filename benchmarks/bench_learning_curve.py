@@ -23,7 +23,7 @@ difference (network - ABC-RF).
 
     python benchmarks/bench_learning_curve.py --budgets 1000,3000,10000 [--trials 8] [--work DIR]
 
-A tiny run (the tests): ``--budgets 27,45 --trials 1 --max-epochs 2 --snps 32 --ensemble 4``.
+A tiny run (the tests): ``--budgets 27,45 --trials 1 --max-epochs 2 --snps 32 --ensemble 1``.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def test_many_loci_benchmark_times_every_layout():
 
 def test_learning_curve_benchmark_prints_both_methods_per_budget(tmp_path):
     out = _bench("bench_learning_curve.py", "--budgets", "27,45", "--trials", "1", "--max-epochs", "2",
-                 "--snps", "32", "--ensemble", "4", "--work", str(tmp_path), "--json", str(tmp_path / "curve.json"))
+                 "--snps", "32", "--ensemble", "1", "--work", str(tmp_path), "--json", str(tmp_path / "curve.json"))
     assert "common test set: 15 simulations" in out, out
     table = out[out.index("network vs ABC-RF"):].splitlines()
     assert table[1].startswith("draws/scenario | accuracy net | ABC-RF | diff | R² N1 net / ABC-RF / diff")

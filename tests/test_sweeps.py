@@ -28,7 +28,7 @@ LENGTH = 1_000_000  # bp of a training window
 RATE = 1.0e-8
 
 
-def sweep_config(per_scenario: int = 500) -> dict:
+def sweep_config(per_scenario: int = 250) -> dict:
     """Neutral / linked / sweep in one population: windows of LENGTH bp, images of 64 SNPs."""
     return {
         "run": "sweeptest",
