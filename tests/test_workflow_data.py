@@ -65,11 +65,11 @@ def per_draw(run: Path) -> dict:
 
 def test_chunk_size_does_not_change_any_draw(tiny_dataset, tmp_path):
     config = tiny_config()
-    config["simulations"]["chunk"] = 7  # 40 draws: 6 chunks instead of 2
+    config["simulations"]["chunk"] = 13  # 40 draws: 4 chunks, the last of 1 draw, instead of 2 of 20
     cfg = write_config(tmp_path, config)
     snakemake(tmp_path, MANIFEST, configfile=cfg)
     run = tmp_path / "results" / TINY["run"]
-    assert len(list((run / "sims" / "isolation").glob("*.npz"))) == 6
+    assert len(list((run / "sims" / "isolation").glob("*.npz"))) == 4
     a, b = per_draw(tiny_dataset.parent), per_draw(run)
     assert a.keys() == b.keys() and len(a) == 3 * TINY["simulations"]["per_scenario"]
     for key in a:
