@@ -70,8 +70,9 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: 
         if only_envs:
             from only_envs import refusals
 
-            if refusals(workdir):
-                raise AssertionError("a rule needs a package its conda env lacks:\n" + "\n".join(refusals(workdir)))
+            refused = refusals(workdir)
+            if refused:
+                raise AssertionError("a rule needs a package its conda env lacks:\n" + "\n".join(refused))
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
 

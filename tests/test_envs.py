@@ -83,3 +83,23 @@ def test_every_popdl_command_of_the_rules_has_an_env_and_imports_its_own_package
     assert "msprime" in table["simulate"]["modules"] and "numpy" in table["simulate"]["modules"]
     assert "keras" in table["train"]["modules"] and "optuna" in table["tune"]["modules"]
     assert "keras" not in table["simulate"]["modules"]  # the restriction has teeth
+
+
+def test_the_restriction_refuses_a_package_outside_the_env_and_logs_the_command(tmp_path):
+    """The mechanism the shared runs rely on: a command whose env (here a made-up one) lacks a
+    package it imports fails with the env named, and the command is logged as restricted."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from only_envs import commands_run, environment
+
+    env = dict(os.environ, **environment(tmp_path))
+    table = json.loads(Path(env["POPDL_ENV_TABLE"]).read_text())
+    table["check"] = {"env": "envs/made_up.yaml", "modules": ["yaml"]}  # the config check needs jsonschema too
+    Path(env["POPDL_ENV_TABLE"]).write_text(json.dumps(table))
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(REPO / "config" / "config.yaml")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "(not in envs/made_up.yaml)" in proc.stderr, proc.stderr[-2000:]
+    assert commands_run(tmp_path) == {"check": "envs/made_up.yaml"}
