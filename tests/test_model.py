@@ -800,7 +800,7 @@ def test_killed_worker_resumes_with_the_killed_trial_failed(tiny_dataset, tmp_pa
 
     # Long enough trials (many epochs, no early stopping) to kill one mid-way.
     config = tiny_config(network="cnn1d", tuning={
-        "workers": 1, "trials": 2, "max_epochs": 12, "patience": 0, "pruner": "none", "startup_trials": 1,
+        "workers": 1, "trials": 2, "max_epochs": 20, "patience": 0, "pruner": "none", "startup_trials": 1,
         "search_space": FAST_SPACE})
     path = write_config(tmp_path, config)
     settings = stage_config(load_config(path), "tune")
