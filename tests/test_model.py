@@ -891,37 +891,3 @@ def test_workflow_dry_run_has_one_tune_job_per_worker(tmp_path):
     assert counts.get("tune") == "3"
     for rule in ("select_best", "train", "evaluate"):
         assert counts.get(rule) == "1", proc.stdout
-
-
-@pytest.mark.slow
-def test_workflow_runs_tiny_config_to_the_evaluation(tiny_dataset):
-    from conftest import snakemake
-
-    # The session's tiny run already has its dataset; a config that differs only
-    # in the model sections must run tune and what follows, never the data stages.
-    work = tiny_dataset.parents[2]
-    # One tune worker: test_slurm.py runs the workflow's two, test_two_worker_processes_* two by hand.
-    config = tiny_config(network="mlp", tuning={"workers": 1, "trials": 2, "max_epochs": 2, "patience": 0,
-                                                "search_space": FAST_SPACE})
-    path = write_config(work, config, name="config-model.yaml")
-    target = "results/tiny/evaluation/metrics.json"
-    plan = snakemake(work, target, "-n", "--quiet", "rules", configfile=path).stdout
-    for rule in ("plan", "simulate", "features", "dataset"):
-        assert f"\n{rule} " not in plan, plan
-    assert "tune" in plan and "evaluate" in plan
-    snakemake(work, target, configfile=path)
-    run = work / "results" / "tiny"
-    metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
-    assert metrics["n_test"] == 24 and "classification" in metrics and "regression" in metrics
-    assert (run / "tuning" / "best.json").exists() and (run / "tuning" / "trials.csv").exists()
-    assert len(list((run / "tuning").glob("worker-*.json"))) == 1
-    assert (run / "model" / "model.keras").exists()
-    # Nothing left to do; a new search space reruns tune and what follows only.
-    assert "Nothing to be done" in snakemake(work, target, "-n", configfile=path).stdout + \
-        snakemake(work, target, "-n", configfile=path).stderr
-    config["tuning"]["search_space"] = {**FAST_SPACE, "dropout": 0.2}
-    write_config(work, config, name="config-model.yaml")
-    plan = snakemake(work, target, "-n", "--quiet", "rules", configfile=path).stdout
-    assert "tune" in plan and "select_best" in plan
-    for rule in ("plan", "simulate", "features", "dataset"):
-        assert f"\n{rule} " not in plan, plan

@@ -62,21 +62,49 @@ def write_observed(folder: Path, config: dict, *, seed: int = 11) -> None:
     (folder / POPMAP_NAME).write_text("".join(f"{n}\t{n.rsplit('_', 1)[0]}\n" for n in names))
 
 
+#: The data stages: a config that differs from the session's tiny run only in the model
+#: sections (and the observed data) must never rerun them.
+DATA_RULES = {"plan", "simulate", "features", "dataset"}
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
-    """The tiny run through report.html; the simulations are reused from ``tiny_dataset``.
-    Each job may import only its rule's conda env (``tests/only_envs.py``)."""
+    """The tiny run through report.html, in a copy of the session's tiny run to the dataset
+    (Snakemake's records included: :func:`conftest.copy_work`).  Each job may import only its
+    rule's conda env (``tests/only_envs.py``).  The rules the dry run planned first are kept
+    in ``rules-planned.txt`` of the work folder."""
+    from conftest import copy_work
+
     work = tmp_path_factory.mktemp("report_run")
+    copy_work(tiny_dataset.parents[2], work)
     config = tiny_config(**EXTRA)
     write_observed(work, config)
     cfg = write_config(work, config)
-    src = tiny_dataset.parent
-    dst = work / "results" / TINY["run"]
-    dst.mkdir(parents=True)
-    for part in ("plan", "sims", "features", "dataset", "benchmarks"):
-        shutil.copytree(src / part, dst / part, copy_function=shutil.copy2)
-    snakemake(work, f"results/{TINY['run']}/report.html", "--rerun-triggers", "mtime", configfile=cfg, only_envs=True)
-    return dst
+    target = f"results/{TINY['run']}/report.html"
+    (work / "rules-planned.txt").write_text("\n".join(sorted(_rules_to_run(work, target, cfg))))
+    snakemake(work, target, configfile=cfg, only_envs=True)
+    return work / "results" / TINY["run"]
+
+
+@pytest.mark.slow
+def test_model_sections_run_from_tune_and_never_the_data_stages(tiny_run):
+    """The report run's config differs from the session's tiny run in the model sections:
+    tune and what follows ran, with one tune worker, and the data stages did not; a new
+    search space then reruns the sweep and what follows, and still none of them."""
+    work = tiny_run.parents[1]
+    planned = set((work / "rules-planned.txt").read_text().split())
+    assert {"tune", "select_best", "train", "evaluate", "abc", "predict", "report"} <= planned, planned
+    assert not planned & DATA_RULES, planned
+    metrics = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
+    assert metrics["n_test"] == 24 and "classification" in metrics and "regression" in metrics
+    assert (tiny_run / "tuning" / "best.json").exists() and (tiny_run / "tuning" / "trials.csv").exists()
+    assert len(list((tiny_run / "tuning").glob("worker-*.json"))) == EXTRA["tuning"]["workers"] == 1
+    assert (tiny_run / "model" / "model.keras").exists()
+    config = tiny_config(**EXTRA)
+    config["tuning"]["search_space"] = {**config["tuning"]["search_space"], "dropout": 0.2}
+    planned = _rules_to_run(work, f"results/{TINY['run']}/report.html",
+                            write_config(work, config, name="config-space.yaml"))
+    assert {"tune", "select_best", "train", "evaluate"} <= planned and not planned & DATA_RULES, planned
 
 
 @pytest.mark.slow
@@ -299,20 +327,17 @@ def test_reformatted_default_config_gives_the_same_jobs(tmp_path):
 
 
 @pytest.mark.slow
-def test_new_data_start_a_new_study(tiny_dataset, tmp_path):
+def test_new_data_start_a_new_study(tiny_run, tmp_path):
     """After a complete run, more simulations rerun the dataset and the sweep
     with unchanged tuning settings: the tune job runs the configured number of
     new trials, and best.json names the new study and one of its trials."""
     from conftest import copy_work
 
     work = tmp_path
-    copy_work(tiny_dataset.parents[2], work)  # the session's simulations: this config's data sections
+    copy_work(tiny_run.parents[1], work)  # the report run, complete
     run = work / "results" / TINY["run"]
     config = tiny_config(**EXTRA)
     target = f"results/{TINY['run']}/tuning/best.json"
-    path = write_config(work, config, name="config-extra.yaml")
-    assert _rules_to_run(work, target, path) == {"tune", "select_best"}
-    snakemake(work, target, configfile=path)
     old = json.loads((run / "tuning" / "best.json").read_text())
     config["simulations"]["per_scenario"] += config["simulations"]["chunk"]
     path = write_config(work, config, name="config-more-draws.yaml")
