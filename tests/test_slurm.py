@@ -128,9 +128,11 @@ def rule_of(comment: str) -> str:
 def test_tiny_workflow_runs_through_slurm_with_gpu_requests(slurm, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    # One chunk per scenario: each SLURM job also starts a Snakemake of its own (6-8 s of CPU here).
+    # Two scenarios, one chunk each: each SLURM job also starts two Snakemakes of its own (about
+    # 5 s of CPU here), and the plan, simulate and features jobs of a third add nothing.
     simulations = {**TINY["simulations"], "chunk": TINY["simulations"]["per_scenario"]}
-    config = write_config(work, tiny_config(**SMALL_MODEL, simulations=simulations))
+    scenarios = {name: TINY["scenarios"][name] for name in ("isolation_migration", "secondary_contact")}
+    config = write_config(work, tiny_config(**SMALL_MODEL, simulations=simulations, scenarios=scenarios))
     site = site_profile(tmp_path / "site")
 
     started = time.perf_counter()
@@ -139,7 +141,7 @@ def test_tiny_workflow_runs_through_slurm_with_gpu_requests(slurm, tmp_path):
     log = run.stdout + run.stderr
     assert run.returncode == 0, f"snakemake via SLURM failed:\n{log[-8000:]}"
     planned = job_stats(log)  # the plan Snakemake printed before running
-    assert planned["simulate"] == planned["features"] == len(TINY["scenarios"]), planned
+    assert planned["plan"] == planned["simulate"] == planned["features"] == len(scenarios), planned
 
     # What Snakemake ran, and where.
     local_rules = set(re.findall(r"^localrule (\w+):", log, re.M))
