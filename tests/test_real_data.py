@@ -549,37 +549,39 @@ TINY_RUN = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("example", ["rad_unphased", "rad_chromosomes"])
-def test_rad_examples_run_end_to_end(tmp_path, example):
+def test_rad_examples_run_end_to_end(tmp_path):
     """The shipped RAD examples through the workflow at a tiny size: unphased calls, taxon
     labels, trailing spaces, extra samples and patchy missingness all taken as they come.
-    rad_unphased runs to the report; rad_chromosomes, whose data differ in layout only
-    (pseudo-chromosomes cut into loci), to its predictions."""
+    rad_unphased runs to the report, with rad_chromosomes' data set (the same calls on
+    pseudo-chromosomes, cut into loci: ``loci: windows``) as a second data set to predict on;
+    rad_chromosomes differs from it only in that data set and its SFS projection, and
+    its own config is checked by its dry run (test_workflow_dryrun.py)."""
     from conftest import snakemake
 
-    config = yaml.safe_load((REPO / "config" / "examples" / f"{example}.yaml").read_text())
+    config = yaml.safe_load((REPO / "config" / "examples" / "rad_unphased.yaml").read_text())
+    chromosomes = yaml.safe_load((REPO / "config" / "examples" / "rad_chromosomes.yaml").read_text())
     for key, value in TINY_RUN.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     config["genome"]["loci"] = 60  # fewer loci than the data: the check says so, the run goes on
     for scenario in config["scenarios"].values():
         scenario["graph"] = str(REPO / scenario["graph"])
+    config["predict"]["data"] += chromosomes["predict"]["data"]
     for entry in config["predict"]["data"]:
         entry["vcf"], entry["popmap"] = str(REPO / entry["vcf"]), str(REPO / entry["popmap"])
+    assert [entry.get("loci") for entry in config["predict"]["data"]] == ["contigs", "windows"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     run = tmp_path / "results" / config["run"]
-    name = config["predict"]["data"][0]["name"]
-    report = example == "rad_unphased"
-    target = "report.html" if report else f"predict/{name}/predictions.json"
-    snakemake(tmp_path, f"results/{config['run']}/{target}", configfile=tmp_path / "config.yaml")
-    pred = json.loads((run / "predict" / name / "predictions.json").read_text())
-    observed = pred["observed"]
-    assert observed["phasing"] == "unphased" and observed["trained_phased"] is False
-    counts = observed["counts"]
-    assert counts["trimmed_names"] == 8 and counts["not_in_popmap"] == 1 and counts["not_in_data"] == 2
-    assert len(observed["individuals"]) == 17 and len(observed["loci"]) > 300
-    assert "reliability" in pred and set(pred["network"]["probabilities"]) == set(config["scenarios"])
-    csv = __import__("pandas").read_csv(run / "predict" / name / "predictions.csv")
-    assert {"reliable", "note", "scenarios"} <= set(csv.columns)
-    if report:
-        html = (run / "report.html").read_text()
-        assert html.index('<section id="answer">') < html.index('<section id="config">')
+    snakemake(tmp_path, f"results/{config['run']}/report.html", configfile=tmp_path / "config.yaml")
+    for entry in config["predict"]["data"]:
+        name = entry["name"]
+        pred = json.loads((run / "predict" / name / "predictions.json").read_text())
+        observed = pred["observed"]
+        assert observed["phasing"] == "unphased" and observed["trained_phased"] is False, name
+        counts = observed["counts"]
+        assert counts["trimmed_names"] == 8 and counts["not_in_popmap"] == 1 and counts["not_in_data"] == 2, name
+        assert len(observed["individuals"]) == 17 and len(observed["loci"]) > 300, (name, len(observed["loci"]))
+        assert "reliability" in pred and set(pred["network"]["probabilities"]) == set(config["scenarios"])
+        csv = __import__("pandas").read_csv(run / "predict" / name / "predictions.csv")
+        assert {"reliable", "note", "scenarios"} <= set(csv.columns)
+    html = (run / "report.html").read_text()
+    assert html.index('<section id="answer">') < html.index('<section id="config">')
