@@ -227,8 +227,8 @@ def test_dosage_image_encodes_minor_allele_dosage():
 UNPHASED_CALLS = [["0/1", "0/0", "1/1", "0/1"], ["1/0", "0/1", "0/0", "0/0"], ["0/0", "1/1", "0/1", "1/0"]]
 
 
-def _unphased_files(tmp_path, *, phased_calls: bool = False):
-    calls = [[c.replace("/", "|") for c in row] for row in UNPHASED_CALLS] if phased_calls else UNPHASED_CALLS
+def _unphased_files(tmp_path, *, phased_calls: bool = False, calls=UNPHASED_CALLS):
+    calls = [[c.replace("/", "|") for c in row] for row in calls] if phased_calls else calls
     lines = [HEADER + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"])]
     for i, row in enumerate(calls):
         lines.append("\t".join(["chr1", str(10 * (i + 1)), ".", "A", "G", ".", "PASS", ".", "GT", *row]))
@@ -284,6 +284,20 @@ def test_an_unphased_model_takes_phased_data_with_a_note(tmp_path):
                       entry["popmap"], "--name", "obs")
     assert check.returncode == 0 and "obs: phased, 0 of 6 heterozygous calls without phase; the config is unphased" \
         in check.stdout, check.stdout
+
+
+def test_homozygous_calls_alone_have_no_phase_to_read_and_say_so(tmp_path):
+    """A Stacks-style VCF ('/' everywhere) whose kept individuals carry no heterozygous call:
+    a phased model takes it (there is no phase to lose), and check-data says why."""
+    homozygous = [[{"0/1": "1/1", "1/0": "0/0"}.get(c, c) for c in row] for row in UNPHASED_CALLS]
+    entry = _unphased_files(tmp_path, calls=homozygous)
+    data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.counts["unphased_heterozygous"] == data.counts["phased_heterozygous"] == 0
+    cfg = config_file(tmp_path, data=[entry])
+    check = run_popdl("check-data", "--configfile", cfg, "--vcf", entry["vcf"], "--popmap", entry["popmap"], "--name", "obs")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "obs: no heterozygous call among the individuals kept, so no phase to read (taken as phased); the config " \
+        "is phased" in check.stdout, check.stdout
 
 
 # ------------------------------------------------------------------------------------ VCFs written by tskit

@@ -135,9 +135,10 @@ def cmd_check_data(args) -> int:
     het = c.get("phased_heterozygous", 0) + c.get("unphased_heterozygous", 0)
     trained = "phased" if settings["features"].get("phased", True) else "unphased"
     refused = trained == "phased" and data.phasing != "phased" and not popt["allow_unphased"]
-    print(f"{entry['name']}: {data.phasing}, {c.get('unphased_heterozygous', 0)} of {het} heterozygous calls without "
-          f"phase; the config is {trained}" + ("; ERROR, a phased model refuses these data: set features.phased: false"
-                                               if refused else ""))
+    calls = (f"{data.phasing}, {c.get('unphased_heterozygous', 0)} of {het} heterozygous calls without phase" if het
+             else "no heterozygous call among the individuals kept, so no phase to read (taken as phased)")
+    print(f"{entry['name']}: {calls}; the config is {trained}"
+          + ("; ERROR, a phased model refuses these data: set features.phased: false" if refused else ""))
     per_locus = np.bincount(data.locus, minlength=len(data.loci))
     configured = int(genome["loci"])
     found = len(data.loci)
