@@ -389,6 +389,52 @@ def test_check_data_reports_loci_against_the_config(tmp_path):
         in proc.stdout, proc.stdout
 
 
+def _aligned_rad_files(tmp_path):
+    """RAD tags aligned to two scaffolds: 3 SNPs within 120 bp per tag, four tags 3 kb apart from
+    250 and one at 1,180 (each straddling an edge of a 300 bp window grid), then on scaffold 2 a
+    dense stretch of SNPs every 100 bp over 1 kb (one cluster longer than a locus)."""
+    lines = [HEADER.replace("##contig=<ID=chr1,length=1000>\n", "") + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"])]
+    calls = ["0/1", "0/0", "1/1", "0/1"]
+    sites = [("scaf1", start + d) for start in range(250, 12_000, 3_000) for d in (0, 60, 120)]
+    sites += [("scaf2", 1_180 + d) for d in (0, 60, 120)] + [("scaf2", 50_000 + 100 * k) for k in range(11)]
+    for chrom, pos in sites:
+        lines.append("\t".join([chrom, str(pos), ".", "A", "G", ".", "PASS", ".", "GT", *calls]))
+        calls = calls[1:] + calls[:1]
+    (tmp_path / "aligned.vcf").write_text("\n".join(lines) + "\n")
+    (tmp_path / "popmap.tsv").write_text(POPMAP)
+    return {"name": "aligned", "vcf": str(tmp_path / "aligned.vcf"), "popmap": str(tmp_path / "popmap.tsv")}
+
+
+def test_cluster_loci_give_one_locus_per_aligned_tag(tmp_path):
+    entry = _aligned_rad_files(tmp_path)
+    read = dict(samples=SAMPLES, seed=1, phased=False, locus_length=300)
+    contigs = read_observed(entry, **read)
+    windows = read_observed(dict(entry, loci="windows"), **read)
+    clusters = read_observed(dict(entry, loci="clusters"), **read)
+    assert np.array_equal(clusters.genotypes, contigs.genotypes) and clusters.counts["contigs"] == 2
+    # Five tags: one locus each (the grid of windows cuts each in two); the 1 kb dense stretch:
+    # pieces of at most 300 bp from its first SNP.
+    assert clusters.loci[:5] == [f"scaf1:{s}-{s + 120}" for s in range(250, 12_000, 3_000)] + ["scaf2:1180-1300"]
+    assert clusters.loci[5:] == ["scaf2:50000-50200", "scaf2:50300-50500", "scaf2:50600-50800", "scaf2:50900-51000"]
+    assert np.bincount(clusters.locus).tolist() == [3] * 8 + [2]
+    assert len(windows.loci) == 2 * 5 + 4
+    # Each locus keeps its SNPs' distances, centred in a locus of genome.length.
+    assert clusters.positions.min() > 0 and clusters.positions.max() < 300
+    assert clusters.positions[:3].tolist() == [90.0, 150.0, 210.0]
+    for k in range(len(clusters.loci)):
+        here = clusters.positions[clusters.locus == k]
+        assert np.allclose(np.diff(here), np.diff(contigs.positions[clusters.locus == k]))
+        assert here.min() + here.max() == pytest.approx(300)
+    from popdl.predict import position_check
+
+    assert position_check(contigs, 300)["flagged"] and not position_check(clusters, 300)["flagged"]
+    # The config's genome.length is 1 kb: the stretch is then a piece of 10 SNPs and one of 1.
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
+                     entry["popmap"], "--loci", "clusters")
+    assert "aligned: 7 loci (clusters) with a SNP, against genome.loci 1" in proc.stdout, proc.stdout + proc.stderr
+    assert "range 1-10" in proc.stdout
+
+
 # ------------------------------------------------------------------------------------ guards on every prediction
 def test_reliability_names_each_input_outside_the_simulations():
     from popdl.predict import reliability

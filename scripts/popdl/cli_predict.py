@@ -23,8 +23,10 @@ def _data_arguments(p, *, required: bool) -> None:
     p.add_argument("--length", type=float, help="sequenced length in bp for per-bp statistics")
     p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
                    help="the popmap's population labels -> the simulated populations, e.g. nuttalli=pop1 pugetensis=pop2")
-    p.add_argument("--loci", choices=["contigs", "windows"],
-                   help="a VCF's loci: each contig (default), or windows of genome.length bp along each contig")
+    p.add_argument("--loci", choices=["contigs", "windows", "clusters"],
+                   help="a VCF's loci: each contig (default); windows of genome.length bp along each contig; or "
+                        "clusters, a new locus wherever two SNPs lie more than genome.length apart (RAD/GBS reads "
+                        "aligned to a reference)")
 
 
 def add_commands(sub) -> None:

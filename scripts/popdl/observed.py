@@ -56,6 +56,7 @@ __all__ = [
     "Observed",
     "LOCI",
     "window_loci",
+    "cluster_loci",
     "available_individuals",
     "missingness_profile",
     "read_popmap",
@@ -75,7 +76,7 @@ _MISSING_CHARS = set("NRYSWKMBDHV?")  # unknown or ambiguous (unphased) base
 _GAP_CHARS = set("-.")
 _FASTA_SUFFIX = re.compile(r"^(?P<sample>.+?)[._-](?:[12ab]|[AB])$")
 #: How the SNPs of a VCF group into loci (a data set's ``loci``).
-LOCI = ("contigs", "windows")
+LOCI = ("contigs", "windows", "clusters")
 
 
 @dataclass
@@ -862,6 +863,45 @@ def window_loci(data: Observed, length: float) -> Observed:
                     loci=names, length=data.length, counts=counts)
 
 
+def cluster_loci(data: Observed, length: float) -> Observed:
+    """``data`` with each contig cut into clusters of SNPs of at most ``length`` bp (``genome.length``).
+
+    A new locus starts wherever two consecutive SNPs of a contig lie more than
+    ``length`` bp apart, and a cluster spanning more than that is cut into
+    consecutive pieces of ``length`` bp from its first SNP.  RAD or GBS reads
+    aligned to a reference genome (Stacks ``ref_map``, ipyrad's reference
+    assembly, GATK on GBS reads) thus give one locus per restriction-site tag,
+    where windows on a fixed grid would cut a tag in two whenever it straddles
+    a window's edge.  Each locus is named ``contig:first-last`` (its first and
+    last SNPs, 1-based); the VCF does not say where the tag itself starts, so
+    its SNPs are centred in a locus of ``length`` bp, their distances kept.
+    """
+    length = float(length)
+    contig = np.asarray(data.locus, dtype=np.int64)
+    pos = np.asarray(data.positions, dtype=np.float64)
+    counts = dict(data.counts, contigs=len(data.loci))
+    if pos.size == 0:
+        return Observed(name=data.name, genotypes=data.genotypes, positions=pos, locus=contig.astype(np.int32),
+                        populations=data.populations, individuals=data.individuals, loci=[], length=data.length,
+                        counts=counts)
+    starts = np.ones(pos.size, dtype=bool)
+    starts[1:] = (contig[1:] != contig[:-1]) | (np.diff(pos) > length)
+    cluster = np.cumsum(starts) - 1
+    piece = np.floor((pos - pos[starts][cluster]) / length).astype(np.int64)
+    key = cluster * (int(piece.max()) + 1) + piece
+    uniq, locus = np.unique(key, return_inverse=True)  # sorted: by contig and position, as the SNPs are
+    first = np.full(uniq.size, np.inf)
+    last = np.full(uniq.size, -np.inf)
+    np.minimum.at(first, locus, pos)
+    np.maximum.at(last, locus, pos)
+    offset = (length - (last - first)) / 2.0  # > 0: a piece spans less than length
+    first_snp = np.flatnonzero(np.r_[True, np.diff(locus) != 0])
+    names = [f"{data.loci[int(contig[i])]}:{int(first[k])}-{int(last[k])}" for k, i in enumerate(first_snp)]
+    return Observed(name=data.name, genotypes=data.genotypes, positions=pos - first[locus] + offset[locus],
+                    locus=locus.astype(np.int32), populations=data.populations, individuals=data.individuals,
+                    loci=names, length=data.length, counts=counts)
+
+
 def available_individuals(entry: dict, *, samples: dict[str, int], base_dir: str | Path | None = None) -> dict[str, int]:
     """Individuals of each simulated population in a VCF data set ``entry``, after the
     name and population matching of :func:`choose_individuals` (nothing subsampled);
@@ -959,7 +999,9 @@ def read_observed(
     ``loci`` (the entry's): ``contigs`` (default), each contig of a VCF is a
     locus (a RAD or GBS catalogue: Stacks, ipyrad); ``windows``, contigs are
     cut into loci of ``locus_length`` bp (``genome.length``;
-    :func:`window_loci`).
+    :func:`window_loci`); ``clusters``, contigs are cut wherever two SNPs lie
+    more than ``locus_length`` bp apart (reads aligned to a reference genome;
+    :func:`cluster_loci`).
 
     ``populations`` (the entry's): the popmap's labels -> simulated
     populations; ``strict``: samples absent from the popmap or from the data,
@@ -997,10 +1039,10 @@ def read_observed(
         loci = entry.get("loci") or "contigs"
         if loci not in LOCI:
             raise DataError(f"data set {name!r}: loci is {loci!r}; valid: {', '.join(LOCI)}")
-        if loci == "windows":
+        if loci in ("windows", "clusters"):
             if not locus_length:
-                raise DataError(f"data set {name!r}: loci: windows needs the simulated locus length (genome.length)")
-            data = window_loci(data, locus_length)
+                raise DataError(f"data set {name!r}: loci: {loci} needs the simulated locus length (genome.length)")
+            data = (window_loci if loci == "windows" else cluster_loci)(data, locus_length)
     else:
         fasta = entry["fasta"]
         fasta = [fasta] if isinstance(fasta, str) else list(fasta)
