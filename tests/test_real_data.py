@@ -346,17 +346,22 @@ def test_htslib_warnings_are_counted_in_one_line(tmp_path, caplog):
 
 
 # ------------------------------------------------------------------------------------ loci
+def _sites_files(tmp_path, name: str, sites, calls) -> dict:
+    """A VCF of ``sites`` ((contig, position) in order), the four samples' ``calls`` rotating by
+    one sample per site, and its popmap: the data set entry."""
+    lines = [HEADER.replace("##contig=<ID=chr1,length=1000>\n", "") + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"])]
+    for chrom, pos in sites:
+        lines.append("\t".join([chrom, str(pos), ".", "A", "G", ".", "PASS", ".", "GT", *calls]))
+        calls = calls[1:] + calls[:1]
+    (tmp_path / f"{name}.vcf").write_text("\n".join(lines) + "\n")
+    (tmp_path / "popmap.tsv").write_text(POPMAP)
+    return {"name": name, "vcf": str(tmp_path / f"{name}.vcf"), "popmap": str(tmp_path / "popmap.tsv")}
+
+
 def _chromosome_files(tmp_path):
     """Two pseudo-chromosomes of 5 kb with SNPs every 250 bp."""
-    lines = [HEADER.replace("##contig=<ID=chr1,length=1000>\n", "") + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"])]
-    calls = ["0|1", "0|0", "1|1", "0|1"]
-    for chrom in ("scaf1", "scaf2"):
-        for pos in range(100, 5000, 250):
-            lines.append("\t".join([chrom, str(pos), ".", "A", "G", ".", "PASS", ".", "GT", *calls]))
-            calls = calls[1:] + calls[:1]
-    (tmp_path / "chr.vcf").write_text("\n".join(lines) + "\n")
-    (tmp_path / "popmap.tsv").write_text(POPMAP)
-    return {"name": "chr", "vcf": str(tmp_path / "chr.vcf"), "popmap": str(tmp_path / "popmap.tsv")}
+    sites = [(chrom, pos) for chrom in ("scaf1", "scaf2") for pos in range(100, 5000, 250)]
+    return _sites_files(tmp_path, "chr", sites, ["0|1", "0|0", "1|1", "0|1"])
 
 
 def test_window_loci_cut_pseudo_chromosomes_into_loci_of_the_simulated_length(tmp_path):
@@ -393,16 +398,9 @@ def _aligned_rad_files(tmp_path):
     """RAD tags aligned to two scaffolds: 3 SNPs within 120 bp per tag, four tags 3 kb apart from
     250 and one at 1,180 (each straddling an edge of a 300 bp window grid), then on scaffold 2 a
     dense stretch of SNPs every 100 bp over 1 kb (one cluster longer than a locus)."""
-    lines = [HEADER.replace("##contig=<ID=chr1,length=1000>\n", "") + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"])]
-    calls = ["0/1", "0/0", "1/1", "0/1"]
     sites = [("scaf1", start + d) for start in range(250, 12_000, 3_000) for d in (0, 60, 120)]
     sites += [("scaf2", 1_180 + d) for d in (0, 60, 120)] + [("scaf2", 50_000 + 100 * k) for k in range(11)]
-    for chrom, pos in sites:
-        lines.append("\t".join([chrom, str(pos), ".", "A", "G", ".", "PASS", ".", "GT", *calls]))
-        calls = calls[1:] + calls[:1]
-    (tmp_path / "aligned.vcf").write_text("\n".join(lines) + "\n")
-    (tmp_path / "popmap.tsv").write_text(POPMAP)
-    return {"name": "aligned", "vcf": str(tmp_path / "aligned.vcf"), "popmap": str(tmp_path / "popmap.tsv")}
+    return _sites_files(tmp_path, "aligned", sites, ["0/1", "0/0", "1/1", "0/1"])
 
 
 def test_cluster_loci_give_one_locus_per_aligned_tag(tmp_path):
