@@ -291,6 +291,10 @@ DATA_CASES = [
      r"1 sample\(s\) missing from the popmap: pop1_07"),
     ("popmap-fewer-than-simulated", _popmap(POPMAP.replace("pop2_09\tpop2", "pop2_09\tpop1").replace("pop2_10\tpop2", "pop2_10\tpop1")),
      r"population 'pop2' has 8 individual\(s\) but 10 were simulated"),
+    # Sample names from another source (run accessions for the VCF's plate wells): no name in common.
+    ("popmap-names-from-elsewhere", _popmap(POPMAP.replace("pop1_", "SRR0").replace("pop2_", "SRR1")),
+     r"none of its 21 samples is in the popmap \(21 samples\): the names differ \(e\.g\. 'pop1_01' in the data, "
+     r"'SRR001' in the popmap\)"),
 ]
 
 

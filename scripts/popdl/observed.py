@@ -214,6 +214,9 @@ def choose_individuals(
                  source, n_trimmed, len(present))
     popmap = {name.strip(): label.strip() for name, label in popmap.items()}
     missing_from_popmap = [s for s in trimmed if s not in popmap]
+    if trimmed and popmap and len(missing_from_popmap) == len(trimmed):  # no name in common: an example of each
+        raise DataError(f"{source}: none of its {len(trimmed)} samples is in the popmap ({len(popmap)} samples): the "
+                        f"names differ (e.g. {trimmed[0]!r} in the data, {next(iter(popmap))!r} in the popmap)")
     if missing_from_popmap and strict:
         raise DataError(f"{source}: {len(missing_from_popmap)} sample(s) missing from the popmap: {_few(missing_from_popmap)}")
     present_set = set(trimmed)
