@@ -433,6 +433,29 @@ def test_cluster_loci_give_one_locus_per_aligned_tag(tmp_path):
     assert "range 1-10" in proc.stdout
 
 
+def test_every_way_of_cutting_loci_is_offered_by_the_cli_and_the_config_schema(tmp_path):
+    """The ways ``read_observed`` cuts a VCF into loci (``LOCI``), the choices of ``--loci`` and the
+    config schema's enums list the same ones, and a config using the newest validates."""
+    import argparse
+
+    from popdl.cli import build_parser
+    from popdl.config import load_config
+    from popdl.observed import LOCI
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command in ("check-data", "predict"):
+        loci = next(a for a in sub.choices[command]._actions if a.dest == "loci")
+        assert tuple(loci.choices) == LOCI, command
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    predict = schema["properties"]["predict"]["properties"]
+    assert tuple(predict["data"]["items"]["properties"]["loci"]["enum"]) == LOCI
+    assert tuple(predict["defaults"]["properties"]["loci"]["enum"]) == (*LOCI, None)
+    entry = dict(_aligned_rad_files(tmp_path), loci="clusters")
+    path = config_file(tmp_path, data=[entry], defaults={"loci": "clusters"})
+    config = load_config(path)
+    assert config["predict"]["data"][0]["loci"] == config["predict"]["defaults"]["loci"] == "clusters"
+
+
 # ------------------------------------------------------------------------------------ guards on every prediction
 def test_reliability_names_each_input_outside_the_simulations():
     from popdl.predict import reliability

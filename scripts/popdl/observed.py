@@ -43,7 +43,7 @@ import re
 import sys
 import tempfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -860,10 +860,8 @@ def window_loci(data: Observed, length: float) -> Observed:
     for k in uniq:
         c, w = divmod(int(k), int(window.max(initial=0)) + 1)
         names.append(f"{data.loci[c]}:{int(w * length) + 1}-{int((w + 1) * length)}")
-    counts = dict(data.counts, contigs=len(data.loci))
-    return Observed(name=data.name, genotypes=data.genotypes, positions=start0 - window * length,
-                    locus=locus.astype(np.int32), populations=data.populations, individuals=data.individuals,
-                    loci=names, length=data.length, counts=counts)
+    return replace(data, positions=start0 - window * length, locus=locus.astype(np.int32), loci=names,
+                   counts=dict(data.counts, contigs=len(data.loci)))
 
 
 def cluster_loci(data: Observed, length: float) -> Observed:
@@ -884,9 +882,7 @@ def cluster_loci(data: Observed, length: float) -> Observed:
     pos = np.asarray(data.positions, dtype=np.float64)
     counts = dict(data.counts, contigs=len(data.loci))
     if pos.size == 0:
-        return Observed(name=data.name, genotypes=data.genotypes, positions=pos, locus=contig.astype(np.int32),
-                        populations=data.populations, individuals=data.individuals, loci=[], length=data.length,
-                        counts=counts)
+        return replace(data, loci=[], counts=counts)
     starts = np.ones(pos.size, dtype=bool)
     starts[1:] = (contig[1:] != contig[:-1]) | (np.diff(pos) > length)
     cluster = np.cumsum(starts) - 1
@@ -900,9 +896,8 @@ def cluster_loci(data: Observed, length: float) -> Observed:
     offset = (length - (last - first)) / 2.0  # > 0: a piece spans less than length
     first_snp = np.flatnonzero(np.r_[True, np.diff(locus) != 0])
     names = [f"{data.loci[int(contig[i])]}:{int(first[k])}-{int(last[k])}" for k, i in enumerate(first_snp)]
-    return Observed(name=data.name, genotypes=data.genotypes, positions=pos - first[locus] + offset[locus],
-                    locus=locus.astype(np.int32), populations=data.populations, individuals=data.individuals,
-                    loci=names, length=data.length, counts=counts)
+    return replace(data, positions=pos - first[locus] + offset[locus], locus=locus.astype(np.int32), loci=names,
+                   counts=counts)
 
 
 def available_individuals(entry: dict, *, samples: dict[str, int], base_dir: str | Path | None = None) -> dict[str, int]:
