@@ -5,7 +5,9 @@ Like a GBS/RAD data set as a user brings it, not as popdl would write it:
 * many short loci, one contig per locus (``rad.vcf.gz``, a Stacks/ipyrad-style
   catalogue), and the same loci mapped onto four pseudo-chromosomes with
   gaps between them (``rad_chrom.vcf.gz``, for ``loci: windows``);
-* unphased genotype calls (``0/1``, the alleles in sorted order);
+* unphased genotype calls (``0/1``, the alleles in sorted order); missing
+  calls written ``.`` in ``rad.vcf.gz``, as FreeBayes (and so dDocent)
+  writes them, and ``./.`` in ``rad_chrom.vcf.gz``;
 * heterogeneous missingness: each individual its own rate (two of them
   above 40 %), whole loci dropped per individual (allele dropout);
 * population labels that are not the scenario's deme names (``nuttalli``,
@@ -78,8 +80,10 @@ def sample_names(rng: np.random.Generator) -> tuple[list[str], list[str]]:
     return names, labels
 
 
-def vcf_text(loci: list, masks: list, names: list[str], *, contigs: list[tuple[str, int]], where, rng) -> str:
-    """An unphased VCF of ``loci``: ``where(i)`` gives locus i's contig and first base (1-based)."""
+def vcf_text(loci: list, masks: list, names: list[str], *, contigs: list[tuple[str, int]], where, rng,
+             missing: str = "./.") -> str:
+    """An unphased VCF of ``loci``: ``where(i)`` gives locus i's contig and first base (1-based);
+    ``missing``, how a missing call is written."""
     header = ["##fileformat=VCFv4.2", "##source=popdl scripts/make_rad_example.py"]
     header += [f"##contig=<ID={c},length={n}>" for c, n in contigs]
     header.append('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">')
@@ -92,7 +96,7 @@ def vcf_text(loci: list, masks: list, names: list[str], *, contigs: list[tuple[s
             calls = []
             for k in range(len(names)):
                 a, b = sorted((int(row[2 * k]), int(row[2 * k + 1])))
-                calls.append("./." if dropped[k] else f"{a}/{b}")
+                calls.append(missing if dropped[k] else f"{a}/{b}")
             lines.append("\t".join([contig, str(first + int(p)), ".", str(ref), str(alt), "60", "PASS", ".", "GT", *calls]))
     return "\n".join(lines) + "\n"
 
@@ -125,7 +129,8 @@ def main(argv=None) -> int:
     kept = [i for i, (g, _) in enumerate(loci) if g.shape[0]]
     contigs = [(f"locus{i + 1:04d}", args.length) for i in range(args.loci)]
     text = vcf_text([loci[i] for i in kept], [masks[i] for i in kept], names,
-                    contigs=contigs, where=lambda j: (contigs[kept[j]][0], 1), rng=np.random.default_rng(args.seed + 7))
+                    contigs=contigs, where=lambda j: (contigs[kept[j]][0], 1), rng=np.random.default_rng(args.seed + 7),
+                    missing=".")
     write_gz(out / "rad.vcf.gz", text)
 
     # The same loci along pseudo-chromosomes: each in its own window of --length bp, gaps of 1 to 30 windows.

@@ -73,17 +73,17 @@ def test_a_scan_without_its_own_mapping_takes_the_default_one():
 # ------------------------------------------------------------------------------ a tiny model, through the CLI
 def _pseudo_chromosome(folder, *, windows: int, length: int):
     """A phased VCF of one contig spanning ``windows`` × ``length`` bp, 4 + 4 individuals labelled
-    nuttalli and pugetensis (taxa, not the simulated populations' names)."""
+    nuttalli and pugetensis (taxa, not the simulated populations' names); every tenth record failed a filter."""
     rng = np.random.default_rng(3)
     names = [f"n{k}" for k in range(4)] + [f"p{k}" for k in range(4)]
     positions = np.sort(rng.choice(np.arange(1, windows * length), size=90, replace=False))
     lines = ["##fileformat=VCFv4.2", f"##contig=<ID=chrA,length={windows * length}>",
              '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
              "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *names])]
-    for pos in positions:
+    for k, pos in enumerate(positions):
         h = (rng.random(16) < rng.uniform(0.1, 0.9)).astype(int)
         h[0], h[1] = 0, 1  # polymorphic
-        lines.append("\t".join(["chrA", str(pos), ".", "A", "G", ".", "PASS", ".", "GT",
+        lines.append("\t".join(["chrA", str(pos), ".", "A", "G", ".", "LowQual" if k % 10 == 9 else "PASS", ".", "GT",
                                 *[f"{h[2 * i]}|{h[2 * i + 1]}" for i in range(8)]]))
     (folder / "taxa.vcf").write_text("\n".join(lines) + "\n")
     (folder / "taxa.tsv").write_text("".join(f"{n}\t{'nuttalli' if n[0] == 'n' else 'pugetensis'}\n" for n in names))
@@ -129,6 +129,7 @@ def test_predict_with_the_model_alone_reads_data_as_the_model_was_trained_to(mod
     summary = _predict(folder, "stored", vcf, popmap, dataset)
     assert summary["reading"] == {"loci": "windows", "populations": MAPPING}
     assert summary["replicates"] == 3
+    assert (summary["counts"]["snps"], summary["counts"]["filters"]) == (81, {"LowQual": 9})  # keep_filtered: false
     assert len(summary["loci"]) == 3  # the contig cut into windows of genome.length
     assert [i[0] for i in summary["individuals"]] == ["n"] * 4 + ["p"] * 4  # nuttalli -> pop1 (first)
     assert (folder / "stored" / "predictions.json").is_file()
@@ -137,7 +138,8 @@ def test_predict_with_the_model_alone_reads_data_as_the_model_was_trained_to(mod
 def test_flags_override_the_stored_settings(model):
     folder, vcf, popmap, dataset = model
     summary = _predict(folder, "flags", vcf, popmap, dataset, "--loci", "contigs",
-                       "--populations", "nuttalli=pop2", "pugetensis=pop1")
+                       "--populations", "nuttalli=pop2", "pugetensis=pop1", "--keep-filtered")
+    assert (summary["counts"]["snps"], summary["counts"]["filtered"]) == (90, 0)
     assert summary["reading"] == {"loci": "contigs", "populations": {"nuttalli": "pop2", "pugetensis": "pop1"}}
     assert len(summary["loci"]) == 1  # the contig is one locus
     assert [i[0] for i in summary["individuals"]] == ["p"] * 4 + ["n"] * 4  # pugetensis -> pop1 (first)

@@ -37,8 +37,8 @@ GOOD_ROWS = [
 
 def vcf_text(rows=GOOD_ROWS, *, names=NAMES, header=HEADER + GT_LINE, fmt="GT") -> str:
     lines = [header + COLUMNS + "".join(f"\t{n}" for n in names)]
-    for chrom, pos, ref, alt, gts in rows:
-        lines.append("\t".join([chrom, str(pos), ".", ref, alt, ".", "PASS", ".", fmt, *gts]))
+    for chrom, pos, ref, alt, gts, *flt in rows:  # a sixth field: the FILTER column (default PASS)
+        lines.append("\t".join([chrom, str(pos), ".", ref, alt, ".", flt[0] if flt else "PASS", ".", fmt, *gts]))
     return "\n".join(lines) + "\n"
 
 
@@ -164,6 +164,43 @@ def test_skipped_sites_and_missing_calls_are_counted(tmp_path):
     assert c["empty_contigs"] == []  # chr2 has no record at all and is not a locus
     assert data.genotypes[3].tolist() == [0, 1, -1, -1, 1, 1, 0, 0]
     assert data.missing_rate == pytest.approx(2 / 32)
+
+
+def test_records_that_failed_a_filter_are_skipped_counted_and_kept_on_request(tmp_path):
+    # GATK VariantFiltration marks records in the FILTER column: PASS or '.' pass; q10 is not declared in the header
+    # (htslib adds it with a warning, as real files lacking a ##FILTER line are read).
+    header = HEADER + '##FILTER=<ID=LowQual,Description="Low quality">\n' + GT_LINE
+    rows = [GOOD_ROWS[0], (*GOOD_ROWS[1], "LowQual"), (*GOOD_ROWS[2], "q10;LowQual"), (*GOOD_ROWS[3], ".")]
+    data = load(tmp_path, vcf=vcf_text(rows, header=header))
+    c = data.counts
+    assert (c["records"], c["snps"], c["filtered"], c["filters"]) == (4, 2, 2, {"LowQual": 2, "q10": 1})
+    assert data.positions.tolist() == [10, 5]
+    kept = load(tmp_path, vcf=vcf_text(rows, header=header), keep_filtered=True)
+    assert (kept.counts["snps"], kept.counts["filtered"], kept.positions.tolist()) == (4, 0, [10, 20, 35, 5])
+    with pytest.raises(DataError, match=r"no usable biallelic SNP among 2 records \(.*2 failing a FILTER \(LowQual 2, "
+                                        r"q10 1\); predict\.keep_filtered \(--keep-filtered\) would use them\)"):
+        load(tmp_path, vcf=vcf_text(rows[1:3], header=header))
+    vcf = write(tmp_path, "f.vcf", vcf_text(rows, header=header))
+    popmap = write(tmp_path, "p.tsv", POPMAP)
+    for flag, shown in (([], "skipped 0 multi-allelic, 0 indel, 0 monomorphic, 2 failing a FILTER (LowQual 2, q10 1);"),
+                        (["--keep-filtered"], "skipped 0 multi-allelic, 0 indel, 0 monomorphic;")):
+        proc = subprocess.run([sys.executable, "-m", "popdl", "check-data", "--configfile", str(_config(tmp_path)),
+                               "--vcf", str(vcf), "--popmap", str(popmap), *flag], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr
+        assert shown in proc.stdout
+
+
+def test_a_lone_dot_is_a_missing_diploid_call(tmp_path):
+    # FreeBayes (and so dDocent's RAD VCFs) writes every missing call as '.', whatever the ploidy.
+    rows = [("chr1", 10, "A", "G", ["0|1", ".", "1|1", "0|1"]),
+            ("chr1", 20, "C", "T", [".", ".", ".", "."]),
+            ("chr1", 30, "G", "A", [".", "0|0", "0|1", "./."])]
+    data = load(tmp_path, vcf=vcf_text(rows))
+    # missing calls of every biallelic record read, the all-missing (monomorphic) one included: 1 + 4 + 2
+    assert (data.counts["snps"], data.counts["monomorphic"], data.counts["missing_calls"]) == (2, 1, 7)
+    assert data.genotypes.tolist() == [[0, 1, -1, -1, 1, 1, 0, 1], [-1, -1, 0, 0, 0, 1, -1, -1]]
+    with pytest.raises(DataError, match=r"chr1:10 has haploid genotype calls"):  # '1' is a haploid call, not missing
+        load(tmp_path, vcf=vcf_text([("chr1", 10, "A", "G", ["0|1", ".", "1", "0|1"])]))
 
 
 def test_gzipped_vcf_and_unphased_when_allowed(tmp_path):

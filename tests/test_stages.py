@@ -87,7 +87,8 @@ def test_stage_slice(config, stage):
     elif stage == "scan":
         assert part["data"] == config["scan"]["data"][0] and part["data"]["vcf"] == SCAN["vcf"]
         assert "data" not in part["scan"]
-        assert set(part["predict"]) == {"subsample", "allow_unphased", "max_missing", "strict_samples", "defaults"}
+        assert set(part["predict"]) == {"subsample", "allow_unphased", "max_missing", "strict_samples", "keep_filtered",
+                                       "defaults"}
         assert part["predict"]["defaults"] == {"populations": {}}  # the one predict.data entry maps nothing
     # Sections of other stages never travel.
     for other in ("tuning", "abc", "evaluate", "scan", "network"):

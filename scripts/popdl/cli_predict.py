@@ -27,6 +27,9 @@ def _data_arguments(p, *, required: bool) -> None:
                    help="a VCF's loci: each contig (default); windows of genome.length bp along each contig; or "
                         "clusters, a new locus wherever two SNPs lie more than genome.length apart (RAD/GBS reads "
                         "aligned to a reference)")
+    p.add_argument("--keep-filtered", action="store_true",
+                   help="use a VCF's records that failed a filter (FILTER neither PASS nor '.'); by default they are "
+                        "skipped (predict.keep_filtered)")
 
 
 def add_commands(sub) -> None:
@@ -93,7 +96,7 @@ def _predict_settings(args, stage="predict") -> dict:
 def cmd_check_data(args) -> int:
     from popdl.errors import DataError
     from popdl.features import observed_features
-    from popdl.observed import available_individuals, missingness_profile, read_observed, with_defaults
+    from popdl.observed import available_individuals, filtered_text, missingness_profile, read_observed, with_defaults
     from popdl.predict import position_check
 
     settings = _predict_settings(args, "observe")
@@ -112,12 +115,14 @@ def cmd_check_data(args) -> int:
     data = read_observed(entry, samples=samples, seed=settings["seed"], subsample=popt["subsample"],
                           allow_unphased=True, max_missing=popt["max_missing"],
                           genome_length=float(genome["loci"]) * float(genome["length"]),
-                          strict=popt.get("strict_samples", False), phased=False, locus_length=float(genome["length"]))
+                          strict=popt.get("strict_samples", False), phased=False, locus_length=float(genome["length"]),
+                          keep_filtered=args.keep_filtered or popt.get("keep_filtered", False))
     feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
     c = data.counts
     print(f"{entry['name']}: {c['snps']} biallelic SNPs on {len(data.loci)} locus/loci from {c['records']} records; "
-          f"skipped {c['multiallelic']} multi-allelic, {c['indels']} indel, {c['monomorphic']} monomorphic; "
+          f"skipped {c['multiallelic']} multi-allelic, {c['indels']} indel, {c['monomorphic']} monomorphic"
+          + (f", {filtered_text(c)}" if c.get("filtered") else "") + "; "
           f"{data.missing_rate:.2%} missing calls; {len(data.individuals)} of {c['individuals_in_file']} individuals kept; "
           f"{feats['images'].shape[0]} image(s) of {feats['images'].shape[1]}x{feats['images'].shape[2]}")
     if c.get("subsampled"):
@@ -155,7 +160,7 @@ def cmd_check_data(args) -> int:
         print(f"{entry['name']}: WARNING, {positions['note']}")
     if args.suggest_config is not None:
         _write_suggestion(args.suggest_config, entry, data, samples=samples, genome=genome, profile=profile,
-                          projection=projection)
+                          projection=projection, keep_filtered=args.keep_filtered)
         return 0
     return 1 if refused else 0
 
@@ -178,7 +183,7 @@ def _sfs_projection(data) -> tuple[dict, str]:
 
 
 def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: dict, profile: dict,
-                      projection: dict) -> None:
+                      projection: dict, keep_filtered: bool = False) -> None:
     """The config fragment that matches ``data``: printed (``-``) or written to the file ``where``."""
     import yaml
 
@@ -194,6 +199,8 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
                      "sfs_projection": {pop: int(m) for pop, m in projection.items()}},
         "predict": {"data": [{k: entry[k] for k in ("name", "vcf", "popmap", "populations", "loci") if k in entry}]},
     }
+    if keep_filtered:
+        fragment["predict"]["keep_filtered"] = True
     text = (f"# popdl check-data --suggest-config: settings matching data set {entry['name']} "
             f"({len(data.individuals)} individuals, {data.counts['snps']} SNPs on {len(data.loci)} loci, "
             f"{data.phasing}); merge them into your config.\n"
@@ -262,6 +269,8 @@ def cmd_predict(args) -> int:
             raise ConfigError("predict needs --vcf FILE or --fasta FILE..., and --popmap FILE (or --observed FILE)")
         settings = _model_settings(args, model)
         check_settings(bundle, settings, folder=model)
+        if args.keep_filtered:
+            settings["predict"]["keep_filtered"] = True
         entry = _entry(args)
         out = Path(args.out) if args.out else Path(f"predict-{entry['name']}")
         if out.exists() and not out.is_dir():

@@ -24,6 +24,9 @@ def add_commands(sub) -> None:
     p.add_argument("--popmap", help="sample -> population table (optional with one simulated population)")
     p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
                    help="the popmap's population labels -> the simulated populations (default: the scan.data entry's)")
+    p.add_argument("--keep-filtered", action="store_true",
+                   help="use a VCF's records that failed a filter (FILTER neither PASS nor '.'); by default they are "
+                        "skipped (predict.keep_filtered)")
     p.add_argument("--step", type=int, help="SNPs between consecutive window centres (default: scan.step)")
     p.add_argument("--target", help="scenario whose probability is scored and plotted (default: scan.target, "
                                     "else 'sweep' if the model has it, else the last scenario)")
@@ -73,6 +76,7 @@ def cmd_scan(args) -> int:
         subsample=popt["subsample"], allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
         populations=_populations(args, settings),
         strict=popt.get("strict_samples", False), phased=settings["features"].get("phased", True),
+        keep_filtered=args.keep_filtered or popt.get("keep_filtered", False),
     )
     model = load_model(model_dir)
     snps = int(settings["features"]["snps"])

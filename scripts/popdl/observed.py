@@ -62,6 +62,7 @@ __all__ = [
     "read_popmap",
     "choose_individuals",
     "read_vcf",
+    "filtered_text",
     "read_fasta",
     "read_observed",
     "DATA_DEFAULT_KEYS",
@@ -295,6 +296,7 @@ def read_vcf(
     populations: dict[str, str] | None = None,
     strict: bool = False,
     phased: bool = True,
+    keep_filtered: bool = False,
 ) -> Observed:
     """Read a (b)gzipped or plain VCF into an :class:`Observed`.
 
@@ -308,7 +310,9 @@ def read_vcf(
     simulated populations (``populations``), by :func:`choose_individuals`
     (``strict``: every sample on both sides, every label simulated).
 
-    Only biallelic SNPs enter; other records are skipped and counted.  Each
+    Only biallelic SNPs enter; other records are skipped and counted, as are
+    records that failed a filter (FILTER neither ``PASS`` nor ``.``: e.g. a
+    GATK VariantFiltration's ``LowQual``) unless ``keep_filtered``.  Each
     contig is a locus.  ``length`` (bp) is the sequenced length for per-bp
     statistics; None takes the span of the contigs' records.
 
@@ -354,7 +358,8 @@ def read_vcf(
         try:
             data = _vcf_records(vcf, path, present=list(vcf.samples), popmap=popmap, samples=samples, seed=seed,
                                 name=name, subsample=subsample, allow_unphased=allow_unphased, length=length,
-                                columns=len(columns), hts=hts, populations=populations, strict=strict, phased=phased)
+                                columns=len(columns), hts=hts, populations=populations, strict=strict, phased=phased,
+                                keep_filtered=keep_filtered)
         finally:
             vcf.close()
     hts.replay(f"VCF {path}")
@@ -366,7 +371,7 @@ def read_vcf(
 
 
 def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsample, allow_unphased, length,
-                 columns: int, hts, populations=None, strict=False, phased=True) -> Observed:
+                 columns: int, hts, populations=None, strict=False, phased=True, keep_filtered=False) -> Observed:
     """The records of an open cyvcf2 reader as an :class:`Observed` (see :func:`read_vcf`)."""
     if not vcf.contains("GT"):
         raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
@@ -380,7 +385,9 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
     subsampled = pool.size > index.size
     matching["snps_lost_to_subsampling"] = 0
     counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "other_variants": 0,
-              "monomorphic": 0, "missing_calls": 0, "unphased_heterozygous": 0, "phased_heterozygous": 0, **matching}
+              "monomorphic": 0, "filtered": 0, "missing_calls": 0, "unphased_heterozygous": 0, "phased_heterozygous": 0,
+              **matching}
+    filters: dict[str, int] = {}  # records skipped, per filter that failed
     blocks, positions, loci_idx = [], [], []
     contigs: list[str] = []
     spans: dict[str, tuple[int, int]] = {}
@@ -416,6 +423,12 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
             raise DataError(f"VCF {path}: {chrom}:{pos} comes after {chrom}:{last[1]}; the records are not sorted (bcftools sort)")
         last = (chrom, pos)
         spans[chrom] = (spans[chrom][0], pos)
+        failed = None if keep_filtered else rec.FILTER  # cyvcf2: None for PASS and '.'
+        if failed:
+            counts["filtered"] += 1
+            for f in str(failed).split(";"):
+                filters[f] = filters.get(f, 0) + 1
+            continue
         try:
             genotypes = rec.genotype
         except Exception:  # cyvcf2: "couldn't get genotypes for variant"
@@ -423,8 +436,18 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         gt = genotypes.array() if genotypes is not None else None
         if gt is None:
             raise DataError(f"VCF {path}: {chrom}:{pos} has no GT value")
-        if gt.shape[1] < 3 or (gt[:, 1] == -2).any():
-            raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
+        # A lone '.' is a missing call written without its ploidy (FreeBayes, and so dDocent, write every
+        # missing call so): htslib reads it as one missing allele, which for diploid data is both.
+        if gt.shape[1] < 3:
+            if (gt[:, 0] >= 0).any():
+                raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
+            gt = np.column_stack([gt[:, 0], gt[:, 0], np.ones(len(gt), dtype=gt.dtype)])  # every call '.'
+        one = gt[:, 1] == -2  # a call of one allele
+        if one.any():
+            if (gt[one, 0] >= 0).any():
+                raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
+            gt = gt.copy()
+            gt[one, 1] = -1
         if gt.shape[1] > 3:
             raise DataError(f"VCF {path}: {chrom}:{pos} has genotype calls of ploidy {gt.shape[1] - 1}; popdl simulates diploids")
         alts = rec.ALT
@@ -473,13 +496,16 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         blocks.append(hap)
         positions.append(float(pos))
         loci_idx.append(len(contigs) - 1)
+    counts["filters"] = dict(sorted(filters.items(), key=lambda kv: (-kv[1], kv[0])))
     if counts["records"] == 0:
         raise DataError(f"VCF {path}: no variant records")
     if not blocks:
         raise DataError(
             f"VCF {path}: no usable biallelic SNP among {counts['records']} records "
             f"({counts['multiallelic']} multi-allelic, {counts['indels']} indels, {counts['monomorphic']} monomorphic, "
-            f"{counts['other_variants']} with ALT equal to REF)"
+            f"{counts['other_variants']} with ALT equal to REF"
+            + (f", {filtered_text(counts)}; predict.keep_filtered (--keep-filtered) would use them)"
+               if counts["filtered"] else ")")
         )
     used = set(loci_idx)
     counts["snps"] = len(blocks)
@@ -501,6 +527,16 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         length=float(length) if length else float(span),
         counts=counts,
     )
+
+
+def filtered_text(counts: dict) -> str:
+    """'N failing a FILTER (LowQual 10, q10 2)': the records a VCF's filters removed, or '' if none."""
+    n = counts.get("filtered", 0)
+    if not n:
+        return ""
+    names = list((counts.get("filters") or {}).items())
+    shown = ", ".join(f"{f} {k}" for f, k in names[:4]) + (f", {len(names) - 4} more" if len(names) > 4 else "")
+    return f"{n} failing a FILTER ({shown})"
 
 
 # ---------------------------------------------------------------------------- VCF: checks before htslib
@@ -991,6 +1027,7 @@ def read_observed(
     strict: bool = False,
     phased: bool = True,
     locus_length: float | None = None,
+    keep_filtered: bool = False,
 ) -> Observed:
     """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, length?, populations?, loci?}) and validate it.
 
@@ -1000,6 +1037,9 @@ def read_observed(
     :func:`window_loci`); ``clusters``, contigs are cut wherever two SNPs lie
     more than ``locus_length`` bp apart (reads aligned to a reference genome;
     :func:`cluster_loci`).
+
+    ``keep_filtered``: a VCF's records that failed a filter are used too
+    (by default they are skipped and counted; :func:`read_vcf`).
 
     ``populations`` (the entry's): the popmap's labels -> simulated
     populations; ``strict``: samples absent from the popmap or from the data,
@@ -1032,7 +1072,7 @@ def read_observed(
         data = read_vcf(
             where(entry["vcf"]), popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample,
             allow_unphased=allow_unphased, length=entry.get("length") or genome_length,
-            populations=entry.get("populations"), strict=strict, phased=phased,
+            populations=entry.get("populations"), strict=strict, phased=phased, keep_filtered=keep_filtered,
         )
         loci = entry.get("loci") or "contigs"
         if loci not in LOCI:
@@ -1056,5 +1096,5 @@ def read_observed(
         )
     log.info("%s: %d SNPs on %d loci, %d individuals, %.2f%% missing; skipped %s", name, data.counts["snps"], len(data.loci),
              len(data.individuals), 100 * rate,
-             {k: data.counts[k] for k in ("multiallelic", "indels", "monomorphic")})
+             {k: data.counts[k] for k in ("multiallelic", "indels", "monomorphic", "filtered") if k in data.counts})
     return data

@@ -82,7 +82,7 @@ def observed_inputs(entry: dict, settings: dict, *, base_dir: str | Path | None 
         allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
         genome_length=float(genome["loci"]) * float(genome["length"]), base_dir=base_dir,
         strict=popt.get("strict_samples", False), phased=settings["features"].get("phased", True),
-        locus_length=float(genome["length"]),
+        locus_length=float(genome["length"]), keep_filtered=popt.get("keep_filtered", False),
     )
     feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])

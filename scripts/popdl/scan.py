@@ -214,12 +214,13 @@ def read_scan_vcf(
     populations: dict[str, str] | None = None,
     strict: bool = False,
     phased: bool = True,
+    keep_filtered: bool = False,
 ) -> Observed:
     """Read and validate a VCF for a scan (see :func:`popdl.observed.read_vcf`).
 
     Without ``popmap`` every sample of the VCF belongs to the simulated
     population, which needs a config with a single population.
-    ``populations``, ``strict`` and ``phased`` as in :func:`popdl.observed.read_vcf`.
+    ``populations``, ``strict``, ``phased`` and ``keep_filtered`` as in :func:`popdl.observed.read_vcf`.
     """
     vcf = Path(vcf)
     name = name or vcf.name.split(".")[0]
@@ -232,7 +233,8 @@ def read_scan_vcf(
             )
         mapping = {s: next(iter(samples)) for s in _vcf_samples(vcf)}
     data = read_vcf(vcf, popmap=mapping, samples=samples, seed=seed, name=name, subsample=subsample,
-                    allow_unphased=allow_unphased, populations=populations, strict=strict, phased=phased)
+                    allow_unphased=allow_unphased, populations=populations, strict=strict, phased=phased,
+                    keep_filtered=keep_filtered)
     rate = data.missing_rate
     data.counts["missing_rate"] = rate
     if rate > max_missing:

@@ -38,7 +38,7 @@ DATA_KEYS = ("seed", "simulator", "fastsimcoal2", "samples", "genome", "scenario
 
 #: How observed data are read (``predict`` options): stored in the model folder
 #: with ``predict.defaults``, so that ``popdl predict --model DIR`` reads new data alike.
-READING_KEYS = ("subsample", "allow_unphased", "strict_samples", "max_missing", "replicates")
+READING_KEYS = ("subsample", "allow_unphased", "strict_samples", "max_missing", "keep_filtered", "replicates")
 
 
 def prior_summary(config: dict) -> dict:
@@ -147,7 +147,7 @@ def _train(config: dict) -> dict:
     So do the defaults of how a data set is read (``predict.defaults``: loci and
     population mapping, :func:`popdl.observed.data_defaults`) and the reading
     options (:data:`READING_KEYS`: subsampling, unphased calls, sample
-    matching, missing calls, SNP subsets), which rerun training only when they
+    matching, missing calls, filtered records, SNP subsets), which rerun training only when they
     change."""
     return {"seed": config["seed"], "task": config["task"], "train": config["train"],
             "run_config": {**{k: config[k] for k in DATA_KEYS},
