@@ -283,7 +283,7 @@ DATA_CASES = [
     ("popmap-empty", _popmap(""), r"popmap .*popmap\.tsv: no samples listed"),
     ("popmap-header-only", _popmap("sample\tpopulation\n"), r"popmap .*popmap\.tsv: no samples listed"),
     ("popmap-comma-separated", _popmap(POPMAP.replace("\t", ",")), r"line 1: expected 2 columns .*found 1 \(comma-separated\?"),
-    ("popmap-space-in-population", _popmap(POPMAP.replace("pop1_03\tpop1", "pop1_03\tpop 1")), r"line 4: expected 2 columns .*found 3"),
+    ("popmap-space-in-population", _popmap(POPMAP.replace("pop1_03\tpop1", "pop1_03 pop 1")), r"line 4: expected 2 columns .*found 3"),
     ("popmap-gzipped", _popmap(gzip.compress(POPMAP.encode())), r"popmap .*: is gzip-compressed"),
     ("popmap-utf16", _popmap(POPMAP.encode("utf-16")), r"popmap .*: is UTF-16 text"),
     ("popmap-duplicate-sample", _popmap(POPMAP + "pop1_01\tpop2\n"), r"sample 'pop1_01' is listed twice"),

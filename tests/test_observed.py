@@ -190,6 +190,14 @@ def test_records_that_failed_a_filter_are_skipped_counted_and_kept_on_request(tm
         assert shown in proc.stdout
 
 
+def test_popmap_fields_keep_their_inner_spaces_between_tabs(tmp_path):
+    text = "sample\tpopulation\nSample 01 \tLake Malawi\nb1\t pop2\t\nb2  pop2\na2 pop1\t\n"
+    assert read_popmap(write(tmp_path, "p.tsv", text)) == {"Sample 01": "Lake Malawi", "b1": "pop2", "b2": "pop2", "a2": "pop1"}
+    names = ["Sample 01", "a2", "b1", "b2"]
+    data = load(tmp_path, vcf=vcf_text(names=names), popmap=text, entry={"populations": {"Lake Malawi": "pop1"}})
+    assert data.individuals == names and data.populations.tolist() == ["pop1"] * 4 + ["pop2"] * 4
+
+
 def test_a_lone_dot_is_a_missing_diploid_call(tmp_path):
     # FreeBayes (and so dDocent's RAD VCFs) writes every missing call as '.', whatever the ploidy.
     rows = [("chr1", 10, "A", "G", ["0|1", ".", "1|1", "0|1"]),

@@ -121,7 +121,13 @@ class Observed:
 
 # ---------------------------------------------------------------------------- popmap
 def read_popmap(path: str | Path) -> dict[str, str]:
-    """Sample -> population, in file order (UTF-8; a byte-order mark is ignored)."""
+    """Sample -> population, in file order (UTF-8; a byte-order mark is ignored).
+
+    A line holds two columns separated by a tab, or by spaces.  A line with one
+    tab between two fields keeps the spaces inside them (a sample ``Sample 01``,
+    a label ``Lake Malawi``, as spreadsheets write them); surrounding spaces are
+    trimmed.  Text after ``#`` is a comment; a first line ``sample population``
+    is a header."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"popmap {path}: is a folder, not a file")
@@ -143,7 +149,9 @@ def read_popmap(path: str | Path) -> dict[str, str]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        parts = line.split()
+        parts = [f.strip() for f in line.split("\t") if f.strip()]
+        if len(parts) != 2:  # not one tab between two fields: columns separated by spaces
+            parts = line.split()
         if len(parts) != 2:
             hint = " (comma-separated? use a tab or spaces)" if len(parts) == 1 and "," in line else ""
             raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found {len(parts)}{hint}")
