@@ -157,23 +157,27 @@ def test_skipped_sites_and_missing_calls_are_counted(tmp_path):
         ("chr1", 50, "AT", "A", ["0|1", "0|0", "1|1", "0|0"]),
         ("chr1", 60, "A", "G", ["0|0", "0|0", "0|0", "0|0"]),
         ("chr1", 70, "A", "G", ["0|1", "./.", "1|1", "0|0"]),
+        ("chr1", 80, "AC", "GT", ["0|1", "0|0", "1|1", "0|0"]),  # an MNP, as FreeBayes writes them
+        ("chr1", 90, "ACG", "TT", ["0|1", "0|0", "1|1", "0|0"]),  # complex: counted with the indels
     ]
     data = load(tmp_path, vcf=vcf_text(rows))
     c = data.counts
-    assert (c["records"], c["snps"], c["multiallelic"], c["indels"], c["monomorphic"], c["missing_calls"]) == (7, 4, 1, 1, 1, 1)
+    assert (c["records"], c["snps"], c["multiallelic"], c["indels"], c["mnps"], c["monomorphic"], c["missing_calls"]) == \
+        (9, 4, 1, 2, 1, 1, 1)
     assert c["empty_contigs"] == []  # chr2 has no record at all and is not a locus
     assert data.genotypes[3].tolist() == [0, 1, -1, -1, 1, 1, 0, 0]
     assert data.missing_rate == pytest.approx(2 / 32)
 
 
-def test_records_that_failed_a_filter_are_skipped_counted_and_kept_on_request(tmp_path):
+def test_records_that_failed_a_filter_or_are_mnps_are_skipped_and_counted(tmp_path):
     # GATK VariantFiltration marks records in the FILTER column: PASS or '.' pass; q10 is not declared in the header
     # (htslib adds it with a warning, as real files lacking a ##FILTER line are read).
     header = HEADER + '##FILTER=<ID=LowQual,Description="Low quality">\n' + GT_LINE
-    rows = [GOOD_ROWS[0], (*GOOD_ROWS[1], "LowQual"), (*GOOD_ROWS[2], "q10;LowQual"), (*GOOD_ROWS[3], ".")]
+    mnp = ("chr1", 40, "AC", "GT", ["0|1", "0|0", "1|1", "0|0"])  # passes, and is skipped as a multi-nucleotide variant
+    rows = [GOOD_ROWS[0], (*GOOD_ROWS[1], "LowQual"), (*GOOD_ROWS[2], "q10;LowQual"), mnp, (*GOOD_ROWS[3], ".")]
     data = load(tmp_path, vcf=vcf_text(rows, header=header))
     c = data.counts
-    assert (c["records"], c["snps"], c["filtered"], c["filters"]) == (4, 2, 2, {"LowQual": 2, "q10": 1})
+    assert (c["records"], c["snps"], c["mnps"], c["filtered"], c["filters"]) == (5, 2, 1, 2, {"LowQual": 2, "q10": 1})
     assert data.positions.tolist() == [10, 5]
     kept = load(tmp_path, vcf=vcf_text(rows, header=header), keep_filtered=True)
     assert (kept.counts["snps"], kept.counts["filtered"], kept.positions.tolist()) == (4, 0, [10, 20, 35, 5])
@@ -182,8 +186,9 @@ def test_records_that_failed_a_filter_are_skipped_counted_and_kept_on_request(tm
         load(tmp_path, vcf=vcf_text(rows[1:3], header=header))
     vcf = write(tmp_path, "f.vcf", vcf_text(rows, header=header))
     popmap = write(tmp_path, "p.tsv", POPMAP)
-    for flag, shown in (([], "skipped 0 multi-allelic, 0 indel, 0 monomorphic, 2 failing a FILTER (LowQual 2, q10 1);"),
-                        (["--keep-filtered"], "skipped 0 multi-allelic, 0 indel, 0 monomorphic;")):
+    split = "1 MNP (bcftools norm -a or vcfallelicprimitives splits them into SNPs)"
+    for flag, shown in (([], f"skipped 0 multi-allelic, 0 indel, 0 monomorphic, {split}, 2 failing a FILTER (LowQual 2, q10 1);"),
+                        (["--keep-filtered"], f"skipped 0 multi-allelic, 0 indel, 0 monomorphic, {split};")):
         proc = subprocess.run([sys.executable, "-m", "popdl", "check-data", "--configfile", str(_config(tmp_path)),
                                "--vcf", str(vcf), "--popmap", str(popmap), *flag], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == 0, proc.stderr

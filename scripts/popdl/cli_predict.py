@@ -122,6 +122,7 @@ def cmd_check_data(args) -> int:
     c = data.counts
     print(f"{entry['name']}: {c['snps']} biallelic SNPs on {len(data.loci)} locus/loci from {c['records']} records; "
           f"skipped {c['multiallelic']} multi-allelic, {c['indels']} indel, {c['monomorphic']} monomorphic"
+          + (f", {c['mnps']} MNP (bcftools norm -a or vcfallelicprimitives splits them into SNPs)" if c.get("mnps") else "")
           + (f", {filtered_text(c)}" if c.get("filtered") else "") + "; "
           f"{data.missing_rate:.2%} missing calls; {len(data.individuals)} of {c['individuals_in_file']} individuals kept; "
           f"{feats['images'].shape[0]} image(s) of {feats['images'].shape[1]}x{feats['images'].shape[2]}")

@@ -392,7 +392,7 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
     pool = np.array([present.index(s) for s in matching.pop("pool")])  # every individual of a simulated population
     subsampled = pool.size > index.size
     matching["snps_lost_to_subsampling"] = 0
-    counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "other_variants": 0,
+    counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "mnps": 0, "other_variants": 0,
               "monomorphic": 0, "filtered": 0, "missing_calls": 0, "unphased_heterozygous": 0, "phased_heterozygous": 0,
               **matching}
     filters: dict[str, int] = {}  # records skipped, per filter that failed
@@ -466,7 +466,10 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
             counts["monomorphic"] += 1
             continue
         if rec.is_indel or len(rec.REF) != 1 or len(alts[0]) != 1:
-            counts["indels"] += 1
+            # Alleles of one length above 1: a multi-nucleotide polymorphism (FreeBayes writes them), whose
+            # SNPs bcftools norm -a or vcfallelicprimitives would split out; other lengths: indels, complex.
+            same = len(rec.REF) == len(alts[0])
+            counts["mnps" if same else "indels"] += 1
             continue
         # One base for another.  Any single characters count, not only A/C/G/T:
         # tskit writes the 0/1 alleles of msprime's BinaryMutationModel as REF 0, ALT 1.
@@ -510,7 +513,9 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
     if not blocks:
         raise DataError(
             f"VCF {path}: no usable biallelic SNP among {counts['records']} records "
-            f"({counts['multiallelic']} multi-allelic, {counts['indels']} indels, {counts['monomorphic']} monomorphic, "
+            f"({counts['multiallelic']} multi-allelic, {counts['indels']} indels, "
+            + (f"{counts['mnps']} MNPs, " if counts["mnps"] else "")
+            + f"{counts['monomorphic']} monomorphic, "
             f"{counts['other_variants']} with ALT equal to REF"
             + (f", {filtered_text(counts)}; predict.keep_filtered (--keep-filtered) would use them)"
                if counts["filtered"] else ")")
@@ -1104,5 +1109,5 @@ def read_observed(
         )
     log.info("%s: %d SNPs on %d loci, %d individuals, %.2f%% missing; skipped %s", name, data.counts["snps"], len(data.loci),
              len(data.individuals), 100 * rate,
-             {k: data.counts[k] for k in ("multiallelic", "indels", "monomorphic", "filtered") if k in data.counts})
+             {k: data.counts[k] for k in ("multiallelic", "indels", "mnps", "monomorphic", "filtered") if k in data.counts})
     return data

@@ -582,6 +582,7 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
             c = obs["counts"]
             body += (f"<p>{c['snps']} biallelic SNPs kept of {c['records']} records (skipped: {c['multiallelic']} multi-allelic, "
                      f"{c['indels']} indels, {c['monomorphic']} monomorphic"
+                     + (f", {c['mnps']} MNPs" if c.get("mnps") else "")
                      + (f", {filtered_text(c)}" if c.get("filtered") else "") + f"); {len(obs['individuals'])} of "
                      f"{c['individuals_in_file']} individuals; {obs['missing_rate']:.2%} missing calls; "
                      f"{obs['replicates']} SNP subset(s) averaged.</p>")
