@@ -347,11 +347,12 @@ def test_htslib_warnings_are_counted_in_one_line(tmp_path, caplog):
 
 # ------------------------------------------------------------------------------------ loci
 def _sites_files(tmp_path, name: str, sites, calls) -> dict:
-    """A VCF of ``sites`` ((contig, position) in order), the four samples' ``calls`` rotating by
-    one sample per site, and its popmap: the data set entry."""
+    """A VCF of ``sites`` ((contig, position) or (contig, position, ID), in order), the four
+    samples' ``calls`` rotating by one sample per site, and its popmap: the data set entry."""
     lines = [HEADER.replace("##contig=<ID=chr1,length=1000>\n", "") + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"])]
-    for chrom, pos in sites:
-        lines.append("\t".join([chrom, str(pos), ".", "A", "G", ".", "PASS", ".", "GT", *calls]))
+    for chrom, pos, *record_id in sites:
+        lines.append("\t".join([chrom, str(pos), record_id[0] if record_id else ".", "A", "G", ".", "PASS", ".", "GT",
+                                 *calls]))
         calls = calls[1:] + calls[:1]
     (tmp_path / f"{name}.vcf").write_text("\n".join(lines) + "\n")
     (tmp_path / "popmap.tsv").write_text(POPMAP)
@@ -433,6 +434,57 @@ def test_cluster_loci_give_one_locus_per_aligned_tag(tmp_path):
     assert "range 1-10" in proc.stdout
 
 
+def _stacks1_denovo_files(tmp_path):
+    """A de novo Stacks 1 VCF: every SNP on contig 'un' at its column + 1 within its catalogue locus,
+    sorted by that column across loci, the locus in the ID (``LOCUS_COLUMN``)."""
+    snps = {"12": [4, 30, 61], "7": [10, 30], "305": [4, 77]}
+    sites = sorted((("un", col + 1, f"{locus}_{col}") for locus, cols in snps.items() for col in cols),
+                   key=lambda site: site[1])
+    return _sites_files(tmp_path, "stacks1", sites, ["0/1", "0/0", "1/1", "0/1"])
+
+
+def test_a_de_novo_stacks1_vcf_is_read_by_its_ids_and_refused_by_position(tmp_path):
+    entry = _stacks1_denovo_files(tmp_path)
+    read = dict(samples=SAMPLES, seed=1, phased=False, locus_length=300)
+    for loci in ("contigs", "windows", "clusters"):
+        with pytest.raises(DataError, match=r"contig 'un' holds SNPs of 3 Stacks loci .*'12_4'.*loci: ids \(--loci ids\)"):
+            read_observed(dict(entry, loci=loci), **read)
+    as_read = read_vcf(entry["vcf"], popmap=read_popmap(entry["popmap"]), samples=SAMPLES, seed=1, phased=False)
+    data = read_observed(dict(entry, loci="ids"), **read)
+    # Loci in the order of their first SNP, each one's SNPs by column, named locus:first-last.
+    assert data.loci == ["12:5-62", "305:5-78", "7:11-31"]
+    assert np.bincount(data.locus).tolist() == [3, 2, 2]
+    assert data.ids == ["12_4", "12_30", "12_61", "305_4", "305_77", "7_10", "7_30"]
+    assert data.counts["id_loci"] == 3 and data.counts["contigs"] == 1
+    # The genotype rows move with their SNPs; distances within a locus are the columns' distances, centred.
+    rows = {x: k for k, x in enumerate(as_read.ids)}
+    assert np.array_equal(data.genotypes, as_read.genotypes[[rows[x] for x in data.ids]])
+    assert data.positions[:3].tolist() == [121.5, 147.5, 178.5]
+    assert data.positions.min() > 0 and data.positions.max() < 300
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
+                     entry["popmap"])
+    assert proc.returncode != 0 and "read the loci from the ID column: loci: ids (--loci ids)" in proc.stderr, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if "error" in line] == [proc.stderr.splitlines()[-1]], proc.stderr
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
+                     entry["popmap"], "--loci", "ids")
+    assert "stacks1: 3 loci (ids) with a SNP, against genome.loci 1" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_ids_group_reference_aligned_stacks2_tags_and_need_an_id_on_every_snp(tmp_path):
+    # Stacks 2 on a reference: LOCUS:COLUMN:STRAND; tags 8 and 9 overlap (the same position twice).
+    sites = [("scaf1", 1000, "8:10:+"), ("scaf1", 1040, "8:50:+"), ("scaf1", 1040, "9:95:-"),
+             ("scaf1", 1100, "9:35:-"), ("scaf2", 500, "20:3:+")]
+    entry = _sites_files(tmp_path, "stacks2", sites, ["0/1", "0/0", "1/1", "0/1"])
+    read = dict(samples=SAMPLES, seed=1, phased=False, locus_length=300)
+    data = read_observed(dict(entry, loci="ids"), **read)
+    assert data.loci == ["8:1000-1040", "9:1040-1100", "20:500-500"]
+    assert read_observed(entry, **read).loci == ["scaf1", "scaf2"]  # no contig 'un': contigs read as before
+    sites[2] = ("scaf1", 1040, ".")
+    entry = _sites_files(tmp_path, "noid", sites, ["0/1", "0/0", "1/1", "0/1"])
+    with pytest.raises(DataError, match=r"1 of 5 SNPs have no ID \(the first on scaf1 at 1040\); loci: ids"):
+        read_observed(dict(entry, loci="ids"), **read)
+
+
 def test_every_way_of_cutting_loci_is_offered_by_the_cli_and_the_config_schema(tmp_path):
     """The ways ``read_observed`` cuts a VCF into loci (``LOCI``), the choices of ``--loci`` and the
     config schema's enums list the same ones, and a config using the newest validates."""
@@ -450,10 +502,10 @@ def test_every_way_of_cutting_loci_is_offered_by_the_cli_and_the_config_schema(t
     predict = schema["properties"]["predict"]["properties"]
     assert tuple(predict["data"]["items"]["properties"]["loci"]["enum"]) == LOCI
     assert tuple(predict["defaults"]["properties"]["loci"]["enum"]) == (*LOCI, None)
-    entry = dict(_aligned_rad_files(tmp_path), loci="clusters")
-    path = config_file(tmp_path, data=[entry], defaults={"loci": "clusters"})
+    entry = dict(_stacks1_denovo_files(tmp_path), loci="ids")
+    path = config_file(tmp_path, data=[entry], defaults={"loci": "ids"})
     config = load_config(path)
-    assert config["predict"]["data"][0]["loci"] == config["predict"]["defaults"]["loci"] == "clusters"
+    assert config["predict"]["data"][0]["loci"] == config["predict"]["defaults"]["loci"] == "ids"
 
 
 # ------------------------------------------------------------------------------------ guards on every prediction

@@ -23,10 +23,11 @@ def _data_arguments(p, *, required: bool) -> None:
     p.add_argument("--length", type=float, help="sequenced length in bp for per-bp statistics")
     p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
                    help="the popmap's population labels -> the simulated populations, e.g. nuttalli=pop1 pugetensis=pop2")
-    p.add_argument("--loci", choices=["contigs", "windows", "clusters"],
-                   help="a VCF's loci: each contig (default); windows of genome.length bp along each contig; or "
+    p.add_argument("--loci", choices=["contigs", "windows", "clusters", "ids"],
+                   help="a VCF's loci: each contig (default); windows of genome.length bp along each contig; "
                         "clusters, a new locus wherever two SNPs lie more than genome.length apart (RAD/GBS reads "
-                        "aligned to a reference)")
+                        "aligned to a reference); or ids, the locus each record's ID names (Stacks: LOCUS_COLUMN, "
+                        "LOCUS:COLUMN:STRAND; needed for de novo Stacks 1 VCFs, all on contig 'un')")
     p.add_argument("--keep-filtered", action="store_true",
                    help="use a VCF's records that failed a filter (FILTER neither PASS nor '.'); by default they are "
                         "skipped (predict.keep_filtered)")

@@ -57,6 +57,8 @@ __all__ = [
     "LOCI",
     "window_loci",
     "cluster_loci",
+    "id_locus",
+    "id_loci",
     "available_individuals",
     "missingness_profile",
     "read_popmap",
@@ -77,7 +79,9 @@ _MISSING_CHARS = set("NRYSWKMBDHV?")  # unknown or ambiguous (unphased) base
 _GAP_CHARS = set("-.")
 _FASTA_SUFFIX = re.compile(r"^(?P<sample>.+?)[._-](?:[12ab]|[AB])$")
 #: How the SNPs of a VCF group into loci (a data set's ``loci``).
-LOCI = ("contigs", "windows", "clusters")
+LOCI = ("contigs", "windows", "clusters", "ids")
+#: A Stacks locus ID: ``LOCUS_COLUMN`` (Stacks 1) or ``LOCUS:COLUMN:STRAND`` (Stacks 2).
+_STACKS_ID = re.compile(r"^\d+(?:_\d+|:\d+(?::[+-])?)$")
 
 
 @dataclass
@@ -101,6 +105,8 @@ class Observed:
     loci: list[str]
     length: float
     counts: dict = field(default_factory=dict)
+    #: Each SNP's VCF ID (``.`` where none), for ``loci: ids``; None for other sources.
+    ids: list[str] | None = field(default=None, repr=False)
 
     @property
     def phasing(self) -> str:
@@ -396,7 +402,7 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
               "monomorphic": 0, "filtered": 0, "missing_calls": 0, "unphased_heterozygous": 0, "phased_heterozygous": 0,
               **matching}
     filters: dict[str, int] = {}  # records skipped, per filter that failed
-    blocks, positions, loci_idx = [], [], []
+    blocks, positions, loci_idx, ids = [], [], [], []
     contigs: list[str] = []
     spans: dict[str, tuple[int, int]] = {}
     last = (None, -1)
@@ -507,6 +513,7 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         blocks.append(hap)
         positions.append(float(pos))
         loci_idx.append(len(contigs) - 1)
+        ids.append(rec.ID or ".")
     counts["filters"] = dict(sorted(filters.items(), key=lambda kv: (-kv[1], kv[0])))
     if counts["records"] == 0:
         raise DataError(f"VCF {path}: no variant records")
@@ -539,6 +546,7 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         loci=kept_contigs,
         length=float(length) if length else float(span),
         counts=counts,
+        ids=ids,
     )
 
 
@@ -949,6 +957,66 @@ def cluster_loci(data: Observed, length: float) -> Observed:
                    counts=counts)
 
 
+def id_locus(record_id: str) -> str:
+    """The RAD locus a VCF ID names: the text before its first ``:`` (Stacks 2 writes
+    ``LOCUS:COLUMN:STRAND``), else before its last ``_`` (Stacks 1: ``LOCUS_COLUMN``), else the
+    whole ID (one ID per locus)."""
+    if ":" in record_id:
+        return record_id.split(":", 1)[0]
+    if "_" in record_id:
+        return record_id.rsplit("_", 1)[0]
+    return record_id
+
+
+def id_loci(data: Observed, length: float) -> Observed:
+    """``data`` with its SNPs grouped into loci by the RAD locus their VCF ID names (:func:`id_locus`).
+
+    Stacks' ``populations`` names each SNP's catalogue locus in the ID column;
+    a de novo Stacks 1 catalogue puts every SNP on one contig ``un`` at its
+    column within its locus (the loci interleaved), and a reference-aligned one
+    puts the tags of a scaffold side by side, sometimes overlapping.  Loci are
+    numbered in the order of their first SNP, each locus's SNPs sorted by
+    position, and then cut and centred as :func:`cluster_loci` does (a locus
+    spanning more than ``length`` bp is cut into pieces).  A SNP without an ID
+    (``.``) is an error: the ID is then no locus.
+    """
+    ids = data.ids
+    if ids is None:
+        raise DataError(f"data set {data.name!r}: loci: ids reads a VCF's ID column")
+    missing = [i for i, x in enumerate(ids) if x in ("", ".")]
+    if missing:
+        k = missing[0]
+        raise DataError(
+            f"data set {data.name!r}: {len(missing)} of {len(ids)} SNPs have no ID (the first on "
+            f"{data.loci[int(data.locus[k])]} at {data.positions[k]:.0f}); loci: ids takes each SNP's locus from the "
+            "VCF's ID column (Stacks writes LOCUS_COLUMN or LOCUS:COLUMN:STRAND): use loci: contigs or clusters")
+    names = [id_locus(x) for x in ids]
+    order_of = {name: k for k, name in enumerate(dict.fromkeys(names))}
+    group = np.array([order_of[n] for n in names], dtype=np.int64)
+    pos = np.asarray(data.positions, dtype=np.float64)
+    order = np.lexsort((pos, group))
+    grouped = replace(data, genotypes=np.asarray(data.genotypes)[order], positions=pos[order],
+                      locus=group[order].astype(np.int32), loci=list(order_of), ids=[ids[i] for i in order])
+    out = cluster_loci(grouped, length)
+    out.counts = dict(data.counts, contigs=len(data.loci), id_loci=len(order_of))
+    return out
+
+
+def _stacks_denovo_check(data: Observed, source: str, loci: str) -> None:
+    """Refuse a de novo Stacks 1 VCF read by position: every SNP on contig ``un`` at its column
+    within a locus named by the ID, so that positions mean nothing across loci."""
+    if data.ids is None or "un" not in data.loci:
+        return
+    un = data.loci.index("un")
+    named = {id_locus(x) for x, k in zip(data.ids, data.locus) if k == un and _STACKS_ID.match(x)}
+    if len(named) > 1:
+        example = next(x for x, k in zip(data.ids, data.locus) if k == un and _STACKS_ID.match(x))
+        raise DataError(
+            f"{source}: contig 'un' holds SNPs of {len(named)} Stacks loci (IDs such as {example!r}): a de novo "
+            f"Stacks 1 catalogue, whose positions are columns within each locus, so loci: {loci} mixes them; "
+            "read the loci from the ID column: loci: ids (--loci ids)")
+
+
 def available_individuals(entry: dict, *, samples: dict[str, int], base_dir: str | Path | None = None) -> dict[str, int]:
     """Individuals of each simulated population in a VCF data set ``entry``, after the
     name and population matching of :func:`choose_individuals` (nothing subsampled);
@@ -1049,7 +1117,9 @@ def read_observed(
     cut into loci of ``locus_length`` bp (``genome.length``;
     :func:`window_loci`); ``clusters``, contigs are cut wherever two SNPs lie
     more than ``locus_length`` bp apart (reads aligned to a reference genome;
-    :func:`cluster_loci`).
+    :func:`cluster_loci`); ``ids``, each SNP's locus is the one its VCF ID
+    names (Stacks; :func:`id_loci`).  A de novo Stacks 1 VCF (every SNP on
+    contig ``un``) is refused unless read with ``ids``.
 
     ``keep_filtered``: a VCF's records that failed a filter are used too
     (by default they are skipped and counted; :func:`read_vcf`).
@@ -1090,10 +1160,12 @@ def read_observed(
         loci = entry.get("loci") or "contigs"
         if loci not in LOCI:
             raise DataError(f"data set {name!r}: loci is {loci!r}; valid: {', '.join(LOCI)}")
-        if loci in ("windows", "clusters"):
+        if loci != "ids":
+            _stacks_denovo_check(data, f"VCF {where(entry['vcf'])}", loci)
+        if loci in ("windows", "clusters", "ids"):
             if not locus_length:
                 raise DataError(f"data set {name!r}: loci: {loci} needs the simulated locus length (genome.length)")
-            data = (window_loci if loci == "windows" else cluster_loci)(data, locus_length)
+            data = {"windows": window_loci, "clusters": cluster_loci, "ids": id_loci}[loci](data, locus_length)
     else:
         fasta = entry["fasta"]
         fasta = [fasta] if isinstance(fasta, str) else list(fasta)
