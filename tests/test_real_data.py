@@ -434,13 +434,15 @@ def test_cluster_loci_give_one_locus_per_aligned_tag(tmp_path):
     assert "range 1-10" in proc.stdout
 
 
-def _stacks1_denovo_files(tmp_path):
+def _stacks1_denovo_files(tmp_path, by_column: bool = True):
     """A de novo Stacks 1 VCF: every SNP on contig 'un' at its column + 1 within its catalogue locus,
-    sorted by that column across loci, the locus in the ID (``LOCUS_COLUMN``)."""
+    the locus in the ID (``LOCUS_COLUMN``); sorted by that column across loci (as Stacks 1.4x
+    writes them), else locus after locus."""
     snps = {"12": [4, 30, 61], "7": [10, 30], "305": [4, 77]}
-    sites = sorted((("un", col + 1, f"{locus}_{col}") for locus, cols in snps.items() for col in cols),
-                   key=lambda site: site[1])
-    return _sites_files(tmp_path, "stacks1", sites, ["0/1", "0/0", "1/1", "0/1"])
+    sites = [("un", col + 1, f"{locus}_{col}") for locus, cols in snps.items() for col in cols]
+    if by_column:
+        sites.sort(key=lambda site: site[1])
+    return _sites_files(tmp_path, "stacks1" if by_column else "stacks1_loci", sites, ["0/1", "0/0", "1/1", "0/1"])
 
 
 def test_a_de_novo_stacks1_vcf_is_read_by_its_ids_and_refused_by_position(tmp_path):
@@ -468,6 +470,12 @@ def test_a_de_novo_stacks1_vcf_is_read_by_its_ids_and_refused_by_position(tmp_pa
     proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
                      entry["popmap"], "--loci", "ids")
     assert "stacks1: 3 loci (ids) with a SNP, against genome.loci 1" in proc.stdout, proc.stdout + proc.stderr
+    # Written locus after locus, the positions go back: read by position that is the same one line.
+    by_locus = _stacks1_denovo_files(tmp_path, by_column=False)
+    with pytest.raises(DataError, match=r"un:11 \(ID 7_10\) comes after un:62: a de novo Stacks 1 .*loci: ids"):
+        read_observed(by_locus, **read)
+    again = read_observed(dict(by_locus, loci="ids"), **read)
+    assert again.loci == ["12:5-62", "7:11-31", "305:5-78"] and again.positions[:3].tolist() == [121.5, 147.5, 178.5]
 
 
 def test_ids_group_reference_aligned_stacks2_tags_and_need_an_id_on_every_snp(tmp_path):

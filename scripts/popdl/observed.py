@@ -311,6 +311,7 @@ def read_vcf(
     strict: bool = False,
     phased: bool = True,
     keep_filtered: bool = False,
+    any_order: bool = False,
 ) -> Observed:
     """Read a (b)gzipped or plain VCF into an :class:`Observed`.
 
@@ -327,7 +328,9 @@ def read_vcf(
     Only biallelic SNPs enter; other records are skipped and counted, as are
     records that failed a filter (FILTER neither ``PASS`` nor ``.``: e.g. a
     GATK VariantFiltration's ``LowQual``) unless ``keep_filtered``.  Each
-    contig is a locus.  ``length`` (bp) is the sequenced length for per-bp
+    contig is a locus, its records sorted by position and not interleaved with
+    another contig's (``any_order``: in any order, for loci read from the IDs,
+    :func:`id_loci`).  ``length`` (bp) is the sequenced length for per-bp
     statistics; None takes the span of the contigs' records.
 
     The header and the end of the file are checked before htslib reads it: a
@@ -373,7 +376,7 @@ def read_vcf(
             data = _vcf_records(vcf, path, present=list(vcf.samples), popmap=popmap, samples=samples, seed=seed,
                                 name=name, subsample=subsample, allow_unphased=allow_unphased, length=length,
                                 columns=len(columns), hts=hts, populations=populations, strict=strict, phased=phased,
-                                keep_filtered=keep_filtered)
+                                keep_filtered=keep_filtered, any_order=any_order)
         finally:
             vcf.close()
     hts.replay(f"VCF {path}")
@@ -385,7 +388,8 @@ def read_vcf(
 
 
 def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsample, allow_unphased, length,
-                 columns: int, hts, populations=None, strict=False, phased=True, keep_filtered=False) -> Observed:
+                 columns: int, hts, populations=None, strict=False, phased=True, keep_filtered=False,
+                 any_order=False) -> Observed:
     """The records of an open cyvcf2 reader as an :class:`Observed` (see :func:`read_vcf`)."""
     if not vcf.contains("GT"):
         raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
@@ -404,6 +408,7 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
     filters: dict[str, int] = {}  # records skipped, per filter that failed
     blocks, positions, loci_idx, ids = [], [], [], []
     contigs: list[str] = []
+    contig_index: dict[str, int] = {}
     spans: dict[str, tuple[int, int]] = {}
     last = (None, -1)
     records = iter(vcf)
@@ -428,15 +433,21 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         chrom, pos = rec.CHROM, int(rec.POS)
         if " " in chrom:
             raise DataError(f"VCF {path}: record {counts['records']} is not tab-separated (spaces between its columns?)")
-        if chrom != last[0]:
-            if chrom in spans:
-                raise DataError(f"VCF {path}: records of contig {chrom!r} are not contiguous (sort the VCF, e.g. bcftools sort)")
+        if chrom not in spans:
+            contig_index[chrom] = len(contigs)
             contigs.append(chrom)
             spans[chrom] = (pos, pos)
-        elif pos < last[1]:
+        elif not any_order and (chrom != last[0] or pos < last[1]):
+            if chrom == "un" and _STACKS_ID.match(rec.ID or ""):
+                raise DataError(f"VCF {path}: {chrom}:{pos} (ID {rec.ID}) comes after {chrom}:{last[1]}: a de novo Stacks 1 "
+                                "catalogue, whose positions are columns within each locus; read the loci from the ID "
+                                "column: loci: ids (--loci ids)")
+            if chrom != last[0]:
+                raise DataError(f"VCF {path}: records of contig {chrom!r} are not contiguous (sort the VCF, e.g. bcftools sort)")
             raise DataError(f"VCF {path}: {chrom}:{pos} comes after {chrom}:{last[1]}; the records are not sorted (bcftools sort)")
         last = (chrom, pos)
-        spans[chrom] = (spans[chrom][0], pos)
+        first, end = spans[chrom]
+        spans[chrom] = (min(first, pos), max(end, pos))
         failed = None if keep_filtered else rec.FILTER  # cyvcf2: None for PASS and '.'
         if failed:
             counts["filtered"] += 1
@@ -512,7 +523,7 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
             continue
         blocks.append(hap)
         positions.append(float(pos))
-        loci_idx.append(len(contigs) - 1)
+        loci_idx.append(contig_index[chrom])
         ids.append(rec.ID or ".")
     counts["filters"] = dict(sorted(filters.items(), key=lambda kv: (-kv[1], kv[0])))
     if counts["records"] == 0:
@@ -1156,6 +1167,7 @@ def read_observed(
             where(entry["vcf"]), popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample,
             allow_unphased=allow_unphased, length=entry.get("length") or genome_length,
             populations=entry.get("populations"), strict=strict, phased=phased, keep_filtered=keep_filtered,
+            any_order=entry.get("loci") == "ids",
         )
         loci = entry.get("loci") or "contigs"
         if loci not in LOCI:
