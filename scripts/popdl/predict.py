@@ -146,7 +146,7 @@ def position_check(data, length: float) -> dict:
         out["note"] = (f"{beyond} of {positions.size} SNPs lie beyond genome.length ({length:g} bp; the furthest at {where}): "
                        "the inter-SNP distances the networks read (scaled by genome.length) are far outside the simulations'; "
                        "simulate loci as long as the data's contigs, or cut the data into loci of genome.length "
-                       "(predict.data[].loci: windows, or clusters for RAD/GBS reads aligned to a reference)")
+                       "(predict.data[].loci: windows; clusters for RAD/GBS reads aligned to a reference; ids for Stacks locus IDs)")
     return out
 
 
@@ -304,7 +304,7 @@ def reliability(obs: dict, ranges: dict | None, *, misspecification: dict | None
         if "distances" in read and inputs["distance_max"] > ranges["distance_max"] * (1 + 1e-6) + 1e-9:
             reasons.append(f"inter-SNP distances up to {inputs['distance_max']:.4g} (in genome.length units) where the "
                            f"simulations never exceeded {ranges['distance_max']:.4g}: the data's loci are longer than the "
-                           "simulated ones (cut them with predict.data[].loci: windows or clusters, or simulate longer loci)")
+                           "simulated ones (cut them with predict.data[].loci: windows, clusters or ids, or simulate longer loci)")
         if read & {"image", "distances"} and ranges["n_snps_min"] is not None and inputs["n_snps_min"] < ranges["n_snps_min"]:
             reasons.append(f"{inputs['n_snps_min']} SNPs fill the image where every simulation had at least "
                            f"{ranges['n_snps_min']}")
