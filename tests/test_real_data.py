@@ -487,6 +487,10 @@ def test_ids_group_reference_aligned_stacks2_tags_and_need_an_id_on_every_snp(tm
     data = read_observed(dict(entry, loci="ids"), **read)
     assert data.loci == ["8:1000-1040", "9:1040-1100", "20:500-500"]
     assert read_observed(entry, **read).loci == ["scaf1", "scaf2"]  # no contig 'un': contigs read as before
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
+                     entry["popmap"])
+    assert "stacks2: the ID column names 3 Stacks loci, read as 2 loci (contigs): --loci ids" in proc.stdout, \
+        proc.stdout + proc.stderr
     sites[2] = ("scaf1", 1040, ".")
     entry = _sites_files(tmp_path, "noid", sites, ["0/1", "0/0", "1/1", "0/1"])
     with pytest.raises(DataError, match=r"1 of 5 SNPs have no ID \(the first on scaf1 at 1040\); loci: ids"):

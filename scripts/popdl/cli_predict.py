@@ -97,7 +97,8 @@ def _predict_settings(args, stage="predict") -> dict:
 def cmd_check_data(args) -> int:
     from popdl.errors import DataError
     from popdl.features import observed_features
-    from popdl.observed import available_individuals, filtered_text, missingness_profile, read_observed, with_defaults
+    from popdl.observed import (available_individuals, filtered_text, missingness_profile, read_observed,
+                                stacks_loci, with_defaults)
     from popdl.predict import position_check
 
     settings = _predict_settings(args, "observe")
@@ -157,6 +158,11 @@ def cmd_check_data(args) -> int:
     print(f"{entry['name']}: {found} loci ({entry.get('loci') or 'contigs'}) with a SNP, against genome.loci {configured}"
           f"{advice}; SNPs per locus: mean "
           f"{per_locus.mean():.1f}, median {np.median(per_locus):g}, range {per_locus.min()}-{per_locus.max()}")
+    mode = entry.get("loci") or "contigs"
+    tags = stacks_loci(data.ids) if mode != "ids" else 0
+    if tags > len(data.loci):
+        print(f"{entry['name']}: the ID column names {tags} Stacks loci, read as {len(data.loci)} loci ({mode}): "
+              "--loci ids (predict.data[].loci: ids) makes each Stacks locus one locus")
     positions = position_check(data, float(genome["length"]))
     if positions["flagged"]:
         print(f"{entry['name']}: WARNING, {positions['note']}")

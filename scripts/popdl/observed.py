@@ -59,6 +59,7 @@ __all__ = [
     "cluster_loci",
     "id_locus",
     "id_loci",
+    "stacks_loci",
     "available_individuals",
     "missingness_profile",
     "read_popmap",
@@ -1011,6 +1012,11 @@ def id_loci(data: Observed, length: float) -> Observed:
     out = cluster_loci(grouped, length)
     out.counts = dict(data.counts, contigs=len(data.loci), id_loci=len(order_of))
     return out
+
+
+def stacks_loci(ids: list[str] | None) -> int:
+    """How many Stacks loci the IDs ``LOCUS_COLUMN`` / ``LOCUS:COLUMN:STRAND`` among ``ids`` name."""
+    return len({id_locus(x) for x in ids or () if _STACKS_ID.match(x)})
 
 
 def _stacks_denovo_check(data: Observed, source: str, loci: str) -> None:
