@@ -432,6 +432,11 @@ def test_cluster_loci_give_one_locus_per_aligned_tag(tmp_path):
                      entry["popmap"], "--loci", "clusters")
     assert "aligned: 7 loci (clusters) with a SNP, against genome.loci 1" in proc.stdout, proc.stdout + proc.stderr
     assert "range 1-10" in proc.stdout
+    # SNPs 51 kb along a scaffold say nothing of a tag's length: the suggestion keeps the config's genome.length.
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
+                     entry["popmap"], "--suggest-config")
+    suggested = yaml.safe_load(proc.stdout[proc.stdout.index("# popdl check-data --suggest-config"):])
+    assert suggested["genome"] == {"loci": 2, "length": 1000}, proc.stdout + proc.stderr
 
 
 def _stacks1_denovo_files(tmp_path, by_column: bool = True):
@@ -467,9 +472,14 @@ def test_a_de_novo_stacks1_vcf_is_read_by_its_ids_and_refused_by_position(tmp_pa
                      entry["popmap"])
     assert proc.returncode != 0 and "read the loci from the ID column: loci: ids (--loci ids)" in proc.stderr, proc.stderr
     assert [line for line in proc.stderr.splitlines() if "error" in line] == [proc.stderr.splitlines()[-1]], proc.stderr
+    out = tmp_path / "suggested.yaml"
     proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
-                     entry["popmap"], "--loci", "ids")
+                     entry["popmap"], "--loci", "ids", "--suggest-config", out)
     assert "stacks1: 3 loci (ids) with a SNP, against genome.loci 1" in proc.stdout, proc.stdout + proc.stderr
+    # No contig lengths in the header: the furthest SNP within a locus (column 77 + 1) bounds the locus length.
+    text = out.read_text()
+    assert yaml.safe_load(text)["genome"] == {"loci": 3, "length": 78} and "the furthest SNP position" in text
+    assert yaml.safe_load(text)["predict"]["data"][0]["loci"] == "ids"
     # Written locus after locus, the positions go back: read by position that is the same one line.
     by_locus = _stacks1_denovo_files(tmp_path, by_column=False)
     with pytest.raises(DataError, match=r"un:11 \(ID 7_10\) comes after un:62: a de novo Stacks 1 .*loci: ids"):

@@ -12,6 +12,8 @@ import numpy as np
 from popdl.cli import add_config_arguments, config_from_args, population_mapping
 
 log = logging.getLogger("popdl")
+#: Above this many bp, the furthest SNP of a VCF lies on a scaffold or chromosome, not within a RAD/GBS tag.
+MAX_TAG_LENGTH = 10_000
 
 
 def _data_arguments(p, *, required: bool) -> None:
@@ -197,8 +199,13 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
 
     from popdl.io import atomic_path
 
-    contigs = (entry.get("loci") or "contigs") == "contigs"
-    length = data.counts.get("contig_length_median") if contigs else None
+    mode = entry.get("loci") or "contigs"
+    length = data.counts.get("contig_length_median") if mode == "contigs" else None
+    # Without contig lengths, a de novo catalogue's SNPs (positions within their loci) say how long a locus is at least.
+    furthest = data.counts.get("max_position", 0)
+    from_snps = not length and mode in ("contigs", "ids") and 0 < furthest <= MAX_TAG_LENGTH
+    if from_snps:
+        length = furthest
     fragment = {
         "samples": {pop: int(n) for pop, n in samples.items()},
         "genome": {"loci": len(data.loci), "length": length or genome["length"]},
@@ -213,7 +220,9 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
             f"({len(data.individuals)} individuals, {data.counts['snps']} SNPs on {len(data.loci)} loci, "
             f"{data.phasing}); merge them into your config.\n"
             "# genome.loci counts the loci with a SNP: add the loci of your catalogue without one.\n"
-            + ("# genome.length: the median length of the VCF header's contigs.\n" if length else "")
+            + ("# genome.length: the furthest SNP position within a locus (the VCF header gives no contig lengths):\n"
+               "# at least the catalogue's locus length; set that length if you know it.\n" if from_snps
+               else "# genome.length: the median length of the VCF header's contigs.\n" if length else "")
             + yaml.safe_dump(fragment, sort_keys=False, width=100))
     if where == "-":
         print(text, end="")

@@ -541,6 +541,7 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         )
     used = set(loci_idx)
     counts["snps"] = len(blocks)
+    counts["max_position"] = int(max(positions))  # bp; a de novo catalogue's SNPs lie within its loci
     counts["empty_contigs"] = [c for i, c in enumerate(contigs) if i not in used]
     counts["individuals"] = len(chosen)
     counts["individuals_in_file"] = len(present)
