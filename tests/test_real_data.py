@@ -72,6 +72,23 @@ def test_sample_names_with_surrounding_spaces_match_the_popmap_with_one_log_line
     assert len(lines) == 1 and "3 of 4 sample name(s) had leading or trailing spaces" in lines[0], lines
 
 
+def test_sample_names_that_are_bam_files_match_the_popmap_by_their_file_name(tmp_path, caplog):
+    # bcftools mpileup names each sample by its BAM file when the reads carry no read group.
+    names = ["bams/a1.sorted.bam", "/data/run 2/a2.dedup.BAM", "b1.bam", "b2"]
+    entry = files(tmp_path, names, POPMAP)
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.individuals == names and data.counts["not_in_popmap"] == 0
+    assert np.array_equal(data.genotypes, read_observed(files(tmp_path, ["a1", "a2", "b1", "b2"], POPMAP),
+                                                        samples=SAMPLES, seed=1).genotypes)
+    lines = [r.getMessage() for r in caplog.records if "file names" in r.getMessage()]
+    assert len(lines) == 1 and "3 sample name(s) are file names (e.g. 'bams/a1.sorted.bam')" in lines[0], lines
+    # A stem that is another sample's name, or that the popmap lacks, matches nothing.
+    for extra in ("x/a1.bam", "c7.bam"):
+        data = read_observed(files(tmp_path, ["a1", extra, "a2", "b1", "b2"], POPMAP), samples=SAMPLES, seed=1)
+        assert data.individuals == ["a1", "a2", "b1", "b2"] and data.counts["not_in_popmap"] == 1, extra
+
+
 def test_names_equal_once_trimmed_are_one_line(tmp_path):
     entry = files(tmp_path, ["a1", "a1 ", "b1", "b2"], POPMAP)
     with pytest.raises(DataError, match=r"samples 'a1' and 'a1 ' have the same name once spaces are trimmed"):

@@ -179,6 +179,41 @@ def _few(names, k: int = 5) -> str:
     return text + (f" and {len(names) - k} more" if len(names) > k else "")
 
 
+#: What aligners and callers append to a sample's file name (bcftools mpileup names each sample by its BAM file
+#: when the reads carry no read group).
+_FILE_SUFFIXES = (".gz", ".bam", ".cram", ".sam", ".sorted", ".sort", ".dedup", ".dedupped", ".rmdup", ".markdup",
+                  ".filtered", ".trimmed", ".aligned", ".mapped", ".fq", ".fastq")
+
+
+def _file_stem(name: str) -> str:
+    """``name`` without its directory and the file suffixes of :data:`_FILE_SUFFIXES`, e.g.
+    ``bams/IND_1.sorted.bam`` -> ``IND_1``."""
+    stem = name.replace("\\", "/").rsplit("/", 1)[-1]
+    while True:
+        lower = stem.lower()
+        suffix = next((x for x in _FILE_SUFFIXES if lower.endswith(x) and len(stem) > len(x)), None)
+        if suffix is None:
+            return stem
+        stem = stem[: -len(suffix)]
+
+
+def _match_file_names(names: list[str], popmap: dict, *, source: str, quiet: bool) -> list[str]:
+    """``names`` with each one that is not in ``popmap`` but whose file stem (:func:`_file_stem`) is,
+    and is no other sample's name or stem, replaced by that stem; one log line says how many."""
+    taken = set(names)
+    out, renamed = list(names), []
+    for i, name in enumerate(names):
+        stem = _file_stem(name)
+        if name not in popmap and stem != name and stem in popmap and stem not in taken:
+            out[i] = stem
+            taken.add(stem)
+            renamed.append(name)
+    if renamed and not quiet:
+        log.info("%s: %d sample name(s) are file names (e.g. %r): matched to the popmap by the name without its "
+                 "directory and file suffixes (%s)", source, len(renamed), renamed[0], _file_stem(renamed[0]))
+    return out
+
+
 def choose_individuals(
     present: list[str],
     popmap: dict[str, str],
@@ -199,7 +234,10 @@ def choose_individuals(
     popmap's population labels -> simulated population (labels that are
     simulated populations' names map to themselves).  Names are matched after
     trimming leading and trailing whitespace (spreadsheets and ``paste`` leave
-    trailing spaces in VCF headers); the pairs returned hold the names as
+    trailing spaces in VCF headers), and a name absent from the popmap is
+    matched by its file name without directory and aligner suffixes
+    (``bams/IND_1.sorted.bam`` -> ``IND_1``: bcftools mpileup names samples so
+    when the reads carry no read group); the pairs returned hold the names as
     written in the data.
 
     Samples of the data absent from the popmap, popmap samples absent from the
@@ -229,6 +267,7 @@ def choose_individuals(
         log.info("%s: %d of %d sample name(s) had leading or trailing spaces; matched to the popmap after trimming them",
                  source, n_trimmed, len(present))
     popmap = {name.strip(): label.strip() for name, label in popmap.items()}
+    trimmed = _match_file_names(trimmed, popmap, source=source, quiet=quiet)
     missing_from_popmap = [s for s in trimmed if s not in popmap]
     if trimmed and popmap and len(missing_from_popmap) == len(trimmed):  # no name in common: an example of each
         raise DataError(f"{source}: none of its {len(trimmed)} samples is in the popmap ({len(popmap)} samples): the "
