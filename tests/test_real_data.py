@@ -89,6 +89,25 @@ def test_sample_names_that_are_bam_files_match_the_popmap_by_their_file_name(tmp
         assert data.individuals == ["a1", "a2", "b1", "b2"] and data.counts["not_in_popmap"] == 1, extra
 
 
+def test_a_bcf_file_reads_as_its_vcf_and_a_truncated_one_is_one_line(tmp_path):
+    import cyvcf2
+
+    mapping = {"nuttalli": "pop1", "pugetensis": "pop2"}
+    rad = read_observed(dict(RAD, name="rad", populations=mapping), samples={"pop1": 10, "pop2": 7}, seed=1, phased=False)
+    source = cyvcf2.VCF(RAD["vcf"])
+    writer = cyvcf2.Writer(str(tmp_path / "rad.bcf"), source, mode="wb")  # bcftools view -Ob
+    for record in source:
+        writer.write_record(record)
+    writer.close()
+    entry = dict(RAD, name="rad", vcf=str(tmp_path / "rad.bcf"), populations=mapping)
+    bcf = read_observed(entry, samples={"pop1": 10, "pop2": 7}, seed=1, phased=False)
+    assert np.array_equal(bcf.genotypes, rad.genotypes) and bcf.loci == rad.loci and bcf.individuals == rad.individuals
+    data = (tmp_path / "rad.bcf").read_bytes()
+    (tmp_path / "cut.bcf").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(DataError, match=r"cut\.bcf: the BGZF stream ends early: the file is truncated"):
+        read_observed(dict(entry, vcf=str(tmp_path / "cut.bcf")), samples={"pop1": 10, "pop2": 7}, seed=1, phased=False)
+
+
 def test_names_equal_once_trimmed_are_one_line(tmp_path):
     entry = files(tmp_path, ["a1", "a1 ", "b1", "b2"], POPMAP)
     with pytest.raises(DataError, match=r"samples 'a1' and 'a1 ' have the same name once spaces are trimmed"):

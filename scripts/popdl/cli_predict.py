@@ -18,7 +18,7 @@ MAX_TAG_LENGTH = 10_000
 
 def _data_arguments(p, *, required: bool) -> None:
     group = p.add_mutually_exclusive_group(required=required)
-    group.add_argument("--vcf", help="phased VCF (.vcf, .vcf.gz)")
+    group.add_argument("--vcf", help="VCF (.vcf, .vcf.gz) or BCF; unphased calls need an unphased model")
     group.add_argument("--fasta", nargs="+", help="aligned FASTA files, one per locus")
     p.add_argument("--popmap", required=required, help="sample -> population table")
     p.add_argument("--name", help="name of the data set (default: the file's name)")

@@ -399,7 +399,7 @@ def read_vcf(
     if len(set(present)) != len(present):
         dup = sorted({s for s in present if present.count(s) > 1})
         raise DataError(f"VCF {path}: sample(s) {_few(dup)} appear twice in the header")
-    _check_complete(path, kind, len(columns))
+    _check_complete(path, kind, len(columns), binary=_is_bcf(path, kind))
     with _HtslibLog() as hts:
         try:
             vcf = cyvcf2.VCF(str(path), gts012=False, lazy=True, threads=1)
@@ -643,6 +643,8 @@ def _read_header(path: Path, kind: str) -> list[str]:
     try:
         with gzip.open(path, "rb") if kind != "plain" else open(path, "rb") as fh:
             first = fh.readline(1 << 20)
+            if first.startswith(b"BCF"):
+                return _bcf_columns(path)
             if first.startswith(b"\xef\xbb\xbf"):
                 raise DataError(f"VCF {path}: the file starts with a UTF-8 byte-order mark; remove it (htslib cannot read it)")
             if not first.startswith(b"##fileformat=VCF"):
@@ -658,6 +660,30 @@ def _read_header(path: Path, kind: str) -> list[str]:
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise DataError(f"VCF {path}: the header cannot be read ({_reason(exc)}): the file is damaged or truncated") from None
     raise DataError(f"VCF {path}: no #CHROM header line (the file holds only ## lines: truncated?)")
+
+
+def _is_bcf(path: Path, kind: str) -> bool:
+    """Whether ``path`` is a BCF file (binary VCF, ``bcftools view -Ob``)."""
+    try:
+        with gzip.open(path, "rb") if kind != "plain" else open(path, "rb") as fh:
+            return fh.read(3) == b"BCF"
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def _bcf_columns(path: Path) -> list[str]:
+    """The #CHROM line's columns of a BCF file, from its header as htslib reads it."""
+    import cyvcf2
+
+    with _HtslibLog() as hts:
+        try:
+            vcf = cyvcf2.VCF(str(path), lazy=True, threads=1)
+        except Exception as exc:
+            raise DataError(f"VCF {path}: a BCF file whose header cannot be read "
+                            f"({hts.first_error() or _first_line(exc)})") from None
+        samples = list(vcf.samples)
+        vcf.close()
+    return [*_FIXED_COLUMNS, *(["FORMAT", *samples] if samples else [])]
 
 
 def _header_columns(path: Path, line: bytes, number: int) -> list[str]:
@@ -678,13 +704,16 @@ def _header_columns(path: Path, line: bytes, number: int) -> list[str]:
     return cols
 
 
-def _check_complete(path: Path, kind: str, columns: int) -> None:
-    """Refuse a file that ends early: a gzip or BGZF stream cut short, or a last line cut in the middle."""
+def _check_complete(path: Path, kind: str, columns: int, binary: bool = False) -> None:
+    """Refuse a file that ends early: a gzip or BGZF stream cut short, or a last line cut in the middle
+    (``binary``: a BCF file, which has no lines; htslib reports a record cut short)."""
     if kind == "bgzf":
         with open(path, "rb") as fh:
             fh.seek(max(0, path.stat().st_size - len(_BGZF_EOF)))
             if fh.read() == _BGZF_EOF:
                 return  # complete; a record cut short would end a block inside a line, which htslib reports
+    if binary and kind == "plain":
+        return
     if kind == "plain":
         with open(path, "rb") as fh:
             fh.seek(max(0, path.stat().st_size - _TAIL))
@@ -700,7 +729,7 @@ def _check_complete(path: Path, kind: str, columns: int) -> None:
             raise DataError(f"VCF {path}: the {stream} stream ends early: the file is truncated (an interrupted download or copy?)") from None
         except (OSError, zlib.error) as exc:
             raise DataError(f"VCF {path}: the {stream} data are damaged ({_reason(exc)})") from None
-    if tail and not tail.endswith(b"\n"):
+    if tail and not binary and not tail.endswith(b"\n"):
         last = tail.rsplit(b"\n", 1)[-1]
         found = last.count(b"\t") + 1
         if found < columns:
