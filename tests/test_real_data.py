@@ -431,6 +431,22 @@ def test_check_data_reports_loci_against_the_config(tmp_path):
         in proc.stdout, proc.stdout
 
 
+def test_check_data_warns_of_individuals_that_miss_most_of_their_calls(tmp_path):
+    # b2 a failed library: 9 of its 10 calls missing.
+    sites = [("chr1", 100 * k) for k in range(1, 11)]
+    entry = _sites_files(tmp_path, "sparse", sites, ["0/1", "0/0", "1/1", "./."])
+    lines = (tmp_path / "sparse.vcf").read_text().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    body = [line.split("\t") for line in lines if not line.startswith("#")]
+    for k, fields in enumerate(body):
+        fields[12] = "0/1" if k == 0 else "./."
+    (tmp_path / "sparse.vcf").write_text("\n".join([*header, *("\t".join(f) for f in body)]) + "\n")
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
+                     entry["popmap"])
+    assert "sparse: WARNING, 1 individual(s) miss more than 80% of their calls (b2 90%)" in proc.stdout, \
+        proc.stdout + proc.stderr
+
+
 def _aligned_rad_files(tmp_path):
     """RAD tags aligned to two scaffolds: 3 SNPs within 120 bp per tag, four tags 3 kb apart from
     250 and one at 1,180 (each straddling an edge of a 300 bp window grid), then on scaffold 2 a

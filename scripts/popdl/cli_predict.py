@@ -12,6 +12,8 @@ import numpy as np
 from popdl.cli import add_config_arguments, config_from_args, population_mapping
 
 log = logging.getLogger("popdl")
+#: check-data warns of individuals missing more than this share of their calls (failed libraries).
+SPARSE_INDIVIDUAL = 0.8
 #: Above this many bp, the furthest SNP of a VCF lies on a scaffold or chromosome, not within a RAD/GBS tag.
 MAX_TAG_LENGTH = 10_000
 
@@ -98,7 +100,7 @@ def _predict_settings(args, stage="predict") -> dict:
 
 def cmd_check_data(args) -> int:
     from popdl.errors import DataError
-    from popdl.features import observed_features
+    from popdl.features import MISSING, observed_features
     from popdl.observed import (available_individuals, filtered_text, missingness_profile, read_observed,
                                 stacks_loci, with_defaults)
     from popdl.predict import position_check
@@ -140,6 +142,14 @@ def cmd_check_data(args) -> int:
           f"at most {profile['sites'][-1]:.1%}; the config simulates "
           + ("the data's pattern (features.missing_individuals)" if settings["features"].get("missing_individuals")
              else f"{float(settings['features'].get('missing_rate', 0.0)):.1%} uniform"))
+    g = np.asarray(data.genotypes)
+    per_individual = ((g[:, 0::2] == MISSING) | (g[:, 1::2] == MISSING)).mean(axis=0) if g.size else np.zeros(0)
+    sparse = [(name, rate) for name, rate in zip(data.individuals, per_individual) if rate > SPARSE_INDIVIDUAL]
+    if sparse:
+        sparse.sort(key=lambda nr: -nr[1])
+        print(f"{entry['name']}: WARNING, {len(sparse)} individual(s) miss more than {SPARSE_INDIVIDUAL:.0%} of their "
+              f"calls ({', '.join(f'{n.strip()} {r:.0%}' for n, r in sparse[:5])}{', ...' if len(sparse) > 5 else ''}): "
+              "each takes a simulated sample's place while adding little; leave them out of the popmap to drop them")
     projection, advice = _sfs_projection(data)
     current = settings["features"].get("sfs_projection")
     print(f"{entry['name']}: SFS: {advice}; the config projects onto "
