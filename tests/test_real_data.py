@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -762,7 +763,9 @@ def test_rad_examples_run_end_to_end(tmp_path):
     rad_unphased runs to the report, with rad_chromosomes' data set (the same calls on
     pseudo-chromosomes, cut into loci: ``loci: windows``) as a second data set to predict on;
     rad_chromosomes differs from it only in that data set and its SFS projection, and
-    its own config is checked by its dry run (test_workflow_dryrun.py)."""
+    its own config is checked by its dry run (test_workflow_dryrun.py).  A third data set
+    holds the same calls as a de novo Stacks 1 catalogue writes them (contig 'un', each SNP
+    at its column, the locus in the ID; ``loci: ids``), its samples named by their BAM files."""
     from conftest import snakemake
 
     config = yaml.safe_load((REPO / "config" / "examples" / "rad_unphased.yaml").read_text())
@@ -776,6 +779,8 @@ def test_rad_examples_run_end_to_end(tmp_path):
     for entry in config["predict"]["data"]:
         entry["vcf"], entry["popmap"] = str(REPO / entry["vcf"]), str(REPO / entry["popmap"])
     assert [entry.get("loci") for entry in config["predict"]["data"]] == ["contigs", "windows"]
+    config["predict"]["data"].append(dict(config["predict"]["data"][0], name="stacks1", loci="ids",
+                                          vcf=_as_stacks1_denovo(RAD["vcf"], tmp_path / "stacks1.vcf")))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     run = tmp_path / "results" / config["run"]
     snakemake(tmp_path, f"results/{config['run']}/report.html", configfile=tmp_path / "config.yaml")
@@ -785,10 +790,46 @@ def test_rad_examples_run_end_to_end(tmp_path):
         observed = pred["observed"]
         assert observed["phasing"] == "unphased" and observed["trained_phased"] is False, name
         counts = observed["counts"]
-        assert counts["trimmed_names"] == 8 and counts["not_in_popmap"] == 1 and counts["not_in_data"] == 2, name
+        trimmed = 0 if name == "stacks1" else 8  # BAM names have no spaces
+        assert counts["trimmed_names"] == trimmed and counts["not_in_popmap"] == 1 and counts["not_in_data"] == 2, name
         assert len(observed["individuals"]) == 17 and len(observed["loci"]) > 300, (name, len(observed["loci"]))
         assert "reliability" in pred and set(pred["network"]["probabilities"]) == set(config["scenarios"])
         csv = __import__("pandas").read_csv(run / "predict" / name / "predictions.csv")
         assert {"reliable", "note", "scenarios"} <= set(csv.columns)
+    # Read as the same data set, the Stacks layout gives each locus the same SNPs and genotypes.
+    read = dict(samples=config["samples"], seed=config["seed"], phased=False, locus_length=config["genome"]["length"])
+    contigs = read_observed(config["predict"]["data"][0], **read)
+    stacks1 = read_observed(dict(config["predict"]["data"][-1], name="rad"), **read)
+    assert stacks1.individuals == [f"bams/{n.strip()}.sorted.bam" for n in contigs.individuals]
+
+    def by_locus(data, key):
+        return {key(name): data.genotypes[data.locus == k].tolist() for k, name in enumerate(data.loci)}
+
+    assert by_locus(stacks1, lambda n: int(n.split(":")[0])) == by_locus(contigs, lambda n: int(n.removeprefix("locus")))
     html = (run / "report.html").read_text()
     assert html.index('<section id="answer">') < html.index('<section id="config">')
+
+
+def _as_stacks1_denovo(source: str, out: Path) -> str:
+    """The records of a VCF with one contig per locus (``locusNNNN``) as a de novo Stacks 1
+    catalogue writes them: contig ``un``, sorted by position (the column + 1) across loci, the ID
+    ``LOCUS_COLUMN``; each sample named by its BAM file."""
+    import gzip
+
+    header, records = [], []
+    for line in gzip.open(source, "rt").read().splitlines():
+        if line.startswith("##contig"):
+            continue
+        if line.startswith("#CHROM"):
+            fields = line.split("\t")
+            line = "\t".join(fields[:9] + [f"bams/{name.strip()}.sorted.bam" for name in fields[9:]])
+        if line.startswith("#"):
+            header.append(line)
+            continue
+        fields = line.split("\t")
+        locus, pos = int(fields[0].removeprefix("locus")), int(fields[1])
+        fields[:3] = ["un", str(pos), f"{locus}_{pos - 1}"]
+        records.append((pos, fields))
+    records.sort(key=lambda r: r[0])
+    out.write_text("\n".join([*header, *("\t".join(f) for _, f in records)]) + "\n")
+    return str(out)
