@@ -128,7 +128,9 @@ def test_population_labels_map_to_the_simulated_populations(tmp_path):
 def test_labels_without_a_mapping_say_which_labels_were_left_out(tmp_path):
     entry = files(tmp_path, ["a1", "a2", "b1", "b2"], TAXA)
     with pytest.raises(DataError, match=r"population 'pop1' has 0 individual\(s\) but 2 were simulated; "
-                                        r"population\(s\) nuttalli, pugetensis of the popmap were left out"):
+                                        r"population\(s\) nuttalli, pugetensis of the popmap were left out "
+                                        r"\(map a label to 'pop1' with --populations LABEL=pop1 or "
+                                        r"predict.data\[\].populations: \{LABEL: pop1\}\)"):
         read_observed(entry, samples=SAMPLES, seed=1)
     with pytest.raises(DataError, match=r"population\(s\) nuttalli, pugetensis in the popmap are not simulated .*"
                                         r"map the popmap's labels to them with populations"):

@@ -316,7 +316,8 @@ def choose_individuals(
             labels = sorted({label for label, target in ((lb, populations.get(lb, lb)) for lb in popmap.values())
                              if target == pop})
             named = f" (popmap label(s) {_few(labels, 3)})" if labels and labels != [pop] else ""
-            hint = f"; population(s) {_few(unsimulated, 3)} of the popmap were left out" if unsimulated else ""
+            hint = (f"; population(s) {_few(unsimulated, 3)} of the popmap were left out (map a label to {pop!r} with "
+                    f"--populations LABEL={pop} or predict.data[].populations: {{LABEL: {pop}}})" if unsimulated else "")
             raise DataError(f"{source}: population {pop!r}{named} has {len(members)} individual(s) but {n} were simulated{hint}")
         if len(members) > n:
             if not subsample:
