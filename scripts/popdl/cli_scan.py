@@ -20,7 +20,7 @@ def add_commands(sub) -> None:
     group.add_argument("--configfile", type=Path,
                        help="the config the model was trained with (default: the one stored in the model's bundle.json)")
     group.add_argument("--settings", help="the step's JSON config slice, as the workflow passes it (or @file)")
-    p.add_argument("--vcf", required=True, help="phased VCF (.vcf, .vcf.gz); every contig is scanned")
+    p.add_argument("--vcf", required=True, help="VCF (.vcf, .vcf.gz) or BCF; every contig is scanned")
     p.add_argument("--popmap", help="sample -> population table (optional with one simulated population)")
     p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
                    help="the popmap's population labels -> the simulated populations (default: the scan.data entry's)")
