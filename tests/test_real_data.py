@@ -109,6 +109,17 @@ def test_a_bcf_file_reads_as_its_vcf_and_a_truncated_one_is_one_line(tmp_path):
         read_observed(dict(entry, vcf=str(tmp_path / "cut.bcf")), samples={"pop1": 10, "pop2": 7}, seed=1, phased=False)
 
 
+def test_a_popmap_saved_as_windows_1252_keeps_its_accented_labels(tmp_path, caplog):
+    entry = files(tmp_path, ["a1", "a2", "b1", "b2"], POPMAP)
+    Path(entry["popmap"]).write_bytes("a1\tLac L\u00e9man\na2\tLac L\u00e9man\nb1\tZ\u00fcrichsee\nb2\tZ\u00fcrichsee\n"
+                                      .encode("cp1252"))
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        data = read_observed(dict(entry, populations={"Lac L\u00e9man": "pop1", "Z\u00fcrichsee": "pop2"}),
+                             samples=SAMPLES, seed=1)
+    assert data.populations.tolist() == ["pop1"] * 4 + ["pop2"] * 4
+    assert any("not UTF-8 text; read as Windows-1252" in r.getMessage() for r in caplog.records)
+
+
 def test_names_equal_once_trimmed_are_one_line(tmp_path):
     entry = files(tmp_path, ["a1", "a1 ", "b1", "b2"], POPMAP)
     with pytest.raises(DataError, match=r"samples 'a1' and 'a1 ' have the same name once spaces are trimmed"):

@@ -128,7 +128,7 @@ class Observed:
 
 # ---------------------------------------------------------------------------- popmap
 def read_popmap(path: str | Path) -> dict[str, str]:
-    """Sample -> population, in file order (UTF-8; a byte-order mark is ignored).
+    """Sample -> population, in file order (UTF-8, else Windows-1252; a byte-order mark is ignored).
 
     A line holds two columns separated by a tab, or by spaces.  A line with one
     tab between two fields keeps the spaces inside them (a sample ``Sample 01``,
@@ -150,7 +150,11 @@ def read_popmap(path: str | Path) -> dict[str, str]:
         raise DataError(f"popmap {path}: is UTF-16 text; save it as UTF-8 (or plain ASCII)")
     if b"\0" in raw_bytes[:4096]:
         raise DataError(f"popmap {path}: not a text file (sample, population per line)")
-    text = raw_bytes.decode("utf-8-sig", errors="replace")  # utf-8-sig drops a byte-order mark
+    try:
+        text = raw_bytes.decode("utf-8-sig")  # utf-8-sig drops a byte-order mark
+    except UnicodeDecodeError:  # a spreadsheet's export on Windows: 'Lac Léman' in Windows-1252
+        text = raw_bytes.decode("cp1252", errors="replace")
+        log.info("popmap %s: not UTF-8 text; read as Windows-1252 (Latin-1)", path)
     out: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
