@@ -418,7 +418,7 @@ def read_vcf(
                 header_lengths = {}
         hts.new_error()  # what the header gave rise to is not a record's error
         try:
-            data = _vcf_records(vcf, path, present=list(vcf.samples), popmap=popmap, samples=samples, seed=seed,
+            data = _vcf_records(vcf, path, present=list(present), popmap=popmap, samples=samples, seed=seed,
                                 name=name, subsample=subsample, allow_unphased=allow_unphased, length=length,
                                 columns=len(columns), hts=hts, populations=populations, strict=strict, phased=phased,
                                 keep_filtered=keep_filtered, any_order=any_order)
@@ -686,13 +686,21 @@ def _bcf_columns(path: Path) -> list[str]:
         except Exception as exc:
             raise DataError(f"VCF {path}: a BCF file whose header cannot be read "
                             f"({hts.first_error() or _first_line(exc)})") from None
-        samples = list(vcf.samples)
-        vcf.close()
+        try:
+            samples = list(vcf.samples)
+        except UnicodeDecodeError:
+            raise DataError(f"VCF {path}: the BCF header's sample names are not UTF-8 text") from None
+        finally:
+            vcf.close()
     return [*_FIXED_COLUMNS, *(["FORMAT", *samples] if samples else [])]
 
 
 def _header_columns(path: Path, line: bytes, number: int) -> list[str]:
-    text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+    try:
+        text = line.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:  # sample names typed on Windows: 'Léman_1' in Windows-1252
+        text = line.decode("cp1252", errors="replace").rstrip("\r\n")
+        log.info("VCF %s: the #CHROM line is not UTF-8 text; its sample names read as Windows-1252 (Latin-1)", path)
     cols = text.split("\t")
     where = f"VCF {path} line {number}"
     if len(cols) < len(_FIXED_COLUMNS):
