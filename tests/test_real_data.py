@@ -124,6 +124,10 @@ def test_a_popmap_or_vcf_header_saved_as_windows_1252_keeps_its_accented_names(t
     Path(entry["vcf"]).write_bytes(vcf(names).encode("cp1252"))
     data = read_observed(entry, samples=SAMPLES, seed=1)
     assert data.individuals == names and data.genotypes.shape == (3, 8)
+    # A contig name that is not UTF-8 is one line, not htslib's bytes failing to decode.
+    Path(entry["vcf"]).write_bytes(vcf(names).replace("chr1", "chr\u00e9").encode("cp1252"))
+    with pytest.raises(DataError, match=r"record 1: its contig name is not UTF-8 text"):
+        read_observed(entry, samples=SAMPLES, seed=1)
 
 
 def test_names_equal_once_trimmed_are_one_line(tmp_path):

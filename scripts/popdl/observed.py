@@ -475,7 +475,11 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
             after = f" (after {last[0]}:{last[1]})" if last[0] is not None else ""
             _check_tab_separated(error, path, counts["records"])
             raise DataError(f"VCF {path}: record {counts['records']}{after} cannot be parsed: {error}")
-        chrom, pos = rec.CHROM, int(rec.POS)
+        try:
+            chrom, pos = rec.CHROM, int(rec.POS)
+        except UnicodeDecodeError:  # htslib hands over the bytes; cyvcf2 decodes them as UTF-8
+            after = f" (after {last[0]}:{last[1]})" if last[0] is not None else ""
+            raise DataError(f"VCF {path}: record {counts['records']}{after}: its contig name is not UTF-8 text") from None
         if " " in chrom:
             raise DataError(f"VCF {path}: record {counts['records']} is not tab-separated (spaces between its columns?)")
         if chrom not in spans:
