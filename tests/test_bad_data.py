@@ -258,6 +258,11 @@ DATA_CASES = [
      r"data set 'obs': 7\d\.\d% of genotype calls are missing, above predict\.max_missing \(50%\)"),
     ("vcf-only-indels", _vcf(vcf_text([with_field(i, 3, "AT")[i] for i in range(10)][:10])),
      r"no usable biallelic SNP among 10 records"),
+    ("vcf-gvcf", _vcf(vcf_text(with_field(4, 4, "<NON_REF>"))),
+     r"chr1:\d+ has the allele <NON_REF>: a gVCF or bcftools mpileup's output, whose sites are not genotyped yet; "
+     r"genotype it first \(GATK GenotypeGVCFs, bcftools call -mv\)"),
+    ("vcf-mpileup-via-scan", dict(via="scan", build=_vcf(vcf_text(with_field(2, 4, "G,<*>")))),
+     r"chr1:\d+ has the allele <\*>: a gVCF or bcftools mpileup's output"),
     # --- header problems
     ("vcf-empty-file", _vcf(""), r"data\.vcf: the file is empty"),
     ("vcf-header-only", _vcf(vcf_text([])), r"data\.vcf: no variant records"),

@@ -82,6 +82,8 @@ _FASTA_SUFFIX = re.compile(r"^(?P<sample>.+?)[._-](?:[12ab]|[AB])$")
 #: How the SNPs of a VCF group into loci (a data set's ``loci``).
 LOCI = ("contigs", "windows", "clusters", "ids")
 #: A Stacks locus ID: ``LOCUS_COLUMN`` (Stacks 1) or ``LOCUS:COLUMN:STRAND`` (Stacks 2).
+#: The placeholder ALT alleles of not yet genotyped files: GATK gVCFs (``<NON_REF>``), bcftools mpileup (``<*>``).
+_UNCALLED_ALLELES = ("<NON_REF>", "<*>")
 _STACKS_ID = re.compile(r"^\d+(?:_\d+|:\d+(?::[+-])?)$")
 
 
@@ -525,6 +527,11 @@ def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsa
         if gt.shape[1] > 3:
             raise DataError(f"VCF {path}: {chrom}:{pos} has genotype calls of ploidy {gt.shape[1] - 1}; popdl simulates diploids")
         alts = rec.ALT
+        if any(a in _UNCALLED_ALLELES for a in alts):
+            raise DataError(
+                f"VCF {path}: {chrom}:{pos} has the allele {next(a for a in alts if a in _UNCALLED_ALLELES)}: a gVCF or "
+                "bcftools mpileup's output, whose sites are not genotyped yet; genotype it first (GATK GenotypeGVCFs, "
+                "bcftools call -mv)")
         if len(alts) > 1:
             counts["multiallelic"] += 1
             continue
