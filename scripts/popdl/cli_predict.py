@@ -100,7 +100,7 @@ def _predict_settings(args, stage="predict") -> dict:
 
 def cmd_check_data(args) -> int:
     from popdl.errors import DataError
-    from popdl.features import MISSING, observed_features
+    from popdl.features import observed_features
     from popdl.observed import (available_individuals, filtered_text, missingness_profile, read_observed,
                                 stacks_loci, with_defaults)
     from popdl.predict import position_check
@@ -142,9 +142,8 @@ def cmd_check_data(args) -> int:
           f"at most {profile['sites'][-1]:.1%}; the config simulates "
           + ("the data's pattern (features.missing_individuals)" if settings["features"].get("missing_individuals")
              else f"{float(settings['features'].get('missing_rate', 0.0)):.1%} uniform"))
-    g = np.asarray(data.genotypes)
-    per_individual = ((g[:, 0::2] == MISSING) | (g[:, 1::2] == MISSING)).mean(axis=0) if g.size else np.zeros(0)
-    sparse = [(name, rate) for name, rate in zip(data.individuals, per_individual) if rate > SPARSE_INDIVIDUAL]
+    # The profile's rates run over the individuals in their order (grouped by population, as the data are).
+    sparse = [(name, rate) for name, rate in zip(data.individuals, rates) if rate > SPARSE_INDIVIDUAL]
     if sparse:
         sparse.sort(key=lambda nr: -nr[1])
         print(f"{entry['name']}: WARNING, {len(sparse)} individual(s) miss more than {SPARSE_INDIVIDUAL:.0%} of their "

@@ -81,9 +81,9 @@ _GAP_CHARS = set("-.")
 _FASTA_SUFFIX = re.compile(r"^(?P<sample>.+?)[._-](?:[12ab]|[AB])$")
 #: How the SNPs of a VCF group into loci (a data set's ``loci``).
 LOCI = ("contigs", "windows", "clusters", "ids")
-#: A Stacks locus ID: ``LOCUS_COLUMN`` (Stacks 1) or ``LOCUS:COLUMN:STRAND`` (Stacks 2).
 #: The placeholder ALT alleles of not yet genotyped files: GATK gVCFs (``<NON_REF>``), bcftools mpileup (``<*>``).
 _UNCALLED_ALLELES = ("<NON_REF>", "<*>")
+#: A Stacks locus ID: ``LOCUS_COLUMN`` (Stacks 1) or ``LOCUS:COLUMN:STRAND`` (Stacks 2).
 _STACKS_ID = re.compile(r"^\d+(?:_\d+|:\d+(?::[+-])?)$")
 
 
@@ -1118,11 +1118,11 @@ def _stacks_denovo_check(data: Observed, source: str, loci: str) -> None:
     if data.ids is None or "un" not in data.loci:
         return
     un = data.loci.index("un")
-    named = {id_locus(x) for x, k in zip(data.ids, data.locus) if k == un and _STACKS_ID.match(x)}
-    if len(named) > 1:
-        example = next(x for x, k in zip(data.ids, data.locus) if k == un and _STACKS_ID.match(x))
+    stacks_ids = [x for x, k in zip(data.ids, data.locus) if k == un and _STACKS_ID.match(x)]
+    named = stacks_loci(stacks_ids)
+    if named > 1:
         raise DataError(
-            f"{source}: contig 'un' holds SNPs of {len(named)} Stacks loci (IDs such as {example!r}): a de novo "
+            f"{source}: contig 'un' holds SNPs of {named} Stacks loci (IDs such as {stacks_ids[0]!r}): a de novo "
             f"Stacks 1 catalogue, whose positions are columns within each locus, so loci: {loci} mixes them; "
             "read the loci from the ID column: loci: ids (--loci ids)")
 
