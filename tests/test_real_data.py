@@ -856,3 +856,63 @@ def _as_stacks1_denovo(source: str, out: Path) -> str:
     records.sort(key=lambda r: r[0])
     out.write_text("\n".join([*header, *("\t".join(f) for _, f in records)]) + "\n")
     return str(out)
+
+
+def _vcf_lines(path: str) -> tuple[list[str], list[str], list[list[str]]]:
+    """The ## lines, the #CHROM line's columns and the records' columns of the VCF ``path``."""
+    import gzip
+
+    lines = gzip.open(path, "rt").read().splitlines()
+    return ([x for x in lines if x.startswith("##")], next(x for x in lines if x.startswith("#CHROM")).split("\t"),
+            [x.split("\t") for x in lines if not x.startswith("#")])
+
+
+def _write_vcf(path, meta, header, records, *, reverse_samples=False) -> str:
+    order = list(range(9)) + (list(range(len(header) - 1, 8, -1)) if reverse_samples else list(range(9, len(header))))
+    path.write_text("\n".join(meta + ["\t".join(r[i] for i in order) for r in [header, *records]]) + "\n")
+    return str(path)
+
+
+def test_a_vcf_per_chromosome_reads_as_the_one_file_they_were_cut_from(tmp_path):
+    mapping = {"nuttalli": "pop1", "pugetensis": "pop2"}
+    samples = {"pop1": 10, "pop2": 7}
+    whole = read_observed(dict(RAD, name="rad", populations=mapping), samples=samples, seed=1, phased=False)
+    meta, header, records = _vcf_lines(RAD["vcf"])
+    # Cut at records 300 and 700, or just after, inside a contig: its records continue in the next file.
+    cuts = [next(k for k in range(at, len(records)) if records[k][0] == records[k - 1][0]) for at in (300, 700)]
+    # part_2 lists its samples the other way round; part_10 sorts after part_2 only by number.
+    split = [_write_vcf(tmp_path / "part_1.vcf", meta, header, records[:cuts[0]]),
+             _write_vcf(tmp_path / "part_2.vcf", meta, header, records[cuts[0]:cuts[1]], reverse_samples=True),
+             _write_vcf(tmp_path / "part_10.vcf", meta, header, records[cuts[1]:])]
+    for vcf_entry in (split, str(tmp_path / "part_*.vcf")):
+        data = read_observed(dict(RAD, name="rad", vcf=vcf_entry, populations=mapping), samples=samples, seed=1,
+                             phased=False)
+        assert np.array_equal(data.genotypes, whole.genotypes) and np.array_equal(data.positions, whole.positions)
+        assert np.array_equal(data.locus, whole.locus) and data.loci == whole.loci
+        assert data.individuals == whole.individuals and data.length == whole.length
+        assert {k: data.counts[k] for k in ("records", "snps", "missing_calls", "monomorphic")} == \
+            {k: whole.counts[k] for k in ("records", "snps", "missing_calls", "monomorphic")}
+        assert data.counts["vcf_files"] == 3
+    config = config_file(tmp_path)
+    out = run_popdl("check-data", "--configfile", config, "--vcf", *split, "--popmap", RAD["popmap"],
+                    "--populations", "nuttalli=pop1", "pugetensis=pop2", "--name", "rad", "--suggest-config", "-")
+    assert out.returncode == 0, out.stderr
+    assert f"from {whole.counts['records']} records in 3 files;" in out.stdout.splitlines()[0], out.stdout
+    fragment = yaml.safe_load(out.stdout[out.stdout.index("# popdl check-data --suggest-config"):])
+    assert fragment["predict"]["data"][0]["vcf"] == split
+
+    def refused(vcf_entry, message):
+        with pytest.raises(DataError, match=message):
+            read_observed(dict(RAD, name="rad", vcf=vcf_entry, populations=mapping), samples=samples, seed=1,
+                          phased=False)
+
+    refused([split[0], split[0]], r"part_1\.vcf: given twice among the data set's files")
+    refused(str(tmp_path / "chr*.vcf"), r"VCF .*chr\*\.vcf: no file matches this pattern")
+    # A contig whose records come back in a later file, after other contigs', is one line.
+    back = _write_vcf(tmp_path / "back.vcf", meta, header, records[cuts[1]:] + records[:1])
+    refused(split[:2] + [back], rf"back\.vcf: contig '{records[0][0]}' also has records in .*part_1\.vcf, which do "
+                                r"not end where these begin \(give the files in order")
+    # Files of one data set hold the same individuals.
+    fewer = _write_vcf(tmp_path / "fewer.vcf", meta, header[:-1], [r[:-1] for r in records[cuts[1]:]])
+    refused(split[:2] + [fewer], rf"fewer\.vcf: its samples are not those of .*part_1\.vcf \({header[-1].strip()} only in "
+                                 r".*part_1\.vcf\); the files of one data set hold the same individuals")

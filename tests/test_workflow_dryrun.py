@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import resource
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -126,3 +127,28 @@ def test_quick_sweep_overlay_on_an_example(tmp_path):
     assert merged["network"] == ["mlp", "exchangeable_stats"] and merged["train"]["ensemble"] == 8
     assert set(merged["scenarios"]) == {"AB_C", "AC_B", "BC_A"}
     assert counts["simulate"] == 3 * n_chunks(merged["simulations"]["per_scenario"], merged["simulations"]["chunk"])
+
+
+def test_a_data_set_of_one_vcf_per_chromosome_is_one_observe_job_on_every_file(tmp_path):
+    """predict.data[].vcf as a glob: the observe job's inputs are the files it matches, in natural
+    order; a pattern matching nothing is Snakemake's missing input, naming the pattern."""
+    from conftest import snakemake
+
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    for name in ("chr10.vcf.gz", "chr2.vcf.gz", "chr1.vcf.gz"):
+        (calls / name).write_bytes(b"")  # a dry run reads nothing
+    (tmp_path / "popmap.tsv").write_text("a1\tpop1\n")
+    entry = {"name": "perchr", "vcf": str(calls / "chr*.vcf.gz"), "popmap": str(tmp_path / "popmap.tsv")}
+    path = write_config(tmp_path, tiny_config(predict={"data": [entry]}))
+    proc = snakemake(tmp_path, "-n", "results/tiny/predict/perchr/observed.npz",
+                     configfile=path)
+    block = proc.stdout[proc.stdout.index("rule observe:"):]
+    inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
+    assert [calls / n for n in ("chr1.vcf.gz", "chr2.vcf.gz", "chr10.vcf.gz")] == \
+        [Path(p) for p in inputs.split(":", 1)[1].replace(",", " ").split() if p.endswith(".vcf.gz")], inputs
+    entry["vcf"] = [str(calls / "chr1.vcf.gz"), str(calls / "chrX*.vcf.gz")]
+    path = write_config(tmp_path, tiny_config(predict={"data": [entry]}))
+    proc = snakemake(tmp_path, "-n", configfile=path, check=False)
+    assert proc.returncode != 0 and "chrX*.vcf.gz" in proc.stdout + proc.stderr
+    assert "Missing input files" in proc.stdout + proc.stderr

@@ -20,7 +20,9 @@ MAX_TAG_LENGTH = 10_000
 
 def _data_arguments(p, *, required: bool) -> None:
     group = p.add_mutually_exclusive_group(required=required)
-    group.add_argument("--vcf", help="VCF (.vcf, .vcf.gz) or BCF; unphased calls need an unphased model")
+    group.add_argument("--vcf", nargs="+", help="VCF (.vcf, .vcf.gz) or BCF; several files (one per chromosome, "
+                                                "or a quoted glob such as 'calls/chr*.vcf.gz') are read as one data "
+                                                "set; unphased calls need an unphased model")
     group.add_argument("--fasta", nargs="+", help="aligned FASTA files, one per locus")
     p.add_argument("--popmap", required=required, help="sample -> population table")
     p.add_argument("--name", help="name of the data set (default: the file's name)")
@@ -73,11 +75,11 @@ def add_commands(sub) -> None:
 
 
 def _entry(args) -> dict:
-    source = args.vcf or (args.fasta[0] if args.fasta else None)
+    source = args.vcf[0] if args.vcf else (args.fasta[0] if args.fasta else None)
     name = args.name or Path(source).name.split(".")[0]
     entry = {"name": name, "popmap": args.popmap}
     if args.vcf:
-        entry["vcf"] = args.vcf
+        entry["vcf"] = args.vcf[0] if len(args.vcf) == 1 else list(args.vcf)
     else:
         entry["fasta"] = list(args.fasta)
     if args.length:
@@ -126,7 +128,8 @@ def cmd_check_data(args) -> int:
     feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
     c = data.counts
-    print(f"{entry['name']}: {c['snps']} biallelic SNPs on {len(data.loci)} locus/loci from {c['records']} records; "
+    print(f"{entry['name']}: {c['snps']} biallelic SNPs on {len(data.loci)} locus/loci from {c['records']} records"
+          + (f" in {c['vcf_files']} files" if c.get("vcf_files", 1) > 1 else "") + "; "
           f"skipped {c['multiallelic']} multi-allelic, {c['indels']} indel, {c['monomorphic']} monomorphic"
           + (f", {c['mnps']} MNP (bcftools norm -a or vcfallelicprimitives splits them into SNPs)" if c.get("mnps") else "")
           + (f", {filtered_text(c)}" if c.get("filtered") else "") + "; "
@@ -313,7 +316,7 @@ def cmd_predict(args) -> int:
         settings = _model_settings(args, model)
     result = predict_arrays(obs, summary, name=name, model_dir=model, dataset_dir=dataset,
                             alpha=settings["predict"]["alpha"], config_hash=settings_hash(settings),
-                            source=args.observed or args.vcf or args.fasta[0])
+                            source=args.observed or (args.vcf or args.fasta)[0])
     created = not out.exists()
     written: list[Path] = []
     try:

@@ -36,6 +36,7 @@ from an :class:`Observed` with the extractor the simulations go through.
 
 from __future__ import annotations
 
+import glob as glob_module
 import gzip
 import logging
 import os
@@ -344,8 +345,46 @@ def _check_tab_separated(detail: str, path, record: int) -> None:
         raise DataError(f"VCF {path}: record {record} is not tab-separated (spaces between its columns?)")
 
 
+def _natural_key(path: Path) -> list:
+    """Sort key ordering numbered files by their numbers: chr2 before chr10."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def vcf_files(vcf, *, base_dir: str | Path | None = None) -> list[Path]:
+    """The files of a data set's ``vcf``: one path, a list of paths (one VCF per
+    chromosome or region, as variant callers write them), or glob patterns
+    (``calls/chr*.vcf.gz``), each pattern's files in natural order (``chr2``
+    before ``chr10``).  Relative paths and patterns are looked up in the working
+    directory, then in ``base_dir``.  A pattern matching no file is a :class:`DataError`."""
+    items = [vcf] if isinstance(vcf, (str, Path)) else list(vcf or [])
+    if not items:
+        raise DataError("vcf: no file given")
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if not p.is_absolute() and not p.exists() and base_dir is not None and (Path(base_dir) / p).exists():
+            p = Path(base_dir) / p
+        if p.exists() or not any(ch in str(item) for ch in "*?"):
+            out.append(p)
+            continue
+        found = []
+        for root in ([Path(".")] if p.is_absolute() else [Path("."), *([Path(base_dir)] if base_dir else [])]):
+            pattern = str(item) if p.is_absolute() else str(root / item)
+            found = sorted((Path(f) for f in glob_module.glob(pattern)), key=_natural_key)
+            if found:
+                break
+        if not found:
+            raise DataError(f"VCF {item}: no file matches this pattern")
+        out += found
+    return out
+
+
+def _source(paths: list[Path]) -> str:
+    return f"VCF {paths[0]}" if len(paths) == 1 else f"VCF {paths[0]} and {len(paths) - 1} more file(s)"
+
+
 def read_vcf(
-    path: str | Path,
+    path,
     *,
     popmap: dict[str, str],
     samples: dict[str, int],
@@ -360,7 +399,13 @@ def read_vcf(
     keep_filtered: bool = False,
     any_order: bool = False,
 ) -> Observed:
-    """Read a (b)gzipped or plain VCF into an :class:`Observed`.
+    """Read a (b)gzipped or plain VCF, or BCF, into an :class:`Observed`.
+
+    ``path``: one file, or a list of files read one after the other as one
+    data set, as ``bcftools concat`` would join them (one VCF per chromosome
+    or region): they hold the same samples (in any column order), and a
+    contig's records continue in the next file only where it ended the one
+    before.
 
     ``phased`` False (an unphased model, ``features.phased: false``) accepts
     unphased calls (0/1): the extractor discards the phase anyway.  With
@@ -380,7 +425,7 @@ def read_vcf(
     :func:`id_loci`).  ``length`` (bp) is the sequenced length for per-bp
     statistics; None takes the span of the contigs' records.
 
-    The header and the end of the file are checked before htslib reads it: a
+    The header and the end of every file are checked before htslib reads it: a
     file cut short (an interrupted download or copy) is refused, whether
     plain, gzip or BGZF.  What htslib prints on standard error is collected:
     its first error becomes part of the one-line :class:`DataError`, and its
@@ -388,7 +433,65 @@ def read_vcf(
     """
     import cyvcf2
 
-    path = Path(path)
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    if not paths:
+        raise DataError("VCF: no file given")
+    seen: dict[Path, Path] = {}
+    headers = []
+    for p in paths:
+        key = p.resolve()
+        if key in seen:
+            raise DataError(f"VCF {p}: given twice among the data set's files")
+        seen[key] = p
+        headers.append(_checked_header(p))
+    present = headers[0][1][9:]
+    for p, columns in headers[1:]:
+        mine, first = {s.strip() for s in columns[9:]}, {s.strip() for s in present}
+        if mine != first:
+            only_here, only_first = sorted(mine - first), sorted(first - mine)
+            what = "; ".join(x for x in (f"{_few(only_here, 3)} only in it" if only_here else "",
+                                          f"{_few(only_first, 3)} only in {paths[0]}" if only_first else "") if x)
+            raise DataError(f"VCF {p}: its samples are not those of {paths[0]} ({what}); the files of one data set "
+                            "hold the same individuals")
+    matching: dict = {}
+    chosen = choose_individuals(
+        list(present), popmap, samples=samples, rng=seeds.observed(seed, name), subsample=subsample,
+        source=_source(paths), populations=populations, strict=strict, counts=matching,
+    )
+    pool = matching.pop("pool")  # every individual of a simulated population, as the first file names them
+    reading = _Records(chosen=chosen, pool=pool, samples_in_file=len(present), counts=matching, allow_unphased=allow_unphased, phased=phased,
+                       keep_filtered=keep_filtered, any_order=any_order)
+    header_lengths: dict[str, int] = {}
+    for p, columns in headers:
+        with _HtslibLog() as hts:
+            try:
+                vcf = cyvcf2.VCF(str(p), gts012=False, lazy=True, threads=1)
+            except Exception as exc:  # htslib reports its own error types
+                raise DataError(f"VCF {p}: cannot be parsed ({hts.first_error() or _first_line(exc)})") from None
+            if "##contig=<" in vcf.raw_header:  # without them cyvcf2 would look for an index
+                try:
+                    header_lengths.update({n: int(x) for n, x in zip(vcf.seqnames, vcf.seqlens) if int(x) > 0})
+                except Exception:  # contig lines without lengths
+                    pass
+            hts.new_error()  # what the header gave rise to is not a record's error
+            try:
+                reading.read(vcf, p, columns=columns, hts=hts)
+            finally:
+                vcf.close()
+        hts.replay(f"VCF {p}")
+    data = reading.observed(name=name, length=length, source=_source(paths))
+    data.counts["vcf_files"] = len(paths)
+    if header_lengths:
+        kept = [header_lengths[c] for c in data.loci if c in header_lengths]
+        if kept:
+            data.counts["contig_length_median"] = float(np.median(kept))
+    return data
+
+
+def _checked_header(path: Path) -> tuple[Path, list[str]]:
+    """``(path, the #CHROM line's columns)`` of a VCF that passes the
+    checks made before htslib reads it: present, not empty, a complete header with named,
+    distinct samples, not cut short."""
     if path.is_dir():
         raise DataError(f"VCF {path}: is a folder, not a file")
     if not path.is_file():
@@ -407,215 +510,206 @@ def read_vcf(
         dup = sorted({s for s in present if present.count(s) > 1})
         raise DataError(f"VCF {path}: sample(s) {_few(dup)} appear twice in the header")
     _check_complete(path, kind, len(columns), binary=_is_bcf(path, kind))
-    with _HtslibLog() as hts:
-        try:
-            vcf = cyvcf2.VCF(str(path), gts012=False, lazy=True, threads=1)
-        except Exception as exc:  # htslib reports its own error types
-            raise DataError(f"VCF {path}: cannot be parsed ({hts.first_error() or _first_line(exc)})") from None
-        header_lengths = {}
-        if "##contig=<" in vcf.raw_header:  # without them cyvcf2 would look for an index
+    return path, columns
+
+
+class _Records:
+    """The genotypes of the chosen individuals at the biallelic SNPs of one or more VCF files,
+    read one after the other (:func:`read_vcf`), with the counts of what was skipped."""
+
+    def __init__(self, *, chosen, pool, samples_in_file: int, counts: dict, allow_unphased, phased, keep_filtered, any_order):
+        self.chosen, self.pool, self.samples_in_file = chosen, pool, samples_in_file
+        self.subsampled = len(pool) > len(chosen)
+        self.allow_unphased, self.phased, self.keep_filtered, self.any_order = allow_unphased, phased, keep_filtered, any_order
+        self.counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "mnps": 0, "other_variants": 0,
+                       "monomorphic": 0, "filtered": 0, "missing_calls": 0, "unphased_heterozygous": 0,
+                       "phased_heterozygous": 0, **counts, "snps_lost_to_subsampling": 0}
+        self.filters: dict[str, int] = {}  # records skipped, per filter that failed
+        self.blocks, self.positions, self.loci_idx, self.ids = [], [], [], []
+        self.contigs: list[str] = []
+        self.contig_index: dict[str, int] = {}
+        self.contig_file: dict[str, Path] = {}
+        self.spans: dict[str, tuple[int, int]] = {}
+        self.last = (None, -1)
+
+    def read(self, vcf, path: Path, *, columns: list[str], hts) -> None:
+        """Read the records of the open cyvcf2 reader ``vcf`` of file ``path`` (its #CHROM ``columns``)."""
+        if not vcf.contains("GT"):
+            raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
+        column = {s.strip(): i for i, s in enumerate(columns[9:])}
+        index = np.array([column[s.strip()] for s, _ in self.chosen])
+        pool = np.array([column[s.strip()] for s in self.pool])
+        counts, filters, chosen = self.counts, self.filters, self.chosen
+        phased, allow_unphased, keep_filtered = self.phased, self.allow_unphased, self.keep_filtered
+        spans, contigs, contig_index = self.spans, self.contigs, self.contig_index
+        in_file = 0
+        records = iter(vcf)
+        while True:
+            last = self.last
+            after = f" (after {last[0]}:{last[1]})" if last[0] is not None and in_file else ""
             try:
-                header_lengths = {n: int(x) for n, x in zip(vcf.seqnames, vcf.seqlens) if int(x) > 0}
-            except Exception:  # contig lines without lengths
-                header_lengths = {}
-        hts.new_error()  # what the header gave rise to is not a record's error
-        try:
-            data = _vcf_records(vcf, path, present=list(present), popmap=popmap, samples=samples, seed=seed,
-                                name=name, subsample=subsample, allow_unphased=allow_unphased, length=length,
-                                columns=len(columns), hts=hts, populations=populations, strict=strict, phased=phased,
-                                keep_filtered=keep_filtered, any_order=any_order)
-        finally:
-            vcf.close()
-    hts.replay(f"VCF {path}")
-    if header_lengths:
-        kept = [header_lengths[c] for c in data.loci if c in header_lengths]
-        if kept:
-            data.counts["contig_length_median"] = float(np.median(kept))
-    return data
-
-
-def _vcf_records(vcf, path: Path, *, present, popmap, samples, seed, name, subsample, allow_unphased, length,
-                 columns: int, hts, populations=None, strict=False, phased=True, keep_filtered=False,
-                 any_order=False) -> Observed:
-    """The records of an open cyvcf2 reader as an :class:`Observed` (see :func:`read_vcf`)."""
-    if not vcf.contains("GT"):
-        raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
-    matching: dict = {}
-    chosen = choose_individuals(
-        present, popmap, samples=samples, rng=seeds.observed(seed, name), subsample=subsample, source=f"VCF {path}",
-        populations=populations, strict=strict, counts=matching,
-    )
-    index = np.array([present.index(s) for s, _ in chosen])
-    pool = np.array([present.index(s) for s in matching.pop("pool")])  # every individual of a simulated population
-    subsampled = pool.size > index.size
-    matching["snps_lost_to_subsampling"] = 0
-    counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "mnps": 0, "other_variants": 0,
-              "monomorphic": 0, "filtered": 0, "missing_calls": 0, "unphased_heterozygous": 0, "phased_heterozygous": 0,
-              **matching}
-    filters: dict[str, int] = {}  # records skipped, per filter that failed
-    blocks, positions, loci_idx, ids = [], [], [], []
-    contigs: list[str] = []
-    contig_index: dict[str, int] = {}
-    spans: dict[str, tuple[int, int]] = {}
-    last = (None, -1)
-    records = iter(vcf)
-    while True:
-        try:
-            rec = next(records)
-        except StopIteration:
-            break
-        except Exception as exc:  # htslib could not parse the next record
-            after = f" (after {last[0]}:{last[1]})" if last[0] is not None else ""
-            detail = hts.new_error() or hts.first_error() or _first_line(exc)
-            if detail.startswith("error parsing variant"):  # cyvcf2's generic text: htslib said nothing more
-                detail = "htslib cannot read it (a malformed or incomplete line?)"
-            _check_tab_separated(detail, path, counts["records"] + 1)
-            raise DataError(f"VCF {path}: record {counts['records'] + 1}{after} cannot be parsed: {detail}") from None
-        counts["records"] += 1
-        error = hts.new_error()
-        if error is not None:  # htslib may hand over a record it failed to parse: never touch its fields
-            after = f" (after {last[0]}:{last[1]})" if last[0] is not None else ""
-            _check_tab_separated(error, path, counts["records"])
-            raise DataError(f"VCF {path}: record {counts['records']}{after} cannot be parsed: {error}")
-        try:
-            chrom, pos = rec.CHROM, int(rec.POS)
-        except UnicodeDecodeError:  # htslib hands over the bytes; cyvcf2 decodes them as UTF-8
-            after = f" (after {last[0]}:{last[1]})" if last[0] is not None else ""
-            raise DataError(f"VCF {path}: record {counts['records']}{after}: its contig name is not UTF-8 text") from None
-        if " " in chrom:
-            raise DataError(f"VCF {path}: record {counts['records']} is not tab-separated (spaces between its columns?)")
-        if chrom not in spans:
-            contig_index[chrom] = len(contigs)
-            contigs.append(chrom)
-            spans[chrom] = (pos, pos)
-        elif not any_order and (chrom != last[0] or pos < last[1]):
-            if chrom == "un" and _STACKS_ID.match(rec.ID or ""):
-                raise DataError(f"VCF {path}: {chrom}:{pos} (ID {rec.ID}) comes after {chrom}:{last[1]}: a de novo Stacks 1 "
-                                "catalogue, whose positions are columns within each locus; read the loci from the ID "
-                                "column: loci: ids (--loci ids)")
-            if chrom != last[0]:
-                raise DataError(f"VCF {path}: records of contig {chrom!r} are not contiguous (sort the VCF, e.g. bcftools sort)")
-            raise DataError(f"VCF {path}: {chrom}:{pos} comes after {chrom}:{last[1]}; the records are not sorted (bcftools sort)")
-        last = (chrom, pos)
-        first, end = spans[chrom]
-        spans[chrom] = (min(first, pos), max(end, pos))
-        failed = None if keep_filtered else rec.FILTER  # cyvcf2: None for PASS and '.'
-        if failed:
-            counts["filtered"] += 1
-            for f in str(failed).split(";"):
-                filters[f] = filters.get(f, 0) + 1
-            continue
-        try:
-            genotypes = rec.genotype
-        except Exception:  # cyvcf2: "couldn't get genotypes for variant"
-            raise DataError(_no_genotype(path, rec, f"{chrom}:{pos}", columns)) from None
-        gt = genotypes.array() if genotypes is not None else None
-        if gt is None:
-            raise DataError(f"VCF {path}: {chrom}:{pos} has no GT value")
-        # A lone '.' is a missing call written without its ploidy (FreeBayes, and so dDocent, write every
-        # missing call so): htslib reads it as one missing allele, which for diploid data is both.
-        if gt.shape[1] < 3:
-            if (gt[:, 0] >= 0).any():
-                raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
-            gt = np.column_stack([gt[:, 0], gt[:, 0], np.ones(len(gt), dtype=gt.dtype)])  # every call '.'
-        one = gt[:, 1] == -2  # a call of one allele
-        if one.any():
-            if (gt[one, 0] >= 0).any():
-                raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
-            gt = gt.copy()
-            gt[one, 1] = -1
-        if gt.shape[1] > 3:
-            raise DataError(f"VCF {path}: {chrom}:{pos} has genotype calls of ploidy {gt.shape[1] - 1}; popdl simulates diploids")
-        alts = rec.ALT
-        if any(a in _UNCALLED_ALLELES for a in alts):
-            raise DataError(
-                f"VCF {path}: {chrom}:{pos} has the allele {next(a for a in alts if a in _UNCALLED_ALLELES)}: a gVCF or "
-                "bcftools mpileup's output, whose sites are not genotyped yet; genotype it first (GATK GenotypeGVCFs, "
-                "bcftools call -mv)")
-        if len(alts) > 1:
-            counts["multiallelic"] += 1
-            continue
-        if len(alts) == 0 or alts[0] in {".", "*"}:
-            counts["monomorphic"] += 1
-            continue
-        if rec.is_indel or len(rec.REF) != 1 or len(alts[0]) != 1:
-            # Alleles of one length above 1: a multi-nucleotide polymorphism (FreeBayes writes them), whose
-            # SNPs bcftools norm -a or vcfallelicprimitives would split out; other lengths: indels, complex.
-            same = len(rec.REF) == len(alts[0])
-            counts["mnps" if same else "indels"] += 1
-            continue
-        # One base for another.  Any single characters count, not only A/C/G/T:
-        # tskit writes the 0/1 alleles of msprime's BinaryMutationModel as REF 0, ALT 1.
-        if rec.REF == alts[0]:
-            counts["other_variants"] += 1
-            continue
-        g = gt[index]
-        alleles = g[:, :2]
-        het = (alleles[:, 0] != alleles[:, 1]) & (alleles >= 0).all(axis=1)
-        unphased = het & (g[:, 2] == 0)
-        counts["phased_heterozygous"] += int((het & (g[:, 2] == 1)).sum())
-        if unphased.any():
-            counts["unphased_heterozygous"] += int(unphased.sum())
-            if phased and not allow_unphased:
-                bad = chosen[int(np.flatnonzero(unphased)[0])][0].strip()
+                rec = next(records)
+            except StopIteration:
+                break
+            except Exception as exc:  # htslib could not parse the next record
+                detail = hts.new_error() or hts.first_error() or _first_line(exc)
+                if detail.startswith("error parsing variant"):  # cyvcf2's generic text: htslib said nothing more
+                    detail = "htslib cannot read it (a malformed or incomplete line?)"
+                _check_tab_separated(detail, path, in_file + 1)
+                raise DataError(f"VCF {path}: record {in_file + 1}{after} cannot be parsed: {detail}") from None
+            counts["records"] += 1
+            in_file += 1
+            error = hts.new_error()
+            if error is not None:  # htslib may hand over a record it failed to parse: never touch its fields
+                _check_tab_separated(error, path, in_file)
+                raise DataError(f"VCF {path}: record {in_file}{after} cannot be parsed: {error}")
+            try:
+                chrom, pos = rec.CHROM, int(rec.POS)
+            except UnicodeDecodeError:  # htslib hands over the bytes; cyvcf2 decodes them as UTF-8
+                raise DataError(f"VCF {path}: record {in_file}{after}: its contig name is not UTF-8 text") from None
+            if " " in chrom:
+                raise DataError(f"VCF {path}: record {in_file} is not tab-separated (spaces between its columns?)")
+            if chrom not in spans:
+                contig_index[chrom] = len(contigs)
+                contigs.append(chrom)
+                self.contig_file[chrom] = path
+                spans[chrom] = (pos, pos)
+            elif not self.any_order and (chrom != last[0] or pos < last[1]):
+                if chrom == "un" and _STACKS_ID.match(rec.ID or ""):
+                    raise DataError(f"VCF {path}: {chrom}:{pos} (ID {rec.ID}) comes after {chrom}:{last[1]}: a de novo "
+                                    "Stacks 1 catalogue, whose positions are columns within each locus; read the loci "
+                                    "from the ID column: loci: ids (--loci ids)")
+                if self.contig_file[chrom] != path:
+                    raise DataError(f"VCF {path}: contig {chrom!r} also has records in {self.contig_file[chrom]}, "
+                                    "which do not end where these begin (give the files in order, or sort them into "
+                                    "one: bcftools concat | bcftools sort)")
+                if chrom != last[0]:
+                    raise DataError(f"VCF {path}: records of contig {chrom!r} are not contiguous (sort the VCF, e.g. bcftools sort)")
+                raise DataError(f"VCF {path}: {chrom}:{pos} comes after {chrom}:{last[1]}; the records are not sorted (bcftools sort)")
+            self.last = (chrom, pos)
+            first, end = spans[chrom]
+            spans[chrom] = (min(first, pos), max(end, pos))
+            failed = None if keep_filtered else rec.FILTER  # cyvcf2: None for PASS and '.'
+            if failed:
+                counts["filtered"] += 1
+                for f in str(failed).split(";"):
+                    filters[f] = filters.get(f, 0) + 1
+                continue
+            try:
+                genotypes = rec.genotype
+            except Exception:  # cyvcf2: "couldn't get genotypes for variant"
+                raise DataError(_no_genotype(path, rec, f"{chrom}:{pos}", len(columns))) from None
+            gt = genotypes.array() if genotypes is not None else None
+            if gt is None:
+                raise DataError(f"VCF {path}: {chrom}:{pos} has no GT value")
+            # A lone '.' is a missing call written without its ploidy (FreeBayes, and so dDocent, write every
+            # missing call so): htslib reads it as one missing allele, which for diploid data is both.
+            if gt.shape[1] < 3:
+                if (gt[:, 0] >= 0).any():
+                    raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
+                gt = np.column_stack([gt[:, 0], gt[:, 0], np.ones(len(gt), dtype=gt.dtype)])  # every call '.'
+            one = gt[:, 1] == -2  # a call of one allele
+            if one.any():
+                if (gt[one, 0] >= 0).any():
+                    raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
+                gt = gt.copy()
+                gt[one, 1] = -1
+            if gt.shape[1] > 3:
+                raise DataError(f"VCF {path}: {chrom}:{pos} has genotype calls of ploidy {gt.shape[1] - 1}; popdl simulates diploids")
+            alts = rec.ALT
+            if any(a in _UNCALLED_ALLELES for a in alts):
                 raise DataError(
-                    f"VCF {path}: {chrom}:{pos} sample {bad} has an unphased heterozygous call (0/1); "
-                    "the model is phased: train with features.phased: false for unphased data, or phase the VCF "
-                    "(Beagle, SHAPEIT)"
-                )
-        if (alleles > 1).any():  # an allele index beyond the one ALT allele: not a biallelic SNP
-            counts["multiallelic"] += 1
-            continue
-        hap = np.where(alleles < 0, MISSING, alleles).astype(np.int8).reshape(-1)
-        called = hap[hap != MISSING]
-        counts["missing_calls"] += int((alleles < 0).any(axis=1).sum())
-        if called.size == 0 or called.min() == called.max():
-            counts["monomorphic"] += 1
-            if subsampled:  # a SNP among all the individuals, lost by keeping only some of them
-                every = gt[pool][:, :2]
-                every = every[(every >= 0) & (every <= 1)]
-                if every.size and every.min() != every.max():
-                    counts["snps_lost_to_subsampling"] += 1
-            continue
-        blocks.append(hap)
-        positions.append(float(pos))
-        loci_idx.append(contig_index[chrom])
-        ids.append(rec.ID or ".")
-    counts["filters"] = dict(sorted(filters.items(), key=lambda kv: (-kv[1], kv[0])))
-    if counts["records"] == 0:
-        raise DataError(f"VCF {path}: no variant records")
-    if not blocks:
-        raise DataError(
-            f"VCF {path}: no usable biallelic SNP among {counts['records']} records "
-            f"({counts['multiallelic']} multi-allelic, {counts['indels']} indels, "
-            + (f"{counts['mnps']} MNPs, " if counts["mnps"] else "")
-            + f"{counts['monomorphic']} monomorphic, "
-            f"{counts['other_variants']} with ALT equal to REF"
-            + (f", {filtered_text(counts)}; predict.keep_filtered (--keep-filtered) would use them)"
-               if counts["filtered"] else ")")
+                    f"VCF {path}: {chrom}:{pos} has the allele {next(a for a in alts if a in _UNCALLED_ALLELES)}: a gVCF or "
+                    "bcftools mpileup's output, whose sites are not genotyped yet; genotype it first (GATK GenotypeGVCFs, "
+                    "bcftools call -mv)")
+            if len(alts) > 1:
+                counts["multiallelic"] += 1
+                continue
+            if len(alts) == 0 or alts[0] in {".", "*"}:
+                counts["monomorphic"] += 1
+                continue
+            if rec.is_indel or len(rec.REF) != 1 or len(alts[0]) != 1:
+                # Alleles of one length above 1: a multi-nucleotide polymorphism (FreeBayes writes them), whose
+                # SNPs bcftools norm -a or vcfallelicprimitives would split out; other lengths: indels, complex.
+                same = len(rec.REF) == len(alts[0])
+                counts["mnps" if same else "indels"] += 1
+                continue
+            # One base for another.  Any single characters count, not only A/C/G/T:
+            # tskit writes the 0/1 alleles of msprime's BinaryMutationModel as REF 0, ALT 1.
+            if rec.REF == alts[0]:
+                counts["other_variants"] += 1
+                continue
+            g = gt[index]
+            alleles = g[:, :2]
+            het = (alleles[:, 0] != alleles[:, 1]) & (alleles >= 0).all(axis=1)
+            unphased = het & (g[:, 2] == 0)
+            counts["phased_heterozygous"] += int((het & (g[:, 2] == 1)).sum())
+            if unphased.any():
+                counts["unphased_heterozygous"] += int(unphased.sum())
+                if phased and not allow_unphased:
+                    bad = chosen[int(np.flatnonzero(unphased)[0])][0].strip()
+                    raise DataError(
+                        f"VCF {path}: {chrom}:{pos} sample {bad} has an unphased heterozygous call (0/1); "
+                        "the model is phased: train with features.phased: false for unphased data, or phase the VCF "
+                        "(Beagle, SHAPEIT)"
+                    )
+            if (alleles > 1).any():  # an allele index beyond the one ALT allele: not a biallelic SNP
+                counts["multiallelic"] += 1
+                continue
+            hap = np.where(alleles < 0, MISSING, alleles).astype(np.int8).reshape(-1)
+            called = hap[hap != MISSING]
+            counts["missing_calls"] += int((alleles < 0).any(axis=1).sum())
+            if called.size == 0 or called.min() == called.max():
+                counts["monomorphic"] += 1
+                if self.subsampled:  # a SNP among all the individuals, lost by keeping only some of them
+                    every = gt[pool][:, :2]
+                    every = every[(every >= 0) & (every <= 1)]
+                    if every.size and every.min() != every.max():
+                        counts["snps_lost_to_subsampling"] += 1
+                continue
+            self.blocks.append(hap)
+            self.positions.append(float(pos))
+            self.loci_idx.append(contig_index[chrom])
+            self.ids.append(rec.ID or ".")
+
+    def observed(self, *, name: str, length: float | None, source: str) -> Observed:
+        """What the files read gave, as an :class:`Observed` (a :class:`DataError` if no SNP)."""
+        counts, contigs, spans = self.counts, self.contigs, self.spans
+        counts["filters"] = dict(sorted(self.filters.items(), key=lambda kv: (-kv[1], kv[0])))
+        if counts["records"] == 0:
+            raise DataError(f"{source}: no variant records")
+        if not self.blocks:
+            raise DataError(
+                f"{source}: no usable biallelic SNP among {counts['records']} records "
+                f"({counts['multiallelic']} multi-allelic, {counts['indels']} indels, "
+                + (f"{counts['mnps']} MNPs, " if counts["mnps"] else "")
+                + f"{counts['monomorphic']} monomorphic, "
+                f"{counts['other_variants']} with ALT equal to REF"
+                + (f", {filtered_text(counts)}; predict.keep_filtered (--keep-filtered) would use them)"
+                   if counts["filtered"] else ")")
+            )
+        used = set(self.loci_idx)
+        counts["snps"] = len(self.blocks)
+        counts["max_position"] = int(max(self.positions))  # bp; a de novo catalogue's SNPs lie within its loci
+        counts["empty_contigs"] = [c for i, c in enumerate(contigs) if i not in used]
+        counts["individuals"] = len(self.chosen)
+        counts["individuals_in_file"] = self.samples_in_file
+        # Loci without a usable SNP are dropped; the others are renumbered 0..k-1.
+        kept_contigs = [c for i, c in enumerate(contigs) if i in used]
+        renumber = {old: new for new, old in enumerate(sorted(used))}
+        span = sum(spans[c][1] - spans[c][0] + 1 for c in kept_contigs)
+        return Observed(
+            name=name,
+            genotypes=np.stack(self.blocks),
+            positions=np.asarray(self.positions),
+            locus=np.array([renumber[i] for i in self.loci_idx], dtype=np.int32),
+            populations=np.repeat(np.array([p for _, p in self.chosen]), 2),
+            individuals=[s.strip() for s, _ in self.chosen],
+            loci=kept_contigs,
+            length=float(length) if length else float(span),
+            counts=counts,
+            ids=self.ids,
         )
-    used = set(loci_idx)
-    counts["snps"] = len(blocks)
-    counts["max_position"] = int(max(positions))  # bp; a de novo catalogue's SNPs lie within its loci
-    counts["empty_contigs"] = [c for i, c in enumerate(contigs) if i not in used]
-    counts["individuals"] = len(chosen)
-    counts["individuals_in_file"] = len(present)
-    # Loci without a usable SNP are dropped; the others are renumbered 0..k-1.
-    kept_contigs = [c for i, c in enumerate(contigs) if i in used]
-    renumber = {old: new for new, old in enumerate(sorted(used))}
-    span = sum(spans[c][1] - spans[c][0] + 1 for c in kept_contigs)
-    return Observed(
-        name=name,
-        genotypes=np.stack(blocks),
-        positions=np.asarray(positions),
-        locus=np.array([renumber[i] for i in loci_idx], dtype=np.int32),
-        populations=np.repeat(np.array([p for _, p in chosen]), 2),
-        individuals=[s.strip() for s, _ in chosen],
-        loci=kept_contigs,
-        length=float(length) if length else float(span),
-        counts=counts,
-        ids=ids,
-    )
 
 
 def filtered_text(counts: dict) -> str:
@@ -1131,9 +1225,7 @@ def available_individuals(entry: dict, *, samples: dict[str, int], base_dir: str
     """Individuals of each simulated population in a VCF data set ``entry``, after the
     name and population matching of :func:`choose_individuals` (nothing subsampled);
     from the popmap and the VCF's header only."""
-    vcf = Path(entry["vcf"])
-    if not vcf.is_absolute() and not vcf.exists() and base_dir is not None:
-        vcf = Path(base_dir) / vcf
+    vcf = vcf_files(entry["vcf"], base_dir=base_dir)[0]  # read_vcf checks that every file has these samples
     popmap = Path(entry["popmap"])
     if not popmap.is_absolute() and not popmap.exists() and base_dir is not None:
         popmap = Path(base_dir) / popmap
@@ -1222,6 +1314,9 @@ def read_observed(
 ) -> Observed:
     """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, length?, populations?, loci?}) and validate it.
 
+    ``vcf``: one file, or several (a list or glob patterns, :func:`vcf_files`)
+    read as one data set, as ``bcftools concat`` would join them.
+
     ``loci`` (the entry's): ``contigs`` (default), each contig of a VCF is a
     locus (a RAD or GBS catalogue: Stacks, ipyrad); ``windows``, contigs are
     cut into loci of ``locus_length`` bp (``genome.length``;
@@ -1262,8 +1357,9 @@ def read_observed(
         raise DataError(f"data set {name!r}: give exactly one of vcf or fasta")
     popmap = read_popmap(where(entry["popmap"]))
     if has_vcf:
+        files = vcf_files(entry["vcf"], base_dir=base_dir)
         data = read_vcf(
-            where(entry["vcf"]), popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample,
+            files if len(files) > 1 else files[0], popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample,
             allow_unphased=allow_unphased, length=entry.get("length") or genome_length,
             populations=entry.get("populations"), strict=strict, phased=phased, keep_filtered=keep_filtered,
             any_order=entry.get("loci") == "ids",
@@ -1272,7 +1368,7 @@ def read_observed(
         if loci not in LOCI:
             raise DataError(f"data set {name!r}: loci is {loci!r}; valid: {', '.join(LOCI)}")
         if loci != "ids":
-            _stacks_denovo_check(data, f"VCF {where(entry['vcf'])}", loci)
+            _stacks_denovo_check(data, _source(files), loci)
         if loci in ("windows", "clusters", "ids"):
             if not locus_length:
                 raise DataError(f"data set {name!r}: loci: {loci} needs the simulated locus length (genome.length)")

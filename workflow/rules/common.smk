@@ -39,7 +39,7 @@ os.environ.update(
 
 from popdl.common import canonical_json
 from popdl.config import deep_update, load_yaml, prepare
-from popdl.errors import ConfigError
+from popdl.errors import ConfigError, DataError
 from popdl.stages import chunks, settings_file, stage_config, stage_json
 
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
@@ -198,9 +198,11 @@ PREDICT_DATA = {d["name"]: d for d in config["predict"]["data"]}
 def _resolved_entry(name):
     """predict.data entry {name} with its files found (working directory, else repository)."""
     entry = dict(PREDICT_DATA[name])
-    for key in ("vcf", "popmap"):
-        if entry.get(key):
-            entry[key] = _data_path(entry[key])
+    if entry.get("popmap"):
+        entry["popmap"] = _data_path(entry["popmap"])
+    if entry.get("vcf"):
+        files = _vcf_paths(entry["vcf"])
+        entry["vcf"] = files[0] if len(files) == 1 else files
     if entry.get("fasta"):
         fasta = entry["fasta"]
         entry["fasta"] = [
@@ -209,10 +211,29 @@ def _resolved_entry(name):
     return entry
 
 
+def _vcf_paths(vcf):
+    """The files of a data set's vcf (a path, a list, glob patterns), found as _data_path finds
+    a file; a pattern that matches nothing stays as written, for Snakemake to report missing.
+    """
+    from popdl.observed import vcf_files  # numpy and pandas: imported only for VCF data sets
+
+    items = [vcf] if isinstance(vcf, str) else list(vcf)
+    files = []
+    for item in items:
+        try:
+            files += [str(p) for p in vcf_files(item, base_dir=REPO)]
+        except DataError:
+            files.append(item)
+    return files
+
+
 def predict_data_files(wildcards):
     """The VCF or FASTA files and the popmap of predict.data entry {data}."""
     entry = _resolved_entry(wildcards.data)
-    files = [entry["vcf"]] if entry.get("vcf") else list(entry["fasta"])
+    vcf = entry.get("vcf")
+    files = (
+        ([vcf] if isinstance(vcf, str) else list(vcf)) if vcf else list(entry["fasta"])
+    )
     return files + [entry["popmap"]]
 
 
