@@ -759,6 +759,11 @@ def test_check_data_suggests_the_config_of_the_rad_example(tmp_path):
         merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
     (tmp_path / "merged.yaml").write_text(yaml.safe_dump(merged))
     assert load_config(tmp_path / "merged.yaml")["features"]["phased"] is False  # a valid config
+    # Given after the config, Snakemake merges it the same way: the workflow plans the data set's prediction.
+    from conftest import snakemake
+
+    proc = snakemake(tmp_path, "-n", "-p", "results/tiny/predict/rad/predictions.json", "--configfile", cfg, str(out))
+    assert "popdl observe" in proc.stdout and "rad.vcf.gz" in proc.stdout, proc.stdout[-2000:]
     # With the config's samples (2 + 2) the subsampling is reported with the SNPs it cost.
     proc = run_popdl("check-data", "--configfile", cfg, "--vcf", RAD["vcf"], "--popmap", RAD["popmap"], "--name", "rad",
                      "--populations", "nuttalli=pop1", "pugetensis=pop2")

@@ -230,7 +230,8 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
         fragment["predict"]["keep_filtered"] = True
     text = (f"# popdl check-data --suggest-config: settings matching data set {entry['name']} "
             f"({len(data.individuals)} individuals, {data.counts['snps']} SNPs on {len(data.loci)} loci, "
-            f"{data.phasing}); merge them into your config.\n"
+            f"{data.phasing}); merge them into your config, or give this file after it:\n"
+            "# snakemake --configfile YOUR_CONFIG.yaml THIS_FILE.yaml (the keys here replace the config's).\n"
             "# genome.loci counts the loci with a SNP: add the loci of your catalogue without one.\n"
             + ("# genome.length: the furthest SNP position within a locus (the VCF header gives no contig lengths):\n"
                "# at least the catalogue's locus length; set that length if you know it.\n" if from_snps
