@@ -921,3 +921,40 @@ def test_a_vcf_per_chromosome_reads_as_the_one_file_they_were_cut_from(tmp_path)
     fewer = _write_vcf(tmp_path / "fewer.vcf", meta, header[:-1], [r[:-1] for r in records[cuts[1]:]])
     refused(split[:2] + [fewer], rf"fewer\.vcf: its samples are not those of .*part_1\.vcf \({header[-1].strip()} only in "
                                  r".*part_1\.vcf\); the files of one data set hold the same individuals")
+
+
+def test_an_ipyrad_vcf_reads_as_the_calls_it_was_written_from(tmp_path):
+    # ipyrad 0.9's de novo VCF: VCFv4.0 without contig lines, one contig RAD_<locus> per locus,
+    # IDs loc_<locus>_pos_<column>, FORMAT GT:DP:CATG (base counts, commas inside a sample's field),
+    # each call's alleles sorted (1/0 written 0/1), samples in alphanumeric order.
+    mapping = {"nuttalli": "pop1", "pugetensis": "pop2"}
+    samples = {"pop1": 12, "pop2": 7}  # every individual: nothing subsampled
+    whole = read_observed(dict(RAD, name="rad", populations=mapping), samples=samples, seed=1, phased=False)
+    meta, header, records = _vcf_lines(RAD["vcf"])
+    meta = ["##fileformat=VCFv4.0", "##source=ipyrad_v.0.9.93", "##phasing=unphased",
+            '##INFO=<ID=NS,Number=1,Type=Integer,Description="Number of Samples With Data">',
+            '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+            '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Read Depth">',
+            '##FORMAT=<ID=CATG,Number=1,Type=String,Description="Base Counts (CATG)">']
+    order = sorted(range(9, len(header)), key=lambda i: header[i].strip())
+    rows = []
+    for r in records:
+        locus = int(r[0].removeprefix("locus")) - 1
+        calls = ["./." if "." in r[i] else "/".join(sorted(r[i].replace("|", "/").split("/"))) for i in order]
+        rows.append([f"RAD_{locus}", r[1], f"loc_{locus}_pos_{int(r[1]) - 1}", r[3], r[4], "13", "PASS",
+                     f"NS={sum(c != './.' for c in calls)}", "GT:DP:CATG",
+                     *(f"{c}:12:0,{12 - 3 * (c == '0/1')},{3 * (c == '0/1')},0" for c in calls)])
+    path = tmp_path / "ipyrad.vcf"
+    path.write_text("\n".join(meta + ["\t".join(header[:9] + [header[i] for i in order])]
+                              + ["\t".join(r) for r in rows]) + "\n")
+
+    def by_individual(data):  # each individual's calls, alleles sorted: ipyrad writes no phase
+        g = np.sort(data.genotypes.reshape(len(data.genotypes), -1, 2), axis=2)
+        return {name.strip(): g[:, i].tolist() for i, name in enumerate(data.individuals)}
+
+    for loci in ("contigs", "ids"):
+        data = read_observed(dict(RAD, name="rad", vcf=str(path), populations=mapping, loci=loci), samples=samples,
+                             seed=1, phased=False, locus_length=300)
+        assert data.counts["snps"] == whole.counts["snps"] and len(data.loci) == len(whole.loci), loci
+        assert by_individual(data) == by_individual(whole), loci
+        assert np.array_equal(np.diff(data.locus) != 0, np.diff(whole.locus) != 0), loci  # the same loci
