@@ -99,7 +99,7 @@ MALFORMED = [
     ("triploid-calls", {"vcf": vcf_text([_row(0, ["0|1|1", "0|0|0", "1|1|1", "0|0|1"])])}, r"ploidy 3"),
     ("no-records", {"vcf": vcf_text([])}, r"no variant records"),
     ("only-indels-and-multiallelic", {"vcf": vcf_text([("chr1", 5, "AT", "A", ["0|1"] * 4), ("chr1", 9, "A", "G,T", ["1|2"] * 4)])},
-     r"no usable biallelic SNP among 2 records \(1 multi-allelic, 1 indels"),
+     r"no usable biallelic SNP among 2 records \(1 multi-allelic, 1 indel,"),
     ("unsorted-records", {"vcf": vcf_text([_row(1, ["0|1"] * 4), _row(0, ["0|1"] * 4)])}, r"not sorted"),
     ("contig-split-in-two", {"vcf": vcf_text([GOOD_ROWS[0], GOOD_ROWS[3], GOOD_ROWS[1]])}, r"contig 'chr1' are not contiguous"),
     ("too-many-missing-calls", {"vcf": vcf_text([_row(0, ["0|1", "./.", "./.", "./."]), _row(1, ["1|0", "./.", "./.", "0|1"])]),
@@ -187,8 +187,8 @@ def test_records_that_failed_a_filter_or_are_mnps_are_skipped_and_counted(tmp_pa
     vcf = write(tmp_path, "f.vcf", vcf_text(rows, header=header))
     popmap = write(tmp_path, "p.tsv", POPMAP)
     split = "1 MNP (bcftools norm -a or vcfallelicprimitives splits them into SNPs)"
-    for flag, shown in (([], f"skipped 0 multi-allelic, 0 indel, 0 monomorphic, {split}, 2 failing a FILTER (LowQual 2, q10 1);"),
-                        (["--keep-filtered"], f"skipped 0 multi-allelic, 0 indel, 0 monomorphic, {split};")):
+    for flag, shown in (([], f"skipped 0 multi-allelic, 0 indels, 0 monomorphic, {split}, 2 failing a FILTER (LowQual 2, q10 1);"),
+                        (["--keep-filtered"], f"skipped 0 multi-allelic, 0 indels, 0 monomorphic, {split};")):
         proc = subprocess.run([sys.executable, "-m", "popdl", "check-data", "--configfile", str(_config(tmp_path)),
                                "--vcf", str(vcf), "--popmap", str(popmap), *flag], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == 0, proc.stderr

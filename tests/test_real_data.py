@@ -385,7 +385,7 @@ def test_no_usable_snp_counts_every_reason(tmp_path):
         lines.append("\t".join([chrom, str(pos), ".", ref, alt, ".", "PASS", ".", "GT", *["0|1"] * 4]))
     (tmp_path / "d.vcf").write_text("\n".join(lines) + "\n")
     (tmp_path / "popmap.tsv").write_text(POPMAP)
-    with pytest.raises(DataError, match=r"no usable biallelic SNP among 4 records \(1 multi-allelic, 1 indels, "
+    with pytest.raises(DataError, match=r"no usable biallelic SNP among 4 records \(1 multi-allelic, 1 indel, "
                                         r"1 monomorphic, 1 with ALT equal to REF\)"):
         read_vcf(tmp_path / "d.vcf", popmap=read_popmap(tmp_path / "popmap.tsv"), samples=SAMPLES, seed=1)
 

@@ -103,7 +103,7 @@ def _predict_settings(args, stage="predict") -> dict:
 def cmd_check_data(args) -> int:
     from popdl.errors import DataError
     from popdl.features import observed_features
-    from popdl.observed import (available_individuals, filtered_text, missingness_profile, read_observed,
+    from popdl.observed import (available_individuals, missingness_profile, read_observed, skipped_text,
                                 stacks_loci, with_defaults)
     from popdl.predict import position_check
 
@@ -130,10 +130,7 @@ def cmd_check_data(args) -> int:
     c = data.counts
     print(f"{entry['name']}: {c['snps']} biallelic SNPs on {len(data.loci)} locus/loci from {c['records']} records"
           + (f" in {c['vcf_files']} files" if c.get("vcf_files", 1) > 1 else "") + "; "
-          f"skipped {c['multiallelic']} multi-allelic, {c['indels']} indel, {c['monomorphic']} monomorphic"
-          + (f", {c['mnps']} MNP (bcftools norm -a or vcfallelicprimitives splits them into SNPs)" if c.get("mnps") else "")
-          + (f", {filtered_text(c)}" if c.get("filtered") else "") + "; "
-          f"{data.missing_rate:.2%} missing calls; {len(data.individuals)} of {c['individuals_in_file']} individuals kept; "
+          f"skipped {skipped_text(c, advice=True)}; {data.missing_rate:.2%} missing calls; {len(data.individuals)} of {c['individuals_in_file']} individuals kept; "
           f"{feats['images'].shape[0]} image(s) of {feats['images'].shape[1]}x{feats['images'].shape[2]}")
     if c.get("subsampled"):
         print(f"{entry['name']}: subsampled to the config's samples ({', '.join(f'{p} {v}' for p, v in c['subsampled'].items())}),"

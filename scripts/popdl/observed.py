@@ -67,6 +67,7 @@ __all__ = [
     "choose_individuals",
     "read_vcf",
     "filtered_text",
+    "skipped_text",
     "read_fasta",
     "read_observed",
     "DATA_DEFAULT_KEYS",
@@ -679,15 +680,8 @@ class _Records:
         if counts["records"] == 0:
             raise DataError(f"{source}: no variant records")
         if not self.blocks:
-            raise DataError(
-                f"{source}: no usable biallelic SNP among {counts['records']} records "
-                f"({counts['multiallelic']} multi-allelic, {counts['indels']} indels, "
-                + (f"{counts['mnps']} MNPs, " if counts["mnps"] else "")
-                + f"{counts['monomorphic']} monomorphic, "
-                f"{counts['other_variants']} with ALT equal to REF"
-                + (f", {filtered_text(counts)}; predict.keep_filtered (--keep-filtered) would use them)"
-                   if counts["filtered"] else ")")
-            )
+            raise DataError(f"{source}: no usable biallelic SNP among {counts['records']} records ({skipped_text(counts)}"
+                            + ("; predict.keep_filtered (--keep-filtered) would use them)" if counts["filtered"] else ")"))
         used = set(self.loci_idx)
         counts["snps"] = len(self.blocks)
         counts["max_position"] = int(max(self.positions))  # bp; a de novo catalogue's SNPs lie within its loci
@@ -710,6 +704,25 @@ class _Records:
             counts=counts,
             ids=self.ids,
         )
+
+
+def skipped_text(counts: dict, *, advice: bool = False) -> str:
+    """'3 multi-allelic, 2 indels, 10 monomorphic, 1 MNP, 4 failing a FILTER (LowQual 4)': the records of
+    a VCF skipped, as :func:`read_vcf` counted them (MNPs, records with ALT equal to REF and filtered
+    records only when there are some).  ``advice``: say which tools split MNPs into SNPs."""
+    def n(key: str, word: str) -> str:
+        k = counts.get(key, 0)
+        return f"{k} {word}" + ("" if k == 1 else "s")
+
+    parts = [f"{counts.get('multiallelic', 0)} multi-allelic", n("indels", "indel"), f"{counts.get('monomorphic', 0)} monomorphic"]
+    if counts.get("mnps"):
+        parts.append(n("mnps", "MNP")
+                     + (" (bcftools norm -a or vcfallelicprimitives splits them into SNPs)" if advice else ""))
+    if counts.get("other_variants"):
+        parts.append(f"{counts['other_variants']} with ALT equal to REF")
+    if counts.get("filtered"):
+        parts.append(filtered_text(counts))
+    return ", ".join(parts)
 
 
 def filtered_text(counts: dict) -> str:

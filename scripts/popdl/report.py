@@ -48,7 +48,7 @@ from popdl.dataset import Dataset
 from popdl.interpret import completed_trials
 from popdl.io import atomic_path, package_versions
 from popdl.misspec import Misspecification, pca_figure
-from popdl.observed import filtered_text
+from popdl.observed import skipped_text
 from popdl.scenarios import load_scenarios
 
 __all__ = ["write_report", "figure_png", "Report"]
@@ -580,10 +580,8 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
         body += f"<h3>{_esc(name)}</h3>"
         if obs:
             c = obs["counts"]
-            body += (f"<p>{c['snps']} biallelic SNPs kept of {c['records']} records (skipped: {c['multiallelic']} multi-allelic, "
-                     f"{c['indels']} indels, {c['monomorphic']} monomorphic"
-                     + (f", {c['mnps']} MNPs" if c.get("mnps") else "")
-                     + (f", {filtered_text(c)}" if c.get("filtered") else "") + f"); {len(obs['individuals'])} of "
+            body += (f"<p>{c['snps']} biallelic SNPs kept of {c['records']} records (skipped: {_esc(skipped_text(c))}); "
+                     f"{len(obs['individuals'])} of "
                      f"{c['individuals_in_file']} individuals; {obs['missing_rate']:.2%} missing calls; "
                      f"{obs['replicates']} SNP subset(s) averaged.</p>")
             body += "".join(f'<p class="flag">{_esc(n)}</p>' for n in obs.get("notes", []))
