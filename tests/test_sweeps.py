@@ -233,6 +233,16 @@ def test_scan_vcf_without_popmap_needs_one_population(tmp_path):
         fh.write(text)
     with pytest.raises(DataError, match="unphased heterozygous"):
         read_scan_vcf(bad, popmap=None, samples={"pop1": 10}, seed=1)
+    # The chromosome cut in two files (as a caller writes one per region): read as one, the same SNPs.
+    lines = gzip.open(vcf, "rt").read().splitlines()
+    head = [x for x in lines if x.startswith("#")]
+    records = [x for x in lines if not x.startswith("#")]
+    half = len(records) // 2
+    for part, rows in (("part1.vcf", records[:half]), ("part2.vcf", records[half:])):
+        (tmp_path / part).write_text("\n".join(head + rows) + "\n")
+    parts = read_scan_vcf(str(tmp_path / "part*.vcf"), popmap=None, samples={"pop1": 10}, seed=1, name="chr")
+    assert np.array_equal(parts.genotypes, data.genotypes) and np.array_equal(parts.positions, data.positions)
+    assert parts.loci == data.loci and parts.individuals == data.individuals and parts.counts["vcf_files"] == 2
 
 
 # ---------------------------------------------------------------------------- end to end

@@ -140,13 +140,17 @@ def test_a_data_set_of_one_vcf_per_chromosome_is_one_observe_job_on_every_file(t
         (calls / name).write_bytes(b"")  # a dry run reads nothing
     (tmp_path / "popmap.tsv").write_text("a1\tpop1\n")
     entry = {"name": "perchr", "vcf": str(calls / "chr*.vcf.gz"), "popmap": str(tmp_path / "popmap.tsv")}
-    path = write_config(tmp_path, tiny_config(predict={"data": [entry]}))
-    proc = snakemake(tmp_path, "-n", "results/tiny/predict/perchr/observed.npz",
+    scan = {"name": "perchr", "vcf": entry["vcf"]}
+    path = write_config(tmp_path, tiny_config(predict={"data": [entry]}, scan={"data": [scan]}))
+    proc = snakemake(tmp_path, "-n", "-p", "results/tiny/predict/perchr/observed.npz", "results/tiny/scan/perchr.tsv",
                      configfile=path)
-    block = proc.stdout[proc.stdout.index("rule observe:"):]
-    inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
-    assert [calls / n for n in ("chr1.vcf.gz", "chr2.vcf.gz", "chr10.vcf.gz")] == \
-        [Path(p) for p in inputs.split(":", 1)[1].replace(",", " ").split() if p.endswith(".vcf.gz")], inputs
+    for rule in ("observe", "scan"):
+        block = proc.stdout[proc.stdout.index(f"rule {rule}:"):]
+        inputs = next(line for line in block.splitlines() if line.strip().startswith("input:"))
+        assert [calls / n for n in ("chr1.vcf.gz", "chr2.vcf.gz", "chr10.vcf.gz")] == \
+            [Path(p) for p in inputs.split(":", 1)[1].replace(",", " ").split() if p.endswith(".vcf.gz")], inputs
+    command = next(line for line in proc.stdout.splitlines() if "popdl scan" in line)
+    assert " --vcf " + " ".join(str(calls / n) for n in ("chr1.vcf.gz", "chr2.vcf.gz", "chr10.vcf.gz")) + " " in command
     entry["vcf"] = [str(calls / "chr1.vcf.gz"), str(calls / "chrX*.vcf.gz")]
     path = write_config(tmp_path, tiny_config(predict={"data": [entry]}))
     proc = snakemake(tmp_path, "-n", configfile=path, check=False)

@@ -20,7 +20,9 @@ def add_commands(sub) -> None:
     group.add_argument("--configfile", type=Path,
                        help="the config the model was trained with (default: the one stored in the model's bundle.json)")
     group.add_argument("--settings", help="the step's JSON config slice, as the workflow passes it (or @file)")
-    p.add_argument("--vcf", required=True, help="VCF (.vcf, .vcf.gz) or BCF; every contig is scanned")
+    p.add_argument("--vcf", required=True, nargs="+",
+                   help="VCF (.vcf, .vcf.gz) or BCF; several files (one per chromosome, or a quoted glob such as "
+                        "'calls/chr*.vcf.gz') are read as one; every contig is scanned")
     p.add_argument("--popmap", help="sample -> population table (optional with one simulated population)")
     p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
                    help="the popmap's population labels -> the simulated populations (default: the scan.data entry's)")
@@ -72,7 +74,7 @@ def cmd_scan(args) -> int:
     popt, sopt = settings["predict"], settings["scan"]
     step = args.step if args.step is not None else sopt["step"]
     data = read_scan_vcf(
-        args.vcf, popmap=args.popmap, samples=settings["samples"], seed=settings["seed"], name=args.name,
+        args.vcf[0] if len(args.vcf) == 1 else args.vcf, popmap=args.popmap, samples=settings["samples"], seed=settings["seed"], name=args.name,
         subsample=popt["subsample"], allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
         populations=_populations(args, settings),
         strict=popt.get("strict_samples", False), phased=settings["features"].get("phased", True),

@@ -63,7 +63,7 @@ from popdl import seeds
 from popdl.errors import DataError
 from popdl.features import Extractor
 from popdl.io import atomic_path, provenance, write_table
-from popdl.observed import Observed, read_popmap, read_vcf
+from popdl.observed import Observed, read_popmap, read_vcf, vcf_files
 
 __all__ = [
     "ScanWindows",
@@ -202,7 +202,7 @@ def scan_windows(
 
 
 def read_scan_vcf(
-    vcf: str | Path,
+    vcf,
     *,
     popmap: str | Path | None,
     samples: dict[str, int],
@@ -218,27 +218,32 @@ def read_scan_vcf(
 ) -> Observed:
     """Read and validate a VCF for a scan (see :func:`popdl.observed.read_vcf`).
 
-    Without ``popmap`` every sample of the VCF belongs to the simulated
-    population, which needs a config with a single population.
-    ``populations``, ``strict``, ``phased`` and ``keep_filtered`` as in :func:`popdl.observed.read_vcf`.
+    ``vcf``: a file, or several read as one (a list or glob patterns, one VCF
+    per chromosome; :func:`popdl.observed.vcf_files`).  Without ``popmap``
+    every sample of the VCF belongs to the simulated population, which needs a
+    config with a single population.  ``populations``, ``strict``, ``phased``
+    and ``keep_filtered`` as in :func:`popdl.observed.read_vcf`.
     """
-    vcf = Path(vcf)
-    name = name or vcf.name.split(".")[0]
+    files = vcf_files(vcf)
+    vcf = files[0] if len(files) == 1 else files
+    name = name or files[0].name.split(".")[0]
     if popmap is not None:
         mapping = read_popmap(popmap)
     else:
         if len(samples) != 1:
             raise DataError(
-                f"VCF {vcf}: a popmap is needed, the network was trained on {len(samples)} populations ({', '.join(samples)})"
+                f"VCF {files[0]}: a popmap is needed, the network was trained on {len(samples)} populations "
+                f"({', '.join(samples)})"
             )
-        mapping = {s: next(iter(samples)) for s in _vcf_samples(vcf)}
+        mapping = {s: next(iter(samples)) for s in _vcf_samples(files[0])}
     data = read_vcf(vcf, popmap=mapping, samples=samples, seed=seed, name=name, subsample=subsample,
                     allow_unphased=allow_unphased, populations=populations, strict=strict, phased=phased,
                     keep_filtered=keep_filtered)
     rate = data.missing_rate
     data.counts["missing_rate"] = rate
     if rate > max_missing:
-        raise DataError(f"VCF {vcf}: {rate:.1%} of genotype calls are missing, above the limit of {max_missing:.0%}")
+        raise DataError(f"VCF {files[0]}{' and the other files' if len(files) > 1 else ''}: {rate:.1%} of genotype "
+                        f"calls are missing, above the limit of {max_missing:.0%}")
     return data
 
 

@@ -167,8 +167,8 @@ def _data_path(path):
 
 
 def scan_vcf(wildcards):
-    """The VCF of scan.data entry {name}."""
-    return _data_path(SCAN_DATA[wildcards.name]["vcf"])
+    """The VCF file(s) of scan.data entry {name}."""
+    return _vcf_paths(SCAN_DATA[wildcards.name]["vcf"])
 
 
 def scan_popmap(wildcards):
