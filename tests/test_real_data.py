@@ -958,3 +958,32 @@ def test_an_ipyrad_vcf_reads_as_the_calls_it_was_written_from(tmp_path):
         assert data.counts["snps"] == whole.counts["snps"] and len(data.loci) == len(whole.loci), loci
         assert by_individual(data) == by_individual(whole), loci
         assert np.array_equal(np.diff(data.locus) != 0, np.diff(whole.locus) != 0), loci  # the same loci
+
+
+def test_contigs_with_haploid_calls_are_left_out_and_counted(tmp_path, caplog):
+    # bcftools call --ploidy GRCh37: a male's X outside the pseudo-autosomal region, and the
+    # mitochondrion, are called haploid; the autosomes diploid.
+    names = ["a1", "a2", "b1", "b2"]  # a2 and b2 are males
+    rows = [["chr1", "10", ["0|1", "0|0", "1|1", "0|1"]], ["chr1", "20", ["1|0", "0|1", "0|0", "0|0"]],
+            ["chrX", "100", ["0|1", "1|0", "0|0", "1|1"]],  # pseudo-autosomal: diploid in males too
+            ["chrX", "5000", ["0|1", "1", "0|0", "0"]], ["chrX", "6000", ["1|1", "0", "0|1", "1"]],
+            ["chrM", "50", ["0", "1", "1", "0"]], ["chr2", "30", ["0|0", "1|1", "0|1", "0|0"]]]
+    text = HEADER.replace("##contig=<ID=chr1,length=1000>\n", "") + "".join(f"\t{n}" for n in names) + "\n" + "".join(
+        "\t".join([c, p, ".", "A", "G", ".", "PASS", ".", "GT", *calls]) + "\n" for c, p, calls in rows)
+    (tmp_path / "data.vcf").write_text(text)
+    (tmp_path / "popmap.tsv").write_text(POPMAP)
+    entry = {"name": "obs", "vcf": str(tmp_path / "data.vcf"), "popmap": str(tmp_path / "popmap.tsv")}
+    with caplog.at_level(logging.WARNING, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.loci == ["chr1", "chr2"] and data.positions.tolist() == [10, 20, 30]
+    assert data.counts["haploid"] == 4 and data.counts["haploid_contigs"] == {"chrX": 3, "chrM": 1}
+    assert "chrX" not in data.counts["empty_contigs"]
+    assert any("left out 2 contig(s) with haploid genotype calls" in r.getMessage() for r in caplog.records)
+    out = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
+                    entry["popmap"])
+    assert "4 on 2 contig(s) with haploid calls (chrX, chrM)" in out.stdout.splitlines()[0], out.stdout + out.stderr
+    # Haploid calls on every contig: the data are not diploid, one line.
+    (tmp_path / "data.vcf").write_text("".join(x + "\n" for x in text.splitlines() if not x.startswith("chr1\t")
+                                              and not x.startswith("chr2\t")))
+    with pytest.raises(DataError, match=r"data\.vcf: chrX:5000 has haploid genotype calls; popdl simulates diploid"):
+        read_observed(entry, samples=SAMPLES, seed=1)

@@ -20,13 +20,14 @@ population are left out, counted and logged (errors with
 
 Everything is validated before any feature is computed, and each problem is
 one line naming it (:class:`DataError`): fewer individuals
-than were simulated, no GT field, haploid calls, unphased heterozygous calls,
+than were simulated, no GT field, haploid calls only, unphased heterozygous calls,
 unsorted records, empty files; files cut short (a plain VCF whose last line
 stops mid-record, a gzip or BGZF stream that ends early), malformed headers
 and records (the first error htslib reports, with the record's place).
 htslib's own messages are collected rather than printed.  Sites that cannot enter a biallelic SNP
 matrix — multi-allelic sites, indels, gap columns, monomorphic sites — are
-skipped and counted; missing calls (``./.``, ``N``) become −1 and are counted.
+skipped and counted, and so are contigs with haploid calls (a male's X, a Y,
+a mitochondrion); missing calls (``./.``, ``N``) become −1 and are counted.
 When a population has more individuals than were simulated, a reproducible
 subset is kept (seeded by the run's seed and the data set's name).
 
@@ -532,6 +533,8 @@ class _Records:
         self.contig_file: dict[str, Path] = {}
         self.spans: dict[str, tuple[int, int]] = {}
         self.last = (None, -1)
+        #: Contigs with haploid calls -> [records left out, where the first haploid call is].
+        self.haploid: dict[str, list] = {}
 
     def read(self, vcf, path: Path, *, columns: list[str], hts) -> None:
         """Read the records of the open cyvcf2 reader ``vcf`` of file ``path`` (its #CHROM ``columns``)."""
@@ -596,6 +599,9 @@ class _Records:
                 for f in str(failed).split(";"):
                     filters[f] = filters.get(f, 0) + 1
                 continue
+            if chrom in self.haploid:  # a contig with haploid calls is left out whole
+                self.haploid[chrom][0] += 1
+                continue
             try:
                 genotypes = rec.genotype
             except Exception:  # cyvcf2: "couldn't get genotypes for variant"
@@ -605,14 +611,18 @@ class _Records:
                 raise DataError(f"VCF {path}: {chrom}:{pos} has no GT value")
             # A lone '.' is a missing call written without its ploidy (FreeBayes, and so dDocent, write every
             # missing call so): htslib reads it as one missing allele, which for diploid data is both.
+            # A called single allele: a haploid call (a male's X, a Y or a mitochondrion, as bcftools call
+            # --ploidy writes them); its contig is left out (observed() drops the SNPs read from it before).
             if gt.shape[1] < 3:
                 if (gt[:, 0] >= 0).any():
-                    raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
+                    self.haploid[chrom] = [1, f"VCF {path}: {chrom}:{pos}"]
+                    continue
                 gt = np.column_stack([gt[:, 0], gt[:, 0], np.ones(len(gt), dtype=gt.dtype)])  # every call '.'
             one = gt[:, 1] == -2  # a call of one allele
             if one.any():
                 if (gt[one, 0] >= 0).any():
-                    raise DataError(f"VCF {path}: {chrom}:{pos} has haploid genotype calls; popdl simulates diploid individuals")
+                    self.haploid[chrom] = [1, f"VCF {path}: {chrom}:{pos}"]
+                    continue
                 gt = gt.copy()
                 gt[one, 1] = -1
             if gt.shape[1] > 3:
@@ -679,13 +689,15 @@ class _Records:
         counts["filters"] = dict(sorted(self.filters.items(), key=lambda kv: (-kv[1], kv[0])))
         if counts["records"] == 0:
             raise DataError(f"{source}: no variant records")
+        if self.haploid:
+            self._drop_haploid_contigs(source)
         if not self.blocks:
             raise DataError(f"{source}: no usable biallelic SNP among {counts['records']} records ({skipped_text(counts)}"
                             + ("; predict.keep_filtered (--keep-filtered) would use them)" if counts["filtered"] else ")"))
         used = set(self.loci_idx)
         counts["snps"] = len(self.blocks)
         counts["max_position"] = int(max(self.positions))  # bp; a de novo catalogue's SNPs lie within its loci
-        counts["empty_contigs"] = [c for i, c in enumerate(contigs) if i not in used]
+        counts["empty_contigs"] = [c for i, c in enumerate(contigs) if i not in used and c not in self.haploid]
         counts["individuals"] = len(self.chosen)
         counts["individuals_in_file"] = self.samples_in_file
         # Loci without a usable SNP are dropped; the others are renumbered 0..k-1.
@@ -706,6 +718,26 @@ class _Records:
         )
 
 
+    def _drop_haploid_contigs(self, source: str) -> None:
+        """Leave out the SNPs of the contigs with haploid calls, counted (``haploid``,
+        ``haploid_contigs``); a :class:`DataError` when no other contig has a SNP."""
+        flagged = {self.contig_index[c] for c in self.haploid}
+        keep = [i for i, locus in enumerate(self.loci_idx) if locus not in flagged]
+        for locus in self.loci_idx:
+            if locus in flagged:
+                self.haploid[self.contigs[locus]][0] += 1
+        if not keep:
+            first = next(iter(self.haploid.values()))[1]
+            raise DataError(f"{first} has haploid genotype calls; popdl simulates diploid individuals")
+        self.blocks, self.positions, self.ids, self.loci_idx = ([x[i] for i in keep] for x in (
+            self.blocks, self.positions, self.ids, self.loci_idx))
+        by_contig = {c: n for c, (n, _) in self.haploid.items()}
+        self.counts.update(haploid=sum(by_contig.values()), haploid_contigs=by_contig)
+        shown = ", ".join(f"{c} ({n})" for c, n in list(by_contig.items())[:5]) + (", ..." if len(by_contig) > 5 else "")
+        log.warning("%s: left out %d contig(s) with haploid genotype calls (a male's X, a Y, a mitochondrion): %s "
+                    "records; popdl simulates diploid autosomes", source, len(by_contig), shown)
+
+
 def skipped_text(counts: dict, *, advice: bool = False) -> str:
     """'3 multi-allelic, 2 indels, 10 monomorphic, 1 MNP, 4 failing a FILTER (LowQual 4)': the records of
     a VCF skipped, as :func:`read_vcf` counted them (MNPs, records with ALT equal to REF and filtered
@@ -720,6 +752,10 @@ def skipped_text(counts: dict, *, advice: bool = False) -> str:
                      + (" (bcftools norm -a or vcfallelicprimitives splits them into SNPs)" if advice else ""))
     if counts.get("other_variants"):
         parts.append(f"{counts['other_variants']} with ALT equal to REF")
+    if counts.get("haploid"):
+        contigs = list(counts.get("haploid_contigs") or {})
+        parts.append(f"{counts['haploid']} on {len(contigs)} contig(s) with haploid calls ("
+                     + ", ".join(contigs[:3]) + (", ..." if len(contigs) > 3 else "") + ")")
     if counts.get("filtered"):
         parts.append(filtered_text(counts))
     return ", ".join(parts)
