@@ -90,6 +90,22 @@ def test_sample_names_that_are_bam_files_match_the_popmap_by_their_file_name(tmp
         assert data.individuals == ["a1", "a2", "b1", "b2"] and data.counts["not_in_popmap"] == 1, extra
 
 
+def test_sample_names_that_differ_from_the_popmap_in_case_only_match_it(tmp_path, caplog):
+    entry = files(tmp_path, ["A1", "a2", "B1 ", "b2"], POPMAP)
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.individuals == ["A1", "a2", "B1", "b2"] and data.counts["not_in_popmap"] == 0
+    assert np.array_equal(data.genotypes, read_observed(files(tmp_path, ["a1", "a2", "b1", "b2"], POPMAP),
+                                                        samples=SAMPLES, seed=1).genotypes)
+    lines = [r.getMessage() for r in caplog.records if "case is ignored" in r.getMessage()]
+    assert len(lines) == 1 and "2 sample name(s) match the popmap only when case is ignored (e.g. 'A1' is 'a1'" \
+        in lines[0], lines
+    # Two popmap names equal to it but for case: neither is guessed.
+    entry = files(tmp_path, ["Ab", "a2", "b1", "b2"], "AB\tpop1\nab\tpop1\na2\tpop1\nb1\tpop2\nb2\tpop2\n")
+    data = read_observed(entry, samples={"pop1": 1, "pop2": 2}, seed=1)
+    assert data.individuals == ["a2", "b1", "b2"] and data.counts["not_in_popmap"] == 1
+
+
 def test_a_bcf_file_reads_as_its_vcf_and_a_truncated_one_is_one_line(tmp_path):
     import cyvcf2
 

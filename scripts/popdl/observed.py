@@ -223,6 +223,27 @@ def _match_file_names(names: list[str], popmap: dict, *, source: str, quiet: boo
     return out
 
 
+def _match_case(names: list[str], popmap: dict, *, source: str, quiet: bool) -> list[str]:
+    """``names`` with each one that is not in ``popmap`` but equals one popmap name once case is
+    ignored (``ind_01`` and ``IND_01``), that name being no other sample's and the only one so
+    equal, replaced by the popmap's spelling; one log line says how many."""
+    folded: dict[str, list[str]] = {}
+    for key in popmap:
+        folded.setdefault(key.casefold(), []).append(key)
+    taken = set(names)
+    out, renamed = list(names), []
+    for i, name in enumerate(names):
+        same = folded.get(name.casefold(), [])
+        if name not in popmap and len(same) == 1 and same[0] not in taken:
+            out[i] = same[0]
+            taken.add(same[0])
+            renamed.append((name, same[0]))
+    if renamed and not quiet:
+        log.info("%s: %d sample name(s) match the popmap only when case is ignored (e.g. %r is %r there): "
+                 "matched so", source, len(renamed), *renamed[0])
+    return out
+
+
 def choose_individuals(
     present: list[str],
     popmap: dict[str, str],
@@ -246,8 +267,9 @@ def choose_individuals(
     trailing spaces in VCF headers), and a name absent from the popmap is
     matched by its file name without directory and aligner suffixes
     (``bams/IND_1.sorted.bam`` -> ``IND_1``: bcftools mpileup names samples so
-    when the reads carry no read group); the pairs returned hold the names as
-    written in the data.
+    when the reads carry no read group), then by the one popmap name it equals
+    when case is ignored (``ind_01`` -> ``IND_01``); the pairs returned hold the
+    names as written in the data.
 
     Samples of the data absent from the popmap, popmap samples absent from the
     data, and samples whose label maps to no simulated population are left
@@ -277,6 +299,7 @@ def choose_individuals(
                  source, n_trimmed, len(present))
     popmap = {name.strip(): label.strip() for name, label in popmap.items()}
     trimmed = _match_file_names(trimmed, popmap, source=source, quiet=quiet)
+    trimmed = _match_case(trimmed, popmap, source=source, quiet=quiet)
     missing_from_popmap = [s for s in trimmed if s not in popmap]
     if trimmed and popmap and len(missing_from_popmap) == len(trimmed):  # no name in common: an example of each
         raise DataError(f"{source}: none of its {len(trimmed)} samples is in the popmap ({len(popmap)} samples): the "
