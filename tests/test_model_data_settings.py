@@ -70,6 +70,20 @@ def test_a_scan_without_its_own_mapping_takes_the_default_one():
     assert not _populations(flags, stage_config(no_default, "scan", "chr"))
 
 
+def test_an_unphased_models_image_has_a_row_per_individual():
+    from popdl.model_io import ModelError, check_settings
+
+    # An image network trained on unphased data of 10 + 7 individuals: one row each (the rad_unphased example).
+    bundle = {"shapes": {"image": [17, 128], "distances": [128], "stats": [40]}, "inputs": ["image", "distances", "stats"]}
+    unphased = {"features": {"snps": 128, "phased": False}, "samples": {"pop1": 10, "pop2": 7}}
+    check_settings(bundle, unphased)
+    with pytest.raises(ModelError, match=r"samples give 34 haplotypes but the model in the model was trained on "
+                                         r"images of 17 rows"):
+        check_settings(bundle, {**unphased, "features": {"snps": 128, "phased": True}})
+    with pytest.raises(ModelError, match=r"samples give 18 individuals \(unphased: one image row each\)"):
+        check_settings(bundle, {**unphased, "samples": {"pop1": 10, "pop2": 8}})
+
+
 # ------------------------------------------------------------------------------ a tiny model, through the CLI
 def _pseudo_chromosome(folder, *, windows: int, length: int):
     """A phased VCF of one contig spanning ``windows`` × ``length`` bp, 4 + 4 individuals labelled

@@ -792,9 +792,10 @@ def test_check_data_suggests_the_config_of_the_rad_example(tmp_path):
 TINY_RUN = {
     "simulations": {"per_scenario": 15, "chunk": 15, "shard_size": 50,
                     "split": {"train": 0.6, "validation": 0.2, "test": 0.2}},
-    "network": "mlp",
+    "network": "cnn2d_stats",  # an image network: an unphased image has one row per individual
     "tuning": {"workers": 1, "trials": 1, "max_epochs": 2, "startup_trials": 1,
-               "search_space": {"batch_size": 16, "dense_units": 16, "dense_layers": 1, "learning_rate": 0.003}},
+               "search_space": {"batch_size": 16, "dense_units": 16, "dense_layers": 1, "learning_rate": 0.003,
+                                "filters": 4, "conv_layers": 1}},
     "train": {"epochs": 1, "threads": 1, "ensemble": 1},
     "abc": {"tolerance": 0.3, "trees": 20},
 }
@@ -852,6 +853,13 @@ def test_rad_examples_run_end_to_end(tmp_path):
     assert by_locus(stacks1, lambda n: int(n.split(":")[0])) == by_locus(contigs, lambda n: int(n.removeprefix("locus")))
     html = (run / "report.html").read_text()
     assert html.index('<section id="answer">') < html.index('<section id="config">')
+    # The model folder alone reads the data as the workflow did (the unphased image's rows, the mapping, the loci).
+    proc = run_popdl("predict", "--model", run / "model", "--vcf", RAD["vcf"], "--popmap", RAD["popmap"],
+                     "--out", tmp_path / "alone")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    alone = json.loads((tmp_path / "alone" / "predictions.json").read_text())["network"]
+    workflow = json.loads((run / "predict" / "rad" / "predictions.json").read_text())["network"]
+    assert alone["probabilities"] == pytest.approx(workflow["probabilities"], abs=1e-6)
 
 
 def _as_stacks1_denovo(source: str, out: Path) -> str:

@@ -314,9 +314,14 @@ def check_settings(bundle: dict, settings: dict, *, folder: str | Path = "the mo
         raise ModelError(f"features.snps is {snps} but the model in {folder} was trained on {trained} SNPs; "
                          "give the config the model was trained with")
     samples = settings.get("samples")
-    if "image" in inputs and isinstance(samples, dict) and 2 * sum(samples.values()) != shapes["image"][0]:
-        raise ModelError(f"samples give {2 * sum(samples.values())} haplotypes but the model in {folder} was trained on "
-                         f"{shapes['image'][0]}; give the config the model was trained with")
+    # One image row per haplotype, or per individual for an unphased model (features.phased: false).
+    phased = bool(settings.get("features", {}).get("phased", True))
+    if "image" in inputs and isinstance(samples, dict):
+        rows = (2 if phased else 1) * sum(samples.values())
+        if rows != shapes["image"][0]:
+            what = "haplotypes" if phased else "individuals (unphased: one image row each)"
+            raise ModelError(f"samples give {rows} {what} but the model in {folder} was trained on images of "
+                             f"{shapes['image'][0]} rows; give the config the model was trained with")
 
 
 def _plain(obj):
