@@ -750,6 +750,38 @@ def test_simulated_missingness_follows_the_observed_individuals_and_sites():
     assert 0.04 < per_site.mean() < 0.16
 
 
+def test_missing_calls_by_locus_drop_an_individuals_whole_loci_and_check_data_tells_which():
+    from popdl.features import add_missing, add_missing_like
+    from popdl.observed import Observed, missingness_profile
+
+    g = np.zeros((6000, 8), np.int8)
+    locus = np.repeat(np.arange(1000), 6)  # 1000 loci of 6 sites
+    pops = np.repeat(["pop1", "pop2"], 4)
+    like = {"pop1": [0.0, 0.4], "pop2": [0.1]}
+    a = add_missing_like(g, populations=pops, individuals=like, sites=[0.05, 0.15], rng=np.random.default_rng(1),
+                         locus=locus)
+    assert np.array_equal(a, add_missing_like(g, populations=pops, individuals=like, sites=[0.05, 0.15],
+                                              rng=np.random.default_rng(1), locus=locus))
+    blocks = (a[:, 0::2] == -1).reshape(1000, 6, 4)  # (locus, site, individual)
+    assert (blocks.all(axis=1) == blocks.any(axis=1)).all()  # each individual's locus all missing or all called
+    rates = blocks[:, 0, :].mean(axis=0)
+    assert all(min(abs(r - 0.0), abs(r - 0.4)) < 0.05 for r in rates[:2]) and np.allclose(rates[2:], 0.1, atol=0.04)
+    b = add_missing(g, rate=0.2, rng=np.random.default_rng(2), locus=locus)
+    blocks = (b[:, 0::2] == -1).reshape(1000, 6, 4)
+    assert (blocks.all(axis=1) == blocks.any(axis=1)).all() and abs(blocks.mean() - 0.2) < 0.02
+
+    def profile(genotypes):
+        data = Observed(name="x", genotypes=genotypes, positions=np.tile(np.arange(6.0), 1000), locus=locus,
+                        populations=pops, individuals=[f"i{k}" for k in range(4)], loci=[str(k) for k in range(1000)],
+                        length=6000.0)
+        return missingness_profile(data)
+
+    dropout, by_site = profile(a), profile(add_missing(g, rate=0.2, rng=np.random.default_rng(3)))
+    assert dropout["whole_loci"] == 1.0 and dropout["unit"] == "locus"
+    assert by_site["whole_loci"] < 0.01 and by_site["unit"] == "site"  # 0.2 ** 5 of them by chance
+    assert profile(g)["whole_loci"] is None and profile(g)["unit"] == "site"
+
+
 RAD = {"vcf": str(REPO / "config" / "data" / "rad.vcf.gz"), "popmap": str(REPO / "config" / "data" / "rad_popmap.tsv")}
 
 
@@ -766,6 +798,8 @@ def test_check_data_suggests_the_config_of_the_rad_example(tmp_path):
     assert fragment["samples"] == {"pop1": 12, "pop2": 7}  # every individual: one VCF sample is not in the popmap
     assert fragment["genome"]["length"] == truth["length"] and fragment["features"]["phased"] is False
     assert max(fragment["features"]["missing_individuals"]["pop2"]) > 0.4
+    assert fragment["features"]["missing_unit"] == "locus"  # the example's loci drop out whole per individual
+    assert "rad: 100% of the missing calls (loci of 2 SNPs or more) lie in loci an individual misses whole" in proc.stdout
     assert fragment["predict"]["data"][0]["populations"] == {"nuttalli": "pop1", "pugetensis": "pop2"}
     # The SFS projection that keeps the most segregating sites: below the samples, with this missingness.
     assert 2 <= fragment["features"]["sfs_projection"]["pop1"] < 24 and 2 <= fragment["features"]["sfs_projection"]["pop2"] < 14

@@ -142,6 +142,17 @@ def cmd_check_data(args) -> int:
           f"at most {profile['sites'][-1]:.1%}; the config simulates "
           + ("the data's pattern (features.missing_individuals)" if settings["features"].get("missing_individuals")
              else f"{float(settings['features'].get('missing_rate', 0.0)):.1%} uniform"))
+    if profile["whole_loci"] is not None:
+        unit = settings["features"].get("missing_unit", "site")
+        dropout = profile["unit"] == "locus"
+        print(f"{entry['name']}: {profile['whole_loci']:.0%} of the missing calls (loci of 2 SNPs or more) lie in loci "
+              "an individual misses whole: " + ("allele dropout, as RAD/GBS tags without reads" if dropout
+                                                 else "calls missing site by site")
+              + f"; the config places missing calls by {unit} (features.missing_unit)"
+              + (f"; WARNING, set features.missing_unit: {profile['unit']}: missing calls placed otherwise than the "
+                 "data's change the linkage disequilibrium and haplotype statistics, and with them the estimates"
+                 if unit != profile["unit"] and (settings["features"].get("missing_individuals")
+                                                 or settings["features"].get("missing_rate")) else ""))
     # The profile's rates run over the individuals in their order (grouped by population, as the data are).
     sparse = [(name, rate) for name, rate in zip(data.individuals, rates) if rate > SPARSE_INDIVIDUAL]
     if sparse:
@@ -220,6 +231,7 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
         "genome": {"loci": len(data.loci), "length": length or genome["length"]},
         "features": {"phased": data.phasing == "phased",
                      "missing_individuals": profile["individuals"], "missing_sites": profile["sites"],
+                     "missing_unit": profile["unit"],
                      "sfs_projection": {pop: int(m) for pop, m in projection.items()}},
         "predict": {"data": [{k: entry[k] for k in ("name", "vcf", "popmap", "populations", "loci") if k in entry}]},
     }

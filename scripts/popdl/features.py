@@ -1047,22 +1047,37 @@ def summary_stats(
 
 
 # ---------------------------------------------------------------------------- simulations
-def add_missing(genotypes: np.ndarray, *, rate: float, rng: np.random.Generator) -> np.ndarray:
+def _by_locus(locus: np.ndarray | None) -> tuple[np.ndarray, int] | None:
+    """(each site's locus index, loci) for missing calls placed by locus; None to place them by site."""
+    if locus is None:
+        return None
+    locus = np.asarray(locus, dtype=np.int64)
+    return locus, int(locus.max()) + 1 if locus.size else 0
+
+
+def add_missing(genotypes: np.ndarray, *, rate: float, rng: np.random.Generator,
+                locus: np.ndarray | None = None) -> np.ndarray:
     """A copy of ``genotypes`` (sites, haplotypes) with a fraction ``rate`` of diploid calls missing.
 
     As in a VCF (``./.``), both haplotypes of an individual (columns 2k, 2k+1)
     go missing together; each (site, individual) independently with
-    probability ``rate``.
+    probability ``rate``, or, given ``locus`` (each site's locus index), each
+    (locus, individual): the individual's whole locus goes missing, as a
+    RAD/GBS tag an individual has no reads for (allele dropout).
     """
     g = np.array(genotypes, dtype=np.int8, copy=True)
     sites, haps = g.shape
-    mask = rng.random((sites, haps // 2)) < rate
+    by_locus = _by_locus(locus)
+    if by_locus is None:
+        mask = rng.random((sites, haps // 2)) < rate
+    else:
+        mask = (rng.random((by_locus[1], haps // 2)) < rate)[by_locus[0]]
     g[np.repeat(mask, 2, axis=1)] = MISSING
     return g
 
 
 def add_missing_like(genotypes: np.ndarray, *, populations: np.ndarray, individuals: Mapping[str, list],
-                     sites: list | None, rng: np.random.Generator) -> np.ndarray:
+                     sites: list | None, rng: np.random.Generator, locus: np.ndarray | None = None) -> np.ndarray:
     """A copy of ``genotypes`` (sites, haplotypes) with missing calls patterned on observed data.
 
     Each simulated individual of population ``p`` takes the missing rate of an
@@ -1071,7 +1086,10 @@ def add_missing_like(genotypes: np.ndarray, *, populations: np.ndarray, individu
     ``sites`` (observed per-site missing fractions, divided by their mean;
     none: every site alike).  A call is missing with probability individual
     rate × site factor (at most 1), both haplotypes of an individual together.
-    ``populations``: the population of each haplotype (column).
+    Given ``locus`` (each site's locus index), the same holds of each locus
+    and individual: an individual's whole locus goes missing, every site of
+    the locus with it (allele dropout of RAD/GBS data, ``features.missing_unit:
+    locus``).  ``populations``: the population of each haplotype (column).
     """
     g = np.array(genotypes, dtype=np.int8, copy=True)
     n_sites, haps = g.shape
@@ -1081,11 +1099,15 @@ def add_missing_like(genotypes: np.ndarray, *, populations: np.ndarray, individu
         where = pops == pop
         observed = np.asarray(individuals.get(pop) or [0.0], dtype=np.float64)
         rate[where] = rng.choice(observed, size=int(where.sum()))
-    factor = np.ones(n_sites)
+    by_locus = _by_locus(locus)
+    units = n_sites if by_locus is None else by_locus[1]
+    factor = np.ones(units)
     site_rates = np.asarray(sites or [], dtype=np.float64)
     if site_rates.size and site_rates.mean() > 0:
-        factor = rng.choice(site_rates, size=n_sites) / site_rates.mean()
-    mask = rng.random((n_sites, haps // 2)) < np.minimum(factor[:, None] * rate[None, :], 1.0)
+        factor = rng.choice(site_rates, size=units) / site_rates.mean()
+    mask = rng.random((units, haps // 2)) < np.minimum(factor[:, None] * rate[None, :], 1.0)
+    if by_locus is not None:
+        mask = mask[by_locus[0]]
     g[np.repeat(mask, 2, axis=1)] = MISSING
     return g
 
@@ -1096,7 +1118,8 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
     Each draw goes through :meth:`Extractor.extract` (after
     ``features.missing_rate`` of its calls are made missing, or calls patterned
     on observed data's, ``features.missing_individuals`` and
-    ``missing_sites``: :func:`add_missing_like`), its SNPs chosen
+    ``missing_sites``: :func:`add_missing_like`; site by site, or whole loci
+    per individual with ``features.missing_unit: locus``), its SNPs chosen
     by the draw's :func:`popdl.seeds.snp_selection` stream, its statistics
     per bp of ``genome.loci × genome.length``.
 
@@ -1125,11 +1148,12 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
     for i, g, pos, loc in iter_draws(sims):
         draw = int(sims["draw"][i])
         g8 = g.view(np.int8) if g.dtype == np.uint8 else g.astype(np.int8)  # 0/1 alleles: the same values
+        by_locus = loc if fcfg.get("missing_unit", "site") == "locus" else None
         if like:
             g8 = add_missing_like(g8, populations=populations, individuals=like, sites=fcfg.get("missing_sites"),
-                                  rng=seeds.missingness(root_seed, scenario, draw))
+                                  rng=seeds.missingness(root_seed, scenario, draw), locus=by_locus)
         elif missing_rate > 0:
-            g8 = add_missing(g8, rate=missing_rate, rng=seeds.missingness(root_seed, scenario, draw))
+            g8 = add_missing(g8, rate=missing_rate, rng=seeds.missingness(root_seed, scenario, draw), locus=by_locus)
         f = extractor.extract(g8, pos, loc, rng=seeds.snp_selection(root_seed, scenario, draw),
                               total_length=loci * length, loci=loci)
         images[i], distances[i], n_snps[i], stats[i] = f.image, f.distances, f.n_snps, f.stats

@@ -1310,21 +1310,41 @@ def available_individuals(entry: dict, *, samples: dict[str, int], base_dir: str
     return counts["available"]
 
 
+#: check-data suggests ``features.missing_unit: locus`` when at least this share of the missing calls (on
+#: loci of two SNPs or more) lie in loci an individual misses whole.
+WHOLE_LOCUS_SHARE = 0.5
+
+
 def missingness_profile(data: Observed, *, quantiles: int = 21) -> dict:
     """How the missing calls of ``data`` are spread: ``overall`` (share of missing
-    diploid calls), ``individuals`` (per population, each individual's rate) and
+    diploid calls), ``individuals`` (per population, each individual's rate),
     ``sites`` (``quantiles`` quantiles of the per-site missing fraction), rounded
-    to 4 decimals: what ``features.missing_individuals`` and ``missing_sites`` take."""
+    to 4 decimals: what ``features.missing_individuals`` and ``missing_sites`` take;
+    and ``whole_loci``: of the missing calls on loci of two SNPs or more, the share
+    in loci that an individual misses whole (allele dropout: near 1 for RAD/GBS
+    data, near the missing rate for calls missing site by site), None without any
+    such call: what ``features.missing_unit`` takes (``unit``)."""
     g = np.asarray(data.genotypes)
     missing = (g[:, 0::2] == MISSING) | (g[:, 1::2] == MISSING)  # (sites, individuals)
     pops = np.asarray(data.populations)[0::2]
     per_individual = missing.mean(axis=0) if missing.size else np.zeros(pops.size)
     per_site = missing.mean(axis=1) if missing.size else np.zeros(1)
+    whole = None
+    locus = np.asarray(data.locus, dtype=np.int64)
+    if missing.any() and locus.size == missing.shape[0]:
+        snps = np.bincount(locus)
+        per_locus = np.zeros((snps.size, missing.shape[1]), dtype=np.int64)
+        np.add.at(per_locus, locus, missing)
+        several = per_locus[snps >= 2]
+        if several.sum():
+            whole = round(float(several[several == snps[snps >= 2, None]].sum() / several.sum()), 4)
     return {
         "overall": round(float(missing.mean()) if missing.size else 0.0, 4),
         "individuals": {pop: [round(float(x), 4) for x in per_individual[pops == pop]]
                         for pop in dict.fromkeys(pops.tolist())},
         "sites": [round(float(q), 4) for q in np.quantile(per_site, np.linspace(0, 1, quantiles))],
+        "whole_loci": whole,
+        "unit": "locus" if whole is not None and whole >= WHOLE_LOCUS_SHARE else "site",
     }
 
 
