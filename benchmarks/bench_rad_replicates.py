@@ -1,0 +1,87 @@
+"""A trained RAD model against data sets of known truth: estimates and interval coverage.
+
+``scripts/make_rad_example.py`` writes the shipped RAD example from fixed
+parameter values (``rad_truth.json``: isolation, N1 3,000, N2 8,000, N_anc
+10,000, T_split 20,000), with each individual missing whole loci (allele
+dropout).  This benchmark writes ``--replicates`` more such data sets (seeds
+``--first-seed``, ``--first-seed`` + 1, ...: new genealogies, new missing
+loci), has the model folder predict each (``popdl predict --model DIR``
+alone: the reading options and data settings it stores), and prints, per
+parameter of the true scenario, each replicate's estimate and 90 % interval,
+the median estimate over the replicates, and how many intervals hold the
+truth.  ``--no-missing`` writes the replicates without missing calls.
+
+    python benchmarks/bench_rad_replicates.py --model results/rad_unphased/model [--replicates 5]
+
+The model is the workflow's: ``snakemake --cores 2 --configfile
+config/examples/rad_unphased.yaml`` (its ``results/rad_unphased/model``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def write_replicate(seed: int, folder: Path, *, missing: bool) -> Path:
+    """A RAD data set as make_rad_example.py writes the shipped one, from ``seed``."""
+    import make_rad_example
+
+    saved = make_rad_example.missing_mask
+    if not missing:
+        make_rad_example.missing_mask = lambda loci, n, rng: [np.zeros(n, bool) for _ in loci]
+    try:
+        make_rad_example.main(["--seed", str(seed), "--out", str(folder)])
+    finally:
+        make_rad_example.missing_mask = saved
+    return folder
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="a model folder trained on the RAD example's config")
+    parser.add_argument("--replicates", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=11)
+    parser.add_argument("--no-missing", action="store_true", help="replicates without missing calls")
+    args = parser.parse_args(argv)
+    from popdl.cli import main as popdl_main
+
+    truth = json.loads((ROOT / "config" / "data" / "rad_truth.json").read_text())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(args.replicates):
+            seed = args.first_seed + k
+            folder = write_replicate(seed, Path(tmp) / f"rad{seed}", missing=not args.no_missing)
+            out = folder / "prediction"
+            rc = popdl_main(["predict", "--model", args.model, "--vcf", str(folder / "rad.vcf.gz"),
+                             "--popmap", str(folder / "rad_popmap.tsv"), "--out", str(out)])
+            if rc != 0:
+                raise SystemExit(f"popdl predict failed on replicate {seed}")
+            network = json.loads((out / "predictions.json").read_text())["network"]
+            rows.append((seed, network))
+    print(f"model {args.model}; {args.replicates} replicate(s) of the RAD example "
+          f"({'no missing calls' if args.no_missing else 'whole loci missing per individual'}); "
+          f"truth {truth['scenario']} {truth['params']}")
+    for seed, network in rows:
+        p = network["probabilities"]
+        print(f"seed {seed}: P({truth['scenario']}) = {p[truth['scenario']]:.3f}; " + "; ".join(
+            f"{name} {network['params'][name]['estimate']:.0f} [{network['params'][name]['lower']:.0f}-"
+            f"{network['params'][name]['upper']:.0f}]" for name in truth["params"]))
+    for name, value in truth["params"].items():
+        estimates = [n["params"][name]["estimate"] for _, n in rows]
+        held = sum(n["params"][name]["lower"] <= value <= n["params"][name]["upper"] for _, n in rows)
+        print(f"{name}: truth {value}, median estimate {np.median(estimates):.0f} "
+              f"(median ratio {np.median(np.array(estimates) / value):.2f}), {held} of {len(rows)} intervals hold it")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
