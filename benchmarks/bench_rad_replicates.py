@@ -9,7 +9,9 @@ loci), has the model folder predict each (``popdl predict --model DIR``
 alone: the reading options and data settings it stores), and prints, per
 parameter of the true scenario, each replicate's estimate and 90 % interval,
 the median estimate over the replicates, and how many intervals hold the
-truth.  ``--no-missing`` writes the replicates without missing calls.
+truth.  ``--no-missing`` writes the replicates without missing calls;
+``--one-snp-per-locus first`` (or ``random``) keeps one record per locus, as
+Stacks ``populations --write-single-snp`` (``--write-random-snp``) writes them.
 
     python benchmarks/bench_rad_replicates.py --model results/rad_unphased/model [--replicates 5]
 
@@ -45,12 +47,30 @@ def write_replicate(seed: int, folder: Path, *, missing: bool) -> Path:
     return folder
 
 
+def thin(vcf: Path, how: str, seed: int) -> None:
+    """Keep one record per contig of ``vcf`` (gzip text): the first, or one at random."""
+    import gzip
+
+    lines = gzip.open(vcf, "rt").read().splitlines()
+    header = [x for x in lines if x.startswith("#")]
+    by_contig: dict[str, list[str]] = {}
+    for x in lines:
+        if not x.startswith("#"):
+            by_contig.setdefault(x.split("\t", 1)[0], []).append(x)
+    rng = np.random.default_rng(seed)
+    kept = [rows[0] if how == "first" else rows[int(rng.integers(len(rows)))] for rows in by_contig.values()]
+    with gzip.open(vcf, "wt") as fh:
+        fh.write("\n".join(header + kept) + "\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model folder trained on the RAD example's config")
     parser.add_argument("--replicates", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=11)
     parser.add_argument("--no-missing", action="store_true", help="replicates without missing calls")
+    parser.add_argument("--one-snp-per-locus", choices=["first", "random"],
+                        help="keep one record per locus (Stacks --write-single-snp / --write-random-snp)")
     args = parser.parse_args(argv)
     from popdl.cli import main as popdl_main
 
@@ -60,6 +80,8 @@ def main(argv=None) -> int:
         for k in range(args.replicates):
             seed = args.first_seed + k
             folder = write_replicate(seed, Path(tmp) / f"rad{seed}", missing=not args.no_missing)
+            if args.one_snp_per_locus:
+                thin(folder / "rad.vcf.gz", args.one_snp_per_locus, seed)
             out = folder / "prediction"
             rc = popdl_main(["predict", "--model", args.model, "--vcf", str(folder / "rad.vcf.gz"),
                              "--popmap", str(folder / "rad_popmap.tsv"), "--out", str(out)])
@@ -68,7 +90,8 @@ def main(argv=None) -> int:
             network = json.loads((out / "predictions.json").read_text())["network"]
             rows.append((seed, network))
     print(f"model {args.model}; {args.replicates} replicate(s) of the RAD example "
-          f"({'no missing calls' if args.no_missing else 'whole loci missing per individual'}); "
+          f"({'no missing calls' if args.no_missing else 'whole loci missing per individual'}"
+          + (f", one SNP per locus ({args.one_snp_per_locus})" if args.one_snp_per_locus else "") + "); "
           f"truth {truth['scenario']} {truth['params']}")
     for seed, network in rows:
         p = network["probabilities"]

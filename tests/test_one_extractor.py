@@ -8,7 +8,8 @@ import pytest
 
 from popdl import seeds
 from popdl.config import prepare
-from popdl.features import Extractor, add_missing, features_chunk, load_features, observed_features
+from popdl.features import (Extractor, add_missing, features_chunk, load_features, observed_features,
+                            one_snp_per_locus)
 from popdl.io import save_npz
 from popdl.observed import Observed, read_observed
 from popdl.plan import plan_draws
@@ -35,15 +36,17 @@ def write_vcf(path, g: np.ndarray, positions: np.ndarray, locus: np.ndarray, nam
     path.write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("projection", [None, 6])
-def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tmp_path, projection):
+@pytest.mark.parametrize("projection, thin", [(None, None), (6, None), (None, "first")],
+                         ids=["all-snps", "projected-sfs", "one-snp-per-locus"])
+def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tmp_path, projection, thin):
     """Simulated draws (two loci, 10 % of calls made missing by features.missing_rate) against a VCF
     holding the same calls, read by the observed-data path; with the SFS as it is and projected onto
-    6 of the 8 haplotypes of each population (features.sfs_projection)."""
+    6 of the 8 haplotypes of each population (features.sfs_projection), and with each locus's first
+    polymorphic site alone (features.one_snp_per_locus: first)."""
     rate = 0.1
     config = prepare(tiny_config(genome={"loci": 2, "length": 20000, "mutation_rate": 1e-8, "recombination_rate": 1e-8},
                                  features={"snps": 256, "missing_rate": rate, "stats": ALL_STATS, "jsfs_bins": 3,
-                                           "sfs_projection": projection}),
+                                           "sfs_projection": projection, "one_snp_per_locus": thin}),
                      base_dirs=(REPO,))
     scenario = Scenario.from_config("isolation", config)
     sims_path = tmp_path / "sims.npz"
@@ -79,13 +82,16 @@ def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tm
         assert observed["stat_names"].tolist() == simulated["stat_names"].tolist()
         assert np.array_equal(observed["stats"].astype(np.float32), simulated["stats"][i])  # the chunk stores float32
         # and in float64, against the extractor call features_chunk makes
-        f = extractor.extract(g8, pos, loc, rng=seeds.snp_selection(seed, scenario.name, draw),
+        keep = one_snp_per_locus(g8, pos, loc, how=thin) if thin else np.arange(pos.size)
+        assert not thin or observed["n_snps"][0] == loci  # one SNP per locus
+        f = extractor.extract(g8[keep], pos[keep], loc[keep], rng=seeds.snp_selection(seed, scenario.name, draw),
                               total_length=loci * length, loci=loci)
         assert np.array_equal(observed["stats"], f.stats) and np.array_equal(observed["images"][0], f.image)
         compared += 1
     assert compared >= 2, compared
     ld = [j for j, name in enumerate(simulated["stat_names"].tolist()) if name.startswith("ld_")]
-    assert len(ld) == 12 and np.any(simulated["stats"][:, ld] > 0)  # 4 classes x (pop1, pop2, pooled pair)
+    assert len(ld) == 12  # 4 classes x (pop1, pop2, pooled pair)
+    assert np.any(simulated["stats"][:, ld] > 0) != bool(thin)  # no pair of SNPs within a locus when thinned
     sfs = [name for name in simulated["stat_names"].tolist() if name.startswith("sfs_")]
     assert len(sfs) == (6 if projection else 8)  # sfs_pop1_1..m/2, sfs_pop2_1..m/2
 

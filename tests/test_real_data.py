@@ -782,6 +782,33 @@ def test_missing_calls_by_locus_drop_an_individuals_whole_loci_and_check_data_te
     assert profile(g)["whole_loci"] is None and profile(g)["unit"] == "site"
 
 
+def test_one_snp_per_locus_keeps_a_polymorphic_site_of_each_locus_and_check_data_spots_thinned_data(tmp_path):
+    from popdl.features import one_snp_per_locus
+
+    g = np.array([[0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 1], [0, 0, 0, 0], [1, -1, 0, 0], [1, 1, -1, -1]], np.int8)
+    pos = np.array([5.0, 9.0, 2.0, 1.0, 7.0, 3.0])
+    locus = np.array([0, 0, 0, 1, 1, 2])  # locus 2: one allele among the called haplotypes
+    assert one_snp_per_locus(g, pos, locus, how="first").tolist() == [2, 4]  # locus 0: site 2 at 2 bp
+    draws = {tuple(one_snp_per_locus(g, pos, locus, how="random", rng=np.random.default_rng(k))) for k in range(40)}
+    assert draws == {(1, 4), (2, 4)}
+    assert np.array_equal(one_snp_per_locus(g, pos, locus, how="random", rng=np.random.default_rng(3)),
+                          one_snp_per_locus(g, pos, locus, how="random", rng=np.random.default_rng(3)))
+    # A RAD VCF thinned to its first SNP per locus: check-data names it, --suggest-config thins the simulations.
+    meta, header, records = _vcf_lines(RAD["vcf"])
+    first = [r for i, r in enumerate(records) if i == 0 or r[0] != records[i - 1][0]]
+    vcf = _write_vcf(tmp_path / "single.vcf", meta, header, first)
+    out = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", vcf, "--popmap", RAD["popmap"],
+                    "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "loci holds one SNP: a VCF thinned to one SNP per locus" in out.stdout and \
+        "WARNING, the config keeps every simulated SNP: set features.one_snp_per_locus" in out.stdout, out.stdout
+    fragment = yaml.safe_load(out.stdout[out.stdout.index("# popdl check-data --suggest-config"):])
+    assert fragment["features"]["one_snp_per_locus"] == "random"
+    full = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", RAD["vcf"], "--popmap",
+                     RAD["popmap"], "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
+    assert "one_snp_per_locus" not in full.stdout and "thinned" not in full.stdout
+
+
 RAD = {"vcf": str(REPO / "config" / "data" / "rad.vcf.gz"), "popmap": str(REPO / "config" / "data" / "rad_popmap.tsv")}
 
 

@@ -180,6 +180,13 @@ def cmd_check_data(args) -> int:
     print(f"{entry['name']}: {found} loci ({entry.get('loci') or 'contigs'}) with a SNP, against genome.loci {configured}"
           f"{advice}; SNPs per locus: mean "
           f"{per_locus.mean():.1f}, median {np.median(per_locus):g}, range {per_locus.min()}-{per_locus.max()}")
+    if thinned(data):
+        how = settings["features"].get("one_snp_per_locus")
+        print(f"{entry['name']}: every one of the {found} loci holds one SNP: a VCF thinned to one SNP per locus "
+              "(Stacks populations --write-single-snp or --write-random-snp, vcftools --thin); "
+              + (f"the config thins the simulations alike (features.one_snp_per_locus: {how})" if how else
+                 "WARNING, the config keeps every simulated SNP: set features.one_snp_per_locus: random (first for "
+                 "--write-single-snp), or give the VCF with every SNP"))
     mode = entry.get("loci") or "contigs"
     tags = stacks_loci(data.ids) if mode != "ids" else 0
     if tags > len(data.loci):
@@ -232,6 +239,7 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
         "features": {"phased": data.phasing == "phased",
                      "missing_individuals": profile["individuals"], "missing_sites": profile["sites"],
                      "missing_unit": profile["unit"],
+                     **({"one_snp_per_locus": "random"} if thinned(data) else {}),
                      "sfs_projection": {pop: int(m) for pop, m in projection.items()}},
         "predict": {"data": [{k: entry[k] for k in ("name", "vcf", "popmap", "populations", "loci") if k in entry}]},
     }
@@ -252,6 +260,17 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
     with atomic_path(where) as tmp:
         Path(tmp).write_text(text)
     print(f"{entry['name']}: suggested settings written to {where}")
+
+
+#: Fewest loci with which check-data calls a VCF with one SNP on every locus thinned.
+THINNED_MIN_LOCI = 20
+
+
+def thinned(data) -> bool:
+    """Whether every locus of ``data`` holds one SNP, over at least :data:`THINNED_MIN_LOCI` loci: a VCF
+    thinned to one SNP per locus (a single locus of a few SNPs says nothing)."""
+    per_locus = np.bincount(np.asarray(data.locus), minlength=len(data.loci))
+    return len(data.loci) >= THINNED_MIN_LOCI and bool((per_locus == 1).all())
 
 
 def _file_out(path: str | Path) -> Path:

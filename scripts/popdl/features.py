@@ -64,7 +64,7 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -95,6 +95,7 @@ __all__ = [
     "observed_features",
     "add_missing",
     "add_missing_like",
+    "one_snp_per_locus",
     "load_features",
 ]
 
@@ -1076,6 +1077,31 @@ def add_missing(genotypes: np.ndarray, *, rate: float, rng: np.random.Generator,
     return g
 
 
+def one_snp_per_locus(genotypes: np.ndarray, positions: np.ndarray, locus: np.ndarray, *, how: str,
+                      rng: np.random.Generator | None = None) -> np.ndarray:
+    """The sites kept (indices, in their order) when each locus keeps one SNP, as RAD/GBS data sets are
+    often shared for unlinked-SNP methods: ``first``, the locus's first site (lowest position; Stacks
+    ``populations --write-single-snp``), or ``random``, one drawn by ``rng`` (``--write-random-snp``);
+    among the sites polymorphic among the called haplotypes (0 and 1; -1 is missing)."""
+    g = np.asarray(genotypes)
+    ones = np.count_nonzero(g == 1, axis=1)
+    called = ones + np.count_nonzero(g == 0, axis=1)
+    poly = np.flatnonzero((ones > 0) & (ones < called))
+    if poly.size == 0:
+        return poly
+    loc = np.asarray(locus)[poly]
+    if how == "first":
+        order = np.lexsort((np.asarray(positions)[poly], loc))
+    elif how == "random":
+        order = np.lexsort((rng.random(poly.size), loc))
+    else:
+        raise ValueError(f"one_snp_per_locus: {how!r} (first or random)")
+    sorted_loci = loc[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = sorted_loci[1:] != sorted_loci[:-1]
+    return np.sort(poly[order[first]])
+
+
 def add_missing_like(genotypes: np.ndarray, *, populations: np.ndarray, individuals: Mapping[str, list],
                      sites: list | None, rng: np.random.Generator, locus: np.ndarray | None = None) -> np.ndarray:
     """A copy of ``genotypes`` (sites, haplotypes) with missing calls patterned on observed data.
@@ -1154,6 +1180,10 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
                                   rng=seeds.missingness(root_seed, scenario, draw), locus=by_locus)
         elif missing_rate > 0:
             g8 = add_missing(g8, rate=missing_rate, rng=seeds.missingness(root_seed, scenario, draw), locus=by_locus)
+        if fcfg.get("one_snp_per_locus"):  # as the data were thinned: after their missing calls
+            keep = one_snp_per_locus(g8, pos, loc, how=fcfg["one_snp_per_locus"],
+                                     rng=seeds.thinning(root_seed, scenario, draw))
+            g8, pos, loc = g8[keep], pos[keep], loc[keep]
         f = extractor.extract(g8, pos, loc, rng=seeds.snp_selection(root_seed, scenario, draw),
                               total_length=loci * length, loci=loci)
         images[i], distances[i], n_snps[i], stats[i] = f.image, f.distances, f.n_snps, f.stats
@@ -1202,6 +1232,12 @@ def observed_features(data, *, features: Mapping, genome: Mapping, seed: int, re
     extractor = Extractor.from_config(features, populations=data.populations, locus_length=float(genome["length"]))
     snps = extractor.settings.snps
     g = np.asarray(data.genotypes, dtype=np.int8)
+    if features.get("one_snp_per_locus"):  # as the simulations are thinned (a no-op on data thinned so already)
+        keep = one_snp_per_locus(g, data.positions, data.locus, how=features["one_snp_per_locus"],
+                                 rng=seeds.thinning(seed, f"__empirical_{data.name}__", 0))
+        data = replace(data, genotypes=g[keep], positions=np.asarray(data.positions)[keep],
+                       locus=np.asarray(data.locus)[keep])
+        g = data.genotypes
     counts = extractor.counts(g)
     poly = np.flatnonzero(counts.polymorphic)
     replicates = max(1, int(replicates)) if poly.size > snps else 1

@@ -79,6 +79,7 @@ __all__ = [
     "calibration",
     "cross_fit",
     "augment",
+    "thinning",
     "haplotype_hash_weights",
     "HASH_WEIGHTS_SEED",
 ]
@@ -98,6 +99,7 @@ class Stream(enum.IntEnum):
     REPORT = 7
     CALIBRATION = 8
     AUGMENT = 9
+    THINNING = 10
 
 
 #: The seed of :func:`haplotype_hash_weights` (fixed: see the module docstring).
@@ -148,6 +150,12 @@ def snp_selection(root_seed: int, scenario: str, draw: int) -> np.random.Generat
 def missingness(root_seed: int, scenario: str, draw: int) -> np.random.Generator:
     """The missing calls added to draw ``draw`` of ``scenario`` (``features.missing_rate``)."""
     return generator(root_seed, Stream.MISSINGNESS, scenario, draw)
+
+
+def thinning(root_seed: int, name: str, index: int = 0) -> np.random.Generator:
+    """Which SNP each locus keeps with ``features.one_snp_per_locus: random``: draw ``index`` of
+    scenario ``name``, or observed data set ``name`` (``__empirical_NAME__``, index 0)."""
+    return generator(root_seed, Stream.THINNING, name, index)
 
 
 def split(root_seed: int, scenario: str) -> np.random.Generator:
