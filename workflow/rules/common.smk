@@ -215,7 +215,8 @@ def _vcf_paths(vcf):
     """The files of a data set's vcf (a path, a list, glob patterns), found as _data_path finds
     a file; a pattern that matches nothing stays as written, for Snakemake to report missing.
     """
-    from popdl.observed import vcf_files  # numpy and pandas: imported only for VCF data sets
+    # numpy and pandas: imported only for VCF data sets
+    from popdl.observed import vcf_files
 
     items = [vcf] if isinstance(vcf, str) else list(vcf)
     files = []
