@@ -782,6 +782,31 @@ def test_missing_calls_by_locus_drop_an_individuals_whole_loci_and_check_data_te
     assert profile(g)["whole_loci"] is None and profile(g)["unit"] == "site"
 
 
+def test_a_prediction_notes_data_sampled_otherwise_than_the_simulations():
+    from popdl.features import add_missing
+    from popdl.observed import Observed, sampling_notes
+
+    rng = np.random.default_rng(0)
+    g = (rng.random((600, 8)) < 0.3).astype(np.int8)
+    locus = np.repeat(np.arange(100), 6)
+
+    def data(genotypes, loc):
+        return Observed(name="x", genotypes=genotypes, positions=np.arange(loc.size, dtype=float), locus=loc,
+                        populations=np.repeat(["pop1", "pop2"], 4), individuals=["a", "b", "c", "d"],
+                        loci=[str(k) for k in range(int(loc.max()) + 1)], length=6000.0)
+
+    dropout = data(add_missing(g, rate=0.2, rng=np.random.default_rng(1), locus=locus), locus)
+    [note] = sampling_notes(dropout, {"missing_rate": 0.2})
+    assert "100% of the missing calls lie in loci an individual misses whole, but the simulations place them by " \
+           "site: set features.missing_unit: locus" in note
+    assert sampling_notes(dropout, {"missing_rate": 0.2, "missing_unit": "locus"}) == []
+    assert sampling_notes(dropout, {}) == []  # no simulated missingness: the missing-rate note says so
+    one = data(g[::6], np.arange(100))
+    [note] = sampling_notes(one, {})
+    assert "every locus holds one SNP" in note and "features.one_snp_per_locus: random" in note
+    assert sampling_notes(one, {"one_snp_per_locus": "first"}) == []
+
+
 def test_one_snp_per_locus_keeps_a_polymorphic_site_of_each_locus_and_check_data_spots_thinned_data(tmp_path):
     from popdl.features import one_snp_per_locus
 

@@ -104,7 +104,7 @@ def cmd_check_data(args) -> int:
     from popdl.errors import DataError
     from popdl.features import observed_features
     from popdl.observed import (available_individuals, missingness_profile, read_observed, skipped_text,
-                                stacks_loci, with_defaults)
+                                stacks_loci, thinned, with_defaults)
     from popdl.predict import position_check
 
     settings = _predict_settings(args, "observe")
@@ -225,6 +225,7 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
     import yaml
 
     from popdl.io import atomic_path
+    from popdl.observed import thinned
 
     mode = entry.get("loci") or "contigs"
     length = data.counts.get("contig_length_median") if mode == "contigs" else None
@@ -260,17 +261,6 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
     with atomic_path(where) as tmp:
         Path(tmp).write_text(text)
     print(f"{entry['name']}: suggested settings written to {where}")
-
-
-#: Fewest loci with which check-data calls a VCF with one SNP on every locus thinned.
-THINNED_MIN_LOCI = 20
-
-
-def thinned(data) -> bool:
-    """Whether every locus of ``data`` holds one SNP, over at least :data:`THINNED_MIN_LOCI` loci: a VCF
-    thinned to one SNP per locus (a single locus of a few SNPs says nothing)."""
-    per_locus = np.bincount(np.asarray(data.locus), minlength=len(data.loci))
-    return len(data.loci) >= THINNED_MIN_LOCI and bool((per_locus == 1).all())
 
 
 def _file_out(path: str | Path) -> Path:

@@ -69,6 +69,8 @@ __all__ = [
     "read_vcf",
     "filtered_text",
     "skipped_text",
+    "thinned",
+    "sampling_notes",
     "read_fasta",
     "read_observed",
     "DATA_DEFAULT_KEYS",
@@ -1346,6 +1348,35 @@ def missingness_profile(data: Observed, *, quantiles: int = 21) -> dict:
         "whole_loci": whole,
         "unit": "locus" if whole is not None and whole >= WHOLE_LOCUS_SHARE else "site",
     }
+
+
+#: Fewest loci with which a VCF with one SNP on every locus counts as thinned (:func:`thinned`).
+THINNED_MIN_LOCI = 20
+
+
+def thinned(data: Observed) -> bool:
+    """Whether every locus of ``data`` holds one SNP, over at least :data:`THINNED_MIN_LOCI` loci: a VCF
+    thinned to one SNP per locus (a single locus of a few SNPs says nothing)."""
+    per_locus = np.bincount(np.asarray(data.locus), minlength=len(data.loci))
+    return len(data.loci) >= THINNED_MIN_LOCI and bool((per_locus == 1).all())
+
+
+def sampling_notes(data: Observed, features: dict) -> list[str]:
+    """What the config's simulations do otherwise than ``data`` were sampled: missing calls placed
+    by site where the data miss whole loci (or the reverse), every simulated SNP kept where the data
+    hold one per locus.  Empty when they agree."""
+    notes = []
+    profile = missingness_profile(data)
+    unit = features.get("missing_unit", "site")
+    simulated = features.get("missing_individuals") or float(features.get("missing_rate", 0.0) or 0.0) > 0
+    if simulated and profile["whole_loci"] is not None and profile["unit"] != unit:
+        notes.append(f"{profile['whole_loci']:.0%} of the missing calls lie in loci an individual misses whole, but "
+                     f"the simulations place them by {unit}: set features.missing_unit: {profile['unit']} (placed "
+                     "otherwise, they change the linkage disequilibrium and haplotype statistics, and the estimates)")
+    if thinned(data) and not features.get("one_snp_per_locus"):
+        notes.append("every locus holds one SNP (a VCF thinned to one SNP per locus) but the simulations keep every "
+                     "SNP: set features.one_snp_per_locus: random (first for Stacks --write-single-snp)")
+    return notes
 
 
 # ---------------------------------------------------------------------------- entry point
