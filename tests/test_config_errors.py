@@ -53,6 +53,11 @@ def unknown_parameter_in_graph(c):
     c["scenarios"]["isolation"]["priors"].pop("N2")
 
 
+def locus_dropout_of_one_locus(c):
+    c["genome"]["loci"] = 1
+    c["features"] = {**c.get("features", {}), "missing_rate": 0.1, "missing_unit": "locus"}
+
+
 CASES = [
     (typo_top, "unknown config key 'simulatons'; did you mean 'simulations'?"),
     (typo_nested, "unknown config key 'features.snp'; did you mean 'snps'?"),
@@ -64,6 +69,8 @@ CASES = [
     (wrong_type, "config key 'simulations.chunk': 'many' is not of type 'integer'"),
     (unsatisfiable, "config key 'scenarios.secondary_contact.constraints': the priors never satisfied 'T_sc > T_split'"),
     (unknown_parameter_in_graph, "config key 'scenarios.isolation.graph.demes.2.epochs.0.start_size': parameter 'N2' has no prior"),
+    (locus_dropout_of_one_locus, "config key 'features.missing_unit': locus drops an individual's whole locus, and with "
+                                 "genome.loci 1 that is all its calls at once"),
 ]
 IDS = [f.__name__ for f, _ in CASES]
 

@@ -288,9 +288,14 @@ def projection_sizes(sfs_projection, populations) -> dict[str, int]:
 
 def check_config(config: Mapping) -> None:
     """Check ``features.sfs_projection`` against the config's samples (2 haplotypes per
-    individual) and ``features.ld_distances`` (increasing); raises
-    :class:`popdl.errors.ConfigError` (one line)."""
-    edges = (config.get("features") or {}).get("ld_distances")
+    individual), ``features.ld_distances`` (increasing) and ``features.missing_unit: locus``
+    (several loci); raises :class:`popdl.errors.ConfigError` (one line)."""
+    fcfg = config.get("features") or {}
+    loci = int((config.get("genome") or {}).get("loci", 1) or 1)
+    if fcfg.get("missing_unit") == "locus" and loci < 2 and (fcfg.get("missing_individuals") or fcfg.get("missing_rate")):
+        raise ConfigError("config key 'features.missing_unit': locus drops an individual's whole locus, and with "
+                          "genome.loci 1 that is all its calls at once: use site (or simulate the data's loci)")
+    edges = fcfg.get("ld_distances")
     if edges is not None and (len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:]))):
         raise ConfigError(f"config key 'features.ld_distances': {list(edges)} must increase (edges of distance "
                           "classes, fractions of genome.length), at least two")
