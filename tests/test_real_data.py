@@ -106,6 +106,17 @@ def test_sample_names_that_differ_from_the_popmap_in_case_only_match_it(tmp_path
     assert data.individuals == ["a2", "b1", "b2"] and data.counts["not_in_popmap"] == 1
 
 
+def test_popmap_labels_that_differ_from_a_population_in_case_only_map_to_it(tmp_path, caplog):
+    entry = files(tmp_path, ["a1", "a2", "b1", "b2"], "a1\tPop1\na2\tPop1\nb1\tPOP2\nb2\tPOP2\n")
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.populations.tolist() == ["pop1"] * 4 + ["pop2"] * 4
+    assert any("popmap label(s) POP2, Pop1 taken for the population(s) pop2, pop1" in r.getMessage() for r in caplog.records)
+    # A mapping given for a label is the mapping: no guess by case.
+    data = read_observed(dict(entry, populations={"Pop1": "pop2", "POP2": "pop1"}), samples=SAMPLES, seed=1)
+    assert data.individuals == ["b1", "b2", "a1", "a2"]
+
+
 def test_a_bcf_file_reads_as_its_vcf_and_a_truncated_one_is_one_line(tmp_path):
     import cyvcf2
 

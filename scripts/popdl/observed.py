@@ -264,7 +264,8 @@ def choose_individuals(
     ``present``: sample names in the data, as written there; ``samples``:
     diploid individuals per simulated population; ``populations``: the
     popmap's population labels -> simulated population (labels that are
-    simulated populations' names map to themselves).  Names are matched after
+    simulated populations' names map to themselves, also when they differ in case
+    only: ``Pop1`` is ``pop1``).  Names are matched after
     trimming leading and trailing whitespace (spreadsheets and ``paste`` leave
     trailing spaces in VCF headers), and a name absent from the popmap is
     matched by its file name without directory and aligner suffixes
@@ -313,10 +314,22 @@ def choose_individuals(
     if missing_from_data and strict:
         raise DataError(f"{source}: {len(missing_from_data)} popmap sample(s) not in the data: {_few(missing_from_data)}")
 
+    folded: dict[str, list[str]] = {}
+    for pop in samples:
+        folded.setdefault(pop.casefold(), []).append(pop)
+
     def deme(label: str) -> str | None:
         target = populations.get(label, label)
-        return target if target in samples else None
+        if target in samples:
+            return target
+        same = folded.get(label.casefold(), []) if label not in populations else []
+        return same[0] if len(same) == 1 else None  # 'Pop1' for pop1: the one population it equals but for case
 
+    by_case = sorted({label for label in popmap.values() if label not in populations and label not in samples
+                      and deme(label) is not None})
+    if by_case and not quiet:
+        log.info("%s: popmap label(s) %s taken for the population(s) %s, whose names they equal but for case",
+                 source, _few(by_case, 3), _few([deme(label) for label in by_case], 3))
     unsimulated = sorted({label for label in popmap.values() if deme(label) is None})
     if unsimulated and strict:
         hint = "" if populations else " (map the popmap's labels to them with populations: {label: population})"
