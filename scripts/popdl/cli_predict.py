@@ -103,8 +103,8 @@ def _predict_settings(args, stage="predict") -> dict:
 def cmd_check_data(args) -> int:
     from popdl.errors import DataError
     from popdl.features import observed_features
-    from popdl.observed import (available_individuals, missingness_profile, read_observed, skipped_text,
-                                stacks_loci, thinned, with_defaults)
+    from popdl.observed import (available_individuals, missing_unit_advice, missingness_profile, read_observed,
+                                skipped_text, stacks_loci, thinned, thinning_advice, with_defaults)
     from popdl.predict import position_check
 
     settings = _predict_settings(args, "observe")
@@ -145,14 +145,12 @@ def cmd_check_data(args) -> int:
     if profile["whole_loci"] is not None:
         unit = settings["features"].get("missing_unit", "site")
         dropout = profile["unit"] == "locus"
+        advice = missing_unit_advice(profile, settings["features"])
         print(f"{entry['name']}: {profile['whole_loci']:.0%} of the missing calls (loci of 2 SNPs or more) lie in loci "
               "an individual misses whole: " + ("allele dropout, as RAD/GBS tags without reads" if dropout
                                                  else "calls missing site by site")
               + f"; the config places missing calls by {unit} (features.missing_unit)"
-              + (f"; WARNING, set features.missing_unit: {profile['unit']}: missing calls placed otherwise than the "
-                 "data's change the linkage disequilibrium and haplotype statistics, and with them the estimates"
-                 if unit != profile["unit"] and (settings["features"].get("missing_individuals")
-                                                 or settings["features"].get("missing_rate")) else ""))
+              + (f"; WARNING, {advice}" if advice else ""))
     # The profile's rates run over the individuals in their order (grouped by population, as the data are).
     sparse = [(name, rate) for name, rate in zip(data.individuals, rates) if rate > SPARSE_INDIVIDUAL]
     if sparse:
@@ -182,11 +180,11 @@ def cmd_check_data(args) -> int:
           f"{per_locus.mean():.1f}, median {np.median(per_locus):g}, range {per_locus.min()}-{per_locus.max()}")
     if thinned(data):
         how = settings["features"].get("one_snp_per_locus")
+        advice = thinning_advice(data, settings["features"])
         print(f"{entry['name']}: every one of the {found} loci holds one SNP: a VCF thinned to one SNP per locus "
               "(Stacks populations --write-single-snp or --write-random-snp, vcftools --thin); "
-              + (f"the config thins the simulations alike (features.one_snp_per_locus: {how})" if how else
-                 "WARNING, the config keeps every simulated SNP: set features.one_snp_per_locus: random (first for "
-                 "--write-single-snp), or give the VCF with every SNP"))
+              + (f"WARNING, {advice}" if advice else
+                 f"the config thins the simulations alike (features.one_snp_per_locus: {how})"))
     mode = entry.get("loci") or "contigs"
     tags = stacks_loci(data.ids) if mode != "ids" else 0
     if tags > len(data.loci):

@@ -1088,10 +1088,7 @@ def one_snp_per_locus(genotypes: np.ndarray, positions: np.ndarray, locus: np.nd
     often shared for unlinked-SNP methods: ``first``, the locus's first site (lowest position; Stacks
     ``populations --write-single-snp``), or ``random``, one drawn by ``rng`` (``--write-random-snp``);
     among the sites polymorphic among the called haplotypes (0 and 1; -1 is missing)."""
-    g = np.asarray(genotypes)
-    ones = np.count_nonzero(g == 1, axis=1)
-    called = ones + np.count_nonzero(g == 0, axis=1)
-    poly = np.flatnonzero((ones > 0) & (ones < called))
+    poly = np.flatnonzero(AlleleCounts.of(np.asarray(genotypes), [slice(None)]).polymorphic)
     if poly.size == 0:
         return poly
     loc = np.asarray(locus)[poly]

@@ -37,7 +37,6 @@ from an :class:`Observed` with the extractor the simulations go through.
 
 from __future__ import annotations
 
-import glob as glob_module
 import gzip
 import logging
 import os
@@ -53,6 +52,7 @@ import numpy as np
 from popdl import seeds
 from popdl.errors import DataError
 from popdl.features import MISSING
+from popdl.paths import located, vcf_files
 
 __all__ = [
     "Observed",
@@ -71,6 +71,8 @@ __all__ = [
     "skipped_text",
     "thinned",
     "sampling_notes",
+    "missing_unit_advice",
+    "thinning_advice",
     "read_fasta",
     "read_observed",
     "DATA_DEFAULT_KEYS",
@@ -383,40 +385,6 @@ def _check_tab_separated(detail: str, path, record: int) -> None:
     name, and may fail on the header line it makes for it: say what is wrong instead."""
     if re.search(r"##contig=<ID=[^,>]* ", detail or ""):
         raise DataError(f"VCF {path}: record {record} is not tab-separated (spaces between its columns?)")
-
-
-def _natural_key(path: Path) -> list:
-    """Sort key ordering numbered files by their numbers: chr2 before chr10."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
-
-
-def vcf_files(vcf, *, base_dir: str | Path | None = None) -> list[Path]:
-    """The files of a data set's ``vcf``: one path, a list of paths (one VCF per
-    chromosome or region, as variant callers write them), or glob patterns
-    (``calls/chr*.vcf.gz``), each pattern's files in natural order (``chr2``
-    before ``chr10``).  Relative paths and patterns are looked up in the working
-    directory, then in ``base_dir``.  A pattern matching no file is a :class:`DataError`."""
-    items = [vcf] if isinstance(vcf, (str, Path)) else list(vcf or [])
-    if not items:
-        raise DataError("vcf: no file given")
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if not p.is_absolute() and not p.exists() and base_dir is not None and (Path(base_dir) / p).exists():
-            p = Path(base_dir) / p
-        if p.exists() or not any(ch in str(item) for ch in "*?"):
-            out.append(p)
-            continue
-        found = []
-        for root in ([Path(".")] if p.is_absolute() else [Path("."), *([Path(base_dir)] if base_dir else [])]):
-            pattern = str(item) if p.is_absolute() else str(root / item)
-            found = sorted((Path(f) for f in glob_module.glob(pattern)), key=_natural_key)
-            if found:
-                break
-        if not found:
-            raise DataError(f"VCF {item}: no file matches this pattern")
-        out += found
-    return out
 
 
 def _source(paths: list[Path]) -> str:
@@ -1313,9 +1281,7 @@ def available_individuals(entry: dict, *, samples: dict[str, int], base_dir: str
     name and population matching of :func:`choose_individuals` (nothing subsampled);
     from the popmap and the VCF's header only."""
     vcf = vcf_files(entry["vcf"], base_dir=base_dir)[0]  # read_vcf checks that every file has these samples
-    popmap = Path(entry["popmap"])
-    if not popmap.is_absolute() and not popmap.exists() and base_dir is not None:
-        popmap = Path(base_dir) / popmap
+    popmap = located(entry["popmap"], base_dir)
     if not vcf.is_file():
         raise DataError(f"VCF {vcf}: file not found")
     present = _read_header(vcf, _compression(vcf))[9:]
@@ -1374,21 +1340,40 @@ def thinned(data: Observed) -> bool:
     return len(data.loci) >= THINNED_MIN_LOCI and bool((per_locus == 1).all())
 
 
-def sampling_notes(data: Observed, features: dict) -> list[str]:
-    """What the config's simulations do otherwise than ``data`` were sampled: missing calls placed
-    by site where the data miss whole loci (or the reverse), every simulated SNP kept where the data
-    hold one per locus.  Empty when they agree."""
-    notes = []
-    profile = missingness_profile(data)
+def missing_unit_advice(profile: dict, features: dict) -> str | None:
+    """What to set when the config's simulations place missing calls otherwise than the data miss
+    them (``profile``: :func:`missingness_profile`), or None when they agree or simulate none."""
     unit = features.get("missing_unit", "site")
     simulated = features.get("missing_individuals") or float(features.get("missing_rate", 0.0) or 0.0) > 0
-    if simulated and profile["whole_loci"] is not None and profile["unit"] != unit:
+    if not simulated or profile["whole_loci"] is None or profile["unit"] == unit:
+        return None
+    return (f"the simulations place them by {unit}: set features.missing_unit: {profile['unit']} (placed otherwise, "
+            "they change the linkage disequilibrium and haplotype statistics, and the estimates)")
+
+
+def thinning_advice(data: Observed, features: dict) -> str | None:
+    """What to set when ``data`` hold one SNP per locus (:func:`thinned`) and the config's simulations
+    keep every SNP, or None."""
+    if not thinned(data) or features.get("one_snp_per_locus"):
+        return None
+    return ("the config keeps every simulated SNP: set features.one_snp_per_locus: random (first for Stacks "
+            "--write-single-snp)")
+
+
+def sampling_notes(data: Observed, features: dict) -> list[str]:
+    """What the config's simulations do otherwise than ``data`` were sampled: missing calls placed
+    by site where the data miss whole loci (or the reverse, :func:`missing_unit_advice`), every
+    simulated SNP kept where the data hold one per locus (:func:`thinning_advice`).  Empty when
+    they agree."""
+    notes = []
+    profile = missingness_profile(data)
+    advice = missing_unit_advice(profile, features)
+    if advice:
         notes.append(f"{profile['whole_loci']:.0%} of the missing calls lie in loci an individual misses whole, but "
-                     f"the simulations place them by {unit}: set features.missing_unit: {profile['unit']} (placed "
-                     "otherwise, they change the linkage disequilibrium and haplotype statistics, and the estimates)")
-    if thinned(data) and not features.get("one_snp_per_locus"):
-        notes.append("every locus holds one SNP (a VCF thinned to one SNP per locus) but the simulations keep every "
-                     "SNP: set features.one_snp_per_locus: random (first for Stacks --write-single-snp)")
+                     + advice)
+    advice = thinning_advice(data, features)
+    if advice:
+        notes.append("every locus holds one SNP (a VCF thinned to one SNP per locus): " + advice)
     return notes
 
 
@@ -1480,18 +1465,12 @@ def read_observed(
     """
     name = entry.get("name") or "data"
 
-    def where(p):
-        p = Path(p)
-        if not p.is_absolute() and not p.exists() and base_dir is not None and (Path(base_dir) / p).exists():
-            return Path(base_dir) / p
-        return p
-
     if "popmap" not in entry:
         raise DataError(f"data set {name!r}: no popmap given")
     has_vcf, has_fasta = bool(entry.get("vcf")), bool(entry.get("fasta"))
     if has_vcf == has_fasta:
         raise DataError(f"data set {name!r}: give exactly one of vcf or fasta")
-    popmap = read_popmap(where(entry["popmap"]))
+    popmap = read_popmap(located(entry["popmap"], base_dir))
     if has_vcf:
         files = vcf_files(entry["vcf"], base_dir=base_dir)
         data = read_vcf(
@@ -1512,7 +1491,7 @@ def read_observed(
     else:
         fasta = entry["fasta"]
         fasta = [fasta] if isinstance(fasta, str) else list(fasta)
-        data = read_fasta([where(f) for f in fasta], popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample,
+        data = read_fasta([located(f, base_dir) for f in fasta], popmap=popmap, samples=samples, seed=seed, name=name, subsample=subsample,
                           populations=entry.get("populations"), strict=strict)
         if entry.get("length"):
             data.length = float(entry["length"])

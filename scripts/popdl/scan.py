@@ -63,7 +63,8 @@ from popdl import seeds
 from popdl.errors import DataError
 from popdl.features import Extractor
 from popdl.io import atomic_path, provenance, write_table
-from popdl.observed import Observed, read_popmap, read_vcf, vcf_files
+from popdl.observed import Observed, read_popmap, read_vcf
+from popdl.paths import vcf_files
 
 __all__ = [
     "ScanWindows",

@@ -40,6 +40,7 @@ os.environ.update(
 from popdl.common import canonical_json
 from popdl.config import deep_update, load_yaml, prepare
 from popdl.errors import ConfigError, DataError
+from popdl.paths import located, vcf_files
 from popdl.stages import chunks, settings_file, stage_config, stage_json
 
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
@@ -156,12 +157,7 @@ SCAN_DATA = {d["name"]: d for d in config["scan"]["data"]}
 
 def _data_path(path):
     """A data file named in the config: relative to the working directory, else to the repository."""
-    if (
-        path
-        and not Path(path).is_absolute()
-        and not Path(path).exists()
-        and (REPO / path).exists()
-    ):
+    if path and located(path, REPO) != Path(path):
         return str(REPO / path)
     return path
 
@@ -215,9 +211,6 @@ def _vcf_paths(vcf):
     """The files of a data set's vcf (a path, a list, glob patterns), found as _data_path finds
     a file; a pattern that matches nothing stays as written, for Snakemake to report missing.
     """
-    # numpy and pandas: imported only for VCF data sets
-    from popdl.observed import vcf_files
-
     items = [vcf] if isinstance(vcf, str) else list(vcf)
     files = []
     for item in items:
