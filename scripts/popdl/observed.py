@@ -210,20 +210,31 @@ def _file_stem(name: str) -> str:
         stem = stem[: -len(suffix)]
 
 
-def _match_file_names(names: list[str], popmap: dict, *, source: str, quiet: bool) -> list[str]:
-    """``names`` with each one that is not in ``popmap`` but whose file stem (:func:`_file_stem`) is,
-    and is no other sample's name or stem, replaced by that stem; one log line says how many."""
+def _rename(names: list[str], popmap: dict, match) -> tuple[list[str], list[tuple[str, str]]]:
+    """``names`` with each one absent from ``popmap`` replaced by ``match(name)``, the popmap name it
+    stands for (None: none), where that name is no other sample's; and the (name, match) pairs."""
     taken = set(names)
     out, renamed = list(names), []
     for i, name in enumerate(names):
-        stem = _file_stem(name)
-        if name not in popmap and stem != name and stem in popmap and stem not in taken:
-            out[i] = stem
-            taken.add(stem)
-            renamed.append(name)
+        target = match(name) if name not in popmap else None
+        if target is not None and target not in taken:
+            out[i] = target
+            taken.add(target)
+            renamed.append((name, target))
+    return out, renamed
+
+
+def _match_file_names(names: list[str], popmap: dict, *, source: str, quiet: bool) -> list[str]:
+    """``names`` with each one that is not in ``popmap`` but whose file stem (:func:`_file_stem`) is,
+    and is no other sample's name or stem, replaced by that stem; one log line says how many."""
+    def stem(name: str) -> str | None:
+        s = _file_stem(name)
+        return s if s != name and s in popmap else None
+
+    out, renamed = _rename(names, popmap, stem)
     if renamed and not quiet:
         log.info("%s: %d sample name(s) are file names (e.g. %r): matched to the popmap by the name without its "
-                 "directory and file suffixes (%s)", source, len(renamed), renamed[0], _file_stem(renamed[0]))
+                 "directory and file suffixes (%s)", source, len(renamed), *renamed[0])
     return out
 
 
@@ -234,14 +245,12 @@ def _match_case(names: list[str], popmap: dict, *, source: str, quiet: bool) -> 
     folded: dict[str, list[str]] = {}
     for key in popmap:
         folded.setdefault(key.casefold(), []).append(key)
-    taken = set(names)
-    out, renamed = list(names), []
-    for i, name in enumerate(names):
-        same = folded.get(name.casefold(), [])
-        if name not in popmap and len(same) == 1 and same[0] not in taken:
-            out[i] = same[0]
-            taken.add(same[0])
-            renamed.append((name, same[0]))
+
+    def same(name: str) -> str | None:
+        keys = folded.get(name.casefold(), [])
+        return keys[0] if len(keys) == 1 else None
+
+    out, renamed = _rename(names, popmap, same)
     if renamed and not quiet:
         log.info("%s: %d sample name(s) match the popmap only when case is ignored (e.g. %r is %r there): "
                  "matched so", source, len(renamed), *renamed[0])
