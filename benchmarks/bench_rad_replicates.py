@@ -11,7 +11,11 @@ parameter of the true scenario, each replicate's estimate and 90 % interval,
 the median estimate over the replicates, and how many intervals hold the
 truth.  ``--no-missing`` writes the replicates without missing calls;
 ``--one-snp-per-locus first`` (or ``random``) keeps one record per locus, as
-Stacks ``populations --write-single-snp`` (``--write-random-snp``) writes them.
+Stacks ``populations --write-single-snp`` (``--write-random-snp``) writes them;
+``--min-maf 0.05`` (``--min-mac 2``) keeps the records whose minor allele,
+among the called genotypes of every sample of the file, has a frequency of
+at least 0.05 (is seen at least twice), as ``vcftools --maf`` (``--mac``)
+filters a VCF, before the thinning, as Stacks does.
 
     python benchmarks/bench_rad_replicates.py --model results/rad_unphased/model [--replicates 5]
 
@@ -63,6 +67,24 @@ def thin(vcf: Path, how: str, seed: int) -> None:
         fh.write("\n".join(header + kept) + "\n")
 
 
+def filter_minor(vcf: Path, *, min_maf: float, min_mac: int) -> None:
+    """Keep the records of ``vcf`` (gzip text) whose minor allele, among the called alleles of all its
+    samples, is seen at least ``min_mac`` times at a frequency of at least ``min_maf``."""
+    import gzip
+
+    kept = []
+    for line in gzip.open(vcf, "rt").read().splitlines():
+        if not line.startswith("#"):
+            alleles = [a for field in line.split("\t")[9:] for a in field.split(":", 1)[0].replace("|", "/").split("/")]
+            ones, called = alleles.count("1"), sum(a in ("0", "1") for a in alleles)
+            minor = min(ones, called - ones)
+            if minor < max(1, min_mac) or minor < min_maf * called - 1e-9:
+                continue
+        kept.append(line)
+    with gzip.open(vcf, "wt") as fh:
+        fh.write("\n".join(kept) + "\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a model folder trained on the RAD example's config")
@@ -71,6 +93,10 @@ def main(argv=None) -> int:
     parser.add_argument("--no-missing", action="store_true", help="replicates without missing calls")
     parser.add_argument("--one-snp-per-locus", choices=["first", "random"],
                         help="keep one record per locus (Stacks --write-single-snp / --write-random-snp)")
+    parser.add_argument("--min-maf", type=float, default=0.0,
+                        help="keep records whose minor-allele frequency is at least this (vcftools --maf)")
+    parser.add_argument("--min-mac", type=int, default=1,
+                        help="keep records whose minor allele is seen at least this many times (vcftools --mac)")
     args = parser.parse_args(argv)
     from popdl.cli import main as popdl_main
 
@@ -80,6 +106,8 @@ def main(argv=None) -> int:
         for k in range(args.replicates):
             seed = args.first_seed + k
             folder = write_replicate(seed, Path(tmp) / f"rad{seed}", missing=not args.no_missing)
+            if args.min_maf > 0 or args.min_mac > 1:
+                filter_minor(folder / "rad.vcf.gz", min_maf=args.min_maf, min_mac=args.min_mac)
             if args.one_snp_per_locus:
                 thin(folder / "rad.vcf.gz", args.one_snp_per_locus, seed)
             out = folder / "prediction"
@@ -91,6 +119,8 @@ def main(argv=None) -> int:
             rows.append((seed, network))
     print(f"model {args.model}; {args.replicates} replicate(s) of the RAD example "
           f"({'no missing calls' if args.no_missing else 'whole loci missing per individual'}"
+          + (f", filtered to minor-allele frequency >= {args.min_maf:g} and count >= {args.min_mac}"
+             if args.min_maf > 0 or args.min_mac > 1 else "")
           + (f", one SNP per locus ({args.one_snp_per_locus})" if args.one_snp_per_locus else "") + "); "
           f"truth {truth['scenario']} {truth['params']}")
     for seed, network in rows:

@@ -8,8 +8,7 @@ import pytest
 
 from popdl import seeds
 from popdl.config import prepare
-from popdl.features import (Extractor, add_missing, features_chunk, load_features, observed_features,
-                            one_snp_per_locus)
+from popdl.features import Extractor, add_missing, features_chunk, load_features, observed_features, sites_kept
 from popdl.io import save_npz
 from popdl.observed import Observed, read_observed
 from popdl.plan import plan_draws
@@ -36,17 +35,19 @@ def write_vcf(path, g: np.ndarray, positions: np.ndarray, locus: np.ndarray, nam
     path.write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("projection, thin", [(None, None), (6, None), (None, "first")],
-                         ids=["all-snps", "projected-sfs", "one-snp-per-locus"])
-def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tmp_path, projection, thin):
+@pytest.mark.parametrize("projection, thin, alleles", [(None, None, {}), (6, None, {}), (None, "first", {}),
+                                                      (None, "first", {"min_mac": 2, "min_maf": 0.1})],
+                         ids=["all-snps", "projected-sfs", "one-snp-per-locus", "minor-allele-filter"])
+def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tmp_path, projection, thin, alleles):
     """Simulated draws (two loci, 10 % of calls made missing by features.missing_rate) against a VCF
     holding the same calls, read by the observed-data path; with the SFS as it is and projected onto
-    6 of the 8 haplotypes of each population (features.sfs_projection), and with each locus's first
-    polymorphic site alone (features.one_snp_per_locus: first)."""
+    6 of the 8 haplotypes of each population (features.sfs_projection), with each locus's first
+    polymorphic site alone (features.one_snp_per_locus: first), and with that after a minor-allele
+    filter (features.min_mac, min_maf)."""
     rate = 0.1
     config = prepare(tiny_config(genome={"loci": 2, "length": 20000, "mutation_rate": 1e-8, "recombination_rate": 1e-8},
                                  features={"snps": 256, "missing_rate": rate, "stats": ALL_STATS, "jsfs_bins": 3,
-                                           "sfs_projection": projection, "one_snp_per_locus": thin}),
+                                           "sfs_projection": projection, "one_snp_per_locus": thin, **alleles}),
                      base_dirs=(REPO,))
     scenario = Scenario.from_config("isolation", config)
     sims_path = tmp_path / "sims.npz"
@@ -67,8 +68,10 @@ def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tm
         draw = int(sims["draw"][i])
         g8 = add_missing(g.astype(np.int8), rate=rate, rng=seeds.missingness(seed, scenario.name, draw))  # as features_chunk
         unique = all(np.unique(pos[loc == k]).size == (loc == k).sum() for k in range(loci))
-        if not unique or set(loc[extractor.counts(g8).polymorphic].tolist()) != set(range(loci)):
-            continue  # two sites on one bp, or a locus without a polymorphic site (the VCF would not have it)
+        keep = sites_kept(g8, pos, loc, config["features"], thinning_rng=None)
+        keep = np.flatnonzero(extractor.counts(g8).polymorphic) if keep is None else keep
+        if not unique or set(loc[keep].tolist()) != set(range(loci)):
+            continue  # two sites on one bp, or a locus without a site kept (the VCF would not have it)
         write_vcf(tmp_path / f"draw{draw}.vcf", g8, pos, loc, names)
         data = read_observed({"name": f"draw{draw}", "vcf": str(tmp_path / f"draw{draw}.vcf"),
                               "popmap": str(tmp_path / "popmap.tsv")},
@@ -82,7 +85,6 @@ def test_a_simulation_and_the_same_genotypes_as_a_vcf_give_identical_features(tm
         assert observed["stat_names"].tolist() == simulated["stat_names"].tolist()
         assert np.array_equal(observed["stats"].astype(np.float32), simulated["stats"][i])  # the chunk stores float32
         # and in float64, against the extractor call features_chunk makes
-        keep = one_snp_per_locus(g8, pos, loc, how=thin) if thin else np.arange(pos.size)
         assert not thin or observed["n_snps"][0] == loci  # one SNP per locus
         f = extractor.extract(g8[keep], pos[keep], loc[keep], rng=seeds.snp_selection(seed, scenario.name, draw),
                               total_length=loci * length, loci=loci)

@@ -848,6 +848,93 @@ def test_one_snp_per_locus_keeps_a_polymorphic_site_of_each_locus_and_check_data
 RAD = {"vcf": str(REPO / "config" / "data" / "rad.vcf.gz"), "popmap": str(REPO / "config" / "data" / "rad_popmap.tsv")}
 
 
+def _neutral_sample(seed: int = 3) -> np.ndarray:
+    """The biallelic SNPs (sites, 40 haplotypes) of 20 diploids of one population, by msprime."""
+    import msprime
+
+    ts = msprime.sim_mutations(msprime.sim_ancestry(samples=20, population_size=10_000, sequence_length=2e5,
+                                                    recombination_rate=1e-8, random_seed=seed), rate=1e-8,
+                               random_seed=seed + 1)
+    g = ts.genotype_matrix().astype(np.int8)
+    return g[g.max(axis=1) <= 1]
+
+
+def test_a_minor_allele_filter_is_read_off_the_data_and_applied_alike():
+    from popdl.features import add_missing, minor_allele_filter, sites_kept
+    from popdl.observed import Observed, allele_filter, sampling_notes
+
+    # Counts among the called alleles of all haplotypes; a frequency equal to the threshold passes.
+    g = np.array([[0, 0, 0, 1, 1, -1], [0, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0]], np.int8)
+    assert minor_allele_filter(g).tolist() == [0, 1, 3]
+    assert minor_allele_filter(g, min_mac=2).tolist() == [0] == minor_allele_filter(g, min_maf=0.4).tolist()
+    assert minor_allele_filter(g, min_maf=0.41).size == 0
+
+    def data(genotypes):
+        n = genotypes.shape[0]
+        return Observed(name="x", genotypes=genotypes, positions=np.arange(n, dtype=float),
+                        locus=np.arange(n) // 10, populations=np.repeat(["pop1", "pop2"], 20),
+                        individuals=[f"i{k}" for k in range(20)], loci=[str(k) for k in range(n // 10 + 1)],
+                        length=2e5)
+
+    raw = _neutral_sample()
+    assert allele_filter(data(raw))["filter"] == {} and allele_filter(data(raw))["singletons"] > 0.1
+    mac2 = raw[minor_allele_filter(raw, min_mac=2)]
+    assert allele_filter(data(mac2))["filter"] == {"min_mac": 2}
+    # With missing calls a frequency filter lets singletons through where few alleles are called: read as
+    # a frequency filter, without a count filter that it implies where the data are called.
+    patchy = add_missing(raw, rate=0.25, rng=np.random.default_rng(1))
+    assert allele_filter(data(patchy))["filter"] == {}
+    for maf in (0.05, 0.1):
+        assert allele_filter(data(patchy[minor_allele_filter(patchy, min_maf=maf)]))["filter"] == {"min_maf": maf}
+    filtered = data(patchy[minor_allele_filter(patchy, min_maf=0.1)])
+    [note] = sampling_notes(filtered, {})
+    assert "the data look filtered by minor allele" in note and "set features.min_maf: 0.1 " in note, note
+    assert sampling_notes(filtered, {"min_maf": 0.1}) == []
+    # The filter comes before the thinning: the SNP a locus keeps passes it.
+    locus = np.arange(raw.shape[0]) // 10
+    keep = sites_kept(patchy, np.arange(locus.size), locus, {"min_mac": 3, "one_snp_per_locus": "first"},
+                      thinning_rng=lambda: None)
+    passing = minor_allele_filter(patchy, min_mac=3)
+    assert set(keep) <= set(passing) and np.unique(locus[keep]).size == keep.size == np.unique(locus[passing]).size
+    assert sites_kept(patchy, np.arange(locus.size), locus, {"min_maf": 0.0, "min_mac": 1}, thinning_rng=None) is None
+
+
+def test_check_data_reads_a_minor_allele_filter_and_suggests_it(tmp_path):
+    from popdl.config import load_config
+
+    meta, header, records = _vcf_lines(RAD["vcf"])
+
+    def minor(record):  # the minor allele's count among all the file's samples, as vcftools --mac counts it
+        alleles = [a for call in record[9:] for a in call.split(":")[0].replace("|", "/").split("/")]
+        return min(alleles.count("0"), alleles.count("1"))
+
+    vcf = _write_vcf(tmp_path / "mac2.vcf", meta, header, [r for r in records if minor(r) >= 2])
+    cfg = config_file(tmp_path)
+    out = tmp_path / "suggested.yaml"
+    proc = run_popdl("check-data", "--configfile", cfg, "--vcf", vcf, "--popmap", RAD["popmap"], "--populations",
+                     "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Read among the VCF's 20 samples, which the filter saw: the popmap leaves one out, and the singletons
+    # that the others alone would show.
+    assert "minor alleles: among the 20 samples, smallest minor-allele count 2" in proc.stdout and \
+        "filtered by minor allele (count at least 2); the config keeps every SNP (features.min_maf, min_mac); " \
+        "WARNING, the config keeps the simulations' rarer variants: set features.min_mac: 2" in proc.stdout, proc.stdout
+    fragment = yaml.safe_load(out.read_text())
+    assert fragment["features"]["min_mac"] == 2 and "min_maf" not in fragment["features"]
+    config = yaml.safe_load(open(cfg))
+    config["features"] = {**config.get("features", {}), "min_mac": 2}
+    (tmp_path / "filtered.yaml").write_text(yaml.safe_dump(config))
+    assert load_config(tmp_path / "filtered.yaml")["features"]["min_mac"] == 2
+    proc = run_popdl("check-data", "--configfile", tmp_path / "filtered.yaml", "--vcf", vcf, "--popmap", RAD["popmap"],
+                     "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
+    assert "WARNING, the config keeps the simulations' rarer" not in proc.stdout and \
+        "the config filters simulations and data alike (features.min_maf 0, min_mac 2), which keeps" in proc.stdout
+    # The unfiltered example has its singletons: no filter read off it.
+    proc = run_popdl("check-data", "--configfile", cfg, "--vcf", RAD["vcf"], "--popmap", RAD["popmap"], "--populations",
+                     "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
+    assert "filtered by minor allele" not in proc.stdout and "min_mac" not in proc.stdout.split("# popdl check-data")[1]
+
+
 def test_check_data_suggests_the_config_of_the_rad_example(tmp_path):
     from popdl.config import load_config
 

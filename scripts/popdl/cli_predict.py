@@ -102,9 +102,10 @@ def _predict_settings(args, stage="predict") -> dict:
 
 def cmd_check_data(args) -> int:
     from popdl.errors import DataError
-    from popdl.features import observed_features
-    from popdl.observed import (available_individuals, missing_unit_advice, missingness_profile, read_observed,
-                                skipped_text, stacks_loci, thinned, thinning_advice, with_defaults)
+    from popdl.features import minor_allele_filter, observed_features
+    from popdl.observed import (allele_filter, allele_filter_advice, allele_filter_text, available_individuals,
+                                missing_unit_advice, missingness_profile, read_observed, skipped_text, stacks_loci,
+                                thinned, thinning_advice, with_defaults)
     from popdl.predict import position_check
 
     settings = _predict_settings(args, "observe")
@@ -185,6 +186,18 @@ def cmd_check_data(args) -> int:
               "(Stacks populations --write-single-snp or --write-random-snp, vcftools --thin); "
               + (f"WARNING, {advice}" if advice else
                  f"the config thins the simulations alike (features.one_snp_per_locus: {how})"))
+    alleles = allele_filter(data)
+    fcfg = settings["features"]
+    maf, mac = float(fcfg.get("min_maf") or 0.0), int(fcfg.get("min_mac") or 1)
+    advice = allele_filter_advice(alleles, fcfg)
+    if maf > 0 or mac > 1:
+        kept = minor_allele_filter(data.genotypes, min_maf=maf, min_mac=mac).size
+        config_filter = (f"the config filters simulations and data alike (features.min_maf {maf:g}, min_mac {mac}), "
+                         f"which keeps {kept} of these {alleles['snps']} SNPs")
+    else:
+        config_filter = "the config keeps every SNP (features.min_maf, min_mac)"
+    print(f"{entry['name']}: minor alleles: {allele_filter_text(alleles)}; {config_filter}"
+          + (f"; WARNING, {advice}" if advice else ""))
     mode = entry.get("loci") or "contigs"
     tags = stacks_loci(data.ids) if mode != "ids" else 0
     if tags > len(data.loci):
@@ -195,7 +208,7 @@ def cmd_check_data(args) -> int:
         print(f"{entry['name']}: WARNING, {positions['note']}")
     if args.suggest_config is not None:
         _write_suggestion(args.suggest_config, entry, data, samples=samples, genome=genome, profile=profile,
-                          projection=projection, keep_filtered=args.keep_filtered)
+                          projection=projection, alleles=alleles["filter"], keep_filtered=args.keep_filtered)
         return 0
     return 1 if refused else 0
 
@@ -218,7 +231,7 @@ def _sfs_projection(data) -> tuple[dict, str]:
 
 
 def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: dict, profile: dict,
-                      projection: dict, keep_filtered: bool = False) -> None:
+                      projection: dict, alleles: dict, keep_filtered: bool = False) -> None:
     """The config fragment that matches ``data``: printed (``-``) or written to the file ``where``."""
     import yaml
 
@@ -239,6 +252,7 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
                      "missing_individuals": profile["individuals"], "missing_sites": profile["sites"],
                      "missing_unit": profile["unit"],
                      **({"one_snp_per_locus": "random"} if thinned(data) else {}),
+                     **alleles,
                      "sfs_projection": {pop: int(m) for pop, m in projection.items()}},
         "predict": {"data": [{k: entry[k] for k in ("name", "vcf", "popmap", "populations", "loci") if k in entry}]},
     }

@@ -69,7 +69,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from popdl import seeds
-from popdl.errors import ConfigError
+from popdl.errors import ConfigError, DataError
 from popdl.io import save_npz
 from popdl.simulate import iter_draws, load_sims
 
@@ -96,6 +96,8 @@ __all__ = [
     "add_missing",
     "add_missing_like",
     "one_snp_per_locus",
+    "minor_allele_filter",
+    "sites_kept",
     "load_features",
 ]
 
@@ -1104,6 +1106,45 @@ def one_snp_per_locus(genotypes: np.ndarray, positions: np.ndarray, locus: np.nd
     return np.sort(poly[order[first]])
 
 
+def minor_allele_filter(genotypes: np.ndarray, *, min_maf: float = 0.0, min_mac: int = 1) -> np.ndarray:
+    """The sites kept (indices, in their order) by a minor-allele filter: the minor allele, among the
+    called haplotypes of all populations together (0 and 1; -1 is missing), is seen at least ``min_mac``
+    times and at a frequency of at least ``min_maf``, as vcftools ``--mac`` / ``--maf``, bcftools view
+    ``-c`` / ``-q``, plink ``--mac`` / ``--maf`` and Stacks populations ``--min-mac`` / ``--min-maf``
+    filter a VCF.  A monomorphic site fails every filter."""
+    counts = AlleleCounts.of(np.asarray(genotypes), [slice(None)])
+    if not counts.derived:
+        return np.zeros(0, dtype=np.int64)
+    derived, called = counts.derived[0], counts.called[0]
+    minor = np.minimum(derived, called - derived)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        maf = np.where(called > 0, minor / np.maximum(called, 1), 0.0)
+    # A frequency equal to the threshold passes (4 of 80 calls at 0.05), whatever the rounding of the division.
+    return np.flatnonzero((minor >= max(1, int(min_mac))) & (maf >= float(min_maf) - 1e-9))
+
+
+def sites_kept(genotypes: np.ndarray, positions: np.ndarray, locus: np.ndarray, features: Mapping, *,
+               thinning_rng) -> np.ndarray | None:
+    """The sites (indices, in their order) that the data's own filters, as ``features`` sets them, keep
+    of ``genotypes`` (after its missing calls): the minor-allele filter (``features.min_maf``,
+    ``min_mac``; :func:`minor_allele_filter`), then one SNP per locus among those
+    (``features.one_snp_per_locus``; :func:`one_snp_per_locus`, ``random`` drawing with ``thinning_rng()``), as
+    Stacks populations filters sites before ``--write-single-snp`` picks one.  None when neither is set:
+    every site.  Applied alike to simulations and observed data."""
+    min_maf, min_mac = float(features.get("min_maf") or 0.0), int(features.get("min_mac") or 1)
+    how = features.get("one_snp_per_locus")
+    filtering = min_maf > 0 or min_mac > 1
+    if not filtering and not how:
+        return None
+    keep = minor_allele_filter(genotypes, min_maf=min_maf, min_mac=min_mac) if filtering \
+        else np.arange(np.asarray(genotypes).shape[0])
+    if how:
+        g = np.asarray(genotypes)[keep]
+        keep = keep[one_snp_per_locus(g, np.asarray(positions)[keep], np.asarray(locus)[keep], how=how,
+                                      rng=thinning_rng() if how == "random" else None)]
+    return keep
+
+
 def add_missing_like(genotypes: np.ndarray, *, populations: np.ndarray, individuals: Mapping[str, list],
                      sites: list | None, rng: np.random.Generator, locus: np.ndarray | None = None) -> np.ndarray:
     """A copy of ``genotypes`` (sites, haplotypes) with missing calls patterned on observed data.
@@ -1147,8 +1188,8 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
     ``features.missing_rate`` of its calls are made missing, or calls patterned
     on observed data's, ``features.missing_individuals`` and
     ``missing_sites``: :func:`add_missing_like`; site by site, or whole loci
-    per individual with ``features.missing_unit: locus``), its SNPs chosen
-    by the draw's :func:`popdl.seeds.snp_selection` stream, its statistics
+    per individual with ``features.missing_unit: locus``; then the data's
+    filters, :func:`sites_kept`), its SNPs chosen by the draw's :func:`popdl.seeds.snp_selection` stream, its statistics
     per bp of ``genome.loci × genome.length``.
 
     Output arrays (``results/{run}/features/{scenario}/{chunk}.npz``):
@@ -1182,9 +1223,9 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
                                   rng=seeds.missingness(root_seed, scenario, draw), locus=by_locus)
         elif missing_rate > 0:
             g8 = add_missing(g8, rate=missing_rate, rng=seeds.missingness(root_seed, scenario, draw), locus=by_locus)
-        if fcfg.get("one_snp_per_locus"):  # as the data were thinned: after their missing calls
-            keep = one_snp_per_locus(g8, pos, loc, how=fcfg["one_snp_per_locus"],
-                                     rng=seeds.thinning(root_seed, scenario, draw))
+        # The data's filters (minor allele, one SNP per locus) apply after their missing calls.
+        keep = sites_kept(g8, pos, loc, fcfg, thinning_rng=lambda d=draw: seeds.thinning(root_seed, scenario, d))
+        if keep is not None:
             g8, pos, loc = g8[keep], pos[keep], loc[keep]
         f = extractor.extract(g8, pos, loc, rng=seeds.snp_selection(root_seed, scenario, draw),
                               total_length=loci * length, loci=loci)
@@ -1234,9 +1275,14 @@ def observed_features(data, *, features: Mapping, genome: Mapping, seed: int, re
     extractor = Extractor.from_config(features, populations=data.populations, locus_length=float(genome["length"]))
     snps = extractor.settings.snps
     g = np.asarray(data.genotypes, dtype=np.int8)
-    if features.get("one_snp_per_locus"):  # as the simulations are thinned (a no-op on data thinned so already)
-        keep = one_snp_per_locus(g, data.positions, data.locus, how=features["one_snp_per_locus"],
-                                 rng=seeds.thinning(seed, f"__empirical_{data.name}__", 0))
+    # Filtered and thinned as the simulations are (a no-op on data filtered and thinned so already).
+    keep = sites_kept(g, data.positions, data.locus, features,
+                      thinning_rng=lambda: seeds.thinning(seed, f"__empirical_{data.name}__", 0))
+    if keep is not None:
+        if keep.size == 0:
+            raise DataError(f"data set {data.name!r}: no SNP passes the config's minor-allele filter "
+                            f"(features.min_maf {float(features.get('min_maf') or 0):g}, "
+                            f"min_mac {int(features.get('min_mac') or 1)})")
         data = replace(data, genotypes=g[keep], positions=np.asarray(data.positions)[keep],
                        locus=np.asarray(data.locus)[keep])
         g = data.genotypes

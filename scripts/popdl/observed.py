@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 import re
 import sys
@@ -72,6 +73,9 @@ __all__ = [
     "thinned",
     "sampling_notes",
     "missing_unit_advice",
+    "allele_filter",
+    "allele_filter_advice",
+    "allele_filter_text",
     "thinning_advice",
     "read_fasta",
     "read_observed",
@@ -117,6 +121,10 @@ class Observed:
     counts: dict = field(default_factory=dict)
     #: Each SNP's VCF ID (``.`` where none), for ``loci: ids``; None for other sources.
     ids: list[str] | None = field(default=None, repr=False)
+    #: Per biallelic SNP record of a VCF (polymorphic among the individuals kept or not), the minor allele's
+    #: count and the called alleles among all the file's samples (int64, records x 2): what a filter run on the
+    #: file saw (:func:`allele_filter`); None for other sources.
+    file_alleles: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def phasing(self) -> str:
@@ -543,6 +551,7 @@ class _Records:
                        "phased_heterozygous": 0, **counts, "snps_lost_to_subsampling": 0}
         self.filters: dict[str, int] = {}  # records skipped, per filter that failed
         self.blocks, self.positions, self.loci_idx, self.ids = [], [], [], []
+        self.file_alleles: list[tuple[int, int, int]] = []  # (contig, minor count, called) among all the file's samples
         self.contigs: list[str] = []
         self.contig_index: dict[str, int] = {}
         self.contig_file: dict[str, Path] = {}
@@ -682,6 +691,9 @@ class _Records:
             if (alleles > 1).any():  # an allele index beyond the one ALT allele: not a biallelic SNP
                 counts["multiallelic"] += 1
                 continue
+            every = gt[:, :2]
+            ones, zeros = int(np.count_nonzero(every == 1)), int(np.count_nonzero(every == 0))
+            self.file_alleles.append((contig_index[chrom], min(ones, zeros), ones + zeros))
             hap = np.where(alleles < 0, MISSING, alleles).astype(np.int8).reshape(-1)
             called = hap[hap != MISSING]
             counts["missing_calls"] += int((alleles < 0).any(axis=1).sum())
@@ -730,6 +742,7 @@ class _Records:
             length=float(length) if length else float(span),
             counts=counts,
             ids=self.ids,
+            file_alleles=np.array([a[1:] for a in self.file_alleles], dtype=np.int64).reshape(-1, 2),
         )
 
 
@@ -746,6 +759,7 @@ class _Records:
             raise DataError(f"{first} has haploid genotype calls; popdl simulates diploid individuals")
         self.blocks, self.positions, self.ids, self.loci_idx = ([x[i] for i in keep] for x in (
             self.blocks, self.positions, self.ids, self.loci_idx))
+        self.file_alleles = [a for a in self.file_alleles if a[0] not in flagged]
         by_contig = {c: n for c, (n, _) in self.haploid.items()}
         self.counts.update(haploid=sum(by_contig.values()), haploid_contigs=by_contig)
         shown = ", ".join(f"{c} ({n})" for c, n in list(by_contig.items())[:5]) + (", ..." if len(by_contig) > 5 else "")
@@ -1349,6 +1363,105 @@ def thinned(data: Observed) -> bool:
     return len(data.loci) >= THINNED_MIN_LOCI and bool((per_locus == 1).all())
 
 
+#: Fewest polymorphic sites from which check-data reads a minor-allele filter off the data (:func:`allele_filter`).
+FILTER_MIN_SNPS = 100
+#: Minor-allele frequency thresholds of common use, which :func:`allele_filter` names when the data's smallest
+#: frequency lies within :data:`MAF_SNAP` above one.
+COMMON_MAFS = (0.01, 0.02, 0.025, 0.03, 0.05, 0.1, 0.15, 0.2, 0.25)
+MAF_SNAP = 0.005
+#: Expected count of sites below the data's smallest frequency above which an absence of such sites reads as a filter.
+MAF_EXPECTED_MIN = 5.0
+
+
+def allele_filter(data: Observed) -> dict:
+    """The minor-allele filter ``data`` look to have passed, read off their sites' minor-allele
+    counts among the called genotypes of every sample of the VCF (``data.file_alleles``: what a
+    filter run on the file saw, whichever samples the popmap keeps; the individuals kept for other
+    sources).
+
+    Returns ``samples`` (individuals counted), ``snps`` (polymorphic sites among them),
+    ``singletons`` (their share with a minor allele seen once), ``smallest_mac``,
+    ``smallest_maf`` and ``fewest_called``, and ``filter``: ``{"min_mac": m}`` when no site of
+    at least :data:`FILTER_MIN_SNPS` has a minor allele seen fewer than m ≥ 2 times (singletons
+    are a fifth to a third of the SNPs of an unfiltered sample); ``min_maf``: f when the sites
+    called in many genotypes never show the smallest count m that sites called in fewer do, at
+    frequencies below f, where the share of m-count sites among the less-called sites would have
+    put at least :data:`MAF_EXPECTED_MIN` there (a frequency filter, which with missing calls
+    lets rarer counts through at less-called sites); f is the smallest frequency seen, rounded
+    down to a common threshold (:data:`COMMON_MAFS`) within :data:`MAF_SNAP` of it, else to 3
+    decimals; a count filter that the frequency filter implies at every site is not named.
+    ``filter`` is empty for unfiltered data or too few sites."""
+    if data.file_alleles is not None and len(data.file_alleles):
+        minor, called = data.file_alleles[:, 0], data.file_alleles[:, 1]
+        samples = int(data.counts.get("individuals_in_file", len(data.individuals)))
+    else:
+        g = np.asarray(data.genotypes)
+        derived = np.count_nonzero(g == 1, axis=1)
+        called = derived + np.count_nonzero(g == 0, axis=1)
+        minor = np.minimum(derived, called - derived)
+        samples = len(data.individuals)
+    poly = minor > 0
+    mac, n = minor[poly], called[poly]
+    out = {"samples": samples, "snps": int(poly.sum()), "singletons": 0.0, "smallest_mac": 0, "smallest_maf": 0.0,
+           "fewest_called": 0, "filter": {}}
+    if not mac.size:
+        return out
+    maf = mac / n
+    m, f = int(mac.min()), float(maf.min())
+    out.update(singletons=round(float((mac == 1).mean()), 4), smallest_mac=m, smallest_maf=round(f, 4),
+               fewest_called=int(n.min()))
+    if mac.size < FILTER_MIN_SNPS:
+        return out
+    # Sites called in more than m / f alleles would show count m below frequency f; were there no frequency
+    # filter, they would show it about as often as the less-called sites do.
+    above = n > m / f + 1e-9
+    below = ~above
+    expected = above.sum() * (mac[below] == m).sum() / max(1, below.sum())
+    if above.any() and expected >= MAF_EXPECTED_MIN:
+        snapped = [c for c in COMMON_MAFS if c <= f + 1e-9 and f - c < MAF_SNAP]
+        out["filter"]["min_maf"] = snapped[-1] if snapped else math.floor(f * 1000) / 1000
+    if m >= 2 and not _count_follows(m, out["filter"].get("min_maf", 0.0), out["fewest_called"]):
+        out["filter"]["min_mac"] = m
+    return out
+
+
+def _count_follows(mac: int, maf: float, fewest_called: int) -> bool:
+    """Whether a minor-allele frequency filter ``maf`` alone keeps every count below ``mac`` out of
+    sites called in ``fewest_called`` alleles or more."""
+    return maf > 0 and math.ceil(maf * fewest_called - 1e-9) >= mac
+
+
+def allele_filter_advice(profile: dict, features: dict) -> str | None:
+    """What to set when ``data`` look filtered by minor allele (``profile``: :func:`allele_filter`)
+    and the config's simulations are filtered less, or None."""
+    want = profile["filter"]
+    mac, maf = int(features.get("min_mac") or 1), float(features.get("min_maf") or 0.0)
+    settings = []
+    if want.get("min_mac", 1) > mac and not _count_follows(want["min_mac"], maf, profile["fewest_called"]):
+        settings.append(f"features.min_mac: {want['min_mac']}")
+    if want.get("min_maf", 0.0) - maf > MAF_SNAP:
+        settings.append(f"features.min_maf: {want['min_maf']:g}")
+    if not settings:
+        return None
+    return ("the config keeps the simulations' rarer variants: set " + " and ".join(settings)
+            + " (the filter the VCF went through: vcftools --maf/--mac, bcftools view -q/-c, Stacks populations "
+            "--min-maf/--min-mac), or the SFS, diversities and estimates read the missing rare variants as "
+            "another history")
+
+
+def allele_filter_text(profile: dict) -> str:
+    """One phrase on the data's rarest minor alleles (``profile``: :func:`allele_filter`)."""
+    seen = (f"among the {profile['samples']} samples, smallest minor-allele count {profile['smallest_mac']}, "
+            f"frequency {profile['smallest_maf']:.3g}; {profile['singletons']:.{1 if profile['singletons'] < 0.01 else 0}%} "
+            f"of the {profile['snps']} SNPs are singletons")
+    want = profile["filter"]
+    if not want:
+        return seen + ("" if profile["snps"] >= FILTER_MIN_SNPS else
+                       f" (too few SNPs to tell a minor-allele filter, {FILTER_MIN_SNPS} needed)")
+    return seen + ": filtered by minor allele (" + ", ".join(
+        f"{'count' if k == 'min_mac' else 'frequency'} at least {v:g}" for k, v in want.items()) + ")"
+
+
 def missing_unit_advice(profile: dict, features: dict) -> str | None:
     """What to set when the config's simulations place missing calls otherwise than the data miss
     them (``profile``: :func:`missingness_profile`), or None when they agree or simulate none."""
@@ -1372,7 +1485,8 @@ def thinning_advice(data: Observed, features: dict) -> str | None:
 def sampling_notes(data: Observed, features: dict) -> list[str]:
     """What the config's simulations do otherwise than ``data`` were sampled: missing calls placed
     by site where the data miss whole loci (or the reverse, :func:`missing_unit_advice`), every
-    simulated SNP kept where the data hold one per locus (:func:`thinning_advice`).  Empty when
+    simulated SNP kept where the data hold one per locus (:func:`thinning_advice`), rare variants
+    kept where the data were filtered by minor allele (:func:`allele_filter_advice`).  Empty when
     they agree."""
     notes = []
     profile = missingness_profile(data)
@@ -1383,6 +1497,10 @@ def sampling_notes(data: Observed, features: dict) -> list[str]:
     advice = thinning_advice(data, features)
     if advice:
         notes.append("every locus holds one SNP (a VCF thinned to one SNP per locus): " + advice)
+    alleles = allele_filter(data)
+    advice = allele_filter_advice(alleles, features)
+    if advice:
+        notes.append(f"the data look filtered by minor allele ({allele_filter_text(alleles)}), but " + advice)
     return notes
 
 
