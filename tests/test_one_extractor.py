@@ -8,7 +8,8 @@ import pytest
 
 from popdl import seeds
 from popdl.config import prepare
-from popdl.features import Extractor, add_missing, features_chunk, load_features, observed_features, sites_kept
+from popdl.features import (Extractor, add_missing, features_chunk, load_features, minor_allele_filter,
+                            observed_features, sites_kept)
 from popdl.io import save_npz
 from popdl.observed import Observed, read_observed
 from popdl.plan import plan_draws
@@ -110,10 +111,11 @@ def _sims_file(path, stretches, *, populations, length):
     )
 
 
-def test_a_scan_window_equals_the_simulation_of_its_stretch(tmp_path):
+@pytest.mark.parametrize("alleles", [{}, {"min_mac": 3}], ids=["every-snp", "minor-allele-filter"])
+def test_a_scan_window_equals_the_simulation_of_its_stretch(tmp_path, alleles):
     """Every scan window away from the contig ends is what popdl features makes of a simulated locus holding
     the stretch of genome.length bp around the window's centre, including stretches with fewer SNPs than
-    the image (padded)."""
+    the image (padded); with a minor-allele filter too (features.min_mac), which both apply per site."""
     rng = np.random.default_rng(4)
     length, snps = 10_000, 32
     pops = np.array(["pop1"] * 12 + ["pop2"] * 8)
@@ -130,7 +132,7 @@ def test_a_scan_window_equals_the_simulation_of_its_stretch(tmp_path):
                     locus=np.concatenate(locus), populations=pops, individuals=[f"i{k}" for k in range(10)],
                     loci=["chr1", "chr2"], length=100_000.0)
     features = {"snps": snps, "snp_selection": "central", "sort_rows": True, "positions": True, "stats": ALL_STATS,
-                "jsfs_bins": 3}
+                "jsfs_bins": 3, **alleles}
     windows = list(scan_windows(data, features=features, genome={"length": length}, step=5, seed=1, batch=10_000))
     assert len(windows) == 1
     w = windows[0]
@@ -150,3 +152,5 @@ def test_a_scan_window_equals_the_simulation_of_its_stretch(tmp_path):
     assert np.array_equal(w.n_snps[inner], simulated["n_snps"])
     n = w.n_snps[inner]
     assert (n < snps).sum() > 5 and (n == snps).sum() > 5  # both padded and full windows were compared
+    if alleles:  # the filter left out some SNPs of the windows
+        assert 0 < (minor_allele_filter(data.genotypes).size - minor_allele_filter(data.genotypes, **alleles).size)
