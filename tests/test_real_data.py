@@ -888,7 +888,8 @@ def test_a_minor_allele_filter_is_read_off_the_data_and_applied_alike():
         assert allele_filter(data(patchy[minor_allele_filter(patchy, min_maf=maf)]))["filter"] == {"min_maf": maf}
     filtered = data(patchy[minor_allele_filter(patchy, min_maf=0.1)])
     [note] = sampling_notes(filtered, {})
-    assert "the data look filtered by minor allele" in note and "set features.min_maf: 0.1 " in note, note
+    assert "filtered by minor allele (frequency at least 0.1), but the config keeps the simulations' rarer " \
+        "variants: set features.min_maf: 0.1 " in note, note
     assert sampling_notes(filtered, {"min_maf": 0.1}) == []
     # The filter comes before the thinning: the SNP a locus keeps passes it.
     locus = np.arange(raw.shape[0]) // 10

@@ -1500,7 +1500,7 @@ def sampling_notes(data: Observed, features: dict) -> list[str]:
     alleles = allele_filter(data)
     advice = allele_filter_advice(alleles, features)
     if advice:
-        notes.append(f"the data look filtered by minor allele ({allele_filter_text(alleles)}), but " + advice)
+        notes.append(f"minor alleles: {allele_filter_text(alleles)}, but " + advice)
     return notes
 
 
