@@ -973,6 +973,19 @@ def test_check_data_suggests_the_config_of_the_rad_example(tmp_path):
     assert "ERROR, a phased model refuses these data: set features.phased: false" in proc.stdout
 
 
+def test_suggest_config_takes_fewer_individuals_than_the_configs_sfs_projection_fits(tmp_path):
+    """The RAD example's config projects the SFS onto 16 and 8 haplotypes; data of 3 individuals per population
+    get a suggestion (with their own projection), not an error about the config's."""
+    (tmp_path / "popmap.tsv").write_text("".join(f"{p}_00{k}\t{t}\n" for p, t in (("NUT", "nuttalli"), ("PUG", "pugetensis"))
+                                                 for k in (1, 2, 3)))
+    proc = run_popdl("check-data", "--configfile", REPO / "config" / "examples" / "rad_unphased.yaml", "--vcf", RAD["vcf"],
+                     "--popmap", tmp_path / "popmap.tsv", "--suggest-config", "-")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fragment = yaml.safe_load(proc.stdout[proc.stdout.index("# popdl check-data --suggest-config"):])
+    assert fragment["samples"] == {"pop1": 3, "pop2": 3}
+    assert all(2 <= m <= 6 for m in fragment["features"]["sfs_projection"].values())
+
+
 # ------------------------------------------------------------------------------------ the shipped examples, end to end
 TINY_RUN = {
     "simulations": {"per_scenario": 15, "chunk": 15, "shard_size": 50,

@@ -126,7 +126,9 @@ def cmd_check_data(args) -> int:
                           genome_length=float(genome["loci"]) * float(genome["length"]),
                           strict=popt.get("strict_samples", False), phased=False, locus_length=float(genome["length"]),
                           keep_filtered=args.keep_filtered or popt.get("keep_filtered", False))
-    feats = observed_features(data, features=settings["features"], genome=genome, seed=settings["seed"],
+    # --suggest-config takes every individual available, which the config's SFS projection may not fit.
+    fitted = settings["features"] if args.suggest_config is None else _projection_within(settings["features"], samples)
+    feats = observed_features(data, features=fitted, genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
     c = data.counts
     print(f"{entry['name']}: {c['snps']} biallelic SNPs on {len(data.loci)} locus/loci from {c['records']} records"
@@ -211,6 +213,17 @@ def cmd_check_data(args) -> int:
                           projection=projection, alleles=alleles["filter"], keep_filtered=args.keep_filtered)
         return 0
     return 1 if refused else 0
+
+
+def _projection_within(features: dict, samples: dict) -> dict:
+    """``features`` with its ``sfs_projection`` lowered, per population, to at most the
+    population's haplotypes in ``samples`` (individuals per population)."""
+    given = features.get("sfs_projection")
+    if given is None:
+        return features
+    per_pop = {pop: given for pop in samples} if not isinstance(given, dict) else given
+    return {**features, "sfs_projection": {pop: min(int(m), 2 * int(samples[pop])) for pop, m in per_pop.items()
+                                           if pop in samples}}
 
 
 def _sfs_projection(data) -> tuple[dict, str]:
