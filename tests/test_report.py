@@ -154,6 +154,12 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     # Calibration: ECE and the test set's NLL, before and after the temperature.
     assert re.search(r"after temperature scaling \(T = .*?\); mean negative log-likelihood \S+ before and \S+ after",
                      html), html[html.find("Calibration on the test set"):][:600]
+    # The fit check: 100 data sets simulated from the answer (predict.fit_check's default), in the answer and in full.
+    fit = json.loads((tiny_run / "predict" / "obs" / "fit_check.json").read_text())
+    assert fit["replicates"] == 100 and fit["scenario"] == net["scenario"] and 1 / 101 <= fit["p_value"] <= 1
+    assert fit["fits"] == (fit["p_value"] >= 0.01) and len(fit["quantiles"]) == len(fit["p_values"]) > 10
+    assert set(fit["parameters"]) == set(net["scenario_params"][net["scenario"]])
+    assert html.count('id="fit-obs"') == 2 and "Fit check (posterior predictive)" in html
 
 
 def test_report_section_without_inputs_says_so(tmp_path):
@@ -244,6 +250,36 @@ def test_predict_cli_by_hand(tiny_run, tmp_path):
                            str(work / POPMAP_NAME), "--out", str(tmp_path / "bad")], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1 and proc.stderr.strip().startswith("popdl: error: VCF") and "\n" not in proc.stderr.strip()
     assert not (tmp_path / "bad" / "predictions.json").exists()
+
+
+@pytest.mark.slow
+def test_check_fit_by_hand_is_reproducible_and_bad_input_is_one_line(tiny_run, tmp_path):
+    """popdl check-fit on the workflow's prediction: the same replicates and p-values twice (its own
+    random stream), every replicate's parameters inside their priors; too few replicates and a missing
+    prediction are one line each, writing nothing."""
+    def check_fit(*args):
+        return subprocess.run([sys.executable, "-m", "popdl", "check-fit", "--model", str(tiny_run / "model"), *args],
+                              capture_output=True, text=True, cwd=REPO)
+
+    results = []
+    for k in (1, 2):
+        proc = check_fit("--prediction", str(tiny_run / "predict" / "obs"), "--replicates", "30",
+                         "--out", str(tmp_path / f"fit{k}.json"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.startswith("obs: FITS: ") or proc.stdout.startswith("obs: DOES NOT FIT: "), proc.stdout
+        results.append(json.loads((tmp_path / f"fit{k}.json").read_text()))
+    same = [{k: v for k, v in r.items() if k not in ("seconds", "provenance")} for r in results]
+    assert same[0] == same[1] and results[0]["replicates"] == 30
+    config = prepare(tiny_config(**EXTRA), base_dirs=(tiny_run.parents[1], REPO))
+    priors = Scenario.from_config(results[0]["scenario"], config).priors
+    for name, summary in results[0]["parameters"].items():
+        low, high = priors[name].bounds
+        assert low <= summary["lower"] <= summary["median"] <= summary["upper"] <= high, (name, summary)
+    proc = check_fit("--prediction", str(tiny_run / "predict" / "obs"), "--replicates", "5",
+                     "--out", str(tmp_path / "few.json"))
+    assert proc.returncode == 1 and "at least 20 replicates" in proc.stderr and not (tmp_path / "few.json").exists()
+    proc = check_fit("--prediction", str(tmp_path / "nothing"), "--out", str(tmp_path / "none.json"))
+    assert proc.returncode == 1 and "no predictions.json" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -373,7 +409,7 @@ def test_every_output_records_the_hash_of_its_jobs_settings(tiny_run):
         "abc": [recorded("abc", "metrics.json"), recorded("abc", "empirical.json")],
         "observe": [recorded("predict", "obs", "predictions.json")],  # the predict job gets the observe settings
         "scan": [recorded("scan", "obs.json")],
-        "train": [recorded("model", "bundle.json")],
+        "train": [recorded("model", "bundle.json"), recorded("predict", "obs", "fit_check.json")],
         "report": [re.search(r'<meta name="popdl-config-hash" content="([0-9a-f]*)">', html).group(1),
                    re.search(r'<code id="config-hash">([0-9a-f]*)</code>', html).group(1)],
     }

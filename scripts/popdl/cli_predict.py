@@ -65,6 +65,17 @@ def add_commands(sub) -> None:
     p.add_argument("--out", help="output folder (default: predict-<name>)")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("check-fit", help="simulate data from the network's answer for an observed data set and "
+                                         "check that they look like the data (a posterior predictive check)")
+    p.add_argument("--model", required=True, help="the trained model folder (results/{run}/model)")
+    p.add_argument("--prediction", required=True,
+                   help="the data set's predictions.json, or the folder holding it and its observed.npz "
+                        "(popdl predict's --out)")
+    p.add_argument("--observed", help="the data set's observed.npz (default: beside predictions.json)")
+    p.add_argument("--replicates", type=int, default=200, help="data sets simulated from the answer (default 200)")
+    p.add_argument("--out", help="the JSON to write (default: fit_check.json beside predictions.json)")
+    p.set_defaults(func=cmd_check_fit)
+
     p = sub.add_parser("abc", help="rejection ABC and ABC random forest on the dataset's summary statistics")
     add_config_arguments(p)
     p.add_argument("--dataset", required=True, help="dataset folder")
@@ -315,6 +326,24 @@ def cmd_observe(args) -> int:
         raise ConfigError("the settings name no predict.data entry")
     summary = observe(settings["data"], settings, out)
     log.info("observe: %s", json.dumps({k: summary[k] for k in ("name", "missing_rate", "replicates")}))
+    return 0
+
+
+def cmd_check_fit(args) -> int:
+    from popdl.fitcheck import check_fit
+    from popdl.model_io import check_model_folder
+
+    check_model_folder(args.model)
+    prediction = Path(args.prediction)
+    if prediction.is_dir():
+        prediction = prediction / "predictions.json"
+    if not prediction.is_file():
+        raise FileNotFoundError(f"{prediction}: no predictions.json (made by popdl predict)")
+    observed = Path(args.observed) if args.observed else prediction.with_name("observed.npz")
+    out = Path(args.out) if args.out else prediction.with_name("fit_check.json")
+    result = check_fit(args.model, prediction, observed, replicates=args.replicates, out=out)
+    print(f"{result['name']}: {'FITS' if result['fits'] else 'DOES NOT FIT'}: {result['summary']}; "
+          f"{result['replicates']} replicates of {result['scenario']} ({result['seconds']:.0f} s); written to {out}")
     return 0
 
 

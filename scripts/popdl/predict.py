@@ -243,8 +243,10 @@ def network_answer(model, observed: dict) -> dict:
             if bounds:  # the mean of quantiles within the prior's support is within it, up to rounding
                 avg = np.clip(avg, bounds[0], bounds[1])
             point = min(max(float(point), float(avg[0])), float(avg[-1]))
-            answer["params"][name] = {"estimate": point, "lower": float(avg[0]), "upper": float(avg[-1])}
+            answer["params"][name] = {"estimate": point, "lower": float(avg[0]), "upper": float(avg[-1]),
+                                      "quantiles": [float(v) for v in avg]}
         answer["interval"] = [float(levels[0]), float(levels[-1])]
+        answer["levels"] = [float(v) for v in levels]
         answer["scenario_params"] = getattr(model, "scenario_params", {})
     return answer
 

@@ -532,6 +532,39 @@ def _verdict(pred: dict | None) -> str:
     return out or '<p class="ok">Reliable: every network input lies within the range of the simulations.</p>'
 
 
+def _fit_line(fit: dict | None, name: str) -> str:
+    """The fit check of data set ``name`` (fit_check.json) as one HTML paragraph; empty without one."""
+    if not fit:
+        return ""
+    cls_ = "ok" if fit["fits"] else "flag"
+    head = "Fit check: the answer reproduces the data" if fit["fits"] else "Fit check: <b>the answer does NOT reproduce the data</b>"
+    return (f'<p class="{cls_}" id="fit-{_esc(name)}">{head} ({_esc(fit["summary"])}; {fit["replicates"]} data sets '
+            f"simulated from {_esc(fit['scenario'])} with parameters drawn from the network's estimates).</p>")
+
+
+def _fit_section(rep: Report, fit: dict | None, name: str, *, wanted: bool) -> str:
+    """The fit check in full: the paragraph, the statistics farthest out, and each statistic's quantile."""
+    if not fit:
+        return _missing(f"the fit check of {name} (predict/{name}/fit_check.json)") if wanted else ""
+    body = "<h4>Fit check (posterior predictive)</h4>" + _fit_line(fit, name)
+    worst = pd.DataFrame(fit["worst"])
+    if not worst.empty:
+        worst["observed"] = worst["observed"].map(lambda v: _fmt(v, 4))
+        worst["replicates_median"] = worst["replicates_median"].map(lambda v: _fmt(v, 4))
+        body += ("<p>The statistics farthest from the replicates (two-sided p-value; quantile of the observed value "
+                 "among the replicates):</p>" + _table(worst[["statistic", "p", "quantile", "observed", "replicates_median"]]))
+    q = pd.Series(fit["quantiles"])
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(min(14, 2 + 0.14 * len(q)), 2.8))
+    ax.bar(range(len(q)), q.to_numpy(), color=["#c33" if k in set(fit["outside"]) else "#696" for k in q.index])
+    ax.axhline(0.5, color="grey", lw=0.8)
+    ax.set_xticks(range(len(q)), q.index, rotation=90, fontsize=5)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("posterior-predictive quantile")
+    ax.set_title(f"{name}: quantile of each observed statistic among the answer's replicates (red: outside)", fontsize=9)
+    return body + rep.fig(fig, f"{name} fit check")
+
+
 def _answer_section(rep: Report, config: dict, results: Path) -> None:
     """The observed data's answer first: scenario and probability, key estimates, reliability, test accuracy."""
     names = [d["name"] for d in config.get("predict", {}).get("data", [])]
@@ -561,7 +594,7 @@ def _answer_section(rep: Report, config: dict, results: Path) -> None:
             level = net.get("interval")
             body += (f"<p>Parameters of {_esc(best)}, estimate and {_fmt(100 * (level[1] - level[0]), 2) if level else ''}% "
                      "interval (natural units):</p>" + _table(pd.DataFrame(rows)))
-        body += _verdict(pred)
+        body += _verdict(pred) + _fit_line(_read_json(results / "predict" / name / "fit_check.json"), name)
     rep.section("answer", "The answer", body)
 
 
@@ -630,6 +663,9 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
             body += rep.fig(fig, f"{name} statistic quantiles")
         elif pred:
             body += _missing("the misspecification check (no reference simulations)")
+        if pred:
+            body += _fit_section(rep, _read_json(folder / "fit_check.json"), name,
+                                 wanted=bool(config.get("predict", {}).get("fit_check")))
     if observed_stats and (results / "dataset" / "manifest.json").is_file():
         ref = load_reference(results / "dataset", ("train", "validation", "test"))
         check = Misspecification(ref.stats, stat_names=ref.stat_names, labels=ref.labels, scenarios=ref.scenarios)

@@ -346,8 +346,12 @@ class Scenario:
         params, _ = self.draw_with_tries(rng, where=where)
         return params
 
-    def draw_with_tries(self, rng, *, where=None) -> tuple[dict[str, float], int]:
+    def draw_with_tries(self, rng, *, where=None, samplers=None) -> tuple[dict[str, float], int]:
+        """:meth:`draw`, and the attempts it took.  ``samplers``: parameter name -> a function of
+        ``rng`` that draws that free parameter in place of its prior (derived parameters and the
+        constraints as ever)."""
         where = where or f"scenarios.{self.name}"
+        samplers = samplers or {}
         for attempt in range(1, self.max_tries + 1):
             values: dict[str, float] = {}
             for pname in self._order:
@@ -357,6 +361,8 @@ class Scenario:
                 try:
                     if prior.derived:
                         value = float(prior.expr.evaluate(values))
+                    elif pname in samplers:
+                        value = float(samplers[pname](rng))
                     else:
                         value = prior.sample(rng, max_tries=self.max_tries)
                 except (ExprError, ConfigError) as exc:

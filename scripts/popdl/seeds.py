@@ -30,6 +30,11 @@ CALIBRATION        8   which validation examples the final fit     ``__calibrati
                        members (``train.cross_fit``)
 AUGMENT            9   haplotype permutations within populations   ``__augment__``, epoch
                        (``train.augment``) of one batch             (+ batch, see :func:`augment`)
+THINNING           10  the SNP a locus keeps                        scenario, draw | ``__empirical_
+                       (``features.one_snp_per_locus: random``)     {name}__``, 0
+FIT_CHECK          11  a data set's fit check: the parameter        ``__fit_{name}__``, 0
+                       values of its replicates
+                       (:mod:`popdl.fitcheck`)
 =================  ==  ==========================================  ===================================
 
 Derived from a stream's draws: the mutations of a genome of several loci,
@@ -80,6 +85,7 @@ __all__ = [
     "cross_fit",
     "augment",
     "thinning",
+    "fit_check",
     "haplotype_hash_weights",
     "HASH_WEIGHTS_SEED",
 ]
@@ -100,6 +106,7 @@ class Stream(enum.IntEnum):
     CALIBRATION = 8
     AUGMENT = 9
     THINNING = 10
+    FIT_CHECK = 11
 
 
 #: The seed of :func:`haplotype_hash_weights` (fixed: see the module docstring).
@@ -156,6 +163,13 @@ def thinning(root_seed: int, name: str, index: int = 0) -> np.random.Generator:
     """Which SNP each locus keeps with ``features.one_snp_per_locus: random``: draw ``index`` of
     scenario ``name``, or observed data set ``name`` (``__empirical_NAME__``, index 0)."""
     return generator(root_seed, Stream.THINNING, name, index)
+
+
+def fit_check(root_seed: int, name: str) -> np.random.Generator:
+    """The parameter values of the replicates that check the fit of observed data set ``name``
+    (:mod:`popdl.fitcheck`; their simulator seeds and missing calls are those of draws
+    :data:`popdl.fitcheck.FIT_DRAWS` + i of the answer's scenario, beyond any planned draw)."""
+    return generator(root_seed, Stream.FIT_CHECK, f"__fit_{name}__", 0)
 
 
 def split(root_seed: int, scenario: str) -> np.random.Generator:

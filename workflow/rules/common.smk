@@ -268,7 +268,14 @@ def report_inputs(wildcards):
         f"{RESULTS}/tuning/best.json",
         f"{RESULTS}/tuning/trials.csv",
     ]
-    return inputs + all_predictions(wildcards) + scan_targets()
+    return inputs + all_predictions(wildcards) + all_fit_checks() + scan_targets()
+
+
+def all_fit_checks():
+    """The fit check of every predict.data entry, unless predict.fit_check is 0."""
+    if not config["predict"]["fit_check"]:
+        return []
+    return expand(f"{RESULTS}/predict/{{data}}/fit_check.json", data=list(PREDICT_DATA))
 
 
 def all_targets():

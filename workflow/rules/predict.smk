@@ -1,6 +1,7 @@
 # Observed data sets (predict.data): validated and turned into the network's
 # inputs, then the final network's scenario probabilities and parameter
-# estimates, with the misspecification check against the simulations.
+# estimates, with the misspecification check against the simulations, and
+# the fit check: data simulated from the answer against the observed ones.
 
 
 rule observe:
@@ -56,3 +57,28 @@ rule predict:
     shell:
         "python3 -m popdl predict --settings {params.settings:q} --model {params.model:q} "
         "--observed {input.observed:q} --dataset {params.dataset:q} --out {params.folder:q} 2> {log:q}"
+
+
+rule check_fit:
+    input:
+        prediction=f"{RESULTS}/predict/{{data}}/predictions.json",
+        observed=f"{RESULTS}/predict/{{data}}/observed.npz",
+        bundle=f"{RESULTS}/model/bundle.json",
+    output:
+        json=f"{RESULTS}/predict/{{data}}/fit_check.json",
+    log:
+        f"{RESULTS}/logs/check_fit/{{data}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/check_fit/{{data}}.tsv"
+    conda:
+        "../../envs/predict.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        model=subpath(input.bundle, parent=True),
+        replicates=config["predict"]["fit_check"],
+    shell:
+        "python3 -m popdl check-fit --model {params.model:q} --prediction {input.prediction:q} "
+        "--observed {input.observed:q} --replicates {params.replicates} --out {output.json:q} 2> {log:q}"

@@ -1,0 +1,56 @@
+"""The fit check (a posterior predictive check): its p-value holds under a fitting answer, and
+it draws parameter sets from the network's quantiles within the scenario's priors and constraints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from popdl.config import prepare
+from popdl.fitcheck import parameter_draws, score_fit
+from popdl.scenarios import Scenario
+
+from conftest import REPO, tiny_config
+
+
+def test_the_joint_p_value_is_uniform_when_the_data_are_one_more_replicate():
+    """Correlated statistics (a shared factor): an observed vector drawn as the replicates are gets
+    p < 0.05 about 5 % of the time; one shifted on a third of them gets the smallest p-value."""
+    rng = np.random.default_rng(1)
+    names = [f"s{j}" for j in range(30)]
+
+    def draw(n):
+        shared = rng.normal(size=(n, 1))
+        return shared + 0.5 * rng.normal(size=(n, len(names)))
+
+    p = np.array([score_fit(draw(1)[0], draw(100), names)["p_value"] for _ in range(300)])
+    assert 0.02 <= (p < 0.05).mean() <= 0.09 and 0.4 <= np.median(p) <= 0.6
+    shifted = draw(1)[0]
+    shifted[:10] += 6.0
+    result = score_fit(shifted, draw(100), names)
+    assert not result["fits"] and result["p_value"] == pytest.approx(1 / 101)
+    assert {w["statistic"] for w in result["worst"][:3]} == {"s0", "s1", "s2"} and set(result["outside"]) >= {"s0", "s1"}
+    assert "does not reproduce the data" in result["summary"]
+
+
+def test_parameter_draws_follow_the_quantiles_within_priors_and_constraints():
+    config = prepare(tiny_config(), base_dirs=(REPO,))
+    scenario = Scenario.from_config("secondary_contact", config)
+    levels = [0.05, 0.25, 0.5, 0.75, 0.95]
+    answer = {"levels": levels, "params": {
+        "N1": {"quantiles": [2000, 3000, 4000, 5000, 7000]},
+        "T_split": {"quantiles": [5000, 8000, 10000, 12000, 15000]},
+        "f_sc": {"quantiles": [0.01, 0.02, 0.03, 0.05, 0.4]},  # beyond f_sc's prior at both ends
+    }}
+    draws = parameter_draws(scenario, answer, n=400, rng=np.random.default_rng(3))
+    assert list(draws.columns) == scenario.parameter_names and len(draws) == 400
+    assert draws.equals(parameter_draws(scenario, answer, n=400, rng=np.random.default_rng(3)))
+    assert 3600 < draws["N1"].median() < 4400 and draws["N1"].between(2000, 7000).all()
+    assert 0.25 < (draws["N1"] < 3000).mean() / 0.9 + 0.05 / 0.9 < 0.3
+    low, high = scenario.priors["f_sc"].bounds
+    assert draws["f_sc"].between(low, high).all() and (draws["f_sc"] == low).any()
+    assert np.allclose(draws["T_sc"], draws["f_sc"] * draws["T_split"])  # derived by its expression
+    assert (draws["T_sc"] < draws["T_split"]).all()
+    # A parameter without quantiles takes its prior.
+    n_anc = scenario.priors["N_anc"].bounds
+    assert draws["N_anc"].between(*n_anc).all() and draws["N_anc"].std() > 0.2 * (n_anc[1] - n_anc[0])
