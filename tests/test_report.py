@@ -343,7 +343,7 @@ def test_reformatted_config_reruns_nothing_and_abc_trees_rerun_only_abc(tiny_run
 
 def test_reformatted_default_config_gives_the_same_jobs(tmp_path):
     """The default config and its sorted, re-spelt dump give the same shell
-    commands (the same settings files) for its 49 jobs (50 with `all`)."""
+    commands (the same settings files) for its 50 jobs (51 with `all`)."""
     from conftest import DEFAULT_CONFIG
 
     def commands(configfile):
@@ -354,7 +354,7 @@ def test_reformatted_default_config_gives_the_same_jobs(tmp_path):
     moved = tmp_path / "reformatted.yaml"
     moved.write_text(_reformatted(DEFAULT_CONFIG))
     first = commands(original)
-    assert len(first) == 49 and not any("{" in c for c in first)  # no settings JSON in the commands
+    assert len(first) == 50 and not any("{" in c for c in first)  # no settings JSON in the commands
     assert commands(moved) == first
     changed = copy.deepcopy(DEFAULT_CONFIG)
     changed["scenarios"]["isolation"]["priors"]["N1"]["loguniform"][1] = 40000
