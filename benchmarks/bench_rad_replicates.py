@@ -15,7 +15,9 @@ Stacks ``populations --write-single-snp`` (``--write-random-snp``) writes them;
 ``--min-maf 0.05`` (``--min-mac 2``) keeps the records whose minor allele,
 among the called genotypes of every sample of the file, has a frequency of
 at least 0.05 (is seen at least twice), as ``vcftools --maf`` (``--mac``)
-filters a VCF, before the thinning, as Stacks does.
+filters a VCF, before the thinning, as Stacks does.  ``--check-fit 200``
+also runs each replicate's fit check (``popdl check-fit``, 200 data sets
+simulated from the answer) and prints its p-value.
 
     python benchmarks/bench_rad_replicates.py --model results/rad_unphased/model [--replicates 5]
 
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
                         help="keep records whose minor-allele frequency is at least this (vcftools --maf)")
     parser.add_argument("--min-mac", type=int, default=1,
                         help="keep records whose minor allele is seen at least this many times (vcftools --mac)")
+    parser.add_argument("--check-fit", type=int, default=0, metavar="N",
+                        help="run each replicate's fit check with N replicates of the answer (popdl check-fit)")
     args = parser.parse_args(argv)
     from popdl.cli import main as popdl_main
 
@@ -116,21 +120,32 @@ def main(argv=None) -> int:
             if rc != 0:
                 raise SystemExit(f"popdl predict failed on replicate {seed}")
             network = json.loads((out / "predictions.json").read_text())["network"]
-            rows.append((seed, network))
+            fit = None
+            if args.check_fit:
+                if popdl_main(["check-fit", "--model", args.model, "--prediction", str(out),
+                               "--replicates", str(args.check_fit)]) != 0:
+                    raise SystemExit(f"popdl check-fit failed on replicate {seed}")
+                fit = json.loads((out / "fit_check.json").read_text())
+            rows.append((seed, network, fit))
     print(f"model {args.model}; {args.replicates} replicate(s) of the RAD example "
           f"({'no missing calls' if args.no_missing else 'whole loci missing per individual'}"
           + (f", filtered to minor-allele frequency >= {args.min_maf:g} and count >= {args.min_mac}"
              if args.min_maf > 0 or args.min_mac > 1 else "")
           + (f", one SNP per locus ({args.one_snp_per_locus})" if args.one_snp_per_locus else "") + "); "
           f"truth {truth['scenario']} {truth['params']}")
-    for seed, network in rows:
+    for seed, network, fit in rows:
         p = network["probabilities"]
         print(f"seed {seed}: P({truth['scenario']}) = {p[truth['scenario']]:.3f}; " + "; ".join(
             f"{name} {network['params'][name]['estimate']:.0f} [{network['params'][name]['lower']:.0f}-"
-            f"{network['params'][name]['upper']:.0f}]" for name in truth["params"]))
+            f"{network['params'][name]['upper']:.0f}]" for name in truth["params"])
+            + (f"; fit check p = {fit['p_value']:.3g} ({'fits' if fit['fits'] else 'DOES NOT FIT'}, "
+               f"{len(fit['outside'])} statistics outside the replicates)" if fit else ""))
+    if args.check_fit:
+        print(f"fit check: {sum(not f['fits'] for _, _, f in rows)} of {len(rows)} replicates do not fit their answer "
+              f"(p < {rows[0][2]['alpha']:g})")
     for name, value in truth["params"].items():
-        estimates = [n["params"][name]["estimate"] for _, n in rows]
-        held = sum(n["params"][name]["lower"] <= value <= n["params"][name]["upper"] for _, n in rows)
+        estimates = [n["params"][name]["estimate"] for _, n, _ in rows]
+        held = sum(n["params"][name]["lower"] <= value <= n["params"][name]["upper"] for _, n, _ in rows)
         print(f"{name}: truth {value}, median estimate {np.median(estimates):.0f} "
               f"(median ratio {np.median(np.array(estimates) / value):.2f}), {held} of {len(rows)} intervals hold it")
     return 0

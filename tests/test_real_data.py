@@ -1060,9 +1060,11 @@ def test_rad_examples_run_end_to_end(tmp_path):
     assert alone["probabilities"] == pytest.approx(workflow["probabilities"], abs=1e-6)
     # The replicates benchmark: new data sets of the example's truth, predicted by this model folder.
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_rad_replicates.py"), "--model",
-                           str(run / "model"), "--replicates", "1"], capture_output=True, text=True, timeout=600)
+                           str(run / "model"), "--replicates", "1", "--min-maf", "0.05", "--check-fit", "20"],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "seed 11: P(isolation) = " in proc.stdout and "N1: truth 3000, median estimate " in proc.stdout, proc.stdout
+    assert "filtered to minor-allele frequency >= 0.05" in proc.stdout and "; fit check p = " in proc.stdout
 
 
 def _as_stacks1_denovo(source: str, out: Path) -> str:
