@@ -139,7 +139,7 @@ def main(argv=None) -> int:
             f"{name} {network['params'][name]['estimate']:.0f} [{network['params'][name]['lower']:.0f}-"
             f"{network['params'][name]['upper']:.0f}]" for name in truth["params"])
             + (f"; fit check p = {fit['p_value']:.3g} ({'fits' if fit['fits'] else 'DOES NOT FIT'}, "
-               f"{len(fit['outside'])} statistics outside the replicates)" if fit else ""))
+               f"{len(fit['outside'])} statistic(s) outside the replicates' range)" if fit else ""))
     if args.check_fit:
         print(f"fit check: {sum(not f['fits'] for _, _, f in rows)} of {len(rows)} replicates do not fit their answer "
               f"(p < {rows[0][2]['alpha']:g})")
