@@ -28,7 +28,7 @@ TESTED_AS = {"tensorflow": "tensorflow-cpu"}
 
 #: Rules whose env is chosen by an input function: the env it picks for the
 #: tiny config (msprime scenarios).
-DYNAMIC_ENVS = {"simulate_env": "envs/simulate.yaml"}
+DYNAMIC_ENVS = {"simulate_env": "envs/simulate.yaml", "check_fit_env": "envs/simulate.yaml"}
 
 #: The words a refused import carries in the job's log.
 REFUSED = "(not in envs/"

@@ -103,6 +103,16 @@ def simulate_env(wildcards):
     return str(REPO / "envs" / f"{name}.yaml")
 
 
+def check_fit_env(wildcards):
+    """The check_fit rule's conda env: it simulates the answer's scenario, with fastsimcoal2
+    when any scenario uses it (the answer is known only when the job runs)."""
+    uses = any(
+        (spec.get("simulator") or config["simulator"]) == "fastsimcoal2"
+        for spec in config["scenarios"].values()
+    )
+    return str(REPO / "envs" / f"{'fastsimcoal2' if uses else 'simulate'}.yaml")
+
+
 def chunk_start(wildcards):
     """First draw (inclusive) of a chunk."""
     return int(wildcards.chunk) * config["simulations"]["chunk"]

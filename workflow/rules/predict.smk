@@ -71,7 +71,7 @@ rule check_fit:
     benchmark:
         f"{RESULTS}/benchmarks/check_fit/{{data}}.tsv"
     conda:
-        "../../envs/predict.yaml"
+        check_fit_env
     threads: 1
     resources:
         mem_mb=4000,
