@@ -45,7 +45,8 @@ def add_commands(sub) -> None:
     _data_arguments(p, required=True)
     p.add_argument("--suggest-config", nargs="?", const="-", metavar="FILE",
                    help="write the config settings that match the data (samples, genome.loci, features.phased, the "
-                        "SFS projection, the missingness model, the predict.data entry) to FILE, or print them; every individual is kept")
+                        "SFS projection, the missingness model, one SNP per locus and a minor-allele filter where the "
+                        "data show them, the predict.data entry) to FILE, or print them; every individual is kept")
     p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("observe", help="network inputs of one observed data set (predict.data entry)")
