@@ -23,7 +23,26 @@ def test_dry_run_of_the_default_config(tmp_path):
     scenarios = len(config["scenarios"])
     assert counts["plan"] == scenarios and counts["dataset"] == 1
     assert counts["simulate"] == counts["features"] == scenarios * chunks
+    assert counts["check_fit"] == counts["predict"] == len(config["predict"]["data"])  # each data set's fit check
     assert not (tmp_path / "results").exists()
+
+
+def test_the_fit_check_is_planned_only_where_the_answer_names_a_scenario(tmp_path):
+    """predict.fit_check 0 skips it; so does a network that estimates parameters without telling
+    several scenarios apart (there is no answer to simulate); one scenario needs no classifier."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["predict"]["data"][0]["vcf"] = str(REPO / "config" / "data" / "example.vcf.gz")
+    config["predict"]["data"][0]["popmap"] = str(REPO / "config" / "data" / "example_popmap.tsv")
+    for scenario in config["scenarios"].values():
+        scenario["graph"] = str(REPO / scenario["graph"])
+
+    def planned(**changes):
+        return dry_run(tmp_path, configfile=write_config(tmp_path, {**config, **changes})).get("check_fit", 0)
+
+    assert planned() == 1 and planned(predict={**config["predict"], "fit_check": 0}) == 0
+    assert planned(task=["regress"]) == 0
+    one = {"isolation": config["scenarios"]["isolation"]}
+    assert planned(task=["regress"], scenarios=one) == 1
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])

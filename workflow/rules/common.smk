@@ -282,8 +282,10 @@ def report_inputs(wildcards):
 
 
 def all_fit_checks():
-    """The fit check of every predict.data entry, unless predict.fit_check is 0."""
-    if not config["predict"]["fit_check"]:
+    """The fit check of every predict.data entry, unless predict.fit_check is 0 or the
+    network names no scenario to simulate (it does not classify among several)."""
+    unnamed = "classify" not in config["task"] and len(config["scenarios"]) > 1
+    if not config["predict"]["fit_check"] or unnamed:
         return []
     return expand(f"{RESULTS}/predict/{{data}}/fit_check.json", data=list(PREDICT_DATA))
 
