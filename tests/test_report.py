@@ -242,6 +242,7 @@ def test_predict_cli_by_hand(tiny_run, tmp_path):
     in_workflow = json.loads((tiny_run / "predict" / "obs" / "predictions.json").read_text())["network"]["probabilities"]
     assert by_hand == pytest.approx(in_workflow, abs=1e-3)  # the same SNP subsets: the same answer (float32 round-off)
     assert "obs: " in proc.stdout and "predictions.csv" in proc.stdout
+    assert f"obs: whether the answer reproduces the data: popdl check-fit --model {tiny_run / 'model'} " in proc.stdout
     # A bad VCF fails with one line and writes nothing.
     bad = tmp_path / "bad.vcf"
     bad.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")

@@ -414,6 +414,9 @@ def cmd_predict(args) -> int:
         print(f"{result['name']}: WARNING, the data lie outside the simulations: {result['misspecification']['summary']}")
     if summary.get("positions", {}).get("flagged"):
         print(f"{result['name']}: WARNING, {summary['positions']['note']}")
+    if net.get("scenario") or net.get("params"):
+        print(f"{result['name']}: whether the answer reproduces the data: popdl check-fit --model {model} "
+              f"--prediction {out}")
     return 0
 
 

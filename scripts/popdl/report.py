@@ -556,7 +556,9 @@ def _fit_section(rep: Report, fit: dict | None, name: str, *, wanted: bool) -> s
     q = pd.Series(fit["quantiles"])
     plt = _plt()
     fig, ax = plt.subplots(figsize=(min(14, 2 + 0.14 * len(q)), 2.8))
-    ax.bar(range(len(q)), q.to_numpy(), color=["#c33" if k in set(fit["outside"]) else "#696" for k in q.index])
+    # Bars from the middle: how far each observed statistic lies from the replicates' median, and on which side.
+    ax.bar(range(len(q)), q.to_numpy() - 0.5, bottom=0.5,
+           color=["#c33" if k in set(fit["outside"]) else "#696" for k in q.index])
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.set_xticks(range(len(q)), q.index, rotation=90, fontsize=5)
     ax.set_ylim(0, 1)
