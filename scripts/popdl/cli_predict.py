@@ -114,7 +114,7 @@ def _predict_settings(args, stage="predict") -> dict:
 
 def cmd_check_data(args) -> int:
     from popdl.errors import DataError
-    from popdl.features import minor_allele_filter, observed_features
+    from popdl.features import allele_thresholds, minor_allele_filter, observed_features
     from popdl.observed import (allele_filter, allele_filter_advice, allele_filter_text, available_individuals,
                                 missing_unit_advice, missingness_profile, read_observed, skipped_text, stacks_loci,
                                 thinned, thinning_advice, with_defaults)
@@ -201,13 +201,12 @@ def cmd_check_data(args) -> int:
               + (f"WARNING, {advice}" if advice else
                  f"the config thins the simulations alike (features.one_snp_per_locus: {how})"))
     alleles = allele_filter(data)
-    fcfg = settings["features"]
-    maf, mac = float(fcfg.get("min_maf") or 0.0), int(fcfg.get("min_mac") or 1)
-    advice = allele_filter_advice(alleles, fcfg)
-    if maf > 0 or mac > 1:
-        kept = minor_allele_filter(data.genotypes, min_maf=maf, min_mac=mac).size
-        config_filter = (f"the config filters simulations and data alike (features.min_maf {maf:g}, min_mac {mac}), "
-                         f"which keeps {kept} of these {alleles['snps']} SNPs")
+    thresholds = allele_thresholds(settings["features"])
+    advice = allele_filter_advice(alleles, settings["features"])
+    if thresholds:
+        kept = minor_allele_filter(data.genotypes, **thresholds).size
+        config_filter = (f"the config filters simulations and data alike (features.min_maf {thresholds['min_maf']:g}, "
+                         f"min_mac {thresholds['min_mac']}), which keeps {kept} of these {alleles['snps']} SNPs")
     else:
         config_filter = "the config keeps every SNP (features.min_maf, min_mac)"
     print(f"{entry['name']}: minor alleles: {allele_filter_text(alleles)}; {config_filter}"

@@ -97,6 +97,8 @@ __all__ = [
     "add_missing_like",
     "one_snp_per_locus",
     "minor_allele_filter",
+    "allele_thresholds",
+    "NO_ALLELE_FILTER",
     "sites_kept",
     "load_features",
 ]
@@ -1117,10 +1119,20 @@ def minor_allele_filter(genotypes: np.ndarray, *, min_maf: float = 0.0, min_mac:
         return np.zeros(0, dtype=np.int64)
     derived, called = counts.derived[0], counts.called[0]
     minor = np.minimum(derived, called - derived)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        maf = np.where(called > 0, minor / np.maximum(called, 1), 0.0)
+    maf = minor / np.maximum(called, 1)  # 0 where nothing is called
     # A frequency equal to the threshold passes (4 of 80 calls at 0.05), whatever the rounding of the division.
     return np.flatnonzero((minor >= max(1, int(min_mac))) & (maf >= float(min_maf) - 1e-9))
+
+
+#: The thresholds of no minor-allele filter (every polymorphic site passes).
+NO_ALLELE_FILTER = {"min_maf": 0.0, "min_mac": 1}
+
+
+def allele_thresholds(features: Mapping) -> dict | None:
+    """``features.min_maf`` and ``min_mac`` as :func:`minor_allele_filter`'s keywords, or None when
+    they filter nothing (:data:`NO_ALLELE_FILTER`)."""
+    thresholds = {"min_maf": float(features.get("min_maf") or 0.0), "min_mac": int(features.get("min_mac") or 1)}
+    return None if thresholds == NO_ALLELE_FILTER else thresholds
 
 
 def sites_kept(genotypes: np.ndarray, positions: np.ndarray, locus: np.ndarray, features: Mapping, *,
@@ -1131,13 +1143,11 @@ def sites_kept(genotypes: np.ndarray, positions: np.ndarray, locus: np.ndarray, 
     (``features.one_snp_per_locus``; :func:`one_snp_per_locus`, ``random`` drawing with ``thinning_rng()``), as
     Stacks populations filters sites before ``--write-single-snp`` picks one.  None when neither is set:
     every site.  Applied alike to simulations and observed data."""
-    min_maf, min_mac = float(features.get("min_maf") or 0.0), int(features.get("min_mac") or 1)
+    thresholds = allele_thresholds(features)
     how = features.get("one_snp_per_locus")
-    filtering = min_maf > 0 or min_mac > 1
-    if not filtering and not how:
+    if thresholds is None and not how:
         return None
-    keep = minor_allele_filter(genotypes, min_maf=min_maf, min_mac=min_mac) if filtering \
-        else np.arange(np.asarray(genotypes).shape[0])
+    keep = minor_allele_filter(genotypes, **thresholds) if thresholds else np.arange(np.asarray(genotypes).shape[0])
     if how:
         g = np.asarray(genotypes)[keep]
         keep = keep[one_snp_per_locus(g, np.asarray(positions)[keep], np.asarray(locus)[keep], how=how,
@@ -1280,9 +1290,9 @@ def observed_features(data, *, features: Mapping, genome: Mapping, seed: int, re
                       thinning_rng=lambda: seeds.thinning(seed, f"__empirical_{data.name}__", 0))
     if keep is not None:
         if keep.size == 0:
+            thresholds = allele_thresholds(features) or NO_ALLELE_FILTER
             raise DataError(f"data set {data.name!r}: no SNP passes the config's minor-allele filter "
-                            f"(features.min_maf {float(features.get('min_maf') or 0):g}, "
-                            f"min_mac {int(features.get('min_mac') or 1)})")
+                            f"(features.min_maf {thresholds['min_maf']:g}, min_mac {thresholds['min_mac']})")
         data = replace(data, genotypes=g[keep], positions=np.asarray(data.positions)[keep],
                        locus=np.asarray(data.locus)[keep])
         g = data.genotypes

@@ -52,7 +52,7 @@ import numpy as np
 
 from popdl import seeds
 from popdl.errors import DataError
-from popdl.features import MISSING
+from popdl.features import MISSING, NO_ALLELE_FILTER, allele_thresholds
 from popdl.paths import located, vcf_files
 
 __all__ = [
@@ -1435,7 +1435,8 @@ def allele_filter_advice(profile: dict, features: dict) -> str | None:
     """What to set when ``data`` look filtered by minor allele (``profile``: :func:`allele_filter`)
     and the config's simulations are filtered less, or None."""
     want = profile["filter"]
-    mac, maf = int(features.get("min_mac") or 1), float(features.get("min_maf") or 0.0)
+    thresholds = allele_thresholds(features) or NO_ALLELE_FILTER
+    mac, maf = thresholds["min_mac"], thresholds["min_maf"]
     settings = []
     if want.get("min_mac", 1) > mac and not _count_follows(want["min_mac"], maf, profile["fewest_called"]):
         settings.append(f"features.min_mac: {want['min_mac']}")

@@ -61,7 +61,7 @@ import pandas as pd
 
 from popdl import seeds
 from popdl.errors import DataError
-from popdl.features import Extractor, minor_allele_filter
+from popdl.features import Extractor, allele_thresholds, minor_allele_filter
 from popdl.io import atomic_path, provenance, write_table
 from popdl.observed import Observed, read_popmap, read_vcf
 from popdl.paths import vcf_files
@@ -143,10 +143,10 @@ def scan_windows(
     snps = extractor.settings.snps
     g = np.asarray(data.genotypes, dtype=np.int8)
     poly = extractor.counts(g).polymorphic
-    min_maf, min_mac = float(features.get("min_maf") or 0.0), int(features.get("min_mac") or 1)
-    if min_maf > 0 or min_mac > 1:  # the minor-allele filter the simulations went through
+    thresholds = allele_thresholds(features)
+    if thresholds:  # the minor-allele filter the simulations went through
         poly = np.zeros_like(poly)
-        poly[minor_allele_filter(g, min_maf=min_maf, min_mac=min_mac)] = True
+        poly[minor_allele_filter(g, **thresholds)] = True
     segsites = np.array([name.startswith("segsites_") for name in extractor.stat_names], dtype=bool)
     no_stats = not extractor.spec.stats
     pending: list[tuple] = []
