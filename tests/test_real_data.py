@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -930,6 +931,10 @@ def test_check_data_reads_a_minor_allele_filter_and_suggests_it(tmp_path):
                      "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
     assert "WARNING, the config keeps the simulations' rarer" not in proc.stdout and \
         "the config filters simulations and data alike (features.min_maf 0, min_mac 2), which keeps" in proc.stdout
+    # Counted among the individuals kept (the filter's own counts run over the VCF's samples).
+    kept = re.search(r"which keeps (\d+) of the (\d+) SNPs of the individuals kept", proc.stdout)
+    read = re.search(r"(\d+) biallelic SNPs on", proc.stdout)
+    assert kept and read and int(kept.group(2)) == int(read.group(1)) >= int(kept.group(1)), proc.stdout
     # The unfiltered example has its singletons: no filter read off it.
     proc = run_popdl("check-data", "--configfile", cfg, "--vcf", RAD["vcf"], "--popmap", RAD["popmap"], "--populations",
                      "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")

@@ -206,7 +206,8 @@ def cmd_check_data(args) -> int:
     if thresholds:
         kept = minor_allele_filter(data.genotypes, **thresholds).size
         config_filter = (f"the config filters simulations and data alike (features.min_maf {thresholds['min_maf']:g}, "
-                         f"min_mac {thresholds['min_mac']}), which keeps {kept} of these {alleles['snps']} SNPs")
+                         f"min_mac {thresholds['min_mac']}), which keeps {kept} of the {data.genotypes.shape[0]} SNPs of the "
+                         "individuals kept")
     else:
         config_filter = "the config keeps every SNP (features.min_maf, min_mac)"
     print(f"{entry['name']}: minor alleles: {allele_filter_text(alleles)}; {config_filter}"
