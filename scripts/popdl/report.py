@@ -553,18 +553,29 @@ def _fit_section(rep: Report, fit: dict | None, name: str, *, wanted: bool) -> s
         worst["replicates_median"] = worst["replicates_median"].map(lambda v: _fmt(v, 4))
         body += ("<p>The statistics farthest from the replicates (two-sided p-value; quantile of the observed value "
                  "among the replicates):</p>" + _table(worst[["statistic", "p", "quantile", "observed", "replicates_median"]]))
-    q = pd.Series(fit["quantiles"])
+    # Bars from the middle: how far each observed statistic lies from the replicates' median, and on which side.
+    return body + _quantile_bars(
+        rep, pd.Series(fit["quantiles"]), outside=fit["outside"], colour="#696", from_middle=True,
+        ylabel="posterior-predictive quantile", alt=f"{name} fit check",
+        title=f"{name}: quantile of each observed statistic among the answer's replicates (red: outside)")
+
+
+def _quantile_bars(rep: Report, q: pd.Series, *, outside, colour: str, ylabel: str, title: str, alt: str,
+                   from_middle: bool = False) -> str:
+    """A bar per statistic of its observed value's quantile ``q`` among simulations (red: ``outside``
+    their range), from 0 or from the middle (0.5)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(min(14, 2 + 0.14 * len(q)), 2.8))
-    # Bars from the middle: how far each observed statistic lies from the replicates' median, and on which side.
-    ax.bar(range(len(q)), q.to_numpy() - 0.5, bottom=0.5,
-           color=["#c33" if k in set(fit["outside"]) else "#696" for k in q.index])
+    red = set(outside)
+    values = q.to_numpy()
+    ax.bar(range(len(q)), values - 0.5 if from_middle else values, bottom=0.5 if from_middle else 0.0,
+           color=["#c33" if k in red else colour for k in q.index])
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.set_xticks(range(len(q)), q.index, rotation=90, fontsize=5)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("posterior-predictive quantile")
-    ax.set_title(f"{name}: quantile of each observed statistic among the answer's replicates (red: outside)", fontsize=9)
-    return body + rep.fig(fig, f"{name} fit check")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    return rep.fig(fig, alt)
 
 
 def _answer_section(rep: Report, config: dict, results: Path) -> None:
@@ -654,15 +665,9 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
                      f"({_esc(mis['summary'])}; Mahalanobis distance {mis['distance']:.2f} on {mis['components']} principal "
                      f"components, p = {mis['p_value']:.3g}).</p>")
             q = pd.Series(mis["quantiles"])
-            plt = _plt()
-            fig, ax = plt.subplots(figsize=(min(14, 2 + 0.14 * len(q)), 2.8))
-            ax.bar(range(len(q)), q.to_numpy(), color=["#c33" if v in (0.0, 1.0) else "#669" for v in q.to_numpy()])
-            ax.axhline(0.5, color="grey", lw=0.8)
-            ax.set_xticks(range(len(q)), q.index, rotation=90, fontsize=5)
-            ax.set_ylim(0, 1)
-            ax.set_ylabel("prior-predictive quantile")
-            ax.set_title(f"{name}: quantile of each observed statistic among the simulations (red: outside)", fontsize=9)
-            body += rep.fig(fig, f"{name} statistic quantiles")
+            body += _quantile_bars(rep, q, outside=[k for k, v in q.items() if v in (0.0, 1.0)], colour="#669",
+                                   ylabel="prior-predictive quantile", alt=f"{name} statistic quantiles",
+                                   title=f"{name}: quantile of each observed statistic among the simulations (red: outside)")
         elif pred:
             body += _missing("the misspecification check (no reference simulations)")
         if pred:
