@@ -539,7 +539,8 @@ def test_cluster_loci_give_one_locus_per_aligned_tag(tmp_path):
     # SNPs 51 kb along a scaffold say nothing of a tag's length: the suggestion keeps the config's genome.length.
     proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
                      entry["popmap"], "--suggest-config")
-    suggested = yaml.safe_load(proc.stdout[proc.stdout.index("# popdl check-data --suggest-config"):])
+    suggested = yaml.safe_load(proc.stdout)  # stdout holds the suggestion alone, the report is on stderr
+    assert proc.stdout.startswith("# popdl check-data --suggest-config") and "SNPs on" in proc.stderr
     assert suggested["genome"] == {"loci": 2, "length": 1000}, proc.stdout + proc.stderr
 
 
@@ -837,13 +838,13 @@ def test_one_snp_per_locus_keeps_a_polymorphic_site_of_each_locus_and_check_data
     out = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", vcf, "--popmap", RAD["popmap"],
                     "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "loci holds one SNP: a VCF thinned to one SNP per locus" in out.stdout and \
-        "WARNING, the config keeps every simulated SNP: set features.one_snp_per_locus" in out.stdout, out.stdout
-    fragment = yaml.safe_load(out.stdout[out.stdout.index("# popdl check-data --suggest-config"):])
+    assert "loci holds one SNP: a VCF thinned to one SNP per locus" in out.stderr and \
+        "WARNING, the config keeps every simulated SNP: set features.one_snp_per_locus" in out.stderr, out.stderr
+    fragment = yaml.safe_load(out.stdout)
     assert fragment["features"]["one_snp_per_locus"] == "random"
     full = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", RAD["vcf"], "--popmap",
                      RAD["popmap"], "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
-    assert "one_snp_per_locus" not in full.stdout and "thinned" not in full.stdout
+    assert "one_snp_per_locus" not in full.stdout and "thinned" not in full.stdout + full.stderr
 
 
 RAD = {"vcf": str(REPO / "config" / "data" / "rad.vcf.gz"), "popmap": str(REPO / "config" / "data" / "rad_popmap.tsv")}
@@ -929,16 +930,16 @@ def test_check_data_reads_a_minor_allele_filter_and_suggests_it(tmp_path):
     assert load_config(tmp_path / "filtered.yaml")["features"]["min_mac"] == 2
     proc = run_popdl("check-data", "--configfile", tmp_path / "filtered.yaml", "--vcf", vcf, "--popmap", RAD["popmap"],
                      "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
-    assert "WARNING, the config keeps the simulations' rarer" not in proc.stdout and \
-        "the config filters simulations and data alike (features.min_maf 0, min_mac 2), which keeps" in proc.stdout
+    assert "WARNING, the config keeps the simulations' rarer" not in proc.stderr and \
+        "the config filters simulations and data alike (features.min_maf 0, min_mac 2), which keeps" in proc.stderr
     # Counted among the individuals kept (the filter's own counts run over the VCF's samples).
-    kept = re.search(r"which keeps (\d+) of the (\d+) SNPs of the individuals kept", proc.stdout)
-    read = re.search(r"(\d+) biallelic SNPs on", proc.stdout)
-    assert kept and read and int(kept.group(2)) == int(read.group(1)) >= int(kept.group(1)), proc.stdout
+    kept = re.search(r"which keeps (\d+) of the (\d+) SNPs of the individuals kept", proc.stderr)
+    read = re.search(r"(\d+) biallelic SNPs on", proc.stderr)
+    assert kept and read and int(kept.group(2)) == int(read.group(1)) >= int(kept.group(1)), proc.stderr
     # The unfiltered example has its singletons: no filter read off it.
     proc = run_popdl("check-data", "--configfile", cfg, "--vcf", RAD["vcf"], "--popmap", RAD["popmap"], "--populations",
                      "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
-    assert "filtered by minor allele" not in proc.stdout and "min_mac" not in proc.stdout.split("# popdl check-data")[1]
+    assert "filtered by minor allele" not in proc.stderr and "min_mac" not in proc.stdout
 
 
 def test_check_data_suggests_the_config_of_the_rad_example(tmp_path):
@@ -986,7 +987,7 @@ def test_suggest_config_takes_fewer_individuals_than_the_configs_sfs_projection_
     proc = run_popdl("check-data", "--configfile", REPO / "config" / "examples" / "rad_unphased.yaml", "--vcf", RAD["vcf"],
                      "--popmap", tmp_path / "popmap.tsv", "--suggest-config", "-")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    fragment = yaml.safe_load(proc.stdout[proc.stdout.index("# popdl check-data --suggest-config"):])
+    fragment = yaml.safe_load(proc.stdout)
     assert fragment["samples"] == {"pop1": 3, "pop2": 3}
     assert all(2 <= m <= 6 for m in fragment["features"]["sfs_projection"].values())
 
@@ -1136,8 +1137,8 @@ def test_a_vcf_per_chromosome_reads_as_the_one_file_they_were_cut_from(tmp_path)
     out = run_popdl("check-data", "--configfile", config, "--vcf", *split, "--popmap", RAD["popmap"],
                     "--populations", "nuttalli=pop1", "pugetensis=pop2", "--name", "rad", "--suggest-config", "-")
     assert out.returncode == 0, out.stderr
-    assert f"from {whole.counts['records']} records in 3 files;" in out.stdout.splitlines()[0], out.stdout
-    fragment = yaml.safe_load(out.stdout[out.stdout.index("# popdl check-data --suggest-config"):])
+    assert f"from {whole.counts['records']} records in 3 files;" in out.stderr, out.stderr
+    fragment = yaml.safe_load(out.stdout)
     assert fragment["predict"]["data"][0]["vcf"] == split
 
     def refused(vcf_entry, message):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 
+import contextlib
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +48,8 @@ def add_commands(sub) -> None:
     p.add_argument("--suggest-config", nargs="?", const="-", metavar="FILE",
                    help="write the config settings that match the data (samples, genome.loci, features.phased, the "
                         "SFS projection, the missingness model, one SNP per locus and a minor-allele filter where the "
-                        "data show them, the predict.data entry) to FILE, or print them; every individual is kept")
+                        "data show them, the predict.data entry) to FILE, or print them alone on stdout (the report then "
+                        "goes to stderr); every individual is kept")
     p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("observe", help="network inputs of one observed data set (predict.data entry)")
@@ -113,6 +116,16 @@ def _predict_settings(args, stage="predict") -> dict:
 
 
 def cmd_check_data(args) -> int:
+    if args.suggest_config != "-":
+        return _check_data(args, sys.stdout)
+    # The suggested settings alone on stdout (`... --suggest-config > suggested.yaml` is a config file); the report on stderr.
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return _check_data(args, out)
+
+
+def _check_data(args, out) -> int:
+    """``check-data``'s report on stdout; the suggested settings, if printed, on ``out``."""
     from popdl.errors import DataError
     from popdl.features import allele_thresholds, minor_allele_filter, observed_features
     from popdl.observed import (allele_filter, allele_filter_advice, allele_filter_text, available_individuals,
@@ -222,7 +235,7 @@ def cmd_check_data(args) -> int:
         print(f"{entry['name']}: WARNING, {positions['note']}")
     if args.suggest_config is not None:
         _write_suggestion(args.suggest_config, entry, data, samples=samples, genome=genome, profile=profile,
-                          projection=projection, alleles=alleles["filter"], keep_filtered=args.keep_filtered)
+                          projection=projection, alleles=alleles["filter"], keep_filtered=args.keep_filtered, out=out)
         return 0
     return 1 if refused else 0
 
@@ -256,8 +269,8 @@ def _sfs_projection(data) -> tuple[dict, str]:
 
 
 def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: dict, profile: dict,
-                      projection: dict, alleles: dict, keep_filtered: bool = False) -> None:
-    """The config fragment that matches ``data``: printed (``-``) or written to the file ``where``."""
+                      projection: dict, alleles: dict, keep_filtered: bool = False, out=None) -> None:
+    """The config fragment that matches ``data``: printed on ``out`` (``where`` is ``-``) or written to the file ``where``."""
     import yaml
 
     from popdl.io import atomic_path
@@ -293,7 +306,7 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
                else "# genome.length: the median length of the VCF header's contigs.\n" if length else "")
             + yaml.safe_dump(fragment, sort_keys=False, width=100))
     if where == "-":
-        print(text, end="")
+        print(text, end="", file=out or sys.stdout)
         return
     with atomic_path(where) as tmp:
         Path(tmp).write_text(text)
