@@ -80,7 +80,7 @@ from popdl.cli import main as popdl_main  # noqa: E402
 from popdl.config import load_config  # noqa: E402
 from popdl.plan import plan_draws  # noqa: E402
 from popdl.scenarios import Scenario  # noqa: E402
-from popdl.simulate import load_sims  # noqa: E402
+from popdl.simulate import draw_genotypes, load_sims  # noqa: E402
 from popdl.stages import stage_json  # noqa: E402
 
 SCENARIO = "isolation"
@@ -135,7 +135,7 @@ def compare(sims: dict, reference: list[list[np.ndarray]], *, loci: int) -> tupl
     off = sims["site_offsets"]
     n = len(reference)
     if loci == 1:
-        same = all(np.array_equal(sims["genotypes"][off[i]:off[i + 1]], g[0]) for i, g in enumerate(reference))
+        same = all(np.array_equal(draw_genotypes(sims, i), g[0]) for i, g in enumerate(reference))
         return f"same genotypes on both sides (first {n} draws): {same}", same
     ours = np.stack([np.bincount(sims["locus"][off[i]:off[i + 1]], minlength=loci) for i in range(n)]).ravel()
     theirs = np.array([m.shape[0] for g in reference for m in g])

@@ -693,9 +693,11 @@ def tiny_run(tmp_path_factory):
 def _observed_vcf(folder, sims_path, *, spread: float = 1.0, missing: float = 0.0):
     """Draw 0 of a simulation chunk as a phased VCF of one contig, positions × ``spread``,
     a share ``missing`` of the calls made ./."""
-    with np.load(sims_path) as sims:
-        off = sims["site_offsets"]
-        g, pos = sims["genotypes"][off[0]:off[1]], sims["positions"][off[0]:off[1]]
+    from popdl.simulate import draw_genotypes, load_sims
+
+    sims = load_sims(sims_path)
+    off = sims["site_offsets"]
+    g, pos = draw_genotypes(sims, 0), sims["positions"][off[0]:off[1]]
     rng = np.random.default_rng(5)
     names = [f"i{k}" for k in range(g.shape[1] // 2)]
     lines = [HEADER.replace("length=1000", "length=100000000") + "".join(f"\t{n}" for n in names)]

@@ -13,6 +13,7 @@ from conftest import REPO, TINY, snakemake, tiny_config, write_config
 from dry_runs import dry_run
 
 from popdl.plan import n_chunks
+from popdl.simulate import draw_genotypes, load_sims
 
 EXAMPLES = [REPO / "config" / "examples" / f"{name}.yaml" for name in ("conservation", "divergence_order")]
 MANIFEST = f"results/{TINY['run']}/dataset/manifest.json"
@@ -48,11 +49,12 @@ def per_draw(run: Path) -> dict:
     """Per (scenario, draw): genotypes, positions, parameters, image, distances and statistics."""
     out = {}
     for path in sorted((run / "sims").glob("*/*.npz")):
-        with np.load(path) as sims, np.load(run / "features" / path.parent.name / path.name) as feats:
+        with np.load(run / "features" / path.parent.name / path.name) as feats:
+            sims = load_sims(path)
             off = sims["site_offsets"]
             for i, draw in enumerate(sims["draw"]):
                 out[(path.parent.name, int(draw))] = {
-                    "genotypes": sims["genotypes"][off[i]:off[i + 1]],
+                    "genotypes": draw_genotypes(sims, i),
                     "positions": sims["positions"][off[i]:off[i + 1]],
                     "params": sims["params"][i],
                     "seeds": sims["seeds"][i],
