@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from popdl.cli import add_config_arguments, config_from_args
+from popdl.errors import ConfigError
 
 log = logging.getLogger("popdl")
 
 
 def add_commands(sub) -> None:
     p = sub.add_parser("check", help="validate a config file and print its scenarios")
-    p.add_argument("--configfile", required=True, help="a popdl config file (YAML)")
+    p.add_argument("--configfile", required=True, nargs="+", type=Path,
+                   help="a popdl config file (YAML); several are merged as Snakemake merges them, the later "
+                        "files' keys replacing the earlier's (e.g. the config and --suggest-config's file)")
+    p.add_argument("--time", nargs="?", type=int, const=3, metavar="DRAWS",
+                   help="also simulate and featurise the first DRAWS draws of each scenario (default 3), one at a "
+                        "time as the jobs do, and print what the run will cost: CPU-hours, a chunk's minutes against "
+                        "its rule's runtime, a simulate job's memory, the disk")
+    p.add_argument("--cores", type=int, default=None,
+                   help="cores the run will have, for --time's wall time (default: this machine's)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("plan", help="draw the parameters and seeds of a scenario's simulations")
@@ -49,12 +59,35 @@ def cmd_check(args) -> int:
     from popdl.scenarios import load_scenarios
     from popdl.stages import chunks
 
-    config = load_config(args.configfile)
+    from popdl.config import deep_update, load_yaml
+
+    first, *later = args.configfile
+    overrides = {}
+    for path in later:
+        loaded = load_yaml(path, name=f"config file {str(path)!r}")
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r} holds no mapping of config keys to values")
+        overrides = deep_update(overrides, loaded or {})
+    config = load_config(first, overrides=overrides or None)
     n = len(chunks(config))
-    print(f"{args.configfile}: valid. run {config['run']!r}, {config['simulations']['per_scenario']} draws per scenario in {n} chunk(s)")
+    print(f"{' + '.join(map(str, args.configfile))}: valid. run {config['run']!r}, {config['simulations']['per_scenario']} draws per scenario in {n} chunk(s)")
     for name, sc in load_scenarios(config).items():
         priors = ", ".join(f"{p} {prior.describe()}" for p, prior in sc.priors.items())
         print(f"  {name} [{sc.simulator}]: {priors}")
+    if args.time is not None:
+        import os
+
+        from popdl.costs import extrapolate, measure, report_lines
+        from popdl.device import cpu_name
+
+        cores = args.cores or os.cpu_count() or 1
+        if cores < 1:
+            raise ValueError(f"--cores {cores}: at least 1")
+        sims = config["simulations"]
+        costs = extrapolate(measure(config, args.time), per_scenario=sims["per_scenario"], chunk=sims["chunk"],
+                            cores=cores)
+        for line in report_lines(costs, machine=f"{cpu_name()}, {os.cpu_count()} cores here"):
+            print(line)
     return 0
 
 
