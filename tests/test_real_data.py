@@ -956,6 +956,7 @@ def test_check_data_suggests_the_config_of_the_rad_example(tmp_path):
     truth = json.loads((REPO / "config" / "data" / "rad_truth.json").read_text())
     assert fragment["samples"] == {"pop1": 12, "pop2": 7}  # every individual: one VCF sample is not in the popmap
     assert fragment["genome"]["length"] == truth["length"] and fragment["features"]["phased"] is False
+    assert fragment["genome"]["loci"] == truth["loci"]  # the header's 400 tags, 360 of them with a SNP here
     assert max(fragment["features"]["missing_individuals"]["pop2"]) > 0.4
     assert fragment["features"]["missing_unit"] == "locus"  # the example's loci drop out whole per individual
     assert "rad: 100% of the missing calls (loci of 2 SNPs or more) lie in loci an individual misses whole" in proc.stdout
@@ -992,6 +993,34 @@ def test_suggest_config_takes_fewer_individuals_than_the_configs_sfs_projection_
     fragment = yaml.safe_load(proc.stdout)
     assert fragment["samples"] == {"pop1": 3, "pop2": 3}
     assert all(2 <= m <= 6 for m in fragment["features"]["sfs_projection"].values())
+
+
+def test_suggest_config_counts_the_catalogues_loci_not_only_those_polymorphic_among_the_individuals_kept(tmp_path):
+    """genome.loci is the catalogue's loci, SNPs or none: the simulations' loci without a SNP among the sampled
+    individuals then match the data's. One pugetensis individual kept leaves 271 of the RAD example's loci
+    polymorphic; the header lists the catalogue's 400 tags; without contig lines, the 368 contigs with a SNP record
+    (the truth's loci with a segregating site among the 20 simulated individuals) are the lower bound."""
+    truth = json.loads((REPO / "config" / "data" / "rad_truth.json").read_text())
+    popmap = tmp_path / "popmap.tsv"
+    popmap.write_text("".join(line for line in open(RAD["popmap"]) if not line.startswith("PUG") or "PUG_001" in line))
+    meta, header, records = _vcf_lines(RAD["vcf"])
+    bare = _write_vcf(tmp_path / "bare.vcf", [m for m in meta if not m.startswith("##contig")], header, records)
+    found = {}
+    for name, vcf in (("rad", RAD["vcf"]), ("bare", bare)):
+        proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", vcf, "--popmap", popmap,
+                         "--populations", "nuttalli=pop1", "pugetensis=pop2", "--name", name, "--suggest-config", "-")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        found[name] = (yaml.safe_load(proc.stdout)["genome"]["loci"], proc.stderr)
+    assert "rad: 271 loci (contigs) with a SNP (the catalogue: 400 loci, from the VCF header's 400 contigs of at most " \
+        "300 bp), against genome.loci 1 (more than simulated: raise genome.loci to 400)" in found["rad"][1], found["rad"][1]
+    assert found["rad"][0] == truth["loci"]
+    assert found["bare"][0] == truth["loci_with_snps"] == len({r[0] for r in records})
+    assert "(the catalogue: 368 loci, from contigs with a SNP record, 271 of them polymorphic among the individuals " \
+        "kept), against genome.loci 1 (more than simulated: raise genome.loci to 368 or more)" in found["bare"][1]
+    # A header of pseudo-chromosomes lists no catalogue: each contig is a locus (--loci contigs), 4 of them.
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", REPO / "config" / "data" / "rad_chrom.vcf.gz",
+                     "--popmap", popmap, "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
+    assert proc.returncode == 0 and yaml.safe_load(proc.stdout)["genome"]["loci"] == 4, proc.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------------------ the shipped examples, end to end

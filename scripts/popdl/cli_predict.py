@@ -16,8 +16,6 @@ from popdl.cli import add_config_arguments, config_from_args, population_mapping
 log = logging.getLogger("popdl")
 #: check-data warns of individuals missing more than this share of their calls (failed libraries).
 SPARSE_INDIVIDUAL = 0.8
-#: Above this many bp, the furthest SNP of a VCF lies on a scaffold or chromosome, not within a RAD/GBS tag.
-MAX_TAG_LENGTH = 10_000
 
 
 def _data_arguments(p, *, required: bool) -> None:
@@ -128,7 +126,7 @@ def _check_data(args, out) -> int:
     """``check-data``'s report on stdout; the suggested settings, if printed, on ``out``."""
     from popdl.errors import DataError
     from popdl.features import allele_thresholds, minor_allele_filter, observed_features
-    from popdl.observed import (allele_filter, allele_filter_advice, allele_filter_text, available_individuals,
+    from popdl.observed import (allele_filter, catalogue_loci, allele_filter_advice, allele_filter_text, available_individuals,
                                 missing_unit_advice, missingness_profile, read_observed, skipped_text, stacks_loci,
                                 thinned, thinning_advice, with_defaults)
     from popdl.predict import position_check
@@ -200,11 +198,20 @@ def _check_data(args, out) -> int:
     per_locus = np.bincount(data.locus, minlength=len(data.loci))
     configured = int(genome["loci"])
     found = len(data.loci)
-    advice = ("" if found == configured else f" (more than simulated: raise genome.loci to {found} or more)"
-              if found > configured else f" ({configured - found} simulated loci have no SNP here: right if the "
-              f"catalogue holds {configured} loci with and without SNPs)")
-    print(f"{entry['name']}: {found} loci ({entry.get('loci') or 'contigs'}) with a SNP, against genome.loci {configured}"
-          f"{advice}; SNPs per locus: mean "
+    catalogue, how = catalogue_loci(data, entry.get("loci"))
+    whole = how.startswith("the VCF header")  # the catalogue itself, not a lower bound
+    if catalogue > configured:
+        advice = f" (more than simulated: raise genome.loci to {catalogue}{'' if whole else ' or more'})"
+    elif whole and catalogue < configured:
+        advice = f" (more than the catalogue's {catalogue} loci: lower genome.loci to {catalogue})"
+    elif found < configured and not whole:
+        advice = (f" ({configured - found} simulated loci have no SNP here: right if the catalogue holds {configured} "
+                  "loci with and without SNPs)")
+    else:
+        advice = ""
+    print(f"{entry['name']}: {found} loci ({entry.get('loci') or 'contigs'}) with a SNP"
+          + (f" (the catalogue: {catalogue} loci, from {how.split(':')[0]})" if catalogue != found else "")
+          + f", against genome.loci {configured}{advice}; SNPs per locus: mean "
           f"{per_locus.mean():.1f}, median {np.median(per_locus):g}, range {per_locus.min()}-{per_locus.max()}")
     if thinned(data):
         how = settings["features"].get("one_snp_per_locus")
@@ -274,7 +281,7 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
     import yaml
 
     from popdl.io import atomic_path
-    from popdl.observed import thinned
+    from popdl.observed import MAX_TAG_LENGTH, catalogue_loci, thinned
 
     mode = entry.get("loci") or "contigs"
     length = data.counts.get("contig_length_median") if mode == "contigs" else None
@@ -283,9 +290,10 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
     from_snps = not length and mode in ("contigs", "ids") and 0 < furthest <= MAX_TAG_LENGTH
     if from_snps:
         length = furthest
+    loci, how = catalogue_loci(data, mode)
     fragment = {
         "samples": {pop: int(n) for pop, n in samples.items()},
-        "genome": {"loci": len(data.loci), "length": length or genome["length"]},
+        "genome": {"loci": loci, "length": length or genome["length"]},
         "features": {"phased": data.phasing == "phased",
                      "missing_individuals": profile["individuals"], "missing_sites": profile["sites"],
                      "missing_unit": profile["unit"],
@@ -300,7 +308,7 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
             f"({len(data.individuals)} individuals, {data.counts['snps']} SNPs on {len(data.loci)} loci, "
             f"{data.phasing}); merge them into your config, or give this file after it:\n"
             "# snakemake --configfile YOUR_CONFIG.yaml THIS_FILE.yaml (the keys here replace the config's).\n"
-            "# genome.loci counts the loci with a SNP: add the loci of your catalogue without one.\n"
+            f"# genome.loci: {how}.\n"
             + ("# genome.length: the furthest SNP position within a locus (the VCF header gives no contig lengths):\n"
                "# at least the catalogue's locus length; set that length if you know it.\n" if from_snps
                else "# genome.length: the median length of the VCF header's contigs.\n" if length else "")

@@ -63,6 +63,8 @@ __all__ = [
     "id_locus",
     "id_loci",
     "stacks_loci",
+    "catalogue_loci",
+    "MAX_TAG_LENGTH",
     "available_individuals",
     "missingness_profile",
     "read_popmap",
@@ -507,6 +509,7 @@ def read_vcf(
     data = reading.observed(name=name, length=length, source=_source(paths))
     data.counts["vcf_files"] = len(paths)
     if header_lengths:
+        data.counts.update(header_contigs=len(header_lengths), header_contig_max=max(header_lengths.values()))
         kept = [header_lengths[c] for c in data.loci if c in header_lengths]
         if kept:
             data.counts["contig_length_median"] = float(np.median(kept))
@@ -723,6 +726,9 @@ class _Records:
                             + ("; predict.keep_filtered (--keep-filtered) would use them)" if counts["filtered"] else ")"))
         used = set(self.loci_idx)
         counts["snps"] = len(self.blocks)
+        # Contigs with a biallelic SNP record (one the caller found variable), those monomorphic among the
+        # individuals kept included: loci of the catalogue all the same.
+        counts["file_loci"] = len({contig for contig, _, _ in self.file_alleles} | used)
         counts["max_position"] = int(max(self.positions))  # bp; a de novo catalogue's SNPs lie within its loci
         counts["empty_contigs"] = [c for i, c in enumerate(contigs) if i not in used and c not in self.haploid]
         counts["individuals"] = len(self.chosen)
@@ -1277,6 +1283,36 @@ def id_loci(data: Observed, length: float) -> Observed:
     out = cluster_loci(grouped, length)
     out.counts = dict(data.counts, contigs=len(data.loci), id_loci=len(order_of))
     return out
+
+
+#: Above this many bp, the furthest SNP of a VCF lies on a scaffold or chromosome, not within a RAD/GBS tag;
+#: a VCF header whose contigs are all this short lists a catalogue of tags.
+MAX_TAG_LENGTH = 10_000
+
+
+def catalogue_loci(data: Observed, mode: str | None) -> tuple[int, str]:
+    """How many loci the data's catalogue holds, SNPs or none, as far as a VCF read one contig per
+    locus (``mode`` contigs) tells: what ``genome.loci`` should be, with the reason.
+
+    The loci with a SNP among the individuals kept undercount it: a locus polymorphic only in
+    samples the popmap leaves out is in the catalogue too, and a catalogue's monomorphic loci
+    (most tags) leave no record.  A header whose contigs are all tags
+    (at most :data:`MAX_TAG_LENGTH` bp; dDocent's and other de novo references list every tag)
+    gives the catalogue whole; otherwise the contigs with a biallelic SNP record (variable among the
+    samples the caller saw) are a lower bound.  Other modes (windows, clusters, ids): the loci with a SNP.
+    """
+    kept, c = len(data.loci), data.counts
+    if (mode or "contigs") != "contigs":
+        return kept, f"loci ({mode}) with a SNP"
+    in_file = max(kept, int(c.get("file_loci", 0)))
+    header, longest = int(c.get("header_contigs", 0)), int(c.get("header_contig_max", 0))
+    if header >= in_file and 0 < longest <= MAX_TAG_LENGTH:
+        return header, (f"the VCF header's {header} contigs of at most {longest} bp: a catalogue of tags, "
+                        "with and without SNPs")
+    if in_file > kept:
+        return in_file, (f"contigs with a SNP record, {kept} of them polymorphic among the individuals kept: add "
+                         "the catalogue's loci without one")
+    return kept, "contigs with a SNP: add the catalogue's loci without one"
 
 
 def stacks_loci(ids: list[str] | None) -> int:
