@@ -1017,6 +1017,15 @@ def test_suggest_config_counts_the_catalogues_loci_not_only_those_polymorphic_am
     assert found["bare"][0] == truth["loci_with_snps"] == len({r[0] for r in records})
     assert "(the catalogue: 368 loci, from contigs with a SNP record, 271 of them polymorphic among the individuals " \
         "kept), against genome.loci 1 (more than simulated: raise genome.loci to 368 or more)" in found["bare"][1]
+    # A header listing 600 more tags without a record: taken as the catalogue, with a warning that it may predate
+    # the filters.
+    wide = _write_vcf(tmp_path / "wide.vcf", meta + [f"##contig=<ID=tag{i},length=300>" for i in range(600)], header,
+                      records)
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", wide, "--popmap", popmap,
+                     "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
+    assert yaml.safe_load(proc.stdout)["genome"]["loci"] == 1000 and \
+        "WARNING, only 368 of the VCF header's 1000 tags hold a SNP record" in proc.stderr, proc.stderr[-2000:]
+    assert "tags hold a SNP record" not in found["rad"][1]
     # A header of pseudo-chromosomes lists no catalogue: each contig is a locus (--loci contigs), 4 of them.
     proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", REPO / "config" / "data" / "rad_chrom.vcf.gz",
                      "--popmap", popmap, "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")

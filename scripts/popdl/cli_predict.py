@@ -126,7 +126,7 @@ def _check_data(args, out) -> int:
     """``check-data``'s report on stdout; the suggested settings, if printed, on ``out``."""
     from popdl.errors import DataError
     from popdl.features import allele_thresholds, minor_allele_filter, observed_features
-    from popdl.observed import (allele_filter, catalogue_loci, allele_filter_advice, allele_filter_text, available_individuals,
+    from popdl.observed import (HEADER_SHARE, allele_filter, catalogue_loci, allele_filter_advice, allele_filter_text, available_individuals,
                                 missing_unit_advice, missingness_profile, read_observed, skipped_text, stacks_loci,
                                 thinned, thinning_advice, with_defaults)
     from popdl.predict import position_check
@@ -213,6 +213,12 @@ def _check_data(args, out) -> int:
           + (f" (the catalogue: {catalogue} loci, from {how.split(':')[0]})" if catalogue != found else "")
           + f", against genome.loci {configured}{advice}; SNPs per locus: mean "
           f"{per_locus.mean():.1f}, median {np.median(per_locus):g}, range {per_locus.min()}-{per_locus.max()}")
+    with_record = int(c.get("file_loci", found))
+    if whole and with_record < HEADER_SHARE * catalogue:
+        print(f"{entry['name']}: WARNING, only {with_record} of the VCF header's {catalogue} tags hold a SNP record: a "
+              "species of low diversity, or a reference written before filters dropped whole loci (vcftools "
+              "--max-missing, bcftools view -i); in that case the catalogue is the loci that passed them: set "
+              "genome.loci to their number")
     if thinned(data):
         how = settings["features"].get("one_snp_per_locus")
         advice = thinning_advice(data, settings["features"])

@@ -65,6 +65,7 @@ __all__ = [
     "stacks_loci",
     "catalogue_loci",
     "MAX_TAG_LENGTH",
+    "HEADER_SHARE",
     "available_individuals",
     "missingness_profile",
     "read_popmap",
@@ -1290,6 +1291,11 @@ def id_loci(data: Observed, length: float) -> Observed:
 MAX_TAG_LENGTH = 10_000
 
 
+#: check-data warns when fewer than this share of a VCF header's tags hold a SNP record: a low diversity,
+#: or a reference from before filters that dropped whole loci (:func:`catalogue_loci`).
+HEADER_SHARE = 0.5
+
+
 def catalogue_loci(data: Observed, mode: str | None) -> tuple[int, str]:
     """How many loci the data's catalogue holds, SNPs or none, as far as a VCF read one contig per
     locus (``mode`` contigs) tells: what ``genome.loci`` should be, with the reason.
@@ -1298,8 +1304,11 @@ def catalogue_loci(data: Observed, mode: str | None) -> tuple[int, str]:
     samples the popmap leaves out is in the catalogue too, and a catalogue's monomorphic loci
     (most tags) leave no record.  A header whose contigs are all tags
     (at most :data:`MAX_TAG_LENGTH` bp; dDocent's and other de novo references list every tag)
-    gives the catalogue whole; otherwise the contigs with a biallelic SNP record (variable among the
-    samples the caller saw) are a lower bound.  Other modes (windows, clusters, ids): the loci with a SNP.
+    gives the catalogue whole, unless filters dropped whole loci after the header was written (a
+    reference's tags, then ``vcftools --max-missing``): the data cannot tell a filtered locus from a
+    monomorphic one, so the reason says so, and ``check-data`` warns when fewer than
+    :data:`HEADER_SHARE` of the header's tags hold a SNP record.  Otherwise the contigs with a
+    biallelic SNP record (variable among the samples the caller saw) are a lower bound.  Other modes (windows, clusters, ids): the loci with a SNP.
     """
     kept, c = len(data.loci), data.counts
     if (mode or "contigs") != "contigs":
@@ -1308,7 +1317,8 @@ def catalogue_loci(data: Observed, mode: str | None) -> tuple[int, str]:
     header, longest = int(c.get("header_contigs", 0)), int(c.get("header_contig_max", 0))
     if header >= in_file and 0 < longest <= MAX_TAG_LENGTH:
         return header, (f"the VCF header's {header} contigs of at most {longest} bp: a catalogue of tags, "
-                        "with and without SNPs")
+                        f"with and without SNPs ({in_file} with a SNP record; if filters removed whole loci, count "
+                        "the loci that passed them)")
     if in_file > kept:
         return in_file, (f"contigs with a SNP record, {kept} of them polymorphic among the individuals kept: add "
                          "the catalogue's loci without one")
