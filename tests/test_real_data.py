@@ -1028,8 +1028,42 @@ def test_suggest_config_counts_the_catalogues_loci_not_only_those_polymorphic_am
     assert "tags hold a SNP record" not in found["rad"][1]
     # A header of pseudo-chromosomes lists no catalogue: each contig is a locus (--loci contigs), 4 of them.
     proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", REPO / "config" / "data" / "rad_chrom.vcf.gz",
-                     "--popmap", popmap, "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
+                     "--popmap", popmap, "--populations", "nuttalli=pop1", "pugetensis=pop2", "--loci", "contigs",
+                     "--suggest-config", "-")
     assert proc.returncode == 0 and yaml.safe_load(proc.stdout)["genome"]["loci"] == 4, proc.stderr[-2000:]
+
+
+def test_snps_in_clusters_along_long_contigs_read_as_reads_aligned_to_a_reference(tmp_path):
+    """The RAD example's tags (300 bp) placed along four pseudo-chromosomes: read as whole contigs they would be
+    compared with simulations of every base of 500 kb; check-data says so, and --suggest-config reads them as
+    clusters with a tag length from the gaps. Whole-sequence data (the default example, the sweep chromosome)
+    are not flagged."""
+    from popdl.observed import clustered_snps, tag_length
+
+    chrom = str(REPO / "config" / "data" / "rad_chrom.vcf.gz")
+    args = ("--vcf", chrom, "--popmap", RAD["popmap"], "--populations", "nuttalli=pop1", "pugetensis=pop2")
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), *args)
+    assert "rad_chrom: WARNING, the SNPs lie in clusters along contigs longer than a tag" in proc.stdout, proc.stdout
+    assert "rad_chrom: 4 loci (contigs) with a SNP" in proc.stdout  # the config's reading, warned about, not changed
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), *args, "--suggest-config", "-")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fragment = yaml.safe_load(proc.stdout)
+    assert fragment["predict"]["data"][0]["loci"] == "clusters" and 300 <= fragment["genome"]["length"] <= 600
+    assert 330 <= fragment["genome"]["loci"] <= 368 and fragment["features"]["missing_unit"] == "locus", fragment
+    assert "the report below and the suggestion read them so" in proc.stderr
+    # --loci given: the reading asked for stays.
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), *args, "--loci", "contigs", "--suggest-config", "-")
+    assert yaml.safe_load(proc.stdout)["genome"]["loci"] == 4 and "suggestion read them so" not in proc.stderr
+    for name in ("example", "sweep_chr"):
+        data = read_observed({"name": name, "vcf": str(REPO / "config" / "data" / f"{name}.vcf.gz"),
+                              "popmap": str(REPO / "config" / "data" / f"{name}_popmap.tsv")},
+                             samples={"pop1": 10, "pop2": 10} if name == "example" else {"pop1": 10}, seed=1, phased=False)
+        assert clustered_snps(data) is None, name
+    # Tags of 150 bp, two to four SNPs each, 5-50 kb apart: the gaps thin out from the tag's length on.
+    rng = np.random.default_rng(3)
+    gaps = np.concatenate([np.r_[rng.uniform(5000, 50000), np.diff(np.sort(rng.uniform(0, 150, rng.integers(2, 5))))]
+                           for _ in range(400)])
+    assert 150 <= tag_length(gaps[gaps > 0]) <= 300
 
 
 # ------------------------------------------------------------------------------------ the shipped examples, end to end

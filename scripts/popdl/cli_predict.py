@@ -126,7 +126,7 @@ def _check_data(args, out) -> int:
     """``check-data``'s report on stdout; the suggested settings, if printed, on ``out``."""
     from popdl.errors import DataError
     from popdl.features import allele_thresholds, minor_allele_filter, observed_features
-    from popdl.observed import (HEADER_SHARE, allele_filter, catalogue_loci, allele_filter_advice, allele_filter_text, available_individuals,
+    from popdl.observed import (HEADER_SHARE, allele_filter, catalogue_loci, cluster_loci, clustered_snps, allele_filter_advice, allele_filter_text, available_individuals,
                                 missing_unit_advice, missingness_profile, read_observed, skipped_text, stacks_loci,
                                 thinned, thinning_advice, with_defaults)
     from popdl.predict import position_check
@@ -149,6 +149,20 @@ def _check_data(args, out) -> int:
                           genome_length=float(genome["loci"]) * float(genome["length"]),
                           strict=popt.get("strict_samples", False), phased=False, locus_length=float(genome["length"]),
                           keep_filtered=args.keep_filtered or popt.get("keep_filtered", False))
+    clustered = clustered_snps(data) if "vcf" in entry and (entry.get("loci") or "contigs") == "contigs" else None
+    if clustered:
+        switch = args.suggest_config is not None and not args.loci
+        print(f"{entry['name']}: WARNING, the SNPs lie in clusters along contigs longer than a tag (the median gap "
+              f"between neighbouring SNPs, {clustered['median']:.0f} bp, is {clustered['ratio']:.0%} of their mean; about 69% along "
+              "sequenced contigs): RAD/GBS reads aligned to a reference. Read as whole contigs, they are compared with "
+              "simulations of every base of each contig; read them as clusters, --loci clusters (predict.data[].loci: "
+              f"clusters), with genome.length your tags' length (the gaps thin out beyond about {clustered['length']} bp)"
+              + (f"; the report below and the suggestion read them so, with genome.length {clustered['length']}"
+                 if switch else ""))
+        if switch:
+            entry["loci"] = "clusters"
+            genome = settings["genome"] = {**genome, "length": clustered["length"]}
+            data = cluster_loci(data, clustered["length"])
     # --suggest-config takes every individual available, which the config's SFS projection may not fit.
     fitted = settings["features"] if args.suggest_config is None else _projection_within(settings["features"], samples)
     feats = observed_features(data, features=fitted, genome=genome, seed=settings["seed"],
@@ -248,7 +262,8 @@ def _check_data(args, out) -> int:
         print(f"{entry['name']}: WARNING, {positions['note']}")
     if args.suggest_config is not None:
         _write_suggestion(args.suggest_config, entry, data, samples=samples, genome=genome, profile=profile,
-                          projection=projection, alleles=alleles["filter"], keep_filtered=args.keep_filtered, out=out)
+                          projection=projection, alleles=alleles["filter"], keep_filtered=args.keep_filtered, out=out,
+                          clusters=clustered)
         return 0
     return 1 if refused else 0
 
@@ -282,7 +297,8 @@ def _sfs_projection(data) -> tuple[dict, str]:
 
 
 def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: dict, profile: dict,
-                      projection: dict, alleles: dict, keep_filtered: bool = False, out=None) -> None:
+                      projection: dict, alleles: dict, keep_filtered: bool = False, out=None,
+                      clusters: dict | None = None) -> None:
     """The config fragment that matches ``data``: printed on ``out`` (``where`` is ``-``) or written to the file ``where``."""
     import yaml
 
@@ -315,7 +331,10 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
             f"{data.phasing}); merge them into your config, or give this file after it:\n"
             "# snakemake --configfile YOUR_CONFIG.yaml THIS_FILE.yaml (the keys here replace the config's).\n"
             f"# genome.loci: {how}.\n"
-            + ("# genome.length: the furthest SNP position within a locus (the VCF header gives no contig lengths):\n"
+            + (f"# genome.length: where the gaps between neighbouring SNPs thin out ({clusters['length']} bp), the SNPs read as "
+               "clusters (RAD/GBS reads aligned to a reference):\n# set your tags' length if you know it.\n"
+               if clusters and mode == "clusters" else
+               "# genome.length: the furthest SNP position within a locus (the VCF header gives no contig lengths):\n"
                "# at least the catalogue's locus length; set that length if you know it.\n" if from_snps
                else "# genome.length: the median length of the VCF header's contigs.\n" if length else "")
             + yaml.safe_dump(fragment, sort_keys=False, width=100))
