@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import REPO, tiny_config, write_config
 
-from popdl.costs import RULE_MEMORY, RULE_RUNTIME, extrapolate
+from popdl.costs import RULE_MEMORY, RULE_RUNTIME, extrapolate, tuning_line
 
 
 def _rule_resource(rule: str, key: str) -> int:
@@ -52,6 +52,7 @@ def test_popdl_check_time_measures_the_configs_own_draws(tmp_path):
     assert "3 scenario(s) x 1000 draws, 30 chunks of 100 per step" in out and "on 4 core(s)" in out
     assert re.search(r"one chunk of 100 draws: up to [\d.]+ min to simulate \(the rule asks SLURM for 120 min\)", out)
     assert "WARNING" not in out  # tiny draws: nothing near the rules' limits
+    assert "tuning: 8 trials on 2 worker(s), 4 each, without a time limit per trial" in out
     assert not list(scratch.iterdir())  # the draws were simulated in a temporary folder, now gone
 
 
@@ -80,3 +81,8 @@ def test_a_simulate_job_past_its_rules_memory_is_warned_with_the_resources_that_
     assert any("a simulate job needs about 2300 MB, more than the 2000 MB" in w and "mem_mb: 3000 * attempt" in w
                for w in costs["warnings"]), costs["warnings"]
     assert costs["run"]["disk_gb"]["sims"] == pytest.approx(500 * 2e6 / 1e9)
+
+
+def test_the_tuning_line_says_what_bounds_the_sweeps_time():
+    assert "about 3 min of training per worker" in tuning_line({"trials": 8, "workers": 2, "trial_seconds": 45})
+    assert "3 each" in tuning_line({"trials": 5, "workers": 2, "trial_seconds": None})

@@ -86,7 +86,7 @@ def cmd_check(args) -> int:
         sims = config["simulations"]
         costs = extrapolate(measure(config, args.time), per_scenario=sims["per_scenario"], chunk=sims["chunk"],
                             cores=cores)
-        for line in report_lines(costs, machine=f"{cpu_name()}, {os.cpu_count()} cores here"):
+        for line in report_lines(costs, machine=f"{cpu_name()}, {os.cpu_count()} cores here", tuning=config["tuning"]):
             print(line)
     return 0
 

@@ -11,7 +11,8 @@ seeds as chunk 0's first rows), one draw at a time as the ``simulate`` and
   cores given, the minutes of one chunk against the runtime its rule asks of
   SLURM (:data:`RULE_RUNTIME`; ``profiles/slurm`` asks the same, times the
   attempt), the memory of one simulate job against its rule's
-  (:data:`RULE_MEMORY`), the disk the simulations and features take.
+  (:data:`RULE_MEMORY`), the disk the simulations and features take;
+* what bounds the sweep's time (:func:`tuning_line`).
 
 A chunk that would run past half its rule's runtime, or a job whose memory
 would pass its rule's, gets a ``WARNING`` line with the ``simulations.chunk``
@@ -34,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["RULE_RUNTIME", "RULE_MEMORY", "CHUNK_SHARE", "measure", "extrapolate", "report_lines"]
+__all__ = ["RULE_RUNTIME", "RULE_MEMORY", "CHUNK_SHARE", "measure", "extrapolate", "report_lines", "tuning_line"]
 
 log = logging.getLogger("popdl.costs")
 
@@ -59,7 +60,6 @@ def _peak_mb() -> float:
 def measure(config: dict, draws: int, *, workdir: str | Path | None = None) -> dict:
     """Simulate and featurise the first ``draws`` draws of every scenario of a prepared ``config``,
     one draw at a time; per scenario, the per-draw seconds, sites and file sizes."""
-    from popdl.cli_core import _with_defaults
     from popdl.features import features_chunk
     from popdl.plan import plan_draws
     from popdl.scenarios import Scenario
@@ -72,7 +72,7 @@ def measure(config: dict, draws: int, *, workdir: str | Path | None = None) -> d
     out = {"draws": draws, "scenarios": {}}
     with tempfile.TemporaryDirectory(prefix="popdl-time-", dir=workdir) as tmp:
         for name in config["scenarios"]:
-            cfg = _with_defaults(stage_config(config, "simulate", name))
+            cfg = stage_config(config, "simulate", name)  # a prepared config's slice: max_tries included
             scenario = Scenario.from_config(name, cfg)
             plan = plan_draws(scenario, root_seed=cfg["seed"], start=0, stop=draws)
             rows = []
@@ -150,7 +150,21 @@ def _size(gb: float) -> str:
     return f"{gb:.1f} GB" if gb >= 1 else f"{gb * 1000:.0f} MB"
 
 
-def report_lines(costs: dict, *, machine: str) -> list[str]:
+def tuning_line(tuning: dict) -> str:
+    """What bounds the sweep's time: the trials per worker and ``tuning.trial_seconds``."""
+    trials, workers = int(tuning["trials"]), int(tuning["workers"])
+    each = math.ceil(trials / workers)
+    limit = tuning.get("trial_seconds")
+    if limit:
+        return (f"tuning: {trials} trials on {workers} worker(s), {each} each, a trial's training stopped after the first "
+                f"epoch past {limit:g} s (tuning.trial_seconds): about {each * float(limit) / 60:.0f} min of training per "
+                "worker, plus each trial's start and scoring; then the final fit")
+    return (f"tuning: {trials} trials on {workers} worker(s), {each} each, without a time limit per trial "
+            "(tuning.trial_seconds: null): the sweep's time follows the networks searched and the data; "
+            "tuning.trial_seconds bounds it")
+
+
+def report_lines(costs: dict, *, machine: str, tuning: dict | None = None) -> list[str]:
     """The lines ``popdl check --time`` prints."""
     run = costs["run"]
     draws = {s["draws_measured"] for s in costs["scenarios"].values()}
@@ -171,5 +185,7 @@ def report_lines(costs: dict, *, machine: str) -> list[str]:
                  f"({RULE_RUNTIME['features']} min); a simulate job's memory about {run['simulate_mb']:.0f} MB "
                  f"({RULE_MEMORY['simulate']} MB asked)")
     lines.append(f"disk: simulations {_size(run['disk_gb']['sims'])}, features {_size(run['disk_gb']['features'])}")
+    if tuning:
+        lines.append(tuning_line(tuning))
     lines += [f"WARNING: {w}" for w in costs["warnings"]]
     return lines
