@@ -1293,6 +1293,10 @@ def id_loci(data: Observed, length: float) -> Observed:
 MAX_TAG_LENGTH = 10_000
 
 
+#: A VCF header whose contigs are all at most this long (bp) lists a catalogue of tags, single or paired-end
+#: reads' contigs (:func:`catalogue_loci`): a draft genome's scaffolds, most of them without a tag, run longer.
+CATALOGUE_TAG_LENGTH = 2_000
+
 #: check-data warns when fewer than this share of a VCF header's tags hold a SNP record: a low diversity,
 #: or a reference from before filters that dropped whole loci (:func:`catalogue_loci`).
 HEADER_SHARE = 0.5
@@ -1305,7 +1309,8 @@ def catalogue_loci(data: Observed, mode: str | None) -> tuple[int, str]:
     The loci with a SNP among the individuals kept undercount it: a locus polymorphic only in
     samples the popmap leaves out is in the catalogue too, and a catalogue's monomorphic loci
     (most tags) leave no record.  A header whose contigs are all tags
-    (at most :data:`MAX_TAG_LENGTH` bp; dDocent's and other de novo references list every tag)
+    (at most :data:`CATALOGUE_TAG_LENGTH` bp; dDocent's and other de novo references list every tag,
+    where a draft genome's scaffolds, most of them without a tag, run longer)
     gives the catalogue whole, unless filters dropped whole loci after the header was written (a
     reference's tags, then ``vcftools --max-missing``): the data cannot tell a filtered locus from a
     monomorphic one, so the reason says so, and ``check-data`` warns when fewer than
@@ -1317,7 +1322,7 @@ def catalogue_loci(data: Observed, mode: str | None) -> tuple[int, str]:
         return kept, f"loci ({mode}) with a SNP: add the catalogue's loci without one"
     in_file = max(kept, int(c.get("file_loci", 0)))
     header, longest = int(c.get("header_contigs", 0)), int(c.get("header_contig_max", 0))
-    if header >= in_file and 0 < longest <= MAX_TAG_LENGTH:
+    if header >= in_file and 0 < longest <= CATALOGUE_TAG_LENGTH:
         return header, (f"the VCF header's {header} contigs of at most {longest} bp: a catalogue of tags, "
                         f"with and without SNPs ({in_file} with a SNP record; if filters removed whole loci, count "
                         "the loci that passed them)")
