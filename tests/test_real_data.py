@@ -1066,6 +1066,24 @@ def test_snps_in_clusters_along_long_contigs_read_as_reads_aligned_to_a_referenc
     assert 150 <= tag_length(gaps[gaps > 0]) <= 300
 
 
+def test_a_prediction_notes_a_genome_the_data_were_not_sampled_from():
+    """The notes a prediction carries: genome.loci off the header's catalogue of 400 tags, and a VCF of tags aligned
+    to pseudo-chromosomes read as whole contigs; none for the RAD example's own config."""
+    from popdl.observed import layout_notes
+
+    mapping = {"nuttalli": "pop1", "pugetensis": "pop2"}
+    rad = read_observed(dict(RAD, name="rad", populations=mapping), samples={"pop1": 10, "pop2": 7}, seed=1, phased=False)
+    assert layout_notes(rad, {"loci": 400, "length": 300}, "contigs") == []
+    few, many = layout_notes(rad, {"loci": 300, "length": 300}, None), layout_notes(rad, {"loci": 500, "length": 300}, None)
+    assert len(few) == len(many) == 1 and "genome.loci is 300, the data's catalogue 400 loci" in few[0] and \
+        "set genome.loci to 400" in many[0]
+    assert layout_notes(rad, {"loci": 300, "length": 300}, "windows") == []  # loci cut otherwise: no catalogue
+    chrom = read_observed(dict(RAD, vcf=str(REPO / "config" / "data" / "rad_chrom.vcf.gz"), name="chrom", populations=mapping),
+                          samples={"pop1": 10, "pop2": 7}, seed=1, phased=False)
+    notes = layout_notes(chrom, {"loci": 4, "length": 600_000}, "contigs")
+    assert len(notes) == 1 and "the SNPs lie in clusters along contigs longer than a tag" in notes[0], notes
+
+
 # ------------------------------------------------------------------------------------ the shipped examples, end to end
 TINY_RUN = {
     "simulations": {"per_scenario": 15, "chunk": 15, "shard_size": 50,

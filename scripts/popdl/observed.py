@@ -77,6 +77,7 @@ __all__ = [
     "skipped_text",
     "thinned",
     "sampling_notes",
+    "layout_notes",
     "missing_unit_advice",
     "allele_filter",
     "allele_filter_advice",
@@ -1600,6 +1601,34 @@ def sampling_notes(data: Observed, features: dict) -> list[str]:
     advice = allele_filter_advice(alleles, features)
     if advice:
         notes.append(f"minor alleles: {allele_filter_text(alleles)}, but " + advice)
+    return notes
+
+
+#: genome.loci off a catalogue the VCF header lists by more than this factor: a prediction note.
+LOCI_NOTE_FACTOR = 1.1
+
+
+def layout_notes(data: Observed, genome: dict, mode: str | None) -> list[str]:
+    """What the config's genome does otherwise than ``data`` were read (a VCF, ``mode`` its
+    ``loci``): SNPs in clusters along long contigs read whole (:func:`clustered_snps`), and
+    ``genome.loci`` off the data's catalogue (:func:`catalogue_loci`): fewer loci than the
+    contigs with a SNP record, or another number than the header's tags.  Empty when they agree."""
+    notes = []
+    if (mode or "contigs") != "contigs":
+        return notes
+    clusters = clustered_snps(data)
+    if clusters:
+        notes.append(f"the SNPs lie in clusters along contigs longer than a tag (the median gap between neighbouring "
+                     f"SNPs is {clusters['ratio']:.0%} of their mean): RAD/GBS reads aligned to a reference, read as whole "
+                     "contigs and compared with simulations of every base of each; read them with loci: clusters and "
+                     "genome.length the tags' length (popdl check-data --suggest-config)")
+    catalogue, how = catalogue_loci(data, mode)
+    loci = int(genome["loci"])
+    whole = how.startswith("the VCF header")
+    if loci < catalogue / (LOCI_NOTE_FACTOR if whole else 1.0) or (whole and loci > catalogue * LOCI_NOTE_FACTOR):
+        notes.append(f"genome.loci is {loci}, the data's catalogue {catalogue} loci ({how.split(':')[0]}): every count per "
+                     "data set (SNPs, the SFS) and the sizes estimated from them follow the loci simulated; set "
+                     f"genome.loci to {catalogue}{'' if whole else ' or more'}")
     return notes
 
 

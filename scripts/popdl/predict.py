@@ -48,7 +48,7 @@ from popdl.features import observed_features
 from popdl.io import atomic_path, provenance, save_npz, write_json
 from popdl.misspec import Misspecification
 from popdl.model_io import load_model
-from popdl.observed import read_observed, sampling_notes, with_defaults
+from popdl.observed import layout_notes, read_observed, sampling_notes, with_defaults
 
 __all__ = [
     "observe",
@@ -113,6 +113,8 @@ def observed_inputs(entry: dict, settings: dict, *, base_dir: str | Path | None 
         notes.append(f"{data.missing_rate:.1%} of calls are missing but the simulations had {trained_rate:.1%}; "
                      f"set features.missing_rate: {data.missing_rate:.3f} to train with the same missingness")
     notes += sampling_notes(data, settings["features"])
+    if "vcf" in entry:
+        notes += layout_notes(data, genome, entry.get("loci"))
     snps = int(settings["features"]["snps"])
     if data.counts["snps"] < snps:
         notes.append(f"only {data.counts['snps']} SNPs for an image of {snps} columns (padded)")
