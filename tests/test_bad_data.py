@@ -36,7 +36,7 @@ EXAMPLE_VCF = REPO / "config" / "data" / "example.vcf.gz"
 EXAMPLE_POPMAP = REPO / "config" / "data" / "example_popmap.tsv"
 # The shipped example: 11 + 10 phased diploids on ten 100 kb contigs (chr1..chr10).
 SAMPLES = {"pop1": 10, "pop2": 10}
-GENOME = {"loci": 1, "length": 100000, "mutation_rate": 1.0e-8, "recombination_rate": 1.0e-8}
+GENOME = {"loci": 10, "length": 100000, "mutation_rate": 1.0e-8, "recombination_rate": 1.0e-8}  # the shipped example's
 SNPS = 32
 
 _TEXT = gzip.decompress(EXAMPLE_VCF.read_bytes()).decode()
