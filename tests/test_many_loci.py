@@ -114,6 +114,21 @@ def test_each_site_is_carried_by_the_samples_below_one_branch_of_its_tree():
     assert checked_several > 10
 
 
+def test_loci_of_several_trees_give_the_same_genotypes_a_batch_at_a_time(monkeypatch):
+    """The loci with recombination get their genotypes a batch of loci at a time (bounded memory): batches of
+    100 edges, a dozen or more of them here, give the draw byte for byte."""
+    from popdl.simulators import msprime_sim
+
+    config, scenario, sim = _setup(150)
+    whole = sim.simulate(scenario, PARAMS, SEEDS)
+    several = sum(ts.num_edges for ts in _genealogies(config, scenario) if ts.num_trees > 1)
+    assert several > 12 * 100
+    monkeypatch.setattr(msprime_sim, "TREE_BATCH_EDGES", 100)
+    batched = sim.simulate(scenario, PARAMS, SEEDS)
+    for x, y in ((whole.genotypes, batched.genotypes), (whole.positions, batched.positions), (whole.locus, batched.locus)):
+        assert x.tobytes() == y.tobytes()
+
+
 def test_replicates_are_msprime_replicates_and_public_path_gives_the_same_arrays():
     """Without recombination, popdl's replicates are byte for byte those of
     ``msprime.sim_ancestry(num_replicates=...)`` from the same seed, and the draw
