@@ -45,8 +45,9 @@ RULE_RUNTIME = {"simulate": 120, "features": 60}
 #: Memory in MB the workflow's rules ask for (``resources: mem_mb``; workflow/rules/*.smk).
 RULE_MEMORY = {"simulate": 2000, "features": 2000}
 
-#: The memory a warning asks for: the estimate times this. A few draws' mean falls short of a chunk's
-#: (a GBS-sized chunk of 250 draws peaked at 3.6 GB where three draws gave 2.9 GB).
+#: A simulate job's memory is warned of when the estimate times this passes its rule's, and the warning asks
+#: for that much: a few draws' mean falls short of a chunk's (a GBS-sized chunk of 250 draws peaked at 2.4 GB
+#: where three draws gave 1.8 GB).
 MEMORY_MARGIN = 1.5
 
 #: A chunk expected to take more than this share of its rule's runtime gets a warning: the mean rests
@@ -142,11 +143,11 @@ def extrapolate(measured: dict, *, per_scenario: int, chunk: int, cores: int) ->
             warnings.append(f"a chunk of {chunk} draws of {name} takes about {slowest:.0f} min to {step}, more than "
                             f"{CHUNK_SHARE:.0%} of the {limit} min the {step} rule asks of SLURM (profiles/slurm: "
                             f"{limit} x attempt): set simulations.chunk to {fits} or fewer")
-    if run["simulate_mb"] > RULE_MEMORY["simulate"]:
+    if run["simulate_mb"] * MEMORY_MARGIN > RULE_MEMORY["simulate"]:
         need = int(math.ceil(run["simulate_mb"] * MEMORY_MARGIN / 500.0) * 500)
-        warnings.append(f"a simulate job needs about {run['simulate_mb']:.0f} MB, more than the {RULE_MEMORY['simulate']} "
-                        f"MB its rule asks for: the first attempt would run out of memory on SLURM; in your profile, "
-                        f"set-resources: simulate: mem_mb: {need} * attempt")
+        warnings.append(f"a simulate job needs about {run['simulate_mb']:.0f} MB, up to {need} MB with dearer draws than "
+                        f"these, more than the {RULE_MEMORY['simulate']} MB its rule asks for: the first attempt may run "
+                        f"out of memory on SLURM; in your profile, set-resources: simulate: mem_mb: {need} * attempt")
     return {"scenarios": scenarios, "run": run, "warnings": warnings}
 
 
