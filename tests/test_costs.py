@@ -89,3 +89,11 @@ def test_a_simulate_job_past_its_rules_memory_is_warned_with_the_resources_that_
 def test_the_tuning_line_says_what_bounds_the_sweeps_time():
     assert "about 3 min of training per worker" in tuning_line({"trials": 8, "workers": 2, "trial_seconds": 45})
     assert "3 each" in tuning_line({"trials": 5, "workers": 2, "trial_seconds": None})
+
+
+@pytest.mark.parametrize("flags, message", [(["--time", "0"], "--time 0: measure at least one draw per scenario"),
+                                            (["--time", "--cores", "0"], "--cores 0: at least 1")])
+def test_check_time_refuses_nonsense_in_one_line_before_any_work(tmp_path, flags, message):
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(write_config(tmp_path, tiny_config())),
+                           *flags], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and proc.stdout == "" and proc.stderr.strip() == f"popdl: error: {message}", proc.stderr

@@ -61,6 +61,10 @@ def cmd_check(args) -> int:
 
     from popdl.config import deep_update, load_yaml
 
+    if args.time is not None and args.time < 1:
+        raise ValueError(f"--time {args.time}: measure at least one draw per scenario")
+    if args.cores is not None and args.cores < 1:
+        raise ValueError(f"--cores {args.cores}: at least 1")
     first, *later = args.configfile
     overrides = {}
     for path in later:
@@ -81,8 +85,6 @@ def cmd_check(args) -> int:
         from popdl.device import cpu_name
 
         cores = args.cores or os.cpu_count() or 1
-        if cores < 1:
-            raise ValueError(f"--cores {cores}: at least 1")
         sims = config["simulations"]
         costs = extrapolate(measure(config, args.time), per_scenario=sims["per_scenario"], chunk=sims["chunk"],
                             cores=cores)

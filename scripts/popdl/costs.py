@@ -108,6 +108,7 @@ def extrapolate(measured: dict, *, per_scenario: int, chunk: int, cores: int) ->
     the run's CPU-hours, wall hours on ``cores``, one chunk's minutes, one simulate job's memory and the disk;
     the warnings."""
     scenarios, warnings = {}, []
+    chunk = min(chunk, per_scenario)  # a chunk holds no more draws than a scenario has
     for name, m in measured["scenarios"].items():
         rows = m["per_draw"]
 
