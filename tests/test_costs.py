@@ -97,3 +97,14 @@ def test_check_time_refuses_nonsense_in_one_line_before_any_work(tmp_path, flags
     proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(write_config(tmp_path, tiny_config())),
                            *flags], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and proc.stdout == "" and proc.stderr.strip() == f"popdl: error: {message}", proc.stderr
+
+
+def test_the_peak_memory_is_the_processs_own_not_that_of_the_process_that_started_it():
+    # ru_maxrss keeps, across exec, the size of the process that forked it: 300 MB held here would show.
+    import numpy as np
+
+    held = np.ones(300_000_000, np.uint8)
+    proc = subprocess.run([sys.executable, "-c", "from popdl.costs import _peak_mb; print(_peak_mb())"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and held.sum() == held.size, proc.stderr
+    assert 1 < float(proc.stdout) < 250, proc.stdout
