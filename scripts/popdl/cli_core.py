@@ -55,11 +55,9 @@ def add_commands(sub) -> None:
 
 
 def cmd_check(args) -> int:
-    from popdl.config import load_config
+    from popdl.config import deep_update, load_config, load_yaml
     from popdl.scenarios import load_scenarios
     from popdl.stages import chunks
-
-    from popdl.config import deep_update, load_yaml
 
     if args.time is not None and args.time < 1:
         raise ValueError(f"--time {args.time}: measure at least one draw per scenario")

@@ -126,9 +126,10 @@ def _check_data(args, out) -> int:
     """``check-data``'s report on stdout; the suggested settings, if printed, on ``out``."""
     from popdl.errors import DataError
     from popdl.features import allele_thresholds, minor_allele_filter, observed_features
-    from popdl.observed import (HEADER_SHARE, allele_filter, catalogue_loci, cluster_loci, clustered_snps, allele_filter_advice, allele_filter_text, available_individuals,
-                                missing_unit_advice, missingness_profile, read_observed, skipped_text, stacks_loci,
-                                thinned, thinning_advice, with_defaults)
+    from popdl.observed import (HEADER_SHARE, allele_filter, allele_filter_advice, allele_filter_text,
+                                available_individuals, catalogue_loci, cluster_loci, clustered_snps, missing_unit_advice,
+                                missingness_profile, read_observed, skipped_text, stacks_loci, thinned, thinning_advice,
+                                with_defaults)
     from popdl.predict import position_check
 
     settings = _predict_settings(args, "observe")
@@ -212,24 +213,23 @@ def _check_data(args, out) -> int:
     per_locus = np.bincount(data.locus, minlength=len(data.loci))
     configured = int(genome["loci"])
     found = len(data.loci)
-    catalogue, how = catalogue_loci(data, entry.get("loci"))
-    whole = how.startswith("the VCF header")  # the catalogue itself, not a lower bound
-    if catalogue > configured:
-        advice = f" (more than simulated: raise genome.loci to {catalogue}{'' if whole else ' or more'})"
-    elif whole and catalogue < configured:
-        advice = f" (more than the catalogue's {catalogue} loci: lower genome.loci to {catalogue})"
-    elif found < configured and not whole:
+    catalogue = catalogue_loci(data, entry.get("loci"))
+    if catalogue.off(configured):
+        advice = (f" (more than simulated: raise genome.loci to {catalogue.loci}{'' if catalogue.whole else ' or more'})"
+                  if catalogue.loci > configured else
+                  f" (more than the catalogue's {catalogue.loci} loci: lower genome.loci to {catalogue.loci})")
+    elif found < configured and not catalogue.whole:
         advice = (f" ({configured - found} simulated loci have no SNP here: right if the catalogue holds {configured} "
                   "loci with and without SNPs)")
     else:
         advice = ""
     print(f"{entry['name']}: {found} loci ({entry.get('loci') or 'contigs'}) with a SNP"
-          + (f" (the catalogue: {catalogue} loci, from {how.split(':')[0]})" if catalogue != found else "")
+          + (f" (the catalogue: {catalogue.loci} loci, from {catalogue.source})" if catalogue.loci != found else "")
           + f", against genome.loci {configured}{advice}; SNPs per locus: mean "
           f"{per_locus.mean():.1f}, median {np.median(per_locus):g}, range {per_locus.min()}-{per_locus.max()}")
     with_record = int(c.get("file_loci", found))
-    if whole and with_record < HEADER_SHARE * catalogue:
-        print(f"{entry['name']}: WARNING, only {with_record} of the VCF header's {catalogue} tags hold a SNP record: a "
+    if catalogue.whole and with_record < HEADER_SHARE * catalogue.loci:
+        print(f"{entry['name']}: WARNING, only {with_record} of the VCF header's {catalogue.loci} tags hold a SNP record: a "
               "species of low diversity, or a reference written before filters dropped whole loci (vcftools "
               "--max-missing, bcftools view -i); in that case the catalogue is the loci that passed them: set "
               "genome.loci to their number")
@@ -312,10 +312,10 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
     from_snps = not length and mode in ("contigs", "ids") and 0 < furthest <= MAX_TAG_LENGTH
     if from_snps:
         length = furthest
-    loci, how = catalogue_loci(data, mode)
+    catalogue = catalogue_loci(data, mode)
     fragment = {
         "samples": {pop: int(n) for pop, n in samples.items()},
-        "genome": {"loci": loci, "length": length or genome["length"]},
+        "genome": {"loci": catalogue.loci, "length": length or genome["length"]},
         "features": {"phased": data.phasing == "phased",
                      "missing_individuals": profile["individuals"], "missing_sites": profile["sites"],
                      "missing_unit": profile["unit"],
@@ -330,7 +330,7 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
             f"({len(data.individuals)} individuals, {data.counts['snps']} SNPs on {len(data.loci)} loci, "
             f"{data.phasing}); merge them into your config, or give this file after it:\n"
             "# snakemake --configfile YOUR_CONFIG.yaml THIS_FILE.yaml (the keys here replace the config's).\n"
-            f"# genome.loci: {how}.\n"
+            f"# genome.loci: {catalogue.reason}.\n"
             + (f"# genome.length: where the gaps between neighbouring SNPs thin out ({clusters['length']} bp), the SNPs read as "
                "clusters (RAD/GBS reads aligned to a reference):\n# set your tags' length if you know it.\n"
                if clusters and mode == "clusters" else

@@ -47,6 +47,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,6 +65,7 @@ __all__ = [
     "id_loci",
     "stacks_loci",
     "catalogue_loci",
+    "Catalogue",
     "clustered_snps",
     "tag_length",
     "MAX_TAG_LENGTH",
@@ -1303,7 +1305,29 @@ CATALOGUE_TAG_LENGTH = 2_000
 HEADER_SHARE = 0.5
 
 
-def catalogue_loci(data: Observed, mode: str | None) -> tuple[int, str]:
+class Catalogue(NamedTuple):
+    """What :func:`catalogue_loci` reads off a data set: ``loci``, where the number comes from
+    (``source``), what the user may need to add (``advice``), and whether it is the catalogue
+    itself (``whole``: a VCF header's tags) rather than a lower bound."""
+
+    loci: int
+    source: str
+    advice: str
+    whole: bool = False
+
+    @property
+    def reason(self) -> str:
+        return f"{self.source}: {self.advice}" if self.advice else self.source
+
+    def off(self, configured: int, *, tolerance: float = 1.0) -> bool:
+        """Whether ``configured`` (genome.loci) misses it by more than ``tolerance`` (a factor): below a
+        lower bound, or on either side of the catalogue itself."""
+        if not self.whole:
+            return configured < self.loci
+        return configured * tolerance < self.loci or configured > self.loci * tolerance
+
+
+def catalogue_loci(data: Observed, mode: str | None) -> Catalogue:
     """How many loci the data's catalogue holds, SNPs or none, as far as a VCF read one contig per
     locus (``mode`` contigs) tells: what ``genome.loci`` should be, with the reason.
 
@@ -1319,18 +1343,18 @@ def catalogue_loci(data: Observed, mode: str | None) -> tuple[int, str]:
     biallelic SNP record (variable among the samples the caller saw) are a lower bound.  Other modes (windows, clusters, ids): the loci with a SNP.
     """
     kept, c = len(data.loci), data.counts
+    add = "add the catalogue's loci without one"
     if (mode or "contigs") != "contigs":
-        return kept, f"loci ({mode}) with a SNP: add the catalogue's loci without one"
+        return Catalogue(kept, f"loci ({mode}) with a SNP", add)
     in_file = max(kept, int(c.get("file_loci", 0)))
     header, longest = int(c.get("header_contigs", 0)), int(c.get("header_contig_max", 0))
     if header >= in_file and 0 < longest <= CATALOGUE_TAG_LENGTH:
-        return header, (f"the VCF header's {header} contigs of at most {longest} bp: a catalogue of tags, "
-                        f"with and without SNPs ({in_file} with a SNP record; if filters removed whole loci, count "
-                        "the loci that passed them)")
+        return Catalogue(header, f"the VCF header's {header} contigs of at most {longest} bp",
+                         f"a catalogue of tags, with and without SNPs ({in_file} with a SNP record; if filters removed "
+                         "whole loci, count the loci that passed them)", whole=True)
     if in_file > kept:
-        return in_file, (f"contigs with a SNP record, {kept} of them polymorphic among the individuals kept: add "
-                         "the catalogue's loci without one")
-    return kept, "contigs with a SNP: add the catalogue's loci without one"
+        return Catalogue(in_file, f"contigs with a SNP record, {kept} of them polymorphic among the individuals kept", add)
+    return Catalogue(kept, "contigs with a SNP", add)
 
 
 def stacks_loci(ids: list[str] | None) -> int:
@@ -1624,13 +1648,12 @@ def layout_notes(data: Observed, genome: dict, mode: str | None) -> list[str]:
                      f"SNPs is {clusters['ratio']:.0%} of their mean): RAD/GBS reads aligned to a reference, read as whole "
                      "contigs and compared with simulations of every base of each; read them with loci: clusters and "
                      "genome.length the tags' length (popdl check-data --suggest-config)")
-    catalogue, how = catalogue_loci(data, mode)
+    catalogue = catalogue_loci(data, mode)
     loci = int(genome["loci"])
-    whole = how.startswith("the VCF header")
-    if loci < catalogue / (LOCI_NOTE_FACTOR if whole else 1.0) or (whole and loci > catalogue * LOCI_NOTE_FACTOR):
-        notes.append(f"genome.loci is {loci}, the data's catalogue {catalogue} loci ({how.split(':')[0]}): every count per "
-                     "data set (SNPs, the SFS) and the sizes estimated from them follow the loci simulated; set "
-                     f"genome.loci to {catalogue}{'' if whole else ' or more'}")
+    if catalogue.off(loci, tolerance=LOCI_NOTE_FACTOR):
+        notes.append(f"genome.loci is {loci}, the data's catalogue {catalogue.loci} loci ({catalogue.source}): every count "
+                     "per data set (SNPs, the SFS) and the sizes estimated from them follow the loci simulated; set "
+                     f"genome.loci to {catalogue.loci}{'' if catalogue.whole else ' or more'}")
     return notes
 
 
