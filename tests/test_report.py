@@ -242,6 +242,14 @@ def test_predict_cli_by_hand(tiny_run, tmp_path):
     in_workflow = json.loads((tiny_run / "predict" / "obs" / "predictions.json").read_text())["network"]["probabilities"]
     assert by_hand == pytest.approx(in_workflow, abs=1e-3)  # the same SNP subsets: the same answer (float32 round-off)
     assert "obs: " in proc.stdout and "predictions.csv" in proc.stdout
+    # The most probable scenario's estimates, each within its interval, on the console as in predictions.csv.
+    answer = json.loads((tmp_path / "out" / "predictions.json").read_text())["network"]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("obs: estimates under "))
+    assert line.startswith(f"obs: estimates under {answer['scenario']} (5%-95% interval): "), line
+    for name in answer["scenario_params"][answer["scenario"]]:
+        p = answer["params"][name]
+        assert p["lower"] <= p["estimate"] <= p["upper"]
+        assert f" {name} " in line, (name, line)
     assert f"obs: whether the answer reproduces the data: popdl check-fit --model {tiny_run / 'model'} " in proc.stdout
     # A bad VCF fails with one line and writes nothing.
     bad = tmp_path / "bad.vcf"

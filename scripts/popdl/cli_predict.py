@@ -456,6 +456,9 @@ def cmd_predict(args) -> int:
     verdict = "" if rel["reliable"] else f" UNRELIABLE ({'; '.join(rel['reasons'])});"
     print(f"{result['name']}:{verdict} {net.get('scenario', '-')} ({shown}); written to {out}/predictions.csv and "
           "predictions.json")
+    estimates = _estimates_line(net)
+    if estimates:
+        print(f"{result['name']}: {estimates}")
     if result.get("misspecification", {}).get("flagged"):
         print(f"{result['name']}: WARNING, the data lie outside the simulations: {result['misspecification']['summary']}")
     if summary.get("positions", {}).get("flagged"):
@@ -464,6 +467,28 @@ def cmd_predict(args) -> int:
         print(f"{result['name']}: whether the answer reproduces the data: popdl check-fit --model {model} "
               f"--prediction {out}")
     return 0
+
+
+def _number(v: float) -> str:
+    """A parameter's value for the console: 12,307 for sizes and times, three significant digits otherwise."""
+    if not np.isfinite(v):
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def _estimates_line(net: dict) -> str:
+    """The most probable scenario's parameter estimates with their intervals, as predictions.csv holds them."""
+    names = (net.get("scenario_params") or {}).get(net.get("scenario")) or list(net.get("params", {}))
+    params = net.get("params", {})
+    shown = [f"{k} {_number(params[k]['estimate'])} ({_number(params[k]['lower'])}-{_number(params[k]['upper'])})"
+             for k in names if k in params]
+    if not shown:
+        return ""
+    low, high = net.get("interval", (0.05, 0.95))
+    where = f" under {net['scenario']}" if net.get("scenario") else ""
+    return f"estimates{where} ({low:.0%}-{high:.0%} interval): " + ", ".join(shown)
 
 
 def _model_settings(args, model: Path) -> dict:
