@@ -266,6 +266,44 @@ def test_a_chunk_stores_each_draws_alleles_as_bits_and_reads_them_back(tmp_path)
     earlier = {k: v for k, v in sims.items() if k not in ("genotype_bits", "haplotypes")}
     save_npz(tmp_path / "earlier.npz", genotypes=np.concatenate([d.genotypes for d in direct]), **earlier)
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(iter_draws(load_sims(tmp_path / "earlier.npz")), read))
+    # The chunk's file is byte for byte the one its arrays joined in memory would give (written draw by
+    # draw instead), and read lazily (as the features job reads it) every draw is the same.
+    save_npz(tmp_path / "joined.npz", **sims)
+    assert (tmp_path / "joined.npz").read_bytes() == (tmp_path / "s.npz").read_bytes()
+    for path in ("s.npz", "earlier.npz"):
+        lazy = load_sims(tmp_path / path, lazy=True)
+        key = "genotype_bits" if path == "s.npz" else "genotypes"
+        assert not any(isinstance(lazy[k], np.ndarray) for k in (key, "positions", "locus"))  # left on disk
+        for (_, g, pos, loc), d in zip(iter_draws(lazy), direct, strict=True):
+            assert np.array_equal(g, d.genotypes) and np.array_equal(pos, d.positions)
+            assert np.array_equal(loc, d.locus)
+            g[:] = 0  # writable, as numpy.load's arrays
+
+
+def test_row_blocks_and_npz_rows_read_and_write_what_numpy_does(tmp_path):
+    from popdl.io import NpyRows, RowBlocks, npz_rows, save_npz
+
+    rng = np.random.default_rng(0)
+    blocks = [rng.integers(0, 255, size=(n, 3), dtype=np.uint8) for n in (4, 0, 7)]
+    save_npz(tmp_path / "a.npz", x=np.concatenate(blocks), y=np.arange(5.0), empty=np.zeros((0, 3), np.uint8))
+    save_npz(tmp_path / "b.npz", x=RowBlocks(blocks, dtype=np.uint8, row_shape=(3,)),
+             y=RowBlocks([np.arange(2.0), np.arange(2.0, 5.0)], dtype=np.float64),
+             empty=RowBlocks([], dtype=np.uint8, row_shape=(3,)))
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    rows = npz_rows(tmp_path / "b.npz", "x")
+    assert isinstance(rows, NpyRows) and rows.shape == (11, 3) and len(rows) == 11
+    whole = np.load(tmp_path / "a.npz")["x"]
+    for a, b in [(0, 11), (3, 9), (10, 11), (5, 5), (-3, None)]:
+        assert np.array_equal(rows[a:b], whole[a:b])
+    assert np.array_equal(np.asarray(rows), whole)
+    assert npz_rows(tmp_path / "b.npz", "empty")[0:0].shape == (0, 3)
+    assert npz_rows(tmp_path / "b.npz", "absent") is None
+    with pytest.raises(TypeError, match="contiguous slices"):
+        rows[::2]
+    with pytest.raises(ValueError, match="a block of shape"):
+        RowBlocks([np.zeros((2, 4))], dtype=np.float64, row_shape=(3,))
+    np.savez_compressed(tmp_path / "c.npz", x=whole)
+    assert npz_rows(tmp_path / "c.npz", "x") is None  # compressed: read whole by numpy instead
 
 
 def test_samples_dict_order_is_respected_by_msprime_backend():

@@ -19,9 +19,10 @@ would pass its rule's, gets a ``WARNING`` line with the ``simulations.chunk``
 or the ``set-resources`` that fits.  The draws' costs follow their parameters
 (a population size drawn ten times larger coalesces more slowly), so a few
 draws give a rough mean: the line says how many it rests on and their range.
-Memory is this process's peak (``getrusage``), reached while simulating one
-draw as a job does, plus the chunk's alleles as a job holds them (bits:
-:mod:`popdl.simulate`).
+Memory is this process's peak (:func:`_peak_mb`), reached while simulating one
+draw as a job does, plus the chunk's alleles, positions and loci as a simulate
+job holds them until it writes them (bits: :mod:`popdl.simulate`); a features
+job reads one draw at a time, so its peak is a draw's.
 """
 
 from __future__ import annotations

@@ -1210,7 +1210,7 @@ def features_chunk(config: dict, sims_path, out, *, root_seed: int | None = None
     """
     fcfg = config["features"]
     root_seed = config["seed"] if root_seed is None else root_seed
-    sims = load_sims(sims_path)
+    sims = load_sims(sims_path, lazy=True)  # one draw's alleles in memory at a time
     scenario = str(sims["scenario"])
     populations = sims["populations"]
     loci, length = int(sims["loci"]), float(sims["length"])

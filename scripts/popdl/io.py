@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import shutil
+import struct
 import tempfile
 import time
 import zipfile
@@ -41,6 +42,9 @@ __all__ = [
     "atomic_dir",
     "check_output_dir",
     "save_npz",
+    "RowBlocks",
+    "NpyRows",
+    "npz_rows",
     "write_json",
     "write_table",
     "provenance",
@@ -273,18 +277,105 @@ def atomic_dir(path: str | Path, *, kind: str | None = None):
 
 
 # ---------------------------------------------------------------------------- files
+class RowBlocks:
+    """An array given as blocks of rows, in order, that :func:`save_npz` writes one after the other:
+    the file holds their concatenation, byte for byte as ``numpy.concatenate(blocks)`` would be
+    written, without that second copy in memory (a chunk's simulated alleles, stacked draw by draw)."""
+
+    def __init__(self, blocks, *, dtype, row_shape: tuple = ()):
+        self.dtype = np.dtype(dtype)
+        self.row_shape = tuple(int(n) for n in row_shape)
+        self.blocks = [np.ascontiguousarray(b, dtype=self.dtype) for b in blocks]
+        for b in self.blocks:
+            if b.shape[1:] != self.row_shape:
+                raise ValueError(f"a block of shape {b.shape} among rows of shape {self.row_shape}")
+        self.shape = (sum(b.shape[0] for b in self.blocks),) + self.row_shape
+
+    def write(self, fh) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        np.lib.format.write_array_header_1_0(fh, header)
+        for b in self.blocks:
+            if b.size:
+                fh.write(memoryview(b.reshape(-1)).cast("B"))
+
+
 def save_npz(path: str | Path, **arrays) -> None:
     """Write arrays to an uncompressed ``.npz`` file atomically.
 
     Unlike ``numpy.savez``, every zip entry carries a fixed timestamp, so the
     same arrays always give the same bytes (``numpy.load`` reads it as usual).
+    A :class:`RowBlocks` value is written as the concatenation of its blocks.
     """
     with atomic_path(path, suffix=".npz") as tmp:
         with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, value in arrays.items():
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 with zf.open(info, "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+                    if isinstance(value, RowBlocks):
+                        value.write(fh)
+                    else:
+                        np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+
+
+class NpyRows:
+    """A C-ordered array stored uncompressed at ``offset`` of a file, read a slice of rows at a time:
+    ``rows[a:b]`` reads those rows from disk and nothing else (see :func:`npz_rows`)."""
+
+    def __init__(self, path: str | Path, offset: int, shape: tuple, dtype):
+        self.path, self.offset = Path(path), int(offset)
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("NpyRows reads contiguous slices of rows only (rows[a:b])")
+        start, stop, _ = key.indices(self.shape[0])
+        n = max(stop - start, 0)
+        buf = bytearray(n * self._row_bytes)  # writable, as numpy.load's arrays are
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + start * self._row_bytes)
+            got = fh.readinto(buf)
+        if got != len(buf):
+            raise OSError(f"{self.path}: truncated array (rows {start}-{stop} of {self.shape[0]})")
+        return np.frombuffer(buf, dtype=self.dtype).reshape((n,) + self.shape[1:])
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def npz_rows(path: str | Path, name: str) -> NpyRows | None:
+    """Array ``name`` of an ``.npz`` file as :class:`NpyRows` (read a slice of rows at a time), or
+    None where it cannot be read so: absent, compressed (``numpy.savez_compressed``), Fortran-ordered,
+    of Python objects, or not at least one-dimensional."""
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(f"{name}.npy")
+        except KeyError:
+            return None
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            return None
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        fh.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(fh)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            return None
+        shape, fortran_order, dtype = read_header(fh)
+        offset = fh.tell()
+    if fortran_order or dtype.hasobject or not shape:
+        return None
+    return NpyRows(path, offset, shape, dtype)
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -23,8 +23,12 @@ loci, length        () i8, f8                       genome layout
 
 The alleles are stored as bits: a chunk of RAD-sized draws (150 diploids, 14,000
 loci: about 45,000 sites per draw) holds 3.4 GB of one-byte alleles per 250 draws,
-and 0.43 GB packed; :func:`iter_draws` unpacks one draw at a time.  Chunks written
-with one byte per allele (``genotypes``, earlier versions) are read as they are.
+and 0.43 GB packed; :func:`iter_draws` unpacks one draw at a time.  The simulate job
+writes the draws' packed alleles one after the other (:class:`popdl.io.RowBlocks`)
+rather than joining them in memory first, and the features job reads them draw by
+draw from disk (``load_sims(path, lazy=True)``): neither holds the chunk twice, and
+the features job holds one draw.  Chunks written with one byte per allele
+(``genotypes``, earlier versions) are read as they are.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import time
 import numpy as np
 
 from popdl import simulators
-from popdl.io import save_npz
+from popdl.io import RowBlocks, npz_rows, save_npz
 from popdl.plan import SEED_COLUMNS
 from popdl.scenarios import Scenario
 
@@ -90,13 +94,17 @@ def simulate_chunk(config: dict, scenario: Scenario, plan, out, *, progress_ever
         simulator.close()
     n_haps = population_labels(config["samples"]).size
     width = (n_haps + 7) // 8
+    def stacked(k: int, empty: np.ndarray, row_shape: tuple = ()) -> RowBlocks:
+        # Written block after block: joining them first would hold the chunk twice.
+        parts = [b[k].reshape((-1,) + row_shape) for b in blocks]
+        return RowBlocks(parts, dtype=np.result_type(*parts) if parts else empty.dtype, row_shape=row_shape)
+
     save_npz(
         out,
-        genotype_bits=np.concatenate([b[0] for b in blocks]).reshape(-1, width) if blocks
-        else np.zeros((0, width), np.uint8),
+        genotype_bits=stacked(0, np.zeros(0, np.uint8), (width,)),
         haplotypes=np.array(n_haps, dtype=np.int64),
-        positions=np.concatenate([b[1] for b in blocks]) if blocks else np.zeros(0),
-        locus=np.concatenate([b[2] for b in blocks]) if blocks else np.zeros(0, np.int32),
+        positions=stacked(1, np.zeros(0)),
+        locus=stacked(2, np.zeros(0, np.int32)),
         site_offsets=np.asarray(offsets, dtype=np.int64),
         draw=plan["draw"].to_numpy(dtype=np.int64),
         params=params,
@@ -112,10 +120,17 @@ def simulate_chunk(config: dict, scenario: Scenario, plan, out, *, progress_ever
     return {"draws": len(plan), "sites": offsets[-1], "seconds": seconds}
 
 
-def load_sims(path) -> dict:
-    """Load a simulation chunk as a dict of arrays."""
+def load_sims(path, *, lazy: bool = False) -> dict:
+    """Load a simulation chunk as a dict of arrays.  ``lazy``: the sites' arrays (alleles, positions,
+    loci) stay on disk, read draw by draw by :func:`iter_draws` (each a :class:`popdl.io.NpyRows`), so
+    a job holds one draw's sites rather than the chunk's."""
+    held = {}
+    if lazy:
+        for key in ("genotype_bits", "genotypes", "positions", "locus"):
+            if (rows := npz_rows(path, key)) is not None:
+                held[key] = rows
     with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        return {key: held[key] if key in held else data[key] for key in data.files}
 
 
 def draw_genotypes(sims: dict, i: int) -> np.ndarray:
