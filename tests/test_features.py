@@ -346,8 +346,30 @@ def test_ld_of_many_short_loci_in_several_batches_equals_the_naive_pairwise_r2(m
     monkeypatch.setattr(features, "LD_BATCH_ELEMENTS", 200)
     assert np.allclose(features._ld(g, positions, locus, edges, ploidy=1), expected, rtol=1e-9, atol=1e-12)
     monkeypatch.setattr(features, "LD_BATCH_ELEMENTS", 2_000_000)
-    assert np.allclose(features._ld(g, positions, locus, edges, ploidy=1), expected, rtol=1e-9, atol=1e-12)
+    whole = features._ld(g, positions, locus, edges, ploidy=1)
+    assert np.allclose(whole, expected, rtol=1e-9, atol=1e-12)
     assert np.all(expected > 0)
+    # The loci's padded rows multiplied a few loci at a time (down to one): the same values, bit for bit.
+    for rows in (1, 300):
+        monkeypatch.setattr(features, "LD_ROWS_ELEMENTS", rows)
+        assert np.array_equal(features._ld(g, positions, locus, edges, ploidy=1), whole)
+
+
+def test_haplotype_hashes_in_batches_of_loci_are_the_same(monkeypatch):
+    from popdl import features
+
+    rng = np.random.default_rng(5)
+    locus = np.repeat(np.array([0, 2, 3, 7]), [5, 1, 9, 3]).astype(np.int32)
+    g = (rng.random((locus.size, 6)) < 0.5).astype(np.int8)
+    g[rng.random(g.shape) < 0.1] = -1
+    whole = features._haplotype_hashes(g, locus, 9)
+    assert not whole[[1, 4, 5, 6, 8]].any() and whole[[0, 2, 3, 7]].any()
+    for elements in (1, 6, 40):  # a locus is never split, even where it exceeds the batch
+        monkeypatch.setattr(features, "HASH_BATCH_ELEMENTS", elements)
+        assert np.array_equal(features._haplotype_hashes(g, locus, 9), whole)
+    rows = [0, 1, 2, 3, 5]
+    expected = np.mean([1.0 - sum(c * c for c in np.unique(h, return_counts=True)[1]) / 25.0 for h in whole[:, rows]])
+    assert features._hap_diversity(whole, rows) == pytest.approx(expected * 5 / 4, rel=1e-12)
 
 
 def test_ld_needs_positions_and_is_zero_without_pairs():

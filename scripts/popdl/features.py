@@ -469,21 +469,35 @@ def _haplotype_hashes(g: np.ndarray, locus: np.ndarray, loci: int) -> np.ndarray
     sites hashes every haplotype as 0.
     """
     hashes = np.zeros((loci, g.shape[1]), dtype=np.uint64)
-    if g.shape[0]:
-        weighted = g.astype(np.uint64) * _hash_weights(g.shape[0])[:, None]  # integer arrays wrap silently
-        present = np.unique(locus)
-        hashes[present] = np.add.reduceat(weighted, np.searchsorted(locus, present), axis=0)
+    if not g.shape[0]:
+        return hashes
+    weights = _hash_weights(g.shape[0])
+    present = np.unique(locus)
+    bounds = np.r_[np.searchsorted(locus, present), g.shape[0]]  # each locus's first site, then the end
+    batch = max(1, HASH_BATCH_ELEMENTS // max(g.shape[1], 1))  # sites per batch; a locus is never split
+    i = 0
+    while i < present.size:
+        j = max(i + 1, int(np.searchsorted(bounds, bounds[i] + batch, side="right")) - 1)
+        a, b = bounds[i], bounds[j]
+        weighted = g[a:b].astype(np.uint64)
+        weighted *= weights[a:b, None]  # integer arrays wrap silently
+        hashes[present[i:j]] = np.add.reduceat(weighted, bounds[i:j] - a, axis=0)
+        i = j
     return hashes
 
 
 def _hap_diversity(hashes: np.ndarray, rows) -> float:
     """Mean over loci of Nei's haplotype diversity n/(n−1)·(1 − Σ p_i²) of haplotypes ``rows``
     (``hashes``: :func:`_haplotype_hashes`)."""
-    h = hashes[:, rows]
-    n = h.shape[1]
+    h = np.sort(hashes[:, rows], axis=1)
+    loci, n = h.shape
     if n < 2:
         return 0.0
-    same = (h[:, :, None] == h[:, None, :]).sum(axis=(1, 2))  # Σ_i count_i², per locus
+    # Σ_i count_i² per locus from the runs of equal hashes of each sorted row (exact integers).
+    new = np.ones(h.shape, dtype=bool)
+    new[:, 1:] = h[:, 1:] != h[:, :-1]
+    runs = np.bincount(np.cumsum(new.ravel()) - 1).astype(np.float64)
+    same = np.bincount(np.repeat(np.arange(loci), new.sum(axis=1)), weights=runs**2, minlength=loci)
     return float(np.mean(n / (n - 1) * (1.0 - same / n**2)))
 
 
@@ -598,8 +612,14 @@ def _binned_jsfs(d1: np.ndarray, n1: np.ndarray, d2: np.ndarray, n2: np.ndarray,
     return out
 
 
+#: Elements (sites × haplotypes) of one batch of :func:`_haplotype_hashes`' weighted alleles: about 16 MB.
+HASH_BATCH_ELEMENTS = 2_000_000
+
 #: Elements of one batch of :func:`_ld`'s per-locus r² matrices (loci × SNPs × SNPs): about 16 MB of float64.
 LD_BATCH_ELEMENTS = 2_000_000
+
+#: Elements of the padded rows (loci × SNPs × haplotypes) :func:`_ld` multiplies at a time: about 16 MB.
+LD_ROWS_ELEMENTS = 2_000_000
 
 
 def _ld(x: np.ndarray, positions: np.ndarray, locus: np.ndarray, edges: np.ndarray, *, ploidy: int) -> np.ndarray:
@@ -642,11 +662,20 @@ def _ld(x: np.ndarray, positions: np.ndarray, locus: np.ndarray, edges: np.ndarr
         order = np.lexsort((pos, group))
         idx, group, pos = idx[order], group[order], pos[order]
     slot = np.arange(idx.size) - np.r_[0, np.cumsum(size)[:-1]][group]
-    z = np.where(called[idx], x[idx] - (ploidy * freq[idx])[:, None], 0.0)
-    norm = np.sqrt(np.einsum("ij,ij->i", z, z))
-    z = np.divide(z, norm[:, None], out=np.zeros_like(z), where=norm[:, None] > 0)  # r = z_i . z_j
-    span = float(pos.max() - min(pos.min(), 0.0) + edges[-1] + 1.0)  # beyond every SNP's reach
+    # Batches take loci by SNP count: the sites laid out in that order make each batch's sites one slice.
     by_size = np.argsort(size, kind="stable")
+    rank = np.empty_like(by_size)
+    rank[by_size] = np.arange(by_size.size)
+    order = np.lexsort((slot, rank[group]))
+    idx, group, slot, pos = idx[order], group[order], slot[order], pos[order]
+    first_site = np.r_[0, np.cumsum(size[by_size])]  # of the k-th locus by size
+    # Centred, missing calls 0, rows scaled to unit length: r = z_i . z_j (in place: z is the largest array).
+    z = x[idx].astype(np.float64)
+    z -= (ploidy * freq[idx])[:, None]
+    z[~called[idx]] = 0.0
+    norm = np.sqrt(np.einsum("ij,ij->i", z, z))
+    np.divide(z, norm[:, None], out=z, where=norm[:, None] > 0)  # a row of norm 0 is zeros already
+    span = float(pos.max() - min(pos.min(), 0.0) + edges[-1] + 1.0)  # beyond every SNP's reach
     start = 0
     while start < by_size.size:
         stop = start + 1
@@ -654,13 +683,18 @@ def _ld(x: np.ndarray, positions: np.ndarray, locus: np.ndarray, edges: np.ndarr
             stop += 1
         n = int(size[by_size[stop - 1]])
         loci = by_size[start:stop]
-        where = np.full(size.size, -1)
-        where[loci] = np.arange(loci.size)
-        mine = where[group] >= 0
-        b, s = where[group[mine]], slot[mine]
-        zb = np.zeros((loci.size, n, z.shape[1]))
-        zb[b, s] = z[mine]
-        r2 = np.square(np.matmul(zb, zb.transpose(0, 2, 1)))
+        mine = slice(first_site[start], first_site[stop])
+        b, s = rank[group[mine]] - start, slot[mine]
+        # Each locus's r² matrix from its padded rows of z, a few loci at a time (the padded rows of a
+        # batch's loci can outweigh z itself).
+        r2 = np.empty((loci.size, n, n))
+        per = max(1, LD_ROWS_ELEMENTS // (n * z.shape[1]))
+        for a in range(0, loci.size, per):
+            e = min(a + per, loci.size)
+            part = slice(first_site[start + a], first_site[start + e])
+            zb = np.zeros((e - a, n, z.shape[1]))
+            zb[rank[group[part]] - start - a, slot[part]] = z[part]
+            r2[a:e] = np.square(np.matmul(zb, zb.transpose(0, 2, 1)))
         # Pairs (i, j > i) of one locus at distance in [e_c, e_c+1): for sorted positions, columns
         # b_c..b_c+1 of row i; one search in the loci's positions laid end to end (each padded beyond
         # its last SNP's reach), and the segments' sums in one pass over the flattened matrices.
