@@ -56,9 +56,9 @@ def test_popdl_check_time_measures_the_configs_own_draws(tmp_path):
     assert not list(scratch.iterdir())  # the draws were simulated in a temporary folder, now gone
 
 
-def _measured(simulate_s: float, *, bits_bytes: int = 1000, peak_mb: float = 300.0) -> dict:
-    rows = [{"simulate": simulate_s, "features": simulate_s / 10, "sites": 100, "bits_bytes": bits_bytes,
-             "sims_bytes": bits_bytes, "features_bytes": 500}] * 2
+def _measured(simulate_s: float, *, sims_bytes: int = 1000, peak_mb: float = 300.0) -> dict:
+    rows = [{"simulate": simulate_s, "features": simulate_s / 10, "sites": 100, "sims_bytes": sims_bytes,
+             "features_bytes": 500}] * 2
     return {"draws": 2, "peak_mb": peak_mb, "scenarios": {"a": {"simulator": "msprime", "per_draw": rows}}}
 
 
@@ -75,14 +75,15 @@ def test_a_chunk_past_half_its_rules_runtime_is_warned_with_a_chunk_that_fits():
 
 
 def test_a_simulate_job_past_its_rules_memory_is_warned_with_the_resources_that_fit():
-    # 2 MB of alleles per draw as bits: 500 MB a chunk of 250 on top of a 1,800 MB peak.
-    costs = extrapolate(_measured(1.0, bits_bytes=2_000_000, peak_mb=1800.0), per_scenario=500, chunk=250, cores=2)
+    # A draw's 2,300 MB peak is the job's, whatever the chunk (its sites are spooled to disk).
+    costs = extrapolate(_measured(1.0, sims_bytes=2_000_000, peak_mb=2300.0), per_scenario=500, chunk=250, cores=2)
     assert costs["run"]["simulate_mb"] == pytest.approx(2300.0)
     assert any("a simulate job needs about 2300 MB, up to 3500 MB with dearer draws than these, more than the 2000 MB"
                in w and "mem_mb: 3500 * attempt" in w for w in costs["warnings"]), costs["warnings"]
     # 1,500 MB: under the rule's 2,000, but not with the margin (2,250 MB).
-    near = extrapolate(_measured(1.0, bits_bytes=0, peak_mb=1500.0), per_scenario=500, chunk=250, cores=2)
+    near = extrapolate(_measured(1.0, peak_mb=1500.0), per_scenario=500, chunk=250, cores=2)
     assert any("mem_mb: 2500 * attempt" in w for w in near["warnings"]), near["warnings"]
+    assert not extrapolate(_measured(1.0, peak_mb=1300.0), per_scenario=500, chunk=250, cores=2)["warnings"]
     assert costs["run"]["disk_gb"]["sims"] == pytest.approx(500 * 2e6 / 1e9)
 
 

@@ -280,28 +280,36 @@ def test_a_chunk_stores_each_draws_alleles_as_bits_and_reads_them_back(tmp_path)
             g[:] = 0  # writable, as numpy.load's arrays
 
 
-def test_row_blocks_and_npz_rows_read_and_write_what_numpy_does(tmp_path):
-    from popdl.io import NpyRows, RowBlocks, npz_rows, save_npz
+def test_spooled_rows_and_npz_rows_write_and_read_what_numpy_does(tmp_path):
+    from popdl.io import NpyRows, SpooledRows, npz_rows, save_npz
 
     rng = np.random.default_rng(0)
     blocks = [rng.integers(0, 255, size=(n, 3), dtype=np.uint8) for n in (4, 0, 7)]
     save_npz(tmp_path / "a.npz", x=np.concatenate(blocks), y=np.arange(5.0), empty=np.zeros((0, 3), np.uint8))
-    save_npz(tmp_path / "b.npz", x=RowBlocks(blocks, dtype=np.uint8, row_shape=(3,)),
-             y=RowBlocks([np.arange(2.0), np.arange(2.0, 5.0)], dtype=np.float64),
-             empty=RowBlocks([], dtype=np.uint8, row_shape=(3,)))
-    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
-    rows = npz_rows(tmp_path / "b.npz", "x")
+    # Spooled to anonymous files beside the output: the same bytes, and nothing else left in the folder.
+    out = tmp_path / "spooled" / "b.npz"
+    with SpooledRows(out, dtype=np.uint8, row_shape=(3,)) as x, SpooledRows(out, dtype=np.float64) as y, \
+            SpooledRows(out, dtype=np.uint8, row_shape=(3,)) as empty:
+        for b in blocks:
+            x.append(b)
+        y.append(np.arange(2.0))
+        y.append(np.arange(2, 5))  # cast to the spool's dtype
+        with pytest.raises(ValueError, match="a block of shape"):
+            x.append(np.zeros((2, 4), np.uint8))
+        assert x.shape == (11, 3) and empty.shape == (0, 3)
+        save_npz(out, x=x, y=y, empty=empty)
+    assert out.read_bytes() == (tmp_path / "a.npz").read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == ["b.npz"]
+    rows = npz_rows(out, "x")
     assert isinstance(rows, NpyRows) and rows.shape == (11, 3) and len(rows) == 11
     whole = np.load(tmp_path / "a.npz")["x"]
     for a, b in [(0, 11), (3, 9), (10, 11), (5, 5), (-3, None)]:
         assert np.array_equal(rows[a:b], whole[a:b])
     assert np.array_equal(np.asarray(rows), whole)
-    assert npz_rows(tmp_path / "b.npz", "empty")[0:0].shape == (0, 3)
-    assert npz_rows(tmp_path / "b.npz", "absent") is None
+    assert npz_rows(out, "empty")[0:0].shape == (0, 3)
+    assert npz_rows(out, "absent") is None
     with pytest.raises(TypeError, match="contiguous slices"):
         rows[::2]
-    with pytest.raises(ValueError, match="a block of shape"):
-        RowBlocks([np.zeros((2, 4))], dtype=np.float64, row_shape=(3,))
     np.savez_compressed(tmp_path / "c.npz", x=whole)
     assert npz_rows(tmp_path / "c.npz", "x") is None  # compressed: read whole by numpy instead
 

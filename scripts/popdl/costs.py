@@ -20,9 +20,9 @@ or the ``set-resources`` that fits.  The draws' costs follow their parameters
 (a population size drawn ten times larger coalesces more slowly), so a few
 draws give a rough mean: the line says how many it rests on and their range.
 Memory is this process's peak (:func:`_peak_mb`), reached while simulating one
-draw as a job does, plus the chunk's alleles, positions and loci as a simulate
-job holds them until it writes them (bits: :mod:`popdl.simulate`); a features
-job reads one draw at a time, so its peak is a draw's.
+draw as a job does: the simulate job spools each draw's sites to disk and the
+features job reads them back one draw at a time (:mod:`popdl.simulate`), so a
+job's peak is a draw's, whatever the chunk's size.
 """
 
 from __future__ import annotations
@@ -106,8 +106,6 @@ def measure(config: dict, draws: int, *, workdir: str | Path | None = None) -> d
                 loaded = load_sims(sims)
                 rows.append({"simulate": simulated - start, "features": done - simulated,
                              "sites": int(loaded["site_offsets"][-1]),
-                             "bits_bytes": int(loaded["genotype_bits"].nbytes + loaded["positions"].nbytes
-                                               + loaded["locus"].nbytes),
                              "sims_bytes": sims.stat().st_size, "features_bytes": feats.stat().st_size})
                 sims.unlink()
                 feats.unlink()
@@ -136,7 +134,6 @@ def extrapolate(measured: dict, *, per_scenario: int, chunk: int, cores: int) ->
             "features_s": mean("features"), "sites": mean("sites"),
             "sims_bytes": mean("sims_bytes"), "features_bytes": mean("features_bytes"),
             "chunk_minutes": {step: chunk * mean(step) / 60.0 for step in ("simulate", "features")},
-            "chunk_bits_mb": chunk * mean("bits_bytes") / 1e6,
         }
     n = len(scenarios)
     cpu = {step: per_scenario * sum(s[f"{step}_s"] for s in scenarios.values()) / 3600.0 for step in ("simulate", "features")}
@@ -149,7 +146,8 @@ def extrapolate(measured: dict, *, per_scenario: int, chunk: int, cores: int) ->
                           for step in cpu),
         "disk_gb": {kind: per_scenario * sum(s[f"{kind}_bytes"] for s in scenarios.values()) / 1e9
                     for kind in ("sims", "features")},
-        "simulate_mb": measured["peak_mb"] + max(s["chunk_bits_mb"] for s in scenarios.values()),
+        # A simulate job holds one draw at a time (its chunk's sites are spooled to disk): a draw's peak.
+        "simulate_mb": measured["peak_mb"],
     }
     for step in ("simulate", "features"):
         name, slowest = max(((k, s["chunk_minutes"][step]) for k, s in scenarios.items()), key=lambda kv: kv[1])

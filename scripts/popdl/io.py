@@ -42,7 +42,7 @@ __all__ = [
     "atomic_dir",
     "check_output_dir",
     "save_npz",
-    "RowBlocks",
+    "SpooledRows",
     "NpyRows",
     "npz_rows",
     "write_json",
@@ -277,26 +277,53 @@ def atomic_dir(path: str | Path, *, kind: str | None = None):
 
 
 # ---------------------------------------------------------------------------- files
-class RowBlocks:
-    """An array given as blocks of rows, in order, that :func:`save_npz` writes one after the other:
-    the file holds their concatenation, byte for byte as ``numpy.concatenate(blocks)`` would be
-    written, without that second copy in memory (a chunk's simulated alleles, stacked draw by draw)."""
+class SpooledRows:
+    """Rows of an array appended block by block to an anonymous temporary file beside ``path`` (the
+    output they are for), so that memory holds one block at a time; :func:`save_npz` copies them
+    into the ``.npz``, byte for byte as the joined array.  The file has no name (or loses it at
+    once): a killed job leaves nothing behind.  Use as a context manager, or :meth:`close`."""
 
-    def __init__(self, blocks, *, dtype, row_shape: tuple = ()):
+    def __init__(self, path: str | Path, *, dtype, row_shape: tuple = ()):
+        self.path = Path(path)
         self.dtype = np.dtype(dtype)
         self.row_shape = tuple(int(n) for n in row_shape)
-        self.blocks = [np.ascontiguousarray(b, dtype=self.dtype) for b in blocks]
-        for b in self.blocks:
-            if b.shape[1:] != self.row_shape:
-                raise ValueError(f"a block of shape {b.shape} among rows of shape {self.row_shape}")
-        self.shape = (sum(b.shape[0] for b in self.blocks),) + self.row_shape
+        self.rows = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = tempfile.TemporaryFile(dir=self.path.parent)
+        except OSError as exc:
+            raise (_output_error(exc, self.path) or exc) from None
+
+    @property
+    def shape(self) -> tuple:
+        return (self.rows,) + self.row_shape
+
+    def append(self, block) -> None:
+        b = np.ascontiguousarray(block, dtype=self.dtype)
+        if b.shape[1:] != self.row_shape:
+            raise ValueError(f"a block of shape {b.shape} among rows of shape {self.row_shape}")
+        if b.size:
+            try:
+                self._file.write(memoryview(b.reshape(-1)).cast("B"))
+            except OSError as exc:
+                raise (_output_error(exc, self.path) or exc) from None
+        self.rows += b.shape[0]
 
     def write(self, fh) -> None:
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
         np.lib.format.write_array_header_1_0(fh, header)
-        for b in self.blocks:
-            if b.size:
-                fh.write(memoryview(b.reshape(-1)).cast("B"))
+        self._file.flush()
+        self._file.seek(0)
+        shutil.copyfileobj(self._file, fh, 16 << 20)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def save_npz(path: str | Path, **arrays) -> None:
@@ -304,14 +331,14 @@ def save_npz(path: str | Path, **arrays) -> None:
 
     Unlike ``numpy.savez``, every zip entry carries a fixed timestamp, so the
     same arrays always give the same bytes (``numpy.load`` reads it as usual).
-    A :class:`RowBlocks` value is written as the concatenation of its blocks.
+    A :class:`SpooledRows` value is written as the array its blocks make together.
     """
     with atomic_path(path, suffix=".npz") as tmp:
         with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, value in arrays.items():
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 with zf.open(info, "w", force_zip64=True) as fh:
-                    if isinstance(value, RowBlocks):
+                    if isinstance(value, SpooledRows):
                         value.write(fh)
                     else:
                         np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)

@@ -24,22 +24,23 @@ loci, length        () i8, f8                       genome layout
 The alleles are stored as bits: a chunk of RAD-sized draws (150 diploids, 14,000
 loci: about 45,000 sites per draw) holds 3.4 GB of one-byte alleles per 250 draws,
 and 0.43 GB packed; :func:`iter_draws` unpacks one draw at a time.  The simulate job
-writes the draws' packed alleles one after the other (:class:`popdl.io.RowBlocks`)
-rather than joining them in memory first, and the features job reads them draw by
-draw from disk (``load_sims(path, lazy=True)``): neither holds the chunk twice, and
-the features job holds one draw.  Chunks written with one byte per allele
-(``genotypes``, earlier versions) are read as they are.
+spools each draw's sites to anonymous temporary files beside its output as they are
+simulated (:class:`popdl.io.SpooledRows`) and copies them into the chunk at the end,
+and the features job reads them draw by draw from disk (``load_sims(path,
+lazy=True)``): each job holds one draw, whatever the chunk's size.  Chunks written
+with one byte per allele (``genotypes``, earlier versions) are read as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 import numpy as np
 
 from popdl import simulators
-from popdl.io import RowBlocks, npz_rows, save_npz
+from popdl.io import SpooledRows, npz_rows, save_npz
 from popdl.plan import SEED_COLUMNS
 from popdl.scenarios import Scenario
 
@@ -67,10 +68,16 @@ def simulate_chunk(config: dict, scenario: Scenario, plan, out, *, progress_ever
     names = scenario.parameter_names
     params = plan[names].to_numpy(dtype=np.float64)
     seeds = plan[list(SEED_COLUMNS)].to_numpy(dtype=np.int64)
-    blocks = []
+    n_haps = population_labels(config["samples"]).size
+    # Each draw's sites go to temporary files beside ``out`` as they are simulated (the dtypes are
+    # Genotypes'): the job holds one draw, not the chunk (1 GB of a GBS-sized chunk's bits).
+    spool = contextlib.ExitStack()
     offsets = [0]
     start = last = time.perf_counter()
     try:
+        bits = spool.enter_context(SpooledRows(out, dtype=np.uint8, row_shape=((n_haps + 7) // 8,)))
+        positions = spool.enter_context(SpooledRows(out, dtype=np.float64))
+        locus = spool.enter_context(SpooledRows(out, dtype=np.int32))
         for i in range(len(plan)):
             values = dict(zip(names, params[i].tolist()))
             draw_seeds = dict(zip(SEED_COLUMNS, seeds[i].tolist()))
@@ -83,39 +90,34 @@ def simulate_chunk(config: dict, scenario: Scenario, plan, out, *, progress_ever
             if g.genotypes.size and int(g.genotypes.max()) > 1:
                 raise RuntimeError(f"scenario {scenario.name!r} draw {int(plan['draw'].iloc[i])}: {scenario.simulator} "
                                    "returned alleles other than 0 and 1")
-            # Packed at once: a chunk's draws held as bytes would take 8 times the memory.
-            blocks.append((np.packbits(g.genotypes, axis=1), g.positions, g.locus))
+            bits.append(np.packbits(g.genotypes, axis=1))
+            positions.append(g.positions)
+            locus.append(g.locus)
             offsets.append(offsets[-1] + g.positions.size)
             now = time.perf_counter()
             if now - last > progress_every:
                 log.info("%s: %d/%d draws simulated (%.1f/s)", scenario.name, i + 1, len(plan), (i + 1) / (now - start))
                 last = now
+        save_npz(
+            out,
+            genotype_bits=bits,
+            haplotypes=np.array(n_haps, dtype=np.int64),
+            positions=positions,
+            locus=locus,
+            site_offsets=np.asarray(offsets, dtype=np.int64),
+            draw=plan["draw"].to_numpy(dtype=np.int64),
+            params=params,
+            param_names=np.array(names, dtype=str),
+            seeds=seeds,
+            populations=population_labels(config["samples"]),
+            scenario=np.array(scenario.name),
+            simulator=np.array(scenario.simulator),
+            loci=np.array(int(config["genome"]["loci"]), dtype=np.int64),
+            length=np.array(float(config["genome"]["length"])),
+        )
     finally:
         simulator.close()
-    n_haps = population_labels(config["samples"]).size
-    width = (n_haps + 7) // 8
-    def stacked(k: int, empty: np.ndarray, row_shape: tuple = ()) -> RowBlocks:
-        # Written block after block: joining them first would hold the chunk twice.
-        parts = [b[k].reshape((-1,) + row_shape) for b in blocks]
-        return RowBlocks(parts, dtype=np.result_type(*parts) if parts else empty.dtype, row_shape=row_shape)
-
-    save_npz(
-        out,
-        genotype_bits=stacked(0, np.zeros(0, np.uint8), (width,)),
-        haplotypes=np.array(n_haps, dtype=np.int64),
-        positions=stacked(1, np.zeros(0)),
-        locus=stacked(2, np.zeros(0, np.int32)),
-        site_offsets=np.asarray(offsets, dtype=np.int64),
-        draw=plan["draw"].to_numpy(dtype=np.int64),
-        params=params,
-        param_names=np.array(names, dtype=str),
-        seeds=seeds,
-        populations=population_labels(config["samples"]),
-        scenario=np.array(scenario.name),
-        simulator=np.array(scenario.simulator),
-        loci=np.array(int(config["genome"]["loci"]), dtype=np.int64),
-        length=np.array(float(config["genome"]["length"])),
-    )
+        spool.close()
     seconds = time.perf_counter() - start
     return {"draws": len(plan), "sites": offsets[-1], "seconds": seconds}
 
