@@ -191,8 +191,9 @@ def report_lines(costs: dict, *, machine: str, tuning: dict | None = None) -> li
              f"as the jobs run them ({machine}); a draw's cost follows its parameters, so these are rough means:"]
     for name, s in costs["scenarios"].items():
         lo, hi = s["simulate_range"]
-        lines.append(f"  {name} [{s['simulator']}]: simulate {s['simulate_s']:.2f} s per draw ({lo:.2f}-{hi:.2f}), "
-                     f"features {s['features_s']:.2f} s; {s['sites']:.0f} sites per draw; "
+        # Three significant digits: a tiny config's draws take milliseconds, which two decimals show as 0.00.
+        lines.append(f"  {name} [{s['simulator']}]: simulate {s['simulate_s']:.3g} s per draw ({lo:.3g}-{hi:.3g}), "
+                     f"features {s['features_s']:.3g} s; {s['sites']:.0f} sites per draw; "
                      f"{s['sims_bytes'] / 1e6:.2f} MB of simulations and {s['features_bytes'] / 1e6:.3f} MB of features per draw")
     chunk = run["chunk"]
     slow = {step: max(s["chunk_minutes"][step] for s in costs["scenarios"].values()) for step in ("simulate", "features")}
