@@ -47,8 +47,8 @@ RULE_RUNTIME = {"simulate": 120, "features": 60}
 RULE_MEMORY = {"simulate": 2000, "features": 2000}
 
 #: A simulate job's memory is warned of when the estimate times this passes its rule's, and the warning asks
-#: for that much: a few draws' mean falls short of a chunk's (a GBS-sized chunk of 250 draws peaked at 2.4 GB
-#: where three draws gave 1.8 GB).
+#: for that much: a few draws fall short of a chunk's dearest (a GBS-sized chunk of 250 draws peaked at 1.0 GB
+#: where its first three gave 0.88 GB).
 MEMORY_MARGIN = 1.5
 
 #: A chunk expected to take more than this share of its rule's runtime gets a warning: the mean rests
