@@ -300,6 +300,12 @@ def test_spooled_rows_and_npz_rows_write_and_read_what_numpy_does(tmp_path):
         save_npz(out, x=x, y=y, empty=empty)
     assert out.read_bytes() == (tmp_path / "a.npz").read_bytes()
     assert [p.name for p in out.parent.iterdir()] == ["b.npz"]
+    # A job that fails half way (here, before its save) leaves no spool and no chunk behind.
+    failed = tmp_path / "failed" / "c.npz"
+    with pytest.raises(RuntimeError, match="draw 3 failed"), SpooledRows(failed, dtype=np.uint8) as spool:
+        spool.append(np.ones(1_000_000, np.uint8))
+        raise RuntimeError("draw 3 failed")
+    assert list(failed.parent.iterdir()) == []
     rows = npz_rows(out, "x")
     assert isinstance(rows, NpyRows) and rows.shape == (11, 3) and len(rows) == 11
     whole = np.load(tmp_path / "a.npz")["x"]
