@@ -107,7 +107,7 @@ MALFORMED = [
     ("popmap-missing-file", {"vcf": vcf_text(), "entry": {"popmap": "nowhere/popmap.tsv"}}, r"popmap nowhere/popmap\.tsv: file not found"),
     ("popmap-three-columns", {"vcf": vcf_text(), "popmap": "a1\tpop1\textra\n"},
      r"line 1: expected 2 columns \(sample, population\), found 3 \(more columns than a popmap's: keep the sample and "
-     r"population ones, e.g. cut -f1,2 .*popmap"),
+     r"population ones, e.g. with cut -f1,2\)$"),
     ("popmap-duplicate-sample", {"vcf": vcf_text(), "popmap": POPMAP + "a1\tpop2\n"}, r"sample 'a1' is listed twice"),
     ("popmap-empty", {"vcf": vcf_text(), "popmap": "# nothing\n\n"}, r"no samples listed"),
     ("both-vcf-and-fasta", {"vcf": vcf_text(), "fasta": [fasta_text(GOOD_FASTA)]}, r"give exactly one of vcf or fasta"),

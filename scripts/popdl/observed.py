@@ -191,7 +191,7 @@ def read_popmap(path: str | Path) -> dict[str, str]:
         if len(parts) != 2:
             hint = " (comma-separated? use a tab or spaces)" if len(parts) == 1 and "," in line else ""
             if len(tabbed) > 2:  # a sample sheet with more columns
-                hint = f" (more columns than a popmap's: keep the sample and population ones, e.g. cut -f1,2 {path})"
+                hint = " (more columns than a popmap's: keep the sample and population ones, e.g. with cut -f1,2)"
             raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found {len(parts)}{hint}")
         sample, pop = parts
         if not out and sample.lower() in {"sample", "samples", "individual", "id"} and pop.lower() in {"population", "pop", "population_name"}:
