@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure of the README in one run, in under 10 minutes on a node with one GPU and
+# Every GPU figure of docs/cluster.md in one run, in under 10 minutes on a node with one GPU and
 # 16 cores, starting from a bare Python with JAX (CUDA) and no network: the project's other
 # packages are installed from the wheels that benchmarks/prepare_device_wheels.sh put in
 # benchmarks/wheels.  It

@@ -700,7 +700,7 @@ def test_greedy_ensemble_adds_the_trials_that_lower_the_validation_loss(tmp_path
 
 def test_one_worker_without_a_time_cap_sweeps_reproducibly(tiny_dataset, tmp_path):
     """Same config and seed, one worker, no trial_seconds: the same hyper-parameters and the same
-    validation losses, bit for bit, in two fresh studies (README, Reproducibility)."""
+    validation losses, bit for bit, in two fresh studies (docs/methods.md, Reproducibility)."""
     from popdl.tuning import run_worker
 
     tune = model_settings("tune", trials=2, max_epochs=3)  # a random trial, then one of the sampler
