@@ -159,3 +159,33 @@ def test_stat_scale_benchmark_pairs_both_scales_per_seed(tiny_dataset, tmp_path)
         line = next(x for x in out.splitlines() if x.startswith(f"{row['task']} | "))
         diff = float(line.split(" | ")[3])
         assert abs(diff - (row["log"][0] - row["linear"][0])) < 1e-4, line
+
+
+def test_temperature_benchmark_compares_both_rules_on_resampled_splits(tiny_dataset, tmp_path):
+    import json
+    import os
+
+    from conftest import TINY_MLP, tiny_config, write_config
+
+    from popdl.dataset import Dataset
+
+    results = tmp_path / "results"
+    (results / "dataset").parent.mkdir(parents=True)
+    (results / "dataset").symlink_to(tiny_dataset)
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps({"hyper_parameters": TINY_MLP, "best_epoch": 1}))
+    config = write_config(tmp_path, tiny_config(network="mlp", train={"epochs": 1}))
+    proc = subprocess.run([sys.executable, "-m", "popdl", "train", "--configfile", str(config), "--dataset",
+                           str(tiny_dataset), "--best", str(best), "--out", str(results / "model")], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = _bench("bench_temperature.py", "--results", str(results), "--splits", "4")
+    lines = out.splitlines()
+    n_cal = len(json.loads((results / "model" / "bundle.json").read_text())["calibration"]["draws"])
+    n_test = Dataset(tiny_dataset).size("test")
+    assert n_cal > 0 and lines[0].endswith(f": {n_cal} calibration and {n_test} test simulations, 3 scenarios"), out
+    assert lines[1].startswith("the run's own split: T = 1: ECE ") and "fitted T = " in lines[1] and "popdl T = " in lines[1]
+    assert lines[2].startswith(f"4 random splits of the {n_cal + n_test} simulations")
+    for name in ("fitted", "popdl"):
+        assert any(x.startswith(f"  {name}: T != 1 on ") for x in lines), out
+    assert sum(x.startswith("ratio of the splits made worse") for x in lines) == 2, out

@@ -28,9 +28,37 @@ def test_overconfident_logits_get_a_temperature_that_lowers_nll_and_ece():
     logits = rng.normal(scale=4.0, size=(3000, 3))
     labels = _sample(rng, logits, 2.5)  # the logits are 2.5 times too confident
     out = calibrate(logits, labels)
-    assert out["kept"] and out["temperature"] == out["fitted"] == pytest.approx(2.5, rel=0.15)
+    assert out["fitted"] == pytest.approx(2.5, rel=0.1)
+    # The end of the confidence interval nearest 1 is used; with 3,000 examples it lies near the fit.
+    assert out["kept"] and out["temperature"] == out["confidence_end"] == pytest.approx(2.5, rel=0.15)
+    assert 1.0 < out["temperature"] < out["fitted"]
     assert out["nll_after"] < out["nll_before"] and out["ece_after"] <= out["ece_before"]
     assert out["n"] == 3000 and not out["at_bound"]
+
+
+def test_the_temperature_used_is_the_end_of_its_confidence_interval_nearest_one():
+    from scipy.stats import chi2
+
+    from popdl.calibration import calibrate, confidence_end, negative_log_likelihood
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(scale=4.0, size=(225, 3))  # a calibration part of the default config's size
+    labels = _sample(rng, logits, 1.6)
+    out = calibrate(logits, labels)
+    t, end, n = out["fitted"], out["confidence_end"], 225
+    assert out["p_value"] < 0.05 and 1.0 < end < t
+    # At the end, the likelihood-ratio statistic against the fit is the test's critical value ...
+    gap = 2 * n * (negative_log_likelihood(logits, labels, end) - negative_log_likelihood(logits, labels, t))
+    assert gap == pytest.approx(chi2.isf(0.05, 1), rel=1e-6)
+    # ... and every temperature nearer 1 is rejected against the fit.
+    for s in np.linspace(1.0, end, 6)[:-1]:
+        assert 2 * n * (negative_log_likelihood(logits, labels, s) - negative_log_likelihood(logits, labels, t)) > \
+            chi2.isf(0.05, 1)
+    assert out["kept"] and out["temperature"] == end and "confidence interval" in out["reason"]
+    # Logits the test cannot tell from calibrated keep T = 1 at the interval's end too.
+    calibrated = _sample(rng, logits, 1.0)
+    assert confidence_end(logits, calibrated, calibrate(logits, calibrated)["fitted"]) == 1.0
+    assert confidence_end(logits, labels, 1.0) == 1.0
 
 
 def test_a_temperature_that_does_not_help_is_not_kept():
@@ -51,19 +79,21 @@ def test_a_fit_that_raises_the_noisy_ece_is_shrunk_towards_one_not_dropped():
     from popdl.calibration import calibrate, negative_log_likelihood, reliability
     from popdl.model_io import softmax
 
-    rng = np.random.default_rng(6)
+    rng = np.random.default_rng(19)
     logits = rng.normal(scale=4.0, size=(225, 3))  # a calibration part of the default config's size
     labels = _sample(rng, logits, 1.5)
     out = calibrate(logits, labels)
     assert out["p_value"] < 0.05  # the fitted temperature is more than noise
-    assert out["shrunk"] and 1.0 < out["temperature"] < out["fitted"]
-    assert out["ece_fitted"] > out["ece_before"]  # the fitted T itself would raise the ECE here
+    end = out["confidence_end"]
+    assert out["shrunk"] and 1.0 < out["temperature"] < end < out["fitted"]
+    # The interval's end would raise the ECE here.
+    assert reliability(labels, softmax(logits, end))["ece"] > out["ece_before"]
     t = out["temperature"]
     assert negative_log_likelihood(logits, labels, t) == pytest.approx(out["nll_after"])
     assert reliability(labels, softmax(logits, t))["ece"] == pytest.approx(out["ece_after"])
     assert out["nll_after"] < out["nll_before"] and out["ece_after"] <= out["ece_before"]
     # No temperature nearer the fitted one on the same path does both.
-    steps = [out["fitted"] ** (j / 20) for j in range(19, 0, -1)]
+    steps = [end ** (j / 20) for j in range(19, 0, -1)]
     for s in steps[: steps.index(t)]:
         assert (negative_log_likelihood(logits, labels, s) >= out["nll_before"]
                 or reliability(labels, softmax(logits, s))["ece"] > out["ece_before"])
