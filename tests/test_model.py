@@ -513,6 +513,13 @@ def test_sweep_select_train_predict_evaluate(tiny_dataset, tmp_path):
     assert -1 <= cls["matthews_corrcoef"] <= 1
     assert {"ece_before", "ece_after", "temperature", "at_bound", "fit"} <= set(metrics["calibration"])
     assert metrics["calibration"]["fit"]["n"] == len(fitted["calibration"]["draws"])
+    # Strict JSON, which every reader takes: a reliability curve's empty bins are null, not NaN.
+    def refuse(constant):
+        raise ValueError(f"{constant} in metrics.json")
+
+    written = json.loads((tmp_path / "evaluation" / "metrics.json").read_text(), parse_constant=refuse)
+    empty = [b for b in written["calibration"]["curve_before"] if b["n"] == 0]
+    assert empty and all(b["accuracy"] is None and b["confidence"] is None for b in empty)  # top class >= 1/3
     # The test set's NLL before and after, recomputed from the model's logits and temperature.
     from popdl.calibration import negative_log_likelihood
 

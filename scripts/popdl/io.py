@@ -19,6 +19,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -406,8 +407,24 @@ def npz_rows(path: str | Path, name: str) -> NpyRows | None:
 
 
 def write_json(path: str | Path, obj) -> None:
+    """``obj`` as JSON at ``path``, written atomically.  JSON has no NaN or infinity: a float that is
+    not finite (e.g. an empty bin of a reliability curve) is written ``null``, so that every JSON
+    reader (jq, R's jsonlite, JavaScript) reads the file."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(_finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(obj):
+    """``obj`` with every non-finite float (Python's or NumPy's) replaced by None, recursively."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    return obj
 
 
 def _json_default(obj):
