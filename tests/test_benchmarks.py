@@ -189,3 +189,9 @@ def test_temperature_benchmark_compares_both_rules_on_resampled_splits(tiny_data
     for name in ("fitted", "popdl"):
         assert any(x.startswith(f"  {name}: T != 1 on ") for x in lines), out
     assert sum(x.startswith("ratio of the splits made worse") for x in lines) == 2, out
+
+
+def test_vcf_reading_benchmark_keeps_the_same_genotypes_on_both_sides():
+    out = _bench("bench_vcf_reading.py", "--samples", "24", "--loci", "100", "--reps", "1")
+    assert out.splitlines()[0].startswith("300 records x 24 samples"), out
+    assert "same genotypes kept on both sides: True" in out and "throughput ratio popdl / bare: " in out, out

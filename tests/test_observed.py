@@ -354,3 +354,46 @@ def _config(folder):
     from conftest import write_config
 
     return write_config(folder, tiny_config(samples=SAMPLES))
+
+
+def test_record_batches_do_not_change_what_is_read(tmp_path, monkeypatch):
+    """The reader checks and keeps the genotypes of its records in batches: any batch size gives the same
+    genotypes, positions, loci, IDs and counts as one record at a time, with subsampling, missing calls,
+    multi-allelic calls, phased and unphased heterozygotes, filters and a haploid contig among them."""
+    import popdl.observed as observed
+
+    rng = np.random.default_rng(3)
+    names = [f"s{i}" for i in range(10)]
+    calls = np.array(["0|0", "0|1", "1|0", "1|1", "./.", "0/1", "1|2"])
+    rows = []
+    for chrom, sites in (("chr1", 40), ("chr2", 25), ("chrX", 6)):
+        for pos in range(1, sites + 1):
+            gts = list(calls[rng.choice(7, size=10, p=[0.4, 0.15, 0.15, 0.15, 0.1, 0.04, 0.01])])
+            if chrom == "chrX" and pos == 3:
+                gts[0] = "1"  # a haploid call: the contig is left out
+            rows.append((chrom, pos * 10, "A", "G,T" if pos % 13 == 0 else "G", gts,
+                         "LowQual" if pos % 11 == 0 else "PASS"))
+    path = tmp_path / "mixed.vcf"
+    path.write_text(vcf_text(rows, names=names, header=HEADER.replace("chr2,length=1000>\n", "chr2,length=1000>\n"
+                                                                       "##contig=<ID=chrX,length=1000>\n") + GT_LINE))
+    popmap = {n: ("pop1" if i < 6 else "pop2") for i, n in enumerate(names)}
+    read = []
+    for batch in (1, 7, 1024):
+        monkeypatch.setattr(observed, "RECORD_BATCH", batch)
+        read.append(read_vcf(path, popmap=popmap, samples={"pop1": 3, "pop2": 2}, seed=5, allow_unphased=True))
+    first = read[0]
+    assert first.counts["snps_lost_to_subsampling"] > 0 and first.counts["multiallelic"] > 0
+    assert first.counts["unphased_heterozygous"] > 0 and first.counts["haploid"] > 0 and first.counts["filtered"] > 0
+    for other in read[1:]:
+        assert np.array_equal(other.genotypes, first.genotypes) and other.genotypes.dtype == np.int8
+        assert np.array_equal(other.positions, first.positions) and np.array_equal(other.locus, first.locus)
+        assert other.ids == first.ids and other.loci == first.loci and other.counts == first.counts
+        assert np.array_equal(other.file_alleles, first.file_alleles)
+    # Unphased calls refused by a phased model: the first such record and sample, whatever the batch.
+    messages = set()
+    for batch in (1, 1024):
+        monkeypatch.setattr(observed, "RECORD_BATCH", batch)
+        with pytest.raises(DataError, match="has an unphased heterozygous call") as err:
+            read_vcf(path, popmap=popmap, samples={"pop1": 3, "pop2": 2}, seed=5)
+        messages.add(str(err.value))
+    assert len(messages) == 1, messages

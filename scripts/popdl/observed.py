@@ -549,6 +549,10 @@ def _checked_header(path: Path) -> tuple[Path, list[str]]:
     return path, columns
 
 
+#: Records whose genotypes :class:`_Records` checks and keeps together (numpy calls per batch, not per record).
+RECORD_BATCH = 1024
+
+
 class _Records:
     """The genotypes of the chosen individuals at the biallelic SNPs of one or more VCF files,
     read one after the other (:func:`read_vcf`), with the counts of what was skipped."""
@@ -578,10 +582,10 @@ class _Records:
         column = {s.strip(): i for i, s in enumerate(columns[9:])}
         index = np.array([column[s.strip()] for s, _ in self.chosen])
         pool = np.array([column[s.strip()] for s in self.pool])
-        counts, filters, chosen = self.counts, self.filters, self.chosen
-        phased, allow_unphased, keep_filtered = self.phased, self.allow_unphased, self.keep_filtered
+        counts, filters, keep_filtered = self.counts, self.filters, self.keep_filtered
         spans, contigs, contig_index = self.spans, self.contigs, self.contig_index
         in_file = 0
+        pending: list = []  # records waiting for the genotype arithmetic (_batch)
         records = iter(vcf)
         while True:
             last = self.last
@@ -685,41 +689,56 @@ class _Records:
             if rec.REF == alts[0]:
                 counts["other_variants"] += 1
                 continue
-            g = gt[index]
-            alleles = g[:, :2]
-            het = (alleles[:, 0] != alleles[:, 1]) & (alleles >= 0).all(axis=1)
-            unphased = het & (g[:, 2] == 0)
-            counts["phased_heterozygous"] += int((het & (g[:, 2] == 1)).sum())
-            if unphased.any():
-                counts["unphased_heterozygous"] += int(unphased.sum())
-                if phased and not allow_unphased:
-                    bad = chosen[int(np.flatnonzero(unphased)[0])][0].strip()
-                    raise DataError(
-                        f"VCF {path}: {chrom}:{pos} sample {bad} has an unphased heterozygous call (0/1); "
-                        "the model is phased: train with features.phased: false for unphased data, or phase the VCF "
-                        "(Beagle, SHAPEIT)"
-                    )
-            if (alleles > 1).any():  # an allele index beyond the one ALT allele: not a biallelic SNP
-                counts["multiallelic"] += 1
-                continue
-            every = gt[:, :2]
-            ones, zeros = int(np.count_nonzero(every == 1)), int(np.count_nonzero(every == 0))
-            self.file_alleles.append((contig_index[chrom], min(ones, zeros), ones + zeros))
-            hap = np.where(alleles < 0, MISSING, alleles).astype(np.int8).reshape(-1)
-            called = hap[hap != MISSING]
-            counts["missing_calls"] += int((alleles < 0).any(axis=1).sum())
-            if called.size == 0 or called.min() == called.max():
-                counts["monomorphic"] += 1
-                if self.subsampled:  # a SNP among all the individuals, lost by keeping only some of them
-                    every = gt[pool][:, :2]
-                    every = every[(every >= 0) & (every <= 1)]
-                    if every.size and every.min() != every.max():
-                        counts["snps_lost_to_subsampling"] += 1
-                continue
-            self.blocks.append(hap)
-            self.positions.append(float(pos))
-            self.loci_idx.append(contig_index[chrom])
-            self.ids.append(rec.ID or ".")
+            # The genotype arithmetic runs on batches of records (numpy calls per record cost more than the
+            # record itself): the record waits with what the batch needs to know of it.
+            pending.append((gt, chrom, pos, contig_index[chrom], rec.ID or "."))
+            if len(pending) >= RECORD_BATCH:
+                self._batch(pending, index=index, pool=pool, path=path)
+                pending = []
+        if pending:
+            self._batch(pending, index=index, pool=pool, path=path)
+
+    def _batch(self, pending: list, *, index: np.ndarray, pool: np.ndarray, path: Path) -> None:
+        """Count, check and keep the biallelic SNP records of ``pending`` ((genotype array, contig, position,
+        contig index, ID) each, in file order), as one record at a time would."""
+        counts = self.counts
+        every = np.stack([p[0] for p in pending])  # (records, samples in the file, 2 alleles + phase)
+        g = every[:, index]
+        alleles = g[..., :2]
+        het = (alleles[..., 0] != alleles[..., 1]) & (alleles >= 0).all(axis=2)
+        unphased = het & (g[..., 2] == 0)
+        if unphased.any() and self.phased and not self.allow_unphased:
+            r = int(np.flatnonzero(unphased.any(axis=1))[0])
+            bad = self.chosen[int(np.flatnonzero(unphased[r])[0])][0].strip()
+            raise DataError(
+                f"VCF {path}: {pending[r][1]}:{pending[r][2]} sample {bad} has an unphased heterozygous call (0/1); "
+                "the model is phased: train with features.phased: false for unphased data, or phase the VCF "
+                "(Beagle, SHAPEIT)"
+            )
+        counts["phased_heterozygous"] += int((het & (g[..., 2] == 1)).sum())
+        counts["unphased_heterozygous"] += int(unphased.sum())
+        # An allele index beyond the one ALT allele: not a biallelic SNP.
+        biallelic = ~(alleles > 1).any(axis=(1, 2))
+        counts["multiallelic"] += int((~biallelic).sum())
+        rows = np.flatnonzero(biallelic)
+        if not rows.size:
+            return
+        every, alleles = every[rows][..., :2], alleles[rows]
+        ones, zeros = np.count_nonzero(every == 1, axis=(1, 2)), np.count_nonzero(every == 0, axis=(1, 2))
+        contigs = [pending[r][3] for r in rows]
+        self.file_alleles.extend(zip(contigs, np.minimum(ones, zeros).tolist(), (ones + zeros).tolist()))
+        hap = np.where(alleles < 0, MISSING, alleles).astype(np.int8).reshape(rows.size, -1)
+        counts["missing_calls"] += int((alleles < 0).any(axis=2).sum())
+        variable = (hap == 0).any(axis=1) & (hap == 1).any(axis=1)
+        counts["monomorphic"] += int((~variable).sum())
+        if self.subsampled and not variable.all():  # SNPs among all the individuals, lost by keeping only some
+            among = every[~variable][:, pool]
+            counts["snps_lost_to_subsampling"] += int(((among == 0).any(axis=(1, 2)) & (among == 1).any(axis=(1, 2))).sum())
+        kept = rows[variable]
+        self.blocks.append(hap[variable])
+        self.positions.extend(float(pending[r][2]) for r in kept)
+        self.loci_idx.extend(pending[r][3] for r in kept)
+        self.ids.extend(pending[r][4] for r in kept)
 
     def observed(self, *, name: str, length: float | None, source: str) -> Observed:
         """What the files read gave, as an :class:`Observed` (a :class:`DataError` if no SNP)."""
@@ -727,13 +746,14 @@ class _Records:
         counts["filters"] = dict(sorted(self.filters.items(), key=lambda kv: (-kv[1], kv[0])))
         if counts["records"] == 0:
             raise DataError(f"{source}: no variant records")
+        self.blocks = [np.concatenate(self.blocks)] if self.blocks else []
         if self.haploid:
             self._drop_haploid_contigs(source)
-        if not self.blocks:
+        if not self.positions:
             raise DataError(f"{source}: no usable biallelic SNP among {counts['records']} records ({skipped_text(counts)}"
                             + ("; predict.keep_filtered (--keep-filtered) would use them)" if counts["filtered"] else ")"))
         used = set(self.loci_idx)
-        counts["snps"] = len(self.blocks)
+        counts["snps"] = len(self.positions)
         # Contigs with a biallelic SNP record (one the caller found variable), those monomorphic among the
         # individuals kept included: loci of the catalogue all the same.
         counts["file_loci"] = len({contig for contig, _, _ in self.file_alleles} | used)
@@ -747,7 +767,7 @@ class _Records:
         span = sum(spans[c][1] - spans[c][0] + 1 for c in kept_contigs)
         return Observed(
             name=name,
-            genotypes=np.stack(self.blocks),
+            genotypes=self.blocks[0],
             positions=np.asarray(self.positions),
             locus=np.array([renumber[i] for i in self.loci_idx], dtype=np.int32),
             populations=np.repeat(np.array([p for _, p in self.chosen]), 2),
@@ -771,8 +791,8 @@ class _Records:
         if not keep:
             first = next(iter(self.haploid.values()))[1]
             raise DataError(f"{first} has haploid genotype calls; popdl simulates diploid individuals")
-        self.blocks, self.positions, self.ids, self.loci_idx = ([x[i] for i in keep] for x in (
-            self.blocks, self.positions, self.ids, self.loci_idx))
+        self.positions, self.ids, self.loci_idx = ([x[i] for i in keep] for x in (self.positions, self.ids, self.loci_idx))
+        self.blocks = [self.blocks[0][keep]] if keep else []
         self.file_alleles = [a for a in self.file_alleles if a[0] not in flagged]
         by_contig = {c: n for c, (n, _) in self.haploid.items()}
         self.counts.update(haploid=sum(by_contig.values()), haploid_contigs=by_contig)
