@@ -205,6 +205,21 @@ def test_popmap_fields_keep_their_inner_spaces_between_tabs(tmp_path):
     assert data.individuals == names and data.populations.tolist() == ["pop1"] * 4 + ["pop2"] * 4
 
 
+def test_popmap_exported_from_a_spreadsheet_as_csv_reads_as_a_table(tmp_path, caplog):
+    import logging
+
+    text = 'sample,population\n"Sample 01", "Lake Malawi"\na2 , pop1\nb1,pop2\nb2,pop2\n'
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        popmap = read_popmap(write(tmp_path, "p.csv", text))
+    assert popmap == {"Sample 01": "Lake Malawi", "a2": "pop1", "b1": "pop2", "b2": "pop2"}
+    assert sum("read as comma-separated values" in r.getMessage() for r in caplog.records) == 1
+    # Semicolons, as spreadsheets write CSV where the comma is the decimal mark.
+    assert read_popmap(write(tmp_path, "q.csv", "a1;pop1\nb1;pop2\n")) == {"a1": "pop1", "b1": "pop2"}
+    # A sample sheet's extra columns: one line saying so.
+    with pytest.raises(DataError, match=r"line 1: expected 2 columns \(sample, population\), found 4 \(more columns"):
+        read_popmap(write(tmp_path, "r.csv", "a1,pop1,47.2,8.5\n"))
+
+
 def test_a_lone_dot_is_a_missing_diploid_call(tmp_path):
     # FreeBayes (and so dDocent's RAD VCFs) writes every missing call as '.', whatever the ploidy.
     rows = [("chr1", 10, "A", "G", ["0|1", ".", "1|1", "0|1"]),

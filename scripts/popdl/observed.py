@@ -37,6 +37,7 @@ from an :class:`Observed` with the extractor the simulations go through.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import logging
 import math
@@ -155,8 +156,9 @@ class Observed:
 def read_popmap(path: str | Path) -> dict[str, str]:
     """Sample -> population, in file order (UTF-8, else Windows-1252; a byte-order mark is ignored).
 
-    A line holds two columns separated by a tab, or by spaces.  A line with one
-    tab between two fields keeps the spaces inside them (a sample ``Sample 01``,
+    A line holds two columns separated by a tab, or by spaces, or by a comma or a
+    semicolon (a spreadsheet's CSV export, quotes allowed).  A line with one
+    tab (or comma) between two fields keeps the spaces inside them (a sample ``Sample 01``,
     a label ``Lake Malawi``, as spreadsheets write them); surrounding spaces are
     trimmed.  Text after ``#`` is a comment; a first line ``sample population``
     is a header."""
@@ -181,6 +183,7 @@ def read_popmap(path: str | Path) -> dict[str, str]:
         text = raw_bytes.decode("cp1252", errors="replace")
         log.info("popmap %s: not UTF-8 text; read as Windows-1252 (Latin-1)", path)
     out: dict[str, str] = {}
+    csv_lines = 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -188,11 +191,24 @@ def read_popmap(path: str | Path) -> dict[str, str]:
         parts = tabbed = [f.strip() for f in line.split("\t") if f.strip()]
         if len(parts) != 2:  # not one tab between two fields: columns separated by spaces
             parts = line.split()
+        separated = None
+        if len(parts) != 2 and len(tabbed) == 1:  # a spreadsheet's export: comma- or semicolon-separated
+            for delimiter in (",", ";"):
+                if delimiter in line:
+                    fields = next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))
+                    separated = [f.strip() for f in fields if f.strip()]
+                    break
+            if separated and len(separated) == 2:
+                parts = separated
+                if not csv_lines:
+                    log.info("popmap %s: read as %s-separated values", path, "comma" if delimiter == "," else "semicolon")
+                csv_lines += 1
         if len(parts) != 2:
-            hint = " (comma-separated? use a tab or spaces)" if len(parts) == 1 and "," in line else ""
-            if len(tabbed) > 2:  # a sample sheet with more columns
+            hint = ""
+            if len(tabbed) > 2 or (separated and len(separated) > 2):  # a sample sheet with more columns
                 hint = " (more columns than a popmap's: keep the sample and population ones, e.g. with cut -f1,2)"
-            raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found {len(parts)}{hint}")
+            raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found "
+                            f"{len(separated) if separated else len(parts)}{hint}")
         sample, pop = parts
         if not out and sample.lower() in {"sample", "samples", "individual", "id"} and pop.lower() in {"population", "pop", "population_name"}:
             continue  # header line
