@@ -160,6 +160,47 @@ def test_who_won_names_the_winner_and_margin_per_task():
     assert tie["winner"] == "tie" and tie["tied"] == ["network", "ABC-RF"] and tie["margin"] == 0
 
 
+def test_paired_differences_tell_a_real_lead_from_the_test_sets_noise():
+    from popdl.abc import paired_differences, who_won
+
+    rng = np.random.default_rng(3)
+    n, scenarios = 400, ["one", "two"]
+    labels = rng.integers(0, 2, n)
+    truth = 10 ** rng.uniform(3, 4, n)  # a log-uniform parameter: R² on log10
+    onehot = np.eye(2)[labels]
+    network = pd.DataFrame({"label": labels, "p_one": onehot[:, 0], "p_two": onehot[:, 1],  # always right
+                            "a": truth * 10 ** rng.normal(0, 0.05, n), "true_a": truth})
+    guess = np.where(rng.random(n) < 0.8, labels, 1 - labels)  # right 80 % of the time
+    abc_table = pd.DataFrame({"label": labels, "abc_rf_p_one": (guess == 0) * 1.0, "abc_rf_p_two": (guess == 1) * 1.0,
+                              "abc_rf_a": np.log10(network["a"])})  # the network's very estimates, on log10
+    y = np.log10(truth)
+    r2 = 1 - ((y - abc_table["abc_rf_a"]) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    metrics = {"scenarios": scenarios, "param_names": ["a"], "methods": {"abc_rf": {
+        "label": "ABC-RF", "accuracy": float((guess == labels).mean()), "params": {"a": {"r2": r2, "scale": "log10"}}}}}
+    paired = paired_differences(network, abc_table, metrics, rng=np.random.default_rng(0), draws=500)
+    lead = paired["scenario"]["ABC-RF"]
+    assert lead["difference"] == pytest.approx(1 - (guess == labels).mean()) and 0 < lead["ci"][0] < lead["ci"][1]
+    same = paired["a"]["ABC-RF"]  # equal estimates: no difference in any resample
+    assert same["difference"] == pytest.approx(0, abs=1e-12) and same["ci"] == pytest.approx([0, 0], abs=1e-12)
+    again = paired_differences(network, abc_table, metrics, rng=np.random.default_rng(0), draws=500)
+    assert again == paired  # reproducible under the seed
+    evaluation = {"classification": {"accuracy": 1.0}, "regression": {"a": {"r2": r2}}}
+    verdicts = {v["task"]: v["versus"] for v in who_won(metrics, evaluation, paired)}
+    assert verdicts["scenario"]["verdict"] == "network" and verdicts["scenario"]["method"] == "ABC-RF"
+    # Noisy estimates on both sides, one a little better: the interval holds 0, a level verdict.
+    noisy = network.assign(a=truth * 10 ** rng.normal(0, 0.30, n))
+    other = abc_table.assign(abc_rf_a=y + rng.normal(0, 0.31, n))
+    metrics["methods"]["abc_rf"]["params"]["a"]["r2"] = float(
+        1 - ((y - other["abc_rf_a"]) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+    level = paired_differences(noisy, other, metrics, rng=np.random.default_rng(0), draws=500)["a"]["ABC-RF"]
+    assert level["ci"][0] < 0 < level["ci"][1]
+    # Values that do not recompute from the tables (other simulations): that task gets no interval.
+    metrics["methods"]["abc_rf"]["accuracy"] = 0.5
+    assert "scenario" not in paired_differences(network, abc_table, metrics, rng=np.random.default_rng(0), draws=50)
+    with pytest.raises(ValueError, match="not the same simulations"):
+        paired_differences(network.iloc[::-1], abc_table, metrics, rng=np.random.default_rng(0))
+
+
 def test_comparison_table():
     abc = {"param_names": ["a"], "methods": {"rejection": {"label": "rejection ABC", "accuracy": 0.5, "params": {"a": {"r2": 0.2, "coverage": 0.9}}},
                                              "abc_rf": {"label": "ABC-RF", "accuracy": 0.6, "params": {}}}}

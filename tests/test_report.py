@@ -151,6 +151,13 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     # The evaluation opens with who won each task: scenario accuracy, then every parameter's R².
     for task in ("scenario", "N1", "T_split", "f_sc"):
         assert f'id="won-{task}"' in html, task
+    # ... with the network's difference from the best ABC method and its paired-bootstrap interval, computed
+    # from the two tables of per-simulation test predictions (same simulations, same order).
+    tests = pd.read_csv(tiny_run / "evaluation" / "test_predictions.tsv", sep="\t")
+    abc_tests = pd.read_csv(tiny_run / "abc" / "test_predictions.tsv", sep="\t")
+    assert len(tests) == len(abc_tests) and (tests["label"] == abc_tests["label"]).all()
+    assert (tests["true_scenario"] == abc_tests["scenario"]).all() and {"p_isolation", "N1", "true_N1"} <= set(tests)
+    assert html.count("95 % interval") >= 4 and "paired bootstrap" in html
     # Calibration: ECE and the test set's NLL, before and after the temperature.
     assert re.search(r"after temperature scaling \(T = .*?\); mean negative log-likelihood \S+ before and \S+ after",
                      html), html[html.find("Calibration on the test set"):][:600]

@@ -509,13 +509,93 @@ def comparison_table(abc_metrics: dict, cnn_metrics: dict | None) -> pd.DataFram
     return pd.DataFrame.from_records(records)
 
 
-def who_won(abc_metrics: dict, evaluation: dict) -> list[dict]:
+def _r2_resampled(y: np.ndarray, e: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """R² of estimates ``e`` of ``y`` on each row of resampled indices ``idx`` (draws, n)."""
+    yy, ee = y[idx], e[idx]
+    ss_tot = ((yy - yy.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - ((yy - ee) ** 2).sum(axis=1) / ss_tot
+
+
+def paired_differences(network: pd.DataFrame, abc_table: pd.DataFrame, abc_metrics: dict, *,
+                       rng: np.random.Generator, draws: int = 2000, level: float = 0.95) -> dict[str, dict]:
+    """How far the network's lead over each ABC method, per task, is beyond the test set's noise.
+
+    ``network``: evaluation/test_predictions.tsv (probabilities ``p_{scenario}``, natural-unit
+    estimates ``{name}`` and truths ``true_{name}``); ``abc_table``: abc/test_predictions.tsv (the
+    same simulations in the same order, estimates on each parameter's learning scale); the
+    test set is resampled ``draws`` times (paired: one resample serves every method) and each
+    task's measure (accuracy; R² on the learning scale, over the simulations that have the
+    parameter) recomputed.  Returns ``{task: {method label: {"difference", "ci"}}}``: the
+    network's value minus the method's, and the ``level`` percentile interval of that
+    difference over the resamples.  A task is left out when its values, recomputed from the
+    tables, differ from abc_metrics' (tables not of the same simulations).
+    """
+    labels = abc_table["label"].to_numpy()
+    if len(network) != len(abc_table) or not np.array_equal(network["label"].to_numpy(), labels):
+        raise ValueError(f"the network's test predictions ({len(network)} rows) and the ABC baselines' "
+                         f"({len(abc_table)} rows) are not the same simulations")
+    methods = abc_metrics.get("methods", {})
+    order = [k for k in METHODS if k in methods] + [k for k in methods if k not in METHODS]
+    tail = (1.0 - level) / 2.0
+    out: dict[str, dict] = {}
+
+    def record(task: str, net_value: np.ndarray, values: dict[str, np.ndarray], point: dict[str, float]) -> None:
+        verdicts = {}
+        for key, boot in values.items():
+            if not math.isclose(float(boot[0]), point[key], rel_tol=1e-6, abs_tol=1e-9):
+                log.warning("who won: %s of %s recomputed from the tables (%.6g) is not abc/metrics.json's (%.6g); "
+                            "no interval for it", task, key, float(boot[0]), point[key])
+                continue
+            diff = net_value - boot
+            lo, hi = np.nanquantile(diff[1:], [tail, 1.0 - tail])
+            verdicts[methods[key].get("label", key)] = {"difference": float(diff[0]), "ci": [float(lo), float(hi)]}
+        if verdicts:
+            out[task] = verdicts
+
+    scenarios = abc_metrics.get("scenarios", [])
+    columns = [f"p_{s}" for s in scenarios]
+    n = len(labels)
+    if n >= 2 and scenarios and all(c in network for c in columns):
+        idx = np.vstack([np.arange(n), rng.integers(0, n, size=(draws, n))])  # row 0: the test set itself
+        net = (network[columns].to_numpy().argmax(axis=1) == labels)[idx].mean(axis=1)
+        values = {k: (abc_table[[f"{k}_p_{s}" for s in scenarios]].to_numpy().argmax(axis=1) == labels)[idx].mean(axis=1)
+                  for k in order if all(f"{k}_p_{s}" in abc_table for s in scenarios)}
+        record("scenario", net, values, {k: float(methods[k].get("accuracy", np.nan)) for k in values})
+    for name in abc_metrics.get("param_names", []):
+        if f"true_{name}" not in network or name not in network:
+            continue
+        truth = network[f"true_{name}"].to_numpy(dtype=np.float64)
+        estimate = network[name].to_numpy(dtype=np.float64)
+        scored = {k: (methods[k].get("params") or {}).get(name) for k in order}
+        scored = {k: v for k, v in scored.items() if v and f"{k}_{name}" in abc_table}
+        if not scored:
+            continue
+        log10 = {v.get("scale") == "log10" for v in scored.values()}
+        if len(log10) != 1:
+            continue
+        rows = np.flatnonzero(np.isfinite(truth) & np.isfinite(estimate))
+        if rows.size < 2:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y, e = (np.log10(truth[rows]), np.log10(estimate[rows])) if log10.pop() else (truth[rows], estimate[rows])
+        idx = np.vstack([np.arange(rows.size), rng.integers(0, rows.size, size=(draws, rows.size))])
+        net = _r2_resampled(y, e, idx)
+        values = {k: _r2_resampled(y, abc_table[f"{k}_{name}"].to_numpy(dtype=np.float64)[rows], idx) for k in scored}
+        record(name, net, values, {k: float(v.get("r2", np.nan)) for k, v in scored.items()})
+    return out
+
+
+def who_won(abc_metrics: dict, evaluation: dict, paired: dict | None = None) -> list[dict]:
     """One verdict per task on the shared test set: scenario accuracy, then the R² of
     each parameter (learning scale).  Each is ``{"task", "measure", "values": {method
     label: value}, "winner", "margin"}``: the network (``evaluation``, the network's
     evaluation/metrics.json) against each ABC method of ``abc_metrics``
     (abc/metrics.json); ``margin`` is the winner's lead over the runner-up; equal
-    best values make ``winner`` "tie", with the methods in ``tied``."""
+    best values make ``winner`` "tie", with the methods in ``tied``.  With ``paired``
+    (:func:`paired_differences`), ``versus`` holds the network's difference from the best
+    ABC method on the task and its interval: ``{"method", "difference", "ci", "verdict"}``,
+    the verdict "network" or the method's label when the interval excludes 0, else "level"."""
     methods = abc_metrics.get("methods", {})
     order = [k for k in METHODS if k in methods] + [k for k in methods if k not in METHODS]
     tasks = [("scenario", "accuracy", (evaluation.get("classification") or {}).get("accuracy"),
@@ -532,7 +612,16 @@ def who_won(abc_metrics: dict, evaluation: dict) -> list[dict]:
             continue
         margin = ranked[0][0] - ranked[1][0] if len(ranked) > 1 else float("nan")
         tied = [m for v, m in ranked if abs(v - ranked[0][0]) < 1e-12]
-        out.append({"task": task, "measure": measure, "values": values,
-                    "winner": ranked[0][1] if len(tied) == 1 else "tie", "tied": tied if len(tied) > 1 else [],
-                    "margin": margin})
+        verdict = {"task": task, "measure": measure, "values": values,
+                   "winner": ranked[0][1] if len(tied) == 1 else "tie", "tied": tied if len(tied) > 1 else [],
+                   "margin": margin}
+        against = (paired or {}).get(task, {})
+        baselines = sorted(((v, m) for m, v in values.items() if m in against and v is not None and math.isfinite(v)),
+                           reverse=True)
+        if baselines and net is not None and math.isfinite(net):
+            best = baselines[0][1]
+            diff, (lo, hi) = against[best]["difference"], against[best]["ci"]
+            verdict["versus"] = {"method": best, "difference": diff, "ci": [lo, hi],
+                                 "verdict": "network" if lo > 0 else best if hi < 0 else "level"}
+        out.append(verdict)
     return out

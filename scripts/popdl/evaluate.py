@@ -43,7 +43,7 @@ import numpy as np
 from popdl.calibration import negative_log_likelihood, reliability
 from popdl.dataset import Dataset
 from popdl.interpret import interpret
-from popdl.io import atomic_path, provenance, write_json
+from popdl.io import atomic_path, provenance, write_json, write_table
 from popdl.model_io import load_model, softmax
 
 log = logging.getLogger("popdl.evaluate")
@@ -203,6 +203,22 @@ def _plots(folder: Path, *, cls, cal_before, cal_after, reg, true, quantiles, pr
     save(fig, "training_curves.png")
 
 
+def prediction_table(test: dict, pred, scenarios: list[str]):
+    """One row per test simulation, in the dataset's order (that of abc/test_predictions.tsv):
+    its scenario, label and draw, the network's answer (:meth:`popdl.model_io.Prediction.to_frame`:
+    chosen scenario, probabilities, estimate and interval of each parameter, natural units) and
+    the true parameters (``true_{name}``, empty where the scenario lacks the parameter)."""
+    import pandas as pd
+
+    labels = np.asarray(test["labels"], dtype=np.int64)
+    head = pd.DataFrame({"true_scenario": [scenarios[i] for i in labels], "label": labels,
+                         "draw": np.asarray(test["draw"], dtype=np.int64)})
+    answer = pred.to_frame()
+    params = np.asarray(test["params"], dtype=np.float64)
+    truth = pd.DataFrame({f"true_{p}": params[:, j] for j, p in enumerate(pred.param_names or [])})
+    return pd.concat([head, answer, truth], axis=1)
+
+
 def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out: str | Path, config_hash: str,
              root_seed: int, trials: str | Path | None = None, bins: int = 10) -> dict:
     """Evaluate the model folder on the test split; write metrics.json, plots and the
@@ -221,7 +237,7 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out:
     model = load_model(model_dir)
     if model.scenarios != dataset.scenarios:
         raise ValueError(f"{model_dir} was trained on scenarios {model.scenarios}, the dataset has {dataset.scenarios}")
-    test = dataset.load("test", ("images", "distances", "stats", "labels", "params"))
+    test = dataset.load("test", ("images", "distances", "stats", "labels", "params", "draw"))
     if len(test["labels"]) == 0:
         raise ValueError(f"{dataset_dir} has an empty test split")
     outputs = model.raw_outputs(test["images"], test["distances"], test["stats"])
@@ -269,6 +285,7 @@ def evaluate(dataset_dir: str | Path, model_dir: str | Path, *, best: dict, out:
     metrics["training"] = {"best_trial": best.get("history", {}), "final": final_history}
     metrics["provenance"] = provenance(config_hash=config_hash, model=model.bundle.get("provenance", {}))
     interpret(model, test, out=out, root_seed=root_seed, config_hash=config_hash, trials=trials)
+    write_table(out / "test_predictions.tsv", prediction_table(test, pred, dataset.scenarios))
     write_json(out / "metrics.json", metrics)
     if cls:
         log.info("evaluate: test accuracy %.3f (chance %.3f), MCC %.3f, ECE %.3f -> %.3f", cls["accuracy"],

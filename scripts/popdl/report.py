@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from popdl import seeds
-from popdl.abc import METHODS, comparison_table, load_reference, who_won
+from popdl.abc import METHODS, comparison_table, load_reference, paired_differences, who_won
 from popdl.dataset import Dataset
 from popdl.interpret import completed_trials
 from popdl.io import atomic_path, package_versions
@@ -308,23 +308,54 @@ def _optuna_plots(rep: Report, trials: pd.DataFrame, interpretation: dict | None
     return '<div class="figs">' + out + "</div>"
 
 
-def _who_won(abc: dict | None, evaluation: dict) -> str:
-    """One line per task: the network against the ABC baselines, winner and margin."""
+def _paired(results: Path, abc: dict, root_seed: int) -> tuple[dict | None, str]:
+    """The network's differences from the ABC methods with their 95 % intervals
+    (:func:`popdl.abc.paired_differences` on both test_predictions.tsv tables), or None
+    and why not."""
+    tables = [results / "evaluation" / "test_predictions.tsv", results / "abc" / "test_predictions.tsv"]
+    absent = [str(t.relative_to(results)) for t in tables if not t.is_file()]
+    if absent:
+        return None, f"no intervals on the differences ({', '.join(absent)} absent)"
+    try:
+        network, abc_table = (pd.read_csv(t, sep="\t") for t in tables)
+        return paired_differences(network, abc_table, abc, rng=seeds.report(root_seed, "who won bootstrap")), ""
+    except (ValueError, KeyError) as exc:
+        log.warning("report: no intervals on the differences: %s", exc)
+        return None, f"no intervals on the differences ({exc})"
+
+
+def _who_won(abc: dict | None, evaluation: dict, results: Path, root_seed: int) -> str:
+    """One line per task: the network against the ABC baselines, winner and margin, and
+    whether the network's difference from the best ABC method is beyond the test set's noise."""
     if abc is None:
         return _missing("no ABC baselines to compare with (abc/metrics.json)")
+    paired, why = _paired(results, abc, root_seed)
     items = []
-    for v in who_won(abc, evaluation):
+    for v in who_won(abc, evaluation, paired):
         values = ", ".join(f"{_esc(m)} {_fmt(x)}" for m, x in v["values"].items())
         lead = f"by {v['margin']:.3f}" if np.isfinite(v["margin"]) else ""
         who = "<b>the network</b>" if v["winner"] == "network" else _esc(v["winner"])
         verdict = f"a tie ({_esc(', '.join(v['tied']))})" if v["winner"] == "tie" else f"{who} wins {lead}"
+        versus = v.get("versus")
+        if versus:
+            lo, hi = versus["ci"]
+            noise = {"network": "beyond the noise: the network is better",
+                     "level": "within the noise: level"}.get(versus["verdict"], f"beyond the noise: {_esc(versus['method'])} is better")
+            verdict += (f"; network − {_esc(versus['method'])} {versus['difference']:+.3f} (95 % interval "
+                        f"{lo:+.3f} to {hi:+.3f}), {noise}")
         items.append(f'<li id="won-{_esc(v["task"])}"><b>{_esc(v["task"])}</b> ({_esc(v["measure"])}): {values}: '
                      f"{verdict}</li>")
-    return (f"<p>Who won on the {abc.get('n_test', '')} test simulations (accuracy; R² on the learning scale):</p>"
+        if versus:
+            log.info("report: %s: network − %s %+.3f (95 %% interval %+.3f to %+.3f): %s", v["task"], versus["method"],
+                     versus["difference"], *versus["ci"], versus["verdict"])
+    note = (" The interval of each difference from the best ABC method resamples the test simulations (paired "
+            "bootstrap, 2,000 resamples): where it holds 0, the test set cannot tell the two apart.") if paired else (
+            f" ({_esc(why)}.)" if why else "")
+    return (f"<p>Who won on the {abc.get('n_test', '')} test simulations (accuracy; R² on the learning scale):{note}</p>"
             f'<ul class="who-won">{"".join(items)}</ul>')
 
 
-def _evaluation_section(rep: Report, results: Path) -> dict | None:
+def _evaluation_section(rep: Report, results: Path, root_seed: int = 0) -> dict | None:
     ev = results / "evaluation"
     metrics = _read_json(ev / "metrics.json")
     curves = ev / "training_curves.png"
@@ -333,7 +364,7 @@ def _evaluation_section(rep: Report, results: Path) -> dict | None:
     if metrics is None:
         rep.section("evaluation", "Test-set evaluation", _missing("no evaluation (evaluation/metrics.json)"))
         return None
-    body = _who_won(_read_json(results / "abc" / "metrics.json"), metrics)
+    body = _who_won(_read_json(results / "abc" / "metrics.json"), metrics, results, root_seed)
     cls = metrics.get("classification")
     if cls:
         body += (f'<p>Network ({_esc(metrics.get("model"))}) test accuracy <b id="accuracy-network">{cls["accuracy"]:.3f}</b> '
@@ -727,7 +758,7 @@ def write_report(config: dict, results: str | Path, out: str | Path, *, config_h
     _simulation_section(rep, results)
     interpretation, arrays = _read_interpretation(results)
     _tuning_section(rep, results, interpretation)
-    evaluation = _evaluation_section(rep, results)
+    evaluation = _evaluation_section(rep, results, int(config.get("seed", 0)))
     abc_metrics = _comparison_section(rep, results, evaluation, Path(comparison_out) if comparison_out else None)
     _embedding_section(rep, interpretation, arrays)
     _saliency_section(rep, interpretation, arrays)

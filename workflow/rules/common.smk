@@ -270,9 +270,11 @@ def report_inputs(wildcards):
         f"{RESULTS}/dataset/manifest.json",
         f"{RESULTS}/abc/metrics.json",
         f"{RESULTS}/abc/empirical.json",
+        f"{RESULTS}/abc/test_predictions.tsv",
     ]
     inputs += [
         f"{RESULTS}/evaluation/metrics.json",
+        f"{RESULTS}/evaluation/test_predictions.tsv",
         f"{RESULTS}/evaluation/interpretation.json",
         f"{RESULTS}/evaluation/interpretation.npz",
         f"{RESULTS}/tuning/best.json",

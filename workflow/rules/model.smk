@@ -95,6 +95,7 @@ rule evaluate:
         metrics=f"{RESULTS}/evaluation/metrics.json",
         interpretation=f"{RESULTS}/evaluation/interpretation.json",
         interpretation_arrays=f"{RESULTS}/evaluation/interpretation.npz",
+        predictions=f"{RESULTS}/evaluation/test_predictions.tsv",
         confusion=report(
             f"{RESULTS}/evaluation/confusion_matrix.png",
             caption="../report/confusion_matrix.rst",
