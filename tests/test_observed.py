@@ -220,6 +220,20 @@ def test_popmap_exported_from_a_spreadsheet_as_csv_reads_as_a_table(tmp_path, ca
         read_popmap(write(tmp_path, "r.csv", "a1,pop1,47.2,8.5\n"))
 
 
+@pytest.mark.parametrize("header", ["sample_ID,population", "INDIVIDUALS\tSTRATA", "Sample Name\tPop-ID",
+                                    "ind\tsite", "id species"])
+def test_popmap_header_lines_as_tools_and_spreadsheets_write_them_are_skipped(tmp_path, header):
+    # radiator's strata files open with 'INDIVIDUALS STRATA'; sheets with 'sample_ID,population'.
+    sep = "," if "," in header else "\t"
+    popmap = read_popmap(write(tmp_path, "p.txt", f"{header}\na1{sep}pop1\nb1{sep}pop2\n"))
+    assert popmap == {"a1": "pop1", "b1": "pop2"}
+
+
+def test_a_popmap_whose_first_sample_is_named_like_a_title_is_not_a_header(tmp_path):
+    # Only a first line of two column titles is a header: a sample 'id' of population 'pop1' is a sample.
+    assert read_popmap(write(tmp_path, "p.txt", "id\tpop1\nb1\tpop2\n")) == {"id": "pop1", "b1": "pop2"}
+
+
 def test_a_lone_dot_is_a_missing_diploid_call(tmp_path):
     # FreeBayes (and so dDocent's RAD VCFs) writes every missing call as '.', whatever the ploidy.
     rows = [("chr1", 10, "A", "G", ["0|1", ".", "1|1", "0|1"]),

@@ -160,8 +160,9 @@ def read_popmap(path: str | Path) -> dict[str, str]:
     semicolon (a spreadsheet's CSV export, quotes allowed).  A line with one
     tab (or comma) between two fields keeps the spaces inside them (a sample ``Sample 01``,
     a label ``Lake Malawi``, as spreadsheets write them); surrounding spaces are
-    trimmed.  Text after ``#`` is a comment; a first line ``sample population``
-    is a header."""
+    trimmed.  Text after ``#`` is a comment; a first line of two column titles
+    (``sample population``, ``sample_ID,population``, radiator's ``INDIVIDUALS STRATA``:
+    :data:`SAMPLE_HEADERS` then :data:`POPULATION_HEADERS`) is a header."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"popmap {path}: is a folder, not a file")
@@ -210,14 +211,27 @@ def read_popmap(path: str | Path) -> dict[str, str]:
             raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found "
                             f"{len(separated) if separated else len(parts)}{hint}")
         sample, pop = parts
-        if not out and sample.lower() in {"sample", "samples", "individual", "id"} and pop.lower() in {"population", "pop", "population_name"}:
-            continue  # header line
+        if not out and _header_word(sample) in SAMPLE_HEADERS and _header_word(pop) in POPULATION_HEADERS:
+            continue  # header line: 'sample population', 'sample_ID,population', radiator's 'INDIVIDUALS STRATA'...
         if sample in out:
             raise DataError(f"popmap {path} line {number}: sample {sample!r} is listed twice")
         out[sample] = pop
     if not out:
         raise DataError(f"popmap {path}: no samples listed")
     return out
+
+
+# A popmap's first line is a header when its two fields are column titles (compared without case,
+# spaces, '_', '-' or '.'): 'sample population', 'sample_ID,population', 'INDIVIDUALS STRATA' (radiator).
+SAMPLE_HEADERS = {"sample", "samples", "sampleid", "samplename", "individual", "individuals", "ind", "indiv",
+                  "indid", "individualid", "id", "name", "specimen", "specimenid"}
+POPULATION_HEADERS = {"population", "populations", "pop", "pops", "popid", "populationid", "populationname",
+                      "strata", "stratum", "group", "groups", "site", "location", "locality", "region", "cluster",
+                      "species", "taxon", "deme", "label"}
+
+
+def _header_word(field: str) -> str:
+    return re.sub(r"[\s_.\-]", "", field).casefold()
 
 
 def _few(names, k: int = 5) -> str:
