@@ -182,6 +182,11 @@ def test_too_wide_intervals_are_narrowed_but_never_past_the_estimate():
     assert out["offsets"]["a"] < -4 and out["coverage_after"]["a"] >= 0.9
     moved = apply_interval_offsets(q, [-100.0])  # an absurd offset cannot cross the estimate
     assert np.all(moved[:, :, 0] <= moved[:, :, 1]) and np.all(moved[:, :, 1] <= moved[:, :, 2])
+    # Narrowed past the inner quantiles, the interval keeps its bounds and the quantiles stay sorted.
+    five = np.stack([centre - 5, centre - 1, centre, centre + 1, centre + 5], axis=-1)
+    moved = apply_interval_offsets(five, [-4.5])
+    assert np.allclose(moved[:, :, 0], centre - 0.5) and np.allclose(moved[:, :, -1], centre + 0.5)
+    assert np.all(np.diff(moved, axis=-1) >= 0) and np.allclose(moved[:, :, 2], centre)
 
 
 def test_too_few_held_out_examples_leave_the_interval_alone():
