@@ -158,6 +158,7 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     assert len(tests) == len(abc_tests) and (tests["label"] == abc_tests["label"]).all()
     assert (tests["true_scenario"] == abc_tests["scenario"]).all() and {"p_isolation", "N1", "true_N1"} <= set(tests)
     assert html.count("95 % interval") >= 4 and "paired bootstrap" in html
+    assert 'alt="network minus the best ABC method per task, with 95 % intervals"' in html  # the forest plot
     # Calibration: ECE and the test set's NLL, before and after the temperature.
     assert re.search(r"after temperature scaling \(T = .*?\); mean negative log-likelihood \S+ before and \S+ after",
                      html), html[html.find("Calibration on the test set"):][:600]

@@ -324,14 +324,35 @@ def _paired(results: Path, abc: dict, root_seed: int) -> tuple[dict | None, str]
         return None, f"no intervals on the differences ({exc})"
 
 
-def _who_won(abc: dict | None, evaluation: dict, results: Path, root_seed: int) -> str:
+def margins_figure(verdicts: list[dict]):
+    """A forest plot of :func:`popdl.abc.who_won`'s ``versus`` entries: per task, the network's
+    difference from the best ABC method with its 95 % interval, green where the network is
+    better beyond the noise, red where the ABC method is, grey where the two are level."""
+    plt = _plt()
+    rows = [v for v in verdicts if v.get("versus")][::-1]
+    fig, ax = plt.subplots(figsize=(6.0, 0.6 + 0.32 * len(rows)))
+    colours = {"network": "#2a7d2a", "level": "#777777"}
+    for y, v in enumerate(rows):
+        d, (lo, hi) = v["versus"]["difference"], v["versus"]["ci"]
+        colour = colours.get(v["versus"]["verdict"], "#b22222")
+        ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], fmt="o", color=colour, capsize=3, markersize=5)
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{v['task']} (vs {v['versus']['method']})" for v in rows], fontsize=8)
+    ax.set_xlabel("network − best ABC method (accuracy; R²), 95 % interval", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    return fig
+
+
+def _who_won(rep: Report, abc: dict | None, evaluation: dict, results: Path, root_seed: int) -> str:
     """One line per task: the network against the ABC baselines, winner and margin, and
     whether the network's difference from the best ABC method is beyond the test set's noise."""
     if abc is None:
         return _missing("no ABC baselines to compare with (abc/metrics.json)")
     paired, why = _paired(results, abc, root_seed)
     items = []
-    for v in who_won(abc, evaluation, paired):
+    verdicts = who_won(abc, evaluation, paired)
+    for v in verdicts:
         values = ", ".join(f"{_esc(m)} {_fmt(x)}" for m, x in v["values"].items())
         lead = f"by {v['margin']:.3f}" if np.isfinite(v["margin"]) else ""
         who = "<b>the network</b>" if v["winner"] == "network" else _esc(v["winner"])
@@ -351,8 +372,10 @@ def _who_won(abc: dict | None, evaluation: dict, results: Path, root_seed: int) 
     note = (" The interval of each difference from the best ABC method resamples the test simulations (paired "
             "bootstrap, 2,000 resamples): where it holds 0, the test set cannot tell the two apart.") if paired else (
             f" ({_esc(why)}.)" if why else "")
+    plot = (rep.fig(margins_figure(verdicts), "network minus the best ABC method per task, with 95 % intervals")
+            if any(v.get("versus") for v in verdicts) else "")
     return (f"<p>Who won on the {abc.get('n_test', '')} test simulations (accuracy; R² on the learning scale):{note}</p>"
-            f'<ul class="who-won">{"".join(items)}</ul>')
+            f'<ul class="who-won">{"".join(items)}</ul>{plot}')
 
 
 def _evaluation_section(rep: Report, results: Path, root_seed: int = 0) -> dict | None:
@@ -364,7 +387,7 @@ def _evaluation_section(rep: Report, results: Path, root_seed: int = 0) -> dict 
     if metrics is None:
         rep.section("evaluation", "Test-set evaluation", _missing("no evaluation (evaluation/metrics.json)"))
         return None
-    body = _who_won(_read_json(results / "abc" / "metrics.json"), metrics, results, root_seed)
+    body = _who_won(rep, _read_json(results / "abc" / "metrics.json"), metrics, results, root_seed)
     cls = metrics.get("classification")
     if cls:
         body += (f'<p>Network ({_esc(metrics.get("model"))}) test accuracy <b id="accuracy-network">{cls["accuracy"]:.3f}</b> '
