@@ -125,3 +125,23 @@ def test_graph_files_are_found_beside_the_config_file(tmp_path):
     work = tmp_path / "work"
     proc = snakemake(work, f"results/{config['run']}/dataset/manifest.json", "-n", configfile=cfg)
     assert "simulate" in proc.stdout
+
+
+def test_a_sweep_too_short_for_the_parameters_is_warned_about(tmp_path):
+    # The schema's default sweep (12 epochs, median pruner) left every parameter behind ABC-RF in a measured run.
+    from popdl.config import prepare
+    from popdl.tuning import sweep_warnings
+
+    short = prepare(tiny_config(), base_dirs=(REPO,))
+    lines = sweep_warnings(short)
+    assert len(lines) == 2 and lines[0].startswith("tuning.max_epochs 12 ") and "tuning.pruner median" in lines[1]
+    assert all("config/overlays/quick_sweep.yaml" in line for line in lines)
+    tested = prepare(tiny_config(tuning={"max_epochs": 200, "pruner": "none"}), base_dirs=(REPO,))
+    assert sweep_warnings(tested) == []
+    assert sweep_warnings(prepare(tiny_config(task=["classify"]), base_dirs=(REPO,))) == []  # no parameters
+    proc = subprocess.run([str(BIN / "popdl"), "check", "--configfile", str(write_config(tmp_path, tiny_config()))],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.count("WARNING: tuning.") == 2, proc.stdout + proc.stderr
+    for name in ("config.yaml", "examples/conservation.yaml", "examples/divergence_order.yaml",
+                 "examples/rad_unphased.yaml", "examples/paper_scale.yaml"):
+        assert sweep_warnings(load_config(REPO / "config" / name)) == [], name

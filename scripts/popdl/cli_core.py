@@ -76,6 +76,10 @@ def cmd_check(args) -> int:
     for name, sc in load_scenarios(config).items():
         priors = ", ".join(f"{p} {prior.describe()}" for p, prior in sc.priors.items())
         print(f"  {name} [{sc.simulator}]: {priors}")
+    from popdl.tuning import sweep_warnings
+
+    for line in sweep_warnings(config):
+        print(f"WARNING: {line}")
     if args.time is not None:
         import os
 

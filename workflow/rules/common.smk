@@ -81,6 +81,11 @@ except ConfigError as exc:
     sys.stderr.write(f"popdl: config error: {exc}\n")
     sys.exit(1)
 validate(config, "../schemas/config.schema.yaml")
+if workflow.is_main_process:
+    from popdl.tuning import sweep_warnings
+
+    for line in sweep_warnings(config):
+        sys.stderr.write(f"popdl: WARNING: {line}\n")
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
