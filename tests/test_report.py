@@ -437,3 +437,20 @@ def test_every_output_records_the_hash_of_its_jobs_settings(tiny_run):
     config = prepare(tiny_config(**EXTRA), base_dirs=(tiny_run.parents[1], REPO))
     assert recorded("dataset", "manifest.json") == settings_hash(stage_config(config, "dataset"))
 
+
+
+@pytest.mark.slow
+def test_one_scenario_estimated_without_classification_runs_to_the_report(tmp_path):
+    # task: [regress] with one scenario: no confusion matrix or reliability curve to draw, and the report
+    # compares the parameters alone with the ABC baselines.
+    config = tiny_config(task=["regress"], network="mlp", train={"epochs": 1, "threads": 1},
+                         tuning={"workers": 1, "trials": 1, "max_epochs": 2, "startup_trials": 1, "pruner": "none"})
+    config["scenarios"] = {"isolation": dict(config["scenarios"]["isolation"],
+                                             graph=str(REPO / config["scenarios"]["isolation"]["graph"]))}
+    snakemake(tmp_path, "results/tiny/report.html", configfile=write_config(tmp_path, config))
+    evaluation = tmp_path / "results" / "tiny" / "evaluation"
+    assert (evaluation / "parameters.png").is_file() and not (evaluation / "confusion_matrix.png").exists()
+    tests = pd.read_csv(evaluation / "test_predictions.tsv", sep="\t")
+    assert {"N1", "true_N1"} <= set(tests) and not any(c.startswith("p_") for c in tests)
+    html = (tmp_path / "results" / "tiny" / "report.html").read_text()
+    assert 'id="won-N1"' in html and 'id="won-scenario"' not in html and "95 % interval" in html

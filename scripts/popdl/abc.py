@@ -598,8 +598,10 @@ def who_won(abc_metrics: dict, evaluation: dict, paired: dict | None = None) -> 
     the verdict "network" or the method's label when the interval excludes 0, else "level"."""
     methods = abc_metrics.get("methods", {})
     order = [k for k in METHODS if k in methods] + [k for k in methods if k not in METHODS]
-    tasks = [("scenario", "accuracy", (evaluation.get("classification") or {}).get("accuracy"),
-              {k: methods[k].get("accuracy") for k in order})]
+    tasks = []
+    if len(abc_metrics.get("scenarios") or ("?", "?")) > 1:  # one scenario: nothing to choose
+        tasks.append(("scenario", "accuracy", (evaluation.get("classification") or {}).get("accuracy"),
+                      {k: methods[k].get("accuracy") for k in order}))
     reg = evaluation.get("regression") or {}
     for p in abc_metrics.get("param_names", []):
         tasks.append((p, "R²", (reg.get(p) or {}).get("r2"),

@@ -85,6 +85,23 @@ rule train:
         "--tensorboard {params.tensorboard:q} 2> {log:q}"
 
 
+def classification_figures():
+    """The confusion matrix and reliability curve, written when the network classifies."""
+    if "classify" not in config["task"]:
+        return {}
+    return {
+        name: report(
+            f"{RESULTS}/evaluation/{name_file}.png",
+            caption=f"../report/{name_file}.rst",
+            category="Evaluation",
+        )
+        for name, name_file in (
+            ("confusion", "confusion_matrix"),
+            ("calibration", "calibration"),
+        )
+    }
+
+
 rule evaluate:
     input:
         manifest=f"{RESULTS}/dataset/manifest.json",
@@ -92,20 +109,11 @@ rule evaluate:
         best=f"{RESULTS}/tuning/best.json",
         trials=f"{RESULTS}/tuning/trials.csv",
     output:
+        **classification_figures(),
         metrics=f"{RESULTS}/evaluation/metrics.json",
         interpretation=f"{RESULTS}/evaluation/interpretation.json",
         interpretation_arrays=f"{RESULTS}/evaluation/interpretation.npz",
         predictions=f"{RESULTS}/evaluation/test_predictions.tsv",
-        confusion=report(
-            f"{RESULTS}/evaluation/confusion_matrix.png",
-            caption="../report/confusion_matrix.rst",
-            category="Evaluation",
-        ),
-        calibration=report(
-            f"{RESULTS}/evaluation/calibration.png",
-            caption="../report/calibration.rst",
-            category="Evaluation",
-        ),
         parameters=report(
             f"{RESULTS}/evaluation/parameters.png",
             caption="../report/parameters.rst",
