@@ -268,6 +268,23 @@ def all_predictions(wildcards):
     )
 
 
+def classification_figures():
+    """The confusion matrix and reliability curve, written when the network classifies."""
+    if "classify" not in config["task"]:
+        return {}
+    return {
+        name: report(
+            f"{RESULTS}/evaluation/{name_file}.png",
+            caption=f"../report/{name_file}.rst",
+            category="Evaluation",
+        )
+        for name, name_file in (
+            ("confusion", "confusion_matrix"),
+            ("calibration", "calibration"),
+        )
+    }
+
+
 def report_inputs(wildcards):
     """Everything the HTML report shows (sections without their input say so)."""
     inputs = [f"{RESULTS}/plan/{s}.tsv" for s in SCENARIOS]

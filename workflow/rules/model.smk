@@ -85,23 +85,6 @@ rule train:
         "--tensorboard {params.tensorboard:q} 2> {log:q}"
 
 
-def classification_figures():
-    """The confusion matrix and reliability curve, written when the network classifies."""
-    if "classify" not in config["task"]:
-        return {}
-    return {
-        name: report(
-            f"{RESULTS}/evaluation/{name_file}.png",
-            caption=f"../report/{name_file}.rst",
-            category="Evaluation",
-        )
-        for name, name_file in (
-            ("confusion", "confusion_matrix"),
-            ("calibration", "calibration"),
-        )
-    }
-
-
 rule evaluate:
     input:
         manifest=f"{RESULTS}/dataset/manifest.json",
