@@ -194,6 +194,12 @@ def test_paired_differences_tell_a_real_lead_from_the_test_sets_noise():
         1 - ((y - other["abc_rf_a"]) ** 2).sum() / ((y - y.mean()) ** 2).sum())
     level = paired_differences(noisy, other, metrics, rng=np.random.default_rng(0), draws=500)["a"]["ABC-RF"]
     assert level["ci"][0] < 0 < level["ci"][1]
+    evaluation["regression"]["a"]["r2"] = 0.0  # shown values do not decide the verdict: the interval does
+    versus = {v["task"]: v.get("versus") for v in who_won(metrics, evaluation, {"a": {"ABC-RF": level}})}["a"]
+    assert versus["verdict"] == "level" and versus["ci"] == level["ci"]
+    worse = {"difference": -0.2, "ci": [-0.3, -0.1]}
+    versus = {v["task"]: v.get("versus") for v in who_won(metrics, evaluation, {"a": {"ABC-RF": worse}})}["a"]
+    assert versus["verdict"] == "ABC-RF"
     # Values that do not recompute from the tables (other simulations): that task gets no interval.
     metrics["methods"]["abc_rf"]["accuracy"] = 0.5
     assert "scenario" not in paired_differences(network, abc_table, metrics, rng=np.random.default_rng(0), draws=50)

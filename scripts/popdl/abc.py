@@ -62,6 +62,8 @@ __all__ = [
     "score",
     "run_abc",
     "comparison_table",
+    "method_order",
+    "paired_differences",
     "who_won",
 ]
 
@@ -487,6 +489,11 @@ def run_abc(
 
 
 # ---------------------------------------------------------------------------- comparison
+def method_order(methods: dict) -> list[str]:
+    """The keys of ``methods``: those of :data:`METHODS` in its order, then any others."""
+    return [k for k in METHODS if k in methods] + [k for k in methods if k not in METHODS]
+
+
 def comparison_table(abc_metrics: dict, cnn_metrics: dict | None) -> pd.DataFrame:
     """One row per method (network, rejection ABC, ABC-RF): test accuracy, then R² and
     coverage of each parameter.  ``cnn_metrics`` is the network's evaluation summary
@@ -495,7 +502,7 @@ def comparison_table(abc_metrics: dict, cnn_metrics: dict | None) -> pd.DataFram
     if cnn_metrics:
         rows.append(("network", cnn_metrics))
     methods = abc_metrics["methods"]
-    order = [k for k in METHODS if k in methods] + [k for k in methods if k not in METHODS]
+    order = method_order(methods)
     rows += [(methods[k].get("label", k), methods[k]) for k in order]
     params = abc_metrics["param_names"]
     records = []
@@ -536,7 +543,7 @@ def paired_differences(network: pd.DataFrame, abc_table: pd.DataFrame, abc_metri
         raise ValueError(f"the network's test predictions ({len(network)} rows) and the ABC baselines' "
                          f"({len(abc_table)} rows) are not the same simulations")
     methods = abc_metrics.get("methods", {})
-    order = [k for k in METHODS if k in methods] + [k for k in methods if k not in METHODS]
+    order = method_order(methods)
     tail = (1.0 - level) / 2.0
     out: dict[str, dict] = {}
 
@@ -597,9 +604,10 @@ def who_won(abc_metrics: dict, evaluation: dict, paired: dict | None = None) -> 
     ABC method on the task and its interval: ``{"method", "difference", "ci", "verdict"}``,
     the verdict "network" or the method's label when the interval excludes 0, else "level"."""
     methods = abc_metrics.get("methods", {})
-    order = [k for k in METHODS if k in methods] + [k for k in methods if k not in METHODS]
+    order = method_order(methods)
     tasks = []
-    if len(abc_metrics.get("scenarios") or ("?", "?")) > 1:  # one scenario: nothing to choose
+    scenarios = abc_metrics.get("scenarios")
+    if scenarios is None or len(scenarios) > 1:  # one scenario: nothing to choose
         tasks.append(("scenario", "accuracy", (evaluation.get("classification") or {}).get("accuracy"),
                       {k: methods[k].get("accuracy") for k in order}))
     reg = evaluation.get("regression") or {}

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from popdl import seeds
-from popdl.abc import METHODS, comparison_table, load_reference, paired_differences, who_won
+from popdl.abc import comparison_table, load_reference, method_order, paired_differences, who_won
 from popdl.dataset import Dataset
 from popdl.interpret import completed_trials
 from popdl.io import atomic_path, package_versions
@@ -453,7 +453,7 @@ def _comparison_section(rep: Report, results: Path, evaluation: dict | None, com
     if comparison_out is not None:
         with atomic_path(comparison_out) as tmp:
             table.to_csv(tmp, sep="\t", index=False)
-    ordered = [k for k in METHODS if k in abc["methods"]] + [k for k in abc["methods"] if k not in METHODS]
+    ordered = method_order(abc["methods"])
     ids = "".join(f'<p>{_esc(abc["methods"][k].get("label", k))} test accuracy <b id="accuracy-{k}">'
                   f'{abc["methods"][k]["accuracy"]:.3f}</b> ({abc["methods"][k].get("seconds", 0):.1f} s).</p>' for k in ordered)
     body = (f"<p>All methods on the same {abc['n_test']} test simulations; the ABC methods use the "
@@ -699,7 +699,7 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
             body += (f'<p>Network: most probable scenario <b id="prediction-{_esc(name)}">{_esc(net.get("scenario"))}</b> '
                      f"(probability {max(net['probabilities'].values()):.3f}).</p>" if net.get("probabilities") else "")
             answers_ = abc_emp.get(name, {})
-        for method in [k for k in METHODS if k in answers_] + [k for k in answers_ if k not in METHODS]:
+        for method in method_order(answers_):
             ans = answers_[method]
             label = (abc_metrics or {}).get("methods", {}).get(method, {}).get("label", method)
             probs[label] = ans["probabilities"]

@@ -274,11 +274,11 @@ def classification_figures():
         return {}
     return {
         name: report(
-            f"{RESULTS}/evaluation/{name_file}.png",
-            caption=f"../report/{name_file}.rst",
+            f"{RESULTS}/evaluation/{stem}.png",
+            caption=f"../report/{stem}.rst",
             category="Evaluation",
         )
-        for name, name_file in (
+        for name, stem in (
             ("confusion", "confusion_matrix"),
             ("calibration", "calibration"),
         )
