@@ -274,3 +274,11 @@ def test_the_estimate_is_the_mean_of_midpoint_quantiles_else_the_median():
     # The mean estimate has the smaller squared error over draws from the posterior.
     draws = stats.expon.rvs(size=20000, random_state=1)
     assert ((draws - point_estimate(q, levels)[0, 0]) ** 2).mean() < ((draws - np.log(2)) ** 2).mean()
+
+
+def test_probabilities_for_people_never_read_one_or_zero_unless_they_are():
+    from popdl.calibration import probability_text
+
+    assert [probability_text(p) for p in (0.99999, 0.9996, 0.9994, 0.5, 0.0123, 0.0006, 0.0004, 5.82e-06)] == [
+        "> 0.999", "> 0.999", "0.999", "0.500", "0.012", "0.001", "< 0.001", "< 0.001"]
+    assert (probability_text(1.0), probability_text(0.0), probability_text(float("nan"))) == ("1", "0", "–")

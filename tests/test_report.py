@@ -15,6 +15,7 @@ import msprime
 import pandas as pd
 import pytest
 
+from popdl.calibration import probability_text
 from popdl.config import prepare
 from popdl.scenarios import Scenario
 
@@ -159,6 +160,14 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     assert (tests["true_scenario"] == abc_tests["scenario"]).all() and {"p_isolation", "N1", "true_N1"} <= set(tests)
     assert html.count("95 % interval") >= 4 and "paired bootstrap" in html
     assert 'alt="network minus the best ABC method per task, with 95 % intervals"' in html  # the forest plot
+    # Each task's values with three decimals, signed differences with a minus sign; "wins" only beyond the noise.
+    for item in re.findall(r'<li id="won-[^"]+">(.*?)</li>', html):
+        values = re.search(r"</b> \([^)]*\): (.*?): ", item).group(1)
+        assert all(re.fullmatch(r".+ (-?\d+\.\d{3}|–)", part) for part in values.split(", ")), item
+        assert "interval -" not in item and ("wins by" not in item or "the noise: level" not in item), item
+    # The answer's probability is never shown as 1.000 or 0.000: "> 0.999" / "< 0.001" at the extremes.
+    shown = re.search(r'id="answer-obs">[^<]*</b> \(probability ([^)]*)\)', html).group(1)
+    assert shown == probability_text(net["probabilities"][net["scenario"]]) and shown not in ("1.000", "0.000")
     # Calibration: ECE and the test set's NLL, before and after the temperature.
     assert re.search(r"after temperature scaling \(T = .*?\); mean negative log-likelihood \S+ before and \S+ after",
                      html), html[html.find("Calibration on the test set"):][:600]

@@ -75,7 +75,8 @@ from popdl.model_io import softmax
 log = logging.getLogger("popdl.calibration")
 
 __all__ = ["TEMPERATURE_BOUNDS", "TEMPERATURE_TEST_LEVEL", "likelihood_ratio_p", "confidence_end", "reliability", "negative_log_likelihood", "fit_temperature", "calibrate",
-           "interval_offsets", "MIN_CONFORMAL_EXAMPLES", "ensemble_narrowing", "ENSEMBLE_GAIN_LEVEL"]
+           "interval_offsets", "MIN_CONFORMAL_EXAMPLES", "ensemble_narrowing", "ENSEMBLE_GAIN_LEVEL",
+           "probability_text"]
 
 #: Fewer held-out examples of a parameter than this: its interval is left as the network gives it.
 MIN_CONFORMAL_EXAMPLES = 20
@@ -89,6 +90,24 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 #: The fitted temperature is used only if the likelihood-ratio test of T = 1 rejects at this level.
 TEMPERATURE_TEST_LEVEL = 0.05
+
+
+def probability_text(p: float) -> str:
+    """A scenario probability for people to read: three decimals, but "> 0.999" and "< 0.001"
+    rather than "1.000" and "0.000" or "5.82e-06".  A probability calibrated on a few hundred
+    simulations says nothing at the fourth decimal, and a network's softmax never gives
+    exactly 1 or 0; an ABC method's vote share can, and is then written 1 or 0.  The files
+    (predictions.csv, predictions.json) keep the numbers as computed."""
+    p = float(p)
+    if not math.isfinite(p):
+        return "–"
+    if p in (0.0, 1.0):
+        return f"{p:.0f}"
+    if p < 0.0005:
+        return "< 0.001"
+    if p > 0.9995:
+        return "> 0.999"
+    return f"{p:.3f}"
 
 
 def likelihood_ratio_p(nll_one: float, nll_fitted: float, n: int) -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from popdl.calibration import probability_text
 from popdl.cli import add_config_arguments, config_from_args, population_mapping
 
 log = logging.getLogger("popdl")
@@ -169,10 +170,11 @@ def _check_data(args, out) -> int:
     feats = observed_features(data, features=fitted, genome=genome, seed=settings["seed"],
                                replicates=popt["replicates"])
     c = data.counts
-    print(f"{entry['name']}: {c['snps']} biallelic SNPs on {len(data.loci)} locus/loci from {c['records']} records"
+    print(f"{entry['name']}: {c['snps']} biallelic SNPs on {len(data.loci)} {'locus' if len(data.loci) == 1 else 'loci'} from {c['records']} records"
           + (f" in {c['vcf_files']} files" if c.get("vcf_files", 1) > 1 else "") + "; "
           f"skipped {skipped_text(c, advice=True)}; {data.missing_rate:.2%} missing calls; {len(data.individuals)} of {c['individuals_in_file']} individuals kept; "
-          f"{feats['images'].shape[0]} image(s) of {feats['images'].shape[1]}x{feats['images'].shape[2]}")
+          f"{feats['images'].shape[0]} {'image' if feats['images'].shape[0] == 1 else 'images'} of "
+          f"{feats['images'].shape[1]} × {feats['images'].shape[2]}")
     if c.get("subsampled"):
         print(f"{entry['name']}: subsampled to the config's samples ({', '.join(f'{p} {v}' for p, v in c['subsampled'].items())}),"
               f" which cost {c.get('snps_lost_to_subsampling', 0)} SNPs (monomorphic among the individuals kept)")
@@ -451,7 +453,7 @@ def cmd_predict(args) -> int:
             out.rmdir()
         raise
     net = result["network"]
-    shown = ", ".join(f"{k} {v:.3f}" for k, v in net["probabilities"].items())
+    shown = ", ".join(f"{k} {probability_text(v)}" for k, v in net["probabilities"].items())
     rel = result.get("reliability") or {"reliable": True, "reasons": []}
     verdict = "" if rel["reliable"] else f" UNRELIABLE ({'; '.join(rel['reasons'])});"
     print(f"{result['name']}:{verdict} {net.get('scenario', '-')} ({shown}); written to {out}/predictions.csv and "

@@ -1834,6 +1834,5 @@ def read_observed(
             f"data set {name!r}: {rate:.1%} of genotype calls are missing, above predict.max_missing ({max_missing:.0%})"
         )
     log.info("%s: %d SNPs on %d loci, %d individuals, %.2f%% missing; skipped %s", name, data.counts["snps"], len(data.loci),
-             len(data.individuals), 100 * rate,
-             {k: data.counts[k] for k in ("multiallelic", "indels", "mnps", "monomorphic", "filtered") if k in data.counts})
+             len(data.individuals), 100 * rate, skipped_text(data.counts))
     return data

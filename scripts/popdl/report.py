@@ -44,6 +44,7 @@ import pandas as pd
 
 from popdl import seeds
 from popdl.abc import comparison_table, load_reference, method_order, paired_differences, who_won
+from popdl.calibration import probability_text
 from popdl.dataset import Dataset
 from popdl.interpret import completed_trials
 from popdl.io import atomic_path, package_versions
@@ -129,8 +130,29 @@ class Report:
                 f"<style>{CSS}</style></head><body><h1>{_esc(self.title)}</h1><nav>{nav}</nav>\n{body}\n</body></html>\n")
 
 
+def _cell(v, digits: int = 3) -> str:
+    """A table cell: like :func:`_fmt`, but every number in (0.001, 100) keeps its ``digits``
+    decimals, so that a column's values line up (0.940 beside 0.907, not 0.94)."""
+    text = _fmt(v, digits)
+    if isinstance(v, (float, np.floating)) and math.isfinite(v) and v != 0 and 1e-3 <= abs(v) < 100:
+        return f"{v:.{digits}f}"
+    return text
+
+
+def _signed(v: float) -> str:
+    """A difference with its sign, three decimals, and a minus sign rather than a hyphen."""
+    return f"{v:+.3f}".replace("-", "−")
+
+
+def _value(v) -> str:
+    """A parameter's value: whole numbers from 100 up, three significant digits below."""
+    if v is None or not math.isfinite(float(v)):
+        return "–"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
 def _table(frame: pd.DataFrame, *, index: bool = False) -> str:
-    return frame.to_html(index=index, border=0, na_rep="–", float_format=lambda v: _fmt(v), escape=True)
+    return frame.to_html(index=index, border=0, na_rep="–", float_format=_cell, escape=True)
 
 
 def _missing(what: str) -> str:
@@ -213,12 +235,17 @@ def _prior_section(rep: Report, config: dict, results: Path) -> None:
     for ax, p in zip(axes.flat, params):
         values = {s: f[p].to_numpy(float) for s, f in frames.items() if p in f}
         allv = np.concatenate(list(values.values()))
-        log_x = (allv > 0).all() and allv.max() / max(allv.min(), 1e-300) > 20
+        log_prior = any(p in scenarios[s].priors and scenarios[s].priors[p].log_scale for s in values)
+        log_x = (allv > 0).all() and (log_prior or allv.max() / max(allv.min(), 1e-300) > 20)
         bins = np.geomspace(allv.min(), allv.max(), 30) if log_x else np.linspace(allv.min(), allv.max(), 30)
         for s, v in values.items():
             ax.hist(v, bins=bins, alpha=0.5, label=s)
         if log_x:
             ax.set_xscale("log")
+        else:  # few ticks, 1e4 spelt as a multiplier: long labels such as 100000 or 0.0008 ran into each other
+            ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 4))
+        ax.tick_params(labelsize=8)
         ax.set_title(p, fontsize=9)
     for ax in list(axes.flat)[len(params):]:
         ax.axis("off")
@@ -272,7 +299,8 @@ def _tuning_section(rep: Report, results: Path, interpretation: dict | None) -> 
                  f"{_esc(best.get('objective', 'objective'))} {_fmt(best.get('value'), 4)}, best epoch {_esc(best.get('best_epoch'))}. "
                  "Trials: "
                  + ", ".join(f"{k.lower()} {v}" for k, v in best.get("trial_counts", {}).items() if v) + ".</p>")
-        body += _table(pd.DataFrame([{"hyper-parameter": k, "value": str(v)} for k, v in hp.items()]))
+        body += _table(pd.DataFrame([{"hyper-parameter": k, "value": f"{v:.4g}" if isinstance(v, float) else str(v)}
+                                      for k, v in hp.items()]))
     if tables:
         trials = pd.read_csv(tables[0])
         body += _optuna_plots(rep, trials, interpretation)
@@ -353,17 +381,18 @@ def _who_won(rep: Report, abc: dict | None, evaluation: dict, results: Path, roo
     items = []
     verdicts = who_won(abc, evaluation, paired)
     for v in verdicts:
-        values = ", ".join(f"{_esc(m)} {_fmt(x)}" for m, x in v["values"].items())
+        values = ", ".join(f"{_esc(m)} {x:.3f}" if np.isfinite(x) else f"{_esc(m)} –" for m, x in v["values"].items())
         lead = f"by {v['margin']:.3f}" if np.isfinite(v["margin"]) else ""
         who = "<b>the network</b>" if v["winner"] == "network" else _esc(v["winner"])
-        verdict = f"a tie ({_esc(', '.join(v['tied']))})" if v["winner"] == "tie" else f"{who} wins {lead}"
         versus = v.get("versus")
+        ahead = "ahead" if versus and versus["verdict"] == "level" else "wins"  # level: the lead is not a win
+        verdict = f"a tie ({_esc(', '.join(v['tied']))})" if v["winner"] == "tie" else f"{who} {ahead} {lead}"
         if versus:
             lo, hi = versus["ci"]
             noise = {"network": "beyond the noise: the network is better",
                      "level": "within the noise: level"}.get(versus["verdict"], f"beyond the noise: {_esc(versus['method'])} is better")
-            verdict += (f"; network − {_esc(versus['method'])} {versus['difference']:+.3f} (95 % interval "
-                        f"{lo:+.3f} to {hi:+.3f}), {noise}")
+            verdict += (f"; network − {_esc(versus['method'])} {_signed(versus['difference'])} (95 % interval "
+                        f"{_signed(lo)} to {_signed(hi)}), {noise}")
         items.append(f'<li id="won-{_esc(v["task"])}"><b>{_esc(v["task"])}</b> ({_esc(v["measure"])}): {values}: '
                      f"{verdict}</li>")
         if versus:
@@ -653,9 +682,9 @@ def _answer_section(rep: Report, config: dict, results: Path) -> None:
         rel = pred.get("reliability") or {}
         label = "" if rel.get("reliable", True) else " — UNRELIABLE"
         body += (f"<h3>{_esc(name)}{label}</h3><p>Most probable scenario: <b id=\"answer-{_esc(name)}\">{_esc(best)}</b> "
-                 f"(probability {net['probabilities'][best]:.3f}).</p>")
+                 f"(probability {probability_text(net['probabilities'][best])}).</p>")
         owned = set((net.get("scenario_params") or {}).get(best, []))
-        rows = [{"parameter": p, "estimate": _fmt(v["estimate"]), "interval": f"{_fmt(v['lower'])} – {_fmt(v['upper'])}"}
+        rows = [{"parameter": p, "estimate": _value(v["estimate"]), "interval": f"{_value(v['lower'])} – {_value(v['upper'])}"}
                 for p, v in net.get("params", {}).items() if not owned or p in owned]
         if rows:
             level = net.get("interval")
@@ -697,15 +726,16 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
             probs["network"] = net.get("probabilities", {})
             params["network"] = net.get("params", {})
             body += (f'<p>Network: most probable scenario <b id="prediction-{_esc(name)}">{_esc(net.get("scenario"))}</b> '
-                     f"(probability {max(net['probabilities'].values()):.3f}).</p>" if net.get("probabilities") else "")
+                     f"(probability {probability_text(max(net['probabilities'].values()))}).</p>" if net.get("probabilities") else "")
             answers_ = abc_emp.get(name, {})
         for method in method_order(answers_):
             ans = answers_[method]
             label = (abc_metrics or {}).get("methods", {}).get(method, {}).get("label", method)
             probs[label] = ans["probabilities"]
             params[label] = ans["params"]
-        body += "<h4>Scenario probabilities</h4>" + _table(pd.DataFrame(probs).rename_axis("scenario").reset_index())
-        cells = {method: {p: f"{_fmt(v['estimate'])} ({_fmt(v['lower'])} – {_fmt(v['upper'])})" for p, v in ps.items()}
+        shown = {method: {s: probability_text(p) for s, p in ps.items()} for method, ps in probs.items()}
+        body += "<h4>Scenario probabilities</h4>" + _table(pd.DataFrame(shown).rename_axis("scenario").reset_index())
+        cells = {method: {p: f"{_value(v['estimate'])} ({_value(v['lower'])} – {_value(v['upper'])})" for p, v in ps.items()}
                  for method, ps in params.items()}
         if any(cells.values()):
             body += ("<h4>Parameter estimates: estimate (interval), natural units</h4>"
