@@ -235,17 +235,14 @@ def _prior_section(rep: Report, config: dict, results: Path) -> None:
     for ax, p in zip(axes.flat, params):
         values = {s: f[p].to_numpy(float) for s, f in frames.items() if p in f}
         allv = np.concatenate(list(values.values()))
-        log_prior = any(p in scenarios[s].priors and scenarios[s].priors[p].log_scale for s in values)
-        log_x = (allv > 0).all() and (log_prior or allv.max() / max(allv.min(), 1e-300) > 20)
+        kinds = {scenarios[s].priors[p].kind for s in values if p in scenarios[s].priors}
+        # Log-uniform priors on a log axis, uniform ones on a linear axis; derived values (expr) by their spread.
+        log_x = (allv > 0).all() and ("loguniform" in kinds or (kinds <= {"expr"} and allv.max() / max(allv.min(), 1e-300) > 20))
         bins = np.geomspace(allv.min(), allv.max(), 30) if log_x else np.linspace(allv.min(), allv.max(), 30)
         for s, v in values.items():
             ax.hist(v, bins=bins, alpha=0.5, label=s)
-        if log_x:
-            ax.set_xscale("log")
-        else:  # few ticks, 1e4 spelt as a multiplier: long labels such as 100000 or 0.0008 ran into each other
-            ax.xaxis.set_major_locator(plt.MaxNLocator(4))
-            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 4))
-        ax.tick_params(labelsize=8)
+        _few_ticks(ax, log_x, allv.max() / allv.min() if log_x else 0.0)
+        ax.set_title(p, fontsize=9)
         ax.set_title(p, fontsize=9)
     for ax in list(axes.flat)[len(params):]:
         ax.axis("off")
@@ -254,6 +251,30 @@ def _prior_section(rep: Report, config: dict, results: Path) -> None:
     counts = ", ".join(f"{s}: {len(f)} draws ({f['tries'].mean():.2f} tries per draw)" if "tries" in f else f"{s}: {len(f)}"
                        for s, f in frames.items())
     rep.section("priors", "Prior draws", f"<p>{_esc(counts)}.</p>" + rep.fig(fig, "prior draws"))
+
+
+def _tick(v: float, _pos=None) -> str:
+    """A short tick label: 50, 0.2, 2e+04 rather than 20000, 5e-09 rather than 0.000000005."""
+    if v == 0 or 1e-2 <= abs(v) < 1e4:
+        return f"{v:g}"
+    mantissa, exponent = f"{v:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _few_ticks(ax, log_x: bool, spread: float) -> None:
+    """At most about five short x tick labels: the labels of long values (100000, 0.0008) and
+    matplotlib's minor labels on a log axis of one or two decades ran into each other."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    if log_x:
+        ax.set_xscale("log")
+        subs = (1.0,) if spread > 300 else (1.0, 2.0, 5.0) if spread > 5 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.xaxis.set_major_formatter(FuncFormatter(_tick))
+    ax.tick_params(labelsize=8)
 
 
 def _simulation_section(rep: Report, results: Path) -> dict | None:
