@@ -93,7 +93,7 @@ MALFORMED = [
     ("fewer-individuals-than-simulated", {"vcf": vcf_text(), "samples": {"pop1": 3, "pop2": 2}},
      r"population 'pop1' has 2 individual\(s\) but 3 were simulated"),
     ("more-individuals-no-subsampling", {"vcf": vcf_text(), "samples": {"pop1": 1, "pop2": 2}, "subsample": False},
-     r"population 'pop1' has 2 individuals but 1 were simulated \(subsampling is off\)"),
+     r"population 'pop1' has 2 individuals but 1 was simulated \(subsampling is off\)"),
     ("unphased-genotypes", {"vcf": vcf_text([_row(0, ["0|1", "0/1", "0|0", "1|1"])])}, r"sample a2 has an unphased heterozygous call"),
     ("haploid-calls", {"vcf": vcf_text([_row(0, ["0", "1", "0", "1"])])}, r"haploid genotype calls"),
     ("triploid-calls", {"vcf": vcf_text([_row(0, ["0|1|1", "0|0|0", "1|1|1", "0|0|1"])])}, r"ploidy 3"),

@@ -423,12 +423,17 @@ def choose_individuals(
                              if target == pop})
             named = f" (popmap label(s) {_few(labels, 3)})" if labels and labels != [pop] else ""
             hint = (f"; population(s) {_few(unsimulated, 3)} of the popmap were left out (map a label to {pop!r} with "
-                    f"--populations LABEL={pop} or predict.data[].populations: {{LABEL: {pop}}})" if unsimulated else "")
+                    f"--populations LABEL={pop} or predict.data[].populations: {{LABEL: {pop}}})" if unsimulated else
+                    f"; simulate at most as many (config samples: {{{pop}: {len(members)}}}, which reruns the simulations; "
+                    "popdl check-data --suggest-config writes the settings that fit the data)" if members else
+                    f"; no popmap label is {pop!r} (map one to it with --populations LABEL={pop} or "
+                    f"predict.data[].populations: {{LABEL: {pop}}})")
             raise DataError(f"{source}: population {pop!r}{named} has {len(members)} individual(s) but {n} were simulated{hint}")
         if len(members) > n:
             if not subsample:
                 raise DataError(
-                    f"{source}: population {pop!r} has {len(members)} individuals but {n} were simulated (subsampling is off)"
+                    f"{source}: population {pop!r} has {len(members)} individuals but {n} {'was' if n == 1 else 'were'} simulated "
+                    "(subsampling is off)"
                 )
             keep = np.sort(rng.choice(len(members), size=n, replace=False))
             members = [members[i] for i in keep]
