@@ -168,6 +168,10 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     # The answer's probability is never shown as 1.000 or 0.000: "> 0.999" / "< 0.001" at the extremes.
     shown = re.search(r'id="answer-obs">[^<]*</b> \(probability ([^)]*)\)', html).group(1)
     assert shown == probability_text(net["probabilities"][net["scenario"]]) and shown not in ("1.000", "0.000")
+    # ... and whether the ABC baselines choose the same scenario for the data.
+    agree = all(max(a["probabilities"], key=a["probabilities"].get) == net["scenario"] for a in empirical["obs"].values())
+    line = re.search(r'<p class="(ok|flag)" id="agreement-obs">(.*?)</p>', html)
+    assert line and (line.group(1) == "ok") == agree and "ABC-RF" in line.group(2), line
     # Calibration: ECE and the test set's NLL, before and after the temperature.
     assert re.search(r"after temperature scaling \(T = .*?\); mean negative log-likelihood \S+ before and \S+ after",
                      html), html[html.find("Calibration on the test set"):][:600]

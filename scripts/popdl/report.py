@@ -693,6 +693,8 @@ def _answer_section(rep: Report, config: dict, results: Path) -> None:
              "(test accuracy): that is how far to trust its choice below." if accuracy is not None
              else "No test-set evaluation was found: how far to trust the answer is unknown.")
     body = f"<p>{_esc(trust)}</p>"
+    abc_answers = (_read_json(results / "abc" / "empirical.json") or {}).get("data", {})
+    abc_methods = (_read_json(results / "abc" / "metrics.json") or {}).get("methods", {})
     for name in names:
         pred = _read_json(results / "predict" / name / "predictions.json")
         if not pred or not pred.get("network", {}).get("probabilities"):
@@ -711,8 +713,31 @@ def _answer_section(rep: Report, config: dict, results: Path) -> None:
             level = net.get("interval")
             body += (f"<p>Parameters of {_esc(best)}, estimate and {_fmt(100 * (level[1] - level[0]), 2) if level else ''}% "
                      "interval (natural units):</p>" + _table(pd.DataFrame(rows)))
+        body += _agreement(best, abc_answers.get(name) or {}, abc_methods, name)
         body += _verdict(pred) + _fit_line(_read_json(results / "predict" / name / "fit_check.json"), name)
     rep.section("answer", "The answer", body)
+
+
+def _agreement(best: str | None, answers: dict, methods: dict, name: str) -> str:
+    """Whether the ABC baselines choose the network's scenario for data set ``name``, as one HTML
+    paragraph (empty without ABC answers).  Methods that disagree on real data are a reason to look
+    closer: the data may lie where the simulations are sparse, or the scenarios may not tell it apart."""
+    chosen = {}
+    for method in method_order(answers):
+        probs = answers[method].get("probabilities") or {}
+        if probs:
+            label = methods.get(method, {}).get("label", method)
+            top = max(probs, key=probs.get)
+            chosen[label] = (top, probs[top])
+    if not chosen or best is None:
+        return ""
+    shown = "; ".join(f"{_esc(label)} {_esc(top)} ({probability_text(p)})" for label, (top, p) in chosen.items())
+    others = [label for label, (top, _) in chosen.items() if top != best]
+    if not others:
+        return f'<p class="ok" id="agreement-{_esc(name)}">The ABC baselines choose the same scenario: {shown}.</p>'
+    return (f'<p class="flag" id="agreement-{_esc(name)}">The ABC baselines do not all agree: {shown}. Where the methods '
+            "disagree, the data may lie where the simulations are sparse (see the misspecification and fit checks) "
+            "or the scenarios may be hard to tell apart there: weigh the answer accordingly.</p>")
 
 
 def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: dict | None) -> None:
