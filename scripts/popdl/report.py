@@ -243,7 +243,6 @@ def _prior_section(rep: Report, config: dict, results: Path) -> None:
             ax.hist(v, bins=bins, alpha=0.5, label=s)
         _few_ticks(ax, log_x, allv.max() / allv.min() if log_x else 0.0)
         ax.set_title(p, fontsize=9)
-        ax.set_title(p, fontsize=9)
     for ax in list(axes.flat)[len(params):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
@@ -254,7 +253,7 @@ def _prior_section(rep: Report, config: dict, results: Path) -> None:
 
 
 def _tick(v: float, _pos=None) -> str:
-    """A short tick label: 50, 0.2, 2e+04 rather than 20000, 5e-09 rather than 0.000000005."""
+    """A short tick label: 50, 0.2, 2e4 rather than 20000, 5e-9 rather than 0.000000005."""
     if v == 0 or 1e-2 <= abs(v) < 1e4:
         return f"{v:g}"
     mantissa, exponent = f"{v:.1e}".split("e")
