@@ -83,7 +83,8 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     cfg = write_config(work, config)
     target = f"results/{TINY['run']}/report.html"
     (work / "rules-planned.txt").write_text("\n".join(sorted(_rules_to_run(work, target, cfg))))
-    snakemake(work, target, configfile=cfg, only_envs=True)
+    proc = snakemake(work, target, configfile=cfg, only_envs=True)
+    (work / "run-output.txt").write_text(proc.stdout + proc.stderr)
     return work / "results" / TINY["run"]
 
 
@@ -168,6 +169,11 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     # The answer's probability is never shown as 1.000 or 0.000: "> 0.999" / "< 0.001" at the extremes.
     shown = re.search(r'id="answer-obs">[^<]*</b> \(probability ([^)]*)\)', html).group(1)
     assert shown == probability_text(net["probabilities"][net["scenario"]]) and shown not in ("1.000", "0.000")
+    # The run ended with a summary of what it found, read from the same files.
+    said = [line for line in (tiny_run.parents[1] / "run-output.txt").read_text().splitlines() if line.startswith("popdl: ")]
+    assert f"popdl: report: results/{TINY['run']}/report.html" in said, said
+    assert any(line.startswith("popdl: test set: scenario accuracy network ") for line in said), said
+    assert f"popdl: obs: {net['scenario']} (probability {probability_text(net['probabilities'][net['scenario']])})" in "\n".join(said)
     # ... and whether the ABC baselines choose the same scenario for the data.
     agree = all(max(a["probabilities"], key=a["probabilities"].get) == net["scenario"] for a in empirical["obs"].values())
     line = re.search(r'<p class="(ok|flag)" id="agreement-obs">(.*?)</p>', html)

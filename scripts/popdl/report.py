@@ -52,7 +52,7 @@ from popdl.misspec import Misspecification, pca_figure
 from popdl.observed import skipped_text
 from popdl.scenarios import load_scenarios
 
-__all__ = ["write_report", "figure_png", "Report"]
+__all__ = ["write_report", "figure_png", "Report", "run_summary"]
 
 log = logging.getLogger("popdl.report")
 
@@ -836,6 +836,46 @@ def _scan_section(rep: Report, config: dict, results: Path) -> None:
         cols = ["contig", "start", "end", "centre", *[c for c in table.columns if c.startswith("p_")], "predicted"]
         body += f"<h4>Windows with the highest p({_esc(target)})</h4>" + _table(top[cols])
     rep.section("scan", "Genome scan", body)
+
+
+# ---------------------------------------------------------------------------- end of a run
+def run_summary(results: str | Path, data_names=()) -> list[str]:
+    """What a finished run found, in a few console lines: where the report is, the test set's
+    accuracy and R² against the ABC baselines, and each data set's answer.  Parts whose files
+    are absent (a run that stopped at the dataset) are left out; no line when nothing is there."""
+    results = Path(results)
+    lines = []
+    table = results / "abc" / "comparison.tsv"
+    if table.is_file():
+        frame = pd.read_csv(table, sep="\t").set_index("method")
+        if "network" in frame.index and len(frame.index) > 1:
+            net, abc = frame.loc["network"], frame.drop(index="network")
+            if "accuracy" in frame and np.isfinite(net["accuracy"]):
+                best = abc["accuracy"].idxmax()
+                lines.append(f"test set: scenario accuracy network {net['accuracy']:.3f}, "
+                             + ", ".join(f"{m} {abc.loc[m, 'accuracy']:.3f}" for m in abc.index)
+                             + f" ({_signed(net['accuracy'] - abc.loc[best, 'accuracy'])} against {best})")
+            r2 = [c for c in frame if c.startswith("r2_")]
+            if r2:
+                won = [c[3:] for c in r2 if net[c] >= abc[c].max()]
+                lost = [c[3:] for c in r2 if c[3:] not in won]
+                lines.append(f"test set: R² of the network at least the best ABC method's on {len(won)} of {len(r2)} "
+                             "parameters" + (f" (below it on {', '.join(lost)})" if lost else ""))
+    for name in data_names:
+        pred = _read_json(results / "predict" / name / "predictions.json")
+        net = (pred or {}).get("network") or {}
+        if not net.get("probabilities"):
+            continue
+        best = net.get("scenario") or max(net["probabilities"], key=net["probabilities"].get)
+        rel = pred.get("reliability") or {}
+        flag = "" if rel.get("reliable", True) else " UNRELIABLE (see the report)"
+        fit = _read_json(results / "predict" / name / "fit_check.json")
+        fits = "" if not fit else ("; the answer reproduces the data" if fit.get("fits")
+                                   else "; the answer does NOT reproduce the data (fit check)")
+        lines.append(f"{name}: {best} (probability {probability_text(net['probabilities'][best])}){flag}{fits}")
+    if (results / "report.html").is_file():
+        lines.append(f"report: {results / 'report.html'}")
+    return lines
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -2,6 +2,7 @@
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -89,6 +90,8 @@ if workflow.is_main_process:
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
+# When this run began: the summary at its end speaks only of a report this run wrote.
+RUN_STARTED = time.time()
 SCENARIOS = list(config["scenarios"])
 CHUNKS = chunks(config)
 
@@ -320,3 +323,20 @@ def all_targets():
         + scan_targets()
         + [f"{RESULTS}/report.html"]
     )
+
+
+def print_run_summary():
+    """At the end of a successful run (Snakemake calls no handler after a dry run): what it
+    found, in a few lines read from the files it wrote, if this run wrote the report."""
+    html = Path(RESULTS) / "report.html"
+    if not html.is_file() or html.stat().st_mtime < RUN_STARTED:
+        return
+    from popdl.report import run_summary
+
+    # A summary must never fail a finished run.
+    try:
+        lines = run_summary(RESULTS, list(PREDICT_DATA))
+    except (OSError, ValueError, KeyError) as exc:
+        lines = [f"no summary ({exc}); see {html}"]
+    for line in lines:
+        print(f"popdl: {line}", flush=True)
