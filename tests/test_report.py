@@ -189,6 +189,31 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     assert html.count('id="fit-obs"') == 2 and "Fit check (posterior predictive)" in html
 
 
+@pytest.mark.slow
+def test_methods_that_disagree_on_the_data_are_flagged_in_the_report_and_the_summary(tiny_run, tmp_path):
+    """The tiny run's results with the ABC answers for the data turned to another scenario than
+    the network's: the report's answer flags it, and so does the summary at the end of a run."""
+    from popdl.report import run_summary, write_report
+    from popdl.stages import settings_hash, stage_config
+
+    results = tmp_path / "results"
+    shutil.copytree(tiny_run, results)
+    net = json.loads((results / "predict" / "obs" / "predictions.json").read_text())["network"]
+    other = next(s for s in net["probabilities"] if s != net["scenario"])
+    empirical = json.loads((results / "abc" / "empirical.json").read_text())
+    for answer in empirical["data"]["obs"].values():
+        answer["probabilities"] = {s: float(s == other) for s in net["probabilities"]}
+    (results / "abc" / "empirical.json").write_text(json.dumps(empirical))
+    config = prepare(tiny_config(**EXTRA), base_dirs=(tiny_run.parents[1], REPO))
+    write_report(config, results, tmp_path / "report.html",
+                 config_hash=settings_hash(stage_config(config, "report")))
+    html = (tmp_path / "report.html").read_text()
+    line = re.search(r'<p class="flag" id="agreement-obs">(.*?)</p>', html)
+    assert line and f"rejection ABC {other} (1); ABC-RF {other} (1)" in line.group(1), line
+    said = [x for x in run_summary(results, ["obs"]) if x.startswith("obs: ")]
+    assert len(said) == 1 and said[0].endswith(f"the ABC baselines disagree (rejection ABC {other}, ABC-RF {other})"), said
+
+
 def test_report_section_without_inputs_says_so(tmp_path):
     from popdl.report import write_report
     from popdl.stages import settings_hash, stage_config

@@ -717,17 +717,23 @@ def _answer_section(rep: Report, config: dict, results: Path) -> None:
     rep.section("answer", "The answer", body)
 
 
-def _agreement(best: str | None, answers: dict, methods: dict, name: str) -> str:
-    """Whether the ABC baselines choose the network's scenario for data set ``name``, as one HTML
-    paragraph (empty without ABC answers).  Methods that disagree on real data are a reason to look
-    closer: the data may lie where the simulations are sparse, or the scenarios may not tell it apart."""
+def _abc_choices(answers: dict, methods: dict) -> dict[str, tuple[str, float]]:
+    """Each ABC method's most probable scenario for one data set and its probability, by the
+    method's label (abc/empirical.json's answers; abc/metrics.json's methods for the labels)."""
     chosen = {}
     for method in method_order(answers):
         probs = answers[method].get("probabilities") or {}
         if probs:
-            label = methods.get(method, {}).get("label", method)
             top = max(probs, key=probs.get)
-            chosen[label] = (top, probs[top])
+            chosen[methods.get(method, {}).get("label", method)] = (top, probs[top])
+    return chosen
+
+
+def _agreement(best: str | None, answers: dict, methods: dict, name: str) -> str:
+    """Whether the ABC baselines choose the network's scenario for data set ``name``, as one HTML
+    paragraph (empty without ABC answers).  Methods that disagree on real data are a reason to look
+    closer: the data may lie where the simulations are sparse, or the scenarios may not tell it apart."""
+    chosen = _abc_choices(answers, methods)
     if not chosen or best is None:
         return ""
     shown = "; ".join(f"{_esc(label)} {_esc(top)} ({probability_text(p)})" for label, (top, p) in chosen.items())
@@ -861,6 +867,8 @@ def run_summary(results: str | Path, data_names=()) -> list[str]:
                 lost = [c[3:] for c in r2 if c[3:] not in won]
                 lines.append(f"test set: R² of the network at least the best ABC method's on {len(won)} of {len(r2)} "
                              "parameters" + (f" (below it on {', '.join(lost)})" if lost else ""))
+    abc_answers = (_read_json(results / "abc" / "empirical.json") or {}).get("data", {})
+    abc_methods = (_read_json(results / "abc" / "metrics.json") or {}).get("methods", {})
     for name in data_names:
         pred = _read_json(results / "predict" / name / "predictions.json")
         net = (pred or {}).get("network") or {}
@@ -872,7 +880,10 @@ def run_summary(results: str | Path, data_names=()) -> list[str]:
         fit = _read_json(results / "predict" / name / "fit_check.json")
         fits = "" if not fit else ("; the answer reproduces the data" if fit.get("fits")
                                    else "; the answer does NOT reproduce the data (fit check)")
-        lines.append(f"{name}: {best} (probability {probability_text(net['probabilities'][best])}){flag}{fits}")
+        others = [f"{label} {top}" for label, (top, _) in _abc_choices(abc_answers.get(name) or {}, abc_methods).items()
+                  if top != best]
+        disagree = f"; the ABC baselines disagree ({', '.join(others)})" if others else ""
+        lines.append(f"{name}: {best} (probability {probability_text(net['probabilities'][best])}){flag}{fits}{disagree}")
     if (results / "report.html").is_file():
         lines.append(f"report: {results / 'report.html'}")
     return lines
