@@ -296,8 +296,8 @@ DATA_CASES = [
     ("popmap-lacks-a-sample", _popmap("\n".join(line for line in _POP_LINES if line != "pop1_07\tpop1") + "\n"),
      r"1 sample\(s\) missing from the popmap: pop1_07"),
     ("popmap-fewer-than-simulated", _popmap(POPMAP.replace("pop2_09\tpop2", "pop2_09\tpop1").replace("pop2_10\tpop2", "pop2_10\tpop1")),
-     r"population 'pop2' has 8 individual\(s\) but 10 were simulated; simulate at most as many \(config samples: "
-     r"\{pop2: 8\}, which reruns the simulations; popdl check-data --suggest-config writes"),
+     r"population 'pop2' has 8 individual\(s\) but 10 were simulated; simulate 8 \(samples: \{pop2: 8\}; "
+     r"check-data --suggest-config\)"),
     # Sample names from another source (run accessions for the VCF's plate wells): no name in common.
     ("popmap-names-from-elsewhere", _popmap(POPMAP.replace("pop1_", "SRR0").replace("pop2_", "SRR1")),
      r"none of its 21 samples is in the popmap \(21 samples\): the names differ \(e\.g\. 'pop1_01' in the data, "

@@ -424,10 +424,8 @@ def choose_individuals(
             named = f" (popmap label(s) {_few(labels, 3)})" if labels and labels != [pop] else ""
             hint = (f"; population(s) {_few(unsimulated, 3)} of the popmap were left out (map a label to {pop!r} with "
                     f"--populations LABEL={pop} or predict.data[].populations: {{LABEL: {pop}}})" if unsimulated else
-                    f"; simulate at most as many (config samples: {{{pop}: {len(members)}}}, which reruns the simulations; "
-                    "popdl check-data --suggest-config writes the settings that fit the data)" if members else
-                    f"; no popmap label is {pop!r} (map one to it with --populations LABEL={pop} or "
-                    f"predict.data[].populations: {{LABEL: {pop}}})")
+                    f"; simulate {len(members)} (samples: {{{pop}: {len(members)}}}; check-data --suggest-config)" if members else
+                    f"; no popmap label maps to it (--populations LABEL={pop})")
             raise DataError(f"{source}: population {pop!r}{named} has {len(members)} individual(s) but {n} were simulated{hint}")
         if len(members) > n:
             if not subsample:
