@@ -15,6 +15,7 @@ import msprime
 import pandas as pd
 import pytest
 
+from popdl.abc import who_won
 from popdl.calibration import probability_text
 from popdl.config import prepare
 from popdl.scenarios import Scenario
@@ -172,7 +173,13 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     # The run ended with a summary of what it found, read from the same files.
     said = [line for line in (tiny_run.parents[1] / "run-output.txt").read_text().splitlines() if line.startswith("popdl: ")]
     assert f"popdl: report: results/{TINY['run']}/report.html" in said, said
-    assert any(line.startswith("popdl: test set: scenario accuracy network ") for line in said), said
+    evaluation = json.loads((tiny_run / "evaluation" / "metrics.json").read_text())
+    scenario_task, *param_tasks = who_won(json.loads((tiny_run / "abc" / "metrics.json").read_text()), evaluation)
+    accuracy = f"popdl: test set: scenario accuracy network {evaluation['classification']['accuracy']:.3f}, "
+    assert any(line.startswith(accuracy) for line in said), said
+    at_least = sum(max(v["values"].values()) == v["values"]["network"] for v in param_tasks)
+    assert (f"popdl: test set: R² of the network at least the best ABC method's on {at_least} of {len(param_tasks)} "
+            "parameters") in "\n".join(said), said
     assert f"popdl: obs: {net['scenario']} (probability {probability_text(net['probabilities'][net['scenario']])})" in "\n".join(said)
     # ... and whether the ABC baselines choose the same scenario for the data.
     agree = all(max(a["probabilities"], key=a["probabilities"].get) == net["scenario"] for a in empirical["obs"].values())

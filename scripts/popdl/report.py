@@ -851,24 +851,23 @@ def run_summary(results: str | Path, data_names=()) -> list[str]:
     are absent (a run that stopped at the dataset) are left out; no line when nothing is there."""
     results = Path(results)
     lines = []
-    table = results / "abc" / "comparison.tsv"
-    if table.is_file():
-        frame = pd.read_csv(table, sep="\t").set_index("method")
-        if "network" in frame.index and len(frame.index) > 1:
-            net, abc = frame.loc["network"], frame.drop(index="network")
-            if "accuracy" in frame and np.isfinite(net["accuracy"]):
-                best = abc["accuracy"].idxmax()
-                lines.append(f"test set: scenario accuracy network {net['accuracy']:.3f}, "
-                             + ", ".join(f"{m} {abc.loc[m, 'accuracy']:.3f}" for m in abc.index)
-                             + f" ({_signed(net['accuracy'] - abc.loc[best, 'accuracy'])} against {best})")
-            r2 = [c for c in frame if c.startswith("r2_")]
-            if r2:
-                won = [c[3:] for c in r2 if net[c] >= abc[c].max()]
-                lost = [c[3:] for c in r2 if c[3:] not in won]
-                lines.append(f"test set: R² of the network at least the best ABC method's on {len(won)} of {len(r2)} "
-                             "parameters" + (f" (below it on {', '.join(lost)})" if lost else ""))
+    abc_metrics = _read_json(results / "abc" / "metrics.json") or {}
+    evaluation = _read_json(results / "evaluation" / "metrics.json")
+    verdicts = who_won(abc_metrics, evaluation) if abc_metrics.get("methods") and evaluation else []
+    for v in verdicts:
+        if v["task"] == "scenario" and v["values"].get("network") is not None:
+            abc = {m: x for m, x in v["values"].items() if m != "network" and x is not None}
+            best = max(abc, key=abc.get)
+            lines.append(f"test set: scenario accuracy network {v['values']['network']:.3f}, "
+                         + ", ".join(f"{m} {x:.3f}" for m, x in abc.items())
+                         + f" ({_signed(v['values']['network'] - abc[best])} against {best})")
+    params = [v for v in verdicts if v["measure"] == "R²"]
+    if params:
+        lost = [v["task"] for v in params if v["winner"] != "network" and "network" not in v["tied"]]
+        lines.append(f"test set: R² of the network at least the best ABC method's on {len(params) - len(lost)} of "
+                     f"{len(params)} parameters" + (f" (below it on {', '.join(lost)})" if lost else ""))
     abc_answers = (_read_json(results / "abc" / "empirical.json") or {}).get("data", {})
-    abc_methods = (_read_json(results / "abc" / "metrics.json") or {}).get("methods", {})
+    abc_methods = abc_metrics.get("methods", {})
     for name in data_names:
         pred = _read_json(results / "predict" / name / "predictions.json")
         net = (pred or {}).get("network") or {}
