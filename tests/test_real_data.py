@@ -1153,6 +1153,7 @@ def test_rad_examples_run_end_to_end(tmp_path):
     proc = run_popdl("predict", "--model", run / "model", "--vcf", RAD["vcf"], "--popmap", RAD["popmap"],
                      "--out", tmp_path / "alone")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "absl::InitializeLog" not in proc.stderr and "cpu_feature_guard" not in proc.stderr, proc.stderr
     alone = json.loads((tmp_path / "alone" / "predictions.json").read_text())["network"]
     workflow = json.loads((run / "predict" / "rad" / "predictions.json").read_text())["network"]
     assert alone["probabilities"] == pytest.approx(workflow["probabilities"], abs=1e-6)

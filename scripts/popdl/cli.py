@@ -19,6 +19,7 @@ from pathlib import Path
 
 from popdl.config import load_config
 from popdl.errors import ConfigError
+from popdl.native_logs import filtered_stderr, wanted
 from popdl.stages import load_settings, stage_config
 
 __all__ = ["main", "config_from_args", "COMMAND_MODULES"]
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     log.setLevel(level)
     try:
-        return int(args.func(args) or 0)
+        with filtered_stderr(wanted(args.verbose)):
+            return int(args.func(args) or 0)
     except ConfigError as exc:
         print(f"popdl: config error: {exc}", file=sys.stderr)
         return 1
