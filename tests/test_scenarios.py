@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from popdl.config import prepare
 from popdl.errors import ConfigError
 from popdl.plan import chunk_bounds, n_chunks, plan_draws
 from popdl.scenarios import Prior, Scenario
+from popdl import seeds
 from popdl.seeds import seed_sequence
 from popdl.simulate import iter_draws, load_sims, simulate_chunk
 
@@ -107,8 +109,9 @@ def test_derived_parameters_follow_their_dependencies():
 
 
 def test_constraints_hold_in_every_draw():
-    config = one_pop_config({"N": 1000, "T": {"uniform": [0, 100]}, "Tsc": {"uniform": [0, 100]}})
-    config["scenarios"]["s"]["constraints"] = ["Tsc < T", "T - Tsc > 10"]
+    config = prepare(tiny_config(samples={"pop": 3}, scenarios={"s": {
+        "graph": ONE_POP, "priors": {"N": 1000, "T": {"uniform": [0, 100]}, "Tsc": {"uniform": [0, 100]}},
+        "constraints": ["Tsc < T", "T - Tsc > 10"]}}), base_dirs=(REPO,))
     sc = Scenario.from_config("s", config)
     rng = np.random.default_rng(0)
     tries = []
@@ -138,6 +141,23 @@ def test_derived_cycle_and_unknown_names_are_rejected():
         one_pop_config({"N": {"expr": "Q + 1"}})
     with pytest.raises(ConfigError, match="parameter 'N' has no prior"):
         one_pop_config({"M": 5})
+
+
+def test_a_drawn_parameter_that_nothing_reads_is_refused():
+    # A misspelt prior beside the right one would be drawn, then estimated from data it never touched.
+    with pytest.raises(ConfigError) as info:
+        one_pop_config({"N": {"uniform": [100, 1000]}, "Nn": {"loguniform": [100, 1000]}})
+    assert str(info.value) == (
+        "config key 'scenarios.s.priors.Nn': parameter 'Nn' is used nowhere (not in the graph, a derived parameter, "
+        "a constraint or the sweep), so the data would say nothing about it; the graph's parameters are N (a misspelt name?)")
+    # Used through a derived parameter or a constraint, or fixed, or derived itself (a reported quantity): accepted.
+    config = one_pop_config({"N": {"expr": "2 * half"}, "half": {"uniform": [100, 1000]}, "c": 7,
+                             "theta": {"expr": "4 * N * 1e-8"}})
+    assert set(Scenario.from_config("s", config).parameter_names) == {"N", "half", "c", "theta"}
+    config = prepare(tiny_config(samples={"pop": 3}, scenarios={"s": {
+        "graph": ONE_POP, "priors": {"N": {"uniform": [100, 1000]}, "T": {"uniform": [0, 10]}},
+        "constraints": ["T < N"]}}), base_dirs=(REPO,))
+    assert "T" in Scenario.from_config("s", config).parameter_names
 
 
 # ----------------------------------------------------------------------------------------- seeds
@@ -171,6 +191,29 @@ def test_plan_written_block_by_block_equals_the_whole_plan(tmp_path):
     assert (tmp_path / "blocks.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
     assert summary["draws"] == 30 and summary["mean_tries"] >= 1
     assert read_plan(tmp_path / "blocks.tsv").equals(plan_draws(sc, root_seed=5, start=0, stop=30))
+
+
+def test_draws_the_simulator_cannot_take_are_refused_when_planned(tmp_path):
+    # A normal prior on a size reaches negative sizes: the plan, the run's first job, says so
+    # (how many, the first, which prior) and writes nothing, rather than a simulate job failing mid-run.
+    from popdl.plan import write_plan
+
+    sc = Scenario.from_config("s", one_pop_config({"N": {"normal": [1000, 800]}}))
+    with pytest.raises(ConfigError) as info:
+        write_plan(sc, tmp_path / "plan.tsv", root_seed=1, n=200)
+    message = str(info.value)
+    assert message.startswith("config key 'scenarios.s.priors': ") and "\n" not in message
+    count, first = re.search(r"(\d+) of draws 0-199 give parameters the simulator cannot take, the first draw (\d+): ",
+                             message).groups()
+    assert not (tmp_path / "plan.tsv").exists()
+    params, _ = sc.draw_with_tries(seeds.priors(1, "s", int(first)))
+    assert params["N"] <= 0 and f"N = {params['N']:.4g} (prior normal[1000.0, 800.0])" in message
+    assert all(sc.draw_with_tries(seeds.priors(1, "s", d))[0]["N"] > 0 for d in range(int(first)))
+    assert int(count) == sum(sc.draw_with_tries(seeds.priors(1, "s", d))[0]["N"] <= 0 for d in range(200))
+    assert "truncnormal: [mean, sd, low, high]" in message
+    # Bounded, the same prior plans.
+    bounded = Scenario.from_config("s", one_pop_config({"N": {"truncnormal": [1000, 800, 10, 1e5]}}))
+    assert write_plan(bounded, tmp_path / "plan.tsv", root_seed=1, n=200)["draws"] == 200
 
 
 # ------------------------------------------------------------------------------ genome and rates

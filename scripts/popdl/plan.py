@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from popdl import seeds
+from popdl.errors import ConfigError
 from popdl.io import atomic_path
 from popdl.scenarios import Scenario
 
@@ -27,10 +28,21 @@ def plan_draws(scenario: Scenario, *, root_seed: int, start: int, stop: int) -> 
     :data:`SEED_COLUMNS`, then one column per parameter (generations,
     diploid individuals, per-generation rates, as the priors define them).
     """
-    rows = []
+    rows, problems = [], []
     for draw in range(start, stop):
         params, tries = scenario.draw_with_tries(seeds.priors(root_seed, scenario.name, draw))
+        problem = scenario.draw_problem(params)
+        if problem:
+            problems.append((draw, problem))
         rows.append((draw, tries, *seeds.simulator_seeds(root_seed, scenario.name, draw), *params.values()))
+    if problems:
+        # A prior that reaches values no history can have (a normal prior on a size, a difference of
+        # times without a constraint) would fail simulate jobs mid-run: refused here, before any runs.
+        first, reason = problems[0]
+        raise ConfigError(
+            f"config key 'scenarios.{scenario.name}.priors': {len(problems)} of draws {start}-{stop - 1} give "
+            f"parameters the simulator cannot take, the first draw {first}: {reason}; bound the priors (uniform, "
+            "loguniform, or truncnormal: [mean, sd, low, high]) or add a constraint")
     columns = ["draw", "tries", *SEED_COLUMNS, *scenario.parameter_names]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.astype({c: "int64" for c in ("draw", "tries", *SEED_COLUMNS)})

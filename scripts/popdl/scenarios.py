@@ -295,6 +295,7 @@ class Scenario:
             unknown = expr.names - known
             if unknown:
                 raise ConfigError(f"config key '{where}.constraints[{i}]': {sorted(unknown)[0]!r} is not a parameter")
+        self._check_used(where, exprs)
         self._order = self._derivation_order(where)
         # Build one graph from a first draw to catch structural errors now (a fixed
         # seed: a config passes or fails whatever its root seed; see popdl.seeds).
@@ -310,6 +311,25 @@ class Scenario:
                 raise ConfigError(f"config key 'samples.{pop}': scenario {self.name!r} has no deme {pop!r}")
             if pop not in alive:
                 raise ConfigError(f"config key 'samples.{pop}': deme {pop!r} of scenario {self.name!r} does not exist at time 0")
+
+    def _check_used(self, where: str, graph_exprs: dict) -> None:
+        """Refuse a drawn parameter that nothing reads: neither the graph, a derived
+        parameter, a constraint nor the sweep.  It would become an output the network is
+        asked to estimate from data it leaves untouched (a misspelt name, or a part of the
+        graph taken out).  Fixed values and derived parameters (reported quantities such as
+        ``theta``) may stand unused; the genome's parameters are read by the simulator."""
+        used = set().union(*(e.names for e in graph_exprs.values()), *(c.names for c in self.constraints),
+                           *(p.expr.names for p in self.priors.values() if p.derived))
+        if self.sweep is not None:
+            used |= set().union(*(e.names for e in self.sweep.exprs.values() if e is not None))
+        unused = [n for n, p in self.priors.items()
+                  if not p.derived and p.kind != "fixed" and n not in used and n not in GENOME_PARAMETERS]
+        if unused:
+            names = sorted(n for n in set().union(*(e.names for e in graph_exprs.values())))
+            raise ConfigError(
+                f"config key '{where}.priors.{unused[0]}': parameter {unused[0]!r} is used nowhere (not in the graph, "
+                f"a derived parameter, a constraint or the sweep), so the data would say nothing about it; the graph's "
+                f"parameters are {', '.join(names) or 'none'} (a misspelt name?)")
 
     def _derivation_order(self, where: str) -> list[str]:
         order, done, visiting = [], set(), set()
@@ -411,6 +431,22 @@ class Scenario:
         except Exception as exc:  # demes raises several exception types
             shown = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
             raise ConfigError(f"config key '{where}.graph': not a valid demes graph for {shown}: {exc}") from None
+
+    def draw_problem(self, params: dict[str, float]) -> str | None:
+        """Why the simulator cannot take one draw's parameters (a graph demes refuses, a
+        negative genome rate), naming the drawn parameters at or below 0; None when it can."""
+        bad_rates = [g for g in GENOME_PARAMETERS if g in params and params[g] < 0]
+        try:
+            self.graph(params)
+            if not bad_rates:
+                return None
+            reason = f"{bad_rates[0]} = {params[bad_rates[0]]:.4g} is negative"
+        except ConfigError as exc:
+            reason = str(exc).split(": ", 1)[1] if ": " in str(exc) else str(exc)
+        low = [n for n, v in params.items() if v <= 0 and not self.priors[n].derived]
+        if low:
+            reason += "; " + ", ".join(f"{n} = {params[n]:.4g} (prior {self.priors[n].describe()})" for n in low[:3])
+        return reason
 
     def genome_value(self, key: str, params: dict[str, float], genome: dict) -> float:
         """A genome rate: the drawn parameter when it has a prior, else the fixed number."""
