@@ -53,6 +53,10 @@ def unknown_parameter_in_graph(c):
     c["scenarios"]["isolation"]["priors"].pop("N2")
 
 
+def misspelt_prior(c):
+    c["scenarios"]["isolation"]["priors"]["T_spilt"] = {"loguniform": [1e4, 1e5]}
+
+
 def locus_dropout_of_one_locus(c):
     c["genome"]["loci"] = 1
     c["features"] = {**c.get("features", {}), "missing_rate": 0.1, "missing_unit": "locus"}
@@ -69,6 +73,7 @@ CASES = [
     (wrong_type, "config key 'simulations.chunk': 'many' is not of type 'integer'"),
     (unsatisfiable, "config key 'scenarios.secondary_contact.constraints': the priors never satisfied 'T_sc > T_split'"),
     (unknown_parameter_in_graph, "config key 'scenarios.isolation.graph.demes.2.epochs.0.start_size': parameter 'N2' has no prior"),
+    (misspelt_prior, "config key 'scenarios.isolation.priors.T_spilt': parameter 'T_spilt' is used nowhere"),
     (locus_dropout_of_one_locus, "config key 'features.missing_unit': locus drops an individual's whole locus, and with "
                                  "genome.loci 1 that is all its calls at once"),
 ]
@@ -113,6 +118,20 @@ def test_a_good_config_checks(tmp_path):
     proc = subprocess.run([BIN / "popdl", "check", "--configfile", str(cfg)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "valid" in proc.stdout and "secondary_contact" in proc.stdout
+
+
+def test_popdl_check_draws_what_the_run_will_simulate(tmp_path):
+    # One draw in ten of a normal prior on a size is negative: no graph, and the check says so
+    # before a run's simulate jobs would fail on them (the plan jobs refuse them too).
+    config = tiny_config()
+    config["scenarios"]["isolation"]["priors"]["N1"] = {"normal": [1000, 800]}
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(write_config(tmp_path, config))],
+                          cwd=REPO, capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and proc.stdout == "", proc.stdout + proc.stderr
+    assert lines[0].startswith("popdl: config error: config key 'scenarios.isolation.priors': ") and (
+        f"of draws 0-{config['simulations']['per_scenario'] - 1} give parameters the simulator cannot take" in lines[0])
+    assert "(prior normal[1000.0, 800.0]); bound the priors" in lines[0]
 
 
 def test_graph_files_are_found_beside_the_config_file(tmp_path):

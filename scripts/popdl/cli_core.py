@@ -56,6 +56,7 @@ def add_commands(sub) -> None:
 
 def cmd_check(args) -> int:
     from popdl.config import deep_update, load_config, load_yaml
+    from popdl.plan import plan_draws
     from popdl.scenarios import load_scenarios
     from popdl.stages import chunks
 
@@ -72,8 +73,11 @@ def cmd_check(args) -> int:
         overrides = deep_update(overrides, loaded or {})
     config = load_config(first, overrides=overrides or None)
     n = len(chunks(config))
+    scenarios = load_scenarios(config)
+    for sc in scenarios.values():  # every draw the run will simulate, as its plan jobs draw them (seconds)
+        plan_draws(sc, root_seed=config["seed"], start=0, stop=config["simulations"]["per_scenario"])
     print(f"{' + '.join(map(str, args.configfile))}: valid. run {config['run']!r}, {config['simulations']['per_scenario']} draws per scenario in {n} chunk(s)")
-    for name, sc in load_scenarios(config).items():
+    for name, sc in scenarios.items():
         priors = ", ".join(f"{p} {prior.describe()}" for p, prior in sc.priors.items())
         print(f"  {name} [{sc.simulator}]: {priors}")
     from popdl.tuning import sweep_warnings
