@@ -336,7 +336,8 @@ def sometimes_failing(kind: str):
     """A scenario whose first draw (checked when the config is read) works but a later one fails."""
     c = tiny_config()
     priors = c["scenarios"]["isolation"]["priors"]
-    priors["U"] = {"uniform": [0, 1]}
+    if kind in ("derived", "constraint"):
+        priors["U"] = {"uniform": [0, 1]}
     if kind == "derived":
         priors["X"] = {"expr": "log(U - 0.3)"}
     elif kind == "constraint":
@@ -389,13 +390,17 @@ def test_errors_while_building_a_drawn_graph_name_the_field(tmp_path):
 
     config = load_config(write_config(tmp_path, sometimes_failing("graph")))
     sc = Scenario.from_config("one", config)
-    plan = plan_draws(sc, root_seed=1, start=0, stop=200)  # drawing alone is fine
     with pytest.raises(ConfigError) as info:
-        for u in plan["U"]:
-            sc.graph({"U": u})
+        sc.graph({"U": 0.1})
     message = str(info.value)
-    assert "config key 'scenarios.one.graph.demes.0.epochs.0.start_size'" in message and "U=" in message
+    assert "config key 'scenarios.one.graph.demes.0.epochs.0.start_size'" in message and "U=0.1" in message
     assert "\n" not in message
+    # The plan (the run's first job) builds every draw's graph and refuses the run on those that fail.
+    with pytest.raises(ConfigError) as info:
+        plan_draws(sc, root_seed=1, start=0, stop=200)
+    message = str(info.value)
+    assert message.startswith("config key 'scenarios.one.priors': ") and "\n" not in message
+    assert ": scenarios.one.graph.demes.0.epochs.0.start_size: cannot evaluate '1000 * sqrt(U - 0.3)' for U=" in message
 
 
 # ------------------------------------------------------------------------- the public loaders

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, field
 
 import demes
@@ -295,7 +296,6 @@ class Scenario:
             unknown = expr.names - known
             if unknown:
                 raise ConfigError(f"config key '{where}.constraints[{i}]': {sorted(unknown)[0]!r} is not a parameter")
-        self._check_used(where, exprs)
         self._order = self._derivation_order(where)
         # Build one graph from a first draw to catch structural errors now (a fixed
         # seed: a config passes or fails whatever its root seed; see popdl.seeds).
@@ -311,6 +311,7 @@ class Scenario:
                 raise ConfigError(f"config key 'samples.{pop}': scenario {self.name!r} has no deme {pop!r}")
             if pop not in alive:
                 raise ConfigError(f"config key 'samples.{pop}': deme {pop!r} of scenario {self.name!r} does not exist at time 0")
+        self._check_used(where, exprs)
 
     def _check_used(self, where: str, graph_exprs: dict) -> None:
         """Refuse a drawn parameter that nothing reads: neither the graph, a derived
@@ -441,8 +442,8 @@ class Scenario:
             if not bad_rates:
                 return None
             reason = f"{bad_rates[0]} = {params[bad_rates[0]]:.4g} is negative"
-        except ConfigError as exc:
-            reason = str(exc).split(": ", 1)[1] if ": " in str(exc) else str(exc)
+        except ConfigError as exc:  # "config key 'FIELD': why" -> "FIELD: why"
+            reason = re.sub(r"^config key '([^']*)'", r"\1", str(exc))
         low = [n for n, v in params.items() if v <= 0 and not self.priors[n].derived]
         if low:
             reason += "; " + ", ".join(f"{n} = {params[n]:.4g} (prior {self.priors[n].describe()})" for n in low[:3])
