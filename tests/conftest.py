@@ -28,6 +28,11 @@ TINY = {
     "simulations": {"per_scenario": 40, "chunk": 20, "shard_size": 25,
                     "split": {"train": 0.6, "validation": 0.2, "test": 0.2}},
     "features": {"snps": 32},
+    # A short sweep and one final fit (not the schema's defaults, which are the default config's
+    # tested sweep: 200 epochs, no pruner, 8 fits), and all four kinds of network in it.
+    "network": ["mlp", "cnn1d", "cnn2d", "exchangeable"],
+    "tuning": {"max_epochs": 12, "patience": 3, "trial_seconds": None, "pruner": "median"},
+    "train": {"ensemble": 1},
 }
 
 

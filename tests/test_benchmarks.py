@@ -174,7 +174,7 @@ def test_temperature_benchmark_compares_both_rules_on_resampled_splits(tiny_data
     (results / "dataset").symlink_to(tiny_dataset)
     best = tmp_path / "best.json"
     best.write_text(json.dumps({"hyper_parameters": TINY_MLP, "best_epoch": 1}))
-    config = write_config(tmp_path, tiny_config(network="mlp", train={"epochs": 1}))
+    config = write_config(tmp_path, tiny_config(network="mlp", train={"epochs": 1, "ensemble": 1}))
     proc = subprocess.run([sys.executable, "-m", "popdl", "train", "--configfile", str(config), "--dataset",
                            str(tiny_dataset), "--best", str(best), "--out", str(results / "model")], cwd=REPO,
                           capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

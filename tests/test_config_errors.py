@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BIN, REPO, snakemake, tiny_config, write_config
+from conftest import BIN, DEFAULT_CONFIG, REPO, snakemake, tiny_config, write_config
 
-from popdl.config import load_config
+from popdl.config import load_config, load_yaml
 from popdl.errors import ConfigError
 
 
@@ -132,6 +132,24 @@ def test_popdl_check_draws_what_the_run_will_simulate(tmp_path):
     assert lines[0].startswith("popdl: config error: config key 'scenarios.isolation.priors': ") and (
         f"of draws 0-{config['simulations']['per_scenario'] - 1} give parameters the simulator cannot take" in lines[0])
     assert "(prior normal[1000.0, 800.0]); bound the priors" in lines[0]
+
+
+def test_a_config_without_a_sweep_gets_the_default_configs_tested_one(tmp_path):
+    # The schema's defaults are the default config's network, tuning and train sections: a config that
+    # leaves them out runs the sweep that beats ABC-RF in the README, not a shorter or broader one.
+    default = load_config(REPO / "config" / "config.yaml")
+    bare = {k: v for k, v in DEFAULT_CONFIG.items() if k not in ("network", "tuning", "train")}
+    prepared = load_config(write_config(tmp_path, bare))
+    for key in ("network", "tuning", "train", "task"):
+        assert prepared[key] == default[key], key
+    from popdl.tuning import sweep_warnings
+
+    assert sweep_warnings(prepared) == []
+    # The wider sweep for a cluster is an overlay: valid after any config, and wider than the defaults.
+    wide = load_config(REPO / "config" / "config.yaml",
+                       overrides=load_yaml(REPO / "config" / "overlays" / "wide_sweep.yaml"))
+    assert wide["tuning"]["search_space"]["optimizer"] == {"choices": ["adam", "rmsprop", "sgd"]}
+    assert len(wide["network"]) == 6 and sweep_warnings(wide) == []
 
 
 def test_graph_files_are_found_beside_the_config_file(tmp_path):

@@ -64,7 +64,7 @@ def _tiny(tmp_path, **train):
         tuning={"workers": 1, "trials": 2, "trials_per_gpu": 2, "max_epochs": 1, "patience": 0,
                 "pruner": "none", "startup_trials": 1,
                 "search_space": {"batch_size": 16, "dense_layers": 1, "dense_units": 8}},
-        train={"epochs": 1, **train},
+        train={"epochs": 1, "ensemble": 1, **train},
     )
     return write_config(tmp_path, config)
 

@@ -671,7 +671,7 @@ def tiny_run(tmp_path_factory):
     from popdl.training import train_final
 
     results = tmp_path_factory.mktemp("run") / "results"
-    config = prepare(tiny_config(samples=SAMPLES, features={"snps": 16}, train={"epochs": 1}), base_dirs=(REPO,))
+    config = prepare(tiny_config(samples=SAMPLES, features={"snps": 16}, train={"epochs": 1, "ensemble": 1}), base_dirs=(REPO,))
     files = []
     for name in config["scenarios"]:
         scenario = Scenario.from_config(name, config)

@@ -36,7 +36,7 @@ EXTRA = {
     "tuning": {"workers": 1, "trials": 1, "max_epochs": 2, "startup_trials": 1,
                "search_space": {"batch_size": 16, "conv_layers": 1, "filters": 4, "dense_units": 16, "dense_layers": 1,
                                 "learning_rate": 0.003, "optimizer": "adam", "lr_decay": "none"}},
-    "train": {"epochs": 1, "threads": 1},
+    "train": {"epochs": 1, "threads": 1, "ensemble": 1},
     "abc": {"tolerance": 0.2, "trees": 20},
     "predict": {"replicates": 3, "data": [{"name": "obs", "vcf": VCF_NAME, "popmap": POPMAP_NAME}]},
     "scan": {"data": [{"name": "obs", "vcf": VCF_NAME, "popmap": POPMAP_NAME}]},
@@ -498,7 +498,7 @@ def test_every_output_records_the_hash_of_its_jobs_settings(tiny_run):
 def test_one_scenario_estimated_without_classification_runs_to_the_report(tmp_path):
     # task: [regress] with one scenario: no confusion matrix or reliability curve to draw, and the report
     # compares the parameters alone with the ABC baselines.
-    config = tiny_config(task=["regress"], network="mlp", train={"epochs": 1, "threads": 1},
+    config = tiny_config(task=["regress"], network="mlp", train={"epochs": 1, "threads": 1, "ensemble": 1},
                          tuning={"workers": 1, "trials": 1, "max_epochs": 2, "startup_trials": 1, "pruner": "none"})
     config["scenarios"] = {"isolation": dict(config["scenarios"]["isolation"],
                                              graph=str(REPO / config["scenarios"]["isolation"]["graph"]))}

@@ -52,7 +52,7 @@ SMALL_MODEL = {
         "search_space": {"batch_size": 16, "dense_layers": 1, "dense_units": 8},
     },
     # The fake GPUs cannot run anything: without this, the GPU jobs stop (one line, naming the fix).
-    "train": {"epochs": 1, "allow_cpu_fallback": True},
+    "train": {"epochs": 1, "allow_cpu_fallback": True, "ensemble": 1},
 }
 
 

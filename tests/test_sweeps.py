@@ -60,7 +60,7 @@ def sweep_config(per_scenario: int = 250) -> dict:
         "features": {"snps": 64, "snp_selection": "central", "stats": ["segsites", "pi", "tajimas_d", "hap_diversity"]},
         "task": ["classify"],
         "network": "cnn2d",
-        "train": {"epochs": 12, "threads": 2},
+        "train": {"epochs": 12, "threads": 2, "ensemble": 1},
     }
 
 

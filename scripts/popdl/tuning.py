@@ -114,7 +114,7 @@ def sweep_warnings(config: dict) -> list[str]:
     if tune["max_epochs"] < MIN_REGRESSION_EPOCHS:
         out.append(f"tuning.max_epochs {tune['max_epochs']} stops the sweep's trials before the parameters' tower is "
                    f"trained (its best epoch was 27-70 in the default config's sweep; in a measured run with 12, the "
-                   f"schema's default, the network's R² of T_split was -0.01 against ABC-RF's 0.61) {fix}")
+                   f"schema's former default, the network's R² of T_split was -0.01 against ABC-RF's 0.61) {fix}")
     if tune["pruner"] != "none":
         out.append(f"tuning.pruner {tune['pruner']} stops trials on their first epochs' validation loss, where the "
                    f"parameters' tower starts slow {fix}")
