@@ -109,7 +109,8 @@ def sweep_warnings(config: dict) -> list[str]:
     if "regress" not in (config.get("task") or []) or "tuning" not in config:
         return []
     tune = config["tuning"]
-    fix = "(take config/config.yaml's tuning section, or give config/overlays/quick_sweep.yaml after your config)"
+    fix = ("(leave these keys out: the defaults are the default config's tested sweep; or give "
+           "config/overlays/quick_sweep.yaml after your config)")
     out = []
     if tune["max_epochs"] < MIN_REGRESSION_EPOCHS:
         out.append(f"tuning.max_epochs {tune['max_epochs']} stops the sweep's trials before the parameters' tower is "
