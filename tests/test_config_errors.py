@@ -152,6 +152,39 @@ def test_a_config_without_a_sweep_gets_the_default_configs_tested_one(tmp_path):
     assert len(wide["network"]) == 6 and sweep_warnings(wide) == []
 
 
+def test_too_few_test_simulations_are_warned_about():
+    from popdl.config import prepare
+    from popdl.tuning import split_warnings
+
+    tiny = prepare(tiny_config(), base_dirs=(REPO,))  # 40 draws per scenario, 20 % test: 8
+    line, = split_warnings(tiny)
+    assert line.startswith("simulations.per_scenario 40 leaves 8 test and 8 validation simulations per scenario: ")
+    assert "500 draws per scenario give 100 of each" in line
+    for name in ("config.yaml", "examples/conservation.yaml", "examples/divergence_order.yaml",
+                 "examples/rad_unphased.yaml", "examples/paper_scale.yaml", "examples/sweeps.yaml"):
+        assert split_warnings(load_config(REPO / "config" / name)) == [], name
+
+
+def test_popdl_check_finds_the_data_files_or_names_the_missing_one(tmp_path):
+    # Found as the workflow finds them (here: relative to the repository, from another folder) ...
+    config = tiny_config(predict={"data": [{"name": "ex", "vcf": "config/data/example.vcf.gz",
+                                            "popmap": "config/data/example_popmap.tsv"}]})
+    config["scenarios"] = {name: dict(sc, graph=str(REPO / sc["graph"])) for name, sc in config["scenarios"].items()}
+    good = write_config(tmp_path, config)
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(good)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # ... and a missing one is named before the run would stop on it.
+    config["predict"]["data"][0]["popmap"] = "config/data/no_such_popmap.tsv"
+    bad = write_config(tmp_path, config, name="bad.yaml")
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(bad)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and proc.stdout == "", proc.stdout + proc.stderr
+    assert lines[0].startswith("popdl: config error: config key 'predict.data[0].popmap': "
+                               "'config/data/no_such_popmap.tsv' not found"), lines[0]
+
+
 def test_graph_files_are_found_beside_the_config_file(tmp_path):
     (tmp_path / "graphs").mkdir()
     (tmp_path / "graphs" / "one.yaml").write_text(

@@ -54,6 +54,38 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_dataset)
 
 
+def _check_data_files(config: dict, configfile: Path) -> None:
+    """Every file of ``predict.data`` and ``scan.data`` is there (looked up as the workflow and
+    ``popdl predict`` do: from the working folder, else beside the config file or in the folder
+    above it, else in the repository): a missing VCF would otherwise stop the run when Snakemake
+    builds its jobs, after ``check`` said the config was valid."""
+    from popdl.errors import DataError
+    from popdl.paths import located, vcf_files
+
+    folder = configfile.resolve().parent
+    bases = [folder, folder.parent, Path(__file__).resolve().parents[2]]
+    for section in ("predict", "scan"):
+        for i, entry in enumerate((config.get(section) or {}).get("data") or []):
+            for key in ("vcf", "fasta", "popmap"):
+                value = entry.get(key)
+                if not value:
+                    continue
+                items = [value] if isinstance(value, str) else list(value)
+                for item in items:
+                    found = False
+                    for base in bases:
+                        try:
+                            found = all(p.exists() for p in vcf_files(item, base_dir=base)) if key == "vcf" \
+                                else located(item, base).exists()
+                        except DataError:
+                            found = False
+                        if found:
+                            break
+                    if not found:
+                        raise ConfigError(f"config key '{section}.data[{i}].{key}': {item!r} not found (looked in the "
+                                          f"working folder, {folder} and {folder.parent})")
+
+
 def cmd_check(args) -> int:
     from popdl.config import deep_update, load_config, load_yaml
     from popdl.plan import plan_draws
@@ -73,6 +105,7 @@ def cmd_check(args) -> int:
         overrides = deep_update(overrides, loaded or {})
     config = load_config(first, overrides=overrides or None)
     n = len(chunks(config))
+    _check_data_files(config, Path(first))
     scenarios = load_scenarios(config)
     for sc in scenarios.values():  # every draw the run will simulate, as its plan jobs draw them (seconds)
         plan_draws(sc, root_seed=config["seed"], start=0, stop=config["simulations"]["per_scenario"])
@@ -80,9 +113,9 @@ def cmd_check(args) -> int:
     for name, sc in scenarios.items():
         priors = ", ".join(f"{p} {prior.describe()}" for p, prior in sc.priors.items())
         print(f"  {name} [{sc.simulator}]: {priors}")
-    from popdl.tuning import sweep_warnings
+    from popdl.tuning import split_warnings, sweep_warnings
 
-    for line in sweep_warnings(config):
+    for line in split_warnings(config) + sweep_warnings(config):
         print(f"WARNING: {line}")
     if args.time is not None:
         import os

@@ -122,6 +122,30 @@ def sweep_warnings(config: dict) -> list[str]:
     return out
 
 
+#: Fewer test (or validation) simulations per scenario than this are warned about.
+MIN_SPLIT_PER_SCENARIO = 100
+
+
+def split_warnings(config: dict) -> list[str]:
+    """One line when ``simulations.per_scenario`` leaves fewer than
+    :data:`MIN_SPLIT_PER_SCENARIO` test or validation simulations per scenario (the test-set
+    metrics, the comparison with ABC and the calibration rest on them).  Printed by ``popdl
+    check`` and at the start of a workflow run."""
+    sims = config.get("simulations") or {}
+    if "per_scenario" not in sims or "split" not in sims:
+        return []
+    n, fractions = int(sims["per_scenario"]), sims["split"]
+    validation = int(round(n * fractions["validation"]))
+    test = max(0, n - int(round(n * fractions["train"])) - validation)
+    if min(test, validation) >= MIN_SPLIT_PER_SCENARIO:
+        return []
+    least = math.ceil(MIN_SPLIT_PER_SCENARIO / min(fractions["validation"], fractions["test"]))
+    return [f"simulations.per_scenario {n} leaves {test} test and {validation} validation simulations per scenario: "
+            f"the test-set metrics, the comparison with ABC and the calibration rest on so few that they say "
+            f"little (the report's intervals show how little); {least} draws per scenario give "
+            f"{MIN_SPLIT_PER_SCENARIO} of each (the default config has 1,500)"]
+
+
 def check_config(config: dict) -> None:
     """Check the tuning part of a validated config (its storage): raises
     :class:`ConfigError` (one line)."""

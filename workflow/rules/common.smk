@@ -83,9 +83,9 @@ except ConfigError as exc:
     sys.exit(1)
 validate(config, "../schemas/config.schema.yaml")
 if workflow.is_main_process:
-    from popdl.tuning import sweep_warnings
+    from popdl.tuning import split_warnings, sweep_warnings
 
-    for line in sweep_warnings(config):
+    for line in split_warnings(config) + sweep_warnings(config):
         sys.stderr.write(f"popdl: WARNING: {line}\n")
 
 RUN = config["run"]
