@@ -174,6 +174,10 @@ def test_popdl_check_finds_the_data_files_or_names_the_missing_one(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(good)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    # The shipped config checks from any folder: its graphs and data are found in the repository.
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(REPO / "config" / "config.yaml")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and ": valid. run 'demo'" in proc.stdout, proc.stderr
     # ... and a missing one is named before the run would stop on it.
     config["predict"]["data"][0]["popmap"] = "config/data/no_such_popmap.tsv"
     bad = write_config(tmp_path, config, name="bad.yaml")

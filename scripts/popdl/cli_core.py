@@ -60,10 +60,10 @@ def _check_data_files(config: dict, configfile: Path) -> None:
     above it, else in the repository): a missing VCF would otherwise stop the run when Snakemake
     builds its jobs, after ``check`` said the config was valid."""
     from popdl.errors import DataError
-    from popdl.paths import located, vcf_files
+    from popdl.paths import located, repository, vcf_files
 
     folder = configfile.resolve().parent
-    bases = [folder, folder.parent, Path(__file__).resolve().parents[2]]
+    bases = [folder, folder.parent, *([repository()] if repository() else [])]
     for section in ("predict", "scan"):
         for i, entry in enumerate((config.get(section) or {}).get("data") or []):
             for key in ("vcf", "fasta", "popmap"):

@@ -434,7 +434,11 @@ def load_config(path: str | Path, *, overrides: dict | None = None) -> dict:
         raise ConfigError(f"{name} holds {kind}, not a mapping of config keys to values")
     if overrides:
         config = deep_update(config or {}, overrides)
-    return prepare(config, base_dirs=(path.parent,))
+    # Graph paths: from the working folder, beside the config file, else in the repository, as
+    # the workflow reads them (popdl check-data --configfile ~/popdl/config/config.yaml from a data folder).
+    from popdl.paths import repository
+
+    return prepare(config, base_dirs=(path.parent, *([repository()] if repository() else [])))
 
 
 def prepare(config: dict, *, base_dirs: tuple[Path, ...] = (), check_executables: bool = True) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from popdl.errors import DataError
 
-__all__ = ["located", "vcf_files"]
+__all__ = ["located", "vcf_files", "repository"]
 
 
 def located(path: str | Path, base_dir: str | Path | None = None) -> Path:
@@ -56,3 +56,11 @@ def vcf_files(vcf, *, base_dir: str | Path | None = None) -> list[Path]:
             raise DataError(f"VCF {item}: no file matches this pattern")
         out += found
     return out
+
+
+def repository() -> Path | None:
+    """The popdl repository this package runs from (the folder holding ``workflow/Snakefile``),
+    where the shipped configs' relative paths (``config/scenarios/...``, ``config/data/...``) point;
+    None when the package is installed elsewhere."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "workflow" / "Snakefile").is_file() else None
