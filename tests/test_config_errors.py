@@ -165,6 +165,19 @@ def test_too_few_test_simulations_are_warned_about():
         assert split_warnings(load_config(REPO / "config" / name)) == [], name
 
 
+def test_popdl_check_warns_of_a_mutation_rate_that_saturates_sites(tmp_path):
+    # 1e-3 per bp (a per-locus rate taken for a per-bp one, say): 4 N mu far above 1, hours per draw.
+    config = tiny_config(genome={**tiny_config()["genome"], "mutation_rate": 1.0e-3})
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(write_config(tmp_path, config))],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line, = [x for x in proc.stdout.splitlines() if x.startswith("WARNING: 4 N mu per bp is ")]
+    assert "most sites would carry several mutations" in line and "genome.mutation_rate is per bp" in line
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check", "--configfile", str(write_config(tmp_path, tiny_config()))],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "4 N mu" not in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_popdl_check_finds_the_data_files_or_names_the_missing_one(tmp_path):
     # Found as the workflow finds them (here: relative to the repository, from another folder) ...
     config = tiny_config(predict={"data": [{"name": "ex", "vcf": "config/data/example.vcf.gz",

@@ -54,6 +54,22 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_dataset)
 
 
+#: 4 N mu per bp above which ``popdl check`` warns that sites saturate.
+SATURATED_THETA = 0.1
+
+
+def _largest_theta(scenario, plan, genome: dict) -> float:
+    """The median over ``plan``'s draws of 4 N mu per bp, N a draw's largest population size."""
+    import numpy as np
+
+    values = []
+    for params in plan[scenario.parameter_names].to_dict("records"):
+        graph = scenario.graph(params)
+        size = max(max(e.start_size, e.end_size) for d in graph.demes for e in d.epochs)
+        values.append(4 * size * scenario.genome_value("mutation_rate", params, genome))
+    return float(np.median(values)) if values else 0.0
+
+
 def _check_data_files(config: dict, configfile: Path) -> None:
     """Every file of ``predict.data`` and ``scan.data`` is there (looked up as the workflow and
     ``popdl predict`` do: from the working folder, else beside the config file or in the folder
@@ -107,14 +123,24 @@ def cmd_check(args) -> int:
     n = len(chunks(config))
     _check_data_files(config, Path(first))
     scenarios = load_scenarios(config)
-    for sc in scenarios.values():  # every draw the run will simulate, as its plan jobs draw them (seconds)
-        plan_draws(sc, root_seed=config["seed"], start=0, stop=config["simulations"]["per_scenario"])
+    thetas = {}
+    for name, sc in scenarios.items():  # every draw the run will simulate, as its plan jobs draw them (seconds)
+        plan = plan_draws(sc, root_seed=config["seed"], start=0, stop=config["simulations"]["per_scenario"])
+        thetas[name] = _largest_theta(sc, plan.head(200), config["genome"])
     print(f"{' + '.join(map(str, args.configfile))}: valid. run {config['run']!r}, {config['simulations']['per_scenario']} draws per scenario in {n} chunk(s)")
     for name, sc in scenarios.items():
         priors = ", ".join(f"{p} {prior.describe()}" for p, prior in sc.priors.items())
         print(f"  {name} [{sc.simulator}]: {priors}")
     from popdl.tuning import split_warnings, sweep_warnings
 
+    saturated = {name: t for name, t in thetas.items() if t > SATURATED_THETA}
+    if saturated:
+        name, theta = max(saturated.items(), key=lambda kv: kv[1])
+        bp = float(config["genome"]["length"]) * int(config["genome"]["loci"])
+        print(f"WARNING: 4 N mu per bp is {theta:.3g} in scenario {name!r} (the median over its first draws, N its "
+              f"largest population size): most sites would carry several mutations, where real data have 0.001-0.05, "
+              f"and a draw would simulate at least {theta * bp:.3g} mutations; genome.mutation_rate is per bp per "
+              "generation")
     for line in split_warnings(config) + sweep_warnings(config):
         print(f"WARNING: {line}")
     if args.time is not None:
