@@ -58,16 +58,16 @@ def add_commands(sub) -> None:
 SATURATED_THETA = 0.1
 
 
-def _largest_theta(scenario, plan, genome: dict) -> float:
+def _median_theta(scenario, plan, genome: dict) -> float:
     """The median over ``plan``'s draws of 4 N mu per bp, N a draw's largest population size."""
-    import numpy as np
+    from statistics import median
 
     values = []
     for params in plan[scenario.parameter_names].to_dict("records"):
         graph = scenario.graph(params)
         size = max(max(e.start_size, e.end_size) for d in graph.demes for e in d.epochs)
         values.append(4 * size * scenario.genome_value("mutation_rate", params, genome))
-    return float(np.median(values)) if values else 0.0
+    return float(median(values)) if values else 0.0
 
 
 def _check_data_files(config: dict, configfile: Path) -> None:
@@ -78,8 +78,8 @@ def _check_data_files(config: dict, configfile: Path) -> None:
     from popdl.errors import DataError
     from popdl.paths import located, repository, vcf_files
 
-    folder = configfile.resolve().parent
-    bases = [folder, folder.parent, *([repository()] if repository() else [])]
+    folder, repo = configfile.resolve().parent, repository()
+    bases = [folder, folder.parent, *([repo] if repo else [])]
     for section in ("predict", "scan"):
         for i, entry in enumerate((config.get(section) or {}).get("data") or []):
             for key in ("vcf", "fasta", "popmap"):
@@ -126,7 +126,7 @@ def cmd_check(args) -> int:
     thetas = {}
     for name, sc in scenarios.items():  # every draw the run will simulate, as its plan jobs draw them (seconds)
         plan = plan_draws(sc, root_seed=config["seed"], start=0, stop=config["simulations"]["per_scenario"])
-        thetas[name] = _largest_theta(sc, plan.head(200), config["genome"])
+        thetas[name] = _median_theta(sc, plan.head(200), config["genome"])
     print(f"{' + '.join(map(str, args.configfile))}: valid. run {config['run']!r}, {config['simulations']['per_scenario']} draws per scenario in {n} chunk(s)")
     for name, sc in scenarios.items():
         priors = ", ".join(f"{p} {prior.describe()}" for p, prior in sc.priors.items())

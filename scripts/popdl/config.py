@@ -438,7 +438,8 @@ def load_config(path: str | Path, *, overrides: dict | None = None) -> dict:
     # the workflow reads them (popdl check-data --configfile ~/popdl/config/config.yaml from a data folder).
     from popdl.paths import repository
 
-    return prepare(config, base_dirs=(path.parent, *([repository()] if repository() else [])))
+    repo = repository()
+    return prepare(config, base_dirs=(path.parent, *([repo] if repo else [])))
 
 
 def prepare(config: dict, *, base_dirs: tuple[Path, ...] = (), check_executables: bool = True) -> dict:
