@@ -253,7 +253,6 @@ DATA_CASES = [
     ("vcf-unphased", _vcf(vcf_text(with_genotypes(4, ["0/1"]))), r"chr1:\d+ sample pop1_01 has an unphased heterozygous call"),
     ("vcf-space-separated-records", _vcf(vcf_text([r if i != 7 else r.replace("\t", " ") for i, r in enumerate(RECORDS[:40])])),
      r"record 8 is not tab-separated"),
-    ("vcf-unsorted", _vcf(vcf_text([RECORDS[3], *RECORDS[:3], *RECORDS[4:40]])), r"the records are not sorted"),
     ("vcf-most-calls-missing", _vcf(vcf_text([with_record(i, lambda f: f[:9] + [".|."] * 15 + f[24:])[i] for i in range(40)])),
      r"data set 'obs': 7\d\.\d% of genotype calls are missing, above predict\.max_missing \(50%\)"),
     ("vcf-only-indels", _vcf(vcf_text([with_field(i, 3, "AT")[i] for i in range(10)][:10])),

@@ -247,8 +247,13 @@ CASES = [
      "tag 'tag:yaml.org,2002:python/object/apply:os.system'"),
     ("python-name-tag", with_text("run: tiny", "run: !!python/name:os.system ''"), "python/name:os.system"),
     ("unknown-local-tag", with_text("run: tiny", "run: !shell ls"), "'!shell'"),
-    ("non-text-key", with_text("pop1: 4", "yes: 4"), "config key 'samples': key True is not text"),
+    ("non-text-key", with_text("pop1: 4", "yes: 4"),
+     "config key 'samples': key True is not text (quote it in the YAML file: unquoted yes"),
     ("integer-key", raw("1: x\n" + tiny_text()), "key 1 is not text"),
+    # popmaps often label populations 1, 2, ...: the key is named with its list index and the fix
+    ("integer-popmap-label", raw(tiny_text() + "predict:\n  data:\n    - {name: d, vcf: d.vcf, popmap: p.tsv, "
+                                 "populations: {1: pop1}}\n"),
+     "config key 'predict.data.0.populations': key 1 is not text (quote it in the YAML file, as '1')"),
     ("unhashable-key", raw("? [a, b]\n: 1\n" + tiny_text()), "unhashable"),
     ("config-is-a-list", raw("- run: tiny\n- seed: 1\n"), "holds a list"),
     ("config-is-a-scalar", raw("just some text\n"), "holds a single value"),

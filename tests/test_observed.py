@@ -100,8 +100,6 @@ MALFORMED = [
     ("no-records", {"vcf": vcf_text([])}, r"no variant records"),
     ("only-indels-and-multiallelic", {"vcf": vcf_text([("chr1", 5, "AT", "A", ["0|1"] * 4), ("chr1", 9, "A", "G,T", ["1|2"] * 4)])},
      r"no usable biallelic SNP among 2 records \(1 multi-allelic, 1 indel,"),
-    ("unsorted-records", {"vcf": vcf_text([_row(1, ["0|1"] * 4), _row(0, ["0|1"] * 4)])}, r"not sorted"),
-    ("contig-split-in-two", {"vcf": vcf_text([GOOD_ROWS[0], GOOD_ROWS[3], GOOD_ROWS[1]])}, r"contig 'chr1' are not contiguous"),
     ("too-many-missing-calls", {"vcf": vcf_text([_row(0, ["0|1", "./.", "./.", "./."]), _row(1, ["1|0", "./.", "./.", "0|1"])]),
                                 "max_missing": 0.2}, r"62\.5% of genotype calls are missing, above predict\.max_missing \(20%\)"),
     ("popmap-missing-file", {"vcf": vcf_text(), "entry": {"popmap": "nowhere/popmap.tsv"}}, r"popmap nowhere/popmap\.tsv: file not found"),
@@ -426,3 +424,40 @@ def test_record_batches_do_not_change_what_is_read(tmp_path, monkeypatch):
             read_vcf(path, popmap=popmap, samples={"pop1": 3, "pop2": 2}, seed=5)
         messages.add(str(err.value))
     assert len(messages) == 1, messages
+
+
+def test_records_out_of_order_read_as_the_sorted_file(tmp_path, caplog):
+    """A VCF whose records go back in position, and whose contigs interleave (Stacks writes the loci of a
+    reference-aligned catalogue by their start, a minus-strand locus's start being its last base), reads as
+    the same file sorted by bcftools: genotypes, positions, loci and IDs; one log line counts the records."""
+    rng = np.random.default_rng(11)
+    names = [f"s{i}" for i in range(8)]
+    calls = np.array(["0/0", "0/1", "1/1", "./."])
+    rows = [(chrom, pos * 7 + 3, f"{chrom}_{pos}", [str(c) for c in rng.choice(calls, size=8, p=[0.5, 0.25, 0.15, 0.1])])
+            for chrom, sites in (("chr1", 30), ("chr2", 20)) for pos in range(sites)]
+    rows.append(("chr2", rows[-1][1], "chr2_twin", ["0/1"] * 8))  # two records at one position keep their file order
+
+    def text(order):
+        lines = [HEADER + GT_LINE + COLUMNS + "".join(f"\t{n}" for n in names)]
+        lines += ["\t".join([c, str(p), i, "A", "G", ".", "PASS", ".", "GT", *g]) for c, p, i, g in (rows[k] for k in order)]
+        return "\n".join(lines) + "\n"
+
+    shuffled = list(rng.permutation(len(rows) - 1)) + [len(rows) - 1]
+    shuffled.insert(0, shuffled.pop(shuffled.index(0)))  # chr1 first, so that contigs keep their order
+    (tmp_path / "sorted.vcf").write_text(text(range(len(rows))))
+    (tmp_path / "shuffled.vcf").write_text(text(shuffled))
+    popmap = {n: ("pop1" if i < 4 else "pop2") for i, n in enumerate(names)}
+    read = {}
+    for name in ("sorted", "shuffled"):
+        with caplog.at_level("INFO", logger="popdl.observed"):
+            caplog.clear()
+            read[name] = read_vcf(tmp_path / f"{name}.vcf", popmap=popmap, samples={"pop1": 4, "pop2": 4}, seed=5, phased=False)
+        noted = [r.getMessage() for r in caplog.records if "out of position order" in r.getMessage()]
+        assert len(noted) == (name == "shuffled")
+    good, bad = read["sorted"], read["shuffled"]
+    assert good.counts["out_of_order"] == 0 and bad.counts["out_of_order"] > 10
+    assert np.array_equal(bad.genotypes, good.genotypes) and np.array_equal(bad.positions, good.positions)
+    assert np.array_equal(bad.locus, good.locus) and bad.loci == good.loci == ["chr1", "chr2"]
+    assert bad.ids == good.ids and bad.ids[-1] == "chr2_twin"
+    assert np.all(np.diff(bad.positions[bad.locus == 0]) > 0)
+    assert {k: v for k, v in bad.counts.items() if k != "out_of_order"} == {k: v for k, v in good.counts.items() if k != "out_of_order"}

@@ -221,8 +221,8 @@ def check_size(data: Any, *, name: str = "the config", key: str = "") -> None:
     ``scenarios.NAME.graph``), else ``name``.
     """
 
-    def where(path) -> str:
-        dotted = ".".join(filter(None, (key, _dotted(path))))
+    def where(path, *, full=False) -> str:
+        dotted = ".".join(filter(None, (key, ".".join(map(str, path)) if full else _dotted(path))))
         return f"config key '{dotted}'" if dotted else name
 
     stack = [(data, ())]
@@ -238,7 +238,12 @@ def check_size(data: Any, *, name: str = "the config", key: str = "") -> None:
         if isinstance(value, dict):
             for k, item in value.items():
                 if not isinstance(k, str):
-                    raise ConfigError(f"{where(path)}: key {shown(k)} is not text (quote it in the YAML file)")
+                    hint = "quote it in the YAML file"
+                    if isinstance(k, bool):
+                        hint += ": unquoted yes, no, on, off, true and false are booleans"
+                    elif isinstance(k, int):
+                        hint += f", as '{k}'"
+                    raise ConfigError(f"{where(path, full=True)}: key {shown(k)} is not text ({hint})")
                 stack.append((item, path + (k,)))
         elif isinstance(value, (list, tuple)):
             stack.extend((item, path + (i,)) for i, item in enumerate(value))

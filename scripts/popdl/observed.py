@@ -21,13 +21,15 @@ population are left out, counted and logged (errors with
 Everything is validated before any feature is computed, and each problem is
 one line naming it (:class:`DataError`): fewer individuals
 than were simulated, no GT field, haploid calls only, unphased heterozygous calls,
-unsorted records, empty files; files cut short (a plain VCF whose last line
+empty files; files cut short (a plain VCF whose last line
 stops mid-record, a gzip or BGZF stream that ends early), malformed headers
 and records (the first error htslib reports, with the record's place).
 htslib's own messages are collected rather than printed.  Sites that cannot enter a biallelic SNP
 matrix — multi-allelic sites, indels, gap columns, monomorphic sites — are
 skipped and counted, and so are contigs with haploid calls (a male's X, a Y,
 a mitochondrion); missing calls (``./.``, ``N``) become −1 and are counted.
+Records out of position order within a file (Stacks writes reference-aligned
+loci so) are sorted in memory, as ``bcftools sort`` would, and counted.
 When a population has more individuals than were simulated, a reproducible
 subset is kept (seeded by the run's seed and the data set's name).
 
@@ -488,9 +490,12 @@ def read_vcf(
     Only biallelic SNPs enter; other records are skipped and counted, as are
     records that failed a filter (FILTER neither ``PASS`` nor ``.``: e.g. a
     GATK VariantFiltration's ``LowQual``) unless ``keep_filtered``.  Each
-    contig is a locus, its records sorted by position and not interleaved with
-    another contig's (``any_order``: in any order, for loci read from the IDs,
-    :func:`id_loci`).  ``length`` (bp) is the sequenced length for per-bp
+    contig is a locus; the SNPs are sorted by contig (in the order of their
+    first record) and position where a file's records were not, as
+    ``bcftools sort`` would, and counted (``out_of_order``); a contig's
+    records may not continue in another file except where it ended the one
+    before (``any_order``: in any order and kept in file order, for loci read
+    from the IDs, :func:`id_loci`).  ``length`` (bp) is the sequenced length for per-bp
     statistics; None takes the span of the contigs' records.
 
     The header and the end of every file are checked before htslib reads it: a
@@ -596,7 +601,7 @@ class _Records:
         self.allow_unphased, self.phased, self.keep_filtered, self.any_order = allow_unphased, phased, keep_filtered, any_order
         self.counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "mnps": 0, "other_variants": 0,
                        "monomorphic": 0, "filtered": 0, "missing_calls": 0, "unphased_heterozygous": 0,
-                       "phased_heterozygous": 0, **counts, "snps_lost_to_subsampling": 0}
+                       "phased_heterozygous": 0, "out_of_order": 0, **counts, "snps_lost_to_subsampling": 0}
         self.filters: dict[str, int] = {}  # records skipped, per filter that failed
         self.blocks, self.positions, self.loci_idx, self.ids = [], [], [], []
         self.file_alleles: list[tuple[int, int, int]] = []  # (contig, minor count, called) among all the file's samples
@@ -605,6 +610,7 @@ class _Records:
         self.contig_file: dict[str, Path] = {}
         self.spans: dict[str, tuple[int, int]] = {}
         self.last = (None, -1)
+        self.disorder: str | None = None  # the first record out of position order, where there is one
         #: Contigs with haploid calls -> [records left out, where the first haploid call is].
         self.haploid: dict[str, list] = {}
 
@@ -659,9 +665,12 @@ class _Records:
                     raise DataError(f"VCF {path}: contig {chrom!r} also has records in {self.contig_file[chrom]}, "
                                     "which do not end where these begin (give the files in order, or sort them into "
                                     "one: bcftools concat | bcftools sort)")
-                if chrom != last[0]:
-                    raise DataError(f"VCF {path}: records of contig {chrom!r} are not contiguous (sort the VCF, e.g. bcftools sort)")
-                raise DataError(f"VCF {path}: {chrom}:{pos} comes after {chrom}:{last[1]}; the records are not sorted (bcftools sort)")
+                # Out of position order within one file: Stacks writes the loci of a reference-aligned catalogue
+                # by their start, and a minus-strand locus starts at its last base, so its SNPs can come after
+                # the next locus's.  The SNPs are sorted in memory once read (observed()), as bcftools sort would.
+                if self.disorder is None:
+                    self.disorder = f"{path}: {chrom}:{pos} after {last[0]}:{last[1]}"
+                counts["out_of_order"] += 1
             self.last = (chrom, pos)
             first, end = spans[chrom]
             spans[chrom] = (min(first, pos), max(end, pos))
@@ -782,6 +791,8 @@ class _Records:
         self.blocks = [np.concatenate(self.blocks)] if self.blocks else []
         if self.haploid:
             self._drop_haploid_contigs(source)
+        if self.disorder is not None and self.positions:
+            self._sort(source)
         if not self.positions:
             raise DataError(f"{source}: no usable biallelic SNP among {counts['records']} records ({skipped_text(counts)}"
                             + ("; predict.keep_filtered (--keep-filtered) would use them)" if counts["filtered"] else ")"))
@@ -812,6 +823,15 @@ class _Records:
             file_alleles=np.array([a[1:] for a in self.file_alleles], dtype=np.int64).reshape(-1, 2),
         )
 
+
+    def _sort(self, source: str) -> None:
+        """Sort the SNPs read by contig (in the order of their first record) and position, as bcftools sort
+        would: the file's records were not in that order (one log line says how many went back)."""
+        order = np.lexsort((np.asarray(self.positions), np.asarray(self.loci_idx)))  # stable: ties keep file order
+        self.blocks = [self.blocks[0][order]]
+        self.positions, self.ids, self.loci_idx = ([x[i] for i in order] for x in (self.positions, self.ids, self.loci_idx))
+        log.info("%s: %d record(s) out of position order (the first: %s), as Stacks writes reference-aligned loci; "
+                 "the SNPs were sorted by contig and position in memory", source, self.counts["out_of_order"], self.disorder)
 
     def _drop_haploid_contigs(self, source: str) -> None:
         """Leave out the SNPs of the contigs with haploid calls, counted (``haploid``,
