@@ -581,9 +581,9 @@ def test_a_de_novo_stacks1_vcf_is_read_by_its_ids_and_refused_by_position(tmp_pa
     proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
                      entry["popmap"], "--loci", "ids", "--suggest-config", out)
     assert "stacks1: 3 loci (ids) with a SNP, against genome.loci 1" in proc.stdout, proc.stdout + proc.stderr
-    # No contig lengths in the header: the furthest SNP within a locus (column 77 + 1) bounds the locus length.
+    # No contig lengths in the header: the furthest column an ID names (77, + 1) bounds the locus length.
     text = out.read_text()
-    assert yaml.safe_load(text)["genome"] == {"loci": 3, "length": 78} and "the furthest SNP position" in text
+    assert yaml.safe_load(text)["genome"] == {"loci": 3, "length": 78} and "the furthest column within a locus" in text
     assert yaml.safe_load(text)["predict"]["data"][0]["loci"] == "ids"
     # Written locus after locus, the positions go back: read by position that is the same one line.
     by_locus = _stacks1_denovo_files(tmp_path, by_column=False)
@@ -606,6 +606,18 @@ def test_ids_group_reference_aligned_stacks2_tags_and_need_an_id_on_every_snp(tm
                      entry["popmap"])
     assert "stacks2: the ID column names 3 Stacks loci, read as 2 loci (contigs): --loci ids" in proc.stdout, \
         proc.stdout + proc.stderr
+    # Stacks writes a minus-strand tag at its start, its last base: its SNPs come before the tag it overlaps.
+    # Read sorted, as bcftools sort would; the suggestion's genome.length is the furthest column the IDs name + 1.
+    in_stacks_order = _sites_files(tmp_path, "stacks2_order", [sites[2], sites[3], sites[0], sites[1], sites[4]],
+                                   ["0/1", "0/0", "1/1", "0/1"])
+    by_contig = read_observed(in_stacks_order, **read)
+    assert by_contig.positions.tolist() == [1000, 1040, 1040, 1100, 500] and by_contig.counts["out_of_order"] == 1
+    assert by_contig.ids == ["8:10:+", "9:95:-", "8:50:+", "9:35:-", "20:3:+"]
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", in_stacks_order["vcf"], "--popmap",
+                     in_stacks_order["popmap"], "--loci", "ids", "--suggest-config", "-")
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["genome"] == {"loci": 3, "length": 96}, proc.stdout
+    assert "the furthest column within a locus that the Stacks IDs (LOCUS:COLUMN:STRAND) name" in proc.stdout
     sites[2] = ("scaf1", 1040, ".")
     entry = _sites_files(tmp_path, "noid", sites, ["0/1", "0/0", "1/1", "0/1"])
     with pytest.raises(DataError, match=r"1 of 5 SNPs have no ID \(the first on scaf1 at 1040\); loci: ids"):

@@ -305,11 +305,17 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
     import yaml
 
     from popdl.io import atomic_path
-    from popdl.observed import MAX_TAG_LENGTH, catalogue_loci, thinned
+    from popdl.observed import MAX_TAG_LENGTH, catalogue_loci, stacks_tag_length, thinned
 
     mode = entry.get("loci") or "contigs"
     length = data.counts.get("contig_length_median") if mode == "contigs" else None
-    # Without contig lengths, a de novo catalogue's SNPs (positions within their loci) say how long a locus is at least.
+    # Loci read by their Stacks IDs: the IDs' columns within the loci say how long a locus is at least
+    # (the positions are a reference's where the tags were aligned to one).
+    tag = stacks_tag_length(data.ids) if mode == "ids" else None
+    from_ids = tag is not None and tag <= MAX_TAG_LENGTH
+    if from_ids:
+        length = tag
+    # Without contig lengths, a de novo catalogue's SNPs (positions within their loci) say the same.
     furthest = data.counts.get("max_position", 0)
     from_snps = not length and mode in ("contigs", "ids") and 0 < furthest <= MAX_TAG_LENGTH
     if from_snps:
@@ -338,6 +344,8 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
                if clusters and mode == "clusters" else
                "# genome.length: the furthest SNP position within a locus (the VCF header gives no contig lengths):\n"
                "# at least the catalogue's locus length; set that length if you know it.\n" if from_snps
+               else "# genome.length: the furthest column within a locus that the Stacks IDs (LOCUS:COLUMN:STRAND) name, plus "
+               "one:\n# at least the catalogue's locus length; set that length if you know it.\n" if from_ids
                else "# genome.length: the median length of the VCF header's contigs.\n" if length else "")
             + yaml.safe_dump(fragment, sort_keys=False, width=100))
     if where == "-":

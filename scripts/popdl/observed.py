@@ -67,6 +67,7 @@ __all__ = [
     "id_locus",
     "id_loci",
     "stacks_loci",
+    "stacks_tag_length",
     "catalogue_loci",
     "Catalogue",
     "clustered_snps",
@@ -1435,6 +1436,14 @@ def catalogue_loci(data: Observed, mode: str | None) -> Catalogue:
 def stacks_loci(ids: list[str] | None) -> int:
     """How many Stacks loci the IDs ``LOCUS_COLUMN`` / ``LOCUS:COLUMN:STRAND`` among ``ids`` name."""
     return len({id_locus(x) for x in ids or () if _STACKS_ID.match(x)})
+
+
+def stacks_tag_length(ids: list[str] | None) -> int | None:
+    """The furthest column within its locus that a Stacks ID among ``ids`` names (``LOCUS_COLUMN``,
+    ``LOCUS:COLUMN:STRAND``; columns count from 0), plus one: the catalogue's tags are at least this long.
+    None when no ID is a Stacks one."""
+    columns = [int(re.split(r"[_:]", x)[1]) for x in ids or () if _STACKS_ID.match(x)]
+    return max(columns) + 1 if columns else None
 
 
 def _stacks_denovo_check(data: Observed, source: str, loci: str) -> None:
