@@ -624,6 +624,30 @@ def test_ids_group_reference_aligned_stacks2_tags_and_need_an_id_on_every_snp(tm
         read_observed(dict(entry, loci="ids"), **read)
 
 
+def test_loci_read_from_the_ids_count_those_monomorphic_among_the_individuals_kept(tmp_path):
+    """A Stacks locus whose SNP varies only in a sample the popmap leaves out (an outgroup) is a locus of the
+    catalogue all the same: genome.loci counts the loci the IDs of every SNP record name."""
+    from popdl.observed import catalogue_loci
+
+    names = ["a1", "a2", "b1", "b2", "out1"]
+    calls = {"1:5:+": ["0/1", "0/0", "1/1", "0/0", "0/0"], "2:40:-": ["0/0", "0/0", "0/0", "0/0", "1/1"],
+             "3:12:+": ["0/0", "0/1", "0/0", "0/1", "0/0"], "4:7:+": ["0/0", "0/0", "0/0", "0/0", "0/1"]}
+    lines = [HEADER.replace("##contig=<ID=chr1,length=1000>\n", "") + "".join(f"\t{n}" for n in names)]
+    lines += ["\t".join(["scaf1", str(1000 * (k + 1)), i, "A", "G", ".", "PASS", ".", "GT", *g])
+              for k, (i, g) in enumerate(calls.items())]
+    (tmp_path / "out.vcf").write_text("\n".join(lines) + "\n")
+    (tmp_path / "popmap.tsv").write_text(POPMAP + "out1\toutgroup\n")
+    entry = {"name": "out", "vcf": str(tmp_path / "out.vcf"), "popmap": str(tmp_path / "popmap.tsv"), "loci": "ids"}
+    data = read_observed(entry, samples=SAMPLES, seed=1, phased=False, locus_length=300)
+    assert len(data.loci) == 2 and data.counts["file_id_loci"] == 4
+    catalogue = catalogue_loci(data, "ids")
+    assert catalogue.loci == 4 and "populations.log" in catalogue.reason and not catalogue.whole
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
+                     entry["popmap"], "--loci", "ids", "--suggest-config", "-")
+    assert yaml.safe_load(proc.stdout)["genome"] == {"loci": 4, "length": 41}, proc.stdout + proc.stderr
+    assert "2 loci (ids) with a SNP (the catalogue: 4 loci, from loci the IDs of the SNP records name" in proc.stderr
+
+
 def test_every_way_of_cutting_loci_is_offered_by_the_cli_and_the_config_schema(tmp_path):
     """The ways ``read_observed`` cuts a VCF into loci (``LOCI``), the choices of ``--loci`` and the
     config schema's enums list the same ones, and a config using the newest validates."""

@@ -535,6 +535,7 @@ def read_vcf(
     pool = matching.pop("pool")  # every individual of a simulated population, as the first file names them
     reading = _Records(chosen=chosen, pool=pool, samples_in_file=len(present), counts=matching, allow_unphased=allow_unphased, phased=phased,
                        keep_filtered=keep_filtered, any_order=any_order)
+    reading.files = len(paths)
     header_lengths: dict[str, int] = {}
     for p, columns in headers:
         with _HtslibLog() as hts:
@@ -612,6 +613,8 @@ class _Records:
         self.spans: dict[str, tuple[int, int]] = {}
         self.last = (None, -1)
         self.disorder: str | None = None  # the first record out of position order, where there is one
+        self.files = 1  # how many files the data set reads
+        self.record_ids: set[str] = set()  # any_order: the IDs of the biallelic SNP records
         #: Contigs with haploid calls -> [records left out, where the first haploid call is].
         self.haploid: dict[str, list] = {}
 
@@ -670,7 +673,7 @@ class _Records:
                 # by their start, and a minus-strand locus starts at its last base, so its SNPs can come after
                 # the next locus's.  The SNPs are sorted in memory once read (observed()), as bcftools sort would.
                 if self.disorder is None:
-                    self.disorder = f"{path}: {chrom}:{pos} after {last[0]}:{last[1]}"
+                    self.disorder = f"{chrom}:{pos} after {last[0]}:{last[1]}" + (f" in {path}" if self.files > 1 else "")
                 counts["out_of_order"] += 1
             self.last = (chrom, pos)
             first, end = spans[chrom]
@@ -770,6 +773,8 @@ class _Records:
         ones, zeros = np.count_nonzero(every == 1, axis=(1, 2)), np.count_nonzero(every == 0, axis=(1, 2))
         contigs = [pending[r][3] for r in rows]
         self.file_alleles.extend(zip(contigs, np.minimum(ones, zeros).tolist(), (ones + zeros).tolist()))
+        if self.any_order:  # loci read from the IDs: those of every biallelic record, variable or not among the kept
+            self.record_ids.update(pending[r][4] for r in rows)
         hap = np.where(alleles < 0, MISSING, alleles).astype(np.int8).reshape(rows.size, -1)
         counts["missing_calls"] += int((alleles < 0).any(axis=2).sum())
         variable = (hap == 0).any(axis=1) & (hap == 1).any(axis=1)
@@ -802,6 +807,10 @@ class _Records:
         # Contigs with a biallelic SNP record (one the caller found variable), those monomorphic among the
         # individuals kept included: loci of the catalogue all the same.
         counts["file_loci"] = len({contig for contig, _, _ in self.file_alleles} | used)
+        if self.any_order:  # the loci and tag length the IDs of every biallelic SNP record name, kept or not
+            ids = sorted(self.record_ids - {"", "."})
+            counts["file_id_loci"] = len({id_locus(x) for x in ids})
+            counts["id_tag_length"] = stacks_tag_length(ids)
         counts["max_position"] = int(max(self.positions))  # bp; a de novo catalogue's SNPs lie within its loci
         counts["empty_contigs"] = [c for i, c in enumerate(contigs) if i not in used and c not in self.haploid]
         counts["individuals"] = len(self.chosen)
@@ -1416,10 +1425,18 @@ def catalogue_loci(data: Observed, mode: str | None) -> Catalogue:
     reference's tags, then ``vcftools --max-missing``): the data cannot tell a filtered locus from a
     monomorphic one, so the reason says so, and ``check-data`` warns when fewer than
     :data:`HEADER_SHARE` of the header's tags hold a SNP record.  Otherwise the contigs with a
-    biallelic SNP record (variable among the samples the caller saw) are a lower bound.  Other modes (windows, clusters, ids): the loci with a SNP.
+    biallelic SNP record (variable among the samples the caller saw) are a lower bound.  Loci read
+    from the IDs (``ids``): the loci the IDs of the biallelic SNP records name, a lower bound too.  Other
+    modes (windows, clusters): the loci with a SNP.
     """
     kept, c = len(data.loci), data.counts
     add = "add the catalogue's loci without one"
+    if mode == "ids":  # the loci the IDs name: a locus monomorphic among the individuals kept is one all the same
+        named = int(c.get("file_id_loci", 0))
+        add += " (Stacks: the loci that populations.log says it kept)"
+        if named > kept:
+            return Catalogue(named, f"loci the IDs of the SNP records name, {kept} of them polymorphic among the "
+                             "individuals kept", add)
     if (mode or "contigs") != "contigs":
         return Catalogue(kept, f"loci ({mode}) with a SNP", add)
     in_file = max(kept, int(c.get("file_loci", 0)))
