@@ -782,6 +782,56 @@ def test_out_of_range_inputs_mark_the_prediction_unreliable_everywhere(tmp_path,
     assert "UNRELIABLE" in html and expected[case] in html
 
 
+def test_an_estimate_at_a_bound_of_its_prior_is_named_in_the_csv_the_console_and_the_report(tmp_path, tiny_run):
+    """An estimate within PRIOR_EDGE of its prior's range from a bound (on the prior's own scale: log10 for a
+    log-uniform prior) says "at least" rather than "about": it is named wherever the answer is shown."""
+    import pandas as pd
+
+    from popdl.cli_predict import _estimates_line
+    from popdl.predict import PRIOR_EDGE, observed_inputs, predict_arrays, prior_edges, write_predictions
+    from popdl.report import write_report
+    from popdl.stages import stage_config
+
+    answer = {"scenario": "a", "scenario_params": {"a": ["N", "f", "T", "x"], "b": ["N", "m"]},
+              "params": {"N": {"estimate": 29_900.0}, "f": {"estimate": 0.0502}, "T": {"estimate": 5_000.0},
+                         "x": {"estimate": 2.0}, "m": {"estimate": 1e-3}}}
+    scenarios = {"a": {"priors": {"N": {"loguniform": [1000, 30000]}, "f": {"uniform": [0.05, 0.3]},
+                                  "T": {"loguniform": [1000, 30000]}, "x": {"expr": "f * 40"}}},
+                 "b": {"priors": {"N": {"loguniform": [1000, 20000]}, "m": {"loguniform": [1e-4, 1e-3]}}}}
+    edges = {e["parameter"]: e for e in prior_edges(answer, scenarios)}
+    # N at the top of the union of its priors (log scale); f at the bottom of its uniform prior; T in the middle
+    # (on the log scale; 5,000 is 14 % of the natural range); x derived; m not a parameter of the answer's scenario.
+    assert set(edges) == {"N", "f"} and edges["N"]["side"] == "upper" and edges["f"]["side"] == "lower"
+    assert edges["N"]["bound"] == 30000 and edges["N"]["position"] > 1 - PRIOR_EDGE
+    assert prior_edges(dict(answer, params={"N": {"estimate": 20_000.0}}), scenarios) == []
+
+    config, results = tiny_run
+    entry = _observed_vcf(tmp_path, results / "isolation.npz")
+    settings = stage_config(dict(config, predict=dict(config["predict"], data=[entry])), "predict", "obs")
+    feats, summary = observed_inputs(entry, settings)
+    result = predict_arrays(feats, summary, name="obs", model_dir=results / "model", dataset_dir=results / "dataset",
+                            config_hash="test")
+    net = result["network"]
+    # The same estimate read against a prior that ends just above it (a config's narrower prior).
+    narrow = {s: {"priors": {**cfg["priors"], "N1": {"loguniform": [100, net["params"]["N1"]["estimate"] * 1.0001]}}}
+              for s, cfg in config["scenarios"].items()}
+    net["prior_edges"] = prior_edges(net, narrow)
+    assert [e["parameter"] for e in net["prior_edges"]] == ["N1"]
+    from popdl.predict import edge_warning
+
+    result["reliability"]["warnings"].append(edge_warning(net["prior_edges"][0]))
+    out = results / "predict" / "obs"
+    out.mkdir(parents=True, exist_ok=True)
+    write_predictions(out, result)
+    csv = pd.read_csv(out / "predictions.csv")
+    assert csv["note"].str.contains("N1's estimate .* lies at the upper bound of its prior").all()
+    assert re.search(r"N1 [\d,.e+-]+ \([^)]*\) AT ITS PRIOR'S UPPER BOUND", _estimates_line(net)), _estimates_line(net)
+    write_report(dict(config, predict={"data": [entry]}), results, tmp_path / "report.html", config_hash="test")
+    html = __import__("html").unescape((tmp_path / "report.html").read_text())
+    answer_part = html[html.index('<section id="answer">'):html.index('<section id="config">')]
+    assert "at its prior's upper bound" in answer_part and "widen the prior of N1 and rerun" in answer_part
+
+
 # ------------------------------------------------------------------------------------ missingness and the suggested config
 def test_simulated_missingness_follows_the_observed_individuals_and_sites():
     from popdl.features import add_missing_like

@@ -493,8 +493,9 @@ def _estimates_line(net: dict) -> str:
     """The most probable scenario's parameter estimates with their intervals, as predictions.csv holds them."""
     names = (net.get("scenario_params") or {}).get(net.get("scenario")) or list(net.get("params", {}))
     params = net.get("params", {})
+    edges = {e["parameter"]: e["side"] for e in net.get("prior_edges") or []}
     shown = [f"{k} {_number(params[k]['estimate'])} ({_number(params[k]['lower'])}-{_number(params[k]['upper'])})"
-             for k in names if k in params]
+             + (f" AT ITS PRIOR'S {edges[k].upper()} BOUND" if k in edges else "") for k in names if k in params]
     if not shown:
         return ""
     low, high = net.get("interval", (0.05, 0.95))

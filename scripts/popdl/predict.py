@@ -30,6 +30,10 @@ simulations (:func:`training_ranges`): the inter-SNP distances, the SNPs
 filling the image, the share of missing genotypes in the image, and the
 summary statistics (the misspecification check).  An input outside makes
 the prediction *unreliable*, with the reason; it is never printed bare.
+Warnings weaken an answer without making it unreliable: a parameter whose
+estimate lies at a bound of its prior (:func:`prior_edges`: within
+:data:`PRIOR_EDGE` of the prior's range) is named, since the network never saw
+a value beyond the bound (``predictions.json``'s ``network.prior_edges``).
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ __all__ = [
     "predictions_frame",
     "training_ranges",
     "reliability",
+    "prior_edges",
+    "PRIOR_EDGE",
 ]
 
 log = logging.getLogger("popdl.predict")
@@ -325,6 +331,63 @@ def reliability(obs: dict, ranges: dict | None, *, misspecification: dict | None
             "training": ranges}
 
 
+#: An estimate within this share of its prior's range from one of the prior's bounds (on the scale the
+#: prior is uniform on: log10 for a log-uniform prior) lies at that bound: the data may point beyond it.
+PRIOR_EDGE = 0.02
+
+
+def prior_edges(answer: dict, scenarios: dict) -> list[dict]:
+    """The parameters of the answer's scenario whose estimate lies at a bound of its prior.
+
+    ``answer``: :func:`network_answer`'s; ``scenarios``: the config's (a model bundle's ``config``),
+    whose ``priors`` give each parameter's prior.  A parameter drawn from a uniform, log-uniform or
+    truncated normal prior in every scenario that has it counts, its range the union of theirs; a
+    derived, fixed or unbounded one does not.  An estimate within :data:`PRIOR_EDGE` of the range from a
+    bound is flagged: the network never saw a value beyond it, so an estimate there says "at least"
+    (or "at most") rather than "about"; widen the prior and rerun.
+    """
+    from popdl.scenarios import Prior
+
+    owned = set((answer.get("scenario_params") or {}).get(answer.get("scenario"), []))
+    edges = []
+    for name, value in (answer.get("params") or {}).items():
+        if owned and name not in owned:
+            continue
+        specs = [(s, (cfg.get("priors") or {})[name]) for s, cfg in scenarios.items()
+                 if name in (cfg.get("priors") or {})]
+        try:
+            priors = [Prior.parse(name, spec, where=f"scenarios.{s}.priors.{name}") for s, spec in specs]
+        except Exception:  # a bundle's config was validated when written; anything else is not a prior to read
+            continue
+        if not priors or any(p.kind not in ("uniform", "loguniform", "truncnormal") for p in priors):
+            continue
+        lo, hi = min(p.bounds[0] for p in priors), max(p.bounds[1] for p in priors)
+        log_scale = all(p.kind == "loguniform" for p in priors)
+        est = float(value["estimate"])
+        if log_scale and est <= 0:
+            continue
+        scale = np.log10 if log_scale else (lambda v: v)
+        position = float((scale(est) - scale(lo)) / (scale(hi) - scale(lo)))
+        if PRIOR_EDGE < position < 1 - PRIOR_EDGE:
+            continue
+        side = "upper" if position >= 1 - PRIOR_EDGE else "lower"
+        edges.append({"parameter": name, "estimate": est, "side": side, "bound": hi if side == "upper" else lo,
+                      "prior": f"{'loguniform' if log_scale else 'uniform'} [{lo:g}, {hi:g}]"
+                      if len({p.kind for p in priors}) == 1 and priors[0].kind != "truncnormal"
+                      else f"[{lo:g}, {hi:g}]", "position": position})
+    return edges
+
+
+def edge_warning(edge: dict) -> str:
+    """One line for a parameter at a bound of its prior (:func:`prior_edges`)."""
+    beyond = "above" if edge["side"] == "upper" else "below"
+    est = edge["estimate"]
+    return (f"{edge['parameter']}'s estimate ({f'{est:,.0f}' if abs(est) >= 100 else f'{est:.3g}'}) lies at the "
+            f"{edge['side']} bound of its prior "
+            f"({edge['prior']}): the data may point {beyond} {edge['bound']:g}, where nothing was simulated; widen "
+            f"the prior of {edge['parameter']} and rerun before reading it as an estimate")
+
+
 def predictions_frame(answer: dict, reliable: dict | None = None) -> pd.DataFrame:
     """predictions.csv's rows: scenarios, then parameters (see the module docstring)."""
     owners: dict[str, list[str]] = {}
@@ -390,6 +453,9 @@ def predict_arrays(obs: dict, summary: dict, *, name: str, model_dir: str | Path
     result["reliability"] = reliability(obs, ranges, misspecification=result.get("misspecification"),
                                         calibration=model.bundle.get("calibration"),
                                         inputs=model.bundle.get("inputs", ("image", "distances", "stats")))
+    edges = prior_edges(answer, (model.bundle.get("config") or {}).get("scenarios") or {})
+    answer["prior_edges"] = edges
+    result["reliability"]["warnings"] += [edge_warning(e) for e in edges]
     for reason in result["reliability"]["reasons"]:
         log.warning("%s: UNRELIABLE prediction: %s", result["name"], reason)
     for warning in result["reliability"]["warnings"]:

@@ -631,8 +631,9 @@ def _verdict(pred: dict | None) -> str:
     if not rel["reliable"]:
         out += ('<p class="flag"><b>UNRELIABLE</b>: an input of the network lies outside what it was trained on: '
                 + "; ".join(_esc(r) for r in rel["reasons"]) + ".</p>")
-    out += "".join(f'<p class="flag">{_esc(w)}</p>' for w in rel.get("warnings", []))
-    return out or '<p class="ok">Reliable: every network input lies within the range of the simulations.</p>'
+    else:
+        out += '<p class="ok">Reliable: every network input lies within the range of the simulations.</p>'
+    return out + "".join(f'<p class="flag">{_esc(w)}</p>' for w in rel.get("warnings", []))
 
 
 def _fit_line(fit: dict | None, name: str) -> str:
@@ -706,7 +707,10 @@ def _answer_section(rep: Report, config: dict, results: Path) -> None:
         body += (f"<h3>{_esc(name)}{label}</h3><p>Most probable scenario: <b id=\"answer-{_esc(name)}\">{_esc(best)}</b> "
                  f"(probability {probability_text(net['probabilities'][best])}).</p>")
         owned = set((net.get("scenario_params") or {}).get(best, []))
-        rows = [{"parameter": p, "estimate": _value(v["estimate"]), "interval": f"{_value(v['lower'])} – {_value(v['upper'])}"}
+        edges = {e["parameter"]: e for e in net.get("prior_edges") or []}
+        rows = [{"parameter": p, "estimate": _value(v["estimate"]) + (
+                    f" (at its prior's {edges[p]['side']} bound, {_value(edges[p]['bound'])})" if p in edges else ""),
+                 "interval": f"{_value(v['lower'])} – {_value(v['upper'])}"}
                 for p, v in net.get("params", {}).items() if not owned or p in owned]
         if rows:
             level = net.get("interval")
