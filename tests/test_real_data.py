@@ -830,6 +830,21 @@ def test_an_estimate_at_a_bound_of_its_prior_is_named_in_the_csv_the_console_and
     html = __import__("html").unescape((tmp_path / "report.html").read_text())
     answer_part = html[html.index('<section id="answer">'):html.index('<section id="config">')]
     assert "at its prior's upper bound" in answer_part and "widen the prior of N1 and rerun" in answer_part
+    # The observed-data table marks every method's estimates against the config's priors: an ABC estimate whose
+    # local-linear adjustment ran past the prior ends on its bound, interval and all.
+    n_anc = config["scenarios"]["isolation"]["priors"]["N_anc"]["uniform"]
+    (results / "abc").mkdir(exist_ok=True)
+    (results / "abc" / "empirical.json").write_text(json.dumps({"data": {"obs": {"rejection": {
+        "probabilities": {s: 1 / 3 for s in config["scenarios"]},
+        "params": {"N_anc": {"estimate": n_anc[0], "lower": n_anc[0], "upper": n_anc[0]}}}}}}))
+    try:
+        write_report(dict(config, predict={"data": [entry]}), results, tmp_path / "report.html", config_hash="test")
+    finally:  # the run's folder is shared by the module's tests
+        (results / "abc" / "empirical.json").unlink()
+    html = __import__("html").unescape((tmp_path / "report.html").read_text())
+    observed_part = html[html.index('<section id="observed">'):]
+    assert f"{n_anc[0]:.0f} ({n_anc[0]:.0f} – {n_anc[0]:.0f}) at its prior's lower bound" in observed_part
+    assert 'means "at least" (or "at most"), not "about"' in observed_part
 
 
 # ------------------------------------------------------------------------------------ missingness and the suggested config

@@ -790,11 +790,21 @@ def _empirical_section(rep: Report, config: dict, results: Path, abc_metrics: di
             params[label] = ans["params"]
         shown = {method: {s: probability_text(p) for s, p in ps.items()} for method, ps in probs.items()}
         body += "<h4>Scenario probabilities</h4>" + _table(pd.DataFrame(shown).rename_axis("scenario").reset_index())
-        cells = {method: {p: f"{_value(v['estimate'])} ({_value(v['lower'])} – {_value(v['upper'])})" for p, v in ps.items()}
+        # Every method's estimates against the priors: one at a bound means "at least" (or "at most").
+        from popdl.predict import PRIOR_EDGE, prior_edges
+
+        edges = {method: {e["parameter"]: e["side"] for e in prior_edges({"params": ps}, config.get("scenarios") or {})}
+                 for method, ps in params.items()}
+        cells = {method: {p: f"{_value(v['estimate'])} ({_value(v['lower'])} – {_value(v['upper'])})"
+                          + (f" at its prior's {edges[method][p]} bound" if p in edges[method] else "") for p, v in ps.items()}
                  for method, ps in params.items()}
         if any(cells.values()):
             body += ("<h4>Parameter estimates: estimate (interval), natural units</h4>"
                      + _table(pd.DataFrame(cells).rename_axis("parameter").reset_index()))
+            if any(edges.values()):
+                body += (f'<p class="flag">An estimate at a bound of its prior (within {PRIOR_EDGE:.0%} of its range) means '
+                         '"at least" (or "at most"), not "about": no simulation lay beyond the bound. Widen that prior and '
+                         'rerun.</p>')
         body += _verdict(pred)
         mis = (pred or {}).get("misspecification")
         if mis:
