@@ -646,6 +646,12 @@ def test_loci_read_from_the_ids_count_those_monomorphic_among_the_individuals_ke
                      entry["popmap"], "--loci", "ids", "--suggest-config", "-")
     assert yaml.safe_load(proc.stdout)["genome"] == {"loci": 4, "length": 41}, proc.stdout + proc.stderr
     assert "2 loci (ids) with a SNP (the catalogue: 4 loci, from loci the IDs of the SNP records name" in proc.stderr
+    # An all-sites VCF (Stacks populations --vcf-all): the invariant sites' IDs name the loci without a SNP too.
+    lines.append("\t".join(["scaf1", "9000", "5:120:+", "A", ".", ".", "PASS", ".", "GT", *["0/0"] * 5]))
+    (tmp_path / "out.vcf").write_text("\n".join(lines) + "\n")
+    data = read_observed(entry, samples=SAMPLES, seed=1, phased=False, locus_length=300)
+    assert data.counts["file_id_loci"] == 5 and data.counts["id_tag_length"] == 121
+    assert catalogue_loci(data, "ids").source.startswith("loci the IDs of the SNP or invariant-site records name")
 
 
 def test_every_way_of_cutting_loci_is_offered_by_the_cli_and_the_config_schema(tmp_path):
@@ -1118,6 +1124,16 @@ def test_suggest_config_counts_the_catalogues_loci_not_only_those_polymorphic_am
     assert found["bare"][0] == truth["loci_with_snps"] == len({r[0] for r in records})
     assert "(the catalogue: 368 loci, from contigs with a SNP record, 271 of them polymorphic among the individuals " \
         "kept), against genome.loci 1 (more than simulated: raise genome.loci to 368 or more)" in found["bare"][1]
+    # An all-sites VCF (Stacks populations --vcf-all) lists the loci without a SNP by their invariant sites (ALT '.'):
+    # the catalogue whole.
+    invariant = [[f"tag_only_{i}", str(10 + k), ".", "A", ".", ".", "PASS", ".", "GT"] + ["0/0"] * (len(header) - 9)
+                 for i in range(truth["loci"] - truth["loci_with_snps"]) for k in range(3)]
+    all_sites = _write_vcf(tmp_path / "all_sites.vcf", [m for m in meta if not m.startswith("##contig")], header,
+                           records + invariant)
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", all_sites, "--popmap", popmap,
+                     "--populations", "nuttalli=pop1", "pugetensis=pop2", "--suggest-config", "-")
+    assert yaml.safe_load(proc.stdout)["genome"]["loci"] == truth["loci"], proc.stderr[-2000:]
+    assert "contigs with a SNP or invariant-site record, 271 of them polymorphic" in proc.stderr
     # A header listing 600 more tags without a record: taken as the catalogue, with a warning that it may predate
     # the filters.
     wide = _write_vcf(tmp_path / "wide.vcf", meta + [f"##contig=<ID=tag{i},length=300>" for i in range(600)], header,

@@ -603,7 +603,7 @@ class _Records:
         self.allow_unphased, self.phased, self.keep_filtered, self.any_order = allow_unphased, phased, keep_filtered, any_order
         self.counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "mnps": 0, "other_variants": 0,
                        "monomorphic": 0, "filtered": 0, "missing_calls": 0, "unphased_heterozygous": 0,
-                       "phased_heterozygous": 0, "out_of_order": 0, **counts, "snps_lost_to_subsampling": 0}
+                       "phased_heterozygous": 0, "out_of_order": 0, "invariant_records": 0, **counts, "snps_lost_to_subsampling": 0}
         self.filters: dict[str, int] = {}  # records skipped, per filter that failed
         self.blocks, self.positions, self.loci_idx, self.ids = [], [], [], []
         self.file_alleles: list[tuple[int, int, int]] = []  # (contig, minor count, called) among all the file's samples
@@ -614,7 +614,8 @@ class _Records:
         self.last = (None, -1)
         self.disorder: str | None = None  # the first record out of position order, where there is one
         self.files = 1  # how many files the data set reads
-        self.record_ids: set[str] = set()  # any_order: the IDs of the biallelic SNP records
+        self.record_ids: set[str] = set()  # any_order: the IDs of the biallelic SNP and invariant-site records
+        self.invariant_contigs: set[int] = set()  # contigs with an invariant-site record (ALT '.')
         #: Contigs with haploid calls -> [records left out, where the first haploid call is].
         self.haploid: dict[str, list] = {}
 
@@ -723,6 +724,11 @@ class _Records:
                 continue
             if len(alts) == 0 or alts[0] in {".", "*"}:
                 counts["monomorphic"] += 1
+                if len(alts) == 0 or alts[0] == ".":  # an invariant site (an all-sites VCF): its locus is one all the same
+                    counts["invariant_records"] += 1
+                    self.invariant_contigs.add(contig_index[chrom])
+                    if self.any_order:
+                        self.record_ids.add(rec.ID or ".")
                 continue
             if rec.is_indel or len(rec.REF) != 1 or len(alts[0]) != 1:
                 # Alleles of one length above 1: a multi-nucleotide polymorphism (FreeBayes writes them), whose
@@ -806,8 +812,10 @@ class _Records:
         counts["snps"] = len(self.positions)
         # Contigs with a biallelic SNP record (one the caller found variable), those monomorphic among the
         # individuals kept included: loci of the catalogue all the same.
-        counts["file_loci"] = len({contig for contig, _, _ in self.file_alleles} | used)
-        if self.any_order:  # the loci and tag length the IDs of every biallelic SNP record name, kept or not
+        # ... and those with an invariant-site record only (an all-sites VCF: Stacks populations --vcf-all).
+        haploid = {self.contig_index[c] for c in self.haploid}
+        counts["file_loci"] = len({contig for contig, _, _ in self.file_alleles} | used | (self.invariant_contigs - haploid))
+        if self.any_order:  # the loci and tag length the IDs of every SNP and invariant-site record name, kept or not
             ids = sorted(self.record_ids - {"", "."})
             counts["file_id_loci"] = len({id_locus(x) for x in ids})
             counts["id_tag_length"] = stacks_tag_length(ids)
@@ -1425,17 +1433,19 @@ def catalogue_loci(data: Observed, mode: str | None) -> Catalogue:
     reference's tags, then ``vcftools --max-missing``): the data cannot tell a filtered locus from a
     monomorphic one, so the reason says so, and ``check-data`` warns when fewer than
     :data:`HEADER_SHARE` of the header's tags hold a SNP record.  Otherwise the contigs with a
-    biallelic SNP record (variable among the samples the caller saw) are a lower bound.  Loci read
-    from the IDs (``ids``): the loci the IDs of the biallelic SNP records name, a lower bound too.  Other
-    modes (windows, clusters): the loci with a SNP.
+    biallelic SNP record (variable among the samples the caller saw) or an invariant-site record (ALT
+    ``.``: an all-sites VCF, Stacks ``populations --vcf-all``, which then lists every locus) are a
+    lower bound.  Loci read from the IDs (``ids``): the loci the IDs of those records name, a lower
+    bound too.  Other modes (windows, clusters): the loci with a SNP.
     """
     kept, c = len(data.loci), data.counts
     add = "add the catalogue's loci without one"
+    records = "SNP or invariant-site records" if c.get("invariant_records") else "SNP records"
     if mode == "ids":  # the loci the IDs name: a locus monomorphic among the individuals kept is one all the same
         named = int(c.get("file_id_loci", 0))
         add += " (Stacks: the loci that populations.log says it kept)"
         if named > kept:
-            return Catalogue(named, f"loci the IDs of the SNP records name, {kept} of them polymorphic among the "
+            return Catalogue(named, f"loci the IDs of the {records} name, {kept} of them polymorphic among the "
                              "individuals kept", add)
     if (mode or "contigs") != "contigs":
         return Catalogue(kept, f"loci ({mode}) with a SNP", add)
@@ -1443,10 +1453,10 @@ def catalogue_loci(data: Observed, mode: str | None) -> Catalogue:
     header, longest = int(c.get("header_contigs", 0)), int(c.get("header_contig_max", 0))
     if header >= in_file and 0 < longest <= CATALOGUE_TAG_LENGTH:
         return Catalogue(header, f"the VCF header's {header} contigs of at most {longest} bp",
-                         f"a catalogue of tags, with and without SNPs ({in_file} with a SNP record; if filters removed "
-                         "whole loci, count the loci that passed them)", whole=True)
+                         f"a catalogue of tags, with and without SNPs ({in_file} with a {records[:-1]}; if filters "
+                         "removed whole loci, count the loci that passed them)", whole=True)
     if in_file > kept:
-        return Catalogue(in_file, f"contigs with a SNP record, {kept} of them polymorphic among the individuals kept", add)
+        return Catalogue(in_file, f"contigs with a {records[:-1]}, {kept} of them polymorphic among the individuals kept", add)
     return Catalogue(kept, "contigs with a SNP", add)
 
 
