@@ -66,6 +66,7 @@ __all__ = [
     "cluster_loci",
     "id_locus",
     "id_loci",
+    "shared_positions",
     "stacks_loci",
     "stacks_tag_length",
     "catalogue_loci",
@@ -1458,6 +1459,22 @@ def catalogue_loci(data: Observed, mode: str | None) -> Catalogue:
     if in_file > kept:
         return Catalogue(in_file, f"contigs with a {records[:-1]}, {kept} of them polymorphic among the individuals kept", add)
     return Catalogue(kept, "contigs with a SNP", add)
+
+
+def shared_positions(data: Observed) -> dict | None:
+    """SNPs of one locus at one position: ``{"sites", "snps", "locus"}`` (positions held by two SNPs or
+    more, those SNPs, the first such locus's name), or None.  A biallelic split of a multi-allelic site
+    (``bcftools norm -m-``) or one site called twice gives them; the simulations place one mutation per
+    site."""
+    if len(data.positions) < 2:
+        return None
+    key = np.stack([np.asarray(data.locus, dtype=np.float64), np.asarray(data.positions, dtype=np.float64)], axis=1)
+    _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
+    shared = counts > 1
+    if not shared.any():
+        return None
+    where = int(first[shared].min())
+    return {"sites": int(shared.sum()), "snps": int(counts[shared].sum()), "locus": data.loci[int(data.locus[where])]}
 
 
 def stacks_loci(ids: list[str] | None) -> int:
