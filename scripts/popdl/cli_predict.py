@@ -317,8 +317,7 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
     length = data.counts.get("contig_length_median") if mode == "contigs" else None
     # Loci read by their Stacks IDs: the IDs' columns within the loci say how long a locus is at least
     # (the positions are a reference's where the tags were aligned to one).
-    tag = max(filter(None, (stacks_tag_length(data.ids), data.counts.get("id_tag_length"))), default=None) \
-        if mode == "ids" else None
+    tag = (data.counts.get("id_tag_length") or stacks_tag_length(data.ids)) if mode == "ids" else None
     from_ids = tag is not None and tag <= MAX_TAG_LENGTH
     if from_ids:
         length = tag

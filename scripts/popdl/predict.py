@@ -68,6 +68,7 @@ __all__ = [
     "training_ranges",
     "reliability",
     "prior_edges",
+    "edge_warning",
     "PRIOR_EDGE",
 ]
 
@@ -346,6 +347,7 @@ def prior_edges(answer: dict, scenarios: dict) -> list[dict]:
     bound is flagged: the network never saw a value beyond it, so an estimate there says "at least"
     (or "at most") rather than "about"; widen the prior and rerun.
     """
+    from popdl.errors import ConfigError
     from popdl.scenarios import Prior
 
     owned = set((answer.get("scenario_params") or {}).get(answer.get("scenario"), []))
@@ -357,7 +359,7 @@ def prior_edges(answer: dict, scenarios: dict) -> list[dict]:
                  if name in (cfg.get("priors") or {})]
         try:
             priors = [Prior.parse(name, spec, where=f"scenarios.{s}.priors.{name}") for s, spec in specs]
-        except Exception:  # a bundle's config was validated when written; anything else is not a prior to read
+        except ConfigError:  # a bundle's config was validated when written: not a prior this version reads
             continue
         if not priors or any(p.kind not in ("uniform", "loguniform", "truncnormal") for p in priors):
             continue
