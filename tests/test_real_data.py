@@ -616,6 +616,12 @@ def test_ids_group_reference_aligned_stacks2_tags_and_need_an_id_on_every_snp(tm
     by_contig = read_observed(in_stacks_order, **read)
     assert by_contig.positions.tolist() == [1000, 1040, 1040, 1100, 500] and by_contig.counts["out_of_order"] == 1
     assert by_contig.ids == ["8:10:+", "9:95:-", "8:50:+", "9:35:-", "20:3:+"]
+    from popdl.observed import layout_notes
+
+    assert layout_notes(by_contig, {"loci": 2, "length": 300}, None) == [
+        "1 position(s) hold 2 SNP records (the first in scaf1): multi-allelic sites split into biallelic records (bcftools "
+        "norm -m-), or a site called twice; each counts as a SNP, where the simulations place one mutation per site"]
+    assert layout_notes(read_observed(dict(in_stacks_order, loci="ids"), **read), {"loci": 3, "length": 300}, "ids") == []
     proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", in_stacks_order["vcf"], "--popmap",
                      in_stacks_order["popmap"], "--loci", "ids", "--suggest-config", "-")
     assert proc.returncode == 0 and "position(s) hold" not in proc.stderr, proc.stderr  # read by ID: two tags, two sites
@@ -655,6 +661,11 @@ def test_loci_read_from_the_ids_count_those_monomorphic_among_the_individuals_ke
     data = read_observed(entry, samples=SAMPLES, seed=1, phased=False, locus_length=300)
     assert data.counts["file_id_loci"] == 5 and data.counts["id_tag_length"] == 121
     assert catalogue_loci(data, "ids").source.startswith("loci the IDs of the SNP or invariant-site records name")
+    # A prediction notes a genome.loci below the catalogue the IDs name.
+    from popdl.observed import layout_notes
+
+    notes = layout_notes(data, {"loci": 2, "length": 300}, "ids")
+    assert len(notes) == 1 and "genome.loci is 2, the data's catalogue 5 loci" in notes[0] and "or more" in notes[0]
 
 
 def test_every_way_of_cutting_loci_is_offered_by_the_cli_and_the_config_schema(tmp_path):

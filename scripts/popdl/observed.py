@@ -1766,11 +1766,18 @@ def layout_notes(data: Observed, genome: dict, mode: str | None) -> list[str]:
     """What the config's genome does otherwise than ``data`` were read (a VCF, ``mode`` its
     ``loci``): SNPs in clusters along long contigs read whole (:func:`clustered_snps`), and
     ``genome.loci`` off the data's catalogue (:func:`catalogue_loci`): fewer loci than the
-    contigs with a SNP record, or another number than the header's tags.  Empty when they agree."""
+    contigs (or, read from the IDs, the loci the IDs name) with a SNP record, or another number than
+    the header's tags; SNP records that share a position of a locus (:func:`shared_positions`).
+    Empty when they agree."""
     notes = []
-    if (mode or "contigs") != "contigs":
+    twice = shared_positions(data)
+    if twice:
+        notes.append(f"{twice['sites']} position(s) hold {twice['snps']} SNP records (the first in {twice['locus']}): "
+                     "multi-allelic sites split into biallelic records (bcftools norm -m-), or a site called twice; each "
+                     "counts as a SNP, where the simulations place one mutation per site")
+    if (mode or "contigs") not in ("contigs", "ids"):
         return notes
-    clusters = clustered_snps(data)
+    clusters = clustered_snps(data) if (mode or "contigs") == "contigs" else None
     if clusters:
         notes.append(f"the SNPs lie in clusters along contigs longer than a tag (the median gap between neighbouring "
                      f"SNPs is {clusters['ratio']:.0%} of their mean): RAD/GBS reads aligned to a reference, read as whole "
