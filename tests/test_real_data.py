@@ -607,7 +607,7 @@ def test_ids_group_reference_aligned_stacks2_tags_and_need_an_id_on_every_snp(tm
     assert "stacks2: the ID column names 3 Stacks loci, read as 2 loci (contigs): --loci ids" in proc.stdout, \
         proc.stdout + proc.stderr
     # Read by contig, the overlapping tags' two records at scaf1:1040 are one site called twice.
-    assert "stacks2: WARNING, 1 position(s) hold 2 SNP records (the first in scaf1): multi-allelic sites split" \
+    assert "stacks2: WARNING, 1 position(s) hold 2 SNP records (40.00% of the SNPs; the first in scaf1): multi-allelic" \
         in proc.stdout
     # Stacks writes a minus-strand tag at its start, its last base: its SNPs come before the tag it overlaps.
     # Read sorted, as bcftools sort would; the suggestion's genome.length is the furthest column the IDs name + 1.
@@ -622,6 +622,14 @@ def test_ids_group_reference_aligned_stacks2_tags_and_need_an_id_on_every_snp(tm
         "1 position(s) hold 2 SNP records (the first in scaf1): multi-allelic sites split into biallelic records (bcftools "
         "norm -m-), or a site called twice; each counts as a SNP, where the simulations place one mutation per site"]
     assert layout_notes(read_observed(dict(in_stacks_order, loci="ids"), **read), {"loci": 3, "length": 300}, "ids") == []
+    # Two records at one position among 405 SNPs (below SHARED_POSITIONS_NOTE, as two mutations a bp apart written
+    # to one integer position): no note, and check-data says it without a WARNING.
+    many = _sites_files(tmp_path, "many", sorted(sites[:4] + [("scaf3", 1000 + 10 * i, f"{30 + i}:5:+") for i in range(401)]),
+                        ["0/1", "0/0", "1/1", "0/1"])
+    assert layout_notes(read_observed(many, **read), {"loci": 2, "length": 300}, None) == []
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", many["vcf"], "--popmap", many["popmap"])
+    assert "many: 1 position(s) hold 2 SNP records (0.49% of the SNPs; the first in scaf1)" in proc.stdout, proc.stdout
+    assert "(below 0.5%: too few to matter)" in proc.stdout
     proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", in_stacks_order["vcf"], "--popmap",
                      in_stacks_order["popmap"], "--loci", "ids", "--suggest-config", "-")
     assert proc.returncode == 0 and "position(s) hold" not in proc.stderr, proc.stderr  # read by ID: two tags, two sites

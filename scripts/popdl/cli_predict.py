@@ -129,7 +129,7 @@ def _check_data(args, out) -> int:
     from popdl.features import allele_thresholds, minor_allele_filter, observed_features
     from popdl.observed import (HEADER_SHARE, allele_filter, allele_filter_advice, allele_filter_text,
                                 available_individuals, catalogue_loci, cluster_loci, clustered_snps, missing_unit_advice,
-                                missingness_profile, read_observed, shared_positions, skipped_text, stacks_loci, thinned, thinning_advice,
+                                missingness_profile, read_observed, SHARED_POSITIONS_NOTE, shared_positions, skipped_text, stacks_loci, thinned, thinning_advice,
                                 with_defaults)
     from popdl.predict import position_check
 
@@ -177,10 +177,12 @@ def _check_data(args, out) -> int:
           f"{feats['images'].shape[1]} × {feats['images'].shape[2]}")
     twice = shared_positions(data)
     if twice:
-        print(f"{entry['name']}: WARNING, {twice['sites']} position(s) hold {twice['snps']} SNP records (the first in "
-              f"{twice['locus']}): multi-allelic sites split into biallelic records (bcftools norm -m-), or a site "
-              "called twice; each record counts as a SNP, where the simulations place one mutation per site "
-              "(bcftools norm -m+ joins them, and popdl then skips them as multi-allelic)")
+        many = twice["share"] >= SHARED_POSITIONS_NOTE
+        print(f"{entry['name']}: {'WARNING, ' if many else ''}{twice['sites']} position(s) hold {twice['snps']} SNP records "
+              f"({twice['share']:.2%} of the SNPs; the first in {twice['locus']}): multi-allelic sites split into biallelic "
+              "records (bcftools norm -m-), or a site called twice; each record counts as a SNP, where the simulations "
+              "place one mutation per site " + ("(bcftools norm -m+ joins them, and popdl then skips them as multi-allelic)"
+                                                if many else f"(below {SHARED_POSITIONS_NOTE:.1%}: too few to matter)"))
     if c.get("subsampled"):
         print(f"{entry['name']}: subsampled to the config's samples ({', '.join(f'{p} {v}' for p, v in c['subsampled'].items())}),"
               f" which cost {c.get('snps_lost_to_subsampling', 0)} SNPs (monomorphic among the individuals kept)")

@@ -67,6 +67,7 @@ __all__ = [
     "id_locus",
     "id_loci",
     "shared_positions",
+    "SHARED_POSITIONS_NOTE",
     "stacks_loci",
     "stacks_tag_length",
     "catalogue_loci",
@@ -1474,7 +1475,14 @@ def shared_positions(data: Observed) -> dict | None:
     if not shared.any():
         return None
     where = int(first[shared].min())
-    return {"sites": int(shared.sum()), "snps": int(counts[shared].sum()), "locus": data.loci[int(data.locus[where])]}
+    return {"sites": int(shared.sum()), "snps": int(counts[shared].sum()), "locus": data.loci[int(data.locus[where])],
+            "share": float(counts[shared].sum() / len(data.positions))}
+
+
+#: A prediction notes SNP records sharing positions (:func:`shared_positions`) when they are at least this share of
+#: its SNPs: two mutations a few bp apart written to one integer position (a simulated example's) are below it,
+#: multi-allelic sites split by ``bcftools norm -m-`` (a few % of a data set's SNPs) above.
+SHARED_POSITIONS_NOTE = 0.005
 
 
 def stacks_loci(ids: list[str] | None) -> int:
@@ -1771,7 +1779,7 @@ def layout_notes(data: Observed, genome: dict, mode: str | None) -> list[str]:
     Empty when they agree."""
     notes = []
     twice = shared_positions(data)
-    if twice:
+    if twice and twice["share"] >= SHARED_POSITIONS_NOTE:
         notes.append(f"{twice['sites']} position(s) hold {twice['snps']} SNP records (the first in {twice['locus']}): "
                      "multi-allelic sites split into biallelic records (bcftools norm -m-), or a site called twice; each "
                      "counts as a SNP, where the simulations place one mutation per site")
