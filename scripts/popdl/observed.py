@@ -1480,8 +1480,8 @@ def shared_positions(data: Observed) -> dict | None:
 
 
 #: A prediction notes SNP records sharing positions (:func:`shared_positions`) when they are at least this share of
-#: its SNPs: two mutations a few bp apart written to one integer position (a simulated example's) are below it,
-#: multi-allelic sites split by ``bcftools norm -m-`` (a few % of a data set's SNPs) above.
+#: its SNPs: multi-allelic sites split by ``bcftools norm -m-`` (often a few % of a data set's SNPs) are above it; a
+#: pair or two among thousands of SNPs (two mutations written to one integer position) moves no statistic.
 SHARED_POSITIONS_NOTE = 0.005
 
 
