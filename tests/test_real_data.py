@@ -635,6 +635,11 @@ def test_ids_group_reference_aligned_stacks2_tags_and_need_an_id_on_every_snp(tm
     assert proc.returncode == 0 and "position(s) hold" not in proc.stderr, proc.stderr  # read by ID: two tags, two sites
     assert yaml.safe_load(proc.stdout)["genome"] == {"loci": 3, "length": 96}, proc.stdout
     assert "the furthest column within a locus that the Stacks IDs (LOCUS:COLUMN:STRAND) name" in proc.stdout
+    # Without --loci, the suggestion reads the Stacks IDs all the same (as it reads clustered SNPs as clusters).
+    auto = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", in_stacks_order["vcf"], "--popmap",
+                     in_stacks_order["popmap"], "--suggest-config", "-")
+    assert "the ID column names 3 Stacks loci on 2 contigs: the report below and the suggestion read each" in auto.stderr
+    assert yaml.safe_load(auto.stdout) == yaml.safe_load(proc.stdout), auto.stdout + auto.stderr
     sites[2] = ("scaf1", 1040, ".")
     entry = _sites_files(tmp_path, "noid", sites, ["0/1", "0/0", "1/1", "0/1"])
     with pytest.raises(DataError, match=r"1 of 5 SNPs have no ID \(the first on scaf1 at 1040\); loci: ids"):

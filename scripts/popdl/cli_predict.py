@@ -145,12 +145,23 @@ def _check_data(args, out) -> int:
         if empty:
             raise DataError(f"{entry['name']}: no individual of population(s) {', '.join(empty)} in the data "
                             "(map the popmap's labels with --populations LABEL=POP)")
-    # Read whatever the phasing, to tell which it is (a phased config would stop at the first unphased call).
-    data = read_observed(entry, samples=samples, seed=settings["seed"], subsample=popt["subsample"],
-                          allow_unphased=True, max_missing=popt["max_missing"],
-                          genome_length=float(genome["loci"]) * float(genome["length"]),
-                          strict=popt.get("strict_samples", False), phased=False, locus_length=float(genome["length"]),
-                          keep_filtered=args.keep_filtered or popt.get("keep_filtered", False))
+    def read(entry: dict):
+        # Whatever the phasing, to tell which it is (a phased config would stop at the first unphased call).
+        return read_observed(entry, samples=samples, seed=settings["seed"], subsample=popt["subsample"],
+                             allow_unphased=True, max_missing=popt["max_missing"],
+                             genome_length=float(genome["loci"]) * float(genome["length"]),
+                             strict=popt.get("strict_samples", False), phased=False,
+                             locus_length=float(genome["length"]),
+                             keep_filtered=args.keep_filtered or popt.get("keep_filtered", False))
+
+    data = read(entry)
+    tags = stacks_loci(data.ids) if "vcf" in entry and (entry.get("loci") or "contigs") == "contigs" else 0
+    if args.suggest_config is not None and not args.loci and tags > len(data.loci):
+        # A reference-aligned Stacks catalogue: its IDs name the loci the contigs hold (as clusters below).
+        print(f"{entry['name']}: the ID column names {tags} Stacks loci on {len(data.loci)} contigs: the report below "
+              "and the suggestion read each Stacks locus as one locus (--loci ids, predict.data[].loci: ids)")
+        entry["loci"] = "ids"
+        data = read(entry)
     clustered = clustered_snps(data) if "vcf" in entry and (entry.get("loci") or "contigs") == "contigs" else None
     if clustered:
         switch = args.suggest_config is not None and not args.loci
