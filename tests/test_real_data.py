@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -844,15 +845,18 @@ def test_an_estimate_at_a_bound_of_its_prior_is_named_in_the_csv_the_console_and
     feats, summary = observed_inputs(entry, settings)
     result = predict_arrays(feats, summary, name="obs", model_dir=results / "model", dataset_dir=results / "dataset",
                             config_hash="test")
+    # The same model read against a prior that ends just above its estimate: its bundle's config narrowed.
+    model = tmp_path / "model"
+    shutil.copytree(results / "model", model)
+    bundle = json.loads((model / "bundle.json").read_text())
+    top = result["network"]["params"]["N1"]["estimate"] * 1.0001
+    for cfg in bundle["config"]["scenarios"].values():
+        cfg["priors"]["N1"] = {"loguniform": [100, top]}
+    (model / "bundle.json").write_text(json.dumps(bundle))
+    result = predict_arrays(feats, summary, name="obs", model_dir=model, dataset_dir=results / "dataset", config_hash="test")
     net = result["network"]
-    # The same estimate read against a prior that ends just above it (a config's narrower prior).
-    narrow = {s: {"priors": {**cfg["priors"], "N1": {"loguniform": [100, net["params"]["N1"]["estimate"] * 1.0001]}}}
-              for s, cfg in config["scenarios"].items()}
-    net["prior_edges"] = prior_edges(net, narrow)
-    assert [e["parameter"] for e in net["prior_edges"]] == ["N1"]
-    from popdl.predict import edge_warning
-
-    result["reliability"]["warnings"].append(edge_warning(net["prior_edges"][0]))
+    assert [e["parameter"] for e in net["prior_edges"]] == ["N1"] and net["prior_edges"][0]["side"] == "upper"
+    assert any("N1's estimate" in w and "upper bound of its prior" in w for w in result["reliability"]["warnings"])
     out = results / "predict" / "obs"
     out.mkdir(parents=True, exist_ok=True)
     write_predictions(out, result)

@@ -99,7 +99,7 @@ def _check_data_files(config: dict, configfile: Path) -> None:
                             break
                     if not found:
                         raise ConfigError(f"config key '{section}.data[{i}].{key}': {item!r} not found (looked in the "
-                                          f"working folder, {folder} and {folder.parent})")
+                                          f"working folder, {', '.join(map(str, bases))})")
 
 
 def cmd_check(args) -> int:

@@ -155,12 +155,13 @@ def _check_data(args, out) -> int:
                              keep_filtered=args.keep_filtered or popt.get("keep_filtered", False))
 
     data = read(entry)
-    tags = stacks_loci(data.ids) if "vcf" in entry and (entry.get("loci") or "contigs") == "contigs" else 0
-    if args.suggest_config is not None and not args.loci and tags > len(data.loci):
+    tags = stacks_loci(data.ids) if (entry.get("loci") or "contigs") != "ids" else 0  # Stacks loci the IDs name
+    if args.suggest_config is not None and not args.loci and (entry.get("loci") or "contigs") == "contigs" \
+            and tags > len(data.loci):
         # A reference-aligned Stacks catalogue: its IDs name the loci the contigs hold (as clusters below).
         print(f"{entry['name']}: the ID column names {tags} Stacks loci on {len(data.loci)} contigs: the report below "
               "and the suggestion read each Stacks locus as one locus (--loci ids, predict.data[].loci: ids)")
-        entry["loci"] = "ids"
+        entry["loci"], tags = "ids", 0
         data = read(entry)
     clustered = clustered_snps(data) if "vcf" in entry and (entry.get("loci") or "contigs") == "contigs" else None
     if clustered:
@@ -274,7 +275,6 @@ def _check_data(args, out) -> int:
     print(f"{entry['name']}: minor alleles: {allele_filter_text(alleles)}; {config_filter}"
           + (f"; WARNING, {advice}" if advice else ""))
     mode = entry.get("loci") or "contigs"
-    tags = stacks_loci(data.ids) if mode != "ids" else 0
     if tags > len(data.loci):
         print(f"{entry['name']}: the ID column names {tags} Stacks loci, read as {len(data.loci)} loci ({mode}): "
               "--loci ids (predict.data[].loci: ids) makes each Stacks locus one locus")
@@ -324,13 +324,13 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
     import yaml
 
     from popdl.io import atomic_path
-    from popdl.observed import MAX_TAG_LENGTH, catalogue_loci, stacks_tag_length, thinned
+    from popdl.observed import MAX_TAG_LENGTH, catalogue_loci, thinned
 
     mode = entry.get("loci") or "contigs"
     length = data.counts.get("contig_length_median") if mode == "contigs" else None
     # Loci read by their Stacks IDs: the IDs' columns within the loci say how long a locus is at least
     # (the positions are a reference's where the tags were aligned to one).
-    tag = (data.counts.get("id_tag_length") or stacks_tag_length(data.ids)) if mode == "ids" else None
+    tag = data.counts.get("id_tag_length") if mode == "ids" else None
     from_ids = tag is not None and tag <= MAX_TAG_LENGTH
     if from_ids:
         length = tag

@@ -536,8 +536,7 @@ def read_vcf(
     )
     pool = matching.pop("pool")  # every individual of a simulated population, as the first file names them
     reading = _Records(chosen=chosen, pool=pool, samples_in_file=len(present), counts=matching, allow_unphased=allow_unphased, phased=phased,
-                       keep_filtered=keep_filtered, any_order=any_order)
-    reading.files = len(paths)
+                       keep_filtered=keep_filtered, any_order=any_order, files=len(paths))
     header_lengths: dict[str, int] = {}
     for p, columns in headers:
         with _HtslibLog() as hts:
@@ -599,7 +598,8 @@ class _Records:
     """The genotypes of the chosen individuals at the biallelic SNPs of one or more VCF files,
     read one after the other (:func:`read_vcf`), with the counts of what was skipped."""
 
-    def __init__(self, *, chosen, pool, samples_in_file: int, counts: dict, allow_unphased, phased, keep_filtered, any_order):
+    def __init__(self, *, chosen, pool, samples_in_file: int, counts: dict, allow_unphased, phased, keep_filtered, any_order,
+                 files: int = 1):
         self.chosen, self.pool, self.samples_in_file = chosen, pool, samples_in_file
         self.subsampled = len(pool) > len(chosen)
         self.allow_unphased, self.phased, self.keep_filtered, self.any_order = allow_unphased, phased, keep_filtered, any_order
@@ -615,7 +615,7 @@ class _Records:
         self.spans: dict[str, tuple[int, int]] = {}
         self.last = (None, -1)
         self.disorder: str | None = None  # the first record out of position order, where there is one
-        self.files = 1  # how many files the data set reads
+        self.files = files  # how many files the data set reads
         self.record_ids: set[str] = set()  # any_order: the IDs of the biallelic SNP and invariant-site records
         self.invariant_contigs: set[int] = set()  # contigs with an invariant-site record (ALT '.')
         #: Contigs with haploid calls -> [records left out, where the first haploid call is].
