@@ -287,7 +287,8 @@ DATA_CASES = [
     ("popmap-empty", _popmap(""), r"popmap .*popmap\.tsv: no samples listed"),
     ("popmap-header-only", _popmap("sample\tpopulation\n"), r"popmap .*popmap\.tsv: no samples listed"),
     ("popmap-csv-sample-sheet", _popmap(POPMAP.replace("\t", ",").replace("\n", ",47.2,8.5\n")),
-     r"line 1: expected 2 columns .*found 4 \(more columns than a popmap's"),
+     r"line 1: 4 columns \(sample, population, 47\.2, 8\.5\), not two: read a sample sheet \(titles on line 1\) with "
+     r"--popmap-columns sample population"),
     ("popmap-space-in-population", _popmap(POPMAP.replace("pop1_03\tpop1", "pop1_03 pop 1")), r"line 4: expected 2 columns .*found 3"),
     ("popmap-gzipped", _popmap(gzip.compress(POPMAP.encode())), r"popmap .*: is gzip-compressed"),
     ("popmap-utf16", _popmap(POPMAP.encode("utf-16")), r"popmap .*: is UTF-16 text"),

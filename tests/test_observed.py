@@ -104,8 +104,20 @@ MALFORMED = [
                                 "max_missing": 0.2}, r"62\.5% of genotype calls are missing, above predict\.max_missing \(20%\)"),
     ("popmap-missing-file", {"vcf": vcf_text(), "entry": {"popmap": "nowhere/popmap.tsv"}}, r"popmap nowhere/popmap\.tsv: file not found"),
     ("popmap-three-columns", {"vcf": vcf_text(), "popmap": "a1\tpop1\textra\n"},
-     r"line 1: expected 2 columns \(sample, population\), found 3 \(more columns than a popmap's: keep the sample and "
-     r"population ones, e.g. with cut -f1,2\)$"),
+     r"line 1: 3 columns \(a1, pop1, extra\), not two: read a sample sheet \(titles on line 1\) with --popmap-columns "
+     r"a1 pop1 \(config popmap_columns\), or keep two columns \(cut -f1,2\)$"),
+    ("popmap-third-column-after-the-first-line", {"vcf": vcf_text(), "popmap": "a1\tpop1\nb1\tpop2\textra\n"},
+     r"line 2: expected 2 columns \(sample, population\), found 3 \(a sample sheet: read it with --popmap-columns "
+     r"SAMPLE POPULATION, config popmap_columns\)$"),
+    ("popmap-columns-unknown-title", {"vcf": vcf_text(), "popmap": "ID,Species\na1,pop1\n", "entry": {"popmap_columns": ["ID", "Pop"]}},
+     r"popmap .*: no column titled 'Pop' for the populations; its titles: 'ID', 'Species'$"),
+    ("popmap-columns-number-too-large", {"vcf": vcf_text(), "popmap": "ID,Species\na1,pop1\n", "entry": {"popmap_columns": [1, 3]}},
+     r"popmap .*: the population column is number 3, but the table has 2 columns$"),
+    ("popmap-columns-twice-the-same", {"vcf": vcf_text(), "popmap": "ID,Species\na1,pop1\n", "entry": {"popmap_columns": ["id", 1]}},
+     r"popmap .*: the sample and population columns are both 'ID'$"),
+    ("popmap-columns-duplicate-sample", {"vcf": vcf_text(), "popmap": "ID,Species\na1,pop1\na1,pop2\n",
+                                         "entry": {"popmap_columns": ["ID", "Species"]}},
+     r"popmap .* line 3: sample 'a1' is listed twice$"),
     ("popmap-duplicate-sample", {"vcf": vcf_text(), "popmap": POPMAP + "a1\tpop2\n"}, r"sample 'a1' is listed twice"),
     ("popmap-empty", {"vcf": vcf_text(), "popmap": "# nothing\n\n"}, r"no samples listed"),
     ("both-vcf-and-fasta", {"vcf": vcf_text(), "fasta": [fasta_text(GOOD_FASTA)]}, r"give exactly one of vcf or fasta"),
@@ -213,9 +225,64 @@ def test_popmap_exported_from_a_spreadsheet_as_csv_reads_as_a_table(tmp_path, ca
     assert sum("read as comma-separated values" in r.getMessage() for r in caplog.records) == 1
     # Semicolons, as spreadsheets write CSV where the comma is the decimal mark.
     assert read_popmap(write(tmp_path, "q.csv", "a1;pop1\nb1;pop2\n")) == {"a1": "pop1", "b1": "pop2"}
-    # A sample sheet's extra columns: one line saying so.
-    with pytest.raises(DataError, match=r"line 1: expected 2 columns \(sample, population\), found 4 \(more columns"):
+    # A sample sheet's extra columns: one line saying so, and how to read it.
+    with pytest.raises(DataError, match=r"line 1: 4 columns \(a1, pop1, 47.2, 8.5\), not two: .* --popmap-columns a1 pop1 "):
         read_popmap(write(tmp_path, "r.csv", "a1,pop1,47.2,8.5\n"))
+
+
+# A museum's sample sheet as a spreadsheet exports it: byte-order mark, CRLF, a title with a space, quoted
+# fields holding commas, '#' inside a field, empty cells, rows of other populations and one without a label.
+SHEET = ("\ufeffTissue.num,Species,Country,State,Preparator.num,Song Type,Latitude\r\n"
+         "B01,PALUSTRIS,UNITED STATES,NORTH DAKOTA,LOSTWDS#2,EASTERN,48.56\r\n"
+         "B02,PALUSTRIS,\"Mexico, Estado de\",,LOSTWDS#4,WESTERN,19.1\r\n"
+         "B03,PALUSTRIS,UNITED STATES,,X#1,,40.0\r\n"
+         ",,,,,,\r\n"
+         "# a comment line\r\n"
+         "B04 ,PALUSTRIS,UNITED STATES,IOWA,, EASTERN ,41.9\r\n")
+
+
+def test_a_sample_sheet_is_read_by_the_two_columns_named_by_title_or_number(tmp_path, caplog):
+    import logging
+
+    path = write(tmp_path, "sheet.csv", SHEET)
+    with pytest.raises(DataError, match=r"line 1: 7 columns \(Tissue.num, Species, Country, State and 3 more\), not two: "
+                                        r".* --popmap-columns Tissue.num Species \(config popmap_columns\)"):
+        read_popmap(path)
+    want = {"B01": "EASTERN", "B02": "WESTERN", "B04": "EASTERN"}
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        assert read_popmap(path, ["Tissue.num", "Song Type"]) == want
+    assert any("left out 1 row(s) without a sample or population (B03)" in r.getMessage() for r in caplog.records)
+    assert read_popmap(path, ["tissue num", "song_type"]) == want  # without case, spaces, '_', '.'
+    assert read_popmap(path, ["1", 6]) == want  # numbers, counted from 1, as the CLI and YAML give them
+    # Tab-separated, and a title that is a number (a column titled '2' is that column, not the second).
+    tabbed = write(tmp_path, "sheet.tsv", "id\tx\t2\na1\t7\tpop1\nb1\t8\tpop2\n")
+    assert read_popmap(tabbed, ["id", "2"]) == {"a1": "pop1", "b1": "pop2"}
+    assert read_popmap(tabbed, ["id", 2]) == {"a1": "7", "b1": "8"}
+
+
+def test_check_data_reads_a_sample_sheet_with_popmap_columns_and_suggests_them(tmp_path):
+    sheet = "Tissue,Region,Song Type\n" + "".join(f"{n},north,{p}\n" for n, p in zip(NAMES, ["EAST", "EAST", "WEST", "WEST"]))
+    vcf = write(tmp_path, "d.vcf", vcf_text())
+    popmap = write(tmp_path, "sheet.csv", sheet)
+    out = tmp_path / "suggest.yaml"
+    cmd = [sys.executable, "-m", "popdl", "check-data", "--configfile", str(REPO / "config" / "config.yaml"), "--vcf",
+           str(vcf), "--popmap", str(popmap), "--populations", "EAST=pop1", "WEST=pop2", "--suggest-config", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode != 0 and "--popmap-columns Tissue Region" in proc.stderr
+    proc = subprocess.run(cmd + ["--popmap-columns", "Tissue", "Song Type"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    entry = yaml.safe_load(out.read_text())["predict"]["data"][0]
+    assert entry["popmap_columns"] == ["Tissue", "Song Type"] and entry["populations"] == {"EAST": "pop1", "WEST": "pop2"}
+    assert yaml.safe_load(out.read_text())["samples"] == {"pop1": 2, "pop2": 2}
+    # The suggestion over the default config is a valid config, and its data set reads through the sheet.
+    from popdl.config import load_config, load_yaml
+
+    config = load_config(REPO / "config" / "config.yaml", overrides=load_yaml(out, name="suggestion"))
+    entry = config["predict"]["data"][-1]
+    data = read_observed(entry, samples={"pop1": 2, "pop2": 2}, seed=1)
+    assert data.individuals == NAMES and data.populations.tolist() == ["pop1"] * 4 + ["pop2"] * 4
 
 
 @pytest.mark.parametrize("header", ["sample_ID,population", "INDIVIDUALS\tSTRATA", "Sample Name\tPop-ID",

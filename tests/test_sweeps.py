@@ -224,6 +224,13 @@ def test_scan_vcf_without_popmap_needs_one_population(tmp_path):
     write_vcf(ts, vcf)
     data = read_scan_vcf(vcf, popmap=None, samples={"pop1": 10}, seed=1)
     assert len(data.individuals) == 10 and data.genotypes.shape[1] == 20  # a reproducible subset of the 12
+    # The same individuals from a sample sheet, by its columns (the scan.data entry's popmap_columns).
+    from popdl.scan import _vcf_samples
+
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("Museum no.,Lat,Group\n" + "".join(f"{s},4{i},pop1\n" for i, s in enumerate(_vcf_samples(vcf))))
+    same = read_scan_vcf(vcf, popmap=sheet, popmap_columns=["museum no", "Group"], samples={"pop1": 10}, seed=1)
+    assert same.individuals == data.individuals and np.array_equal(same.genotypes, data.genotypes)
     with pytest.raises(DataError, match="a popmap is needed"):
         read_scan_vcf(vcf, popmap=None, samples={"pop1": 5, "pop2": 5}, seed=1)
     bad = tmp_path / "bad.vcf.gz"

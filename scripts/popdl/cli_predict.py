@@ -26,6 +26,9 @@ def _data_arguments(p, *, required: bool) -> None:
                                                 "set; unphased calls need an unphased model")
     group.add_argument("--fasta", nargs="+", help="aligned FASTA files, one per locus")
     p.add_argument("--popmap", required=required, help="sample -> population table")
+    p.add_argument("--popmap-columns", nargs=2, metavar=("SAMPLE", "POPULATION"),
+                   help="read the popmap as a sample sheet (a table whose first line holds the column titles) by these "
+                        "two columns, each a title or a number counted from 1, e.g. --popmap-columns Tissue.num 'Song Type'")
     p.add_argument("--name", help="name of the data set (default: the file's name)")
     p.add_argument("--length", type=float, help="sequenced length in bp for per-bp statistics")
     p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
@@ -92,6 +95,8 @@ def _entry(args) -> dict:
     source = args.vcf[0] if args.vcf else (args.fasta[0] if args.fasta else None)
     name = args.name or Path(source).name.split(".")[0]
     entry = {"name": name, "popmap": args.popmap}
+    if args.popmap_columns:
+        entry["popmap_columns"] = list(args.popmap_columns)
     if args.vcf:
         entry["vcf"] = args.vcf[0] if len(args.vcf) == 1 else list(args.vcf)
     else:
@@ -349,7 +354,7 @@ def _write_suggestion(where: str, entry: dict, data, *, samples: dict, genome: d
                      **({"one_snp_per_locus": "random"} if thinned(data) else {}),
                      **alleles,
                      "sfs_projection": {pop: int(m) for pop, m in projection.items()}},
-        "predict": {"data": [{k: entry[k] for k in ("name", "vcf", "popmap", "populations", "loci") if k in entry}]},
+        "predict": {"data": [{k: entry[k] for k in ("name", "vcf", "popmap", "popmap_columns", "populations", "loci") if k in entry}]},
     }
     if keep_filtered:
         fragment["predict"]["keep_filtered"] = True

@@ -24,6 +24,9 @@ def add_commands(sub) -> None:
                    help="VCF (.vcf, .vcf.gz) or BCF; several files (one per chromosome, or a quoted glob such as "
                         "'calls/chr*.vcf.gz') are read as one; every contig is scanned")
     p.add_argument("--popmap", help="sample -> population table (optional with one simulated population)")
+    p.add_argument("--popmap-columns", nargs=2, metavar=("SAMPLE", "POPULATION"),
+                   help="read the popmap as a sample sheet (a table whose first line holds the column titles) by these "
+                        "two columns, each a title or a number counted from 1, (default: the scan.data entry's)")
     p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
                    help="the popmap's population labels -> the simulated populations (default: the scan.data entry's)")
     p.add_argument("--keep-filtered", action="store_true",
@@ -74,7 +77,8 @@ def cmd_scan(args) -> int:
     popt, sopt = settings["predict"], settings["scan"]
     step = args.step if args.step is not None else sopt["step"]
     data = read_scan_vcf(
-        args.vcf[0] if len(args.vcf) == 1 else args.vcf, popmap=args.popmap, samples=settings["samples"], seed=settings["seed"], name=args.name,
+        args.vcf[0] if len(args.vcf) == 1 else args.vcf, popmap=args.popmap, samples=settings["samples"],
+        popmap_columns=args.popmap_columns or (settings.get("data") or {}).get("popmap_columns"), seed=settings["seed"], name=args.name,
         subsample=popt["subsample"], allow_unphased=popt["allow_unphased"], max_missing=popt["max_missing"],
         populations=_populations(args, settings),
         strict=popt.get("strict_samples", False), phased=settings["features"].get("phased", True),

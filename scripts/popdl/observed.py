@@ -45,12 +45,13 @@ import logging
 import math
 import os
 import re
+import shlex
 import sys
 import tempfile
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -158,8 +159,12 @@ class Observed:
 
 
 # ---------------------------------------------------------------------------- popmap
-def read_popmap(path: str | Path) -> dict[str, str]:
+def read_popmap(path: str | Path, columns: Sequence[str | int] | None = None) -> dict[str, str]:
     """Sample -> population, in file order (UTF-8, else Windows-1252; a byte-order mark is ignored).
+
+    ``columns`` (sample, population): read a sample sheet, a table of more columns
+    whose first line holds their titles, by the two columns named (a title, or a
+    number counted from 1); see :func:`_read_sample_sheet`.  Without it:
 
     A line holds two columns separated by a tab, or by spaces, or by a comma or a
     semicolon (a spreadsheet's CSV export, quotes allowed).  A line with one
@@ -188,8 +193,11 @@ def read_popmap(path: str | Path) -> dict[str, str]:
     except UnicodeDecodeError:  # a spreadsheet's export on Windows: 'Lac Léman' in Windows-1252
         text = raw_bytes.decode("cp1252", errors="replace")
         log.info("popmap %s: not UTF-8 text; read as Windows-1252 (Latin-1)", path)
+    if columns is not None:
+        return _read_sample_sheet(path, text, columns)
     out: dict[str, str] = {}
     csv_lines = 0
+    first = True
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -198,23 +206,32 @@ def read_popmap(path: str | Path) -> dict[str, str]:
         if len(parts) != 2:  # not one tab between two fields: columns separated by spaces
             parts = line.split()
         separated = None
-        if len(parts) != 2 and len(tabbed) == 1:  # a spreadsheet's export: comma- or semicolon-separated
+        if len(tabbed) == 1:  # a spreadsheet's export: comma- or semicolon-separated
             for delimiter in (",", ";"):
                 if delimiter in line:
                     fields = next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))
                     separated = [f.strip() for f in fields if f.strip()]
                     break
-            if separated and len(separated) == 2:
+            if separated and len(separated) == 2 and len(parts) != 2:
                 parts = separated
                 if not csv_lines:
                     log.info("popmap %s: read as %s-separated values", path, "comma" if delimiter == "," else "semicolon")
                 csv_lines += 1
+            elif separated and len(separated) > 2:  # 'ID,Species,Country,...,Song Type,...': not two space-separated fields
+                parts = separated
         if len(parts) != 2:
-            hint = ""
+            found = len(separated) if separated else len(parts)
             if len(tabbed) > 2 or (separated and len(separated) > 2):  # a sample sheet with more columns
-                hint = " (more columns than a popmap's: keep the sample and population ones, e.g. with cut -f1,2)"
-            raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found "
-                            f"{len(separated) if separated else len(parts)}{hint}")
+                if first:
+                    titles = tabbed if len(tabbed) > 2 else separated
+                    raise DataError(f"popmap {path} line {number}: {found} columns ({_few(titles, 4)}), not two: read "
+                                    f"a sample sheet (titles on line 1) with {_sheet_example(titles)} (config "
+                                    "popmap_columns), or keep two columns (cut -f1,2)")
+                hint = " (a sample sheet: read it with --popmap-columns SAMPLE POPULATION, config popmap_columns)"
+            else:
+                hint = ""
+            raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found {found}{hint}")
+        first = False
         sample, pop = parts
         if not out and _header_word(sample) in SAMPLE_HEADERS and _header_word(pop) in POPULATION_HEADERS:
             continue  # header line: 'sample population', 'sample_ID,population', radiator's 'INDIVIDUALS STRATA'...
@@ -237,6 +254,88 @@ POPULATION_HEADERS = {"population", "populations", "pop", "pops", "popid", "popu
 
 def _header_word(field: str) -> str:
     return re.sub(r"[\s_.\-]", "", field).casefold()
+
+
+def _sheet_example(titles: list[str]) -> str:
+    """How to read a sample sheet with these column titles: its first column and the first
+    whose title names a population (:data:`POPULATION_HEADERS`), else its second."""
+    sample = titles[0]
+    pop = next((t for t in titles[1:] if _header_word(t) in POPULATION_HEADERS), titles[1])
+    return f"--popmap-columns {shlex.quote(sample)} {shlex.quote(pop)}"
+
+
+def _sheet_column(path: Path, titles: list[str], wanted: str | int, role: str) -> int:
+    """The index of the column ``wanted`` names among ``titles``: the title itself, else the one title
+    equal to it without case, spaces, ``_``, ``.`` or ``-``, else a column number counted from 1."""
+    text = str(wanted).strip()
+    if not isinstance(wanted, int) and text in titles:
+        if titles.count(text) > 1:
+            raise DataError(f"popmap {path}: {titles.count(text)} columns are titled {text!r}; name the {role} column "
+                            "by its number, counted from 1")
+        return titles.index(text)
+    loose = [i for i, t in enumerate(titles) if _header_word(t) == _header_word(text)]
+    if len(loose) == 1 and not isinstance(wanted, int):
+        return loose[0]
+    if isinstance(wanted, int) or text.isdigit():
+        number = int(text)
+        if 1 <= number <= len(titles):
+            return number - 1
+        raise DataError(f"popmap {path}: the {role} column is number {number}, but the table has {len(titles)} columns")
+    raise DataError(f"popmap {path}: no column titled {text!r} for the {role}s; its titles: "
+                    f"{', '.join(repr(t) for t in titles)}")
+
+
+def _read_sample_sheet(path: Path, text: str, columns: Sequence[str | int]) -> dict[str, str]:
+    """Sample -> population from a sample sheet: a table whose first line holds its column titles,
+    separated by tabs, else commas, else semicolons (quotes allowed), else spaces.  ``columns``
+    names the sample and the population columns (:func:`_sheet_column`).  Lines starting with
+    ``#`` are comments (a ``#`` inside a field is kept: ``LOSTWDS#2``); rows without a sample or
+    a population are left out and counted in one log line."""
+    columns = list(columns)
+    if len(columns) != 2:
+        raise DataError(f"popmap {path}: popmap_columns names {len(columns)} column(s); name two, the sample's "
+                        "and the population's")
+    lines = [(n, raw) for n, raw in enumerate(text.splitlines(), 1) if raw.strip() and not raw.lstrip().startswith("#")]
+    if not lines:
+        raise DataError(f"popmap {path}: no samples listed")
+    header = lines[0][1]
+    delimiter = next((d for d in ("\t", ",", ";") if d in header), None)
+
+    def split(line: str) -> list[str]:
+        if delimiter is None:
+            return line.split()
+        return [f.strip() for f in next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))]
+
+    titles = split(header)
+    sample_at = _sheet_column(path, titles, columns[0], "sample")
+    pop_at = _sheet_column(path, titles, columns[1], "population")
+    if sample_at == pop_at:
+        raise DataError(f"popmap {path}: the sample and population columns are both {titles[sample_at]!r}")
+    out: dict[str, str] = {}
+    no_population = []
+    for number, line in lines[1:]:
+        fields = split(line)
+        sample = fields[sample_at] if sample_at < len(fields) else ""
+        pop = fields[pop_at] if pop_at < len(fields) else ""
+        if not sample:
+            if any(fields):
+                no_population.append(f"line {number}")
+            continue
+        if not pop:
+            no_population.append(sample)
+            continue
+        if sample in out:
+            raise DataError(f"popmap {path} line {number}: sample {sample!r} is listed twice")
+        out[sample] = pop
+    if no_population:
+        log.info("popmap %s: left out %d row(s) without a sample or population (%s)", path, len(no_population),
+                 _few(no_population, 3))
+    if not out:
+        raise DataError(f"popmap {path}: no row names both a sample ({titles[sample_at]!r}) and a population "
+                        f"({titles[pop_at]!r})")
+    log.info("popmap %s: %d samples read from the sample sheet's columns %r and %r (%s-separated)", path, len(out),
+             titles[sample_at], titles[pop_at], {"\t": "tab", ",": "comma", ";": "semicolon", None: "space"}[delimiter])
+    return out
 
 
 def _few(names, k: int = 5) -> str:
@@ -1523,7 +1622,7 @@ def available_individuals(entry: dict, *, samples: dict[str, int], base_dir: str
         raise DataError(f"VCF {vcf}: file not found")
     present = _read_header(vcf, _compression(vcf))[9:]
     counts: dict = {}
-    choose_individuals(present, read_popmap(popmap), samples={pop: 0 for pop in samples}, rng=np.random.default_rng(0),
+    choose_individuals(present, read_popmap(popmap, entry.get("popmap_columns")), samples={pop: 0 for pop in samples}, rng=np.random.default_rng(0),
                        populations=entry.get("populations"), counts=counts, quiet=True, source=f"VCF {vcf}")
     return counts["available"]
 
@@ -1856,7 +1955,8 @@ def read_observed(
     locus_length: float | None = None,
     keep_filtered: bool = False,
 ) -> Observed:
-    """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, length?, populations?, loci?}) and validate it.
+    """Read one ``predict.data`` entry ({name, vcf | fasta, popmap, popmap_columns?, length?, populations?, loci?})
+    and validate it.
 
     ``vcf``: one file, or several (a list or glob patterns, :func:`vcf_files`)
     read as one data set, as ``bcftools concat`` would join them.
@@ -1893,7 +1993,7 @@ def read_observed(
     has_vcf, has_fasta = bool(entry.get("vcf")), bool(entry.get("fasta"))
     if has_vcf == has_fasta:
         raise DataError(f"data set {name!r}: give exactly one of vcf or fasta")
-    popmap = read_popmap(located(entry["popmap"], base_dir))
+    popmap = read_popmap(located(entry["popmap"], base_dir), entry.get("popmap_columns"))
     if has_vcf:
         files = vcf_files(entry["vcf"], base_dir=base_dir)
         data = read_vcf(

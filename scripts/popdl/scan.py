@@ -211,6 +211,7 @@ def read_scan_vcf(
     *,
     popmap: str | Path | None,
     samples: dict[str, int],
+    popmap_columns: list | None = None,
     seed: int,
     name: str | None = None,
     subsample: bool = True,
@@ -226,14 +227,15 @@ def read_scan_vcf(
     ``vcf``: a file, or several read as one (a list or glob patterns, one VCF
     per chromosome; :func:`popdl.observed.vcf_files`).  Without ``popmap``
     every sample of the VCF belongs to the simulated population, which needs a
-    config with a single population.  ``populations``, ``strict``, ``phased``
+    config with a single population; ``popmap_columns`` reads it as a sample
+    sheet (:func:`popdl.observed.read_popmap`).  ``populations``, ``strict``, ``phased``
     and ``keep_filtered`` as in :func:`popdl.observed.read_vcf`.
     """
     files = vcf_files(vcf)
     vcf = files[0] if len(files) == 1 else files
     name = name or files[0].name.split(".")[0]
     if popmap is not None:
-        mapping = read_popmap(popmap)
+        mapping = read_popmap(popmap, popmap_columns)
     else:
         if len(samples) != 1:
             raise DataError(
