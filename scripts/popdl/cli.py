@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     log.setLevel(level)
+    # The report lines on stdout keep their place among the log lines on stderr when both go to one file
+    # (a job's log, `2>&1`): a piped stdout is otherwise written in blocks, after the log lines.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         with filtered_stderr(wanted(args.verbose)):
             return int(args.func(args) or 0)
