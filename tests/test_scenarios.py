@@ -84,7 +84,7 @@ def test_truncated_normal_with_unreachable_window_fails_clearly():
         ({"truncnormal": [0, 1, 2]}, "truncnormal takes 4 finite number"),
         ({"fixed": "a"}, "fixed takes 1 finite number"),
         ({"gamma": [1, 2]}, "unknown prior 'gamma'"),
-        ({"uniform": [1, 2], "fixed": 1}, "exactly one of"),
+        ({"uniform": [1, 2], "fixed": 1}, r"a prior has one kind, this one has 2 \(uniform, fixed\): keep one"),
         ({"expr": "T1 +"}, "cannot parse"),
         ({"expr": "__import__('os')"}, "unknown function"),
         (True, "must be a number or a mapping"),

@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from popdl.config import load_config
+from popdl.config import load_configs
 from popdl.errors import ConfigError
 from popdl.native_logs import filtered_stderr, wanted
 from popdl.stages import load_settings, stage_config
@@ -37,9 +37,19 @@ COMMAND_MODULES = [
 ]
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+#: --configfile's help: one config file, or several merged as Snakemake merges them.
+CONFIGFILE_HELP = ("a popdl config file (YAML); several are merged as Snakemake merges them, the later files' keys "
+                   "replacing the earlier's (e.g. the config and --suggest-config's file)")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, several: bool = False) -> None:
+    """--configfile or --settings; ``several``: --configfile takes several files (for commands
+    without positional arguments, which the list would swallow)."""
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--configfile", type=Path, help="a popdl config file (YAML)")
+    if several:
+        group.add_argument("--configfile", type=Path, nargs="+", help=CONFIGFILE_HELP)
+    else:
+        group.add_argument("--configfile", type=Path, help="a popdl config file (YAML)")
     group.add_argument("--settings", help="the step's JSON config slice, as the workflow passes it (or @file)")
 
 
@@ -57,9 +67,10 @@ def population_mapping(items: list[str]) -> dict[str, str]:
 def config_from_args(args, stage: str, scenario: str | None = None) -> dict:
     """The config slice of ``stage`` from --configfile or --settings."""
     if args.configfile is not None:
-        config = load_config(args.configfile)
+        files = args.configfile if isinstance(args.configfile, list) else [args.configfile]
+        config = load_configs(files)
         if scenario is not None and scenario not in config["scenarios"]:
-            raise ConfigError(f"scenario {scenario!r} is not in {args.configfile} (valid: {', '.join(config['scenarios'])})")
+            raise ConfigError(f"scenario {scenario!r} is not in {' + '.join(map(str, files))} (valid: {', '.join(config['scenarios'])})")
         return stage_config(config, stage, scenario)
     try:
         return load_settings(args.settings)

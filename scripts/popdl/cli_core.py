@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from popdl.cli import add_config_arguments, config_from_args
+from popdl.cli import CONFIGFILE_HELP, add_config_arguments, config_from_args
 from popdl.errors import ConfigError
 
 log = logging.getLogger("popdl")
@@ -14,9 +14,7 @@ log = logging.getLogger("popdl")
 
 def add_commands(sub) -> None:
     p = sub.add_parser("check", help="validate a config file and print its scenarios")
-    p.add_argument("--configfile", required=True, nargs="+", type=Path,
-                   help="a popdl config file (YAML); several are merged as Snakemake merges them, the later "
-                        "files' keys replacing the earlier's (e.g. the config and --suggest-config's file)")
+    p.add_argument("--configfile", required=True, nargs="+", type=Path, help=CONFIGFILE_HELP)
     p.add_argument("--time", nargs="?", type=int, const=3, metavar="DRAWS",
                    help="also simulate and featurise the first DRAWS draws of each scenario (default 3), one at a "
                         "time as the jobs do, and print what the run will cost: CPU-hours, a chunk's minutes against "
@@ -103,7 +101,7 @@ def _check_data_files(config: dict, configfile: Path) -> None:
 
 
 def cmd_check(args) -> int:
-    from popdl.config import deep_update, load_config, load_yaml
+    from popdl.config import load_configs
     from popdl.plan import plan_draws
     from popdl.scenarios import load_scenarios
     from popdl.stages import chunks
@@ -112,16 +110,9 @@ def cmd_check(args) -> int:
         raise ValueError(f"--time {args.time}: measure at least one draw per scenario")
     if args.cores is not None and args.cores < 1:
         raise ValueError(f"--cores {args.cores}: at least 1")
-    first, *later = args.configfile
-    overrides = {}
-    for path in later:
-        loaded = load_yaml(path, name=f"config file {str(path)!r}")
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(path)!r} holds no mapping of config keys to values")
-        overrides = deep_update(overrides, loaded or {})
-    config = load_config(first, overrides=overrides or None)
+    config = load_configs(args.configfile)
     n = len(chunks(config))
-    _check_data_files(config, Path(first))
+    _check_data_files(config, Path(args.configfile[0]))
     scenarios = load_scenarios(config)
     thetas = {}
     for name, sc in scenarios.items():  # every draw the run will simulate, as its plan jobs draw them (seconds)

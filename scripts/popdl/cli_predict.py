@@ -13,6 +13,7 @@ import numpy as np
 
 from popdl.calibration import probability_text
 from popdl.cli import add_config_arguments, config_from_args, population_mapping
+from popdl.priorcheck import PRIOR_DRAWS
 
 log = logging.getLogger("popdl")
 #: check-data warns of individuals missing more than this share of their calls (failed libraries).
@@ -45,17 +46,22 @@ def _data_arguments(p, *, required: bool) -> None:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("check-data", help="validate a VCF or FASTA data set against a config and print what is kept")
-    add_config_arguments(p)
+    add_config_arguments(p, several=True)
     _data_arguments(p, required=True)
     p.add_argument("--suggest-config", nargs="?", const="-", metavar="FILE",
                    help="write the config settings that match the data (samples, genome.loci, features.phased, the "
                         "SFS projection, the missingness model, one SNP per locus and a minor-allele filter where the "
                         "data show them, the predict.data entry) to FILE, or print them alone on stdout (the report then "
                         "goes to stderr); every individual is kept")
+    p.add_argument("--simulate", nargs="?", type=int, const=PRIOR_DRAWS, metavar="DRAWS",
+                   help="also simulate the run's first DRAWS draws of each scenario (default "
+                        f"{PRIOR_DRAWS}) as its jobs will, and say whether the data's summary statistics lie within "
+                        "them: diversity or divergence beyond every simulation names the priors to widen before a "
+                        "run (needs --configfile, the config as the run will use it)")
     p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("observe", help="network inputs of one observed data set (predict.data entry)")
-    add_config_arguments(p)
+    add_config_arguments(p, several=True)
     p.add_argument("--data", help="the predict.data entry's name (with --configfile)")
     p.add_argument("--out", required=True, help="observed.npz to write")
     p.set_defaults(func=cmd_observe)
@@ -63,7 +69,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("predict", help="scenario probabilities and parameter estimates for observed data")
     p.add_argument("--model", required=True, help="the trained model folder (results/{run}/model)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--configfile", type=Path, help="the run's config file (default: the one stored with the model)")
+    group.add_argument("--configfile", type=Path, nargs="+",
+                       help="the run's config, in one file or several merged as Snakemake merges them (default: the "
+                            "one stored with the model)")
     group.add_argument("--settings", help="the step's JSON config slice, as the workflow passes it (or @file)")
     _data_arguments(p, required=False)
     p.add_argument("--observed", help="an observed.npz made by `popdl observe` (instead of --vcf/--fasta)")
@@ -111,11 +119,11 @@ def _entry(args) -> dict:
 
 
 def _predict_settings(args, stage="predict") -> dict:
-    from popdl.config import load_config
+    from popdl.config import load_configs
     from popdl.stages import load_settings, stage_config
 
     if getattr(args, "configfile", None) is not None:
-        return stage_config(load_config(args.configfile), stage)
+        return stage_config(load_configs(args.configfile), stage)
     return load_settings(args.settings)
 
 
@@ -130,7 +138,7 @@ def cmd_check_data(args) -> int:
 
 def _check_data(args, out) -> int:
     """``check-data``'s report on stdout; the suggested settings, if printed, on ``out``."""
-    from popdl.errors import DataError
+    from popdl.errors import ConfigError, DataError
     from popdl.features import allele_thresholds, minor_allele_filter, observed_features
     from popdl.observed import (HEADER_SHARE, allele_filter, allele_filter_advice, allele_filter_text,
                                 available_individuals, catalogue_loci, cluster_loci, clustered_snps, missing_unit_advice,
@@ -138,6 +146,14 @@ def _check_data(args, out) -> int:
                                 with_defaults)
     from popdl.predict import position_check
 
+    if args.simulate is not None:
+        if args.suggest_config is not None:
+            raise ConfigError("--simulate checks the config as the run will use it: run it after --suggest-config, "
+                              "with the suggestion merged (--configfile YOUR_CONFIG.yaml SUGGESTION.yaml)")
+        if args.configfile is None:
+            raise ConfigError("--simulate needs the run's config (--configfile), not --settings")
+        if args.simulate < 2:
+            raise ConfigError(f"--simulate {args.simulate}: simulate at least 2 draws per scenario")
     settings = _predict_settings(args, "observe")
     entry = with_defaults(_entry(args), settings["predict"].get("defaults"))
     popt, genome = settings["predict"], settings["genome"]
@@ -286,12 +302,32 @@ def _check_data(args, out) -> int:
     positions = position_check(data, float(genome["length"]))
     if positions["flagged"]:
         print(f"{entry['name']}: WARNING, {positions['note']}")
+    if args.simulate is not None:
+        _prior_check(args, entry["name"], feats, refused=refused)
     if args.suggest_config is not None:
         _write_suggestion(args.suggest_config, entry, data, samples=samples, genome=genome, profile=profile,
                           projection=projection, alleles=alleles["filter"], keep_filtered=args.keep_filtered, out=out,
                           clusters=clustered)
         return 0
     return 1 if refused else 0
+
+
+def _prior_check(args, name: str, feats: dict, *, refused: bool) -> None:
+    """check-data --simulate: the data's statistics among the run's first draws (:mod:`popdl.priorcheck`)."""
+    from popdl.config import load_configs
+    from popdl.priorcheck import prior_lines, score_prior, simulate_prior
+
+    if refused:
+        print(f"{name}: prior check skipped: the config refuses these data (above)")
+        return
+    config = load_configs(args.configfile)
+    simulated = simulate_prior(config, args.simulate)
+    if simulated["stat_names"] != [str(s) for s in feats["stat_names"]]:
+        raise ValueError("the simulations' statistics differ from the data's")  # one config computes both
+    result = score_prior(np.asarray(feats["stats"]), simulated["stats"], simulated["stat_names"])
+    for line in prior_lines(name, result, draws=args.simulate, scenarios=len(config["scenarios"]),
+                            seconds=simulated["seconds"]):
+        print(line)
 
 
 def _projection_within(features: dict, samples: dict) -> dict:
@@ -391,7 +427,7 @@ def _file_out(path: str | Path) -> Path:
 
 
 def cmd_observe(args) -> int:
-    from popdl.config import load_config
+    from popdl.config import load_configs
     from popdl.errors import ConfigError
     from popdl.predict import observe
     from popdl.stages import stage_config
@@ -400,7 +436,7 @@ def cmd_observe(args) -> int:
     if args.configfile is not None:
         if not args.data:
             raise ConfigError("observe --configfile needs --data NAME (a predict.data entry)")
-        settings = stage_config(load_config(args.configfile), "observe", args.data)
+        settings = stage_config(load_configs(args.configfile), "observe", args.data)
     else:
         settings = config_from_args(args, "observe")
     if "data" not in settings:

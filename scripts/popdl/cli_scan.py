@@ -17,8 +17,9 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--model", required=True, help="the trained model folder (results/{run}/model)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--configfile", type=Path,
-                       help="the config the model was trained with (default: the one stored in the model's bundle.json)")
+    group.add_argument("--configfile", type=Path, nargs="+",
+                       help="the config the model was trained with, in one file or several merged as Snakemake merges "
+                            "them (default: the one stored in the model's bundle.json)")
     group.add_argument("--settings", help="the step's JSON config slice, as the workflow passes it (or @file)")
     p.add_argument("--vcf", required=True, nargs="+",
                    help="VCF (.vcf, .vcf.gz) or BCF; several files (one per chromosome, or a quoted glob such as "
@@ -42,7 +43,7 @@ def add_commands(sub) -> None:
 
 def scan_settings(args, model: Path) -> dict:
     """The scan slice: --settings / --configfile, else the run config stored in the model's bundle.json."""
-    from popdl.config import load_config, stored_config
+    from popdl.config import load_configs, stored_config
     from popdl.errors import ConfigError
     from popdl.stages import load_settings, stage_config
 
@@ -52,7 +53,7 @@ def scan_settings(args, model: Path) -> dict:
         except (ValueError, OSError) as exc:
             raise ConfigError(f"--settings is not valid JSON: {exc}") from None
     if args.configfile is not None:
-        return stage_config(load_config(args.configfile), "scan")
+        return stage_config(load_configs(args.configfile), "scan")
     return stage_config(stored_config(model), "scan")
 
 

@@ -424,6 +424,20 @@ def check_semantics(config: dict, *, check_executables: bool = True) -> dict:
     return config
 
 
+def load_configs(paths: str | Path | list) -> dict:
+    """:func:`load_config` of one config file, or of several merged as Snakemake merges them
+    (``--configfile A B``): each later file's keys replace the earlier's, mappings merged key by key."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    first, *later = paths
+    overrides: dict = {}
+    for path in later:
+        loaded = load_yaml(Path(path), name=f"config file {str(path)!r}")
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r} holds no mapping of config keys to values")
+        overrides = deep_update(overrides, loaded or {})
+    return load_config(first, overrides=overrides or None)
+
+
 def load_config(path: str | Path, *, overrides: dict | None = None) -> dict:
     """Read, validate and check a config file; return it with defaults filled in.
 

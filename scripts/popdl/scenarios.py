@@ -82,6 +82,14 @@ class Prior:
             if not _is_finite(spec):
                 raise ConfigError(f"config key '{where}': a fixed value must be a finite number, got {shown(spec)}")
             return cls(name, "fixed", (float(spec),))
+        if isinstance(spec, dict) and len(spec) > 1 and sum(k in PRIOR_KINDS for k in spec) > 1:
+            # e.g. {uniform: ..., loguniform: ...}: a later config file's prior merged into the earlier one's,
+            # as Snakemake merges config files (mappings key by key).
+            raise ConfigError(
+                f"config key '{where}': a prior has one kind, this one has {len(spec)} ({', '.join(map(str, spec))}): "
+                "keep one (a config file given after another merges its mappings into the earlier one's, kinds "
+                "included: give the later file the earlier one's kind, or change the kind in the earlier file)"
+            )
         if not isinstance(spec, dict) or len(spec) != 1:
             raise ConfigError(
                 f"config key '{where}': a prior is a number or a mapping with exactly one of {', '.join(PRIOR_KINDS)}"

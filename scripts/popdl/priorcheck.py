@@ -1,0 +1,176 @@
+"""Before a run: do the data lie within what the config's priors simulate?
+
+``popdl check-data --configfile C --vcf X --popmap Y --simulate [DRAWS]``
+simulates and featurises the run's first ``DRAWS`` draws of every scenario (the
+draws of chunk 0, with their seeds: the same simulations the run will make
+first), through the same steps as the ``simulate`` and ``features`` jobs
+(missing calls, thinning and filters included), and places the data's
+summary statistics among them (:func:`score_prior`):
+
+* per statistic, the observed value's mid-rank among the simulations, and
+  whether it lies outside all of them;
+* jointly, the posterior predictive machinery of :func:`popdl.fitcheck.score_fit`
+  applied to the prior's draws (a p-value that cannot fall below
+  1 / (simulations + 1)).
+
+Statistics of diversity (segregating sites, π, Watterson's θ) and of
+divergence (F_ST, d_xy) outside every simulation get a ``WARNING`` and the
+priors to widen: a network trained on such a config can only answer at a
+bound of its prior, and the run's misspecification and fit checks would say
+so after hours of simulation and training.  The other statistics (the SFS
+and Tajima's D, LD, haplotype diversity) get one when more of them lie
+outside than chance leaves there: a statistic of a data set drawn as the
+simulations were lies outside the range of ``n`` of them with probability
+2 / (n + 1), so ``statistics × 2 / (n + 1)`` are expected outside
+(:data:`CHANCE_FACTOR`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["PRIOR_DRAWS", "simulate_prior", "score_prior", "prior_lines"]
+
+log = logging.getLogger("popdl.priorcheck")
+
+#: Draws per scenario of ``check-data --simulate`` without a number.
+PRIOR_DRAWS = 20
+
+#: Statistics of diversity within a population, and of divergence between two, by their name's prefix.
+DIVERSITY = ("segsites", "pi", "theta_w")
+DIVERGENCE = ("fst", "dxy")
+#: What the other statistics describe, by their name's prefix.
+SHAPES = {"tajimas_d": "the SFS", "sfs": "the SFS", "jsfs": "the joint SFS", "ld": "LD", "hap_diversity": "haplotypes"}
+#: The other statistics get a warning when more than this many times the number chance leaves outside
+#: (plus two) lie outside every simulation.
+CHANCE_FACTOR = 3
+
+
+def simulate_prior(config: dict, draws: int, *, progress_every: float = 30.0) -> dict:
+    """The summary statistics of the first ``draws`` draws of every scenario of a prepared
+    ``config``, simulated and featurised as the run's chunk 0 is: ``stats`` (simulations,
+    statistics), ``stat_names``, ``labels`` (the scenario of each) and ``seconds``."""
+    from popdl.features import features_chunk, load_features
+    from popdl.plan import plan_draws
+    from popdl.scenarios import Scenario
+    from popdl.simulate import simulate_chunk
+    from popdl.stages import stage_config
+
+    if draws < 2:
+        raise ValueError(f"--simulate {draws}: simulate at least 2 draws per scenario")
+    features_cfg = stage_config(config, "features")
+    stats, labels, names = [], [], None
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="popdl-prior-") as tmp:
+        for name in config["scenarios"]:
+            cfg = stage_config(config, "simulate", name)
+            scenario = Scenario.from_config(name, cfg)
+            plan = plan_draws(scenario, root_seed=cfg["seed"], start=0, stop=draws)
+            log.info("prior check: simulating %d draws of %s", len(plan), name)
+            sims, feats = Path(tmp) / f"{name}.npz", Path(tmp) / f"{name}.features.npz"
+            simulate_chunk(cfg, scenario, plan, sims, progress_every=progress_every)
+            features_chunk(features_cfg, sims, feats, progress_every=progress_every)
+            loaded = load_features(feats)
+            stats.append(np.asarray(loaded["stats"], dtype=np.float64))
+            labels += [name] * len(plan)
+            names = [str(s) for s in loaded["stat_names"]]
+    return {"stats": np.concatenate(stats), "stat_names": names, "labels": labels,
+            "seconds": time.perf_counter() - start}
+
+
+def _kind(stat: str) -> tuple[str, str]:
+    """(``diversity``, ``divergence`` or ``other``; the populations the statistic is of, e.g. ``pop1``)."""
+    for kind, prefixes in (("diversity", DIVERSITY), ("divergence", DIVERGENCE)):
+        for prefix in prefixes:
+            if stat.startswith(prefix + "_") and not re.fullmatch(r".*_\d+", stat):
+                return kind, stat[len(prefix) + 1:].replace("_", "-")
+    for prefix, what in SHAPES.items():
+        if stat.startswith(prefix + "_"):
+            return what, ""
+    return "other", ""
+
+
+def score_prior(observed: np.ndarray, simulated: np.ndarray, stat_names: list[str]) -> dict:
+    """Where the observed statistics (statistics,) lie among the prior's simulations
+    (simulations, statistics): each one's mid-rank, those outside every simulation (with
+    the direction), and the joint p-value of :func:`popdl.fitcheck.score_fit`."""
+    from popdl.fitcheck import score_fit
+
+    obs = np.asarray(observed, dtype=np.float64)
+    sim = np.asarray(simulated, dtype=np.float64)
+    finite = np.isfinite(obs) & np.isfinite(sim).all(axis=0)
+    names = [n for n, f in zip(stat_names, finite) if f]
+    joint = score_fit(obs[finite], sim[:, finite], names)
+    lo, hi = sim.min(axis=0), sim.max(axis=0)
+    outside = []
+    for j, stat in enumerate(stat_names):
+        if not finite[j] or lo[j] <= obs[j] <= hi[j]:
+            continue
+        kind, pops = _kind(stat)
+        outside.append({"statistic": stat, "observed": float(obs[j]), "low": float(lo[j]), "high": float(hi[j]),
+                        "side": "above" if obs[j] > hi[j] else "below", "kind": kind, "populations": pops})
+    n = int(sim.shape[0])
+    expected = len(stat_names) * 2 / (n + 1)
+    shapes = [o for o in outside if o["kind"] not in ("diversity", "divergence")]
+    many = len(shapes) > CHANCE_FACTOR * expected + 2
+    return {"simulations": n, "statistics": int(len(stat_names)), "p_value": joint["p_value"],
+            "quantiles": joint["quantiles"], "outside": outside, "expected_outside": expected,
+            "shapes_beyond_chance": many, "warn": many or len(shapes) < len(outside)}
+
+
+def _advice(outside: list[dict], *, shapes_beyond_chance: bool) -> list[str]:
+    """What to widen, per kind of statistic and side; then what the other statistics say."""
+    out = []
+    for side, word in (("above", "more"), ("below", "less")):
+        pops = sorted({o["populations"] for o in outside if o["kind"] == "diversity" and o["side"] == side})
+        if pops:
+            bound = "upper" if side == "above" else "lower"
+            out.append(f"{word} diversity in {', '.join(pops)} than any simulation: move the {bound} bounds of the "
+                       f"population-size priors {'up' if side == 'above' else 'down'}, or check genome.mutation_rate "
+                       "and genome.length (the sequenced bp per locus)")
+        pairs = sorted({o["populations"] for o in outside if o["kind"] == "divergence" and o["side"] == side})
+        if pairs:
+            out.append(f"{word} divergence between {', '.join(pairs)} than any simulation: widen the split times' "
+                       f"priors {'up' if side == 'above' else 'down'} (and the migration rates' "
+                       f"{'down' if side == 'above' else 'up'})")
+    if out:
+        out[-1] += ": a network trained on this config could only answer at a prior's bound"
+    if shapes_beyond_chance:
+        kinds = list(dict.fromkeys(o["kind"] for o in outside if o["kind"] not in ("diversity", "divergence")))
+        out.append(f"the shape of {', '.join(kinds)} lies beyond every simulation: a history none of the scenarios "
+                   "holds (growth or a bottleneck shifts the SFS and Tajima's D), or data filtered otherwise than the "
+                   "simulations (features.min_maf, min_mac, the missing calls); the run's misspecification and fit "
+                   "checks will weigh it")
+    return out
+
+
+def _value(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def prior_lines(name: str, result: dict, *, draws: int, scenarios: int, seconds: float) -> list[str]:
+    """check-data's lines for a :func:`score_prior` result."""
+    head = (f"{name}: prior check, the run's first {draws} draws of each of {scenarios} scenario(s) "
+            f"({result['simulations']} simulations, {seconds:.0f} s): ")
+    outside = result["outside"]
+    if not outside:
+        return [head + "every statistic lies within the simulations' range"]
+    first = sorted(outside, key=lambda o: o["kind"] not in ("diversity", "divergence"))
+    shown = "; ".join(f"{o['statistic']} {_value(o['observed'])} (simulations {_value(o['low'])} to "
+                      f"{_value(o['high'])})" for o in first[:6])
+    more = f" and {len(outside) - 6} more" if len(outside) > 6 else ""
+    line = (head + ("WARNING, " if result["warn"] else "")
+            + f"{len(outside)} of {result['statistics']} statistics outside every simulation (chance leaves about "
+            f"{result['expected_outside']:.1f} there): {shown}{more}")
+    advice = _advice(outside, shapes_beyond_chance=result["shapes_beyond_chance"])
+    if advice:
+        line += "; " + "; ".join(advice)
+    else:
+        line += "; no more than chance leaves outside"
+    return [line]

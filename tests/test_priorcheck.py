@@ -1,0 +1,95 @@
+"""check-data --simulate: the data's statistics among the run's first draws, before a run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from popdl.errors import ConfigError
+from popdl.priorcheck import prior_lines, score_prior
+
+from conftest import REPO
+
+EXAMPLE = ["--vcf", str(REPO / "config" / "data" / "example.vcf.gz"),
+           "--popmap", str(REPO / "config" / "data" / "example_popmap.tsv")]
+CONFIG = str(REPO / "config" / "config.yaml")
+NAMES = ["segsites_pop1", "pi_pop1", "fst_pop1_pop2", "tajimas_d_pop1"] + [f"sfs_pop1_{i}" for i in range(1, 11)]
+
+
+def _check_data(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "popdl", "check-data", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def _line(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if "prior check" in line)
+
+
+def test_statistics_outside_every_simulation_name_the_priors_to_widen():
+    sim = np.random.default_rng(1).normal(size=(60, len(NAMES)))
+    obs = np.zeros(len(NAMES))
+    obs[0], obs[2] = 9.0, -9.0  # more diversity, less divergence than any simulation
+    result = score_prior(obs, sim, NAMES)
+    assert [(o["statistic"], o["side"], o["kind"]) for o in result["outside"]] == [
+        ("segsites_pop1", "above", "diversity"), ("fst_pop1_pop2", "below", "divergence")]
+    assert result["warn"] and not result["shapes_beyond_chance"]
+    assert result["expected_outside"] == pytest.approx(len(NAMES) * 2 / 61)
+    line = prior_lines("d", result, draws=20, scenarios=3, seconds=5)[0]
+    assert "WARNING, 2 of 14 statistics outside every simulation" in line
+    assert "more diversity in pop1 than any simulation: move the upper bounds of the population-size priors up" in line
+    assert "less divergence between pop1-pop2 than any simulation" in line
+    assert line.endswith("could only answer at a prior's bound")
+    # The SFS's shape beyond every simulation, many times what chance leaves there: a warning of its own.
+    obs = np.zeros(len(NAMES))
+    obs[4:] = 9.0
+    result = score_prior(obs, sim, NAMES)
+    assert result["warn"] and result["shapes_beyond_chance"]
+    assert "the shape of the SFS lies beyond every simulation" in prior_lines("d", result, draws=20, scenarios=3,
+                                                                               seconds=5)[0]
+    # One SFS bin just outside: what chance does, no warning.
+    obs = np.median(sim, axis=0)
+    obs[5] = sim[:, 5].max() + 0.1
+    result = score_prior(obs, sim, NAMES)
+    assert not result["warn"] and len(result["outside"]) == 1
+    assert "WARNING" not in prior_lines("d", result, draws=20, scenarios=3, seconds=5)[0]
+    # NaN statistics (Tajima's D of a population without SNPs) are left out, not outside.
+    sim[:, 3] = np.nan
+    assert all(o["statistic"] != "tajimas_d_pop1" for o in score_prior(obs, sim, NAMES)["outside"])
+
+
+def test_check_data_simulates_the_runs_first_draws_and_flags_a_mutation_rate_too_low(tmp_path):
+    # The example data against their own config: within the simulations.
+    proc = _check_data("--configfile", CONFIG, *EXAMPLE, "--simulate", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert _line(proc.stdout).startswith("example: prior check, the run's first 4 draws of each of 3 scenario(s) "
+                                         "(12 simulations, ")
+    assert "diversity" not in _line(proc.stdout)
+    # A second config file (merged as Snakemake merges them) with a mutation rate 100 times lower: the data
+    # hold more diversity than any simulation, and the line says which priors to widen.
+    low = tmp_path / "low.yaml"
+    low.write_text("genome: {mutation_rate: 1.0e-10}\n")
+    proc = _check_data("--configfile", CONFIG, str(low), *EXAMPLE, "--simulate", "4")
+    assert proc.returncode == 0, proc.stderr
+    line = _line(proc.stdout)
+    assert "WARNING" in line and "more diversity in pop1, pop2 than any simulation" in line, line
+    # --simulate checks the config as the run uses it: not beside --suggest-config, not from --settings.
+    proc = _check_data("--configfile", CONFIG, *EXAMPLE, "--simulate", "--suggest-config", str(tmp_path / "s.yaml"))
+    assert proc.returncode == 1 and "run it after --suggest-config" in proc.stderr
+    assert not (tmp_path / "s.yaml").exists()
+
+
+def test_a_prior_of_another_kind_merged_from_a_later_config_file_is_named(tmp_path):
+    from popdl.config import load_configs
+
+    later = tmp_path / "later.yaml"
+    later.write_text("scenarios:\n  isolation:\n    priors:\n      N_anc: {loguniform: [1000, 100000]}\n")
+    with pytest.raises(ConfigError, match=r"scenarios\.isolation\.priors\.N_anc': a prior has one kind, this one has 2 "
+                                          r"\(.*loguniform.*\): keep one \(a config file given after another merges"):
+        load_configs([CONFIG, later])
+    later.write_text("scenarios:\n  isolation:\n    priors:\n      N_anc: {uniform: [1000, 100000]}\n")
+    config = load_configs([CONFIG, later])
+    assert config["scenarios"]["isolation"]["priors"]["N_anc"] == {"uniform": [1000, 100000]}
+    assert config["scenarios"]["isolation"]["priors"]["N1"] == {"loguniform": [1000, 30000]}  # the rest kept
