@@ -154,7 +154,14 @@ def _check_data(args, out) -> int:
             raise ConfigError("--simulate needs the run's config (--configfile), not --settings")
         if args.simulate < 2:
             raise ConfigError(f"--simulate {args.simulate}: simulate at least 2 draws per scenario")
-    settings = _predict_settings(args, "observe")
+    if args.simulate is not None:  # the whole config, for the simulations; its observe slice, for the data
+        from popdl.config import load_configs
+        from popdl.stages import stage_config
+
+        config = load_configs(args.configfile)
+        settings = stage_config(config, "observe")
+    else:
+        config, settings = None, _predict_settings(args, "observe")
     entry = with_defaults(_entry(args), settings["predict"].get("defaults"))
     popt, genome = settings["predict"], settings["genome"]
     samples = settings["samples"]
@@ -303,7 +310,7 @@ def _check_data(args, out) -> int:
     if positions["flagged"]:
         print(f"{entry['name']}: WARNING, {positions['note']}")
     if args.simulate is not None:
-        _prior_check(args, entry["name"], feats, refused=refused)
+        _prior_check(config, args.simulate, entry["name"], feats, refused=refused)
     if args.suggest_config is not None:
         _write_suggestion(args.suggest_config, entry, data, samples=samples, genome=genome, profile=profile,
                           projection=projection, alleles=alleles["filter"], keep_filtered=args.keep_filtered, out=out,
@@ -312,20 +319,19 @@ def _check_data(args, out) -> int:
     return 1 if refused else 0
 
 
-def _prior_check(args, name: str, feats: dict, *, refused: bool) -> None:
-    """check-data --simulate: the data's statistics among the run's first draws (:mod:`popdl.priorcheck`)."""
-    from popdl.config import load_configs
+def _prior_check(config: dict, draws: int, name: str, feats: dict, *, refused: bool) -> None:
+    """check-data --simulate: the data's statistics among the run's first ``draws`` draws of each
+    scenario of ``config`` (:mod:`popdl.priorcheck`)."""
     from popdl.priorcheck import prior_lines, score_prior, simulate_prior
 
     if refused:
         print(f"{name}: prior check skipped: the config refuses these data (above)")
         return
-    config = load_configs(args.configfile)
-    simulated = simulate_prior(config, args.simulate)
+    simulated = simulate_prior(config, draws)
     if simulated["stat_names"] != [str(s) for s in feats["stat_names"]]:
         raise ValueError("the simulations' statistics differ from the data's")  # one config computes both
     result = score_prior(np.asarray(feats["stats"]), simulated["stats"], simulated["stat_names"])
-    for line in prior_lines(name, result, draws=args.simulate, scenarios=len(config["scenarios"]),
+    for line in prior_lines(name, result, draws=draws, scenarios=len(config["scenarios"]),
                             seconds=simulated["seconds"]):
         print(line)
 

@@ -27,7 +27,7 @@ def add_commands(sub) -> None:
     p.add_argument("--popmap", help="sample -> population table (optional with one simulated population)")
     p.add_argument("--popmap-columns", nargs=2, metavar=("SAMPLE", "POPULATION"),
                    help="read the popmap as a sample sheet (a table whose first line holds the column titles) by these "
-                        "two columns, each a title or a number counted from 1, (default: the scan.data entry's)")
+                        "two columns, each a title or a number counted from 1 (default: the scan.data entry's)")
     p.add_argument("--populations", nargs="+", metavar="LABEL=POP", default=[],
                    help="the popmap's population labels -> the simulated populations (default: the scan.data entry's)")
     p.add_argument("--keep-filtered", action="store_true",

@@ -62,8 +62,6 @@ def simulate_prior(config: dict, draws: int, *, progress_every: float = 30.0) ->
     from popdl.simulate import simulate_chunk
     from popdl.stages import stage_config
 
-    if draws < 2:
-        raise ValueError(f"--simulate {draws}: simulate at least 2 draws per scenario")
     features_cfg = stage_config(config, "features")
     stats, labels, names = [], [], None
     start = time.perf_counter()
