@@ -49,6 +49,15 @@ def test_statistics_outside_every_simulation_name_the_priors_to_widen():
     assert result["warn"] and result["shapes_beyond_chance"]
     assert "the shape of the SFS lies beyond every simulation" in prior_lines("d", result, draws=20, scenarios=3,
                                                                                seconds=5)[0]
+    # Tajima's D below every simulation beside it: more rare variants, growth, and the overlay that adds it.
+    obs[3] = -9.0
+    line = prior_lines("d", score_prior(obs, sim, NAMES), draws=20, scenarios=3, seconds=5)[0]
+    assert ("Tajima's D below every simulation in pop1 (more rare variants than any simulation): population growth"
+            in line and "config/overlays/growth.yaml adds a scenario with it" in line), line
+    obs[3] = 9.0
+    line = prior_lines("d", score_prior(obs, sim, NAMES), draws=20, scenarios=3, seconds=5)[0]
+    assert "Tajima's D above every simulation in pop1 (fewer rare variants than any simulation): a recent " \
+           "bottleneck" in line and "overlays/growth.yaml" not in line, line
     # One SFS bin just outside: what chance does, no warning.
     obs = np.median(sim, axis=0)
     obs[5] = sim[:, 5].max() + 0.1
@@ -93,3 +102,24 @@ def test_a_prior_of_another_kind_merged_from_a_later_config_file_is_named(tmp_pa
     config = load_configs([CONFIG, later])
     assert config["scenarios"]["isolation"]["priors"]["N_anc"] == {"uniform": [1000, 100000]}
     assert config["scenarios"]["isolation"]["priors"]["N1"] == {"loguniform": [1000, 30000]}  # the rest kept
+
+
+def test_the_growth_overlay_adds_a_scenario_whose_tajimas_d_no_constant_size_reaches(tmp_path):
+    # config/overlays/growth.yaml after the default config: a fourth scenario, isolation then exponential
+    # growth. At the same sizes today, its SFS holds more rare variants than strict isolation's.
+    from popdl.config import load_configs
+    from popdl.priorcheck import simulate_prior
+
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text("scenarios:\n"
+                     "  isolation: {priors: {N1: 10000, N2: 10000}}\n"
+                     "  isolation_growth: {priors: {N1: 10000, N2: 10000, growth: 100, T_growth: 2000}}\n")
+    config = load_configs([CONFIG, str(REPO / "config" / "overlays" / "growth.yaml"), str(fixed)])
+    assert sorted(config["scenarios"]) == ["isolation", "isolation_growth", "isolation_migration",
+                                           "secondary_contact"]
+    for name in ("isolation_migration", "secondary_contact"):
+        del config["scenarios"][name]
+    result = simulate_prior(config, 3)
+    d = result["stats"][:, result["stat_names"].index("tajimas_d_pop1")]
+    labels = np.array(result["labels"])
+    assert d[labels == "isolation_growth"].max() < -1.0 < d[labels == "isolation"].min(), (labels, d)

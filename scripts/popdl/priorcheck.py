@@ -50,6 +50,10 @@ SHAPES = {"tajimas_d": "the SFS", "sfs": "the SFS", "jsfs": "the joint SFS", "ld
 #: The other statistics get a warning when more than this many times the number chance leaves outside
 #: (plus two) lie outside every simulation.
 CHANCE_FACTOR = 3
+#: Tajima's D of one population, by its name's prefix.
+TAJIMA = "tajimas_d_"
+#: The overlay that adds a scenario with growth to a two-population config.
+GROWTH_OVERLAY = "config/overlays/growth.yaml"
 
 
 def simulate_prior(config: dict, draws: int, *, progress_every: float = 30.0) -> dict:
@@ -141,6 +145,16 @@ def _advice(outside: list[dict], *, shapes_beyond_chance: bool) -> list[str]:
         out[-1] += ": a network trained on this config could only answer at a prior's bound"
     if shapes_beyond_chance:
         kinds = list(dict.fromkeys(o["kind"] for o in outside if o["kind"] not in ("diversity", "divergence")))
+        tajima = {side: [o["statistic"][len(TAJIMA):] for o in outside
+                         if o["statistic"].startswith(TAJIMA) and o["side"] == side] for side in ("below", "above")}
+        if tajima["below"]:
+            out.append(f"Tajima's D below every simulation in {', '.join(tajima['below'])} (more rare variants than "
+                       "any simulation): population growth, which constant sizes cannot make "
+                       f"({GROWTH_OVERLAY} adds a scenario with it to a two-population config)")
+        if tajima["above"]:
+            out.append(f"Tajima's D above every simulation in {', '.join(tajima['above'])} (fewer rare variants than "
+                       "any simulation): a recent bottleneck, structure within a population, or rare alleles "
+                       "filtered out of the data and not out of the simulations (features.min_maf, min_mac)")
         out.append(f"the shape of {', '.join(kinds)} lies beyond every simulation: a history none of the scenarios "
                    "holds (growth or a bottleneck shifts the SFS and Tajima's D), or data filtered otherwise than the "
                    "simulations (features.min_maf, min_mac, the missing calls); the run's misspecification and fit "
