@@ -30,7 +30,13 @@ def test_the_joint_p_value_is_uniform_when_the_data_are_one_more_replicate():
     result = score_fit(shifted, draw(100), names)
     assert not result["fits"] and result["p_value"] == pytest.approx(1 / 101)
     assert {w["statistic"] for w in result["worst"][:3]} == {"s0", "s1", "s2"} and set(result["outside"]) >= {"s0", "s1"}
-    assert "does not reproduce the data" in result["summary"]
+    assert "does not reproduce the data" in result["summary"] and "Tajima" not in result["summary"]
+    # Tajima's D below every replicate among the statistics: the summary names growth and the overlay.
+    tajima = [f"tajimas_d_pop{j}" if j < 2 else name for j, name in enumerate(names)]
+    shifted[0] = -40.0
+    summary = score_fit(shifted, draw(100), tajima)["summary"]
+    assert ("; Tajima's D below every replicate in pop0 (more rare variants than any replicate): population growth"
+            in summary and "config/overlays/growth.yaml" in summary), summary
 
 
 def test_parameter_draws_follow_the_quantiles_within_priors_and_constraints():

@@ -63,6 +63,7 @@ from popdl import seeds
 from popdl.errors import DataError
 from popdl.model_io import read_bundle
 from popdl.plan import SEED_COLUMNS
+from popdl.priorcheck import tajima_advice
 from popdl.scenarios import Scenario
 
 __all__ = ["check_fit", "parameter_draws", "score_fit", "FIT_DRAWS", "ALPHA", "MIN_REPLICATES"]
@@ -161,6 +162,9 @@ def score_fit(observed: np.ndarray, replicates: np.ndarray, stat_names: list[str
               "observed": float(obs[j]), "replicates_median": float(np.median(rep[:, j]))} for j in order[:8]]
     outside = [stat_names[j] for j in range(obs.size) if obs[j] < ordered[0, j] or obs[j] > ordered[-1, j]]
     fits = p_joint >= alpha
+    hints = [] if fits else tajima_advice({"below": [stat_names[j] for j in range(obs.size) if obs[j] < ordered[0, j]],
+                                           "above": [stat_names[j] for j in range(obs.size) if obs[j] > ordered[-1, j]]},
+                                          among="replicate")
     return {
         "fits": bool(fits),
         "p_value": p_joint,
@@ -177,7 +181,8 @@ def score_fit(observed: np.ndarray, replicates: np.ndarray, stat_names: list[str
                     f"the answer does not reproduce the data: they lie farther from its replicates than "
                     f"{1 - p_joint:.1%} of them (p = {p_joint:.3g} < {alpha:g}); {len(outside)} of {obs.size} "
                     "statistics outside the replicates' range, furthest "
-                    + ", ".join(f"{w['statistic']} (p = {w['p']:.2g})" for w in worst[:3])),
+                    + ", ".join(f"{w['statistic']} (p = {w['p']:.2g})" for w in worst[:3])
+                    + "".join(f"; {h}" for h in hints)),
     }
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PRIOR_DRAWS", "simulate_prior", "score_prior", "prior_lines"]
+__all__ = ["PRIOR_DRAWS", "simulate_prior", "score_prior", "prior_lines", "tajima_advice"]
 
 log = logging.getLogger("popdl.priorcheck")
 
@@ -126,6 +126,22 @@ def score_prior(observed: np.ndarray, simulated: np.ndarray, stat_names: list[st
             "shapes_beyond_chance": many, "warn": many or len(shapes) < len(outside)}
 
 
+def tajima_advice(sides: dict[str, list[str]], *, among: str) -> list[str]:
+    """What a Tajima's D outside every ``among`` (``simulation``, ``replicate``) says: ``sides``
+    maps ``below`` and ``above`` to statistics outside on that side (others are ignored)."""
+    pops = {side: [s[len(TAJIMA):] for s in sides.get(side, []) if s.startswith(TAJIMA)] for side in ("below", "above")}
+    out = []
+    if pops["below"]:
+        out.append(f"Tajima's D below every {among} in {', '.join(pops['below'])} (more rare variants than any "
+                   f"{among}): population growth, which constant sizes cannot make ({GROWTH_OVERLAY} adds a scenario "
+                   "with it to a two-population config)")
+    if pops["above"]:
+        out.append(f"Tajima's D above every {among} in {', '.join(pops['above'])} (fewer rare variants than any "
+                   f"{among}): a recent bottleneck, structure within a population, or rare alleles filtered out of "
+                   "the data and not out of the simulations (features.min_maf, min_mac)")
+    return out
+
+
 def _advice(outside: list[dict], *, shapes_beyond_chance: bool) -> list[str]:
     """What to widen, per kind of statistic and side; then what the other statistics say."""
     out = []
@@ -145,16 +161,8 @@ def _advice(outside: list[dict], *, shapes_beyond_chance: bool) -> list[str]:
         out[-1] += ": a network trained on this config could only answer at a prior's bound"
     if shapes_beyond_chance:
         kinds = list(dict.fromkeys(o["kind"] for o in outside if o["kind"] not in ("diversity", "divergence")))
-        tajima = {side: [o["statistic"][len(TAJIMA):] for o in outside
-                         if o["statistic"].startswith(TAJIMA) and o["side"] == side] for side in ("below", "above")}
-        if tajima["below"]:
-            out.append(f"Tajima's D below every simulation in {', '.join(tajima['below'])} (more rare variants than "
-                       "any simulation): population growth, which constant sizes cannot make "
-                       f"({GROWTH_OVERLAY} adds a scenario with it to a two-population config)")
-        if tajima["above"]:
-            out.append(f"Tajima's D above every simulation in {', '.join(tajima['above'])} (fewer rare variants than "
-                       "any simulation): a recent bottleneck, structure within a population, or rare alleles "
-                       "filtered out of the data and not out of the simulations (features.min_maf, min_mac)")
+        out += tajima_advice({side: [o["statistic"] for o in outside if o["side"] == side]
+                              for side in ("below", "above")}, among="simulation")
         out.append(f"the shape of {', '.join(kinds)} lies beyond every simulation: a history none of the scenarios "
                    "holds (growth or a bottleneck shifts the SFS and Tajima's D), or data filtered otherwise than the "
                    "simulations (features.min_maf, min_mac, the missing calls); the run's misspecification and fit "
