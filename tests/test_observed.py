@@ -271,6 +271,7 @@ def test_check_data_reads_a_sample_sheet_with_popmap_columns_and_suggests_them(t
     assert proc.returncode != 0 and "--popmap-columns Tissue Region" in proc.stderr
     proc = subprocess.run(cmd + ["--popmap-columns", "Tissue", "Song Type"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("samples read from the sample sheet's columns") == 1, proc.stderr  # read twice, said once
     import yaml
 
     entry = yaml.safe_load(out.read_text())["predict"]["data"][0]

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import logging
 import math
 import os
@@ -188,6 +189,21 @@ def read_popmap(path: str | Path, columns: Sequence[str | int] | None = None) ->
         raise DataError(f"popmap {path}: is UTF-16 text; save it as UTF-8 (or plain ASCII)")
     if b"\0" in raw_bytes[:4096]:
         raise DataError(f"popmap {path}: not a text file (sample, population per line)")
+    # One command reads a popmap more than once (check-data: the individuals available, then the data):
+    # the same bytes are parsed, and their notes logged, once.
+    key = (str(path.resolve()), hashlib.blake2b(raw_bytes, digest_size=16).digest(),
+           None if columns is None else tuple(columns))
+    if key not in _POPMAPS:
+        _POPMAPS[key] = _parse_popmap(path, raw_bytes, columns)
+    return dict(_POPMAPS[key])
+
+
+#: Popmaps parsed in this process, by (path, content digest, columns).
+_POPMAPS: dict[tuple, dict[str, str]] = {}
+
+
+def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | None) -> dict[str, str]:
+    """:func:`read_popmap`'s reading of a file's bytes."""
     try:
         text = raw_bytes.decode("utf-8-sig")  # utf-8-sig drops a byte-order mark
     except UnicodeDecodeError:  # a spreadsheet's export on Windows: 'Lac Léman' in Windows-1252
