@@ -66,7 +66,7 @@ from popdl.plan import SEED_COLUMNS
 from popdl.priorcheck import tajima_advice
 from popdl.scenarios import Scenario
 
-__all__ = ["check_fit", "parameter_draws", "score_fit", "FIT_DRAWS", "ALPHA", "MIN_REPLICATES"]
+__all__ = ["check_fit", "parameter_draws", "score_fit", "simulated_features", "FIT_DRAWS", "ALPHA", "MIN_REPLICATES"]
 
 log = logging.getLogger("popdl.fitcheck")
 
@@ -195,15 +195,27 @@ def _config(bundle: dict) -> dict:
     return config
 
 
+def simulated_features(sim_config: dict, features_config: dict, scenario: Scenario, plan: pd.DataFrame, *,
+                       root_seed: int | None = None, progress_every: float = 30.0) -> dict:
+    """The features of ``plan``'s draws of ``scenario``, simulated and featurised as a chunk's
+    ``simulate`` and ``features`` jobs make them (their configs' slices), in a temporary folder."""
+    from popdl.features import features_chunk, load_features
+    from popdl.simulate import simulate_chunk
+
+    with tempfile.TemporaryDirectory(prefix="popdl-sims-") as tmp:
+        sims, feats = Path(tmp) / "sims.npz", Path(tmp) / "features.npz"
+        simulate_chunk(sim_config, scenario, plan, sims, progress_every=progress_every)
+        features_chunk(features_config, sims, feats, root_seed=root_seed, progress_every=progress_every)
+        return load_features(feats)
+
+
 def check_fit(model: str | Path, prediction: str | Path, observed: str | Path, *, replicates: int, out: str | Path,
               progress_every: float = 30.0) -> dict:
     """Simulate ``replicates`` data sets from the network's answer in ``prediction`` (a
     predictions.json) with the model folder ``model``'s config, score ``observed`` (the data
     set's observed.npz) against them (:func:`score_fit`) and write the result to ``out`` (JSON)."""
-    from popdl.features import features_chunk, load_features
     from popdl.io import provenance, write_json
     from popdl.predict import load_observed
-    from popdl.simulate import simulate_chunk
 
     if replicates < MIN_REPLICATES:
         raise DataError(f"a fit check needs at least {MIN_REPLICATES} replicates, got {replicates}")
@@ -231,11 +243,7 @@ def check_fit(model: str | Path, prediction: str | Path, observed: str | Path, *
     plan = pd.concat([plan, draws], axis=1)
     start = time.perf_counter()
     log.info("%s: simulating %d replicates of %s from the network's answer", name, len(plan), scenario_name)
-    with tempfile.TemporaryDirectory(prefix="popdl-fit-") as tmp:
-        sims, feats = Path(tmp) / "sims.npz", Path(tmp) / "features.npz"
-        simulate_chunk(config, scenario, plan, sims, progress_every=progress_every)
-        features_chunk(config, sims, feats, root_seed=root, progress_every=progress_every)
-        simulated = load_features(feats)
+    simulated = simulated_features(config, config, scenario, plan, root_seed=root, progress_every=progress_every)
     names = [str(s) for s in simulated["stat_names"]]
     if [str(s) for s in obs["stat_names"]] != names:
         raise DataError(f"{observed}: its statistics are not those the model's config computes; run popdl observe "

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -60,28 +58,23 @@ def simulate_prior(config: dict, draws: int, *, progress_every: float = 30.0) ->
     """The summary statistics of the first ``draws`` draws of every scenario of a prepared
     ``config``, simulated and featurised as the run's chunk 0 is: ``stats`` (simulations,
     statistics), ``stat_names``, ``labels`` (the scenario of each) and ``seconds``."""
-    from popdl.features import features_chunk, load_features
+    from popdl.fitcheck import simulated_features
     from popdl.plan import plan_draws
     from popdl.scenarios import Scenario
-    from popdl.simulate import simulate_chunk
     from popdl.stages import stage_config
 
     features_cfg = stage_config(config, "features")
     stats, labels, names = [], [], None
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="popdl-prior-") as tmp:
-        for name in config["scenarios"]:
-            cfg = stage_config(config, "simulate", name)
-            scenario = Scenario.from_config(name, cfg)
-            plan = plan_draws(scenario, root_seed=cfg["seed"], start=0, stop=draws)
-            log.info("prior check: simulating %d draws of %s", len(plan), name)
-            sims, feats = Path(tmp) / f"{name}.npz", Path(tmp) / f"{name}.features.npz"
-            simulate_chunk(cfg, scenario, plan, sims, progress_every=progress_every)
-            features_chunk(features_cfg, sims, feats, progress_every=progress_every)
-            loaded = load_features(feats)
-            stats.append(np.asarray(loaded["stats"], dtype=np.float64))
-            labels += [name] * len(plan)
-            names = [str(s) for s in loaded["stat_names"]]
+    for name in config["scenarios"]:
+        cfg = stage_config(config, "simulate", name)
+        scenario = Scenario.from_config(name, cfg)
+        plan = plan_draws(scenario, root_seed=cfg["seed"], start=0, stop=draws)
+        log.info("prior check: simulating %d draws of %s", len(plan), name)
+        loaded = simulated_features(cfg, features_cfg, scenario, plan, progress_every=progress_every)
+        stats.append(np.asarray(loaded["stats"], dtype=np.float64))
+        labels += [name] * len(plan)
+        names = [str(s) for s in loaded["stat_names"]]
     return {"stats": np.concatenate(stats), "stat_names": names, "labels": labels,
             "seconds": time.perf_counter() - start}
 
