@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,3 +125,75 @@ def test_the_growth_overlay_adds_a_scenario_whose_tajimas_d_no_constant_size_rea
     d = result["stats"][:, result["stat_names"].index("tajimas_d_pop1")]
     labels = np.array(result["labels"])
     assert d[labels == "isolation_growth"].max() < -1.0 < d[labels == "isolation"].min(), (labels, d)
+
+
+def _observed_from(features: Path, out: Path, *, scale: dict[str, float] | None = None) -> Path:
+    """An observed.npz (popdl observe's arrays) holding the first draw of a features file, with the
+    statistics whose names start with a key of ``scale`` multiplied by its value."""
+    from popdl.features import load_features
+    from popdl.io import save_npz
+
+    f = load_features(features)
+    stats = np.array(f["stats"][0], dtype=np.float64)
+    names = [str(s) for s in f["stat_names"]]
+    for prefix, factor in (scale or {}).items():
+        for j, name in enumerate(names):
+            if name.startswith(prefix):
+                stats[j] *= factor
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_npz(out, images=f["images"][:1], distances=f["distances"][:1], stats=stats, stat_names=f["stat_names"])
+    return out
+
+
+def test_the_workflows_prior_check_places_the_data_among_each_scenarios_first_chunk(tiny_dataset, tmp_path):
+    # popdl prior-check, as the prior_check rule runs it: the features of chunk 0 of every scenario.
+    features = sorted(tiny_dataset.parent.glob("features/*/0.npz"))
+    assert [p.parent.name for p in features] == ["isolation", "isolation_migration", "secondary_contact"]
+    cmd = [sys.executable, "-m", "popdl", "prior-check", "--features", *map(str, features)]
+    # A draw of the first chunk itself lies within every range.
+    observed = _observed_from(features[0], tmp_path / "within" / "observed.npz")
+    out = tmp_path / "within" / "prior_check.json"
+    proc = subprocess.run(cmd + ["--observed", str(observed), "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["scenarios"] == {"isolation": 20, "isolation_migration": 20, "secondary_contact": 20}
+    assert not result["warn"] and result["outside"] == [] and result["simulations"] == 60
+    assert proc.stdout.strip() == result["line"] == (
+        "within: prior check, chunk 0 of each of 3 scenario(s) (60 simulations): every statistic lies within the "
+        "simulations' range")
+    # A hundred times its diversity: a WARNING naming the priors, in the file and on stdout ...
+    observed = _observed_from(features[0], tmp_path / "far" / "observed.npz",
+                              scale={"segsites_": 100, "pi_": 100, "theta_w_": 100})
+    out = tmp_path / "far" / "prior_check.json"
+    proc = subprocess.run(cmd + ["--observed", str(observed), "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["warn"] and "WARNING" in result["line"] and "more diversity in pop1, pop2 than any simulation" \
+        in result["line"], result["line"]
+    # ... and with --stop (predict.prior_check: stop) one error line, and nothing written.
+    out.unlink()
+    proc = subprocess.run(cmd + ["--observed", str(observed), "--out", str(out), "--stop"], capture_output=True,
+                          text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "more diversity in pop1, pop2" in lines[0], proc.stderr
+    assert lines[0].endswith("(predict.prior_check: stop; widen the priors, or set it to warn to run on)")
+    assert not out.exists()
+    # Statistics that another config computed: named, nothing written.
+    other = tmp_path / "other" / "observed.npz"
+    from popdl.io import save_npz
+
+    with np.load(observed) as f:
+        save_npz(other, **{k: f[k] for k in ("images", "distances")}, stats=f["stats"][:-1],
+                 stat_names=f["stat_names"][:-1])
+    proc = subprocess.run(cmd + ["--observed", str(other), "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "its statistics are not those of" in proc.stderr and not out.exists()
+
+
+def test_a_statistic_some_simulations_lack_is_ranged_among_the_others():
+    # Tajima's D is NaN in a simulation without segregating sites: the statistic is still checked.
+    sim = np.random.default_rng(2).normal(size=(60, len(NAMES)))
+    sim[0, 3] = np.nan
+    obs = np.median(np.nan_to_num(sim), axis=0)
+    obs[3] = -9.0
+    outside = score_prior(obs, sim, NAMES)["outside"]
+    assert [o["statistic"] for o in outside] == ["tajimas_d_pop1"] and outside[0]["low"] < -1

@@ -198,6 +198,11 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     assert fit["fits"] == (fit["p_value"] >= 0.01) and len(fit["quantiles"]) == len(fit["p_values"]) > 10
     assert set(fit["parameters"]) == set(net["scenario_params"][net["scenario"]])
     assert html.count('id="fit-obs"') == 2 and "Fit check (posterior predictive)" in html
+    # The prior check: the data among the first chunk of each scenario, in the answer.
+    prior = json.loads((tiny_run / "predict" / "obs" / "prior_check.json").read_text())
+    assert prior["simulations"] == 60 and prior["scenarios"] == {s: 20 for s in net["probabilities"]}
+    assert prior["line"].startswith("obs: prior check, chunk 0 of each of 3 scenario(s) (60 simulations): ")
+    assert html.count('id="prior-obs"') == 1
 
 
 @pytest.mark.slow
@@ -415,7 +420,7 @@ def test_reformatted_config_reruns_nothing_and_abc_trees_rerun_only_abc(tiny_run
 
 def test_reformatted_default_config_gives_the_same_jobs(tmp_path):
     """The default config and its sorted, re-spelt dump give the same shell
-    commands (the same settings files) for its 50 jobs (51 with `all`)."""
+    commands (the same settings files) for its 51 jobs (52 with `all`)."""
     from conftest import DEFAULT_CONFIG
 
     def commands(configfile):
@@ -426,7 +431,7 @@ def test_reformatted_default_config_gives_the_same_jobs(tmp_path):
     moved = tmp_path / "reformatted.yaml"
     moved.write_text(_reformatted(DEFAULT_CONFIG))
     first = commands(original)
-    assert len(first) == 50 and not any("{" in c for c in first)  # no settings JSON in the commands
+    assert len(first) == 51 and not any("{" in c for c in first)  # no settings JSON in the commands
     assert commands(moved) == first
     changed = copy.deepcopy(DEFAULT_CONFIG)
     changed["scenarios"]["isolation"]["priors"]["N1"]["loguniform"][1] = 40000

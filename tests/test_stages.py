@@ -80,8 +80,10 @@ def test_stage_slice(config, stage):
         assert part["evaluate"] == config["evaluate"]
     elif stage in ("observe", "predict"):
         assert part["data"] == config["predict"]["data"][0] and part["data"]["vcf"] == DATA["vcf"]
-        assert "data" not in part["predict"] and "fit_check" not in part["predict"]  # the fit check reruns neither
-        assert {k: v for k, v in config["predict"].items() if k not in ("data", "fit_check")} == part["predict"]
+        # Neither the fit check's nor the prior check's settings rerun observe or predict.
+        assert not {"data", "fit_check", "prior_check"} & set(part["predict"])
+        assert {k: v for k, v in config["predict"].items()
+                if k not in ("data", "fit_check", "prior_check")} == part["predict"]
     elif stage == "abc":
         assert part["abc"] == config["abc"] and part["data"] == ["obs"]
     elif stage == "scan":

@@ -24,6 +24,7 @@ def test_dry_run_of_the_default_config(tmp_path):
     assert counts["plan"] == scenarios and counts["dataset"] == 1
     assert counts["simulate"] == counts["features"] == scenarios * chunks
     assert counts["check_fit"] == counts["predict"] == len(config["predict"]["data"])  # each data set's fit check
+    assert counts["prior_check"] == len(config["predict"]["data"])  # ... and prior check
     assert not (tmp_path / "results").exists()
 
 
@@ -43,6 +44,16 @@ def test_the_fit_check_is_planned_only_where_the_answer_names_a_scenario(tmp_pat
     assert planned(task=["regress"]) == 0
     one = {"isolation": config["scenarios"]["isolation"]}
     assert planned(task=["regress"], scenarios=one) == 1
+    # predict.prior_check off skips the prior check; stop passes --stop to it.
+    off = dry_run(tmp_path, configfile=write_config(tmp_path, {**config, "predict": {**config["predict"],
+                                                                                     "prior_check": "off"}}))
+    assert "prior_check" not in off and off["check_fit"] == 1
+    from conftest import snakemake
+
+    stop = write_config(tmp_path, {**config, "predict": {**config["predict"], "prior_check": "stop"}})
+    proc = snakemake(tmp_path, "-n", "-p", configfile=stop)
+    command, = [line for line in proc.stdout.splitlines() if "popdl prior-check" in line]
+    assert command.split(" 2> ")[0].endswith(" --stop") and command.count("/0.npz") == len(config["scenarios"])
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])

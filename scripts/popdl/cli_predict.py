@@ -90,6 +90,18 @@ def add_commands(sub) -> None:
     p.add_argument("--out", help="the JSON to write (default: fit_check.json beside predictions.json)")
     p.set_defaults(func=cmd_check_fit)
 
+    p = sub.add_parser("prior-check", help="an observed data set's summary statistics among the run's first "
+                                           "simulations (each scenario's chunk 0): do the data lie within the priors?")
+    p.add_argument("--observed", required=True, help="the data set's observed.npz (popdl observe)")
+    p.add_argument("--features", required=True, nargs="+", metavar="[SCENARIO=]FILE",
+                   help="features files of popdl features, one per scenario (SCENARIO: default the file's "
+                        "folder, as in results/{run}/features/SCENARIO/0.npz)")
+    p.add_argument("--settings", help="the observe step's JSON config slice (or @file), for the provenance")
+    p.add_argument("--stop", action="store_true",
+                   help="a WARNING is an error and nothing is written (config predict.prior_check: stop)")
+    p.add_argument("--out", required=True, help="the JSON to write (results/{run}/predict/NAME/prior_check.json)")
+    p.set_defaults(func=cmd_prior_check)
+
     p = sub.add_parser("abc", help="rejection ABC and ABC random forest on the dataset's summary statistics")
     add_config_arguments(p)
     p.add_argument("--dataset", required=True, help="dataset folder")
@@ -467,6 +479,25 @@ def cmd_check_fit(args) -> int:
     result = check_fit(args.model, prediction, observed, replicates=args.replicates, out=out)
     print(f"{result['name']}: {'FITS' if result['fits'] else 'DOES NOT FIT'}: {result['summary']}; "
           f"{result['replicates']} replicates of {result['scenario']} ({result['seconds']:.0f} s); written to {out}")
+    return 0
+
+
+def cmd_prior_check(args) -> int:
+    from popdl.priorcheck import check_chunks
+    from popdl.stages import load_settings, settings_hash
+
+    features: dict[str, list[Path]] = {}
+    for item in args.features:
+        scenario, sep, path = item.partition("=")
+        path = Path(path) if sep else Path(item)
+        features.setdefault(scenario if sep else path.parent.name, []).append(path)
+    several = {k: v for k, v in features.items() if len(v) > 1}
+    if several:
+        raise ValueError(f"--features: one file per scenario, {', '.join(several)} has {max(map(len, several.values()))}")
+    config_hash = settings_hash(load_settings(args.settings)) if args.settings else None
+    result = check_chunks(args.observed, {k: v[0] for k, v in features.items()}, args.out, stop=args.stop,
+                          config_hash=config_hash)
+    print(result["line"])
     return 0
 
 

@@ -63,10 +63,9 @@ from popdl import seeds
 from popdl.errors import DataError
 from popdl.model_io import read_bundle
 from popdl.plan import SEED_COLUMNS
-from popdl.priorcheck import tajima_advice
 from popdl.scenarios import Scenario
 
-__all__ = ["check_fit", "parameter_draws", "score_fit", "simulated_features", "FIT_DRAWS", "ALPHA", "MIN_REPLICATES"]
+__all__ = ["check_fit", "parameter_draws", "score_fit", "simulated_features", "tajima_advice", "FIT_DRAWS", "ALPHA", "MIN_REPLICATES"]
 
 log = logging.getLogger("popdl.fitcheck")
 
@@ -193,6 +192,28 @@ def _config(bundle: dict) -> dict:
         raise DataError(f"the model folder's bundle.json has no {', '.join(missing)} in its config: a model of an "
                         "earlier popdl, which cannot simulate its answer; retrain it")
     return config
+
+
+#: Tajima's D of one population, by its name's prefix.
+TAJIMA = "tajimas_d_"
+#: The overlay that adds a scenario with growth to a two-population config.
+GROWTH_OVERLAY = "config/overlays/growth.yaml"
+
+
+def tajima_advice(sides: dict[str, list[str]], *, among: str) -> list[str]:
+    """What a Tajima's D outside every ``among`` (``simulation``, ``replicate``) says: ``sides``
+    maps ``below`` and ``above`` to statistics outside on that side (others are ignored)."""
+    pops = {side: [s[len(TAJIMA):] for s in sides.get(side, []) if s.startswith(TAJIMA)] for side in ("below", "above")}
+    out = []
+    if pops["below"]:
+        out.append(f"Tajima's D below every {among} in {', '.join(pops['below'])} (more rare variants than any "
+                   f"{among}): population growth, which constant sizes cannot make ({GROWTH_OVERLAY} adds a scenario "
+                   "with it to a two-population config)")
+    if pops["above"]:
+        out.append(f"Tajima's D above every {among} in {', '.join(pops['above'])} (fewer rare variants than any "
+                   f"{among}): a recent bottleneck, structure within a population, or rare alleles filtered out of "
+                   "the data and not out of the simulations (features.min_maf, min_mac)")
+    return out
 
 
 def simulated_features(sim_config: dict, features_config: dict, scenario: Scenario, plan: pd.DataFrame, *,

@@ -30,10 +30,13 @@ from __future__ import annotations
 import logging
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PRIOR_DRAWS", "simulate_prior", "score_prior", "prior_lines", "tajima_advice"]
+from popdl.fitcheck import score_fit, simulated_features, tajima_advice
+
+__all__ = ["PRIOR_DRAWS", "simulate_prior", "score_prior", "prior_lines", "check_chunks"]
 
 log = logging.getLogger("popdl.priorcheck")
 
@@ -48,17 +51,12 @@ SHAPES = {"tajimas_d": "the SFS", "sfs": "the SFS", "jsfs": "the joint SFS", "ld
 #: The other statistics get a warning when more than this many times the number chance leaves outside
 #: (plus two) lie outside every simulation.
 CHANCE_FACTOR = 3
-#: Tajima's D of one population, by its name's prefix.
-TAJIMA = "tajimas_d_"
-#: The overlay that adds a scenario with growth to a two-population config.
-GROWTH_OVERLAY = "config/overlays/growth.yaml"
 
 
 def simulate_prior(config: dict, draws: int, *, progress_every: float = 30.0) -> dict:
     """The summary statistics of the first ``draws`` draws of every scenario of a prepared
     ``config``, simulated and featurised as the run's chunk 0 is: ``stats`` (simulations,
     statistics), ``stat_names``, ``labels`` (the scenario of each) and ``seconds``."""
-    from popdl.fitcheck import simulated_features
     from popdl.plan import plan_draws
     from popdl.scenarios import Scenario
     from popdl.stages import stage_config
@@ -95,17 +93,19 @@ def score_prior(observed: np.ndarray, simulated: np.ndarray, stat_names: list[st
     """Where the observed statistics (statistics,) lie among the prior's simulations
     (simulations, statistics): each one's mid-rank, those outside every simulation (with
     the direction), and the joint p-value of :func:`popdl.fitcheck.score_fit`."""
-    from popdl.fitcheck import score_fit
-
     obs = np.asarray(observed, dtype=np.float64)
     sim = np.asarray(simulated, dtype=np.float64)
+    # Jointly, the statistics every simulation has; one by one, each among the simulations that have it
+    # (Tajima's D of a simulation without segregating sites is NaN, its neighbours' are not).
     finite = np.isfinite(obs) & np.isfinite(sim).all(axis=0)
     names = [n for n, f in zip(stat_names, finite) if f]
     joint = score_fit(obs[finite], sim[:, finite], names)
-    lo, hi = sim.min(axis=0), sim.max(axis=0)
+    some = np.isfinite(obs) & np.isfinite(sim).any(axis=0)
+    lo = np.min(sim, axis=0, initial=np.inf, where=np.isfinite(sim))
+    hi = np.max(sim, axis=0, initial=-np.inf, where=np.isfinite(sim))
     outside = []
     for j, stat in enumerate(stat_names):
-        if not finite[j] or lo[j] <= obs[j] <= hi[j]:
+        if not some[j] or lo[j] <= obs[j] <= hi[j]:
             continue
         kind, pops = _kind(stat)
         outside.append({"statistic": stat, "observed": float(obs[j]), "low": float(lo[j]), "high": float(hi[j]),
@@ -117,22 +117,6 @@ def score_prior(observed: np.ndarray, simulated: np.ndarray, stat_names: list[st
     return {"simulations": n, "statistics": int(len(stat_names)), "p_value": joint["p_value"],
             "quantiles": joint["quantiles"], "outside": outside, "expected_outside": expected,
             "shapes_beyond_chance": many, "warn": many or len(shapes) < len(outside)}
-
-
-def tajima_advice(sides: dict[str, list[str]], *, among: str) -> list[str]:
-    """What a Tajima's D outside every ``among`` (``simulation``, ``replicate``) says: ``sides``
-    maps ``below`` and ``above`` to statistics outside on that side (others are ignored)."""
-    pops = {side: [s[len(TAJIMA):] for s in sides.get(side, []) if s.startswith(TAJIMA)] for side in ("below", "above")}
-    out = []
-    if pops["below"]:
-        out.append(f"Tajima's D below every {among} in {', '.join(pops['below'])} (more rare variants than any "
-                   f"{among}): population growth, which constant sizes cannot make ({GROWTH_OVERLAY} adds a scenario "
-                   "with it to a two-population config)")
-    if pops["above"]:
-        out.append(f"Tajima's D above every {among} in {', '.join(pops['above'])} (fewer rare variants than any "
-                   f"{among}): a recent bottleneck, structure within a population, or rare alleles filtered out of "
-                   "the data and not out of the simulations (features.min_maf, min_mac)")
-    return out
 
 
 def _advice(outside: list[dict], *, shapes_beyond_chance: bool) -> list[str]:
@@ -167,10 +151,13 @@ def _value(x: float) -> str:
     return f"{x:.4g}"
 
 
-def prior_lines(name: str, result: dict, *, draws: int, scenarios: int, seconds: float) -> list[str]:
-    """check-data's lines for a :func:`score_prior` result."""
-    head = (f"{name}: prior check, the run's first {draws} draws of each of {scenarios} scenario(s) "
-            f"({result['simulations']} simulations, {seconds:.0f} s): ")
+def prior_lines(name: str, result: dict, *, draws: int = 0, scenarios: int = 0, seconds: float = 0.0,
+                source: str | None = None) -> list[str]:
+    """check-data's lines for a :func:`score_prior` result: among the run's first ``draws`` draws of
+    each of ``scenarios`` scenarios, simulated in ``seconds``; or among the simulations ``source`` says."""
+    source = source or (f"the run's first {draws} draws of each of {scenarios} scenario(s) "
+                        f"({result['simulations']} simulations, {seconds:.0f} s)")
+    head = f"{name}: prior check, {source}: "
     outside = result["outside"]
     if not outside:
         return [head + "every statistic lies within the simulations' range"]
@@ -187,3 +174,45 @@ def prior_lines(name: str, result: dict, *, draws: int, scenarios: int, seconds:
     else:
         line += "; no more than chance leaves outside"
     return [line]
+
+
+def check_chunks(observed: str | Path, features: dict[str, str | Path], out: str | Path, *, stop: bool = False,
+                 config_hash: str | None = None) -> dict:
+    """The workflow's prior check (rule ``prior_check``): the statistics of ``observed`` (an
+    observed.npz of ``popdl observe``) among the features of each scenario's chunk 0 (``features``:
+    scenario -> features .npz), the first draws the run simulated, scored by :func:`score_prior`
+    and written to ``out`` (JSON) with check-data's line.  ``stop``: a WARNING is a
+    :class:`~popdl.errors.DataError` instead, and nothing is written, so that the run stops
+    before it simulates the rest, tunes and trains (``predict.prior_check: stop``)."""
+    from popdl.errors import DataError
+    from popdl.features import load_features
+    from popdl.io import provenance, write_json
+    from popdl.predict import load_observed, read_observed_summary
+
+    obs = load_observed(observed)
+    name = str(read_observed_summary(observed).get("name") or Path(observed).parent.name)
+    names = [str(s) for s in obs["stat_names"]]
+    stats, counts = [], {}
+    for scenario, path in features.items():
+        try:
+            loaded = load_features(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable features file of popdl features ({str(exc).splitlines()[0]})") \
+                from None
+        if [str(s) for s in loaded["stat_names"]] != names:
+            raise DataError(f"{path}: its statistics are not those of {observed} (another config computed them)")
+        stats.append(np.asarray(loaded["stats"], dtype=np.float64))
+        counts[scenario] = int(stats[-1].shape[0])
+    if not stats:
+        raise DataError("a prior check needs the features of at least one scenario's chunk")
+    result = score_prior(np.asarray(obs["stats"], dtype=np.float64), np.concatenate(stats), names)
+    source = f"chunk 0 of each of {len(counts)} scenario(s) ({result['simulations']} simulations)"
+    line = prior_lines(name, result, source=source)[0]
+    if stop and result["warn"]:
+        raise DataError(f"{line} (predict.prior_check: stop; widen the priors, or set it to warn to run on)")
+    result.update(name=name, scenarios=counts, line=line,
+                  provenance=provenance(config_hash=config_hash, observed=str(observed),
+                                        features={k: str(v) for k, v in features.items()}))
+    write_json(out, result)
+    (log.warning if result["warn"] else log.info)("%s", line)
+    return result

@@ -646,6 +646,15 @@ def _fit_line(fit: dict | None, name: str) -> str:
             f"simulated from {_esc(fit['scenario'])} with parameters drawn from the network's estimates).</p>")
 
 
+def _prior_line(prior: dict | None, name: str) -> str:
+    """The prior check of data set ``name`` (prior_check.json) as one HTML paragraph; empty without one."""
+    if not prior:
+        return ""
+    text = prior["line"].removeprefix(f"{name}: prior check, ")
+    head = "Prior check: <b>the data lie beyond the priors' simulations</b>" if prior["warn"] else "Prior check"
+    return f'<p class="{"flag" if prior["warn"] else "ok"}" id="prior-{_esc(name)}">{head}: among {_esc(text)}.</p>'
+
+
 def _fit_section(rep: Report, fit: dict | None, name: str, *, wanted: bool) -> str:
     """The fit check in full: the paragraph, the statistics farthest out, and each statistic's quantile."""
     if not fit:
@@ -717,7 +726,8 @@ def _answer_section(rep: Report, config: dict, results: Path) -> None:
             body += (f"<p>Parameters of {_esc(best)}, estimate and {_fmt(100 * (level[1] - level[0]), 2) if level else ''}% "
                      "interval (natural units):</p>" + _table(pd.DataFrame(rows)))
         body += _agreement(best, abc_answers.get(name) or {}, abc_methods, name)
-        body += _verdict(pred) + _fit_line(_read_json(results / "predict" / name / "fit_check.json"), name)
+        body += (_verdict(pred) + _prior_line(_read_json(results / "predict" / name / "prior_check.json"), name)
+                 + _fit_line(_read_json(results / "predict" / name / "fit_check.json"), name))
     rep.section("answer", "The answer", body)
 
 
@@ -893,6 +903,9 @@ def run_summary(results: str | Path, data_names=()) -> list[str]:
         fit = _read_json(results / "predict" / name / "fit_check.json")
         fits = "" if not fit else ("; the answer reproduces the data" if fit.get("fits")
                                    else "; the answer does NOT reproduce the data (fit check)")
+        prior = _read_json(results / "predict" / name / "prior_check.json")
+        if prior and prior.get("warn"):
+            fits += "; the data lie beyond the priors' simulations (prior check)"
         others = [f"{label} {top}" for label, (top, _) in _abc_choices(abc_answers.get(name) or {}, abc_methods).items()
                   if top != best]
         disagree = f"; the ABC baselines disagree ({', '.join(others)})" if others else ""

@@ -105,7 +105,7 @@ def _observe(config: dict, data: str | None) -> dict:
         "samples": config["samples"],
         "genome": config["genome"],
         "features": config["features"],
-        "predict": {k: v for k, v in config["predict"].items() if k not in ("data", "fit_check")},
+        "predict": {k: v for k, v in config["predict"].items() if k not in ("data", "fit_check", "prior_check")},
     }
     if data is not None:
         part["data"] = with_defaults(_data_entry(config, "predict", data), config["predict"].get("defaults"))

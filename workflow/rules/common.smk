@@ -121,6 +121,12 @@ def check_fit_env(wildcards):
     return str(REPO / "envs" / f"{'fastsimcoal2' if uses else 'simulate'}.yaml")
 
 
+def first_chunk_first(wildcards):
+    """Each scenario's chunk 0 is simulated and featurised before its other chunks: the
+    prior checks read them (predict.prior_check), early in the run."""
+    return 10 if int(wildcards.chunk) == 0 else 0
+
+
 def chunk_start(wildcards):
     """First draw (inclusive) of a chunk."""
     return int(wildcards.chunk) * config["simulations"]["chunk"]
@@ -305,7 +311,22 @@ def report_inputs(wildcards):
         f"{RESULTS}/tuning/best.json",
         f"{RESULTS}/tuning/trials.csv",
     ]
-    return inputs + all_predictions(wildcards) + all_fit_checks() + scan_targets()
+    return (
+        inputs
+        + all_predictions(wildcards)
+        + all_prior_checks()
+        + all_fit_checks()
+        + scan_targets()
+    )
+
+
+def all_prior_checks():
+    """The prior check of every predict.data entry, unless predict.prior_check is off."""
+    if config["predict"]["prior_check"] == "off":
+        return []
+    return expand(
+        f"{RESULTS}/predict/{{data}}/prior_check.json", data=list(PREDICT_DATA)
+    )
 
 
 def all_fit_checks():

@@ -7,6 +7,7 @@ rule features:
         f"{RESULTS}/logs/features/{{scenario}}/{{chunk}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/features/{{scenario}}/{{chunk}}.tsv"
+    priority: first_chunk_first
     conda:
         "../../envs/simulate.yaml"
     threads: 1

@@ -1,7 +1,9 @@
 # Observed data sets (predict.data): validated and turned into the network's
-# inputs, then the final network's scenario probabilities and parameter
-# estimates, with the misspecification check against the simulations, and
-# the fit check: data simulated from the answer against the observed ones.
+# inputs; the prior check, as soon as each scenario's first chunk is
+# featurised (do the data lie among those simulations?); then the final
+# network's scenario probabilities and parameter estimates, with the
+# misspecification check against the simulations, and the fit check: data
+# simulated from the answer against the observed ones.
 
 
 rule observe:
@@ -24,6 +26,31 @@ rule observe:
         settings=observe_settings,
     shell:
         "python3 -m popdl observe --settings {params.settings:q} --out {output.npz:q} 2> {log:q}"
+
+
+rule prior_check:
+    input:
+        observed=f"{RESULTS}/predict/{{data}}/observed.npz",
+        features=expand(f"{RESULTS}/features/{{scenario}}/0.npz", scenario=SCENARIOS),
+    output:
+        json=f"{RESULTS}/predict/{{data}}/prior_check.json",
+    log:
+        f"{RESULTS}/logs/prior_check/{{data}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prior_check/{{data}}.tsv"
+    priority: 50
+    conda:
+        "../../envs/predict.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        settings=observe_settings,
+        stop="--stop" if config["predict"]["prior_check"] == "stop" else "",
+    shell:
+        "python3 -m popdl prior-check --settings {params.settings:q} --observed {input.observed:q} "
+        "--features {input.features:q} --out {output.json:q} {params.stop} 2> {log:q}"
 
 
 rule predict:

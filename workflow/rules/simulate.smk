@@ -28,6 +28,7 @@ rule simulate:
         f"{RESULTS}/logs/simulate/{{scenario}}/{{chunk}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/simulate/{{scenario}}/{{chunk}}.tsv"
+    priority: first_chunk_first
     conda:
         simulate_env
     threads: 1
