@@ -197,3 +197,23 @@ def test_a_statistic_some_simulations_lack_is_ranged_among_the_others():
     obs[3] = -9.0
     outside = score_prior(obs, sim, NAMES)["outside"]
     assert [o["statistic"] for o in outside] == ["tajimas_d_pop1"] and outside[0]["low"] < -1
+
+
+def test_prior_check_stop_ends_the_run_before_the_other_chunks(tmp_path):
+    # The example data (ten 100 kb contigs) against the tiny config (one 20 kb locus): far more diversity
+    # than any simulation. With predict.prior_check: stop, each scenario's chunk 0 and the data are read
+    # first, the prior check fails, and the run ends there: no other chunk, no dataset, no sweep.
+    from conftest import snakemake, tiny_config, write_config
+
+    entry = {"name": "far", "vcf": str(REPO / "config" / "data" / "example.vcf.gz"),
+             "popmap": str(REPO / "config" / "data" / "example_popmap.tsv")}
+    config = write_config(tmp_path, tiny_config(predict={"data": [entry], "prior_check": "stop"}))
+    proc = snakemake(tmp_path, "--cores", "1", configfile=config, check=False)
+    assert proc.returncode != 0
+    results = tmp_path / "results" / "tiny"
+    log = (results / "logs" / "prior_check" / "far.log").read_text()
+    assert "more diversity in pop1, pop2 than any simulation" in log and "predict.prior_check: stop" in log, log
+    assert sorted(p.relative_to(results / "sims").as_posix() for p in (results / "sims").glob("*/*.npz")) == [
+        "isolation/0.npz", "isolation_migration/0.npz", "secondary_contact/0.npz"]
+    assert not (results / "predict" / "far" / "prior_check.json").exists()
+    assert not (results / "dataset").exists() and not (results / "tuning").exists()

@@ -16,6 +16,7 @@ rule observe:
         f"{RESULTS}/logs/observe/{{data}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/observe/{{data}}.tsv"
+    priority: 10
     conda:
         "../../envs/predict.yaml"
     threads: 1
