@@ -131,9 +131,10 @@ def _advice(outside: list[dict], *, shapes_beyond_chance: bool) -> list[str]:
                        "and genome.length (the sequenced bp per locus)")
         pairs = sorted({o["populations"] for o in outside if o["kind"] == "divergence" and o["side"] == side})
         if pairs:
+            way, other = ("up", "down") if side == "above" else ("down", "up")
             out.append(f"{word} divergence between {', '.join(pairs)} than any simulation: widen the split times' "
-                       f"priors {'up' if side == 'above' else 'down'} (and the migration rates' "
-                       f"{'down' if side == 'above' else 'up'})")
+                       f"priors {way} (d_xy also grows with the ancestral size: its prior {way}; and the migration "
+                       f"rates' {other})")
     if out:
         out[-1] += ": a network trained on this config could only answer at a prior's bound"
     if shapes_beyond_chance:
