@@ -226,7 +226,12 @@ def test_popmap_exported_from_a_spreadsheet_as_csv_reads_as_a_table(tmp_path, ca
     # Semicolons, as spreadsheets write CSV where the comma is the decimal mark.
     assert read_popmap(write(tmp_path, "q.csv", "a1;pop1\nb1;pop2\n")) == {"a1": "pop1", "b1": "pop2"}
     # A sample sheet's extra columns: one line saying so, and how to read it.
-    with pytest.raises(DataError, match=r"line 1: 4 columns \(a1, pop1, 47.2, 8.5\), not two: .* --popmap-columns a1 pop1 "):
+    with pytest.raises(DataError, match=r"line 1: 4 columns \(Sample, Pop, Lat, Lon\), not two: .* --popmap-columns "
+                                        r"Sample Pop "):
+        read_popmap(write(tmp_path, "s.csv", "Sample,Pop,Lat,Lon\na1,pop1,47.2,8.5\n"))
+    # ... and a table without titles (a number on line 1) is told to keep two columns, not to read line 1 as titles.
+    with pytest.raises(DataError, match=r"line 1: 4 columns \(a1, pop1, 47.2, 8.5\), not two, and no line of titles "
+                                        r"\(a number among them\): keep the sample and population columns \(cut -f1,2 "):
         read_popmap(write(tmp_path, "r.csv", "a1,pop1,47.2,8.5\n"))
 
 

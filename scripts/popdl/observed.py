@@ -240,6 +240,13 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
             if len(tabbed) > 2 or (separated and len(separated) > 2):  # a sample sheet with more columns
                 if first:
                     titles = tabbed if len(tabbed) > 2 else separated
+                    words = SAMPLE_HEADERS | POPULATION_HEADERS
+                    if any(map(_is_number, titles)) and not any(_header_word(t) in words for t in titles):
+                        # coordinates, depths, and no title of a sample or a population: a table without titles
+                        raise DataError(f"popmap {path} line {number}: {found} columns ({_few(titles, 4)}), not two, "
+                                        "and no line of titles (a number among them): keep the sample and population "
+                                        f"columns (cut -f1,2 {shlex.quote(str(path))} > popmap.tsv), or add a line of "
+                                        "titles and read it with --popmap-columns SAMPLE POPULATION")
                     raise DataError(f"popmap {path} line {number}: {found} columns ({_few(titles, 4)}), not two: read "
                                     f"a sample sheet (titles on line 1) with {_sheet_example(titles)} (config "
                                     "popmap_columns), or keep two columns (cut -f1,2)")
@@ -266,6 +273,15 @@ SAMPLE_HEADERS = {"sample", "samples", "sampleid", "samplename", "individual", "
 POPULATION_HEADERS = {"population", "populations", "pop", "pops", "popid", "populationid", "populationname",
                       "strata", "stratum", "group", "groups", "site", "location", "locality", "region", "cluster",
                       "species", "taxon", "deme", "label"}
+
+
+def _is_number(field: str) -> bool:
+    """Whether a table's field reads as a number (a latitude, a depth): no column title does."""
+    try:
+        float(field.replace(",", "."))
+    except ValueError:
+        return False
+    return True
 
 
 def _header_word(field: str) -> str:
