@@ -246,6 +246,10 @@ def test_msprime_and_fastsimcoal2_agree_on_default_scenarios():
         ]},
         "priors": {"N_anc": 4000, "N1": 3000, "N2": 1000, "T_split": 2000},
     }
+    # and config/overlays/growth.yaml's scenario: a resize, then growth, in both populations
+    overlay = yaml.safe_load((REPO / "config" / "overlays" / "growth.yaml").read_text())["scenarios"]
+    config["scenarios"]["isolation_growth"] = {**overlay["isolation_growth"], "priors": {
+        "N_anc": 4000, "N1": 3000, "N2": 2000, "T_split": 2000, "growth": 20, "T_growth": 300}}
     config = prepare(config, base_dirs=(REPO,))
     n_hap, reps = 12, 40
     seeds_fsc = np.random.default_rng(11).choice(np.arange(1, 1_000_001), size=reps, replace=False)
