@@ -23,6 +23,11 @@ outside than chance leaves there: a statistic of a data set drawn as the
 simulations were lies outside the range of ``n`` of them with probability
 2 / (n + 1), so ``statistics × 2 / (n + 1)`` are expected outside
 (:data:`CHANCE_FACTOR`).
+
+The workflow checks again by itself (:func:`check_chunks`, ``popdl prior-check``,
+rule ``prior_check``): each data set among the first chunk of every scenario, as
+soon as those chunks are featurised (they are simulated before the others), with
+``predict.prior_check: stop`` to stop the run on a WARNING.
 """
 
 from __future__ import annotations
