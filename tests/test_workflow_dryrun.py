@@ -48,6 +48,12 @@ def test_the_fit_check_is_planned_only_where_the_answer_names_a_scenario(tmp_pat
     off = dry_run(tmp_path, configfile=write_config(tmp_path, {**config, "predict": {**config["predict"],
                                                                                      "prior_check": "off"}}))
     assert "prior_check" not in off and off["check_fit"] == 1
+    text = write_config(tmp_path, config).read_text()
+    assert "\npredict:\n" in text and "prior_check" not in text
+    bare = tmp_path / "bare-off.yaml"  # a bare off, which YAML 1.1 reads as false
+    bare.write_text(text.replace("\npredict:\n", "\npredict:\n  prior_check: off\n", 1))
+    off = dry_run(tmp_path, configfile=bare)
+    assert "prior_check" not in off and off["check_fit"] == 1
     from conftest import snakemake
 
     stop = write_config(tmp_path, {**config, "predict": {**config["predict"], "prior_check": "stop"}})
