@@ -322,7 +322,8 @@ def report_inputs(wildcards):
 
 def all_prior_checks():
     """The prior check of every predict.data entry, unless predict.prior_check is off."""
-    if config["predict"]["prior_check"] in ("off", False):  # YAML 1.1 reads a bare off as false
+    # YAML 1.1 reads a bare off as false
+    if config["predict"]["prior_check"] in ("off", False):
         return []
     return expand(
         f"{RESULTS}/predict/{{data}}/prior_check.json", data=list(PREDICT_DATA)
