@@ -166,11 +166,10 @@ def _check_data(args, out) -> int:
             raise ConfigError("--simulate needs the run's config (--configfile), not --settings")
         if args.simulate < 2:
             raise ConfigError(f"--simulate {args.simulate}: simulate at least 2 draws per scenario")
-    if args.simulate is not None:  # the whole config, for the simulations; its observe slice, for the data
         from popdl.config import load_configs
         from popdl.stages import stage_config
 
-        config = load_configs(args.configfile)
+        config = load_configs(args.configfile)  # the whole config, for the simulations; its observe slice, for the data
         settings = stage_config(config, "observe")
     else:
         config, settings = None, _predict_settings(args, "observe")

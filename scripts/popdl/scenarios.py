@@ -82,7 +82,7 @@ class Prior:
             if not _is_finite(spec):
                 raise ConfigError(f"config key '{where}': a fixed value must be a finite number, got {shown(spec)}")
             return cls(name, "fixed", (float(spec),))
-        if isinstance(spec, dict) and len(spec) > 1 and sum(k in PRIOR_KINDS for k in spec) > 1:
+        if isinstance(spec, dict) and sum(k in PRIOR_KINDS for k in spec) > 1:
             # e.g. {uniform: ..., loguniform: ...}: a later config file's prior merged into the earlier one's,
             # as Snakemake merges config files (mappings key by key).
             raise ConfigError(
