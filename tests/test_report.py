@@ -220,14 +220,23 @@ def test_methods_that_disagree_on_the_data_are_flagged_in_the_report_and_the_sum
     for answer in empirical["data"]["obs"].values():
         answer["probabilities"] = {s: float(s == other) for s in net["probabilities"]}
     (results / "abc" / "empirical.json").write_text(json.dumps(empirical))
+    # ... and a prior check that warned: flagged beside the answer and in the summary.
+    prior = json.loads((results / "predict" / "obs" / "prior_check.json").read_text())
+    prior.update(warn=True, line="obs: prior check, chunk 0 of each of 3 scenario(s) (60 simulations): WARNING, "
+                                 "more diversity in pop1 than any simulation")
+    (results / "predict" / "obs" / "prior_check.json").write_text(json.dumps(prior))
     config = prepare(tiny_config(**EXTRA), base_dirs=(tiny_run.parents[1], REPO))
     write_report(config, results, tmp_path / "report.html",
                  config_hash=settings_hash(stage_config(config, "report")))
     html = (tmp_path / "report.html").read_text()
     line = re.search(r'<p class="flag" id="agreement-obs">(.*?)</p>', html)
     assert line and f"rejection ABC {other} (1); ABC-RF {other} (1)" in line.group(1), line
+    assert re.search(r'<p class="flag" id="prior-obs">Prior check: <b>the data lie beyond the priors'
+                     r"' simulations</b>: among chunk 0 of each of 3 scenario\(s\) \(60 simulations\): WARNING, more "
+                     r"diversity in pop1", html), html[html.find('id="prior-obs"') - 40:][:400]
     said = [x for x in run_summary(results, ["obs"]) if x.startswith("obs: ")]
     assert len(said) == 1 and said[0].endswith(f"the ABC baselines disagree (rejection ABC {other}, ABC-RF {other})"), said
+    assert "; the data lie beyond the priors' simulations (prior check); " in said[0], said
 
 
 def test_report_section_without_inputs_says_so(tmp_path):
