@@ -641,6 +641,9 @@ def test_ids_group_reference_aligned_stacks2_tags_and_need_an_id_on_every_snp(tm
                      in_stacks_order["popmap"], "--suggest-config", "-")
     assert "the ID column names 3 Stacks loci on 2 contigs: the report below and the suggestion read each" in auto.stderr
     assert yaml.safe_load(auto.stdout) == yaml.safe_load(proc.stdout), auto.stdout + auto.stderr
+    # Read twice (by contig, then by ID): the notes both readings log are logged once.
+    notes = [line.split(" ", 2)[2] for line in auto.stderr.splitlines() if " popdl." in line]  # without the time
+    assert len(notes) == len(set(notes)) and sum("out of position order" in n for n in notes) == 1, auto.stderr
     sites[2] = ("scaf1", 1040, ".")
     entry = _sites_files(tmp_path, "noid", sites, ["0/1", "0/0", "1/1", "0/1"])
     with pytest.raises(DataError, match=r"1 of 5 SNPs have no ID \(the first on scaf1 at 1040\); loci: ids"):

@@ -140,12 +140,44 @@ def _predict_settings(args, stage="predict") -> dict:
 
 
 def cmd_check_data(args) -> int:
-    if args.suggest_config != "-":
-        return _check_data(args, sys.stdout)
-    # The suggested settings alone on stdout (`... --suggest-config > suggested.yaml` is a config file); the report on stderr.
-    out = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr):
-        return _check_data(args, out)
+    with _each_line_once():
+        if args.suggest_config != "-":
+            return _check_data(args, sys.stdout)
+        # The suggested settings alone on stdout (`... --suggest-config > suggested.yaml` is a config file); the report
+        # on stderr.
+        out = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            return _check_data(args, out)
+
+
+class _Once(logging.Filter):
+    """Lets each log line through once (by level and text)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+@contextlib.contextmanager
+def _each_line_once():
+    """check-data reads a data set again when its first reading says how to read it (the loci its IDs name):
+    the notes of the second reading (samples left out, htslib's messages) are those of the first, logged once."""
+    once = _Once()
+    handlers = {*logging.getLogger().handlers, *logging.getLogger("popdl").handlers}
+    for handler in handlers:
+        handler.addFilter(once)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(once)
 
 
 def _check_data(args, out) -> int:

@@ -228,7 +228,8 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
                     fields = next(csv.reader([line], delimiter=delimiter, skipinitialspace=True))
                     separated = [f.strip() for f in fields if f.strip()]
                     break
-            if separated and len(separated) == 2 and len(parts) != 2:
+            # Two fields between the delimiters win over the spaces: 'a1, pop1' and '"s1","Lake Malawi"'.
+            if separated and len(separated) == 2:
                 parts = separated
                 if not csv_lines:
                     log.info("popmap %s: read as %s-separated values", path, "comma" if delimiter == "," else "semicolon")
@@ -371,9 +372,15 @@ def _read_sample_sheet(path: Path, text: str, columns: Sequence[str | int]) -> d
 
 
 def _few(names, k: int = 5) -> str:
-    names = list(names)
+    names = [_shown(n) for n in names]
     text = ", ".join(names[:k])
     return text + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def _shown(name) -> str:
+    """A name as a list shows it: quoted when it holds a comma or a space ('South, coast'), else bare."""
+    name = str(name)
+    return repr(name) if not name or re.search(r"[\s,]", name) else name
 
 
 #: What aligners and callers append to a sample's file name (bcftools mpileup names each sample by its BAM file
@@ -441,6 +448,37 @@ def _match_case(names: list[str], popmap: dict, *, source: str, quiet: bool) -> 
     return out
 
 
+def _shared_numbers(data_names: list[str], popmap_names: list[str]) -> list[tuple[str, str, str]]:
+    """(data name, popmap name, number) for names left unmatched that share one catalogue or tissue number of
+    at least four digits, and no other unmatched name has it: 'A_woodhouseii_334171' in a VCF and
+    'A_californica_334171' in a popmap, one specimen renamed after a change of species."""
+    def numbers(names):
+        found: dict[str, list[str]] = {}
+        for name in names:
+            for number in set(re.findall(r"(?<!\d)\d{4,}(?!\d)", name)):
+                found.setdefault(number, []).append(name)
+        return found
+
+    in_data, in_popmap = numbers(data_names), numbers(popmap_names)
+    return [(in_data[n][0], in_popmap[n][0], n) for n in sorted(in_data.keys() & in_popmap.keys())
+            if len(in_data[n]) == 1 and len(in_popmap[n]) == 1]
+
+
+def _drop_titles(popmap: dict[str, str], present: set[str], *, source: str, quiet: bool) -> dict[str, str]:
+    """The popmap without its first line when that line is column titles :func:`read_popmap` did not know
+    ('Sample ID', 'Pop label'): a first sample absent from the data, whose label no other line has, while
+    other samples of the popmap are in the data."""
+    if len(popmap) < 2:
+        return popmap
+    (first, label), *rest = popmap.items()
+    if first in present or any(other == label for _, other in rest) or not any(s in present for s, _ in rest):
+        return popmap
+    if not quiet:
+        log.info("%s: the popmap's first line (%r, %r) names no sample of the data and no other line's population: "
+                 "read as column titles", source, first, label)
+    return dict(rest)
+
+
 def choose_individuals(
     present: list[str],
     popmap: dict[str, str],
@@ -496,6 +534,7 @@ def choose_individuals(
         log.info("%s: %d of %d sample name(s) had leading or trailing spaces; matched to the popmap after trimming them",
                  source, n_trimmed, len(present))
     popmap = {name.strip(): label.strip() for name, label in popmap.items()}
+    popmap = _drop_titles(popmap, set(trimmed), source=source, quiet=quiet)
     trimmed = _match_file_names(trimmed, popmap, source=source, quiet=quiet)
     trimmed = _match_case(trimmed, popmap, source=source, quiet=quiet)
     missing_from_popmap = [s for s in trimmed if s not in popmap]
@@ -545,6 +584,9 @@ def choose_individuals(
         left_out.append(f"{len(ignored_labels)} sample(s) of population(s) {_few(unsimulated, 3)}, which were not simulated")
     if left_out and not quiet:
         log.warning("%s: left out %s (predict.strict_samples makes these errors)", source, "; ".join(left_out))
+        for in_data, in_popmap, number in _shared_numbers(missing_from_popmap, missing_from_data)[:3]:
+            log.warning("%s: sample %r of the data and %r of the popmap share the number %s but not their names: if "
+                        "they are one individual, rename one of them", source, in_data, in_popmap, number)
     raw_of = dict(zip(trimmed, present))
     chosen: list[tuple[str, str]] = []
     available = {pop: sum(of.get(s) == pop for s in trimmed) for pop in samples}
