@@ -233,6 +233,9 @@ def test_popmap_exported_from_a_spreadsheet_as_csv_reads_as_a_table(tmp_path, ca
     with pytest.raises(DataError, match=r"line 1: 4 columns \(a1, pop1, 47.2, 8.5\), not two, and no line of titles "
                                         r"\(a number among them\): keep the sample and population columns \(cut -f1,2 "):
         read_popmap(write(tmp_path, "r.csv", "a1,pop1,47.2,8.5\n"))
+    # Words that float() reads ('NaN', 'Inf') are titles, not numbers.
+    with pytest.raises(DataError, match=r"line 1: 3 columns \(Tissue, Song, NaN\), not two: read a sample sheet"):
+        read_popmap(write(tmp_path, "t.csv", "Tissue,Song,NaN\na1,north,1\n"))
 
 
 def test_csv_fields_with_spaces_split_at_the_comma_and_unknown_titles_are_left_out(tmp_path, caplog):

@@ -279,10 +279,9 @@ POPULATION_HEADERS = {"population", "populations", "pop", "pops", "popid", "popu
 def _is_number(field: str) -> bool:
     """Whether a table's field reads as a number (a latitude, a depth): no column title does."""
     try:
-        float(field.replace(",", "."))
+        return math.isfinite(float(field.replace(",", ".")))  # not 'nan', 'inf' or 'Infinity': words a title may be
     except ValueError:
         return False
-    return True
 
 
 def _header_word(field: str) -> str:
