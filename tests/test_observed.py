@@ -277,6 +277,14 @@ def test_a_sample_renamed_in_the_popmap_but_not_in_the_vcf_is_named_by_the_numbe
         "334171" in pairs[0]
 
 
+def test_a_popmap_of_individuals_is_named_as_such(tmp_path):
+    # Stacks' per-individual popmap (each sample its own population), given where one of populations belongs.
+    popmap = "".join(f"{n}\t{n}\n" for n in NAMES)
+    with pytest.raises(DataError, match=r"has 0 individual\(s\) but 2 were simulated; each of the popmap's 4 labels is "
+                                        r"held by one sample \(the first: 'a1' 'a1'\): a popmap of individuals"):
+        load(tmp_path, vcf=vcf_text(), popmap=popmap)
+
+
 # A museum's sample sheet as a spreadsheet exports it: byte-order mark, CRLF, a title with a space, quoted
 # fields holding commas, '#' inside a field, empty cells, rows of other populations and one without a label.
 SHEET = ("\ufeffTissue.num,Species,Country,State,Preparator.num,Song Type,Latitude\r\n"

@@ -599,7 +599,10 @@ def choose_individuals(
             labels = sorted({label for label, target in ((lb, populations.get(lb, lb)) for lb in popmap.values())
                              if target == pop})
             named = f" (popmap label(s) {_few(labels, 3)})" if labels and labels != [pop] else ""
-            hint = (f"; population(s) {_few(unsimulated, 3)} of the popmap were left out (map a label to {pop!r} with "
+            one_each = len(popmap) > 2 and len(set(popmap.values())) == len(popmap)
+            hint = (f"; each of the popmap's {len(popmap)} labels is held by one sample (the first: {' '.join(map(repr, next(iter(popmap.items()))))}):"
+                    " a popmap of individuals, where each line should give the sample's population" if one_each else
+                    f"; population(s) {_few(unsimulated, 3)} of the popmap were left out (map a label to {pop!r} with "
                     f"--populations LABEL={pop} or predict.data[].populations: {{LABEL: {pop}}})" if unsimulated else
                     f"; simulate {len(members)} (samples: {{{pop}: {len(members)}}}; check-data --suggest-config)" if members else
                     f"; no popmap label maps to it (--populations LABEL={pop})")
