@@ -117,8 +117,9 @@ MALFORMED = [
      r"popmap .*: the sample and population columns are both 'ID'$"),
     ("popmap-columns-duplicate-sample", {"vcf": vcf_text(), "popmap": "ID,Species\na1,pop1\na1,pop2\n",
                                          "entry": {"popmap_columns": ["ID", "Species"]}},
-     r"popmap .* line 3: sample 'a1' is listed twice$"),
-    ("popmap-duplicate-sample", {"vcf": vcf_text(), "popmap": POPMAP + "a1\tpop2\n"}, r"sample 'a1' is listed twice"),
+     r"popmap .* line 3: sample 'a1' is listed twice, as 'pop1' \(line 2\) and 'pop2'$"),
+    ("popmap-duplicate-sample", {"vcf": vcf_text(), "popmap": POPMAP + "a1\tpop2\n"},
+     r"line 6: sample 'a1' is listed twice, as 'pop1' \(line 2\) and 'pop2'$"),
     ("popmap-empty", {"vcf": vcf_text(), "popmap": "# nothing\n\n"}, r"no samples listed"),
     ("both-vcf-and-fasta", {"vcf": vcf_text(), "fasta": [fasta_text(GOOD_FASTA)]}, r"give exactly one of vcf or fasta"),
     ("fasta-unequal-lengths", {"fasta": [fasta_text({**GOOD_FASTA, "b2_2": "ACG"})]}, r"sequences of different lengths"),
@@ -275,6 +276,17 @@ def test_a_sample_renamed_in_the_popmap_but_not_in_the_vcf_is_named_by_the_numbe
     pairs = [r.getMessage() for r in caplog.records if "share the number" in r.getMessage()]
     assert len(pairs) == 1 and "sample 'A_wood_334171' of the data and 'A_cali_334171' of the popmap share the number " \
         "334171" in pairs[0]
+
+
+def test_a_popmap_line_pasted_twice_is_read_once_with_a_note(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        popmap = read_popmap(write(tmp_path, "p.tsv", POPMAP + "a1\tpop1\nb2 \tpop2\n"))
+        sheet = read_popmap(write(tmp_path, "s.csv", "ID,Site,Pop\na1,x,pop1\na1,x,pop1\nb1,y,pop2\n"), ["ID", "Pop"])
+    assert popmap == dict(line.split("\t") for line in POPMAP.splitlines()[1:]) and sheet == {"a1": "pop1", "b1": "pop2"}
+    notes = [r.getMessage() for r in caplog.records if "repeat a sample" in r.getMessage()]
+    assert len(notes) == 2 and "2 line(s) repeat a sample with its population (a1, b2): read once" in notes[0]
 
 
 def test_a_popmap_of_individuals_is_named_as_such(tmp_path):

@@ -212,6 +212,8 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
     if columns is not None:
         return _read_sample_sheet(path, text, columns)
     out: dict[str, str] = {}
+    lines_of: dict[str, int] = {}
+    repeated: list[str] = []
     csv_lines = 0
     first = True
     for number, raw in enumerate(text.splitlines(), 1):
@@ -259,12 +261,31 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
         sample, pop = parts
         if not out and _header_word(sample) in SAMPLE_HEADERS and _header_word(pop) in POPULATION_HEADERS:
             continue  # header line: 'sample population', 'sample_ID,population', radiator's 'INDIVIDUALS STRATA'...
-        if sample in out:
-            raise DataError(f"popmap {path} line {number}: sample {sample!r} is listed twice")
-        out[sample] = pop
+        if _listed(out, lines_of, repeated, path, number, sample, pop):
+            out[sample] = pop
     if not out:
         raise DataError(f"popmap {path}: no samples listed")
+    _repeated_note(path, repeated)
     return out
+
+
+def _listed(out: dict, lines_of: dict, repeated: list, path: Path, number: int, sample: str, pop: str) -> bool:
+    """Whether a popmap's line adds its sample: not when an earlier line gave it the same population (a line
+    pasted twice, counted in ``repeated``); a :class:`DataError` when it gave another."""
+    if sample not in out:
+        lines_of[sample] = number
+        return True
+    if out[sample] != pop:
+        raise DataError(f"popmap {path} line {number}: sample {sample!r} is listed twice, as {out[sample]!r} "
+                        f"(line {lines_of[sample]}) and {pop!r}")
+    repeated.append(sample)
+    return False
+
+
+def _repeated_note(path: Path, repeated: list[str]) -> None:
+    if repeated:
+        log.info("popmap %s: %d line(s) repeat a sample with its population (%s): read once", path, len(repeated),
+                 _few(repeated, 3))
 
 
 # A popmap's first line is a header when its two fields are column titles (compared without case,
@@ -344,6 +365,8 @@ def _read_sample_sheet(path: Path, text: str, columns: Sequence[str | int]) -> d
     if sample_at == pop_at:
         raise DataError(f"popmap {path}: the sample and population columns are both {titles[sample_at]!r}")
     out: dict[str, str] = {}
+    lines_of: dict[str, int] = {}
+    repeated: list[str] = []
     no_population = []
     for number, line in lines[1:]:
         fields = split(line)
@@ -356,9 +379,9 @@ def _read_sample_sheet(path: Path, text: str, columns: Sequence[str | int]) -> d
         if not pop:
             no_population.append(sample)
             continue
-        if sample in out:
-            raise DataError(f"popmap {path} line {number}: sample {sample!r} is listed twice")
-        out[sample] = pop
+        if _listed(out, lines_of, repeated, path, number, sample, pop):
+            out[sample] = pop
+    _repeated_note(path, repeated)
     if no_population:
         log.info("popmap %s: left out %d row(s) without a sample or population (%s)", path, len(no_population),
                  _few(no_population, 3))
