@@ -12,7 +12,7 @@ import pytest
 from popdl.config import prepare
 from popdl.observed import read_fasta, read_observed, read_popmap, read_vcf
 from popdl.errors import DataError
-from popdl.features import StatsSpec, add_missing, genotype_image, observed_features, summary_stats
+from popdl.features import MISSING, StatsSpec, add_missing, genotype_image, observed_features, summary_stats
 from popdl.scenarios import Scenario
 from popdl.simulate import population_labels, simulator_for
 
@@ -276,6 +276,32 @@ def test_a_sample_renamed_in_the_popmap_but_not_in_the_vcf_is_named_by_the_numbe
     pairs = [r.getMessage() for r in caplog.records if "share the number" in r.getMessage()]
     assert len(pairs) == 1 and "sample 'A_wood_334171' of the data and 'A_cali_334171' of the popmap share the number " \
         "334171" in pairs[0]
+
+
+def test_calls_at_depth_zero_are_missing_and_check_data_counts_them(tmp_path, caplog):
+    import logging
+
+    # bcftools call (and GATK 3) write 0/0 for a sample without a read: FORMAT DP 0.  A DP of '.' is no depth
+    # known, not zero; a record without DP in its FORMAT keeps its calls.
+    dp_line = '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="Read depth">\n'
+    rows = [("chr1", 10, "A", "G", ["0/1:7", "0/0:0", "1/1:5", "0/1:9"]),
+            ("chr1", 20, "C", "T", ["1/0:3", "0/1:4", "0/0:0", "0/0:."]),
+            ("chr2", 5, "T", "C", ["0/1:6", "./.:0", "0/0:8", "1/1:2"])]
+    text = vcf_text(rows, header=HEADER + GT_LINE + dp_line, fmt="GT:DP")
+    text += "chr2\t9\t.\tG\tA\t.\tPASS\t.\tGT\t0/0\t0/1\t0/0\t0/0\n"
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        data = load(tmp_path, vcf=text, phased=False, allow_unphased=True)
+    g = data.genotypes  # haplotypes a1 a1 a2 a2 b1 b1 b2 b2
+    assert g[0].tolist()[2:4] == [MISSING, MISSING] and g[1].tolist()[4:6] == [MISSING, MISSING]
+    assert g[1].tolist()[6:8] == [0, 0] and g[3].tolist()[2:4] == [0, 1]  # DP '.', and no DP field: calls kept
+    assert data.counts["depth_zero_calls"] == 2  # './.' at depth 0 was missing already
+    assert any("2 genotype call(s) at depth 0 (FORMAT DP) read as missing" in r.getMessage() for r in caplog.records)
+    vcf = write(tmp_path, "dp.vcf", text)
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check-data", "--configfile", str(_config(tmp_path)), "--vcf",
+                           str(vcf), "--popmap", str(write(tmp_path, "p.tsv", POPMAP))], capture_output=True, text=True,
+                          cwd=REPO)
+    assert "2 of them called at depth 0 (FORMAT DP), read as missing;" in proc.stdout, proc.stdout
+    assert proc.returncode == 1 and "a phased model refuses these data" in proc.stdout  # the tiny config is phased
 
 
 def test_a_popmap_line_pasted_twice_is_read_once_with_a_note(tmp_path, caplog):

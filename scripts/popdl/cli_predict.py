@@ -273,7 +273,10 @@ def _check_data(args, out) -> int:
     rates = [r for pop in profile["individuals"].values() for r in pop]
     print(f"{entry['name']}: missing calls {profile['overall']:.1%}; per individual {min(rates):.1%}-{max(rates):.1%} "
           f"(median {np.median(rates):.1%}); per site median {profile['sites'][len(profile['sites']) // 2]:.1%}, "
-          f"at most {profile['sites'][-1]:.1%}; the config simulates "
+          f"at most {profile['sites'][-1]:.1%}; "
+          + (f"{c['depth_zero_calls']} of them called at depth 0 (FORMAT DP), read as missing; "
+             if c.get("depth_zero_calls") else "")
+          + "the config simulates "
           + ("the data's pattern (features.missing_individuals)" if settings["features"].get("missing_individuals")
              else f"{float(settings['features'].get('missing_rate', 0.0)):.1%} uniform"))
     if profile["whole_loci"] is not None:

@@ -803,7 +803,8 @@ class _Records:
         self.allow_unphased, self.phased, self.keep_filtered, self.any_order = allow_unphased, phased, keep_filtered, any_order
         self.counts = {"records": 0, "snps": 0, "multiallelic": 0, "indels": 0, "mnps": 0, "other_variants": 0,
                        "monomorphic": 0, "filtered": 0, "missing_calls": 0, "unphased_heterozygous": 0,
-                       "phased_heterozygous": 0, "out_of_order": 0, "invariant_records": 0, **counts, "snps_lost_to_subsampling": 0}
+                       "phased_heterozygous": 0, "out_of_order": 0, "invariant_records": 0, "depth_zero_calls": 0, **counts,
+                       "snps_lost_to_subsampling": 0}
         self.filters: dict[str, int] = {}  # records skipped, per filter that failed
         self.blocks, self.positions, self.loci_idx, self.ids = [], [], [], []
         self.file_alleles: list[tuple[int, int, int]] = []  # (contig, minor count, called) among all the file's samples
@@ -827,6 +828,8 @@ class _Records:
         index = np.array([column[s.strip()] for s, _ in self.chosen])
         pool = np.array([column[s.strip()] for s in self.pool])
         counts, filters, keep_filtered = self.counts, self.filters, self.keep_filtered
+        # A call at depth 0 saw no read: bcftools call and GATK 3 write 0/0 there, a homozygote the data never showed.
+        depths = re.search(r"^##FORMAT=<ID=DP,", vcf.raw_header, re.M) is not None
         spans, contigs, contig_index = self.spans, self.contigs, self.contig_index
         in_file = 0
         pending: list = []  # records waiting for the genotype arithmetic (_batch)
@@ -943,12 +946,31 @@ class _Records:
                 continue
             # The genotype arithmetic runs on batches of records (numpy calls per record cost more than the
             # record itself): the record waits with what the batch needs to know of it.
+            if depths:
+                gt = self._unread_as_missing(rec, gt, index)
             pending.append((gt, chrom, pos, contig_index[chrom], rec.ID or "."))
             if len(pending) >= RECORD_BATCH:
                 self._batch(pending, index=index, pool=pool, path=path)
                 pending = []
         if pending:
             self._batch(pending, index=index, pool=pool, path=path)
+
+    def _unread_as_missing(self, rec, gt: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """``gt`` with the calls whose FORMAT DP is 0 made missing, those of the individuals kept counted
+        (``depth_zero_calls``)."""
+        try:
+            dp = rec.format("DP")
+        except Exception:  # a record whose FORMAT lacks DP, or a DP htslib cannot read as numbers
+            return gt
+        if dp is None or dp.shape[0] != gt.shape[0]:
+            return gt
+        zero = dp[:, 0] == 0
+        if not zero.any():
+            return gt
+        self.counts["depth_zero_calls"] += int((zero & (gt[:, 0] >= 0))[index].sum())
+        gt = gt.copy()
+        gt[zero, :2] = -1
+        return gt
 
     def _batch(self, pending: list, *, index: np.ndarray, pool: np.ndarray, path: Path) -> None:
         """Count, check and keep the biallelic SNP records of ``pending`` ((genotype array, contig, position,
@@ -1001,6 +1023,9 @@ class _Records:
         if counts["records"] == 0:
             raise DataError(f"{source}: no variant records")
         self.blocks = [np.concatenate(self.blocks)] if self.blocks else []
+        if counts["depth_zero_calls"]:
+            log.info("%s: %d genotype call(s) at depth 0 (FORMAT DP) read as missing: no read was seen there, where "
+                     "callers (bcftools call, GATK 3) write 0/0", source, counts["depth_zero_calls"])
         if self.haploid:
             self._drop_haploid_contigs(source)
         if self.disorder is not None and self.positions:
