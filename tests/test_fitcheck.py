@@ -39,6 +39,25 @@ def test_the_joint_p_value_is_uniform_when_the_data_are_one_more_replicate():
             in summary and "config/overlays/growth.yaml" in summary), summary
 
 
+def test_a_statistic_equal_to_the_simulations_but_for_float32_rounding_is_within_them():
+    """An r² of 1 in a population of one individual: the simulations' 1.0 (stored as float32) and the data's
+    1.0 computed otherwise in float64 differ in the 9th digit.  Neither the fit check nor the prior check
+    counts that as beyond every simulation; a real difference (1e-3) still is."""
+    from popdl.priorcheck import score_prior
+
+    rng = np.random.default_rng(3)
+    names = [f"s{j}" for j in range(6)] + ["ld_pop2_1", "ld_pop2_2"]
+    reps = np.column_stack([rng.normal(size=(60, 6)), np.ones((60, 2))]).astype(np.float32)
+    obs = np.concatenate([reps[0, :6].astype(np.float64) + 0.01, [1.0 + 3e-9, 1.0 - 2e-8]])
+    fit = score_fit(obs, reps, names)
+    assert fit["fits"] and fit["outside"] == [], fit["summary"]
+    prior = score_prior(obs, reps, names)
+    assert prior["outside"] == [] and not prior["warn"]
+    obs[-1] = 1.001
+    assert score_fit(obs, reps, names)["outside"] == ["ld_pop2_2"]
+    assert [o["statistic"] for o in score_prior(obs, reps, names)["outside"]] == ["ld_pop2_2"]
+
+
 def test_parameter_draws_follow_the_quantiles_within_priors_and_constraints():
     config = prepare(tiny_config(), base_dirs=(REPO,))
     scenario = Scenario.from_config("secondary_contact", config)

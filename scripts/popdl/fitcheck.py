@@ -130,11 +130,32 @@ def _distance(z_fit: np.ndarray, x: np.ndarray, k: int) -> float:
     return float(np.sqrt((scores**2 / var).sum()))
 
 
+#: Relative difference below which an observed statistic equals a simulated one: the simulations' statistics are
+#: stored as float32 (about 7 digits), the data's are computed in float64.
+SAME = 1e-6
+
+
+def snapped(observed: np.ndarray, simulated: np.ndarray) -> np.ndarray:
+    """``observed`` (statistics,) with each value that equals its nearest simulated value (simulations,
+    statistics) within :data:`SAME` replaced by it: an r² of 1 in a population of one individual, or a
+    statistic every simulation has the same value of, is not beyond the simulations by a rounding."""
+    obs = np.array(observed, dtype=np.float64)
+    sim = np.asarray(simulated, dtype=np.float64)
+    if not sim.size:
+        return obs
+    gap = np.abs(np.where(np.isfinite(sim), sim, np.inf) - obs)
+    nearest = np.argmin(gap, axis=0)
+    value = sim[nearest, np.arange(sim.shape[1])]
+    close = np.isfinite(obs) & np.isfinite(value) & (np.abs(value - obs) <= SAME * np.maximum(np.abs(value), 1e-12))
+    obs[close] = value[close]
+    return obs
+
+
 def score_fit(observed: np.ndarray, replicates: np.ndarray, stat_names: list[str], *, alpha: float = ALPHA) -> dict:
     """The posterior predictive check of ``observed`` statistics (statistics,) against the
     ``replicates``' (replicates, statistics); see the module docstring."""
-    obs = np.asarray(observed, dtype=np.float64)
     rep = np.asarray(replicates, dtype=np.float64)
+    obs = snapped(observed, rep)
     n = rep.shape[0]
     ordered = np.sort(rep, axis=0)
     lo = np.array([np.searchsorted(ordered[:, j], obs[j], "left") for j in range(obs.size)])

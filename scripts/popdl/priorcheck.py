@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from popdl.fitcheck import score_fit, simulated_features, tajima_advice
+from popdl.fitcheck import score_fit, simulated_features, snapped, tajima_advice
 
 __all__ = ["PRIOR_DRAWS", "simulate_prior", "score_prior", "prior_lines", "check_chunks"]
 
@@ -98,8 +98,8 @@ def score_prior(observed: np.ndarray, simulated: np.ndarray, stat_names: list[st
     """Where the observed statistics (statistics,) lie among the prior's simulations
     (simulations, statistics): each one's mid-rank, those outside every simulation (with
     the direction), and the joint p-value of :func:`popdl.fitcheck.score_fit`."""
-    obs = np.asarray(observed, dtype=np.float64)
     sim = np.asarray(simulated, dtype=np.float64)
+    obs = snapped(observed, sim)
     # Jointly, the statistics every simulation has; one by one, each among the simulations that have it
     # (Tajima's D of a simulation without segregating sites is NaN, its neighbours' are not).
     finite = np.isfinite(obs) & np.isfinite(sim).all(axis=0)
