@@ -108,6 +108,22 @@ def test_sample_names_that_differ_from_the_popmap_in_case_only_match_it(tmp_path
     assert data.individuals == ["a2", "b1", "b2"] and data.counts["not_in_popmap"] == 1
 
 
+def test_numeric_sample_names_a_spreadsheet_rewrote_match_as_numbers(tmp_path, caplog):
+    # The VCF's '0012' and '1001' are '12' and '1001.0' in a popmap saved from a spreadsheet.
+    popmap = "12\tpop1\n1001.0\tpop1\n7\tpop2\n8\tpop2\n"
+    entry = files(tmp_path, ["0012", "1001", "7", "08"], popmap)
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.individuals == ["0012", "1001", "7", "08"] and data.counts["not_in_popmap"] == 0
+    lines = [r.getMessage() for r in caplog.records if "only as numbers" in r.getMessage()]
+    assert len(lines) == 1 and "3 sample name(s) match the popmap only as numbers (e.g. '0012' is '12'" in lines[0]
+    # Two popmap names of one number ('12', '012'): neither is guessed; a name that is not a number never is.
+    entry = files(tmp_path, ["0012", "1001", "7", "8", "x1"], "12\tpop1\n012\tpop1\n1001\tpop1\n7\tpop2\n"
+                  "8\tpop2\nx01\tpop2\n")
+    data = read_observed(entry, samples={"pop1": 1, "pop2": 2}, seed=1)
+    assert "0012" not in data.individuals and "x1" not in data.individuals and data.counts["not_in_popmap"] == 2
+
+
 def test_popmap_labels_that_differ_from_a_population_in_case_only_map_to_it(tmp_path, caplog):
     entry = files(tmp_path, ["a1", "a2", "b1", "b2"], "a1\tPop1\na2\tPop1\nb1\tPOP2\nb2\tPOP2\n")
     with caplog.at_level(logging.INFO, logger="popdl"):

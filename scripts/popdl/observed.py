@@ -486,6 +486,34 @@ def _shared_numbers(data_names: list[str], popmap_names: list[str]) -> list[tupl
             if len(in_data[n]) == 1 and len(in_popmap[n]) == 1]
 
 
+def _match_numbers(names: list[str], popmap: dict, *, source: str, quiet: bool) -> list[str]:
+    """``names`` with each one that is not in ``popmap`` but is a number, equal to one popmap name's
+    number only (a spreadsheet drops leading zeros, ``0012`` -> ``12``, or writes ``1001`` as
+    ``1001.0``), that name being no other sample's, replaced by the popmap's spelling; one log line
+    says how many."""
+    def number(text: str) -> float | None:
+        if not re.fullmatch(r"[+-]?\d+(\.\d*)?", text):
+            return None
+        return float(text)
+
+    by_number: dict[float, list[str]] = {}
+    for key in popmap:
+        value = number(key)
+        if value is not None:
+            by_number.setdefault(value, []).append(key)
+
+    def same(name: str) -> str | None:
+        value = number(name)
+        keys = by_number.get(value, []) if value is not None else []
+        return keys[0] if len(keys) == 1 else None
+
+    out, renamed = _rename(names, popmap, same)
+    if renamed and not quiet:
+        log.info("%s: %d sample name(s) match the popmap only as numbers (e.g. %r is %r there: a spreadsheet drops "
+                 "leading zeros and writes 1001 as 1001.0): matched so", source, len(renamed), *renamed[0])
+    return out
+
+
 def _drop_titles(popmap: dict[str, str], present: set[str], *, source: str, quiet: bool) -> dict[str, str]:
     """The popmap without its first line when that line is column titles :func:`read_popmap` did not know
     ('Sample ID', 'Pop label'): a first sample absent from the data, whose label no other line has, while
@@ -556,9 +584,10 @@ def choose_individuals(
         log.info("%s: %d of %d sample name(s) had leading or trailing spaces; matched to the popmap after trimming them",
                  source, n_trimmed, len(present))
     popmap = {name.strip(): label.strip() for name, label in popmap.items()}
-    popmap = _drop_titles(popmap, set(trimmed), source=source, quiet=quiet)
     trimmed = _match_file_names(trimmed, popmap, source=source, quiet=quiet)
     trimmed = _match_case(trimmed, popmap, source=source, quiet=quiet)
+    trimmed = _match_numbers(trimmed, popmap, source=source, quiet=quiet)
+    popmap = _drop_titles(popmap, set(trimmed), source=source, quiet=quiet)
     missing_from_popmap = [s for s in trimmed if s not in popmap]
     if trimmed and popmap and len(missing_from_popmap) == len(trimmed):  # no name in common: an example of each
         raise DataError(f"{source}: none of its {len(trimmed)} samples is in the popmap ({len(popmap)} samples): the "
