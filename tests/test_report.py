@@ -237,6 +237,13 @@ def test_methods_that_disagree_on_the_data_are_flagged_in_the_report_and_the_sum
     said = [x for x in run_summary(results, ["obs"]) if x.startswith("obs: ")]
     assert len(said) == 1 and said[0].endswith(f"the ABC baselines disagree (rejection ABC {other}, ABC-RF {other})"), said
     assert "; the data lie beyond the priors' simulations (prior check); " in said[0], said
+    # ... and an estimate at a bound of its prior: named in the summary too.
+    predictions = json.loads((results / "predict" / "obs" / "predictions.json").read_text())
+    predictions["network"]["prior_edges"] = [{"parameter": "N2", "side": "upper", "bound": 3000.0, "estimate": 2990.0,
+                                              "position": 0.998, "prior": "loguniform [1000, 3000]"}]
+    (results / "predict" / "obs" / "predictions.json").write_text(json.dumps(predictions))
+    said = [x for x in run_summary(results, ["obs"]) if x.startswith("obs: ")]
+    assert "(prior check); N2 at the upper bound of its prior (widen it); the ABC baselines disagree" in said[0], said
 
 
 def test_report_section_without_inputs_says_so(tmp_path):

@@ -906,6 +906,10 @@ def run_summary(results: str | Path, data_names=()) -> list[str]:
         prior = _read_json(results / "predict" / name / "prior_check.json")
         if prior and prior.get("warn"):
             fits += "; the data lie beyond the priors' simulations (prior check)"
+        edges = [e for e in net.get("prior_edges") or [] if e.get("parameter")]
+        if edges:
+            fits += "; " + ", ".join(f"{e['parameter']} at the {e.get('side', '')} bound of its prior".replace("  ", " ")
+                                     for e in edges) + " (widen it)"
         others = [f"{label} {top}" for label, (top, _) in _abc_choices(abc_answers.get(name) or {}, abc_methods).items()
                   if top != best]
         disagree = f"; the ABC baselines disagree ({', '.join(others)})" if others else ""
