@@ -23,8 +23,11 @@ def test_the_joint_p_value_is_uniform_when_the_data_are_one_more_replicate():
         shared = rng.normal(size=(n, 1))
         return shared + 0.5 * rng.normal(size=(n, len(names)))
 
-    p = np.array([score_fit(draw(1)[0], draw(100), names)["p_value"] for _ in range(300)])
+    null = [score_fit(draw(1)[0], draw(100), names) for _ in range(300)]
+    p = np.array([r["p_value"] for r in null])
     assert 0.02 <= (p < 0.05).mean() <= 0.09 and 0.4 <= np.median(p) <= 0.6
+    # Both tests at 0.01: the check's false alarms stay near 2 % at most.
+    assert np.mean([not r["fits"] for r in null]) <= 0.04 and np.mean([r["p_outside"] < 0.01 for r in null]) <= 0.025
     shifted = draw(1)[0]
     shifted[:10] += 6.0
     result = score_fit(shifted, draw(100), names)
@@ -37,6 +40,28 @@ def test_the_joint_p_value_is_uniform_when_the_data_are_one_more_replicate():
     summary = score_fit(shifted, draw(100), tajima)["summary"]
     assert ("; Tajima's D below every replicate in pop0 (more rare variants than any replicate): population growth"
             in summary and "config/overlays/growth.yaml" in summary), summary
+
+
+def test_many_statistics_outside_the_replicates_fail_the_check_where_the_components_miss_them():
+    """72 nearly independent statistics, 100 replicates: the joint distance keeps 10 components, and 12
+    statistics shifted by 3.5 standard deviations often escape it; counted against the replicates' own
+    outside-counts, they fail the check every time."""
+    rng = np.random.default_rng(7)
+    names = [f"s{j}" for j in range(72)]
+
+    def draw(n):
+        return 0.3 * rng.normal(size=(n, 1)) + rng.normal(size=(n, 72))
+
+    results = []
+    for _ in range(10):
+        obs = draw(1)[0]
+        obs[::6] += 3.5 * np.sign(rng.normal(size=12))
+        results.append(score_fit(obs, draw(100), names))
+    assert all(not r["fits"] and r["p_outside"] < 0.01 for r in results)
+    missed = [r for r in results if r["p_value"] >= 0.01]
+    assert missed, [r["p_value"] for r in results]  # the joint distance alone would have passed these
+    assert "statistics outside the replicates' range, more than for 99.0% of the replicates (p = 0.0099 < 0.01)" \
+        in missed[0]["summary"] and "farther from its replicates" not in missed[0]["summary"], missed[0]["summary"]
 
 
 def test_a_statistic_equal_to_the_simulations_but_for_float32_rounding_is_within_them():

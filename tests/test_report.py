@@ -195,7 +195,7 @@ def test_workflow_writes_predictions_abc_and_report(tiny_run):
     # The fit check: 100 data sets simulated from the answer (predict.fit_check's default), in the answer and in full.
     fit = json.loads((tiny_run / "predict" / "obs" / "fit_check.json").read_text())
     assert fit["replicates"] == 100 and fit["scenario"] == net["scenario"] and 1 / 101 <= fit["p_value"] <= 1
-    assert fit["fits"] == (fit["p_value"] >= 0.01) and len(fit["quantiles"]) == len(fit["p_values"]) > 10
+    assert fit["fits"] == (fit["p_value"] >= 0.01 and fit["p_outside"] >= 0.01) and len(fit["quantiles"]) == len(fit["p_values"]) > 10
     assert set(fit["parameters"]) == set(net["scenario_params"][net["scenario"]])
     assert html.count('id="fit-obs"') == 2 and "Fit check (posterior predictive)" in html
     # The prior check: the data among the first chunk of each scenario, in the answer.
