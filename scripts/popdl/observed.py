@@ -437,6 +437,22 @@ def _rename(names: list[str], popmap: dict, match) -> tuple[list[str], list[tupl
     return out, renamed
 
 
+def _match_by(names: list[str], popmap: dict, key) -> tuple[list[str], list[tuple[str, str]]]:
+    """:func:`_rename` by the one popmap name whose ``key`` (None: none) is the name's."""
+    by_key: dict = {}
+    for name in popmap:
+        value = key(name)
+        if value is not None:
+            by_key.setdefault(value, []).append(name)
+
+    def same(name: str) -> str | None:
+        value = key(name)
+        found = by_key.get(value, []) if value is not None else []
+        return found[0] if len(found) == 1 else None
+
+    return _rename(names, popmap, same)
+
+
 def _match_file_names(names: list[str], popmap: dict, *, source: str, quiet: bool) -> list[str]:
     """``names`` with each one that is not in ``popmap`` but whose file stem (:func:`_file_stem`) is,
     and is no other sample's name or stem, replaced by that stem; one log line says how many."""
@@ -455,15 +471,7 @@ def _match_case(names: list[str], popmap: dict, *, source: str, quiet: bool) -> 
     """``names`` with each one that is not in ``popmap`` but equals one popmap name once case is
     ignored (``ind_01`` and ``IND_01``), that name being no other sample's and the only one so
     equal, replaced by the popmap's spelling; one log line says how many."""
-    folded: dict[str, list[str]] = {}
-    for key in popmap:
-        folded.setdefault(key.casefold(), []).append(key)
-
-    def same(name: str) -> str | None:
-        keys = folded.get(name.casefold(), [])
-        return keys[0] if len(keys) == 1 else None
-
-    out, renamed = _rename(names, popmap, same)
+    out, renamed = _match_by(names, popmap, str.casefold)
     if renamed and not quiet:
         log.info("%s: %d sample name(s) match the popmap only when case is ignored (e.g. %r is %r there): "
                  "matched so", source, len(renamed), *renamed[0])
@@ -492,22 +500,9 @@ def _match_numbers(names: list[str], popmap: dict, *, source: str, quiet: bool) 
     ``1001.0``), that name being no other sample's, replaced by the popmap's spelling; one log line
     says how many."""
     def number(text: str) -> float | None:
-        if not re.fullmatch(r"[+-]?\d+(\.\d*)?", text):
-            return None
-        return float(text)
+        return float(text) if re.fullmatch(r"[+-]?\d+(\.\d*)?", text) else None
 
-    by_number: dict[float, list[str]] = {}
-    for key in popmap:
-        value = number(key)
-        if value is not None:
-            by_number.setdefault(value, []).append(key)
-
-    def same(name: str) -> str | None:
-        value = number(name)
-        keys = by_number.get(value, []) if value is not None else []
-        return keys[0] if len(keys) == 1 else None
-
-    out, renamed = _rename(names, popmap, same)
+    out, renamed = _match_by(names, popmap, number)
     if renamed and not quiet:
         log.info("%s: %d sample name(s) match the popmap only as numbers (e.g. %r is %r there: a spreadsheet drops "
                  "leading zeros and writes 1001 as 1001.0): matched so", source, len(renamed), *renamed[0])
