@@ -17,7 +17,8 @@ among the called genotypes of every sample of the file, has a frequency of
 at least 0.05 (is seen at least twice), as ``vcftools --maf`` (``--mac``)
 filters a VCF, before the thinning, as Stacks does.  ``--check-fit 200``
 also runs each replicate's fit check (``popdl check-fit``, 200 data sets
-simulated from the answer) and prints its p-value.
+simulated from the answer) and prints its two p-values (the distance's and
+the count of statistics outside the replicates' range).
 
     python benchmarks/bench_rad_replicates.py --model results/rad_unphased/model [--replicates 5]
 
@@ -138,7 +139,8 @@ def main(argv=None) -> int:
         print(f"seed {seed}: P({truth['scenario']}) = {p[truth['scenario']]:.3f}; " + "; ".join(
             f"{name} {network['params'][name]['estimate']:.0f} [{network['params'][name]['lower']:.0f}-"
             f"{network['params'][name]['upper']:.0f}]" for name in truth["params"])
-            + (f"; fit check p = {fit['p_value']:.3g} ({'fits' if fit['fits'] else 'DOES NOT FIT'}, "
+            + (f"; fit check p = {fit['p_value']:.3g}, count p = {fit['p_outside']:.3g} "
+               f"({'fits' if fit['fits'] else 'DOES NOT FIT'}, "
                f"{len(fit['outside'])} statistic(s) outside the replicates' range)" if fit else ""))
     if args.check_fit:
         print(f"fit check: {sum(not f['fits'] for _, _, f in rows)} of {len(rows)} replicates do not fit their answer "
