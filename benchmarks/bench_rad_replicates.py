@@ -141,7 +141,9 @@ def main(argv=None) -> int:
             f"{network['params'][name]['upper']:.0f}]" for name in truth["params"])
             + (f"; fit check p = {fit['p_value']:.3g}, count p = {fit['p_outside']:.3g} "
                f"({'fits' if fit['fits'] else 'DOES NOT FIT'}, "
-               f"{len(fit['outside'])} statistic(s) outside the replicates' range)" if fit else ""))
+               f"{len(fit['outside'])} statistic(s) outside the replicates' range"
+               + (f": {', '.join(fit['outside'][:8])}" + (", ..." if len(fit['outside']) > 8 else "")
+                  if fit['outside'] else "") + ")" if fit else ""))
     if args.check_fit:
         print(f"fit check: {sum(not f['fits'] for _, _, f in rows)} of {len(rows)} replicates do not fit their answer "
               f"(p < {rows[0][2]['alpha']:g})")
