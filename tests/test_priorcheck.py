@@ -189,6 +189,37 @@ def test_the_workflows_prior_check_places_the_data_among_each_scenarios_first_ch
     assert proc.returncode == 1 and "its statistics are not those of" in proc.stderr and not out.exists()
 
 
+def test_a_diversity_just_outside_few_simulations_is_tempered_by_the_simulations_own_share():
+    # Among 60 simulations, a data set drawn as they were lies outside them on a diversity or divergence
+    # statistic about 1 time in 8: as often as the simulations themselves lie outside the others.
+    rng = np.random.default_rng(5)
+    sim = rng.lognormal(size=(60, len(NAMES)))
+    obs = np.median(sim, axis=0)
+    obs[0] = sim[:, 0].max() * 1.001  # just above every simulation
+    result = score_prior(obs, sim, NAMES)
+    assert result["warn"] and [o["statistic"] for o in result["outside"]] == ["segsites_pop1"]
+    assert 3 <= result["simulations_outside"] <= 6 and result["beyond"] < result["simulations_beyond"]
+    share = f"but {result['simulations_outside']} of the 60 simulations ({result['simulations_outside'] / 60:.0%}) " \
+            "lie outside the others and the data on such a statistic too, one as far out"
+    line = prior_lines("d", result, draws=20, scenarios=3, seconds=5)[0]
+    assert share + ": rerun with more draws (--simulate 100)" in line, line
+    workflow = prior_lines("d", result, source="chunk 0")[0]
+    assert share + ": the data may lie near a prior's bound rather than beyond it" in workflow, workflow
+    # Far beyond every simulation, further than any simulation lies beyond the others: no caution.
+    obs[0] = sim[:, 0].max() * 10
+    result = score_prior(obs, sim, NAMES)
+    assert result["beyond"] > result["simulations_beyond"]
+    assert "lie outside the others" not in prior_lines("d", result, draws=20, scenarios=3, seconds=5)[0]
+    # Many simulations: few of them lie outside the others, and a statistic outside them all is a warning alone.
+    sim = rng.lognormal(size=(2000, len(NAMES)))
+    obs = np.median(sim, axis=0)
+    obs[0] = sim[:, 0].max() * 1.001
+    result = score_prior(obs, sim, NAMES)
+    assert result["warn"] and result["simulations_outside"] <= 6
+    assert "lie outside the others" not in prior_lines("d", result, draws=700, scenarios=3, seconds=5)[0]
+    assert json.loads(json.dumps({k: result[k] for k in ("simulations_outside", "simulations_beyond", "beyond")}))
+
+
 def test_a_statistic_some_simulations_lack_is_ranged_among_the_others():
     # Tajima's D is NaN in a simulation without segregating sites: the statistic is still checked.
     sim = np.random.default_rng(2).normal(size=(60, len(NAMES)))

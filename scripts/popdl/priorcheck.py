@@ -24,6 +24,13 @@ simulations were lies outside the range of ``n`` of them with probability
 2 / (n + 1), so ``statistics × 2 / (n + 1)`` are expected outside
 (:data:`CHANCE_FACTOR`).
 
+Among few simulations a data set drawn from the priors lies outside them on
+some diversity or divergence statistic often (about one time in eight among
+60): the simulations themselves lie outside the others about as often.  When
+at least :data:`CHANCE_SHARE` of them do, and one lies at least as far out as
+the data (in shares of the range), the WARNING says so and asks for more
+draws (``benchmarks/bench_prior_check.py`` measures the false alarms).
+
 The workflow checks again by itself (:func:`check_chunks`, ``popdl prior-check``,
 rule ``prior_check``): each data set among the first chunk of every scenario, as
 soon as those chunks are featurised (they are simulated before the others), with
@@ -56,6 +63,9 @@ SHAPES = {"tajimas_d": "the SFS", "sfs": "the SFS", "jsfs": "the joint SFS", "ld
 #: The other statistics get a warning when more than this many times the number chance leaves outside
 #: (plus two) lie outside every simulation.
 CHANCE_FACTOR = 3
+#: A diversity or divergence statistic outside every simulation gets a caution beside its WARNING when
+#: at least this share of the simulations lie outside the others so themselves (few simulations).
+CHANCE_SHARE = 0.05
 
 
 def simulate_prior(config: dict, draws: int, *, progress_every: float = 30.0) -> dict:
@@ -119,13 +129,56 @@ def score_prior(observed: np.ndarray, simulated: np.ndarray, stat_names: list[st
     expected = len(stat_names) * 2 / (n + 1)
     shapes = [o for o in outside if o["kind"] not in ("diversity", "divergence")]
     many = len(shapes) > CHANCE_FACTOR * expected + 2
+    scale = [j for j, stat in enumerate(stat_names) if _kind(stat)[0] in ("diversity", "divergence")]
+    alone, furthest = _outside_the_others(obs, sim, scale)
+    beyond = [(o["observed"] - o["high"] if o["side"] == "above" else o["low"] - o["observed"])
+              / (o["high"] - o["low"]) if o["high"] > o["low"] else 1e6
+              for o in outside if o["kind"] in ("diversity", "divergence")]
     return {"simulations": n, "statistics": int(len(stat_names)), "p_value": joint["p_value"],
             "quantiles": joint["quantiles"], "outside": outside, "expected_outside": expected,
-            "shapes_beyond_chance": many, "warn": many or len(shapes) < len(outside)}
+            "shapes_beyond_chance": many, "warn": many or len(shapes) < len(outside),
+            "simulations_outside": alone, "simulations_beyond": furthest,
+            "beyond": float(max(beyond, default=0.0))}
 
 
-def _advice(outside: list[dict], *, shapes_beyond_chance: bool) -> list[str]:
-    """What to widen, per kind of statistic and side; then what the other statistics say."""
+def _outside_the_others(observed: np.ndarray, simulated: np.ndarray, columns: list[int]) -> tuple[int, float]:
+    """How many simulations have a statistic of ``columns`` beyond the range of the other
+    simulations and the data (how often a data set drawn as the simulations were would lie so,
+    among this few, without lying beyond the priors), and the furthest any lies beyond, in
+    shares of that range."""
+    hits, furthest = set(), 0.0
+    for j in columns:
+        rows = np.flatnonzero(np.isfinite(simulated[:, j]))
+        if rows.size < 3:
+            continue
+        values = simulated[rows, j]
+        order = np.argsort(values, kind="stable")
+        data = [observed[j]] if np.isfinite(observed[j]) else []
+        for end, inner, other_end in ((order[-1], order[-2], order[0]), (order[0], order[1], order[-1])):
+            bounds = [values[inner], values[other_end], *data]
+            low, high = min(bounds), max(bounds)
+            beyond = max(values[end] - high, low - values[end])
+            if beyond > 0:
+                hits.add(int(rows[end]))
+                furthest = max(furthest, beyond / (high - low) if high > low else 0.0)
+    return len(hits), float(furthest)
+
+
+def _caution(result: dict, draws: int) -> str:
+    """What tempers a diversity or divergence statistic outside every simulation: as many of the
+    simulations lie outside the others (few simulations), and the data no further out than they."""
+    alone, n = result.get("simulations_outside", 0), result["simulations"]
+    if alone < CHANCE_SHARE * n or result.get("beyond", 0.0) > result.get("simulations_beyond", 0.0):
+        return ""
+    return (f"but {alone} of the {n} simulations ({alone / n:.0%}) lie outside the others and the data on such "
+            "a statistic too, one as far out: "
+            + ("rerun with more draws (--simulate 100) to tell data beyond the priors from data near a bound"
+               if draws else "the data may lie near a prior's bound rather than beyond it"))
+
+
+def _advice(outside: list[dict], *, shapes_beyond_chance: bool, caution: str = "") -> list[str]:
+    """What to widen, per kind of statistic and side (tempered by ``caution``); then what the
+    other statistics say."""
     out = []
     for side, word in (("above", "more"), ("below", "less")):
         pops = sorted({o["populations"] for o in outside if o["kind"] == "diversity" and o["side"] == side})
@@ -142,6 +195,8 @@ def _advice(outside: list[dict], *, shapes_beyond_chance: bool) -> list[str]:
                        f"rates' {other})")
     if out:
         out[-1] += ": a network trained on this config could only answer at a prior's bound"
+        if caution:
+            out.append(caution)
     if shapes_beyond_chance:
         kinds = list(dict.fromkeys(o["kind"] for o in outside if o["kind"] not in ("diversity", "divergence")))
         out += tajima_advice({side: [o["statistic"] for o in outside if o["side"] == side]
@@ -174,7 +229,7 @@ def prior_lines(name: str, result: dict, *, draws: int = 0, scenarios: int = 0, 
     line = (head + ("WARNING, " if result["warn"] else "")
             + f"{len(outside)} of {result['statistics']} statistics outside every simulation (chance leaves about "
             f"{result['expected_outside']:.1f} there): {shown}{more}")
-    advice = _advice(outside, shapes_beyond_chance=result["shapes_beyond_chance"])
+    advice = _advice(outside, shapes_beyond_chance=result["shapes_beyond_chance"], caution=_caution(result, draws))
     if advice:
         line += "; " + "; ".join(advice)
     else:
