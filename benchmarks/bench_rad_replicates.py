@@ -120,7 +120,9 @@ def main(argv=None) -> int:
                              "--popmap", str(folder / "rad_popmap.tsv"), "--out", str(out)])
             if rc != 0:
                 raise SystemExit(f"popdl predict failed on replicate {seed}")
-            network = json.loads((out / "predictions.json").read_text())["network"]
+            prediction = json.loads((out / "predictions.json").read_text())
+            network = dict(prediction["network"], reliable=prediction["reliability"]["reliable"],
+                           reasons=prediction["reliability"]["reasons"])
             fit = None
             if args.check_fit:
                 if popdl_main(["check-fit", "--model", args.model, "--prediction", str(out),
@@ -139,6 +141,7 @@ def main(argv=None) -> int:
         print(f"seed {seed}: P({truth['scenario']}) = {p[truth['scenario']]:.3f}; " + "; ".join(
             f"{name} {network['params'][name]['estimate']:.0f} [{network['params'][name]['lower']:.0f}-"
             f"{network['params'][name]['upper']:.0f}]" for name in truth["params"])
+            + ("" if network["reliable"] else f"; UNRELIABLE: {'; '.join(network['reasons'])}")
             + (f"; fit check p = {fit['p_value']:.3g}, count p = {fit['p_outside']:.3g} "
                f"({'fits' if fit['fits'] else 'DOES NOT FIT'}, "
                f"{len(fit['outside'])} statistic(s) outside the replicates' range"
