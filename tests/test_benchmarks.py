@@ -3,6 +3,7 @@ judged here: timings belong to quiet machines, not to tests)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -195,3 +196,15 @@ def test_vcf_reading_benchmark_keeps_the_same_genotypes_on_both_sides():
     out = _bench("bench_vcf_reading.py", "--samples", "24", "--loci", "100", "--reps", "1")
     assert out.splitlines()[0].startswith("300 records x 24 samples"), out
     assert "same genotypes kept on both sides: True" in out and "throughput ratio popdl / bare: " in out, out
+
+
+def test_prior_check_benchmark_counts_the_false_alarms_of_data_from_the_priors(tiny_dataset):
+    out = _bench("bench_prior_check.py", "--run", str(tiny_dataset.parent), "--draws", "10", "--trials", "30")
+    line = next(x for x in out.splitlines() if "data sets drawn from the priors" in x)
+    assert "3 scenario(s) x 10 simulations" in line and "30 data sets drawn from the priors: WARNING on " in line
+    warned, scale, tempered = (int(x) for x in re.findall(r"WARNING on (\d+) .*?, (\d+) of them .*?, (\d+) of these",
+                                                          line)[0])
+    assert tempered <= scale <= warned <= 30, line
+    # 30 simulations: each a share of 1/30; a few lie outside the others on some diversity statistic.
+    share = float(re.search(r"median share ([\d.]+)%", line).group(1))
+    assert 0 < share < 50, line
