@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     from popdl.features import load_features
-    from popdl.priorcheck import prior_lines, score_prior
+    from popdl.priorcheck import SCALE_KINDS, prior_lines, score_prior
 
     pools, names = {}, None
     for folder in sorted(p for p in (Path(args.run) / "features").iterdir() if p.is_dir()):
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         shares.append(result["simulations_outside"] / result["simulations"])
         if result["warn"]:
             warned += 1
-            if any(o["kind"] in ("diversity", "divergence") for o in result["outside"]):
+            if any(o["kind"] in SCALE_KINDS for o in result["outside"]):
                 scale += 1
                 tempered += "lie outside the others and the data" in line
     print(f"{args.run}: {len(pools)} scenario(s) x {args.draws} simulations, {len(names)} statistics, "

@@ -58,6 +58,8 @@ PRIOR_DRAWS = 20
 #: Statistics of diversity within a population, and of divergence between two, by their name's prefix.
 DIVERSITY = ("segsites", "pi", "theta_w")
 DIVERGENCE = ("fst", "dxy")
+#: The kinds of statistic whose values the priors' scales set (sizes, times, rates).
+SCALE_KINDS = ("diversity", "divergence")
 #: What the other statistics describe, by their name's prefix.
 SHAPES = {"tajimas_d": "the SFS", "sfs": "the SFS", "jsfs": "the joint SFS", "ld": "LD", "hap_diversity": "haplotypes"}
 #: The other statistics get a warning when more than this many times the number chance leaves outside
@@ -127,13 +129,13 @@ def score_prior(observed: np.ndarray, simulated: np.ndarray, stat_names: list[st
                         "side": "above" if obs[j] > hi[j] else "below", "kind": kind, "populations": pops})
     n = int(sim.shape[0])
     expected = len(stat_names) * 2 / (n + 1)
-    shapes = [o for o in outside if o["kind"] not in ("diversity", "divergence")]
+    shapes = [o for o in outside if o["kind"] not in SCALE_KINDS]
     many = len(shapes) > CHANCE_FACTOR * expected + 2
-    scale = [j for j, stat in enumerate(stat_names) if _kind(stat)[0] in ("diversity", "divergence")]
+    scale = [j for j, stat in enumerate(stat_names) if _kind(stat)[0] in SCALE_KINDS]
     alone, furthest = _outside_the_others(obs, sim, scale)
     beyond = [(o["observed"] - o["high"] if o["side"] == "above" else o["low"] - o["observed"])
               / (o["high"] - o["low"]) if o["high"] > o["low"] else 1e6
-              for o in outside if o["kind"] in ("diversity", "divergence")]
+              for o in outside if o["kind"] in SCALE_KINDS]
     return {"simulations": n, "statistics": int(len(stat_names)), "p_value": joint["p_value"],
             "quantiles": joint["quantiles"], "outside": outside, "expected_outside": expected,
             "shapes_beyond_chance": many, "warn": many or len(shapes) < len(outside),
@@ -167,8 +169,8 @@ def _outside_the_others(observed: np.ndarray, simulated: np.ndarray, columns: li
 def _caution(result: dict, draws: int) -> str:
     """What tempers a diversity or divergence statistic outside every simulation: as many of the
     simulations lie outside the others (few simulations), and the data no further out than they."""
-    alone, n = result.get("simulations_outside", 0), result["simulations"]
-    if alone < CHANCE_SHARE * n or result.get("beyond", 0.0) > result.get("simulations_beyond", 0.0):
+    alone, n = result["simulations_outside"], result["simulations"]
+    if alone < CHANCE_SHARE * n or result["beyond"] > result["simulations_beyond"]:
         return ""
     return (f"but {alone} of the {n} simulations ({alone / n:.0%}) lie outside the others and the data on such "
             "a statistic too, one as far out: "
@@ -198,7 +200,7 @@ def _advice(outside: list[dict], *, shapes_beyond_chance: bool, caution: str = "
         if caution:
             out.append(caution)
     if shapes_beyond_chance:
-        kinds = list(dict.fromkeys(o["kind"] for o in outside if o["kind"] not in ("diversity", "divergence")))
+        kinds = list(dict.fromkeys(o["kind"] for o in outside if o["kind"] not in SCALE_KINDS))
         out += tajima_advice({side: [o["statistic"] for o in outside if o["side"] == side]
                               for side in ("below", "above")}, among="simulation")
         out.append(f"the shape of {', '.join(kinds)} lies beyond every simulation: a history none of the scenarios "
@@ -222,7 +224,7 @@ def prior_lines(name: str, result: dict, *, draws: int = 0, scenarios: int = 0, 
     outside = result["outside"]
     if not outside:
         return [head + "every statistic lies within the simulations' range"]
-    first = sorted(outside, key=lambda o: o["kind"] not in ("diversity", "divergence"))
+    first = sorted(outside, key=lambda o: o["kind"] not in SCALE_KINDS)
     shown = "; ".join(f"{o['statistic']} {_value(o['observed'])} (simulations {_value(o['low'])} to "
                       f"{_value(o['high'])})" for o in first[:6])
     more = f" and {len(outside) - 6} more" if len(outside) > 6 else ""
