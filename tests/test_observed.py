@@ -81,7 +81,7 @@ MALFORMED = [
     ("vcf-not-a-vcf", {"vcf": "chrom\tpos\nchr1\t5\n"}, r"not a VCF file"),
     ("vcf-no-gt-field", {"vcf": vcf_text(header=HEADER + '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="d">\n', fmt="DP",
                                          rows=[("chr1", 10, "A", "G", ["3", "4", "5", "6"])])},
-     r"no GT \(genotype\) FORMAT field"),
+     r"chr1:10 has no genotypes: its FORMAT is 'DP', without GT$"),
     ("vcf-sample-not-in-popmap", {"vcf": vcf_text(names=["a1", "a2", "b1", "zz"]), "strict": True},
      r"1 sample\(s\) missing from the popmap: zz"),
     ("popmap-sample-not-in-vcf", {"vcf": vcf_text(), "popmap": POPMAP + "c9\tpop2\n", "strict": True},
@@ -162,6 +162,15 @@ def test_vcf_reads_phased_genotypes_grouped_by_population(tmp_path):
     assert data.genotypes[0].tolist() == [0, 1, 0, 0, 1, 1, 0, 1]
     assert data.locus.tolist() == [0, 0, 0, 1] and data.loci == ["chr1", "chr2"]
     assert data.positions.tolist() == [10, 20, 35, 5]
+
+
+def test_a_header_without_the_gt_definition_is_read_from_its_records_with_a_warning(tmp_path, caplog):
+    # Hand-made VCFs and some converters write GT in every record but no ##FORMAT line for it.
+    bare = load(tmp_path, vcf=vcf_text(header=HEADER))
+    defined = load(tmp_path, vcf=vcf_text())
+    np.testing.assert_array_equal(bare.genotypes, defined.genotypes)
+    np.testing.assert_array_equal(bare.positions, defined.positions)
+    assert "the header defines no GT (genotype) FORMAT field; reading GT from the records" in caplog.text
 
 
 def test_skipped_sites_and_missing_calls_are_counted(tmp_path):

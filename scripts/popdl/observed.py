@@ -847,7 +847,9 @@ class _Records:
     def read(self, vcf, path: Path, *, columns: list[str], hts) -> None:
         """Read the records of the open cyvcf2 reader ``vcf`` of file ``path`` (its #CHROM ``columns``)."""
         if not vcf.contains("GT"):
-            raise DataError(f"VCF {path}: no GT (genotype) FORMAT field in the header")
+            # Hand-made VCFs and some converters write records with GT but no ##FORMAT line defining it; htslib
+            # reads such calls (as a String).  A record without GT is still an error, below (_no_genotype).
+            log.warning("VCF %s: the header defines no GT (genotype) FORMAT field; reading GT from the records", path)
         column = {s.strip(): i for i, s in enumerate(columns[9:])}
         index = np.array([column[s.strip()] for s, _ in self.chosen])
         pool = np.array([column[s.strip()] for s in self.pool])
