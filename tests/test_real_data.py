@@ -1455,6 +1455,29 @@ def test_an_ipyrad_vcf_reads_as_the_calls_it_was_written_from(tmp_path):
         assert np.array_equal(np.diff(data.locus) != 0, np.diff(whole.locus) != 0), loci  # the same loci
 
 
+def test_a_haploid_individual_is_named_and_once_left_out_of_the_popmap_costs_no_contig(tmp_path, caplog):
+    # A haplodiploid species: the male m1 (a drone, a male ant) is called haploid on every contig.
+    names = ["a1", "a2", "m1", "b1", "b2"]
+    rows = [[f"c{k}", str(pos), [*calls[:2], "1" if calls[2][0] == "1" else "0", *calls[3:]]]
+            for k in range(8) for pos, calls in ((10, CALLS[0]), (20, CALLS[1]))]
+    text = ("##fileformat=VCFv4.2\n" + "".join(f"##contig=<ID=c{k},length=1000>\n" for k in range(8))
+            + HEADER.split("\n", 2)[2] + "".join(f"\t{n}" for n in names) + "\n"
+            + "".join("\t".join([c, p, ".", "A", "G", ".", "PASS", ".", "GT", *calls]) + "\n" for c, p, calls in rows))
+    (tmp_path / "data.vcf").write_text(text)
+    (tmp_path / "popmap.tsv").write_text(POPMAP + "m1\tpop1\n")
+    entry = {"name": "obs", "vcf": str(tmp_path / "data.vcf"), "popmap": str(tmp_path / "popmap.tsv")}
+    with pytest.raises(DataError, match=r"haploid genotype calls on 8 of the 8 contigs with SNPs, by m1 on 8 contig\(s\): "
+                                        r"haploid individuals .* leave them out of the popmap"):
+        read_observed(entry, samples=SAMPLES, seed=1)
+    # Left out of the popmap, the male's haploid calls take no contig with them.
+    (tmp_path / "popmap.tsv").write_text(POPMAP)
+    with caplog.at_level(logging.WARNING, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.loci == [f"c{k}" for k in range(8)] and len(data.positions) == 16
+    assert data.individuals == ["a1", "a2", "b1", "b2"] and not data.counts.get("haploid")
+    assert "haploid genotype calls" not in caplog.text
+
+
 def test_contigs_with_haploid_calls_are_left_out_and_counted(tmp_path, caplog):
     # bcftools call --ploidy GRCh37: a male's X outside the pseudo-autosomal region, and the
     # mitochondrion, are called haploid; the autosomes diploid.
@@ -1473,7 +1496,8 @@ def test_contigs_with_haploid_calls_are_left_out_and_counted(tmp_path, caplog):
     assert data.loci == ["chr1", "chr2"] and data.positions.tolist() == [10, 20, 30]
     assert data.counts["haploid"] == 4 and data.counts["haploid_contigs"] == {"chrX": 3, "chrM": 1}
     assert "chrX" not in data.counts["empty_contigs"]
-    assert any("left out 2 contig(s) with haploid genotype calls" in r.getMessage() for r in caplog.records)
+    assert any("left out 2 contig(s) with haploid genotype calls" in r.getMessage() and "by a2 on 2, b2 on 2, a1 on 1, b1 on 1 "
+               "contig(s)" in r.getMessage() for r in caplog.records)
     out = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", entry["vcf"], "--popmap",
                     entry["popmap"])
     assert "4 on 2 contig(s) with haploid calls (chrX, chrM)" in out.stdout.splitlines()[0], out.stdout + out.stderr

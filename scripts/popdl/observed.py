@@ -843,6 +843,8 @@ class _Records:
         self.invariant_contigs: set[int] = set()  # contigs with an invariant-site record (ALT '.')
         #: Contigs with haploid calls -> [records left out, where the first haploid call is].
         self.haploid: dict[str, list] = {}
+        #: Contigs with haploid calls -> the samples read that made a haploid call at the first such record.
+        self.haploid_samples: dict[str, list[str]] = {}
 
     def read(self, vcf, path: Path, *, columns: list[str], hts) -> None:
         """Read the records of the open cyvcf2 reader ``vcf`` of file ``path`` (its #CHROM ``columns``)."""
@@ -928,15 +930,19 @@ class _Records:
             # missing call so): htslib reads it as one missing allele, which for diploid data is both.
             # A called single allele: a haploid call (a male's X, a Y or a mitochondrion, as bcftools call
             # --ploidy writes them); its contig is left out (observed() drops the SNPs read from it before).
+            # Only the calls of the individuals popdl may read count: a haploid sample the popmap leaves out (a
+            # male of a haplodiploid species) does not take its contigs with it; its calls become half-missing.
             if gt.shape[1] < 3:
-                if (gt[:, 0] >= 0).any():
-                    self.haploid[chrom] = [1, f"VCF {path}: {chrom}:{pos}"]
+                single = gt[:, 0] >= 0
+                if single[pool].any():
+                    self._haploid_call(chrom, f"VCF {path}: {chrom}:{pos}", pool[single[pool]], columns)
                     continue
-                gt = np.column_stack([gt[:, 0], gt[:, 0], np.ones(len(gt), dtype=gt.dtype)])  # every call '.'
+                gt = np.column_stack([gt[:, 0], np.full(len(gt), -1, dtype=gt.dtype), np.ones(len(gt), dtype=gt.dtype)])
             one = gt[:, 1] == -2  # a call of one allele
             if one.any():
-                if (gt[one, 0] >= 0).any():
-                    self.haploid[chrom] = [1, f"VCF {path}: {chrom}:{pos}"]
+                single = one & (gt[:, 0] >= 0)
+                if single[pool].any():
+                    self._haploid_call(chrom, f"VCF {path}: {chrom}:{pos}", pool[single[pool]], columns)
                     continue
                 gt = gt.copy()
                 gt[one, 1] = -1
@@ -980,6 +986,11 @@ class _Records:
                 pending = []
         if pending:
             self._batch(pending, index=index, pool=pool, path=path)
+
+    def _haploid_call(self, chrom: str, where: str, columns_called: np.ndarray, columns: list[str]) -> None:
+        """Mark contig ``chrom`` as one with haploid calls, first at ``where``, by the samples of ``columns_called``."""
+        self.haploid[chrom] = [1, where]
+        self.haploid_samples[chrom] = [columns[9 + int(i)].strip() for i in columns_called]
 
     def _unread_as_missing(self, rec, gt: np.ndarray, index: np.ndarray) -> np.ndarray:
         """``gt`` with the calls whose FORMAT DP is 0 made missing, those of the individuals kept counted
@@ -1110,6 +1121,20 @@ class _Records:
         for locus in self.loci_idx:
             if locus in flagged:
                 self.haploid[self.contigs[locus]][0] += 1
+        by_sample: dict[str, int] = {}
+        for names in self.haploid_samples.values():
+            for sample in names:
+                by_sample[sample] = by_sample.get(sample, 0) + 1
+        ranked = sorted(by_sample.items(), key=lambda kv: (-kv[1], kv[0]))
+        with_snps = len(flagged | set(self.loci_idx))
+        # Haploid calls on most of many contigs, by some of the individuals, are these individuals' ploidy, not a
+        # sex chromosome's (one contig, or a few scaffolds of an assembly): name the samples.
+        usual = [s for s, n in ranked if n > len(flagged) / 2]
+        if 0 < len(usual) < len(self.pool) and len(flagged) >= HAPLOID_INDIVIDUALS_CONTIGS and len(flagged) > with_snps / 2:
+            raise DataError(
+                f"{source}: haploid genotype calls on {len(flagged)} of the {with_snps} contigs with SNPs, "
+                f"{_haploid_by(ranked)}: haploid individuals (males of a haplodiploid species, or called at the wrong "
+                "ploidy), not a sex chromosome; leave them out of the popmap (popdl simulates diploids)")
         if not keep:
             first = next(iter(self.haploid.values()))[1]
             raise DataError(f"{first} has haploid genotype calls; popdl simulates diploid individuals")
@@ -1120,7 +1145,17 @@ class _Records:
         self.counts.update(haploid=sum(by_contig.values()), haploid_contigs=by_contig)
         shown = ", ".join(f"{c} ({n})" for c, n in list(by_contig.items())[:5]) + (", ..." if len(by_contig) > 5 else "")
         log.warning("%s: left out %d contig(s) with haploid genotype calls (a male's X, a Y, a mitochondrion): %s "
-                    "records; popdl simulates diploid autosomes", source, len(by_contig), shown)
+                    "records, %s; popdl simulates diploid autosomes", source, len(by_contig), shown, _haploid_by(ranked))
+
+
+#: Haploid calls on at least this many contigs, most of those with SNPs, are named as haploid individuals'.
+HAPLOID_INDIVIDUALS_CONTIGS = 5
+
+
+def _haploid_by(ranked: list[tuple[str, int]]) -> str:
+    """Who made the haploid calls: 'by NAME on N contig(s), ...', the five with the most contigs first."""
+    shown = ", ".join(f"{s} on {n}" for s, n in ranked[:5]) + (f" and {len(ranked) - 5} more" if len(ranked) > 5 else "")
+    return f"by {shown} contig(s)" if ranked else "by no sample read"
 
 
 def skipped_text(counts: dict, *, advice: bool = False) -> str:
