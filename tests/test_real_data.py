@@ -203,6 +203,23 @@ def test_labels_without_a_mapping_say_which_labels_were_left_out(tmp_path):
         read_observed(entry, samples=SAMPLES, seed=1, strict=True)
 
 
+def test_a_mapping_label_no_popmap_sample_holds_is_named_with_the_nearest_label(tmp_path, caplog):
+    # A typo or a label's case: 'Nuttalli' for the popmap's 'nuttalli'.
+    entry = dict(files(tmp_path, ["a1", "a2", "b1", "b2"], TAXA), populations={"Nuttalli": "pop1", "pugetensis": "pop2"})
+    stray = (r"populations label\(s\) 'Nuttalli' \(did you mean 'nuttalli'\?\) held by no popmap sample; its labels: "
+             r"nuttalli, pugetensis")
+    with pytest.raises(DataError, match=r"population 'pop1' has 0 individual\(s\) but 2 were simulated; " + stray):
+        read_observed(entry, samples=SAMPLES, seed=1)
+    with pytest.raises(DataError, match=r"population\(s\) nuttalli in the popmap are not simulated .*; " + stray):
+        read_observed(entry, samples=SAMPLES, seed=1, strict=True)
+    # A label for another data set's popmap costs nothing but a warning.
+    entry["populations"] = dict(MAPPING, nutalli_x="pop1")
+    with caplog.at_level(logging.WARNING, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.populations.tolist() == ["pop1"] * 4 + ["pop2"] * 4
+    assert "populations label(s) 'nutalli_x' (did you mean 'nuttalli'?) held by no popmap sample" in caplog.text
+
+
 def test_a_mapping_to_a_population_not_simulated_is_refused(tmp_path):
     entry = dict(files(tmp_path, ["a1", "a2", "b1", "b2"], TAXA), populations={"nuttalli": "pop1", "pugetensis": "pop3"})
     with pytest.raises(DataError, match=r"populations maps to pop3, not simulated \(config samples: pop1, pop2\)"):

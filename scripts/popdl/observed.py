@@ -40,6 +40,7 @@ from an :class:`Observed` with the extractor the simulations go through.
 from __future__ import annotations
 
 import csv
+import difflib
 import gzip
 import hashlib
 import logging
@@ -611,11 +612,16 @@ def choose_individuals(
         log.info("%s: popmap label(s) %s taken for the population(s) %s, whose names they equal but for case",
                  source, _few(by_case, 3), _few([deme(label) for label in by_case], 3))
     unsimulated = sorted({label for label in popmap.values() if deme(label) is None})
+    # A --populations label that no popmap line holds: a typo, or a label's case ('Nuttalli' for 'nuttalli').
+    stray = _stray_labels(populations, popmap)
     if unsimulated and strict:
-        hint = "" if populations else " (map the popmap's labels to them with populations: {label: population})"
+        hint = (f"; {stray}" if stray else "" if populations else
+                " (map the popmap's labels to them with populations: {label: population})")
         raise DataError(
             f"{source}: population(s) {_few(unsimulated)} in the popmap are not simulated (config samples: {', '.join(samples)}){hint}"
         )
+    if stray and not quiet:
+        log.warning("%s: %s", source, stray)
     of = {s: deme(popmap[s]) for s in trimmed if s in popmap}
     ignored_labels = [s for s in trimmed if s in of and of[s] is None]
     if counts is not None:
@@ -647,7 +653,7 @@ def choose_individuals(
                              if target == pop})
             named = f" (popmap label(s) {_few(labels, 3)})" if labels and labels != [pop] else ""
             one_each = len(popmap) > 2 and len(set(popmap.values())) == len(popmap)
-            hint = (f"; each of the popmap's {len(popmap)} labels is held by one sample (the first: {' '.join(map(repr, next(iter(popmap.items()))))}):"
+            hint = (f"; {stray}" if stray else f"; each of the popmap's {len(popmap)} labels is held by one sample (the first: {' '.join(map(repr, next(iter(popmap.items()))))}):"
                     " a popmap of individuals, where each line should give the sample's population" if one_each else
                     f"; population(s) {_few(unsimulated, 3)} of the popmap were left out (map a label to {pop!r} with "
                     f"--populations LABEL={pop} or predict.data[].populations: {{LABEL: {pop}}})" if unsimulated else
@@ -664,6 +670,23 @@ def choose_individuals(
             members = [members[i] for i in keep]
         chosen += [(raw_of[s], pop) for s in members]
     return chosen
+
+
+def _stray_labels(populations: dict[str, str], popmap: dict[str, str]) -> str | None:
+    """One line naming the ``populations`` labels that no popmap line holds, each with its nearest popmap label."""
+    labels = sorted(set(popmap.values()))
+    stray = [label for label in populations if label not in set(labels)]
+    if not stray or not labels:
+        return None
+    by_fold = {label.casefold(): label for label in labels}
+
+    def nearest(label: str) -> str:
+        close = difflib.get_close_matches(label.casefold(), list(by_fold), n=1, cutoff=0.6)
+        return f" (did you mean {by_fold[close[0]]!r}?)" if close else ""
+
+    named = ", ".join(f"{label!r}{nearest(label)}" for label in stray[:5]) + (f" and {len(stray) - 5} more" if len(stray) > 5 else "")
+    return (f"populations label(s) {named} held by no popmap sample; its labels: {_few(labels, 6)} (labels are "
+            "matched as written, case included)")
 
 
 # ---------------------------------------------------------------------------- VCF
