@@ -285,13 +285,30 @@ def test_strict_samples_in_the_config_is_one_line_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_check_data_warns_of_a_population_in_which_no_snp_segregates(tmp_path):
+    # pop1's two individuals carry one allele at every SNP: the wrong samples, or one clonal line.
+    text = vcf(["a1", "a2", "b1", "b2"]).splitlines()
+    rows = [line.split("\t") for line in text[-len(CALLS):]]
+    for row in rows:
+        row[9:11] = ["0|0", "0|0"]
+    (tmp_path / "data.vcf").write_text("\n".join(text[:-len(CALLS)] + ["\t".join(r) for r in rows]) + "\n")
+    (tmp_path / "popmap.tsv").write_text(POPMAP)
+    proc = run_popdl("check-data", "--configfile", config_file(tmp_path), "--vcf", tmp_path / "data.vcf", "--popmap",
+                     tmp_path / "popmap.tsv")
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stdout.splitlines() if "segregates" in line]
+    assert warned == ["data: WARNING, no SNP segregates within pop1 (2 individuals kept): each SNP holds one allele "
+                      "among them; check the popmap's labels of these samples (the wrong samples, one clone or inbred "
+                      "line) and the filters the data went through"], proc.stdout
+
+
 def test_check_data_takes_the_mapping_on_the_command_line(tmp_path):
     entry = files(tmp_path, ["a1", "a2", "b1", "b2"], TAXA)
     cfg = config_file(tmp_path)
     proc = run_popdl("check-data", "--configfile", cfg, "--vcf", entry["vcf"], "--popmap", entry["popmap"],
                      "--populations", "nuttalli=pop1", "pugetensis=pop2")
     assert proc.returncode == 0, proc.stderr
-    assert "4 of 4 individuals kept" in proc.stdout, proc.stdout
+    assert "4 of 4 individuals kept" in proc.stdout and "segregates" not in proc.stdout, proc.stdout
     bad = run_popdl("check-data", "--configfile", cfg, "--vcf", entry["vcf"], "--popmap", entry["popmap"],
                     "--populations", "nuttalli")
     lines = [line for line in bad.stderr.splitlines() if line.strip()]

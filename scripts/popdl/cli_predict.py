@@ -299,6 +299,10 @@ def _check_data(args, out) -> int:
     current = settings["features"].get("sfs_projection")
     print(f"{entry['name']}: SFS: {advice}; the config projects onto "
           + (f"{current} (features.sfs_projection)" if current is not None else "each population's sample (no projection)"))
+    for pop, individuals in _silent_populations(data):
+        print(f"{entry['name']}: WARNING, no SNP segregates within {pop} ({individuals} individuals kept): each SNP "
+              "holds one allele among them; check the popmap's labels of these samples (the wrong samples, one clone or "
+              "inbred line) and the filters the data went through")
     het = c.get("phased_heterozygous", 0) + c.get("unphased_heterozygous", 0)
     trained = "phased" if settings["features"].get("phased", True) else "unphased"
     refused = trained == "phased" and data.phasing != "phased" and not popt["allow_unphased"]
@@ -391,6 +395,17 @@ def _projection_within(features: dict, samples: dict) -> dict:
     per_pop = {pop: given for pop in samples} if not isinstance(given, dict) else given
     return {**features, "sfs_projection": {pop: min(int(m), 2 * int(samples[pop])) for pop, m in per_pop.items()
                                            if pop in samples}}
+
+
+def _silent_populations(data) -> list[tuple[str, int]]:
+    """The populations (with their individuals) among whose haplotypes no SNP of ``data`` has both alleles called."""
+    pops = np.asarray(data.populations)
+    silent = []
+    for pop in dict.fromkeys(pops.tolist()):
+        g = np.asarray(data.genotypes)[:, pops == pop]
+        if not (((g == 0).any(axis=1)) & ((g == 1).any(axis=1))).any():
+            silent.append((pop, int((pops == pop).sum()) // 2))
+    return silent
 
 
 def _sfs_projection(data) -> tuple[dict, str]:
