@@ -89,7 +89,8 @@ MALFORMED = [
     ("population-not-simulated", {"vcf": vcf_text(), "popmap": POPMAP.replace("b2\tpop2", "b2\tpop3"), "strict": True},
      r"population\(s\) pop3 in the popmap are not simulated"),
     ("population-not-simulated-leaves-too-few", {"vcf": vcf_text(), "popmap": POPMAP.replace("b2\tpop2", "b2\tpop3")},
-     r"population 'pop2' has 1 individual\(s\) but 2 were simulated; population\(s\) pop3 of the popmap were left out"),
+     r"population 'pop2' has 1 individual\(s\) but 2 were simulated; simulate 1 \(samples: \{pop2: 1\}; check-data "
+     r"--suggest-config\), or map more labels to it \(population\(s\) pop3 of the popmap were left out\)$"),
     ("fewer-individuals-than-simulated", {"vcf": vcf_text(), "samples": {"pop1": 3, "pop2": 2}},
      r"population 'pop1' has 2 individual\(s\) but 3 were simulated"),
     ("more-individuals-no-subsampling", {"vcf": vcf_text(), "samples": {"pop1": 1, "pop2": 2}, "subsample": False},

@@ -655,9 +655,11 @@ def choose_individuals(
             one_each = len(popmap) > 2 and len(set(popmap.values())) == len(popmap)
             hint = (f"; {stray}" if stray else f"; each of the popmap's {len(popmap)} labels is held by one sample (the first: {' '.join(map(repr, next(iter(popmap.items()))))}):"
                     " a popmap of individuals, where each line should give the sample's population" if one_each else
+                    f"; simulate {len(members)} (samples: {{{pop}: {len(members)}}}; check-data --suggest-config)"
+                    + (f", or map more labels to it (population(s) {_few(unsimulated, 3)} of the popmap were left out)"
+                       if unsimulated else "") if members else
                     f"; population(s) {_few(unsimulated, 3)} of the popmap were left out (map a label to {pop!r} with "
                     f"--populations LABEL={pop} or predict.data[].populations: {{LABEL: {pop}}})" if unsimulated else
-                    f"; simulate {len(members)} (samples: {{{pop}: {len(members)}}}; check-data --suggest-config)" if members else
                     f"; no popmap label maps to it (--populations LABEL={pop})")
             raise DataError(f"{source}: population {pop!r}{named} has {len(members)} individual(s) but {n} were simulated{hint}")
         if len(members) > n:
