@@ -124,6 +124,23 @@ def test_numeric_sample_names_a_spreadsheet_rewrote_match_as_numbers(tmp_path, c
     assert "0012" not in data.individuals and "x1" not in data.individuals and data.counts["not_in_popmap"] == 2
 
 
+def test_plink_fid_iid_sample_names_match_the_popmap_by_their_iid(tmp_path, caplog):
+    # plink --recode vcf names samples FID_IID: a population code or, with --double-id, the IID again.
+    entry = files(tmp_path, ["nut_a1", "a2_a2", "pug_b1", "b2"], POPMAP)
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.individuals == ["nut_a1", "a2_a2", "pug_b1", "b2"] and data.counts["not_in_popmap"] == 0
+    assert np.array_equal(data.genotypes, read_observed(files(tmp_path, ["a1", "a2", "b1", "b2"], POPMAP),
+                                                        samples=SAMPLES, seed=1).genotypes)
+    lines = [r.getMessage() for r in caplog.records if "after a prefix and an underscore" in r.getMessage()]
+    assert len(lines) == 1 and "3 sample name(s) are a popmap name after a prefix and an underscore (e.g. 'nut_a1' is "
+    "'a1' there" in lines[0], lines
+    # A name ending in two popmap names ('x_a_1': 'a_1' and '1') is not guessed.
+    entry = files(tmp_path, ["x_a_1", "a2", "b1", "b2"], "a_1\tpop1\n1\tpop1\na2\tpop1\nb1\tpop2\nb2\tpop2\n")
+    data = read_observed(entry, samples={"pop1": 1, "pop2": 2}, seed=1)
+    assert data.individuals == ["a2", "b1", "b2"] and data.counts["not_in_popmap"] == 1
+
+
 def test_popmap_labels_that_differ_from_a_population_in_case_only_map_to_it(tmp_path, caplog):
     entry = files(tmp_path, ["a1", "a2", "b1", "b2"], "a1\tPop1\na2\tPop1\nb1\tPOP2\nb2\tPOP2\n")
     with caplog.at_level(logging.INFO, logger="popdl"):

@@ -510,6 +510,22 @@ def _match_numbers(names: list[str], popmap: dict, *, source: str, quiet: bool) 
     return out
 
 
+def _match_plink_ids(names: list[str], popmap: dict, *, source: str, quiet: bool) -> list[str]:
+    """``names`` with each one that is not in ``popmap`` but ends, after an underscore, in exactly one
+    popmap name (PLINK's VCF export names a sample ``FID_IID``: ``nuttalli_NUT_001``, or ``NUT_001_NUT_001``
+    with ``--double-id``), that name being no other sample's, replaced by it; one log line says how many."""
+    def iid(name: str) -> str | None:
+        found = [name[i + 1:] for i, c in enumerate(name) if c == "_" and name[i + 1:] in popmap]
+        return found[0] if len(found) == 1 else None
+
+    out, renamed = _rename(names, popmap, iid)
+    if renamed and not quiet:
+        log.info("%s: %d sample name(s) are a popmap name after a prefix and an underscore (e.g. %r is %r there: "
+                 "PLINK writes FID_IID; plink --recode vcf-iid writes IID alone): matched so", source, len(renamed),
+                 *renamed[0])
+    return out
+
+
 def _drop_titles(popmap: dict[str, str], present: set[str], *, source: str, quiet: bool) -> dict[str, str]:
     """The popmap without its first line when that line is column titles :func:`read_popmap` did not know
     ('Sample ID', 'Pop label'): a first sample absent from the data, whose label no other line has, while
@@ -583,6 +599,7 @@ def choose_individuals(
     trimmed = _match_file_names(trimmed, popmap, source=source, quiet=quiet)
     trimmed = _match_case(trimmed, popmap, source=source, quiet=quiet)
     trimmed = _match_numbers(trimmed, popmap, source=source, quiet=quiet)
+    trimmed = _match_plink_ids(trimmed, popmap, source=source, quiet=quiet)
     popmap = _drop_titles(popmap, set(trimmed), source=source, quiet=quiet)
     missing_from_popmap = [s for s in trimmed if s not in popmap]
     if trimmed and popmap and len(missing_from_popmap) == len(trimmed):  # no name in common: an example of each
