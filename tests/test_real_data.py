@@ -235,6 +235,10 @@ def test_a_mapping_label_no_popmap_sample_holds_is_named_with_the_nearest_label(
         data = read_observed(entry, samples=SAMPLES, seed=1)
     assert data.populations.tolist() == ["pop1"] * 4 + ["pop2"] * 4
     assert "populations label(s) 'nutalli_x' (did you mean 'nuttalli'?) held by no popmap sample" in caplog.text
+    # A stray label of another population does not hide what this one lacks.
+    with pytest.raises(DataError, match=r"population 'pop1' \(popmap label\(s\) nuttalli\) has 2 individual\(s\) but 3 "
+                                        r"were simulated; simulate 2 \(samples: \{pop1: 2\}"):
+        read_observed(dict(entry, populations=dict(MAPPING, other="pop2")), samples={"pop1": 3, "pop2": 2}, seed=1)
 
 
 def test_a_mapping_to_a_population_not_simulated_is_refused(tmp_path):

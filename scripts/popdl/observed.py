@@ -670,7 +670,8 @@ def choose_individuals(
                              if target == pop})
             named = f" (popmap label(s) {_few(labels, 3)})" if labels and labels != [pop] else ""
             one_each = len(popmap) > 2 and len(set(popmap.values())) == len(popmap)
-            hint = (f"; {stray}" if stray else f"; each of the popmap's {len(popmap)} labels is held by one sample (the first: {' '.join(map(repr, next(iter(popmap.items()))))}):"
+            stray_here = _stray_labels({lb: t for lb, t in populations.items() if t == pop}, popmap)
+            hint = (f"; {stray_here}" if stray_here else f"; each of the popmap's {len(popmap)} labels is held by one sample (the first: {' '.join(map(repr, next(iter(popmap.items()))))}):"
                     " a popmap of individuals, where each line should give the sample's population" if one_each else
                     f"; simulate {len(members)} (samples: {{{pop}: {len(members)}}}; check-data --suggest-config)"
                     + (f", or map more labels to it (population(s) {_few(unsimulated, 3)} of the popmap were left out)"
