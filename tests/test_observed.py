@@ -121,6 +121,12 @@ MALFORMED = [
      r"popmap .* line 3: sample 'a1' is listed twice, as 'pop1' \(line 2\) and 'pop2'$"),
     ("popmap-duplicate-sample", {"vcf": vcf_text(), "popmap": POPMAP + "a1\tpop2\n"},
      r"line 6: sample 'a1' is listed twice, as 'pop1' \(line 2\) and 'pop2'$"),
+    ("popmap-columns-reversed", {"vcf": vcf_text(), "popmap": "pop1\ta1\npop1\ta2\npop2\tb1\npop2\tb2\n"},
+     r"line 2: sample 'pop1' is listed twice, as 'a1' \(line 1\) and 'a2'; the columns look reversed \(population, then "
+     r"sample, as a PLINK \.fam's FID IID\?\): swap them \(awk -v OFS='\\t' '\{print \$2, \$1\}'\)$"),
+    ("popmap-columns-reversed-one-sample-each", {"vcf": vcf_text(), "popmap": "p1\ta1\np2\ta2\np3\tb1\np4\tb2\n"},
+     r"none of its 4 samples is in the popmap's first column, but 4 are in its second \(e\.g\. 'a1'\): the columns look "
+     r"reversed \(population, then sample\); swap them"),
     ("popmap-empty", {"vcf": vcf_text(), "popmap": "# nothing\n\n"}, r"no samples listed"),
     ("both-vcf-and-fasta", {"vcf": vcf_text(), "fasta": [fasta_text(GOOD_FASTA)]}, r"give exactly one of vcf or fasta"),
     ("fasta-unequal-lengths", {"fasta": [fasta_text({**GOOD_FASTA, "b2_2": "ACG"})]}, r"sequences of different lengths"),

@@ -215,6 +215,7 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
     out: dict[str, str] = {}
     lines_of: dict[str, int] = {}
     repeated: list[str] = []
+    pairs: list[tuple[int, str, str]] = []  # (line number, sample, population)
     csv_lines = 0
     first = True
     for number, raw in enumerate(text.splitlines(), 1):
@@ -260,10 +261,19 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
             raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found {found}{hint}")
         first = False
         sample, pop = parts
-        if not out and _header_word(sample) in SAMPLE_HEADERS and _header_word(pop) in POPULATION_HEADERS:
+        if not pairs and _header_word(sample) in SAMPLE_HEADERS and _header_word(pop) in POPULATION_HEADERS:
             continue  # header line: 'sample population', 'sample_ID,population', radiator's 'INDIVIDUALS STRATA'...
-        if _listed(out, lines_of, repeated, path, number, sample, pop):
-            out[sample] = pop
+        pairs.append((number, sample, pop))
+    try:
+        for number, sample, pop in pairs:
+            if _listed(out, lines_of, repeated, path, number, sample, pop):
+                out[sample] = pop
+    except DataError as exc:
+        firsts, seconds = [pair[1] for pair in pairs], [pair[2] for pair in pairs]
+        if len(set(seconds)) == len(seconds) and len(set(firsts)) < len(firsts):  # 'nuttalli NUT_001' ...
+            raise DataError(f"{exc}; the columns look reversed (population, then sample, as a PLINK .fam's FID IID?): "
+                            "swap them (awk -v OFS='\\t' '{print $2, $1}')") from None
+        raise
     if not out:
         raise DataError(f"popmap {path}: no samples listed")
     _repeated_note(path, repeated)
@@ -603,6 +613,11 @@ def choose_individuals(
     popmap = _drop_titles(popmap, set(trimmed), source=source, quiet=quiet)
     missing_from_popmap = [s for s in trimmed if s not in popmap]
     if trimmed and popmap and len(missing_from_popmap) == len(trimmed):  # no name in common: an example of each
+        swapped = [s for s in trimmed if s in set(popmap.values())]
+        if swapped:
+            raise DataError(f"{source}: none of its {len(trimmed)} samples is in the popmap's first column, but "
+                            f"{len(swapped)} are in its second (e.g. {swapped[0]!r}): the columns look reversed "
+                            "(population, then sample); swap them (awk -v OFS='\\t' '{print $2, $1}')")
         raise DataError(f"{source}: none of its {len(trimmed)} samples is in the popmap ({len(popmap)} samples): the "
                         f"names differ (e.g. {trimmed[0]!r} in the data, {next(iter(popmap))!r} in the popmap)")
     if missing_from_popmap and strict:
