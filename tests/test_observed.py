@@ -127,6 +127,12 @@ MALFORMED = [
     ("popmap-columns-reversed-one-sample-each", {"vcf": vcf_text(), "popmap": "p1\ta1\np2\ta2\np3\tb1\np4\tb2\n"},
      r"none of its 4 samples is in the popmap's first column, but 4 are in its second \(e\.g\. 'a1'\): the columns look "
      r"reversed \(population, then sample\); swap them"),
+    ("popmap-a-plink-fam-file", {"vcf": vcf_text(), "popmap": "pop1 a1 0 0 1 -9\npop1 a2 0 0 2 -9\n"},
+     r"line 1: expected 2 columns \(sample, population\), found 6 \(a PLINK \.fam file: FID, IID, father, mother, sex, "
+     r"phenotype; where FID is the population, awk -v OFS='\\t' '\{print \$2, \$1\}' makes the popmap\)$"),
+    ("popmap-a-tab-separated-plink-fam-file", {"vcf": vcf_text(), "popmap": "pop1\ta1\t0\t0\t1\t-9\n"},
+     r"line 1: expected 2 columns \(sample, population\), found 6 \(a PLINK \.fam file: FID, IID, father, mother, sex, "
+     r"phenotype; where FID is the population, awk -v OFS='\\t' '\{print \$2, \$1\}' makes the popmap\)$"),
     ("popmap-empty", {"vcf": vcf_text(), "popmap": "# nothing\n\n"}, r"no samples listed"),
     ("both-vcf-and-fasta", {"vcf": vcf_text(), "fasta": [fasta_text(GOOD_FASTA)]}, r"give exactly one of vcf or fasta"),
     ("fasta-unequal-lengths", {"fasta": [fasta_text({**GOOD_FASTA, "b2_2": "ACG"})]}, r"sequences of different lengths"),

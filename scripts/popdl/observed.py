@@ -246,6 +246,9 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
                 if first:
                     titles = tabbed if len(tabbed) > 2 else separated
                     words = SAMPLE_HEADERS | POPULATION_HEADERS
+                    if _is_fam(titles):
+                        raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found "
+                                        f"6 {_FAM_HINT}")
                     if any(map(_is_number, titles)) and not any(_header_word(t) in words for t in titles):
                         # coordinates, depths, and no title of a sample or a population: a table without titles
                         raise DataError(f"popmap {path} line {number}: {found} columns ({_few(titles, 4)}), not two, "
@@ -256,6 +259,8 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
                                     f"a sample sheet (titles on line 1) with {_sheet_example(titles)} (config "
                                     "popmap_columns), or keep two columns (cut -f1,2)")
                 hint = " (a sample sheet: read it with --popmap-columns SAMPLE POPULATION, config popmap_columns)"
+            elif _is_fam(parts):
+                hint = f" {_FAM_HINT}"
             else:
                 hint = ""
             raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found {found}{hint}")
@@ -278,6 +283,16 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
         raise DataError(f"popmap {path}: no samples listed")
     _repeated_note(path, repeated)
     return out
+
+
+def _is_fam(fields: list[str]) -> bool:
+    """Whether a popmap line's ``fields`` are a PLINK .fam line: FID IID father mother sex phenotype."""
+    return len(fields) == 6 and all(re.fullmatch(r"-?\d+(\.\d*)?", f) for f in fields[2:])
+
+
+#: What a popmap that is a PLINK .fam file is told (its FID often holds the population).
+_FAM_HINT = ("(a PLINK .fam file: FID, IID, father, mother, sex, phenotype; where FID is the population, "
+             "awk -v OFS='\\t' '{print $2, $1}' makes the popmap)")
 
 
 def _listed(out: dict, lines_of: dict, repeated: list, path: Path, number: int, sample: str, pop: str) -> bool:
