@@ -238,6 +238,13 @@ def test_popmap_fields_keep_their_inner_spaces_between_tabs(tmp_path):
     assert data.individuals == names and data.populations.tolist() == ["pop1"] * 4 + ["pop2"] * 4
 
 
+def test_a_hash_inside_a_popmap_label_is_kept_and_a_comment_after_the_columns_is_not(tmp_path):
+    # 'Site #1' and 'Site #2' are two populations, not one 'Site'.
+    text = "# field sites\na1\tSite #1\na2\tSite #1   # resampled\nb1\tSite #2\nb2 Pop#2\nc1\tpop3\t# note\n"
+    assert read_popmap(write(tmp_path, "p.tsv", text)) == {"a1": "Site #1", "a2": "Site #1", "b1": "Site #2",
+                                                         "b2": "Pop#2", "c1": "pop3"}
+
+
 def test_popmap_exported_from_a_spreadsheet_as_csv_reads_as_a_table(tmp_path, caplog):
     import logging
 

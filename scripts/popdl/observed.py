@@ -172,7 +172,8 @@ def read_popmap(path: str | Path, columns: Sequence[str | int] | None = None) ->
     semicolon (a spreadsheet's CSV export, quotes allowed).  A line with one
     tab (or comma) between two fields keeps the spaces inside them (a sample ``Sample 01``,
     a label ``Lake Malawi``, as spreadsheets write them); surrounding spaces are
-    trimmed.  Text after ``#`` is a comment; a first line of two column titles
+    trimmed.  A line starting with ``#``, and `` # ...`` after the columns, are comments (a
+    ``#`` inside a name stays: ``Site #3``); a first line of two column titles
     (``sample population``, ``sample_ID,population``, radiator's ``INDIVIDUALS STRATA``:
     :data:`SAMPLE_HEADERS` then :data:`POPULATION_HEADERS`) is a header."""
     path = Path(path)
@@ -219,7 +220,12 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
     csv_lines = 0
     first = True
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
+        # A comment: a line that starts with '#', or ' # ...' after the columns; a '#' inside a name stays
+        # ('Site #3', 'Pop#2': cutting there would merge populations).
+        line = raw.strip()
+        if line.startswith("#"):
+            continue
+        line = _INLINE_COMMENT.split(line, maxsplit=1)[0].strip()
         if not line:
             continue
         parts = tabbed = [f.strip() for f in line.split("\t") if f.strip()]
@@ -283,6 +289,10 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
         raise DataError(f"popmap {path}: no samples listed")
     _repeated_note(path, repeated)
     return out
+
+
+#: A comment after a popmap line's columns: a '#' after a space or tab and before one (or the line's end).
+_INLINE_COMMENT = re.compile(r"\s#(?:\s|$)")
 
 
 def _is_fam(fields: list[str]) -> bool:
