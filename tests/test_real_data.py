@@ -336,6 +336,15 @@ def test_check_data_takes_the_mapping_on_the_command_line(tmp_path):
     assert bad.returncode != 0 and len(lines) == 1 and "--populations 'nuttalli': expected LABEL=POPULATION" in lines[0]
 
 
+def test_populations_arguments_split_at_the_last_equals_sign_and_refuse_a_label_mapped_twice():
+    from popdl.cli import population_mapping
+
+    assert population_mapping(["site=3=pop1", " Lake Malawi = pop2"]) == {"site=3": "pop1", "Lake Malawi": "pop2"}
+    assert population_mapping(["a=pop1", "a=pop1"]) == {"a": "pop1"}
+    with pytest.raises(ConfigError, match=r"--populations: label 'a' is mapped twice, to 'pop1' and 'pop2'$"):
+        population_mapping(["a=pop1", "b=pop2", "a=pop2"])
+
+
 # ------------------------------------------------------------------------------------ unphased data
 def _scrambled(g: np.ndarray, seed: int) -> np.ndarray:
     """``g`` with each individual's alleles swapped at random sites: another phase of the same genotypes."""

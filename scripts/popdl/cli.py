@@ -57,10 +57,13 @@ def population_mapping(items: list[str]) -> dict[str, str]:
     """``--populations LABEL=POP ...`` as a dict; a word without ``=`` is a :class:`ConfigError`."""
     out = {}
     for item in items:
-        label, sep, pop = item.partition("=")
+        label, sep, pop = item.rpartition("=")  # a label may hold '=' ('site=3'); a population's name does not
         if not sep or not label.strip() or not pop.strip():
             raise ConfigError(f"--populations {item!r}: expected LABEL=POPULATION (e.g. nuttalli=pop1)")
-        out[label.strip()] = pop.strip()
+        label, pop = label.strip(), pop.strip()
+        if out.get(label, pop) != pop:
+            raise ConfigError(f"--populations: label {label!r} is mapped twice, to {out[label]!r} and {pop!r}")
+        out[label] = pop
     return out
 
 
