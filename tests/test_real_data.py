@@ -1542,6 +1542,26 @@ def test_a_haploid_individual_is_named_and_once_left_out_of_the_popmap_costs_no_
     assert "haploid genotype calls" not in caplog.text
 
 
+def test_a_record_repeated_by_overlapping_files_is_read_once_and_a_split_site_stays(tmp_path, caplog):
+    # chr1:20 written twice (two regions concatenated with an overlap: the same record) is one SNP;
+    # chr1:35's two records (a multi-allelic site split by bcftools norm -m-) differ in their calls and stay.
+    rows = [["chr1", "10", CALLS[0]], ["chr1", "20", CALLS[1]], ["chr1", "20", CALLS[1]],
+            ["chr1", "35", CALLS[2]], ["chr1", "35", ["0|0", "0|1", "1|0", "0|0", "0|0"]]]
+    text = HEADER + "".join(f"\t{n}" for n in ["a1", "a2", "b1", "b2"]) + "\n" + "".join(
+        "\t".join([c, p, ".", "A", "G", ".", "PASS", ".", "GT", *calls[:4]]) + "\n" for c, p, calls in rows)
+    (tmp_path / "data.vcf").write_text(text)
+    (tmp_path / "popmap.tsv").write_text(POPMAP)
+    entry = {"name": "obs", "vcf": str(tmp_path / "data.vcf"), "popmap": str(tmp_path / "popmap.tsv")}
+    with caplog.at_level(logging.WARNING, logger="popdl"):
+        data = read_observed(entry, samples=SAMPLES, seed=1)
+    assert data.positions.tolist() == [10, 20, 35, 35] and data.counts["repeated"] == 1
+    assert "left out 1 SNP record(s) that repeat the one before them (same position, ID and genotypes; the first at " \
+           "chr1:20)" in caplog.text
+    from popdl.observed import skipped_text
+
+    assert skipped_text(data.counts).endswith("1 repeating the record before")
+
+
 def test_contigs_with_haploid_calls_are_left_out_and_counted(tmp_path, caplog):
     # bcftools call --ploidy GRCh37: a male's X outside the pseudo-autosomal region, and the
     # mitochondrion, are called haploid; the autosomes diploid.

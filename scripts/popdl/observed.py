@@ -1150,6 +1150,8 @@ class _Records:
             self._drop_haploid_contigs(source)
         if self.disorder is not None and self.positions:
             self._sort(source)
+        if len(self.positions) > 1:
+            self._drop_repeats(source)
         if not self.positions:
             raise DataError(f"{source}: no usable biallelic SNP among {counts['records']} records ({skipped_text(counts)}"
                             + ("; predict.keep_filtered (--keep-filtered) would use them)" if counts["filtered"] else ")"))
@@ -1195,6 +1197,30 @@ class _Records:
         self.positions, self.ids, self.loci_idx = ([x[i] for i in order] for x in (self.positions, self.ids, self.loci_idx))
         log.info("%s: %d record(s) out of position order (the first: %s), as Stacks writes reference-aligned loci; "
                  "the SNPs were sorted by contig and position in memory", source, self.counts["out_of_order"], self.disorder)
+
+    def _drop_repeats(self, source: str) -> None:
+        """Leave out each SNP record that repeats the one before it (same contig, position, ID and genotypes of the
+        individuals kept), counted (``repeated``): files or regions concatenated with an overlap, where each
+        copy would count as a SNP of its own.  A multi-allelic site split into biallelic records differs in its
+        genotypes and stays (:func:`shared_positions` counts those)."""
+        locus, pos, g = np.asarray(self.loci_idx), np.asarray(self.positions), self.blocks[0]
+        ids = self.ids
+        repeat = np.zeros(len(pos), dtype=bool)
+        # The ID too: records of two Stacks loci share a contig ('un') and a column, and differ in their IDs.
+        same_site = np.array([i for i in np.flatnonzero((locus[1:] == locus[:-1]) & (pos[1:] == pos[:-1])) + 1
+                              if ids[i] == ids[i - 1]], dtype=np.int64)
+        if same_site.size:
+            repeat[same_site] = (g[same_site] == g[same_site - 1]).all(axis=1)
+        if not repeat.any():
+            return
+        first = int(np.flatnonzero(repeat)[0])
+        keep = np.flatnonzero(~repeat)
+        self.blocks = [g[keep]]
+        self.positions, self.ids, self.loci_idx = ([x[i] for i in keep] for x in (self.positions, self.ids, self.loci_idx))
+        self.counts["repeated"] = int(repeat.sum())
+        log.warning("%s: left out %d SNP record(s) that repeat the one before them (same position, ID and genotypes; the "
+                    "first at %s:%d): files or regions concatenated with an overlap (bcftools concat -a -D drops them)",
+                    source, int(repeat.sum()), self.contigs[int(locus[first])], int(pos[first]))
 
     def _drop_haploid_contigs(self, source: str) -> None:
         """Leave out the SNPs of the contigs with haploid calls, counted (``haploid``,
@@ -1259,6 +1285,8 @@ def skipped_text(counts: dict, *, advice: bool = False) -> str:
         contigs = list(counts.get("haploid_contigs") or {})
         parts.append(f"{counts['haploid']} on {len(contigs)} contig(s) with haploid calls ("
                      + ", ".join(contigs[:3]) + (", ..." if len(contigs) > 3 else "") + ")")
+    if counts.get("repeated"):
+        parts.append(f"{counts['repeated']} repeating the record before")
     if counts.get("filtered"):
         parts.append(filtered_text(counts))
     return ", ".join(parts)
