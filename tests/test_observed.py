@@ -333,6 +333,31 @@ def test_calls_at_depth_zero_are_missing_and_check_data_counts_them(tmp_path, ca
     assert proc.returncode == 1 and "a phased model refuses these data" in proc.stdout  # the tiny config is phased
 
 
+def test_calls_failing_a_per_sample_filter_are_missing_unless_filtered_data_are_kept(tmp_path, caplog):
+    import logging
+
+    # GATK VariantFiltration --genotype-filter-expression marks calls in FORMAT FT and keeps their GT.
+    ft_line = '##FORMAT=<ID=FT,Number=1,Type=String,Description="Genotype filter">\n'
+    rows = [("chr1", 10, "A", "G", ["0/1:PASS", "1/1:LowGQ", "0/0:.", "0/1:DP;GQ"]),
+            ("chr1", 20, "C", "T", ["1/0:PASS", "0/1:PASS", "0/0:PASS", "1/1:PASS"])]
+    text = vcf_text(rows, header=HEADER + GT_LINE + ft_line, fmt="GT:FT")
+    text += "chr2\t9\t.\tG\tA\t.\tPASS\t.\tGT\t0/0\t0/1\t1/1\t0/0\n"  # no FT in this record's FORMAT
+    with caplog.at_level(logging.INFO, logger="popdl"):
+        data = load(tmp_path, vcf=text, phased=False, allow_unphased=True)
+    g = data.genotypes  # haplotypes a1 a1 a2 a2 b1 b1 b2 b2
+    assert g[0].tolist() == [0, 1, MISSING, MISSING, 0, 0, MISSING, MISSING]
+    assert MISSING not in g[1].tolist() + g[2].tolist() and data.counts["filtered_calls"] == 2
+    assert "2 genotype call(s) failing a per-sample filter (FORMAT FT) read as missing" in caplog.text
+    kept = load(tmp_path, vcf=text, phased=False, allow_unphased=True, keep_filtered=True)
+    assert MISSING not in kept.genotypes[0].tolist() and not kept.counts.get("filtered_calls")
+    vcf = write(tmp_path, "ft.vcf", text)
+    proc = subprocess.run([sys.executable, "-m", "popdl", "check-data", "--configfile", str(_config(tmp_path)), "--vcf",
+                           str(vcf), "--popmap", str(write(tmp_path, "p.tsv", POPMAP))], capture_output=True, text=True,
+                          cwd=REPO)
+    assert "2 of them failing a per-sample filter (FORMAT FT), read as missing (--keep-filtered keeps them);" in proc.stdout, \
+        proc.stdout + proc.stderr
+
+
 def test_a_popmap_line_pasted_twice_is_read_once_with_a_note(tmp_path, caplog):
     import logging
 

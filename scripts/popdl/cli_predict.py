@@ -276,6 +276,8 @@ def _check_data(args, out) -> int:
           f"at most {profile['sites'][-1]:.1%}; "
           + (f"{c['depth_zero_calls']} of them called at depth 0 (FORMAT DP), read as missing; "
              if c.get("depth_zero_calls") else "")
+          + (f"{c['filtered_calls']} of them failing a per-sample filter (FORMAT FT), read as missing "
+             "(--keep-filtered keeps them); " if c.get("filtered_calls") else "")
           + "the config simulates "
           + ("the data's pattern (features.missing_individuals)" if settings["features"].get("missing_individuals")
              else f"{float(settings['features'].get('missing_rate', 0.0)):.1%} uniform"))

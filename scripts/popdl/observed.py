@@ -941,6 +941,9 @@ class _Records:
         counts, filters, keep_filtered = self.counts, self.filters, self.keep_filtered
         # A call at depth 0 saw no read: bcftools call and GATK 3 write 0/0 there, a homozygote the data never showed.
         depths = re.search(r"^##FORMAT=<ID=DP,", vcf.raw_header, re.M) is not None
+        # Calls a per-sample filter failed (FORMAT FT, as GATK VariantFiltration --genotype-filter-expression
+        # writes them without --set-filtered-genotype-to-no-call) are missing, unless filtered data are kept.
+        sample_filters = not keep_filtered and re.search(r"^##FORMAT=<ID=FT,", vcf.raw_header, re.M) is not None
         spans, contigs, contig_index = self.spans, self.contigs, self.contig_index
         in_file = 0
         pending: list = []  # records waiting for the genotype arithmetic (_batch)
@@ -1063,6 +1066,8 @@ class _Records:
             # record itself): the record waits with what the batch needs to know of it.
             if depths:
                 gt = self._unread_as_missing(rec, gt, index)
+            if sample_filters:
+                gt = self._failed_calls_as_missing(rec, gt, index)
             pending.append((gt, chrom, pos, contig_index[chrom], rec.ID or "."))
             if len(pending) >= RECORD_BATCH:
                 self._batch(pending, index=index, pool=pool, path=path)
@@ -1074,6 +1079,24 @@ class _Records:
         """Mark contig ``chrom`` as one with haploid calls, first at ``where``, by the samples of ``columns_called``."""
         self.haploid[chrom] = [1, where]
         self.haploid_samples[chrom] = [columns[9 + int(i)].strip() for i in columns_called]
+
+    def _failed_calls_as_missing(self, rec, gt: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """``gt`` with the calls whose FORMAT FT is neither PASS nor missing made missing, those of the
+        individuals kept counted (``filtered_calls``)."""
+        try:
+            ft = rec.format("FT")
+        except Exception:  # a record whose FORMAT lacks FT
+            return gt
+        if ft is None or len(ft) != gt.shape[0]:
+            return gt
+        ft = np.asarray(ft).astype(str)
+        failed = (ft != "PASS") & (ft != ".") & (ft != "") & (gt[:, 0] >= 0)
+        if not failed.any():
+            return gt
+        self.counts["filtered_calls"] = self.counts.get("filtered_calls", 0) + int(failed[index].sum())
+        gt = gt.copy()
+        gt[failed, :2] = -1
+        return gt
 
     def _unread_as_missing(self, rec, gt: np.ndarray, index: np.ndarray) -> np.ndarray:
         """``gt`` with the calls whose FORMAT DP is 0 made missing, those of the individuals kept counted
@@ -1143,6 +1166,9 @@ class _Records:
         if counts["records"] == 0:
             raise DataError(f"{source}: no variant records")
         self.blocks = [np.concatenate(self.blocks)] if self.blocks else []
+        if counts.get("filtered_calls"):
+            log.info("%s: %d genotype call(s) failing a per-sample filter (FORMAT FT) read as missing "
+                     "(predict.keep_filtered keeps them)", source, counts["filtered_calls"])
         if counts["depth_zero_calls"]:
             log.info("%s: %d genotype call(s) at depth 0 (FORMAT DP) read as missing: no read was seen there, where "
                      "callers (bcftools call, GATK 3) write 0/0", source, counts["depth_zero_calls"])
