@@ -133,6 +133,9 @@ MALFORMED = [
     ("popmap-a-tab-separated-plink-fam-file", {"vcf": vcf_text(), "popmap": "pop1\ta1\t0\t0\t1\t-9\n"},
      r"line 1: expected 2 columns \(sample, population\), found 6 \(a PLINK \.fam file: FID, IID, father, mother, sex, "
      r"phenotype; where FID is the population, awk -v OFS='\\t' '\{print \$2, \$1\}' makes the popmap\)$"),
+    ("popmap-r-row-names", {"vcf": vcf_text(), "popmap": '"sample" "pop"\n"1" "a1" "pop1"\n"2" "a2" "pop1"\n'},
+     r"line 2: expected 2 columns \(sample, population\), found 3, the first a number \(1\): row names, as R's "
+     r"write\.table writes them \(write it with row\.names = FALSE, or keep its last two columns\)$"),
     ("popmap-empty", {"vcf": vcf_text(), "popmap": "# nothing\n\n"}, r"no samples listed"),
     ("both-vcf-and-fasta", {"vcf": vcf_text(), "fasta": [fasta_text(GOOD_FASTA)]}, r"give exactly one of vcf or fasta"),
     ("fasta-unequal-lengths", {"fasta": [fasta_text({**GOOD_FASTA, "b2_2": "ACG"})]}, r"sequences of different lengths"),
@@ -243,6 +246,14 @@ def test_a_hash_inside_a_popmap_label_is_kept_and_a_comment_after_the_columns_is
     text = "# field sites\na1\tSite #1\na2\tSite #1   # resampled\nb1\tSite #2\nb2 Pop#2\nc1\tpop3\t# note\n"
     assert read_popmap(write(tmp_path, "p.tsv", text)) == {"a1": "Site #1", "a2": "Site #1", "b1": "Site #2",
                                                          "b2": "Pop#2", "c1": "pop3"}
+
+
+def test_a_popmap_r_wrote_with_its_quotes_reads_without_them(tmp_path):
+    # write.table(quote = TRUE), R's default: every field in double quotes, separated by a tab or a space.
+    tabbed = '"sample"\t"population"\n"a1"\t"pop1"\n"a2"\t"pop1"\n"b1"\t"pop2"\n"b2"\t"pop2"\n'
+    assert read_popmap(write(tmp_path, "r.tsv", tabbed)) == {"a1": "pop1", "a2": "pop1", "b1": "pop2", "b2": "pop2"}
+    spaced = '"a1" "Lake Malawi"\n"a2" "Lake Malawi"\n"b1" "pop2"\n'
+    assert read_popmap(write(tmp_path, "r.txt", spaced)) == {"a1": "Lake Malawi", "a2": "Lake Malawi", "b1": "pop2"}
 
 
 def test_popmap_exported_from_a_spreadsheet_as_csv_reads_as_a_table(tmp_path, caplog):

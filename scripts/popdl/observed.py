@@ -228,9 +228,11 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
         line = _INLINE_COMMENT.split(line, maxsplit=1)[0].strip()
         if not line:
             continue
-        parts = tabbed = [f.strip() for f in line.split("\t") if f.strip()]
+        # R's write.table quotes every field ('"a1"\t"pop1"', '"a1" "Lake Malawi"'): the quotes are not the names'.
+        parts = tabbed = [_unquoted(f.strip()) for f in line.split("\t") if f.strip()]
         if len(parts) != 2:  # not one tab between two fields: columns separated by spaces
-            parts = line.split()
+            parts = ([f.strip() for f in next(csv.reader([line], delimiter=" ", skipinitialspace=True)) if f.strip()]
+                     if '"' in line else line.split())
         separated = None
         if len(tabbed) == 1:  # a spreadsheet's export: comma- or semicolon-separated
             for delimiter in (",", ";"):
@@ -248,6 +250,11 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
                 parts = separated
         if len(parts) != 2:
             found = len(separated) if separated else len(parts)
+            widest = max((tabbed, separated or [], parts), key=len)
+            if not first and len(widest) == 3 and widest[0].isdigit():  # '"1" "a1" "pop1"' under '"sample" "pop"'
+                raise DataError(f"popmap {path} line {number}: expected 2 columns (sample, population), found 3, the "
+                                f"first a number ({widest[0]}): row names, as R's write.table writes them (write it with "
+                                "row.names = FALSE, or keep its last two columns)")
             if len(tabbed) > 2 or (separated and len(separated) > 2):  # a sample sheet with more columns
                 if first:
                     titles = tabbed if len(tabbed) > 2 else separated
@@ -293,6 +300,11 @@ def _parse_popmap(path: Path, raw_bytes: bytes, columns: Sequence[str | int] | N
 
 #: A comment after a popmap line's columns: a '#' after a space or tab and before one (or the line's end).
 _INLINE_COMMENT = re.compile(r"\s#(?:\s|$)")
+
+
+def _unquoted(field: str) -> str:
+    """``field`` without one pair of surrounding double quotes ('"pop1"' -> 'pop1')."""
+    return field[1:-1].strip() if len(field) >= 2 and field[0] == field[-1] == '"' else field
 
 
 def _is_fam(fields: list[str]) -> bool:
