@@ -74,6 +74,8 @@ def _row(i, gts):
     return ("chr1", 10 * (i + 1), "A", "G", gts)
 
 
+FAM_FILE = (r"line 1: expected 2 columns \(sample, population\), found 6 \(a PLINK \.fam file: FID, IID, father, mother, "
+            r"sex, phenotype; where FID is the population, awk -v OFS='\\t' '\{print \$2, \$1\}' makes the popmap\)$")
 # (case id, input kwargs for load(), regex the one-line message must match)
 MALFORMED = [
     ("vcf-missing-file", {"entry": {"vcf": "no/such.vcf.gz"}}, r"VCF no/such\.vcf\.gz: file not found"),
@@ -128,11 +130,9 @@ MALFORMED = [
      r"none of its 4 samples is in the popmap's first column, but 4 are in its second \(e\.g\. 'a1'\): the columns look "
      r"reversed \(population, then sample\); swap them"),
     ("popmap-a-plink-fam-file", {"vcf": vcf_text(), "popmap": "pop1 a1 0 0 1 -9\npop1 a2 0 0 2 -9\n"},
-     r"line 1: expected 2 columns \(sample, population\), found 6 \(a PLINK \.fam file: FID, IID, father, mother, sex, "
-     r"phenotype; where FID is the population, awk -v OFS='\\t' '\{print \$2, \$1\}' makes the popmap\)$"),
+     FAM_FILE),
     ("popmap-a-tab-separated-plink-fam-file", {"vcf": vcf_text(), "popmap": "pop1\ta1\t0\t0\t1\t-9\n"},
-     r"line 1: expected 2 columns \(sample, population\), found 6 \(a PLINK \.fam file: FID, IID, father, mother, sex, "
-     r"phenotype; where FID is the population, awk -v OFS='\\t' '\{print \$2, \$1\}' makes the popmap\)$"),
+     FAM_FILE),
     ("popmap-r-row-names", {"vcf": vcf_text(), "popmap": '"sample" "pop"\n"1" "a1" "pop1"\n"2" "a2" "pop1"\n'},
      r"line 2: expected 2 columns \(sample, population\), found 3, the first a number \(1\): row names, as R's "
      r"write\.table writes them \(write it with row\.names = FALSE, or keep its last two columns\)$"),

@@ -92,14 +92,19 @@ def test_sample_names_that_are_bam_files_match_the_popmap_by_their_file_name(tmp
         assert data.individuals == ["a1", "a2", "b1", "b2"] and data.counts["not_in_popmap"] == 1, extra
 
 
-def test_sample_names_that_differ_from_the_popmap_in_case_only_match_it(tmp_path, caplog):
-    entry = files(tmp_path, ["A1", "a2", "B1 ", "b2"], POPMAP)
+def _matched_as_the_popmap_names(tmp_path, caplog, names: list[str], phrase: str) -> list[str]:
+    """Read data whose samples are ``names``, asserting each matched the popmap and the genotypes are those of the
+    popmap's names; the log lines holding ``phrase``."""
     with caplog.at_level(logging.INFO, logger="popdl"):
-        data = read_observed(entry, samples=SAMPLES, seed=1)
-    assert data.individuals == ["A1", "a2", "B1", "b2"] and data.counts["not_in_popmap"] == 0
+        data = read_observed(files(tmp_path, names, POPMAP), samples=SAMPLES, seed=1)
+    assert data.individuals == [n.strip() for n in names] and data.counts["not_in_popmap"] == 0
     assert np.array_equal(data.genotypes, read_observed(files(tmp_path, ["a1", "a2", "b1", "b2"], POPMAP),
                                                         samples=SAMPLES, seed=1).genotypes)
-    lines = [r.getMessage() for r in caplog.records if "case is ignored" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records if phrase in r.getMessage()]
+
+
+def test_sample_names_that_differ_from_the_popmap_in_case_only_match_it(tmp_path, caplog):
+    lines = _matched_as_the_popmap_names(tmp_path, caplog, ["A1", "a2", "B1 ", "b2"], "case is ignored")
     assert len(lines) == 1 and "2 sample name(s) match the popmap only when case is ignored (e.g. 'A1' is 'a1'" \
         in lines[0], lines
     # Two popmap names equal to it but for case: neither is guessed.
@@ -126,13 +131,8 @@ def test_numeric_sample_names_a_spreadsheet_rewrote_match_as_numbers(tmp_path, c
 
 def test_plink_fid_iid_sample_names_match_the_popmap_by_their_iid(tmp_path, caplog):
     # plink --recode vcf names samples FID_IID: a population code or, with --double-id, the IID again.
-    entry = files(tmp_path, ["nut_a1", "a2_a2", "pug_b1", "b2"], POPMAP)
-    with caplog.at_level(logging.INFO, logger="popdl"):
-        data = read_observed(entry, samples=SAMPLES, seed=1)
-    assert data.individuals == ["nut_a1", "a2_a2", "pug_b1", "b2"] and data.counts["not_in_popmap"] == 0
-    assert np.array_equal(data.genotypes, read_observed(files(tmp_path, ["a1", "a2", "b1", "b2"], POPMAP),
-                                                        samples=SAMPLES, seed=1).genotypes)
-    lines = [r.getMessage() for r in caplog.records if "after a prefix and an underscore" in r.getMessage()]
+    lines = _matched_as_the_popmap_names(tmp_path, caplog, ["nut_a1", "a2_a2", "pug_b1", "b2"],
+                                         "after a prefix and an underscore")
     assert len(lines) == 1 and "3 sample name(s) are a popmap name after a prefix and an underscore (e.g. 'nut_a1' is "
     "'a1' there" in lines[0], lines
     # A name ending in two popmap names ('x_a_1': 'a_1' and '1') is not guessed.
