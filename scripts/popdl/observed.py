@@ -746,8 +746,9 @@ def choose_individuals(
 
 def _stray_labels(populations: dict[str, str], popmap: dict[str, str]) -> str | None:
     """One line naming the ``populations`` labels that no popmap line holds, each with its nearest popmap label."""
-    labels = sorted(set(popmap.values()))
-    stray = [label for label in populations if label not in set(labels)]
+    held = set(popmap.values())
+    labels = sorted(held)
+    stray = [label for label in populations if label not in held]
     if not stray or not labels:
         return None
     by_fold = {label.casefold(): label for label in labels}
@@ -936,10 +937,9 @@ class _Records:
         self.files = files  # how many files the data set reads
         self.record_ids: set[str] = set()  # any_order: the IDs of the biallelic SNP and invariant-site records
         self.invariant_contigs: set[int] = set()  # contigs with an invariant-site record (ALT '.')
-        #: Contigs with haploid calls -> [records left out, where the first haploid call is].
+        #: Contigs with haploid calls -> [records left out, where the first haploid call is, the samples read that
+        #: made a haploid call there].
         self.haploid: dict[str, list] = {}
-        #: Contigs with haploid calls -> the samples read that made a haploid call at the first such record.
-        self.haploid_samples: dict[str, list[str]] = {}
 
     def read(self, vcf, path: Path, *, columns: list[str], hts) -> None:
         """Read the records of the open cyvcf2 reader ``vcf`` of file ``path`` (its #CHROM ``columns``)."""
@@ -1089,42 +1089,31 @@ class _Records:
 
     def _haploid_call(self, chrom: str, where: str, columns_called: np.ndarray, columns: list[str]) -> None:
         """Mark contig ``chrom`` as one with haploid calls, first at ``where``, by the samples of ``columns_called``."""
-        self.haploid[chrom] = [1, where]
-        self.haploid_samples[chrom] = [columns[9 + int(i)].strip() for i in columns_called]
+        self.haploid[chrom] = [1, where, [columns[9 + int(i)].strip() for i in columns_called]]
 
     def _failed_calls_as_missing(self, rec, gt: np.ndarray, index: np.ndarray) -> np.ndarray:
         """``gt`` with the calls whose FORMAT FT is neither PASS nor missing made missing, those of the
         individuals kept counted (``filtered_calls``)."""
-        try:
-            ft = rec.format("FT")
-        except Exception:  # a record whose FORMAT lacks FT
+        ft = _format_values(rec, "FT", gt.shape[0])
+        if ft is None:
             return gt
-        if ft is None or len(ft) != gt.shape[0]:
-            return gt
-        ft = np.asarray(ft).astype(str)
-        failed = (ft != "PASS") & (ft != ".") & (ft != "") & (gt[:, 0] >= 0)
-        if not failed.any():
-            return gt
-        self.counts["filtered_calls"] = self.counts.get("filtered_calls", 0) + int(failed[index].sum())
-        gt = gt.copy()
-        gt[failed, :2] = -1
-        return gt
+        ft = ft.astype(str)
+        return self._made_missing(gt, (ft != "PASS") & (ft != ".") & (ft != ""), index, "filtered_calls")
 
     def _unread_as_missing(self, rec, gt: np.ndarray, index: np.ndarray) -> np.ndarray:
         """``gt`` with the calls whose FORMAT DP is 0 made missing, those of the individuals kept counted
         (``depth_zero_calls``)."""
-        try:
-            dp = rec.format("DP")
-        except Exception:  # a record whose FORMAT lacks DP, or a DP htslib cannot read as numbers
+        dp = _format_values(rec, "DP", gt.shape[0])
+        return gt if dp is None else self._made_missing(gt, dp[:, 0] == 0, index, "depth_zero_calls")
+
+    def _made_missing(self, gt: np.ndarray, drop: np.ndarray, index: np.ndarray, key: str) -> np.ndarray:
+        """``gt`` with the calls of the samples ``drop`` marks made missing; those of the individuals kept (``index``)
+        that were called are added to ``counts[key]``."""
+        if not drop.any():
             return gt
-        if dp is None or dp.shape[0] != gt.shape[0]:
-            return gt
-        zero = dp[:, 0] == 0
-        if not zero.any():
-            return gt
-        self.counts["depth_zero_calls"] += int((zero & (gt[:, 0] >= 0))[index].sum())
+        self.counts[key] = self.counts.get(key, 0) + int((drop & (gt[:, 0] >= 0))[index].sum())
         gt = gt.copy()
-        gt[zero, :2] = -1
+        gt[drop, :2] = -1
         return gt
 
     def _batch(self, pending: list, *, index: np.ndarray, pool: np.ndarray, path: Path) -> None:
@@ -1269,7 +1258,7 @@ class _Records:
             if locus in flagged:
                 self.haploid[self.contigs[locus]][0] += 1
         by_sample: dict[str, int] = {}
-        for names in self.haploid_samples.values():
+        for _, _, names in self.haploid.values():
             for sample in names:
                 by_sample[sample] = by_sample.get(sample, 0) + 1
         ranked = sorted(by_sample.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -1288,7 +1277,7 @@ class _Records:
         self.positions, self.ids, self.loci_idx = ([x[i] for i in keep] for x in (self.positions, self.ids, self.loci_idx))
         self.blocks = [self.blocks[0][keep]] if keep else []
         self.file_alleles = [a for a in self.file_alleles if a[0] not in flagged]
-        by_contig = {c: n for c, (n, _) in self.haploid.items()}
+        by_contig = {c: n for c, (n, _, _) in self.haploid.items()}
         self.counts.update(haploid=sum(by_contig.values()), haploid_contigs=by_contig)
         shown = ", ".join(f"{c} ({n})" for c, n in list(by_contig.items())[:5]) + (", ..." if len(by_contig) > 5 else "")
         log.warning("%s: left out %d contig(s) with haploid genotype calls (a male's X, a Y, a mitochondrion): %s "
@@ -1297,6 +1286,16 @@ class _Records:
 
 #: Haploid calls on at least this many contigs, most of those with SNPs, are named as haploid individuals'.
 HAPLOID_INDIVIDUALS_CONTIGS = 5
+
+
+def _format_values(rec, field: str, samples: int) -> np.ndarray | None:
+    """The FORMAT ``field`` of record ``rec``, one row per sample, or None where the record lacks it (or htslib
+    cannot read it as the header types it)."""
+    try:
+        values = rec.format(field)
+    except Exception:
+        return None
+    return None if values is None or len(values) != samples else np.asarray(values)
 
 
 def _haploid_by(ranked: list[tuple[str, int]]) -> str:
